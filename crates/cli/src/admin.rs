@@ -1,0 +1,305 @@
+//! `latchkey client …` and `latchkey user …`: work against the same database while the server runs.
+
+use std::io::Read;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use latchkey_core::Clock;
+use latchkey_core::admin::{AdminError, NewClient, NewUser};
+use latchkey_core::password::Hasher;
+use latchkey_core::store::{ClientKind, ClientRecord, StoreError};
+use latchkey_proto::{ClientId, Password};
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::serve::open_store;
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register a client. Prints `client_id: …` (and `client_secret: …` once, for --confidential).
+    Add(ClientAdd),
+    /// List registered clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client and everything issued to it.
+    Remove { client_id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ClientAdd {
+    /// A client that cannot keep a secret (SPA, native or CLI app): PKCE only.
+    #[arg(
+        long,
+        conflicts_with = "confidential",
+        required_unless_present = "confidential"
+    )]
+    public: bool,
+    /// A server-side client with a secret (shown once, stored only as a hash).
+    #[arg(long)]
+    confidential: bool,
+    /// Display name shown on the consent page.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Allowed redirect URI (repeatable). Matched exactly; for http://127.0.0.1/… any port is allowed.
+    #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+    redirect_uris: Vec<String>,
+    /// Choose the client_id instead of a random one.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// A client of this deployment's own: consent is implied, no consent page.
+    #[arg(long)]
+    first_party: bool,
+    /// An extra scope the client may request, e.g. an API permission (repeatable).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// Do not issue refresh tokens to this client.
+    #[arg(long)]
+    no_refresh: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        username: String,
+        #[arg(long)]
+        email: String,
+        /// Full name (the `name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user, their sessions and everything issued to them.
+    Remove { username: String },
+    /// Set a user's password (read from standard input) and end their sessions.
+    SetPassword {
+        username: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+fn client_json(c: &ClientRecord) -> serde_json::Value {
+    json!({
+        "client_id": c.client_id,
+        "name": c.name,
+        "type": if c.is_public() { "public" } else { "confidential" },
+        "redirect_uris": c.redirect_uris,
+        "grant_types": c.grant_types,
+        "scope": c.allowed_scope,
+        "first_party": c.first_party,
+        "created_at": c.created_at,
+    })
+}
+
+fn admin_err(e: AdminError) -> anyhow::Error {
+    match e {
+        AdminError::Store(StoreError::AlreadyExists(what)) => anyhow!("{what} already exists"),
+        other => anyhow!(other),
+    }
+}
+
+pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<()> {
+    let store = open_store(&settings.database)?;
+    match cmd {
+        ClientCommand::Add(a) => {
+            let new = NewClient {
+                client_id: a.client_id,
+                name: a.name,
+                confidential: a.confidential,
+                redirect_uris: a.redirect_uris,
+                first_party: a.first_party,
+                extra_scopes: a.scopes,
+                refresh_tokens: !a.no_refresh,
+            };
+            let (rec, secret) =
+                latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
+                    .await
+                    .map_err(admin_err)?;
+            if a.json {
+                let mut v = client_json(&rec);
+                if let Some(s) = &secret {
+                    v["client_secret"] = json!(s.expose_secret());
+                }
+                println!("{v}");
+            } else {
+                println!("client_id: {}", rec.client_id);
+                if let Some(s) = &secret {
+                    println!("client_secret: {}", s.expose_secret());
+                    eprintln!(
+                        "The client secret is shown only now; it is stored as a hash and cannot be shown again."
+                    );
+                }
+            }
+        }
+        ClientCommand::List { json } => {
+            let clients = store.clients().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(clients.iter().map(client_json).collect())
+                );
+            } else if clients.is_empty() {
+                eprintln!("no clients");
+            } else {
+                for c in clients {
+                    let kind = match c.kind {
+                        ClientKind::Public => "public",
+                        ClientKind::Confidential { .. } => "confidential",
+                    };
+                    println!(
+                        "{}\t{kind}\t{}\t{}",
+                        c.client_id,
+                        c.name,
+                        c.redirect_uris
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                }
+            }
+        }
+        ClientCommand::Show { client_id, json } => {
+            let id = ClientId::parse(&client_id).map_err(|e| anyhow!("{}", e.description))?;
+            let c = store
+                .client(&id)
+                .await?
+                .ok_or_else(|| anyhow!("no client with client_id {client_id:?}"))?;
+            let v = client_json(&c);
+            if json {
+                println!("{v}");
+            } else {
+                println!("client_id: {}", c.client_id);
+                println!("name: {}", c.name);
+                println!("type: {}", v["type"].as_str().unwrap_or_default());
+                for r in &c.redirect_uris {
+                    println!("redirect_uri: {r}");
+                }
+                println!(
+                    "grant_types: {}",
+                    c.grant_types
+                        .iter()
+                        .map(|g| g.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                println!("scope: {}", c.allowed_scope);
+                println!("first_party: {}", c.first_party);
+            }
+        }
+        ClientCommand::Remove { client_id } => {
+            let id = ClientId::parse(&client_id).map_err(|e| anyhow!("{}", e.description))?;
+            if !store.remove_client(&id).await? {
+                bail!("no client with client_id {client_id:?}");
+            }
+            println!("removed client {client_id}");
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<Password> {
+    let mut s = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    let line = s.lines().next().unwrap_or("");
+    if line.is_empty() {
+        bail!(
+            "no password on standard input (try: printf '%s' \"$PASSWORD\" | latchkey user add …)"
+        );
+    }
+    Ok(Password::new(line))
+}
+
+pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
+    let store = open_store(&settings.database)?;
+    match cmd {
+        UserCommand::Add {
+            username,
+            email,
+            name,
+            password_stdin: _,
+        } => {
+            let password = read_password()?;
+            let hasher = Hasher::new(1)?;
+            let u = latchkey_core::admin::add_user(
+                store.as_ref(),
+                &hasher,
+                NewUser {
+                    username,
+                    email,
+                    name,
+                },
+                password,
+                Clock::system().now(),
+            )
+            .await
+            .map_err(admin_err)?;
+            println!("user_id: {}", u.id);
+            println!("username: {}", u.username);
+        }
+        UserCommand::List { json } => {
+            let users = store.users().await?;
+            if json {
+                let v: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({"id": u.id, "username": u.username, "email": u.email, "name": u.name, "created_at": u.created_at}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else if users.is_empty() {
+                eprintln!("no users");
+            } else {
+                for u in users {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        u.username,
+                        u.email,
+                        u.name.unwrap_or_default(),
+                        u.id
+                    );
+                }
+            }
+        }
+        UserCommand::Remove { username } => {
+            if !store.remove_user(&username).await? {
+                bail!("no user named {username:?}");
+            }
+            println!("removed user {username}");
+        }
+        UserCommand::SetPassword {
+            username,
+            password_stdin: _,
+        } => {
+            let password = read_password()?;
+            let hasher = Hasher::new(1)?;
+            if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password)
+                .await
+                .map_err(admin_err)?
+            {
+                bail!("no user named {username:?}");
+            }
+            println!("password changed for {username}; their sessions have ended");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Configuration: defaults, overlaid by a TOML file, overlaid by `LATCHKEY_*` environment
+//! variables, overlaid by flags. An unknown key in the file or the environment is an error that
+//! names it: a typo must not silently fall back to a default.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The keys of `latchkey.toml`. Lifetimes are in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub issuer: Option<String>,
+    pub listen: Option<String>,
+    pub database: Option<String>,
+    pub audience: Option<String>,
+    pub code_lifetime: Option<u64>,
+    pub access_token_lifetime: Option<u64>,
+    pub refresh_token_lifetime: Option<u64>,
+    pub session_lifetime: Option<u64>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Every setting, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    pub listen: String,
+    pub database: String,
+    pub audience: Option<String>,
+    pub code_lifetime: u64,
+    pub access_token_lifetime: u64,
+    pub refresh_token_lifetime: u64,
+    pub session_lifetime: u64,
+    pub log_format: LogFormat,
+}
+
+/// What flags may override.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub issuer: Option<String>,
+    pub listen: Option<String>,
+    pub database: Option<String>,
+}
+
+const ENV_KEYS: &[&str] = &[
+    "CONFIG",
+    "ISSUER",
+    "LISTEN",
+    "DATABASE",
+    "AUDIENCE",
+    "CODE_LIFETIME",
+    "ACCESS_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_LIFETIME",
+    "SESSION_LIFETIME",
+    "LOG_FORMAT",
+];
+
+impl Settings {
+    /// `env` is the process environment (a map in tests).
+    pub fn resolve(
+        config_flag: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &Overrides,
+    ) -> anyhow::Result<Self> {
+        let mut ours = BTreeMap::new();
+        for (k, v) in env {
+            if let Some(key) = k.strip_prefix("LATCHKEY_") {
+                if !ENV_KEYS.contains(&key) {
+                    bail!(
+                        "unknown environment variable {k}; known: {}",
+                        ENV_KEYS
+                            .iter()
+                            .map(|k| format!("LATCHKEY_{k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                ours.insert(key, v.clone());
+            }
+        }
+        let path = config_flag
+            .map(Path::to_path_buf)
+            .or_else(|| ours.get("CONFIG").map(Into::into));
+        let file: FileConfig = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| anyhow!("config file {}: {}", p.display(), e.message()))?
+            }
+            None => FileConfig::default(),
+        };
+        let num = |key: &str, file_v: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            let v = match ours.get(key) {
+                Some(s) => s.parse().map_err(|_| {
+                    anyhow!("LATCHKEY_{key} must be a whole number of seconds, not {s:?}")
+                })?,
+                None => file_v.unwrap_or(default),
+            };
+            if v == 0 {
+                bail!("{} must be at least 1 second", key.to_lowercase());
+            }
+            Ok(v)
+        };
+        let log_format = match ours.get("LOG_FORMAT").map(String::as_str) {
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("LATCHKEY_LOG_FORMAT must be text or json, not {other:?}"),
+            None => file.log_format.unwrap_or(LogFormat::Text),
+        };
+        let pick = |flag: &Option<String>, key: &str, file_v: &Option<String>| {
+            flag.clone()
+                .or_else(|| ours.get(key).cloned())
+                .or_else(|| file_v.clone())
+        };
+        let listen =
+            pick(&flags.listen, "LISTEN", &file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let issuer = pick(&flags.issuer, "ISSUER", &file.issuer)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = validate_issuer(&issuer)?;
+        let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
+        if code_lifetime > 600 {
+            bail!("code_lifetime may be at most 600 seconds (RFC 6749 §4.1.2)");
+        }
+        Ok(Self {
+            issuer,
+            listen,
+            database: pick(&flags.database, "DATABASE", &file.database)
+                .unwrap_or_else(|| "latchkey.db".into()),
+            audience: ours.get("AUDIENCE").cloned().or(file.audience),
+            code_lifetime,
+            access_token_lifetime: num("ACCESS_TOKEN_LIFETIME", file.access_token_lifetime, 600)?,
+            refresh_token_lifetime: num(
+                "REFRESH_TOKEN_LIFETIME",
+                file.refresh_token_lifetime,
+                30 * 24 * 3600,
+            )?,
+            session_lifetime: num("SESSION_LIFETIME", file.session_lifetime, 24 * 3600)?,
+            log_format,
+        })
+    }
+
+    pub fn provider_config(&self) -> latchkey_core::ProviderConfig {
+        let mut c = latchkey_core::ProviderConfig::new(&self.issuer);
+        if let Some(a) = &self.audience {
+            c.audience = a.clone();
+        }
+        c.code_ttl = self.code_lifetime;
+        c.access_token_ttl = self.access_token_lifetime;
+        c.refresh_token_ttl = self.refresh_token_lifetime;
+        c.session_ttl = self.session_lifetime;
+        c
+    }
+}
+
+/// OpenID Connect Discovery §3: an https URL (http is tolerated for loopback and development)
+/// with no query or fragment.
+fn validate_issuer(s: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(s).map_err(|e| anyhow!("issuer {s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        bail!("issuer must be an https URL");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("issuer must not have a query or fragment");
+    }
+    if url.scheme() == "http"
+        && !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+    {
+        tracing::warn!(
+            issuer = s,
+            "the issuer is plain http on a non-loopback host: tokens and passwords travel unencrypted; use https in production"
+        );
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert_eq!(s.issuer, "http://127.0.0.1:8080");
+        assert_eq!(s.database, "latchkey.db");
+        assert_eq!(s.code_lifetime, 60);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("latchkey.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:9000\"\naccess_token_lifetime = 300\ndatabase = \"file.db\"\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("LATCHKEY_DATABASE", "env.db"),
+            ("LATCHKEY_ACCESS_TOKEN_LIFETIME", "120"),
+            ("PATH", "/bin"),
+        ]);
+        let s = Settings::resolve(Some(&p), &e, &Overrides::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.issuer, "http://127.0.0.1:9000");
+        assert_eq!(s.database, "env.db");
+        assert_eq!(s.access_token_lifetime, 120);
+        let flags = Overrides {
+            database: Some("flag.db".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Settings::resolve(Some(&p), &e, &flags).unwrap().database,
+            "flag.db"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("latchkey.toml");
+        std::fs::write(
+            &p,
+            "issuer = \"https://id.example\"\nacess_token_lifetime = 5\n",
+        )
+        .unwrap();
+        let err = Settings::resolve(Some(&p), &env(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("acess_token_lifetime"), "{err}");
+        let err = Settings::resolve(
+            None,
+            &env(&[("LATCHKEY_ISSUR", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LATCHKEY_ISSUR"), "{err}");
+        let err = Settings::resolve(
+            None,
+            &env(&[("LATCHKEY_CODE_LIFETIME", "ten")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LATCHKEY_CODE_LIFETIME"), "{err}");
+    }
+}

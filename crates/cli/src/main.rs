@@ -1,0 +1,104 @@
+//! `latchkey`: the one binary. It parses arguments and wires the crates together; the protocol
+//! rules live in `latchkey-core`.
+
+mod admin;
+mod config;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "An OAuth 2.1 / OpenID Connect provider in one binary"
+)]
+struct Cli {
+    /// TOML configuration file (also LATCHKEY_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SQLite database file (also LATCHKEY_DATABASE; default ./latchkey.db).
+    #[arg(long, global = true, value_name = "PATH")]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the authorization server.
+    Serve(ServeArgs),
+    /// Register and manage clients.
+    #[command(subcommand)]
+    Client(admin::ClientCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Issuer URL (default http:// + the listen address).
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+    /// Development mode: create a demo client and user with a known password, and print a
+    /// ready-to-open authorization URL. Never use it in production.
+    #[arg(long)]
+    dev: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let listen_issuer = match &cli.command {
+        Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
+        _ => (None, None),
+    };
+    let flags = config::Overrides {
+        issuer: listen_issuer.1,
+        listen: listen_issuer.0,
+        database: cli.database.clone(),
+    };
+    let settings = match config::Settings::resolve(cli.config.as_deref(), &env, &flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    serve::init_logging(
+        settings.log_format,
+        matches!(cli.command, Command::Serve(_)),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(settings, args.dev).await,
+            Command::Client(c) => admin::client(&settings, c).await,
+            Command::User(c) => admin::user(&settings, c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

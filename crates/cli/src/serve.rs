@@ -1,0 +1,163 @@
+//! `latchkey serve`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use latchkey_core::admin::{AdminError, NewClient, NewUser};
+use latchkey_core::{Clock, Provider, Store};
+use latchkey_proto::{CodeVerifier, Password};
+use latchkey_server::AppState;
+use latchkey_store::SqliteStore;
+
+use crate::config::{LogFormat, Settings};
+
+pub fn init_logging(format: LogFormat, verbose: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let path = database.strip_prefix("sqlite://").unwrap_or(database);
+    if path.contains("://") {
+        anyhow::bail!(
+            "unsupported database {database:?}: give a SQLite file path (or sqlite://PATH)"
+        );
+    }
+    Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?))
+}
+
+pub const DEV_CLIENT: &str = "latchkey-demo";
+pub const DEV_REDIRECT: &str = "http://127.0.0.1:8765/callback";
+pub const DEV_USER: &str = "demo";
+pub const DEV_PASSWORD: &str = "demo-password";
+
+pub async fn run(settings: Settings, dev: bool) -> anyhow::Result<()> {
+    let store = open_store(&settings.database)?;
+    let clock = Clock::system();
+    let provider =
+        Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, issuer = %settings.issuer, database = %settings.database, "latchkey is serving");
+    println!(
+        "Latchkey {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("issuer: {}", settings.issuer);
+    println!("database: {}", settings.database);
+    if dev {
+        dev_bootstrap(&provider, &clock).await?;
+    } else if store.clients().await?.is_empty() {
+        println!("\nNo clients are registered yet. Add one and a user, in another terminal:");
+        println!(
+            "  latchkey client add --public --name \"My SPA\" --redirect-uri http://127.0.0.1:8765/callback"
+        );
+        println!(
+            "  printf '%s' 'a-good-password' | latchkey user add alice --email alice@example.com --password-stdin"
+        );
+        println!("(or restart with --dev for a ready-made demo client and user)");
+    }
+    latchkey_server::serve(listener, AppState::new(provider, clock), shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// `--dev`: idempotently creates a demo public client and a demo user, and prints a ready-to-open
+/// authorization URL with a fresh PKCE verifier.
+async fn dev_bootstrap(p: &Provider, clock: &Clock) -> anyhow::Result<()> {
+    tracing::warn!(
+        "--dev: a demo user with a publicly known password exists in this database; never use --dev in production"
+    );
+    let client = NewClient {
+        client_id: Some(DEV_CLIENT.into()),
+        name: "Latchkey demo app".into(),
+        confidential: false,
+        redirect_uris: vec![DEV_REDIRECT.into()],
+        first_party: false,
+        extra_scopes: vec![],
+        refresh_tokens: true,
+    };
+    match latchkey_core::admin::add_client(p.store.as_ref(), client, clock.now()).await {
+        Ok(_) | Err(AdminError::Store(latchkey_core::store::StoreError::AlreadyExists(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let user = NewUser {
+        username: DEV_USER.into(),
+        email: "demo@example.com".into(),
+        name: Some("Demo User".into()),
+    };
+    match latchkey_core::admin::add_user(
+        p.store.as_ref(),
+        &p.hasher,
+        user,
+        Password::new(DEV_PASSWORD),
+        clock.now(),
+    )
+    .await
+    {
+        Ok(_) | Err(AdminError::Store(latchkey_core::store::StoreError::AlreadyExists(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let verifier = CodeVerifier::generate();
+    let state = latchkey_proto::secret::random_token();
+    let mut url = url::Url::parse(&format!("{}/authorize", p.issuer()))?;
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", DEV_CLIENT)
+        .append_pair("redirect_uri", DEV_REDIRECT)
+        .append_pair("scope", "openid profile email")
+        .append_pair("code_challenge", verifier.challenge().as_str())
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", &state[..16]);
+    println!("\n--dev: demo client and user (a known password: development only)");
+    println!("client_id: {DEV_CLIENT}");
+    println!("redirect_uri: {DEV_REDIRECT}");
+    println!("username: {DEV_USER}");
+    println!("password: {DEV_PASSWORD}");
+    println!("code_verifier: {}", verifier.expose_secret());
+    println!(
+        "\nOpen this URL, sign in, then copy `code` from the address bar of the (failing) redirect:"
+    );
+    println!("{url}");
+    println!("\nExchange the code:");
+    println!(
+        "curl -s {}/token -d grant_type=authorization_code -d client_id={DEV_CLIENT} --data-urlencode redirect_uri={DEV_REDIRECT} -d code_verifier={} -d code=PASTE_CODE",
+        p.issuer(),
+        verifier.expose_secret()
+    );
+    Ok(())
+}

@@ -1,0 +1,670 @@
+//! The authorization endpoint (RFC 6749 §4.1.1-4.1.2, OpenID Connect Core §3.1.2), the login and
+//! the consent steps that may come between the request and the redirect.
+
+use latchkey_proto::secret::random_token;
+use latchkey_proto::{
+    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, Password,
+    RedirectUri, Scope, SessionToken, State, TokenHash,
+};
+use url::Url;
+
+use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, SessionRecord};
+use crate::{Error, Provider, UnixTime};
+
+/// What the browser is shown next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The request cannot be trusted to redirect (unknown client, unregistered redirect URI):
+    /// the user sees an error page and the client learns nothing (RFC 6749 §4.1.2.1).
+    ErrorPage(OAuthError),
+    /// Send the browser back to the client, with a code or an error.
+    Redirect(String),
+    /// Ask for the user's credentials; `pending` is the id of the stored request.
+    Login {
+        pending: String,
+        client_name: String,
+    },
+    /// Ask the logged-in user to approve the scopes for this client.
+    Consent {
+        pending: String,
+        client_name: String,
+        scope: Scope,
+        username: String,
+    },
+}
+
+/// The `prompt` parameter (OpenID Connect Core §3.1.2.1).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Prompt {
+    pub none: bool,
+    pub login: bool,
+    pub consent: bool,
+}
+
+/// A request that passed every check: safe to act on and to redirect to.
+#[derive(Debug, Clone)]
+pub struct ValidRequest {
+    pub pending: PendingAuthorization,
+    pub prompt: Prompt,
+}
+
+/// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207).
+pub fn error_redirect(
+    issuer: &str,
+    redirect_uri: &RedirectUri,
+    state: Option<&State>,
+    e: &OAuthError,
+) -> String {
+    with_params(
+        redirect_uri,
+        &[
+            ("error", Some(e.code.as_str())),
+            ("error_description", Some(&e.description)),
+            ("state", state.map(State::as_str)),
+            ("iss", Some(issuer)),
+        ],
+    )
+}
+
+fn with_params(redirect_uri: &RedirectUri, params: &[(&str, Option<&str>)]) -> String {
+    // The redirect URI was validated as absolute when it was registered; keep its own query.
+    let Ok(mut url) = Url::parse(redirect_uri.as_str()) else {
+        return redirect_uri.to_string();
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+    }
+    url.into()
+}
+
+/// Validates an authorization request against the registered client. Pure.
+///
+/// Order matters (RFC 6749 §4.1.2.1): until the client and the redirect URI are known good, errors
+/// go to an error page, never to the redirect URI, or the server becomes an open redirector.
+pub fn validate(
+    params: &Params,
+    client: Option<&ClientRecord>,
+    issuer: &str,
+    now: UnixTime,
+    pending_ttl: u64,
+) -> Result<ValidRequest, Step> {
+    let page = |e: OAuthError| Step::ErrorPage(e);
+    let client_id = params.get("client_id").ok_or_else(|| {
+        page(OAuthError::invalid_request(
+            "the client_id parameter is missing",
+        ))
+    })?;
+    ClientId::parse(client_id).map_err(page)?;
+    let client = client.ok_or_else(|| {
+        page(OAuthError::invalid_request(
+            "unknown client_id: no client is registered with this id",
+        ))
+    })?;
+    let redirect_uri = params.get("redirect_uri").ok_or_else(|| {
+        page(OAuthError::invalid_request(
+            "the redirect_uri parameter is missing: send one of the client's registered redirect URIs",
+        ))
+    })?;
+    let redirect_uri = RedirectUri::parse(redirect_uri).map_err(page)?;
+    if !client
+        .redirect_uris
+        .iter()
+        .any(|r| redirect_uri.matches_registered(r))
+    {
+        return Err(page(OAuthError::invalid_request(
+            "redirect_uri is not registered for this client: it must equal a registered redirect URI exactly",
+        )));
+    }
+
+    // From here on errors are returned to the client. A malformed state cannot be echoed.
+    let state = params.get("state").map(State::parse).transpose();
+    let state_for_errors = state.as_ref().ok().cloned().flatten();
+    let fail = |e: OAuthError| {
+        Step::Redirect(error_redirect(
+            issuer,
+            &redirect_uri,
+            state_for_errors.as_ref(),
+            &e,
+        ))
+    };
+    let state = state.map_err(fail)?;
+
+    if params.contains("request") {
+        return Err(fail(OAuthError::new(
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported",
+        )));
+    }
+    if params.contains("request_uri") {
+        return Err(fail(OAuthError::new(
+            ErrorCode::RequestUriNotSupported,
+            "request_uri is not supported",
+        )));
+    }
+    match params.get("response_type") {
+        Some("code") => {}
+        None => {
+            return Err(fail(OAuthError::invalid_request(
+                "the response_type parameter is missing; use response_type=code",
+            )));
+        }
+        Some(_) => {
+            return Err(fail(OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code (the authorization code flow) is supported",
+            )));
+        }
+    }
+    if let Some(m) = params.get("response_mode") {
+        if m != "query" {
+            return Err(fail(OAuthError::invalid_request(
+                "only response_mode=query is supported",
+            )));
+        }
+    }
+    let code_challenge = CodeChallenge::parse_s256(
+        params.get("code_challenge"),
+        params.get("code_challenge_method"),
+    )
+    .map_err(fail)?;
+    let scope = Scope::parse(params.get("scope").unwrap_or("")).map_err(fail)?;
+    if !scope.is_subset(&client.allowed_scope) {
+        return Err(fail(OAuthError::invalid_scope(format!(
+            "scope not allowed for this client: {}",
+            scope.missing_from(&client.allowed_scope)
+        ))));
+    }
+    let nonce = params
+        .get("nonce")
+        .map(Nonce::parse)
+        .transpose()
+        .map_err(fail)?;
+    let prompt = parse_prompt(params.get("prompt")).map_err(fail)?;
+
+    Ok(ValidRequest {
+        pending: PendingAuthorization {
+            client_id: client.client_id.clone(),
+            redirect_uri,
+            scope,
+            state,
+            nonce,
+            code_challenge,
+            expires_at: now + pending_ttl as UnixTime,
+        },
+        prompt,
+    })
+}
+
+fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
+    let mut p = Prompt::default();
+    for value in v.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
+        match value {
+            "none" => p.none = true,
+            "login" => p.login = true,
+            "consent" => p.consent = true,
+            // One account per session: choosing an account is logging in again.
+            "select_account" => p.login = true,
+            _ => {
+                return Err(OAuthError::invalid_request(
+                    "unsupported prompt value; supported: none, login, consent",
+                ));
+            }
+        }
+    }
+    // OpenID Connect Core §3.1.2.1: none with any other value is an error.
+    if p.none && (p.login || p.consent) {
+        return Err(OAuthError::invalid_request(
+            "prompt=none cannot be combined with other prompt values",
+        ));
+    }
+    Ok(p)
+}
+
+/// What the login step returns.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Wrong username or password: show the form again with one message for both cases.
+    Failed { client_name: String },
+    /// Logged in: set the session cookie and go on.
+    Done {
+        session: SessionToken,
+        max_age: u64,
+        next: Step,
+    },
+}
+
+impl Provider {
+    /// `GET|POST /authorize`.
+    pub async fn authorize(
+        &self,
+        params: &Params,
+        cookie: Option<&SessionToken>,
+        now: UnixTime,
+    ) -> Result<Step, Error> {
+        let client = match params.get("client_id").map(ClientId::parse) {
+            Some(Ok(id)) => self.store.client(&id).await?,
+            _ => None,
+        };
+        let req = match validate(
+            params,
+            client.as_ref(),
+            self.issuer(),
+            now,
+            self.config.pending_ttl,
+        ) {
+            Ok(r) => r,
+            Err(step) => return Ok(step),
+        };
+        let Some(client) = client else {
+            return Ok(Step::ErrorPage(OAuthError::invalid_request(
+                "unknown client_id",
+            )));
+        };
+        let session = match cookie {
+            Some(c) => self.store.session(&c.hash(), now).await?,
+            None => None,
+        };
+        let fail = |e: OAuthError| {
+            Ok(Step::Redirect(error_redirect(
+                self.issuer(),
+                &req.pending.redirect_uri,
+                req.pending.state.as_ref(),
+                &e,
+            )))
+        };
+        let session = match session {
+            Some(s) if !req.prompt.login => s,
+            _ => {
+                if req.prompt.none {
+                    return fail(OAuthError::new(
+                        ErrorCode::LoginRequired,
+                        "the user is not logged in and prompt=none forbids showing a login page",
+                    ));
+                }
+                let pending = self.save_pending(&req.pending).await?;
+                return Ok(Step::Login {
+                    pending,
+                    client_name: client.name,
+                });
+            }
+        };
+        if !req.prompt.consent
+            && self
+                .has_consent(&client, &session.user_id, &req.pending.scope)
+                .await?
+        {
+            return Ok(Step::Redirect(
+                self.issue_code(&req.pending, &session, now).await?,
+            ));
+        }
+        if req.prompt.none {
+            return fail(OAuthError::new(
+                ErrorCode::ConsentRequired,
+                "the user has not consented to these scopes and prompt=none forbids asking",
+            ));
+        }
+        let pending = self.save_pending(&req.pending).await?;
+        self.consent_step(pending, &client, &req.pending, &session)
+            .await
+    }
+
+    /// `POST /login`: checks the credentials for a pending request.
+    pub async fn login(
+        &self,
+        pending_id: &str,
+        username: &str,
+        password: Password,
+        now: UnixTime,
+    ) -> Result<Result<LoginOutcome, Step>, Error> {
+        let (pending, client) = match self.load_pending(pending_id, now).await? {
+            Ok(x) => x,
+            Err(step) => return Ok(Err(step)),
+        };
+        let user = self.store.user_by_username(username).await?;
+        let ok = self
+            .hasher
+            .verify(
+                password.expose_secret().to_owned(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
+        let user = match user {
+            Some(u) if ok => u,
+            _ => {
+                tracing::info!(target: "latchkey::security", event = "login_failure", client_id = %client.client_id, "login failed");
+                return Ok(Ok(LoginOutcome::Failed {
+                    client_name: client.name,
+                }));
+            }
+        };
+        tracing::info!(target: "latchkey::security", event = "login_success", user_id = %user.id, client_id = %client.client_id, "login succeeded");
+        let token = SessionToken::generate();
+        let session = SessionRecord {
+            hash: token.hash(),
+            sid: random_token(),
+            user_id: user.id.clone(),
+            auth_time: now,
+            expires_at: now + self.config.session_ttl as UnixTime,
+        };
+        self.store.insert_session(&session).await?;
+        let next = if self.has_consent(&client, &user.id, &pending.scope).await? {
+            self.store
+                .remove_pending(&TokenHash::of(pending_id))
+                .await?;
+            Step::Redirect(self.issue_code(&pending, &session, now).await?)
+        } else {
+            self.consent_step(pending_id.to_owned(), &client, &pending, &session)
+                .await?
+        };
+        Ok(Ok(LoginOutcome::Done {
+            session: token,
+            max_age: self.config.session_ttl,
+            next,
+        }))
+    }
+
+    /// `GET /consent`: the consent page for a pending request, or the login page if the session is gone.
+    pub async fn consent_page(
+        &self,
+        pending_id: &str,
+        cookie: Option<&SessionToken>,
+        now: UnixTime,
+    ) -> Result<Step, Error> {
+        let (pending, client) = match self.load_pending(pending_id, now).await? {
+            Ok(x) => x,
+            Err(step) => return Ok(step),
+        };
+        match self.current_session(cookie, now).await? {
+            Some(session) => {
+                self.consent_step(pending_id.to_owned(), &client, &pending, &session)
+                    .await
+            }
+            None => Ok(Step::Login {
+                pending: pending_id.to_owned(),
+                client_name: client.name,
+            }),
+        }
+    }
+
+    /// `POST /consent`: the user's decision.
+    pub async fn decide_consent(
+        &self,
+        pending_id: &str,
+        cookie: Option<&SessionToken>,
+        approve: bool,
+        now: UnixTime,
+    ) -> Result<Step, Error> {
+        let (pending, client) = match self.load_pending(pending_id, now).await? {
+            Ok(x) => x,
+            Err(step) => return Ok(step),
+        };
+        let Some(session) = self.current_session(cookie, now).await? else {
+            return Ok(Step::Login {
+                pending: pending_id.to_owned(),
+                client_name: client.name,
+            });
+        };
+        self.store
+            .remove_pending(&TokenHash::of(pending_id))
+            .await?;
+        if !approve {
+            tracing::info!(target: "latchkey::security", event = "consent_denied", user_id = %session.user_id, client_id = %client.client_id, "consent denied");
+            let e = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+            return Ok(Step::Redirect(error_redirect(
+                self.issuer(),
+                &pending.redirect_uri,
+                pending.state.as_ref(),
+                &e,
+            )));
+        }
+        // Remember the union, so that a client asking for fewer scopes later is not asked again.
+        let previous = self
+            .store
+            .consent(&session.user_id, &client.client_id)
+            .await?
+            .unwrap_or_default();
+        let remembered = Scope::parse(&format!("{previous} {}", pending.scope))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.store
+            .put_consent(&session.user_id, &client.client_id, &remembered, now)
+            .await?;
+        tracing::info!(target: "latchkey::security", event = "consent_granted", user_id = %session.user_id, client_id = %client.client_id, scope = %pending.scope, "consent granted");
+        Ok(Step::Redirect(
+            self.issue_code(&pending, &session, now).await?,
+        ))
+    }
+
+    pub async fn current_session(
+        &self,
+        cookie: Option<&SessionToken>,
+        now: UnixTime,
+    ) -> Result<Option<SessionRecord>, Error> {
+        Ok(match cookie {
+            Some(c) => self.store.session(&c.hash(), now).await?,
+            None => None,
+        })
+    }
+
+    async fn has_consent(
+        &self,
+        client: &ClientRecord,
+        user_id: &str,
+        scope: &Scope,
+    ) -> Result<bool, Error> {
+        if client.first_party {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .consent(user_id, &client.client_id)
+            .await?
+            .is_some_and(|s| scope.is_subset(&s)))
+    }
+
+    async fn consent_step(
+        &self,
+        pending: String,
+        client: &ClientRecord,
+        req: &PendingAuthorization,
+        session: &SessionRecord,
+    ) -> Result<Step, Error> {
+        let username = self
+            .store
+            .user(&session.user_id)
+            .await?
+            .map(|u| u.username)
+            .unwrap_or_default();
+        Ok(Step::Consent {
+            pending,
+            client_name: client.name.clone(),
+            scope: req.scope.clone(),
+            username,
+        })
+    }
+
+    async fn save_pending(&self, p: &PendingAuthorization) -> Result<String, Error> {
+        let id = random_token();
+        self.store.insert_pending(&TokenHash::of(&id), p).await?;
+        Ok(id)
+    }
+
+    async fn load_pending(
+        &self,
+        id: &str,
+        now: UnixTime,
+    ) -> Result<Result<(PendingAuthorization, ClientRecord), Step>, Error> {
+        let expired = || {
+            Step::ErrorPage(OAuthError::invalid_request(
+                "this sign-in request has expired or was already completed; go back to the application and start again",
+            ))
+        };
+        if id.len() > 128 {
+            return Ok(Err(expired()));
+        }
+        let Some(p) = self.store.pending(&TokenHash::of(id), now).await? else {
+            return Ok(Err(expired()));
+        };
+        let Some(client) = self.store.client(&p.client_id).await? else {
+            return Ok(Err(expired()));
+        };
+        Ok(Ok((p, client)))
+    }
+
+    /// Issues a code for a request the user has authorised and returns the redirect (RFC 6749
+    /// §4.1.2, with `iss` per RFC 9207 so the client can detect mix-up attacks).
+    async fn issue_code(
+        &self,
+        req: &PendingAuthorization,
+        session: &SessionRecord,
+        now: UnixTime,
+    ) -> Result<String, Error> {
+        let code = AuthorizationCode::generate();
+        self.store
+            .insert_code(&CodeRecord {
+                hash: code.hash(),
+                client_id: req.client_id.clone(),
+                user_id: session.user_id.clone(),
+                redirect_uri: req.redirect_uri.clone(),
+                scope: req.scope.clone(),
+                code_challenge: req.code_challenge.clone(),
+                nonce: req.nonce.clone(),
+                sid: session.sid.clone(),
+                auth_time: session.auth_time,
+                expires_at: now + self.config.code_ttl as UnixTime,
+                used_at: None,
+                grant_id: None,
+            })
+            .await?;
+        Ok(with_params(
+            &req.redirect_uri,
+            &[
+                ("code", Some(code.expose_secret())),
+                ("state", req.state.as_ref().map(State::as_str)),
+                ("iss", Some(self.issuer())),
+            ],
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ClientKind, GrantType};
+
+    const ISS: &str = "http://127.0.0.1:8080";
+
+    fn client() -> ClientRecord {
+        ClientRecord {
+            client_id: ClientId::parse("spa").unwrap(),
+            name: "SPA".into(),
+            kind: ClientKind::Public,
+            redirect_uris: vec![
+                RedirectUri::parse_registration("http://127.0.0.1:8765/callback").unwrap(),
+            ],
+            grant_types: vec![GrantType::AuthorizationCode],
+            allowed_scope: Scope::parse("openid profile email").unwrap(),
+            first_party: false,
+            created_at: 0,
+        }
+    }
+
+    fn run(q: &str) -> Result<ValidRequest, Step> {
+        validate(
+            &Params::parse(q.as_bytes()).unwrap(),
+            Some(&client()),
+            ISS,
+            0,
+            600,
+        )
+    }
+
+    const GOOD: &str = "response_type=code&client_id=spa&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&scope=openid%20profile%20email&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=xyz";
+
+    fn redirected(r: Result<ValidRequest, Step>) -> Url {
+        match r {
+            Err(Step::Redirect(u)) => Url::parse(&u).unwrap(),
+            other => panic!("expected a redirect, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_request_is_valid() {
+        let r = run(GOOD).unwrap();
+        assert_eq!(r.pending.scope.to_string(), "email openid profile");
+        assert_eq!(r.pending.state.unwrap().as_str(), "xyz");
+    }
+
+    #[test]
+    fn plain_pkce_is_redirected_with_state_and_iss() {
+        let u = redirected(run(&GOOD.replace("S256", "plain")));
+        let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["error"], "invalid_request");
+        assert!(q["error_description"].contains("S256"));
+        assert_eq!(q["state"], "xyz");
+        assert_eq!(q["iss"], ISS);
+        assert_eq!(u.path(), "/callback");
+    }
+
+    #[test]
+    fn bad_client_or_redirect_never_redirects() {
+        for q in [
+            GOOD.replace("client_id=spa&", ""),
+            GOOD.replace("redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&", ""),
+            GOOD.replace("callback", "evil"),
+            GOOD.replace("127.0.0.1", "attacker.example"),
+        ] {
+            assert!(matches!(run(&q), Err(Step::ErrorPage(_))), "{q}");
+        }
+        let unknown = validate(&Params::parse(GOOD.as_bytes()).unwrap(), None, ISS, 0, 600);
+        assert!(
+            matches!(unknown, Err(Step::ErrorPage(e)) if e.description.contains("unknown client_id"))
+        );
+    }
+
+    #[test]
+    fn loopback_port_is_free() {
+        assert!(run(&GOOD.replace("8765", "40000")).is_ok());
+    }
+
+    #[test]
+    fn response_type_scope_and_prompt_errors() {
+        let q: std::collections::HashMap<_, _> = redirected(run(
+            &GOOD.replace("response_type=code", "response_type=token")
+        ))
+        .query_pairs()
+        .into_owned()
+        .collect();
+        assert_eq!(q["error"], "unsupported_response_type");
+        let q: std::collections::HashMap<_, _> =
+            redirected(run(&GOOD.replace("email", "email%20admin")))
+                .query_pairs()
+                .into_owned()
+                .collect();
+        assert_eq!(q["error"], "invalid_scope");
+        assert!(q["error_description"].contains("admin"));
+        let q: std::collections::HashMap<_, _> =
+            redirected(run(&format!("{GOOD}&prompt=none%20login")))
+                .query_pairs()
+                .into_owned()
+                .collect();
+        assert_eq!(q["error"], "invalid_request");
+        assert!(run(&format!("{GOOD}&prompt=login")).unwrap().prompt.login);
+    }
+
+    #[test]
+    fn redirect_keeps_the_registered_query() {
+        let uri = RedirectUri::parse("https://app.example/cb?tenant=a").unwrap();
+        let e = OAuthError::new(ErrorCode::AccessDenied, "no");
+        let u = error_redirect(ISS, &uri, Some(&State::parse("s p").unwrap()), &e);
+        assert!(
+            u.starts_with("https://app.example/cb?tenant=a&error=access_denied"),
+            "{u}"
+        );
+        assert!(u.contains("state=s+p"));
+    }
+}

@@ -1,0 +1,210 @@
+//! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6).
+
+use latchkey_proto::metadata::TokenResponse;
+use latchkey_proto::secret::random_token;
+use latchkey_proto::{AuthorizationCode, CodeVerifier, OAuthError};
+
+use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Issuance, Redeemed};
+use crate::{Error, Provider, UnixTime};
+
+/// The checks a code must pass, in the order a developer would want them reported. Pure: the
+/// caller has looked the code up and handles replays.
+pub fn check(
+    code: &CodeRecord,
+    client: &ClientRecord,
+    redirect_uri: Option<&str>,
+    verifier: Option<&CodeVerifier>,
+    now: UnixTime,
+) -> Result<(), OAuthError> {
+    if code.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ));
+    }
+    if now >= code.expires_at {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code has expired: redeem it within seconds of receiving it",
+        ));
+    }
+    // RFC 6749 §4.1.3: redirect_uri is required when the authorization request included it, which
+    // ours always does, and must be identical.
+    match redirect_uri {
+        None => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri is missing: send the same redirect_uri as in the authorization request (RFC 6749 §4.1.3)",
+            ));
+        }
+        Some(r) if r != code.redirect_uri.as_str() => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the redirect_uri of the authorization request",
+            ));
+        }
+        Some(_) => {}
+    }
+    let Some(verifier) = verifier else {
+        return Err(OAuthError::invalid_request(
+            "code_verifier is missing: this code was issued for a PKCE code_challenge, so send the code_verifier it was derived from (RFC 7636 §4.5)",
+        ));
+    };
+    if !verifier.matches(&code.code_challenge) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge sent with the authorization request",
+        ));
+    }
+    Ok(())
+}
+
+pub async fn exchange(
+    p: &Provider,
+    client: &ClientRecord,
+    code: &AuthorizationCode,
+    redirect_uri: Option<&str>,
+    verifier: Option<&CodeVerifier>,
+    now: UnixTime,
+) -> Result<TokenResponse, Error> {
+    if !client.allows(GrantType::AuthorizationCode) {
+        return Err(OAuthError::new(
+            latchkey_proto::ErrorCode::UnauthorizedClient,
+            "this client is not registered for the authorization_code grant",
+        )
+        .into());
+    }
+    let hash = code.hash();
+    let Some(record) = p.store.code(&hash).await? else {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code is invalid: it was never issued or has been removed",
+        )
+        .into());
+    };
+    if record.used_at.is_some() {
+        return Err(replayed(p, &record.client_id, record.grant_id.as_deref(), now).await);
+    }
+    check(&record, client, redirect_uri, verifier, now)?;
+
+    let grant = GrantRecord {
+        id: random_token(),
+        client_id: client.client_id.clone(),
+        user_id: record.user_id.clone(),
+        scope: record.scope.clone(),
+        sid: record.sid.clone(),
+        offline: record.scope.contains("offline_access"),
+        auth_time: record.auth_time,
+        created_at: now,
+        expires_at: now + p.config.refresh_token_ttl as UnixTime,
+        revoked_at: None,
+    };
+    let minted = super::mint(p, client, &grant, &record.scope, record.nonce.as_ref(), now)?;
+    let issuance = Issuance {
+        grant,
+        refresh: minted.refresh,
+        access: minted.access,
+    };
+    match p.store.redeem_code(&hash, now, &issuance).await? {
+        Redeemed::Issued => Ok(minted.response),
+        // Lost a race with a concurrent redemption of the same code.
+        Redeemed::AlreadyUsed { grant_id } => {
+            Err(replayed(p, &record.client_id, grant_id.as_deref(), now).await)
+        }
+    }
+}
+
+/// RFC 6749 §4.1.2: a code used twice means it leaked; revoke what was issued from it.
+async fn replayed(
+    p: &Provider,
+    client_id: &latchkey_proto::ClientId,
+    grant_id: Option<&str>,
+    now: UnixTime,
+) -> Error {
+    if let Some(g) = grant_id {
+        if let Err(e) = p.store.revoke_grant(g, now).await {
+            return e.into();
+        }
+    }
+    tracing::warn!(target: "latchkey::security", event = "code_replay", client_id = %client_id, "authorization code used twice; its tokens were revoked");
+    OAuthError::invalid_grant(
+        "the authorization code was already used; the tokens issued for it have been revoked (RFC 6749 §4.1.2)",
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClientKind;
+    use latchkey_proto::{ClientId, RedirectUri, Scope, TokenHash};
+
+    fn fixtures() -> (CodeRecord, ClientRecord, CodeVerifier) {
+        let verifier = CodeVerifier::parse("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").unwrap();
+        let client = ClientRecord {
+            client_id: ClientId::parse("spa").unwrap(),
+            name: "SPA".into(),
+            kind: ClientKind::Public,
+            redirect_uris: vec![RedirectUri::parse("http://127.0.0.1:8765/callback").unwrap()],
+            grant_types: vec![GrantType::AuthorizationCode],
+            allowed_scope: Scope::parse("openid").unwrap(),
+            first_party: false,
+            created_at: 0,
+        };
+        let code = CodeRecord {
+            hash: TokenHash::of("c"),
+            client_id: client.client_id.clone(),
+            user_id: "u".into(),
+            redirect_uri: RedirectUri::parse("http://127.0.0.1:8765/callback").unwrap(),
+            scope: Scope::parse("openid").unwrap(),
+            code_challenge: verifier.challenge(),
+            nonce: None,
+            sid: "s".into(),
+            auth_time: 100,
+            expires_at: 160,
+            used_at: None,
+            grant_id: None,
+        };
+        (code, client, verifier)
+    }
+
+    const URI: Option<&str> = Some("http://127.0.0.1:8765/callback");
+
+    #[test]
+    fn the_seed_request_passes() {
+        let (code, client, v) = fixtures();
+        assert!(check(&code, &client, URI, Some(&v), 159).is_ok());
+    }
+
+    #[test]
+    fn each_pitfall_is_named() {
+        let (code, client, v) = fixtures();
+        let other = CodeVerifier::parse("different-verifier-different-verifier-different").unwrap();
+        let e = check(&code, &client, URI, Some(&other), 120).unwrap_err();
+        assert_eq!(e.code, latchkey_proto::ErrorCode::InvalidGrant);
+        assert!(
+            e.description
+                .contains("code_verifier does not match the code_challenge")
+        );
+
+        let e = check(&code, &client, URI, None, 120).unwrap_err();
+        assert_eq!(e.code, latchkey_proto::ErrorCode::InvalidRequest);
+        assert!(e.description.contains("code_verifier is missing"));
+
+        let e = check(&code, &client, None, Some(&v), 120).unwrap_err();
+        assert_eq!(e.code, latchkey_proto::ErrorCode::InvalidGrant);
+        assert!(e.description.contains("redirect_uri is missing"));
+
+        let e = check(
+            &code,
+            &client,
+            Some("http://127.0.0.1:8765/other"),
+            Some(&v),
+            120,
+        )
+        .unwrap_err();
+        assert!(e.description.contains("redirect_uri does not match"));
+
+        let e = check(&code, &client, URI, Some(&v), 160).unwrap_err();
+        assert!(e.description.contains("expired"));
+
+        let mut stranger = client.clone();
+        stranger.client_id = ClientId::parse("other").unwrap();
+        let e = check(&code, &stranger, URI, Some(&v), 120).unwrap_err();
+        assert!(e.description.contains("another client"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The token endpoint: client authentication, one module per grant, and token minting.
+
+pub mod authorization_code;
+pub mod client_auth;
+pub mod refresh_token;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_proto::metadata::TokenResponse;
+use latchkey_proto::secret::random_token;
+use latchkey_proto::{ClientId, Nonce, RefreshToken, Scope, TokenRequest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{AccessRecord, ClientRecord, GrantRecord, GrantType, RefreshRecord};
+use crate::{Error, Provider, UnixTime};
+
+/// RFC 9068 §2.2 claims of a JWT access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: UnixTime,
+    pub iat: UnixTime,
+    pub jti: String,
+    pub client_id: String,
+    pub scope: String,
+    pub auth_time: UnixTime,
+}
+
+/// OpenID Connect Core §2 ID token claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: UnixTime,
+    pub iat: UnixTime,
+    pub auth_time: UnixTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub azp: String,
+    pub sid: String,
+    /// OpenID Connect Core §3.1.3.6: left half of SHA-256 of the access token, base64url.
+    pub at_hash: String,
+}
+
+/// What one token response carries, before it is stored.
+pub struct Minted {
+    pub response: TokenResponse,
+    pub access: AccessRecord,
+    pub refresh: Option<RefreshRecord>,
+}
+
+/// Signs the access token (and the id_token when `openid` is in scope) and draws a refresh token
+/// when the client is registered for the refresh grant.
+pub(crate) fn mint(
+    p: &Provider,
+    client: &ClientRecord,
+    grant: &GrantRecord,
+    scope: &Scope,
+    nonce: Option<&Nonce>,
+    now: UnixTime,
+) -> Result<Minted, Error> {
+    let keys = p.keys();
+    let cfg = &p.config;
+    let exp = now + cfg.access_token_ttl as UnixTime;
+    let jti = random_token();
+    let access_claims = AccessClaims {
+        iss: cfg.issuer.clone(),
+        sub: grant.user_id.clone(),
+        aud: cfg.audience.clone(),
+        exp,
+        iat: now,
+        jti: jti.clone(),
+        client_id: client.client_id.to_string(),
+        scope: scope.to_string(),
+        auth_time: grant.auth_time,
+    };
+    // RFC 9068 §2.1: typ "at+jwt" keeps an access token from being accepted as an id_token.
+    let access_token = keys.signer().sign("at+jwt", &access_claims)?;
+    let id_token = if scope.contains("openid") {
+        let digest = Sha256::digest(access_token.as_bytes());
+        let claims = IdClaims {
+            iss: cfg.issuer.clone(),
+            sub: grant.user_id.clone(),
+            aud: client.client_id.to_string(),
+            exp,
+            iat: now,
+            auth_time: grant.auth_time,
+            nonce: nonce.map(|n| n.as_str().to_owned()),
+            azp: client.client_id.to_string(),
+            sid: grant.sid.clone(),
+            at_hash: URL_SAFE_NO_PAD.encode(&digest[..16]),
+        };
+        Some(keys.signer().sign("JWT", &claims)?)
+    } else {
+        None
+    };
+    let refresh_token = client
+        .allows(GrantType::RefreshToken)
+        .then(RefreshToken::generate);
+    let refresh = refresh_token.as_ref().map(|t| RefreshRecord {
+        hash: t.hash(),
+        grant_id: grant.id.clone(),
+        scope: scope.clone(),
+        issued_at: now,
+        expires_at: grant.expires_at,
+        consumed_at: None,
+    });
+    Ok(Minted {
+        response: TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: cfg.access_token_ttl,
+            refresh_token: refresh_token.map(|t| t.expose_secret().to_owned()),
+            id_token,
+            scope: scope.to_string(),
+        },
+        access: AccessRecord {
+            jti,
+            grant_id: grant.id.clone(),
+            expires_at: exp,
+        },
+        refresh,
+    })
+}
+
+/// The token endpoint: authenticates the client, then dispatches on the grant.
+pub async fn token(
+    p: &Provider,
+    req: TokenRequest,
+    now: UnixTime,
+) -> Result<(ClientId, TokenResponse), Error> {
+    let client = client_auth::authenticate(p, &req.client).await?;
+    let response = match req.grant {
+        latchkey_proto::GrantRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => {
+            authorization_code::exchange(
+                p,
+                &client,
+                &code,
+                redirect_uri.as_deref(),
+                code_verifier.as_ref(),
+                now,
+            )
+            .await?
+        }
+        latchkey_proto::GrantRequest::RefreshToken {
+            refresh_token,
+            scope,
+        } => refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), now).await?,
+    };
+    Ok((client.client_id, response))
+}

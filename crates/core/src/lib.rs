@@ -1,0 +1,49 @@
+//! The authorization server's decisions.
+//!
+//! Every function here takes the current time as a parameter (`now`, Unix seconds) and reaches
+//! storage only through the [`Store`] trait, so the protocol rules are testable without sockets,
+//! clocks or a database. This crate knows nothing of HTTP frameworks or SQL.
+
+pub mod admin;
+pub mod authorize;
+pub mod error;
+pub mod grant;
+pub mod keys;
+pub mod password;
+pub mod provider;
+pub mod store;
+pub mod userinfo;
+
+pub use error::Error;
+pub use provider::{Provider, ProviderConfig};
+pub use store::Store;
+
+/// Seconds since the Unix epoch. The only clock read is in the binary's wiring (`Clock::system`).
+pub type UnixTime = i64;
+
+/// Where "now" comes from: the system clock in production, a fixed or stepped value in tests.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> UnixTime + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Self(std::sync::Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as UnixTime)
+                .unwrap_or(0)
+        }))
+    }
+    pub fn from_fn(f: impl Fn() -> UnixTime + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+    pub fn now(&self) -> UnixTime {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}

@@ -1,0 +1,275 @@
+//! The storage contract. One implementation per backend lives in the `latchkey-store` crate, and
+//! one conformance suite there runs against each.
+//!
+//! One-time guarantees (a code redeemed once, a refresh token rotated once) are expressed as single
+//! atomic operations here, so that they hold under concurrency and across server instances.
+
+use async_trait::async_trait;
+use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, State, TokenHash};
+use serde::{Deserialize, Serialize};
+
+use crate::UnixTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key (client id, username) is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    #[error(transparent)]
+    Backend(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The grants a client may be registered for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientKind {
+    /// Cannot keep a secret (SPA, native app, CLI): identified by `client_id` only, PKCE binds the code.
+    Public,
+    /// Holds a secret; only its Argon2id hash is stored.
+    Confidential { secret_hash: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: ClientId,
+    pub name: String,
+    pub kind: ClientKind,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub grant_types: Vec<GrantType>,
+    /// The scopes this client may request.
+    pub allowed_scope: Scope,
+    /// A client of the deployment's own: the user's consent is implied and no consent page is shown.
+    pub first_party: bool,
+    pub created_at: UnixTime,
+}
+
+impl ClientRecord {
+    pub fn is_public(&self) -> bool {
+        matches!(self.kind, ClientKind::Public)
+    }
+    pub fn allows(&self, g: GrantType) -> bool {
+        self.grant_types.contains(&g)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The stable, opaque subject identifier (`sub`).
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub alg: String,
+    /// PKCS#8 DER of the private key, base64. Never leaves the server.
+    pub private_pkcs8_b64: String,
+    pub created_at: UnixTime,
+    /// The newest active key signs; older ones are still published for verification.
+    pub active: bool,
+}
+
+/// An authorization request waiting for the user to log in or consent. Stored server side, so the
+/// pages carry only its random id and nothing the browser could alter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAuthorization {
+    pub client_id: ClientId,
+    pub redirect_uri: RedirectUri,
+    pub scope: Scope,
+    pub state: Option<State>,
+    pub nonce: Option<Nonce>,
+    pub code_challenge: CodeChallenge,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub hash: TokenHash,
+    /// Public session id, for the `sid` claim and session-bound grants.
+    pub sid: String,
+    pub user_id: String,
+    pub auth_time: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeRecord {
+    pub hash: TokenHash,
+    pub client_id: ClientId,
+    pub user_id: String,
+    pub redirect_uri: RedirectUri,
+    pub scope: Scope,
+    pub code_challenge: CodeChallenge,
+    pub nonce: Option<Nonce>,
+    pub sid: String,
+    pub auth_time: UnixTime,
+    pub expires_at: UnixTime,
+    pub used_at: Option<UnixTime>,
+    /// The grant created when the code was redeemed: what a replay revokes.
+    pub grant_id: Option<String>,
+}
+
+/// One authorization: what a user granted a client. Refresh tokens form a family under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub client_id: ClientId,
+    pub user_id: String,
+    pub scope: Scope,
+    pub sid: String,
+    /// `offline_access` was granted: refresh tokens outlive the login session.
+    pub offline: bool,
+    pub auth_time: UnixTime,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub hash: TokenHash,
+    pub grant_id: String,
+    pub scope: Scope,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub consumed_at: Option<UnixTime>,
+}
+
+/// An issued access token (a JWT) by `jti`, so that revoking its grant also stops it at userinfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRecord {
+    pub jti: String,
+    pub grant_id: String,
+    pub expires_at: UnixTime,
+}
+
+/// What a successful code redemption writes, all in one transaction.
+#[derive(Clone, Debug)]
+pub struct Issuance {
+    pub grant: GrantRecord,
+    pub refresh: Option<RefreshRecord>,
+    pub access: AccessRecord,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redeemed {
+    Issued,
+    /// Another request redeemed this code first; the grant it created, if any, should be revoked.
+    AlreadyUsed {
+        grant_id: Option<String>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotated {
+    Rotated,
+    AlreadyConsumed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Clients.
+    async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
+    async fn clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    async fn remove_client(&self, id: &ClientId) -> StoreResult<bool>;
+
+    // Users.
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    async fn users(&self) -> StoreResult<Vec<UserRecord>>;
+    async fn remove_user(&self, username: &str) -> StoreResult<bool>;
+    async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool>;
+
+    // Signing keys.
+    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    async fn insert_signing_key(&self, key: &KeyRecord) -> StoreResult<()>;
+
+    // Pending authorization requests.
+    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()>;
+    async fn pending(
+        &self,
+        id: &TokenHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<PendingAuthorization>>;
+    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()>;
+
+    // Browser sessions.
+    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()>;
+    async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
+    async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
+    async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
+
+    // Consent, remembered per user and client.
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>>;
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &ClientId,
+        scope: &Scope,
+        now: UnixTime,
+    ) -> StoreResult<()>;
+
+    // Authorization codes.
+    async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()>;
+    async fn code(&self, hash: &TokenHash) -> StoreResult<Option<CodeRecord>>;
+    /// Marks the code used if and only if it was unused, and in the same transaction stores the
+    /// grant and its first tokens. Exactly one of any number of concurrent calls gets `Issued`.
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        issue: &Issuance,
+    ) -> StoreResult<Redeemed>;
+
+    // Grants and tokens.
+    async fn refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshRecord, GrantRecord)>>;
+    /// Consumes `old` if and only if it is unconsumed, and stores its successor and the new access
+    /// token in the same transaction. Exactly one of any number of concurrent calls gets `Rotated`.
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        now: UnixTime,
+        next: &RefreshRecord,
+        access: &AccessRecord,
+    ) -> StoreResult<Rotated>;
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()>;
+    /// The grant an access token belongs to, looked up by `jti`.
+    async fn access_token_grant(&self, jti: &str) -> StoreResult<Option<GrantRecord>>;
+}

@@ -1,0 +1,141 @@
+//! The one mapping from errors to HTTP responses.
+//!
+//! Status codes and `WWW-Authenticate` are decided here and nowhere else. A server fault never
+//! becomes a 4xx, and its cause goes to the log with the request id, never to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::Error;
+use latchkey_proto::error::ErrorResponse;
+use latchkey_proto::{ErrorCode, OAuthError};
+
+/// RFC 6749 §5.2, RFC 6750 §3.1, OpenID Connect Core §3.1.2.6.
+pub fn status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidGrant
+        | ErrorCode::UnauthorizedClient
+        | ErrorCode::UnsupportedGrantType
+        | ErrorCode::UnsupportedResponseType
+        | ErrorCode::InvalidScope
+        | ErrorCode::AccessDenied
+        | ErrorCode::UnsupportedTokenType
+        | ErrorCode::LoginRequired
+        | ErrorCode::ConsentRequired
+        | ErrorCode::InteractionRequired
+        | ErrorCode::RequestNotSupported
+        | ErrorCode::RequestUriNotSupported => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// How the failing endpoint speaks: which `WWW-Authenticate` scheme applies.
+#[derive(Clone, Copy, Debug)]
+pub enum Scheme {
+    /// The token endpoint: client authentication is HTTP Basic (RFC 6749 §5.2).
+    Basic,
+    /// Protected resources such as userinfo (RFC 6750 §3).
+    Bearer,
+}
+
+/// A JSON error response of an OAuth endpoint.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: Error,
+    pub scheme: Scheme,
+    pub request_id: String,
+}
+
+impl ApiError {
+    pub fn new(error: impl Into<Error>, scheme: Scheme, request_id: &str) -> Self {
+        Self {
+            error: error.into(),
+            scheme,
+            request_id: request_id.to_owned(),
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    // RFC 6750 §3: the description is a quoted-string of printable ASCII without `"` and `\`.
+    s.chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .collect()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let oauth = match self.error {
+            Error::OAuth(e) => e,
+            Error::Internal(cause) => {
+                tracing::error!(request_id = %self.request_id, error = %format!("{cause:#}"), "internal error");
+                OAuthError::new(
+                    ErrorCode::ServerError,
+                    format!(
+                        "internal server error; the server log has the details under request id {}",
+                        self.request_id
+                    ),
+                )
+            }
+        };
+        let status = status(oauth.code);
+        let mut res = (status, Json(ErrorResponse::from(&oauth))).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let challenge = match (self.scheme, status) {
+            (Scheme::Basic, StatusCode::UNAUTHORIZED) => {
+                Some(r#"Basic realm="latchkey", charset="UTF-8""#.to_owned())
+            }
+            (
+                Scheme::Bearer,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST,
+            ) => {
+                let mut v = format!(
+                    r#"Bearer realm="latchkey", error="{}", error_description="{}""#,
+                    oauth.code,
+                    quote(&oauth.description)
+                );
+                if oauth.code == ErrorCode::InsufficientScope {
+                    v.push_str(r#", scope="openid""#);
+                }
+                Some(v)
+            }
+            _ => None,
+        };
+        if let Some(v) = challenge.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert(header::WWW_AUTHENTICATE, v);
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status(ErrorCode::InvalidClient), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(ErrorCode::InvalidGrant), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(ErrorCode::ServerError),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(status(ErrorCode::InsufficientScope), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_the_cause() {
+        let e = ApiError::new(
+            anyhow::anyhow!("disk /var/db full, password=hunter2"),
+            Scheme::Basic,
+            "rid-1",
+        );
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

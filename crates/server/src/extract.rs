@@ -1,0 +1,123 @@
+//! Edge parsing helpers: request ids, form bodies, bearer tokens, cookies.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use latchkey_proto::{OAuthError, Params, SessionToken};
+
+/// The request id set by the middleware (or by a proxy in front), for logs and 500 bodies.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        Ok(Self(id.to_owned()))
+    }
+}
+
+/// A form body (RFC 6749 §3.2: the token endpoint takes `application/x-www-form-urlencoded`).
+pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "the request body must be application/x-www-form-urlencoded (RFC 6749 §3.2)",
+        ));
+    }
+    Params::parse(body)
+}
+
+/// The `Authorization` header, if present and readable.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    match headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => Ok(None),
+        [one] => one
+            .to_str()
+            .map(Some)
+            .map_err(|_| OAuthError::invalid_request("the Authorization header is not ASCII")),
+        _ => Err(OAuthError::invalid_request(
+            "more than one Authorization header",
+        )),
+    }
+}
+
+/// RFC 6750 §2.1 bearer token from the header. `Ok(None)` means no credentials at all.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let Some(v) = authorization(headers)? else {
+        return Ok(None);
+    };
+    let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(OAuthError::invalid_request(
+            "the Authorization header must use the Bearer scheme",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > 8192 {
+        return Err(OAuthError::invalid_request(
+            "the Bearer credentials are empty or too long",
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// Cookie names; with an https issuer the `__Host-` prefix pins them to this exact origin.
+pub struct CookieNames {
+    pub session: &'static str,
+    pub csrf: &'static str,
+}
+
+pub fn cookie_names(secure: bool) -> CookieNames {
+    if secure {
+        CookieNames {
+            session: "__Host-latchkey_session",
+            csrf: "__Host-latchkey_csrf",
+        }
+    } else {
+        CookieNames {
+            session: "latchkey_session",
+            csrf: "latchkey_csrf",
+        }
+    }
+}
+
+pub fn session_cookie(jar: &CookieJar, secure: bool) -> Option<SessionToken> {
+    jar.get(cookie_names(secure).session)
+        .map(|c| SessionToken::new(c.value()))
+}
+
+/// HttpOnly (no script can read it), SameSite=Lax (not sent on cross-site POSTs), Secure over https.
+pub fn build_cookie(
+    name: &'static str,
+    value: String,
+    max_age: Option<u64>,
+    secure: bool,
+) -> Cookie<'static> {
+    let mut c = Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure);
+    if let Some(s) = max_age {
+        c = c.max_age(cookie::time::Duration::seconds(
+            i64::try_from(s).unwrap_or(i64::MAX),
+        ));
+    }
+    c.build()
+}

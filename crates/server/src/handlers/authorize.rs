@@ -1,0 +1,338 @@
+//! `/authorize`, `/login`, `/consent`: the browser side of the code flow.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use latchkey_core::Error;
+use latchkey_core::authorize::{LoginOutcome, Step};
+use latchkey_proto::secret::random_token;
+use latchkey_proto::{OAuthError, Params, Password};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::extract::{RequestId, build_cookie, cookie_names, form_params, session_cookie};
+use crate::pages;
+
+pub async fn get(
+    State(s): State<AppState>,
+    rid: RequestId,
+    jar: CookieJar,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let params = Params::parse(q.unwrap_or_default().as_bytes());
+    authorize(&s, &rid, jar, params, StatusCode::FOUND).await
+}
+
+/// OpenID Connect Core §3.1.2.1: the authorization endpoint accepts POST with a form body too.
+pub async fn post(
+    State(s): State<AppState>,
+    rid: RequestId,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form_params(&headers, &body);
+    authorize(&s, &rid, jar, params, StatusCode::SEE_OTHER).await
+}
+
+async fn authorize(
+    s: &AppState,
+    rid: &RequestId,
+    jar: CookieJar,
+    params: Result<Params, OAuthError>,
+    redirect: StatusCode,
+) -> Response {
+    let params = match params {
+        Ok(p) => p,
+        // Before the client is known, nothing may be redirected.
+        Err(e) => return render(s, jar, Step::ErrorPage(e), redirect),
+    };
+    let cookie = session_cookie(&jar, s.secure());
+    match s
+        .provider
+        .authorize(&params, cookie.as_ref(), s.clock.now())
+        .await
+    {
+        Ok(step) => render(s, jar, step, redirect),
+        Err(e) => internal(rid, e),
+    }
+}
+
+/// Turns a core step into a response. `redirect` is 302 after GET, 303 after POST.
+fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Response {
+    match step {
+        Step::ErrorPage(e) => {
+            tracing::info!(error = %e.code, "authorization request refused with an error page");
+            pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::error("This sign-in request is invalid", &e.description),
+            )
+        }
+        Step::Redirect(url) => redirect_to(redirect, &url),
+        Step::Login {
+            pending,
+            client_name,
+        } => {
+            let (jar, csrf) = csrf_token(s, jar);
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending: &pending,
+                csrf: &csrf,
+                username: "",
+                error: None,
+            });
+            (jar, pages::html(StatusCode::OK, body)).into_response()
+        }
+        Step::Consent {
+            pending,
+            client_name,
+            scope,
+            username,
+        } => {
+            let (jar, csrf) = csrf_token(s, jar);
+            let body = pages::consent(&pages::ConsentPage {
+                client_name: &client_name,
+                pending: &pending,
+                csrf: &csrf,
+                username: &username,
+                scope: &scope,
+            });
+            (jar, pages::html(StatusCode::OK, body)).into_response()
+        }
+    }
+}
+
+fn redirect_to(status: StatusCode, url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(v) => {
+            let mut res = status.into_response();
+            res.headers_mut().insert(header::LOCATION, v);
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(_) => pages::html(
+            StatusCode::BAD_REQUEST,
+            pages::error(
+                "This sign-in request is invalid",
+                "the redirect URI cannot be used in a Location header",
+            ),
+        ),
+    }
+}
+
+fn internal(rid: &RequestId, e: Error) -> Response {
+    match e {
+        Error::OAuth(e) => pages::html(
+            crate::error::status(e.code),
+            pages::error("This request failed", &e.description),
+        ),
+        Error::Internal(cause) => {
+            tracing::error!(request_id = %rid.0, error = %format!("{cause:#}"), "internal error");
+            pages::html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::error(
+                    "Something went wrong",
+                    &format!(
+                        "The server could not complete this request (request id {}).",
+                        rid.0
+                    ),
+                ),
+            )
+        }
+    }
+}
+
+/// Double-submit CSRF token: a random value in an HttpOnly, SameSite=Lax cookie, repeated in a
+/// hidden form field. Another site can neither read the cookie nor set it (with `__Host-` over
+/// https), so it cannot forge a matching form post.
+fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
+    let name = cookie_names(s.secure()).csrf;
+    if let Some(c) = jar.get(name) {
+        if c.value().len() == 43 {
+            let v = c.value().to_owned();
+            return (jar, v);
+        }
+    }
+    let v = random_token();
+    (jar.add(build_cookie(name, v.clone(), None, s.secure())), v)
+}
+
+fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
+    match (jar.get(cookie_names(s.secure()).csrf), params.get("csrf")) {
+        (Some(c), Some(f)) => {
+            c.value().len() == 43 && bool::from(c.value().as_bytes().ct_eq(f.as_bytes()))
+        }
+        _ => false,
+    }
+}
+
+fn csrf_failed() -> Response {
+    pages::html(
+        StatusCode::FORBIDDEN,
+        pages::error(
+            "This form has expired",
+            "The form was submitted without its security token, or from another site. Go back to the application and sign in again.",
+        ),
+    )
+}
+
+/// `POST /login`.
+pub async fn login(
+    State(s): State<AppState>,
+    rid: RequestId,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::error("This sign-in request is invalid", &e.description),
+            );
+        }
+    };
+    if !csrf_ok(&s, &jar, &params) {
+        return csrf_failed();
+    }
+    let (Some(pending), Some(username)) = (params.get("req"), params.get("username")) else {
+        return pages::html(
+            StatusCode::BAD_REQUEST,
+            pages::error(
+                "This sign-in request is invalid",
+                "the form is missing the request id or the username",
+            ),
+        );
+    };
+    let password = Password::new(params.get("password").unwrap_or(""));
+    match s
+        .provider
+        .login(pending, username, password, s.clock.now())
+        .await
+    {
+        Err(e) => internal(&rid, e),
+        Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
+        Ok(Ok(LoginOutcome::Failed { client_name })) => {
+            let csrf = params.get("csrf").unwrap_or_default();
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending,
+                csrf,
+                username,
+                // One message for an unknown user and a wrong password: no user enumeration.
+                error: Some("Invalid username or password."),
+            });
+            pages::html(StatusCode::OK, body)
+        }
+        Ok(Ok(LoginOutcome::Done {
+            session,
+            max_age,
+            next,
+        })) => {
+            let jar = jar.add(build_cookie(
+                cookie_names(s.secure()).session,
+                session.expose_secret().to_owned(),
+                Some(max_age),
+                s.secure(),
+            ));
+            let next = match next {
+                // Post/redirect/get: a reload of the consent page must not re-post the password.
+                Step::Consent { pending, .. } => {
+                    redirect_to(StatusCode::SEE_OTHER, &format!("/consent?req={pending}"))
+                }
+                other => render(&s, CookieJar::new(), other, StatusCode::SEE_OTHER),
+            };
+            (jar, next).into_response()
+        }
+    }
+}
+
+/// `GET /consent?req=…`.
+pub async fn consent_page(
+    State(s): State<AppState>,
+    rid: RequestId,
+    jar: CookieJar,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let params = match Params::parse(q.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::error("This sign-in request is invalid", &e.description),
+            );
+        }
+    };
+    let Some(pending) = params.get("req") else {
+        return pages::html(
+            StatusCode::BAD_REQUEST,
+            pages::error(
+                "This sign-in request is invalid",
+                "the request id is missing",
+            ),
+        );
+    };
+    let cookie = session_cookie(&jar, s.secure());
+    match s
+        .provider
+        .consent_page(pending, cookie.as_ref(), s.clock.now())
+        .await
+    {
+        Ok(step) => render(&s, jar, step, StatusCode::FOUND),
+        Err(e) => internal(&rid, e),
+    }
+}
+
+/// `POST /consent`.
+pub async fn consent(
+    State(s): State<AppState>,
+    rid: RequestId,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::error("This sign-in request is invalid", &e.description),
+            );
+        }
+    };
+    if !csrf_ok(&s, &jar, &params) {
+        return csrf_failed();
+    }
+    let Some(pending) = params.get("req") else {
+        return pages::html(
+            StatusCode::BAD_REQUEST,
+            pages::error(
+                "This sign-in request is invalid",
+                "the request id is missing",
+            ),
+        );
+    };
+    let approve = match params.get("decision") {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::error("This sign-in request is invalid", "choose Allow or Deny"),
+            );
+        }
+    };
+    let cookie = session_cookie(&jar, s.secure());
+    match s
+        .provider
+        .decide_consent(pending, cookie.as_ref(), approve, s.clock.now())
+        .await
+    {
+        Ok(step) => render(&s, jar, step, StatusCode::SEE_OTHER),
+        Err(e) => internal(&rid, e),
+    }
+}

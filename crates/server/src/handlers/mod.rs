@@ -1,0 +1,14 @@
+pub mod authorize;
+pub mod discovery;
+pub mod token;
+pub mod userinfo;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+
+pub async fn not_found() -> Response {
+    crate::pages::html(
+        StatusCode::NOT_FOUND,
+        crate::pages::error("Not found", "There is no page at this address."),
+    )
+}

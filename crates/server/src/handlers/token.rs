@@ -1,0 +1,51 @@
+//! `POST /token` (RFC 6749 §3.2).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::Error;
+use latchkey_proto::TokenRequest;
+
+use crate::AppState;
+use crate::error::{ApiError, Scheme};
+use crate::extract::{RequestId, authorization, form_params};
+
+pub async fn token(
+    State(s): State<AppState>,
+    rid: RequestId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = form_params(&headers, &body)
+        .and_then(|p| Ok((p, authorization(&headers)?)))
+        .and_then(|(p, auth)| TokenRequest::parse(&p, auth));
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(error = %e.code, description = %e.description, "token refused");
+            return ApiError::new(e, Scheme::Basic, &rid.0).into_response();
+        }
+    };
+    let client_id = req.client.client_id().clone();
+    let grant_type = req.grant.grant_type();
+    match latchkey_core::grant::token(&s.provider, req, s.clock.now()).await {
+        Ok((_, body)) => {
+            tracing::info!(client_id = %client_id, grant_type, "token issued");
+            let mut res = Json(body).into_response();
+            // RFC 6749 §5.1: responses with tokens must not be cached.
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut()
+                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            res
+        }
+        Err(e) => {
+            if let Error::OAuth(o) = &e {
+                tracing::info!(client_id = %client_id, grant_type, error = %o.code, description = %o.description, "token refused");
+            }
+            ApiError::new(e, Scheme::Basic, &rid.0).into_response()
+        }
+    }
+}

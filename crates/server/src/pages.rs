@@ -1,0 +1,183 @@
+//! The HTML a person sees: login, consent and error pages. Plain forms, usable without JavaScript.
+//!
+//! Every value is HTML-escaped; every page forbids framing (clickjacking of credentials and
+//! consent) and caching.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
+use latchkey_proto::Scope;
+
+/// No script at all; styles only from our own stylesheet; no framing; no base-URI tricks.
+const CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+pub fn html(status: StatusCode, body: String) -> Response {
+    let mut res = (status, Html(body)).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn layout(title: &str, content: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Latchkey</title>
+<link rel="stylesheet" href="/assets/latchkey.css">
+</head>
+<body>
+<main>
+{content}
+<footer>Latchkey</footer>
+</main>
+</body>
+</html>
+"#,
+        title = text(title)
+    )
+}
+
+pub struct LoginPage<'a> {
+    pub client_name: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn login(p: &LoginPage<'_>) -> String {
+    let (invalid, error) = match p.error {
+        Some(e) => (
+            r#" aria-invalid="true" aria-describedby="login-error""#,
+            format!(
+                r#"<p class="error" id="login-error" role="alert">{}</p>"#,
+                text(e)
+            ),
+        ),
+        None => ("", String::new()),
+    };
+    let autofocus_user = if p.username.is_empty() {
+        " autofocus"
+    } else {
+        ""
+    };
+    let autofocus_pass = if p.username.is_empty() {
+        ""
+    } else {
+        " autofocus"
+    };
+    layout(
+        "Sign in",
+        &format!(
+            r#"<h1>Sign in</h1>
+<p class="sub">to continue to <strong>{client}</strong></p>
+<form method="post" action="/login">
+<input type="hidden" name="req" value="{pending}">
+<input type="hidden" name="csrf" value="{csrf}">
+<label for="username">Username</label>
+<input type="text" id="username" name="username" value="{username}" autocomplete="username" autocapitalize="none" spellcheck="false" required{invalid}{autofocus_user}>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required{invalid}{autofocus_pass}>
+{error}
+<button type="submit">Sign in</button>
+</form>"#,
+            client = text(p.client_name),
+            pending = attr(p.pending),
+            csrf = attr(p.csrf),
+            username = attr(p.username),
+        ),
+    )
+}
+
+fn describe(scope: &str) -> String {
+    match scope {
+        "openid" => "Know who you are (your user identifier)".into(),
+        "profile" => "See your name and username".into(),
+        "email" => "See your email address".into(),
+        "offline_access" => "Keep access when you are not signed in".into(),
+        other => format!("Use the permission “{}”", text(other)),
+    }
+}
+
+pub struct ConsentPage<'a> {
+    pub client_name: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
+    pub username: &'a str,
+    pub scope: &'a Scope,
+}
+
+pub fn consent(p: &ConsentPage<'_>) -> String {
+    let items: String = p
+        .scope
+        .iter()
+        .map(|s| format!("<li>{}</li>\n", describe(s)))
+        .collect();
+    let items = if items.is_empty() {
+        "<li>Sign you in (no other access)</li>".to_owned()
+    } else {
+        items
+    };
+    layout(
+        "Allow access",
+        &format!(
+            r#"<h1>Allow access?</h1>
+<p class="sub">Signed in as <strong>{user}</strong></p>
+<p><strong>{client}</strong> would like to:</p>
+<ul class="scopes">
+{items}</ul>
+<form method="post" action="/consent">
+<input type="hidden" name="req" value="{pending}">
+<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit" name="decision" value="allow" autofocus>Allow</button>
+<button type="submit" name="decision" value="deny" class="secondary">Deny</button>
+</form>"#,
+            user = text(p.username),
+            client = text(p.client_name),
+            pending = attr(p.pending),
+            csrf = attr(p.csrf),
+        ),
+    )
+}
+
+pub fn error(title: &str, message: &str) -> String {
+    layout(
+        title,
+        &format!(
+            r#"<h1>{title}</h1>
+<p class="error" role="alert">{message}</p>
+<p class="sub">If you came here from an application, go back to it and try again. If this keeps happening, tell the application's developer what this page says.</p>"#,
+            title = text(title),
+            message = text(message)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped() {
+        let page = login(&LoginPage {
+            client_name: "<script>alert(1)</script>",
+            pending: "\"><x",
+            csrf: "c",
+            username: "a\"b",
+            error: Some("<b>"),
+        });
+        assert!(!page.contains("<script>alert"));
+        assert!(!page.contains("\"><x"));
+        assert!(page.contains("&lt;b&gt;"));
+        assert!(page.contains(r#"<label for="password">Password</label>"#));
+    }
+}

@@ -1,0 +1,706 @@
+//! `Store` on SQLite.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) and a few reader connections
+//! in WAL mode, so reads never wait for writes. Every call runs on the blocking pool; no lock is
+//! held across an `.await`. Durability: `synchronous=FULL`, so a commit is on disk before the
+//! response that depends on it is sent (a redeemed code stays redeemed after a crash).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use latchkey_core::UnixTime;
+use latchkey_core::store::*;
+use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHash};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::sqlite_schema::MIGRATIONS;
+
+const READERS: usize = 4;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
+    // when the next one begins on a fresh statement.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut writer = Connection::open(path)
+            .with_context(|| format!("opening SQLite database {}", path.display()))?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .context("enabling WAL")?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open(path)?;
+                configure(&c)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the file is sound.
+    pub async fn integrity_check(&self) -> StoreResult<String> {
+        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+            .await
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = lock(&inner.readers[i]);
+            f(&conn).map_err(backend)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            f(&mut conn).map_err(backend)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(anyhow!(
+            "the database schema (version {version}) is newer than this latchkey binary knows ({}); upgrade latchkey",
+            MIGRATIONS.len()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(anyhow::Error::new(e))
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(a) if a.downcast_ref::<rusqlite::Error>().is_some_and(|e| matches!(
+        e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
+}
+
+fn conv<E: std::error::Error + Send + Sync + 'static>(
+    idx: usize,
+) -> impl FnOnce(E) -> rusqlite::Error {
+    move |e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
+}
+
+#[derive(Debug)]
+struct Invalid(String);
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Invalid {}
+
+fn scope_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Scope> {
+    Scope::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
+}
+fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> {
+    ClientId::parse(&r.get::<_, String>(i)?)
+        .map_err(|e| conv(i)(Invalid(e.description.into_owned())))
+}
+
+const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id";
+fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
+    Ok(CodeRecord {
+        hash: TokenHash::from_stored(r.get(0)?),
+        client_id: client_id_at(r, 1)?,
+        user_id: r.get(2)?,
+        redirect_uri: RedirectUri::parse(&r.get::<_, String>(3)?)
+            .map_err(|e| conv(3)(Invalid(e.description.into_owned())))?,
+        scope: scope_at(r, 4)?,
+        code_challenge: CodeChallenge::from_stored(r.get(5)?),
+        nonce: r
+            .get::<_, Option<String>>(6)?
+            .map(|n| Nonce::parse(&n))
+            .transpose()
+            .map_err(|e| conv(6)(Invalid(e.description.into_owned())))?,
+        sid: r.get(7)?,
+        auth_time: r.get(8)?,
+        expires_at: r.get(9)?,
+        used_at: r.get(10)?,
+        grant_id: r.get(11)?,
+    })
+}
+
+const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at";
+fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
+    Ok(GrantRecord {
+        id: r.get(o)?,
+        client_id: client_id_at(r, o + 1)?,
+        user_id: r.get(o + 2)?,
+        scope: scope_at(r, o + 3)?,
+        sid: r.get(o + 4)?,
+        offline: r.get(o + 5)?,
+        auth_time: r.get(o + 6)?,
+        created_at: r.get(o + 7)?,
+        expires_at: r.get(o + 8)?,
+        revoked_at: r.get(o + 9)?,
+    })
+}
+
+const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at";
+fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        email_verified: r.get(3)?,
+        name: r.get(4)?,
+        password_hash: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        hash: TokenHash::from_stored(r.get(0)?),
+        sid: r.get(1)?,
+        user_id: r.get(2)?,
+        auth_time: r.get(3)?,
+        expires_at: r.get(4)?,
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    serde_json::from_str(&r.get::<_, String>(i)?).map_err(conv(i))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
+}
+
+fn insert_access(tx: &rusqlite::Transaction<'_>, a: &AccessRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![a.jti, a.grant_id, a.expires_at])?;
+    Ok(())
+}
+
+fn insert_refresh(tx: &rusqlite::Transaction<'_>, r: &RefreshRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![r.hash.as_str(), r.grant_id, r.scope.to_string(), r.issued_at, r.expires_at, r.consumed_at])?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
+        let (id, data, at) = (
+            client.client_id.to_string(),
+            to_json(client)?,
+            client.created_at,
+        );
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO clients (client_id, data, created_at) VALUES (?1, ?2, ?3)",
+                params![id, data, at],
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists("a client with this client_id")
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT data FROM clients WHERE client_id = ?1")?
+                .query_row([id], |r| json_col(r, 0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT data FROM clients ORDER BY created_at, client_id")?
+                .query_map([], |r| json_col(r, 0))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn remove_client(&self, id: &ClientId) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute("DELETE FROM clients WHERE client_id = ?1", [&id])?;
+            // Everything issued to the client goes with it.
+            tx.execute("DELETE FROM grants WHERE client_id = ?1", [&id])?;
+            tx.execute("DELETE FROM codes WHERE client_id = ?1", [&id])?;
+            tx.execute("DELETE FROM consents WHERE client_id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn insert_user(&self, u: &UserRecord) -> StoreResult<()> {
+        let u = u.clone();
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    u.id,
+                    u.username,
+                    u.email,
+                    u.email_verified,
+                    u.name,
+                    u.password_hash,
+                    u.created_at
+                ],
+            )
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists("a user with this username")
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
+                .query_row([id], user_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let name = username.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLS} FROM users WHERE username = ?1"
+            ))?
+            .query_row([name], user_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLS} FROM users ORDER BY created_at, username"
+            ))?
+            .query_map([], user_row)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+        let name = username.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id: Option<String> = tx
+                .query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(id) = id else { return Ok(false) };
+            for sql in [
+                "DELETE FROM grants WHERE user_id = ?1",
+                "DELETE FROM codes WHERE user_id = ?1",
+                "DELETE FROM sessions WHERE user_id = ?1",
+                "DELETE FROM consents WHERE user_id = ?1",
+                "DELETE FROM users WHERE id = ?1",
+            ] {
+                tx.execute(sql, [&id])?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool> {
+        let (name, hash) = (username.to_owned(), hash.to_owned());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                params![name, hash],
+            )?;
+            // A new password ends every browser session of the user.
+            tx.execute(
+                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+                [&name],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT kid, alg, private_pkcs8, created_at, active FROM signing_keys ORDER BY created_at")?
+                .query_map([], |r| {
+                    Ok(KeyRecord {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private_pkcs8_b64: r.get(2)?,
+                        created_at: r.get(3)?,
+                        active: r.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    async fn insert_signing_key(&self, k: &KeyRecord) -> StoreResult<()> {
+        let k = k.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![k.kid, k.alg, k.private_pkcs8_b64, k.created_at, k.active],
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
+        let (id, data, exp) = (id.as_str().to_owned(), to_json(p)?, p.expires_at);
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, data, exp])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn pending(
+        &self,
+        id: &TokenHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<PendingAuthorization>> {
+        let id = id.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT data FROM pending_authorizations WHERE id_hash = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![id, now], |r| json_col(r, 0))
+            .optional()
+        })
+        .await
+    }
+
+    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()> {
+        let id = id.as_str().to_owned();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM pending_authorizations WHERE id_hash = ?1")?
+                .execute([id])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        let s = s.clone();
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+        let h = hash.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2")?
+                .query_row(params![h, now], session_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+        let sid = sid.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2")?
+                .query_row(params![sid, now], session_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
+        let h = hash.as_str().to_owned();
+        self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h]))
+            .await
+            .map(|_| ())
+    }
+
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
+        let (u, cl) = (user_id.to_owned(), client_id.to_string());
+        self.read(move |c| {
+            c.prepare_cached("SELECT scope FROM consents WHERE user_id = ?1 AND client_id = ?2")?
+                .query_row(params![u, cl], |r| scope_at(r, 0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &ClientId,
+        scope: &Scope,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let (u, cl, s) = (user_id.to_owned(), client_id.to_string(), scope.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
+                params![u, cl, s, now],
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {
+        let k = code.clone();
+        self.write(move |c| {
+            c.prepare_cached(&format!("INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?
+                .execute(params![
+                    k.hash.as_str(),
+                    k.client_id.as_str(),
+                    k.user_id,
+                    k.redirect_uri.as_str(),
+                    k.scope.to_string(),
+                    k.code_challenge.as_str(),
+                    k.nonce.as_ref().map(|n| n.as_str().to_owned()),
+                    k.sid,
+                    k.auth_time,
+                    k.expires_at,
+                    k.used_at,
+                    k.grant_id
+                ])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn code(&self, hash: &TokenHash) -> StoreResult<Option<CodeRecord>> {
+        let h = hash.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {CODE_COLS} FROM codes WHERE hash = ?1"))?
+                .query_row([h], code_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        issue: &Issuance,
+    ) -> StoreResult<Redeemed> {
+        let (h, issue) = (hash.as_str().to_owned(), issue.clone());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The conditional update is the single point of truth for "used once".
+            let won = tx
+                .prepare_cached("UPDATE codes SET used_at = ?2, grant_id = ?3 WHERE hash = ?1 AND used_at IS NULL")?
+                .execute(params![h, now, issue.grant.id])?
+                == 1;
+            if !won {
+                let grant_id: Option<String> = tx
+                    .prepare_cached("SELECT grant_id FROM codes WHERE hash = ?1")?
+                    .query_row([&h], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                return Ok(Redeemed::AlreadyUsed { grant_id });
+            }
+            let g = &issue.grant;
+            tx.prepare_cached(
+                "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                g.id,
+                g.client_id.as_str(),
+                g.user_id,
+                g.scope.to_string(),
+                g.sid,
+                g.offline,
+                g.auth_time,
+                g.created_at,
+                g.expires_at,
+                g.revoked_at
+            ])?;
+            if let Some(r) = &issue.refresh {
+                insert_refresh(&tx, r)?;
+            }
+            insert_access(&tx, &issue.access)?;
+            tx.commit()?;
+            Ok(Redeemed::Issued)
+        })
+        .await
+    }
+
+    async fn refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshRecord, GrantRecord)>> {
+        let h = hash.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT r.hash, r.grant_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, {GRANT_COLS}
+                 FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1"
+            ))?
+            .query_row([h], |r| {
+                Ok((
+                    RefreshRecord {
+                        hash: TokenHash::from_stored(r.get(0)?),
+                        grant_id: r.get(1)?,
+                        scope: scope_at(r, 2)?,
+                        issued_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                        consumed_at: r.get(5)?,
+                    },
+                    grant_row(r, 6)?,
+                ))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        now: UnixTime,
+        next: &RefreshRecord,
+        access: &AccessRecord,
+    ) -> StoreResult<Rotated> {
+        let (h, next, access) = (old.as_str().to_owned(), next.clone(), access.clone());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let won = tx
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET consumed_at = ?2 WHERE hash = ?1 AND consumed_at IS NULL
+                     AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)",
+                )?
+                .execute(params![h, now])?
+                == 1;
+            if !won {
+                return Ok(Rotated::AlreadyConsumed);
+            }
+            insert_refresh(&tx, &next)?;
+            insert_access(&tx, &access)?;
+            tx.commit()?;
+            Ok(Rotated::Rotated)
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()> {
+        let g = grant_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![g, now],
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn access_token_grant(&self, jti: &str) -> StoreResult<Option<GrantRecord>> {
+        let j = jti.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {GRANT_COLS} FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.jti = ?1"
+            ))?
+            .query_row([j], |r| grant_row(r, 0))
+            .optional()
+        })
+        .await
+    }
+}

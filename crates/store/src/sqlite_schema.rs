@@ -1,0 +1,90 @@
+//! Schema migrations, tracked with `PRAGMA user_version`. Append, never edit, a migration.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the authorization code flow.
+    r#"
+    CREATE TABLE clients (
+        client_id TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        email TEXT NOT NULL,
+        email_verified INTEGER NOT NULL,
+        name TEXT,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        private_pkcs8 TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        active INTEGER NOT NULL
+    );
+    CREATE TABLE pending_authorizations (
+        id_hash TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY,
+        sid TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        auth_time INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE consents (
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    );
+    CREATE TABLE codes (
+        hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        nonce TEXT,
+        sid TEXT NOT NULL,
+        auth_time INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        grant_id TEXT
+    );
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        sid TEXT NOT NULL,
+        offline INTEGER NOT NULL,
+        auth_time INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE INDEX grants_by_user ON grants (user_id);
+    CREATE INDEX grants_by_client ON grants (client_id);
+    CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+        scope TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        consumed_at INTEGER
+    );
+    CREATE INDEX refresh_by_grant ON refresh_tokens (grant_id);
+    CREATE TABLE access_tokens (
+        jti TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX access_by_grant ON access_tokens (grant_id);
+    "#,
+];

@@ -36,11 +36,7 @@ pub enum ClientCommand {
 #[derive(Args, Debug)]
 pub struct ClientAdd {
     /// A client that cannot keep a secret (SPA, native or CLI app): PKCE only.
-    #[arg(
-        long,
-        conflicts_with = "confidential",
-        required_unless_present = "confidential"
-    )]
+    #[arg(long, conflicts_with = "confidential", required_unless_present = "confidential")]
     public: bool,
     /// A server-side client with a secret (shown once, stored only as a hash).
     #[arg(long)]
@@ -129,10 +125,9 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 extra_scopes: a.scopes,
                 refresh_tokens: !a.no_refresh,
             };
-            let (rec, secret) =
-                latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
-                    .await
-                    .map_err(admin_err)?;
+            let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
+                .await
+                .map_err(admin_err)?;
             if a.json {
                 let mut v = client_json(&rec);
                 if let Some(s) = &secret {
@@ -143,19 +138,14 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 println!("client_id: {}", rec.client_id);
                 if let Some(s) = &secret {
                     println!("client_secret: {}", s.expose_secret());
-                    eprintln!(
-                        "The client secret is shown only now; it is stored as a hash and cannot be shown again."
-                    );
+                    eprintln!("The client secret is shown only now; it is stored as a hash and cannot be shown again.");
                 }
             }
         }
         ClientCommand::List { json } => {
             let clients = store.clients().await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(clients.iter().map(client_json).collect())
-                );
+                println!("{}", serde_json::Value::Array(clients.iter().map(client_json).collect()));
             } else if clients.is_empty() {
                 eprintln!("no clients");
             } else {
@@ -168,21 +158,14 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                         "{}\t{kind}\t{}\t{}",
                         c.client_id,
                         c.name,
-                        c.redirect_uris
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
+                        c.redirect_uris.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" ")
                     );
                 }
             }
         }
         ClientCommand::Show { client_id, json } => {
             let id = ClientId::parse(&client_id).map_err(|e| anyhow!("{}", e.description))?;
-            let c = store
-                .client(&id)
-                .await?
-                .ok_or_else(|| anyhow!("no client with client_id {client_id:?}"))?;
+            let c = store.client(&id).await?.ok_or_else(|| anyhow!("no client with client_id {client_id:?}"))?;
             let v = client_json(&c);
             if json {
                 println!("{v}");
@@ -193,14 +176,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 for r in &c.redirect_uris {
                     println!("redirect_uri: {r}");
                 }
-                println!(
-                    "grant_types: {}",
-                    c.grant_types
-                        .iter()
-                        .map(|g| g.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
+                println!("grant_types: {}", c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "));
                 println!("scope: {}", c.allowed_scope);
                 println!("first_party: {}", c.first_party);
             }
@@ -218,15 +194,10 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
 
 fn read_password() -> anyhow::Result<Password> {
     let mut s = String::new();
-    std::io::stdin()
-        .take(4096)
-        .read_to_string(&mut s)
-        .context("reading the password from standard input")?;
+    std::io::stdin().take(4096).read_to_string(&mut s).context("reading the password from standard input")?;
     let line = s.lines().next().unwrap_or("");
     if line.is_empty() {
-        bail!(
-            "no password on standard input (try: printf '%s' \"$PASSWORD\" | latchkey user add …)"
-        );
+        bail!("no password on standard input (try: printf '%s' \"$PASSWORD\" | latchkey user add …)");
     }
     Ok(Password::new(line))
 }
@@ -234,22 +205,13 @@ fn read_password() -> anyhow::Result<Password> {
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
     let store = open_store(&settings.database)?;
     match cmd {
-        UserCommand::Add {
-            username,
-            email,
-            name,
-            password_stdin: _,
-        } => {
+        UserCommand::Add { username, email, name, password_stdin: _ } => {
             let password = read_password()?;
             let hasher = Hasher::new(1)?;
             let u = latchkey_core::admin::add_user(
                 store.as_ref(),
                 &hasher,
-                NewUser {
-                    username,
-                    email,
-                    name,
-                },
+                NewUser { username, email, name },
                 password,
                 Clock::system().now(),
             )
@@ -270,13 +232,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
                 eprintln!("no users");
             } else {
                 for u in users {
-                    println!(
-                        "{}\t{}\t{}\t{}",
-                        u.username,
-                        u.email,
-                        u.name.unwrap_or_default(),
-                        u.id
-                    );
+                    println!("{}\t{}\t{}\t{}", u.username, u.email, u.name.unwrap_or_default(), u.id);
                 }
             }
         }
@@ -286,10 +242,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             }
             println!("removed user {username}");
         }
-        UserCommand::SetPassword {
-            username,
-            password_stdin: _,
-        } => {
+        UserCommand::SetPassword { username, password_stdin: _ } => {
             let password = read_password()?;
             let hasher = Hasher::new(1)?;
             if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password)

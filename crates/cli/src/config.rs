@@ -78,33 +78,26 @@ impl Settings {
                 if !ENV_KEYS.contains(&key) {
                     bail!(
                         "unknown environment variable {k}; known: {}",
-                        ENV_KEYS
-                            .iter()
-                            .map(|k| format!("LATCHKEY_{k}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        ENV_KEYS.iter().map(|k| format!("LATCHKEY_{k}")).collect::<Vec<_>>().join(", ")
                     );
                 }
                 ours.insert(key, v.clone());
             }
         }
-        let path = config_flag
-            .map(Path::to_path_buf)
-            .or_else(|| ours.get("CONFIG").map(Into::into));
+        let path = config_flag.map(Path::to_path_buf).or_else(|| ours.get("CONFIG").map(Into::into));
         let file: FileConfig = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config file {}", p.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| anyhow!("config file {}: {}", p.display(), e.message()))?
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow!("config file {}: {}", p.display(), e.message()))?
             }
             None => FileConfig::default(),
         };
         let num = |key: &str, file_v: Option<u64>, default: u64| -> anyhow::Result<u64> {
             let v = match ours.get(key) {
-                Some(s) => s.parse().map_err(|_| {
-                    anyhow!("LATCHKEY_{key} must be a whole number of seconds, not {s:?}")
-                })?,
+                Some(s) => {
+                    s.parse().map_err(|_| anyhow!("LATCHKEY_{key} must be a whole number of seconds, not {s:?}"))?
+                }
                 None => file_v.unwrap_or(default),
             };
             if v == 0 {
@@ -119,14 +112,10 @@ impl Settings {
             None => file.log_format.unwrap_or(LogFormat::Text),
         };
         let pick = |flag: &Option<String>, key: &str, file_v: &Option<String>| {
-            flag.clone()
-                .or_else(|| ours.get(key).cloned())
-                .or_else(|| file_v.clone())
+            flag.clone().or_else(|| ours.get(key).cloned()).or_else(|| file_v.clone())
         };
-        let listen =
-            pick(&flags.listen, "LISTEN", &file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let issuer = pick(&flags.issuer, "ISSUER", &file.issuer)
-            .unwrap_or_else(|| format!("http://{listen}"));
+        let listen = pick(&flags.listen, "LISTEN", &file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let issuer = pick(&flags.issuer, "ISSUER", &file.issuer).unwrap_or_else(|| format!("http://{listen}"));
         let issuer = validate_issuer(&issuer)?;
         let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
         if code_lifetime > 600 {
@@ -135,16 +124,11 @@ impl Settings {
         Ok(Self {
             issuer,
             listen,
-            database: pick(&flags.database, "DATABASE", &file.database)
-                .unwrap_or_else(|| "latchkey.db".into()),
+            database: pick(&flags.database, "DATABASE", &file.database).unwrap_or_else(|| "latchkey.db".into()),
             audience: ours.get("AUDIENCE").cloned().or(file.audience),
             code_lifetime,
             access_token_lifetime: num("ACCESS_TOKEN_LIFETIME", file.access_token_lifetime, 600)?,
-            refresh_token_lifetime: num(
-                "REFRESH_TOKEN_LIFETIME",
-                file.refresh_token_lifetime,
-                30 * 24 * 3600,
-            )?,
+            refresh_token_lifetime: num("REFRESH_TOKEN_LIFETIME", file.refresh_token_lifetime, 30 * 24 * 3600)?,
             session_lifetime: num("SESSION_LIFETIME", file.session_lifetime, 24 * 3600)?,
             log_format,
         })
@@ -173,9 +157,7 @@ fn validate_issuer(s: &str) -> anyhow::Result<String> {
     if url.query().is_some() || url.fragment().is_some() {
         bail!("issuer must not have a query or fragment");
     }
-    if url.scheme() == "http"
-        && !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
-    {
+    if url.scheme() == "http" && !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
         tracing::warn!(
             issuer = s,
             "the issuer is plain http on a non-loopback host: tokens and passwords travel unencrypted; use https in production"
@@ -189,10 +171,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -208,59 +187,31 @@ mod tests {
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("latchkey.toml");
-        std::fs::write(
-            &p,
-            "listen = \"127.0.0.1:9000\"\naccess_token_lifetime = 300\ndatabase = \"file.db\"\n",
-        )
-        .unwrap();
-        let e = env(&[
-            ("LATCHKEY_DATABASE", "env.db"),
-            ("LATCHKEY_ACCESS_TOKEN_LIFETIME", "120"),
-            ("PATH", "/bin"),
-        ]);
+        std::fs::write(&p, "listen = \"127.0.0.1:9000\"\naccess_token_lifetime = 300\ndatabase = \"file.db\"\n")
+            .unwrap();
+        let e = env(&[("LATCHKEY_DATABASE", "env.db"), ("LATCHKEY_ACCESS_TOKEN_LIFETIME", "120"), ("PATH", "/bin")]);
         let s = Settings::resolve(Some(&p), &e, &Overrides::default()).unwrap();
         assert_eq!(s.listen, "127.0.0.1:9000");
         assert_eq!(s.issuer, "http://127.0.0.1:9000");
         assert_eq!(s.database, "env.db");
         assert_eq!(s.access_token_lifetime, 120);
-        let flags = Overrides {
-            database: Some("flag.db".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            Settings::resolve(Some(&p), &e, &flags).unwrap().database,
-            "flag.db"
-        );
+        let flags = Overrides { database: Some("flag.db".into()), ..Default::default() };
+        assert_eq!(Settings::resolve(Some(&p), &e, &flags).unwrap().database, "flag.db");
     }
 
     #[test]
     fn unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("latchkey.toml");
-        std::fs::write(
-            &p,
-            "issuer = \"https://id.example\"\nacess_token_lifetime = 5\n",
-        )
-        .unwrap();
-        let err = Settings::resolve(Some(&p), &env(&[]), &Overrides::default())
+        std::fs::write(&p, "issuer = \"https://id.example\"\nacess_token_lifetime = 5\n").unwrap();
+        let err = Settings::resolve(Some(&p), &env(&[]), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("acess_token_lifetime"), "{err}");
+        let err =
+            Settings::resolve(None, &env(&[("LATCHKEY_ISSUR", "x")]), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("LATCHKEY_ISSUR"), "{err}");
+        let err = Settings::resolve(None, &env(&[("LATCHKEY_CODE_LIFETIME", "ten")]), &Overrides::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("acess_token_lifetime"), "{err}");
-        let err = Settings::resolve(
-            None,
-            &env(&[("LATCHKEY_ISSUR", "x")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("LATCHKEY_ISSUR"), "{err}");
-        let err = Settings::resolve(
-            None,
-            &env(&[("LATCHKEY_CODE_LIFETIME", "ten")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
         assert!(err.contains("LATCHKEY_CODE_LIFETIME"), "{err}");
     }
 }

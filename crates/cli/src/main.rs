@@ -12,11 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "latchkey",
-    version,
-    about = "An OAuth 2.1 / OpenID Connect provider in one binary"
-)]
+#[command(name = "latchkey", version, about = "An OAuth 2.1 / OpenID Connect provider in one binary")]
 struct Cli {
     /// TOML configuration file (also LATCHKEY_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
@@ -61,11 +57,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
         _ => (None, None),
     };
-    let flags = config::Overrides {
-        issuer: listen_issuer.1,
-        listen: listen_issuer.0,
-        database: cli.database.clone(),
-    };
+    let flags = config::Overrides { issuer: listen_issuer.1, listen: listen_issuer.0, database: cli.database.clone() };
     let settings = match config::Settings::resolve(cli.config.as_deref(), &env, &flags) {
         Ok(s) => s,
         Err(e) => {
@@ -73,14 +65,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    serve::init_logging(
-        settings.log_format,
-        matches!(cli.command, Command::Serve(_)),
-    );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    serve::init_logging(settings.log_format, matches!(cli.command, Command::Serve(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

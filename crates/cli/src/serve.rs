@@ -15,15 +15,9 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
     let default = if verbose { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -31,9 +25,7 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
 pub fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
     let path = database.strip_prefix("sqlite://").unwrap_or(database);
     if path.contains("://") {
-        anyhow::bail!(
-            "unsupported database {database:?}: give a SQLite file path (or sqlite://PATH)"
-        );
+        anyhow::bail!("unsupported database {database:?}: give a SQLite file path (or sqlite://PATH)");
     }
     Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?))
 }
@@ -46,26 +38,20 @@ pub const DEV_PASSWORD: &str = "demo-password";
 pub async fn run(settings: Settings, dev: bool) -> anyhow::Result<()> {
     let store = open_store(&settings.database)?;
     let clock = Clock::system();
-    let provider =
-        Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
+    let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, issuer = %settings.issuer, database = %settings.database, "latchkey is serving");
-    println!(
-        "Latchkey {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("Latchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     println!("issuer: {}", settings.issuer);
     println!("database: {}", settings.database);
     if dev {
         dev_bootstrap(&provider, &clock).await?;
     } else if store.clients().await?.is_empty() {
         println!("\nNo clients are registered yet. Add one and a user, in another terminal:");
-        println!(
-            "  latchkey client add --public --name \"My SPA\" --redirect-uri http://127.0.0.1:8765/callback"
-        );
+        println!("  latchkey client add --public --name \"My SPA\" --redirect-uri http://127.0.0.1:8765/callback");
         println!(
             "  printf '%s' 'a-good-password' | latchkey user add alice --email alice@example.com --password-stdin"
         );
@@ -115,19 +101,9 @@ async fn dev_bootstrap(p: &Provider, clock: &Clock) -> anyhow::Result<()> {
         Ok(_) | Err(AdminError::Store(latchkey_core::store::StoreError::AlreadyExists(_))) => {}
         Err(e) => return Err(e.into()),
     }
-    let user = NewUser {
-        username: DEV_USER.into(),
-        email: "demo@example.com".into(),
-        name: Some("Demo User".into()),
-    };
-    match latchkey_core::admin::add_user(
-        p.store.as_ref(),
-        &p.hasher,
-        user,
-        Password::new(DEV_PASSWORD),
-        clock.now(),
-    )
-    .await
+    let user = NewUser { username: DEV_USER.into(), email: "demo@example.com".into(), name: Some("Demo User".into()) };
+    match latchkey_core::admin::add_user(p.store.as_ref(), &p.hasher, user, Password::new(DEV_PASSWORD), clock.now())
+        .await
     {
         Ok(_) | Err(AdminError::Store(latchkey_core::store::StoreError::AlreadyExists(_))) => {}
         Err(e) => return Err(e.into()),
@@ -149,9 +125,7 @@ async fn dev_bootstrap(p: &Provider, clock: &Clock) -> anyhow::Result<()> {
     println!("username: {DEV_USER}");
     println!("password: {DEV_PASSWORD}");
     println!("code_verifier: {}", verifier.expose_secret());
-    println!(
-        "\nOpen this URL, sign in, then copy `code` from the address bar of the (failing) redirect:"
-    );
+    println!("\nOpen this URL, sign in, then copy `code` from the address bar of the (failing) redirect:");
     println!("{url}");
     println!("\nExchange the code:");
     println!(

@@ -35,46 +35,31 @@ pub async fn add_client(
     now: UnixTime,
 ) -> Result<(ClientRecord, Option<ClientSecret>), AdminError> {
     let client_id = match &new.client_id {
-        Some(id) => {
-            ClientId::parse(id).map_err(|e| AdminError::Invalid(e.description.into_owned()))?
-        }
-        None => ClientId::parse(&random_token()[..22])
-            .map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
+        Some(id) => ClientId::parse(id).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
+        None => ClientId::parse(&random_token()[..22]).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
     };
     if new.redirect_uris.is_empty() {
-        return Err(AdminError::Invalid(
-            "at least one --redirect-uri is required".into(),
-        ));
+        return Err(AdminError::Invalid("at least one --redirect-uri is required".into()));
     }
     let mut redirect_uris = Vec::new();
     for r in &new.redirect_uris {
         redirect_uris.push(
-            RedirectUri::parse_registration(r)
-                .map_err(|e| AdminError::Invalid(format!("redirect URI {r}: {e}")))?,
+            RedirectUri::parse_registration(r).map_err(|e| AdminError::Invalid(format!("redirect URI {r}: {e}")))?,
         );
     }
-    let scopes = crate::provider::STANDARD_SCOPES
-        .iter()
-        .map(|s| s.to_string())
-        .chain(new.extra_scopes.iter().cloned());
+    let scopes = crate::provider::STANDARD_SCOPES.iter().map(|s| s.to_string()).chain(new.extra_scopes.iter().cloned());
     let allowed_scope = Scope::parse(&scopes.collect::<Vec<_>>().join(" "))
         .map_err(|e| AdminError::Invalid(format!("scope: {}", e.description)))?;
     let secret = new.confidential.then(ClientSecret::generate);
     let kind = match &secret {
-        Some(s) => ClientKind::Confidential {
-            secret_hash: TokenHash::of(s.expose_secret()).as_str().to_owned(),
-        },
+        Some(s) => ClientKind::Confidential { secret_hash: TokenHash::of(s.expose_secret()).as_str().to_owned() },
         None => ClientKind::Public,
     };
     let mut grant_types = vec![GrantType::AuthorizationCode];
     if new.refresh_tokens {
         grant_types.push(GrantType::RefreshToken);
     }
-    let name = if new.name.trim().is_empty() {
-        client_id.to_string()
-    } else {
-        new.name.trim().to_owned()
-    };
+    let name = if new.name.trim().is_empty() { client_id.to_string() } else { new.name.trim().to_owned() };
     let record = ClientRecord {
         client_id,
         name,
@@ -104,20 +89,11 @@ pub async fn add_user(
     now: UnixTime,
 ) -> Result<UserRecord, AdminError> {
     let username = new.username.trim();
-    if username.is_empty()
-        || username.len() > 64
-        || username
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(AdminError::Invalid(
-            "a username is 1 to 64 characters without spaces".into(),
-        ));
+    if username.is_empty() || username.len() > 64 || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(AdminError::Invalid("a username is 1 to 64 characters without spaces".into()));
     }
     if !new.email.contains('@') || new.email.len() > 254 {
-        return Err(AdminError::Invalid(
-            "--email must be an email address".into(),
-        ));
+        return Err(AdminError::Invalid("--email must be an email address".into()));
     }
     check_password(&password)?;
     let record = UserRecord {
@@ -148,14 +124,10 @@ pub async fn set_password(
 fn check_password(p: &latchkey_proto::Password) -> Result<(), AdminError> {
     let n = p.expose_secret().chars().count();
     if n < 8 {
-        return Err(AdminError::Invalid(
-            "a password needs at least 8 characters".into(),
-        ));
+        return Err(AdminError::Invalid("a password needs at least 8 characters".into()));
     }
     if n > 1024 {
-        return Err(AdminError::Invalid(
-            "a password may have at most 1024 characters".into(),
-        ));
+        return Err(AdminError::Invalid("a password may have at most 1024 characters".into()));
     }
     Ok(())
 }

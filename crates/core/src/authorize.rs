@@ -3,8 +3,8 @@
 
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{
-    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, Password,
-    RedirectUri, Scope, SessionToken, State, TokenHash,
+    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, Password, RedirectUri, Scope,
+    SessionToken, State, TokenHash,
 };
 use url::Url;
 
@@ -20,17 +20,9 @@ pub enum Step {
     /// Send the browser back to the client, with a code or an error.
     Redirect(String),
     /// Ask for the user's credentials; `pending` is the id of the stored request.
-    Login {
-        pending: String,
-        client_name: String,
-    },
+    Login { pending: String, client_name: String },
     /// Ask the logged-in user to approve the scopes for this client.
-    Consent {
-        pending: String,
-        client_name: String,
-        scope: Scope,
-        username: String,
-    },
+    Consent { pending: String, client_name: String, scope: Scope, username: String },
 }
 
 /// The `prompt` parameter (OpenID Connect Core §3.1.2.1).
@@ -49,12 +41,7 @@ pub struct ValidRequest {
 }
 
 /// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207).
-pub fn error_redirect(
-    issuer: &str,
-    redirect_uri: &RedirectUri,
-    state: Option<&State>,
-    e: &OAuthError,
-) -> String {
+pub fn error_redirect(issuer: &str, redirect_uri: &RedirectUri, state: Option<&State>, e: &OAuthError) -> String {
     with_params(
         redirect_uri,
         &[
@@ -94,28 +81,19 @@ pub fn validate(
     pending_ttl: u64,
 ) -> Result<ValidRequest, Step> {
     let page = |e: OAuthError| Step::ErrorPage(e);
-    let client_id = params.get("client_id").ok_or_else(|| {
-        page(OAuthError::invalid_request(
-            "the client_id parameter is missing",
-        ))
-    })?;
+    let client_id = params
+        .get("client_id")
+        .ok_or_else(|| page(OAuthError::invalid_request("the client_id parameter is missing")))?;
     ClientId::parse(client_id).map_err(page)?;
-    let client = client.ok_or_else(|| {
-        page(OAuthError::invalid_request(
-            "unknown client_id: no client is registered with this id",
-        ))
-    })?;
+    let client = client
+        .ok_or_else(|| page(OAuthError::invalid_request("unknown client_id: no client is registered with this id")))?;
     let redirect_uri = params.get("redirect_uri").ok_or_else(|| {
         page(OAuthError::invalid_request(
             "the redirect_uri parameter is missing: send one of the client's registered redirect URIs",
         ))
     })?;
     let redirect_uri = RedirectUri::parse(redirect_uri).map_err(page)?;
-    if !client
-        .redirect_uris
-        .iter()
-        .any(|r| redirect_uri.matches_registered(r))
-    {
+    if !client.redirect_uris.iter().any(|r| redirect_uri.matches_registered(r)) {
         return Err(page(OAuthError::invalid_request(
             "redirect_uri is not registered for this client: it must equal a registered redirect URI exactly",
         )));
@@ -124,27 +102,14 @@ pub fn validate(
     // From here on errors are returned to the client. A malformed state cannot be echoed.
     let state = params.get("state").map(State::parse).transpose();
     let state_for_errors = state.as_ref().ok().cloned().flatten();
-    let fail = |e: OAuthError| {
-        Step::Redirect(error_redirect(
-            issuer,
-            &redirect_uri,
-            state_for_errors.as_ref(),
-            &e,
-        ))
-    };
+    let fail = |e: OAuthError| Step::Redirect(error_redirect(issuer, &redirect_uri, state_for_errors.as_ref(), &e));
     let state = state.map_err(fail)?;
 
     if params.contains("request") {
-        return Err(fail(OAuthError::new(
-            ErrorCode::RequestNotSupported,
-            "request objects are not supported",
-        )));
+        return Err(fail(OAuthError::new(ErrorCode::RequestNotSupported, "request objects are not supported")));
     }
     if params.contains("request_uri") {
-        return Err(fail(OAuthError::new(
-            ErrorCode::RequestUriNotSupported,
-            "request_uri is not supported",
-        )));
+        return Err(fail(OAuthError::new(ErrorCode::RequestUriNotSupported, "request_uri is not supported")));
     }
     match params.get("response_type") {
         Some("code") => {}
@@ -162,16 +127,11 @@ pub fn validate(
     }
     if let Some(m) = params.get("response_mode") {
         if m != "query" {
-            return Err(fail(OAuthError::invalid_request(
-                "only response_mode=query is supported",
-            )));
+            return Err(fail(OAuthError::invalid_request("only response_mode=query is supported")));
         }
     }
-    let code_challenge = CodeChallenge::parse_s256(
-        params.get("code_challenge"),
-        params.get("code_challenge_method"),
-    )
-    .map_err(fail)?;
+    let code_challenge =
+        CodeChallenge::parse_s256(params.get("code_challenge"), params.get("code_challenge_method")).map_err(fail)?;
     let scope = Scope::parse(params.get("scope").unwrap_or("")).map_err(fail)?;
     if !scope.is_subset(&client.allowed_scope) {
         return Err(fail(OAuthError::invalid_scope(format!(
@@ -179,11 +139,7 @@ pub fn validate(
             scope.missing_from(&client.allowed_scope)
         ))));
     }
-    let nonce = params
-        .get("nonce")
-        .map(Nonce::parse)
-        .transpose()
-        .map_err(fail)?;
+    let nonce = params.get("nonce").map(Nonce::parse).transpose().map_err(fail)?;
     let prompt = parse_prompt(params.get("prompt")).map_err(fail)?;
 
     Ok(ValidRequest {
@@ -210,17 +166,13 @@ fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
             // One account per session: choosing an account is logging in again.
             "select_account" => p.login = true,
             _ => {
-                return Err(OAuthError::invalid_request(
-                    "unsupported prompt value; supported: none, login, consent",
-                ));
+                return Err(OAuthError::invalid_request("unsupported prompt value; supported: none, login, consent"));
             }
         }
     }
     // OpenID Connect Core §3.1.2.1: none with any other value is an error.
     if p.none && (p.login || p.consent) {
-        return Err(OAuthError::invalid_request(
-            "prompt=none cannot be combined with other prompt values",
-        ));
+        return Err(OAuthError::invalid_request("prompt=none cannot be combined with other prompt values"));
     }
     Ok(p)
 }
@@ -231,11 +183,7 @@ pub enum LoginOutcome {
     /// Wrong username or password: show the form again with one message for both cases.
     Failed { client_name: String },
     /// Logged in: set the session cookie and go on.
-    Done {
-        session: SessionToken,
-        max_age: u64,
-        next: Step,
-    },
+    Done { session: SessionToken, max_age: u64, next: Step },
 }
 
 impl Provider {
@@ -250,32 +198,19 @@ impl Provider {
             Some(Ok(id)) => self.store.client(&id).await?,
             _ => None,
         };
-        let req = match validate(
-            params,
-            client.as_ref(),
-            self.issuer(),
-            now,
-            self.config.pending_ttl,
-        ) {
+        let req = match validate(params, client.as_ref(), self.issuer(), now, self.config.pending_ttl) {
             Ok(r) => r,
             Err(step) => return Ok(step),
         };
         let Some(client) = client else {
-            return Ok(Step::ErrorPage(OAuthError::invalid_request(
-                "unknown client_id",
-            )));
+            return Ok(Step::ErrorPage(OAuthError::invalid_request("unknown client_id")));
         };
         let session = match cookie {
             Some(c) => self.store.session(&c.hash(), now).await?,
             None => None,
         };
         let fail = |e: OAuthError| {
-            Ok(Step::Redirect(error_redirect(
-                self.issuer(),
-                &req.pending.redirect_uri,
-                req.pending.state.as_ref(),
-                &e,
-            )))
+            Ok(Step::Redirect(error_redirect(self.issuer(), &req.pending.redirect_uri, req.pending.state.as_ref(), &e)))
         };
         let session = match session {
             Some(s) if !req.prompt.login => s,
@@ -287,20 +222,11 @@ impl Provider {
                     ));
                 }
                 let pending = self.save_pending(&req.pending).await?;
-                return Ok(Step::Login {
-                    pending,
-                    client_name: client.name,
-                });
+                return Ok(Step::Login { pending, client_name: client.name });
             }
         };
-        if !req.prompt.consent
-            && self
-                .has_consent(&client, &session.user_id, &req.pending.scope)
-                .await?
-        {
-            return Ok(Step::Redirect(
-                self.issue_code(&req.pending, &session, now).await?,
-            ));
+        if !req.prompt.consent && self.has_consent(&client, &session.user_id, &req.pending.scope).await? {
+            return Ok(Step::Redirect(self.issue_code(&req.pending, &session, now).await?));
         }
         if req.prompt.none {
             return fail(OAuthError::new(
@@ -309,8 +235,7 @@ impl Provider {
             ));
         }
         let pending = self.save_pending(&req.pending).await?;
-        self.consent_step(pending, &client, &req.pending, &session)
-            .await
+        self.consent_step(pending, &client, &req.pending, &session).await
     }
 
     /// `POST /login`: checks the credentials for a pending request.
@@ -328,18 +253,13 @@ impl Provider {
         let user = self.store.user_by_username(username).await?;
         let ok = self
             .hasher
-            .verify(
-                password.expose_secret().to_owned(),
-                user.as_ref().map(|u| u.password_hash.clone()),
-            )
+            .verify(password.expose_secret().to_owned(), user.as_ref().map(|u| u.password_hash.clone()))
             .await?;
         let user = match user {
             Some(u) if ok => u,
             _ => {
                 tracing::info!(target: "latchkey::security", event = "login_failure", client_id = %client.client_id, "login failed");
-                return Ok(Ok(LoginOutcome::Failed {
-                    client_name: client.name,
-                }));
+                return Ok(Ok(LoginOutcome::Failed { client_name: client.name }));
             }
         };
         tracing::info!(target: "latchkey::security", event = "login_success", user_id = %user.id, client_id = %client.client_id, "login succeeded");
@@ -353,19 +273,12 @@ impl Provider {
         };
         self.store.insert_session(&session).await?;
         let next = if self.has_consent(&client, &user.id, &pending.scope).await? {
-            self.store
-                .remove_pending(&TokenHash::of(pending_id))
-                .await?;
+            self.store.remove_pending(&TokenHash::of(pending_id)).await?;
             Step::Redirect(self.issue_code(&pending, &session, now).await?)
         } else {
-            self.consent_step(pending_id.to_owned(), &client, &pending, &session)
-                .await?
+            self.consent_step(pending_id.to_owned(), &client, &pending, &session).await?
         };
-        Ok(Ok(LoginOutcome::Done {
-            session: token,
-            max_age: self.config.session_ttl,
-            next,
-        }))
+        Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, next }))
     }
 
     /// `GET /consent`: the consent page for a pending request, or the login page if the session is gone.
@@ -380,14 +293,8 @@ impl Provider {
             Err(step) => return Ok(step),
         };
         match self.current_session(cookie, now).await? {
-            Some(session) => {
-                self.consent_step(pending_id.to_owned(), &client, &pending, &session)
-                    .await
-            }
-            None => Ok(Step::Login {
-                pending: pending_id.to_owned(),
-                client_name: client.name,
-            }),
+            Some(session) => self.consent_step(pending_id.to_owned(), &client, &pending, &session).await,
+            None => Ok(Step::Login { pending: pending_id.to_owned(), client_name: client.name }),
         }
     }
 
@@ -404,14 +311,9 @@ impl Provider {
             Err(step) => return Ok(step),
         };
         let Some(session) = self.current_session(cookie, now).await? else {
-            return Ok(Step::Login {
-                pending: pending_id.to_owned(),
-                client_name: client.name,
-            });
+            return Ok(Step::Login { pending: pending_id.to_owned(), client_name: client.name });
         };
-        self.store
-            .remove_pending(&TokenHash::of(pending_id))
-            .await?;
+        self.store.remove_pending(&TokenHash::of(pending_id)).await?;
         if !approve {
             tracing::info!(target: "latchkey::security", event = "consent_denied", user_id = %session.user_id, client_id = %client.client_id, "consent denied");
             let e = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
@@ -423,20 +325,11 @@ impl Provider {
             )));
         }
         // Remember the union, so that a client asking for fewer scopes later is not asked again.
-        let previous = self
-            .store
-            .consent(&session.user_id, &client.client_id)
-            .await?
-            .unwrap_or_default();
-        let remembered = Scope::parse(&format!("{previous} {}", pending.scope))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.store
-            .put_consent(&session.user_id, &client.client_id, &remembered, now)
-            .await?;
+        let previous = self.store.consent(&session.user_id, &client.client_id).await?.unwrap_or_default();
+        let remembered = Scope::parse(&format!("{previous} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.store.put_consent(&session.user_id, &client.client_id, &remembered, now).await?;
         tracing::info!(target: "latchkey::security", event = "consent_granted", user_id = %session.user_id, client_id = %client.client_id, scope = %pending.scope, "consent granted");
-        Ok(Step::Redirect(
-            self.issue_code(&pending, &session, now).await?,
-        ))
+        Ok(Step::Redirect(self.issue_code(&pending, &session, now).await?))
     }
 
     pub async fn current_session(
@@ -450,20 +343,11 @@ impl Provider {
         })
     }
 
-    async fn has_consent(
-        &self,
-        client: &ClientRecord,
-        user_id: &str,
-        scope: &Scope,
-    ) -> Result<bool, Error> {
+    async fn has_consent(&self, client: &ClientRecord, user_id: &str, scope: &Scope) -> Result<bool, Error> {
         if client.first_party {
             return Ok(true);
         }
-        Ok(self
-            .store
-            .consent(user_id, &client.client_id)
-            .await?
-            .is_some_and(|s| scope.is_subset(&s)))
+        Ok(self.store.consent(user_id, &client.client_id).await?.is_some_and(|s| scope.is_subset(&s)))
     }
 
     async fn consent_step(
@@ -473,18 +357,8 @@ impl Provider {
         req: &PendingAuthorization,
         session: &SessionRecord,
     ) -> Result<Step, Error> {
-        let username = self
-            .store
-            .user(&session.user_id)
-            .await?
-            .map(|u| u.username)
-            .unwrap_or_default();
-        Ok(Step::Consent {
-            pending,
-            client_name: client.name.clone(),
-            scope: req.scope.clone(),
-            username,
-        })
+        let username = self.store.user(&session.user_id).await?.map(|u| u.username).unwrap_or_default();
+        Ok(Step::Consent { pending, client_name: client.name.clone(), scope: req.scope.clone(), username })
     }
 
     async fn save_pending(&self, p: &PendingAuthorization) -> Result<String, Error> {
@@ -563,9 +437,7 @@ mod tests {
             client_id: ClientId::parse("spa").unwrap(),
             name: "SPA".into(),
             kind: ClientKind::Public,
-            redirect_uris: vec![
-                RedirectUri::parse_registration("http://127.0.0.1:8765/callback").unwrap(),
-            ],
+            redirect_uris: vec![RedirectUri::parse_registration("http://127.0.0.1:8765/callback").unwrap()],
             grant_types: vec![GrantType::AuthorizationCode],
             allowed_scope: Scope::parse("openid profile email").unwrap(),
             first_party: false,
@@ -574,13 +446,7 @@ mod tests {
     }
 
     fn run(q: &str) -> Result<ValidRequest, Step> {
-        validate(
-            &Params::parse(q.as_bytes()).unwrap(),
-            Some(&client()),
-            ISS,
-            0,
-            600,
-        )
+        validate(&Params::parse(q.as_bytes()).unwrap(), Some(&client()), ISS, 0, 600)
     }
 
     const GOOD: &str = "response_type=code&client_id=spa&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&scope=openid%20profile%20email&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=xyz";
@@ -621,9 +487,7 @@ mod tests {
             assert!(matches!(run(&q), Err(Step::ErrorPage(_))), "{q}");
         }
         let unknown = validate(&Params::parse(GOOD.as_bytes()).unwrap(), None, ISS, 0, 600);
-        assert!(
-            matches!(unknown, Err(Step::ErrorPage(e)) if e.description.contains("unknown client_id"))
-        );
+        assert!(matches!(unknown, Err(Step::ErrorPage(e)) if e.description.contains("unknown client_id")));
     }
 
     #[test]
@@ -633,25 +497,18 @@ mod tests {
 
     #[test]
     fn response_type_scope_and_prompt_errors() {
-        let q: std::collections::HashMap<_, _> = redirected(run(
-            &GOOD.replace("response_type=code", "response_type=token")
-        ))
-        .query_pairs()
-        .into_owned()
-        .collect();
-        assert_eq!(q["error"], "unsupported_response_type");
         let q: std::collections::HashMap<_, _> =
-            redirected(run(&GOOD.replace("email", "email%20admin")))
+            redirected(run(&GOOD.replace("response_type=code", "response_type=token")))
                 .query_pairs()
                 .into_owned()
                 .collect();
+        assert_eq!(q["error"], "unsupported_response_type");
+        let q: std::collections::HashMap<_, _> =
+            redirected(run(&GOOD.replace("email", "email%20admin"))).query_pairs().into_owned().collect();
         assert_eq!(q["error"], "invalid_scope");
         assert!(q["error_description"].contains("admin"));
         let q: std::collections::HashMap<_, _> =
-            redirected(run(&format!("{GOOD}&prompt=none%20login")))
-                .query_pairs()
-                .into_owned()
-                .collect();
+            redirected(run(&format!("{GOOD}&prompt=none%20login"))).query_pairs().into_owned().collect();
         assert_eq!(q["error"], "invalid_request");
         assert!(run(&format!("{GOOD}&prompt=login")).unwrap().prompt.login);
     }
@@ -661,10 +518,7 @@ mod tests {
         let uri = RedirectUri::parse("https://app.example/cb?tenant=a").unwrap();
         let e = OAuthError::new(ErrorCode::AccessDenied, "no");
         let u = error_redirect(ISS, &uri, Some(&State::parse("s p").unwrap()), &e);
-        assert!(
-            u.starts_with("https://app.example/cb?tenant=a&error=access_denied"),
-            "{u}"
-        );
+        assert!(u.starts_with("https://app.example/cb?tenant=a&error=access_denied"), "{u}");
         assert!(u.contains("state=s+p"));
     }
 }

@@ -29,20 +29,15 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
     /// A new RSA-2048 key. `kid` is the RFC 7638 thumbprint, so it is stable and unique per key.
     pub fn generate(now: UnixTime) -> anyhow::Result<KeyRecord> {
-        let pair = RsaKeyPair::generate(KeySize::Rsa2048)
-            .map_err(|_| anyhow!("RSA key generation failed"))?;
-        let der = pair
-            .as_der()
-            .map_err(|_| anyhow!("RSA key encoding failed"))?;
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| anyhow!("RSA key generation failed"))?;
+        let der = pair.as_der().map_err(|_| anyhow!("RSA key encoding failed"))?;
         let key = Self::from_pkcs8("pending".into(), der.as_ref())?;
         Ok(KeyRecord {
             kid: key.thumbprint(),
@@ -55,32 +50,20 @@ impl SigningKey {
 
     pub fn from_record(r: &KeyRecord) -> anyhow::Result<Self> {
         if r.alg != RS256 {
-            return Err(anyhow!(
-                "signing key {} has unsupported alg {}",
-                r.kid,
-                r.alg
-            ));
+            return Err(anyhow!("signing key {} has unsupported alg {}", r.kid, r.alg));
         }
-        let der = STANDARD
-            .decode(&r.private_pkcs8_b64)
-            .context("signing key is not base64")?;
+        let der = STANDARD.decode(&r.private_pkcs8_b64).context("signing key is not base64")?;
         Self::from_pkcs8(r.kid.clone(), &der)
     }
 
     fn from_pkcs8(kid: String, der: &[u8]) -> anyhow::Result<Self> {
-        let pair =
-            RsaKeyPair::from_pkcs8(der).map_err(|e| anyhow!("invalid RSA private key: {e}"))?;
+        let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| anyhow!("invalid RSA private key: {e}"))?;
         let public = pair.public_key();
         let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
         let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
         let decoding = DecodingKey::from_rsa_components(&n, &e).context("RSA public key")?;
         let jwk = serde_json::json!({ "kty": "RSA", "use": "sig", "alg": RS256, "kid": kid, "n": n, "e": e });
-        Ok(Self {
-            kid,
-            pair,
-            decoding,
-            jwk,
-        })
+        Ok(Self { kid, pair, decoding, jwk })
     }
 
     /// RFC 7638 JWK thumbprint (SHA-256 over the required members in lexicographic order).
@@ -102,12 +85,7 @@ impl SigningKey {
         input.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
         self.pair
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                input.as_bytes(),
-                &mut sig,
-            )
+            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig)
             .map_err(|_| anyhow!("RSA signing failed"))?;
         input.push('.');
         input.push_str(&URL_SAFE_NO_PAD.encode(&sig));
@@ -134,10 +112,7 @@ impl KeySet {
     pub fn from_records(records: &[KeyRecord]) -> anyhow::Result<Self> {
         let mut sorted: Vec<&KeyRecord> = records.iter().collect();
         sorted.sort_by_key(|r| std::cmp::Reverse((r.active, r.created_at)));
-        let keys = sorted
-            .into_iter()
-            .map(SigningKey::from_record)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let keys = sorted.into_iter().map(SigningKey::from_record).collect::<anyhow::Result<Vec<_>>>()?;
         if keys.is_empty() {
             return Err(anyhow!("no signing key"));
         }
@@ -164,22 +139,16 @@ impl KeySet {
             return Err(VerifyError::WrongType);
         }
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(VerifyError::UnknownKey)?;
+        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(VerifyError::UnknownKey)?;
         let mut v = Validation::new(Algorithm::RS256);
         // Time is checked by the caller against its `now`, not the system clock.
         v.validate_exp = false;
         v.validate_aud = false;
         v.required_spec_claims.clear();
-        jsonwebtoken::decode::<C>(token, &key.decoding, &v)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
-                _ => VerifyError::Malformed,
-            })
+        jsonwebtoken::decode::<C>(token, &key.decoding, &v).map(|d| d.claims).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
+            _ => VerifyError::Malformed,
+        })
     }
 }
 
@@ -191,23 +160,16 @@ mod tests {
     fn sign_verify_and_jwks() {
         let rec = SigningKey::generate(1).unwrap();
         let set = KeySet::from_records(&[rec.clone()]).unwrap();
-        let token = set
-            .signer()
-            .sign("at+jwt", &serde_json::json!({"sub": "u1"}))
-            .unwrap();
+        let token = set.signer().sign("at+jwt", &serde_json::json!({"sub": "u1"})).unwrap();
         let claims: serde_json::Value = set.verify(&token, "at+jwt").unwrap();
         assert_eq!(claims["sub"], "u1");
-        assert_eq!(
-            set.verify::<serde_json::Value>(&token, "JWT").unwrap_err(),
-            VerifyError::WrongType
-        );
+        assert_eq!(set.verify::<serde_json::Value>(&token, "JWT").unwrap_err(), VerifyError::WrongType);
         // A flipped signature byte fails.
         let mut bad = token.clone().into_bytes();
         let i = bad.len() - 5;
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
         assert_eq!(
-            set.verify::<serde_json::Value>(std::str::from_utf8(&bad).unwrap(), "at+jwt")
-                .unwrap_err(),
+            set.verify::<serde_json::Value>(std::str::from_utf8(&bad).unwrap(), "at+jwt").unwrap_err(),
             VerifyError::BadSignature
         );
         let jwks = set.jwks();
@@ -220,14 +182,8 @@ mod tests {
     fn alg_none_is_refused() {
         let rec = SigningKey::generate(1).unwrap();
         let set = KeySet::from_records(&[rec.clone()]).unwrap();
-        let header = URL_SAFE_NO_PAD.encode(format!(
-            r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#,
-            rec.kid
-        ));
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#, rec.kid));
         let body = URL_SAFE_NO_PAD.encode(r#"{"sub":"x"}"#);
-        assert!(
-            set.verify::<serde_json::Value>(&format!("{header}.{body}."), "at+jwt")
-                .is_err()
-        );
+        assert!(set.verify::<serde_json::Value>(&format!("{header}.{body}."), "at+jwt").is_err());
     }
 }

@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use argon2::Argon2;
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug)]
@@ -24,27 +22,17 @@ pub struct Hasher {
 
 pub fn hash_blocking(secret: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow!("argon2: {e}"))
+    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| anyhow!("argon2: {e}"))
 }
 
 pub fn verify_blocking(secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
 }
 
 impl Hasher {
     pub fn new(parallelism: usize) -> anyhow::Result<Self> {
         let dummy = hash_blocking(&latchkey_proto::secret::random_token())?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
-            dummy: Arc::new(dummy),
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(parallelism.max(1))), dummy: Arc::new(dummy) })
     }
 
     pub async fn hash(&self, secret: String) -> anyhow::Result<String> {
@@ -72,11 +60,7 @@ mod tests {
         let h = Hasher::new(2).unwrap();
         let phc = h.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(
-            h.verify("correct horse".into(), Some(phc.clone()))
-                .await
-                .unwrap()
-        );
+        assert!(h.verify("correct horse".into(), Some(phc.clone())).await.unwrap());
         assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
         assert!(!h.verify("anything".into(), None).await.unwrap());
     }

@@ -52,9 +52,7 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider")
-            .field("issuer", &self.config.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("Provider").field("issuer", &self.config.issuer).finish_non_exhaustive()
     }
 }
 
@@ -63,11 +61,7 @@ pub const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "offline_ac
 
 impl Provider {
     /// Loads the signing keys, generating and storing the first one if there is none.
-    pub async fn open(
-        store: Arc<dyn Store>,
-        config: ProviderConfig,
-        now: UnixTime,
-    ) -> anyhow::Result<Self> {
+    pub async fn open(store: Arc<dyn Store>, config: ProviderConfig, now: UnixTime) -> anyhow::Result<Self> {
         let mut records = store.signing_keys().await?;
         if records.is_empty() {
             let rec = tokio::task::spawn_blocking(move || SigningKey::generate(now)).await??;
@@ -76,15 +70,8 @@ impl Provider {
             records = store.signing_keys().await?;
         }
         let keys = KeySet::from_records(&records).context("loading signing keys")?;
-        let parallelism = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Ok(Self {
-            store,
-            config,
-            hasher: Hasher::new(parallelism)?,
-            keys: RwLock::new(Arc::new(keys)),
-        })
+        let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Self { store, config, hasher: Hasher::new(parallelism)?, keys: RwLock::new(Arc::new(keys)) })
     }
 
     pub fn keys(&self) -> Arc<KeySet> {
@@ -116,11 +103,7 @@ impl Provider {
             grant_types_supported: v(&["authorization_code", "refresh_token"]),
             subject_types_supported: v(&["public"]),
             id_token_signing_alg_values_supported: v(&["RS256"]),
-            token_endpoint_auth_methods_supported: v(&[
-                "client_secret_basic",
-                "client_secret_post",
-                "none",
-            ]),
+            token_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post", "none"]),
             code_challenge_methods_supported: v(&["S256"]),
             claims_supported: v(&[
                 "iss",

@@ -220,11 +220,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Pending authorization requests.
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()>;
-    async fn pending(
-        &self,
-        id: &TokenHash,
-        now: UnixTime,
-    ) -> StoreResult<Option<PendingAuthorization>>;
+    async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>>;
     async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()>;
 
     // Browser sessions.
@@ -235,31 +231,17 @@ pub trait Store: Send + Sync + 'static {
 
     // Consent, remembered per user and client.
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>>;
-    async fn put_consent(
-        &self,
-        user_id: &str,
-        client_id: &ClientId,
-        scope: &Scope,
-        now: UnixTime,
-    ) -> StoreResult<()>;
+    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()>;
 
     // Authorization codes.
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()>;
     async fn code(&self, hash: &TokenHash) -> StoreResult<Option<CodeRecord>>;
     /// Marks the code used if and only if it was unused, and in the same transaction stores the
     /// grant and its first tokens. Exactly one of any number of concurrent calls gets `Issued`.
-    async fn redeem_code(
-        &self,
-        hash: &TokenHash,
-        now: UnixTime,
-        issue: &Issuance,
-    ) -> StoreResult<Redeemed>;
+    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, issue: &Issuance) -> StoreResult<Redeemed>;
 
     // Grants and tokens.
-    async fn refresh_token(
-        &self,
-        hash: &TokenHash,
-    ) -> StoreResult<Option<(RefreshRecord, GrantRecord)>>;
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, GrantRecord)>>;
     /// Consumes `old` if and only if it is unconsumed, and stores its successor and the new access
     /// token in the same transaction. Exactly one of any number of concurrent calls gets `Rotated`.
     async fn rotate_refresh(

@@ -11,30 +11,20 @@ use crate::{Error, Provider, UnixTime};
 impl Provider {
     /// Validates an access token issued by this server: signature, `typ`, `iss`, `aud`, `exp`, and
     /// that its grant has not been revoked (RFC 6750 §3.1 `invalid_token` otherwise).
-    pub async fn validate_access_token(
-        &self,
-        token: &str,
-        now: UnixTime,
-    ) -> Result<AccessClaims, Error> {
+    pub async fn validate_access_token(&self, token: &str, now: UnixTime) -> Result<AccessClaims, Error> {
         let claims: AccessClaims = self.keys().verify(token, "at+jwt").map_err(|e| {
             OAuthError::invalid_token(match e {
                 VerifyError::Malformed => "the access token is not a well-formed JWT",
-                VerifyError::UnknownKey => {
-                    "the access token was signed by a key this server does not know"
-                }
+                VerifyError::UnknownKey => "the access token was signed by a key this server does not know",
                 VerifyError::BadSignature => "the access token signature is invalid",
                 VerifyError::WrongType => "the token is not an access token (typ must be at+jwt)",
             })
         })?;
         if claims.iss != self.config.issuer {
-            return Err(
-                OAuthError::invalid_token("the access token was issued by another issuer").into(),
-            );
+            return Err(OAuthError::invalid_token("the access token was issued by another issuer").into());
         }
         if claims.aud != self.config.audience {
-            return Err(
-                OAuthError::invalid_token("the access token is for another audience").into(),
-            );
+            return Err(OAuthError::invalid_token("the access token is for another audience").into());
         }
         if now >= claims.exp {
             return Err(OAuthError::invalid_token("the access token has expired").into());
@@ -57,10 +47,7 @@ impl Provider {
             .into());
         }
         let Some(user) = self.store.user(&claims.sub).await? else {
-            return Err(OAuthError::invalid_token(
-                "the user of this access token no longer exists",
-            )
-            .into());
+            return Err(OAuthError::invalid_token("the user of this access token no longer exists").into());
         };
         Ok(user_claims(&user, &scope))
     }

@@ -71,10 +71,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            description: description.into(),
-        }
+        Self { code, description: description.into() }
     }
     pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidRequest, d)
@@ -111,10 +108,7 @@ pub struct ErrorResponse {
 
 impl From<&OAuthError> for ErrorResponse {
     fn from(e: &OAuthError) -> Self {
-        Self {
-            error: e.code.as_str().to_owned(),
-            error_description: Some(e.description.to_string()),
-        }
+        Self { error: e.code.as_str().to_owned(), error_description: Some(e.description.to_string()) }
     }
 }
 
@@ -125,10 +119,7 @@ mod tests {
     #[test]
     fn wire_strings_are_the_rfc_ones() {
         assert_eq!(ErrorCode::InvalidGrant.as_str(), "invalid_grant");
-        assert_eq!(
-            ErrorCode::UnsupportedGrantType.as_str(),
-            "unsupported_grant_type"
-        );
+        assert_eq!(ErrorCode::UnsupportedGrantType.as_str(), "unsupported_grant_type");
         assert_eq!(ErrorCode::LoginRequired.to_string(), "login_required");
     }
 }

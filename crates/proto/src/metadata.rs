@@ -17,10 +17,7 @@ pub struct TokenResponse {
 
 impl std::fmt::Debug for RedactedTokenResponse<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("expires_in", &self.0.expires_in)
-            .field("scope", &self.0.scope)
-            .finish()
+        f.debug_struct("TokenResponse").field("expires_in", &self.0.expires_in).field("scope", &self.0.scope).finish()
     }
 }
 

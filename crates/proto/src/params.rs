@@ -26,9 +26,7 @@ impl Params {
                 )));
             }
             if out.len() == MAX_PARAMS {
-                return Err(OAuthError::invalid_request(format!(
-                    "too many parameters (at most {MAX_PARAMS})"
-                )));
+                return Err(OAuthError::invalid_request(format!("too many parameters (at most {MAX_PARAMS})")));
             }
             out.push((k.into_owned(), v.into_owned()));
         }
@@ -36,16 +34,11 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name).ok_or_else(|| {
-            OAuthError::invalid_request(format!("the `{name}` parameter is required"))
-        })
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("the `{name}` parameter is required")))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -59,10 +52,7 @@ impl Params {
 
 /// A parameter name as it may appear in a description: short and printable, never a value.
 fn printable(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(40)
-        .collect()
+    name.chars().filter(|c| c.is_ascii_graphic()).take(40).collect()
 }
 
 #[cfg(test)]
@@ -80,12 +70,7 @@ mod tests {
         let p = Params::parse(b"state=&client_id=x&state=y").unwrap();
         assert_eq!(p.get("state"), Some("y"));
         assert_eq!(p.get("client_id"), Some("x"));
-        assert!(
-            p.require("code")
-                .unwrap_err()
-                .description
-                .contains("`code`")
-        );
+        assert!(p.require("code").unwrap_err().description.contains("`code`"));
     }
 
     #[test]

@@ -51,8 +51,7 @@ impl CodeChallenge {
             ));
         };
         let well_formed = c.len() == 43
-            && c.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && URL_SAFE_NO_PAD.decode(c).is_ok_and(|d| d.len() == 32);
         if !well_formed {
             return Err(OAuthError::invalid_request(
@@ -105,11 +104,7 @@ impl CodeVerifier {
 
     /// RFC 7636 §4.6, compared in constant time.
     pub fn matches(&self, challenge: &CodeChallenge) -> bool {
-        self.challenge()
-            .0
-            .as_bytes()
-            .ct_eq(challenge.0.as_bytes())
-            .into()
+        self.challenge().0.as_bytes().ct_eq(challenge.0.as_bytes()).into()
     }
 
     /// The verifier itself. Dangerous: with the code, it redeems tokens. Send it only to the token endpoint.
@@ -126,15 +121,8 @@ mod tests {
     #[test]
     fn rfc7636_appendix_b_vector() {
         let v = CodeVerifier::parse("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").unwrap();
-        assert_eq!(
-            v.challenge().as_str(),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
-        let c = CodeChallenge::parse_s256(
-            Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
-            Some("S256"),
-        )
-        .unwrap();
+        assert_eq!(v.challenge().as_str(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        let c = CodeChallenge::parse_s256(Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"), Some("S256")).unwrap();
         assert!(v.matches(&c));
         let other = CodeVerifier::parse("different-verifier-different-verifier-different").unwrap();
         assert!(!other.matches(&c));
@@ -160,10 +148,7 @@ mod tests {
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c=",
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw+cM",
         ] {
-            assert!(
-                CodeChallenge::parse_s256(Some(c), Some("S256")).is_err(),
-                "{c}"
-            );
+            assert!(CodeChallenge::parse_s256(Some(c), Some("S256")).is_err(), "{c}");
         }
     }
 

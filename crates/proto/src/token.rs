@@ -16,23 +16,15 @@ pub enum ClientAuth {
     /// `client_id` in the body, no secret: how a public client identifies itself (RFC 6749 §3.2.1).
     None { client_id: ClientId },
     /// `client_secret_basic`: the HTTP Basic scheme (RFC 6749 §2.3.1).
-    Basic {
-        client_id: ClientId,
-        secret: ClientSecret,
-    },
+    Basic { client_id: ClientId, secret: ClientSecret },
     /// `client_secret_post`: `client_id` and `client_secret` in the body.
-    Post {
-        client_id: ClientId,
-        secret: ClientSecret,
-    },
+    Post { client_id: ClientId, secret: ClientSecret },
 }
 
 impl ClientAuth {
     pub fn client_id(&self) -> &ClientId {
         match self {
-            Self::None { client_id }
-            | Self::Basic { client_id, .. }
-            | Self::Post { client_id, .. } => client_id,
+            Self::None { client_id } | Self::Basic { client_id, .. } | Self::Post { client_id, .. } => client_id,
         }
     }
     /// The name registered in metadata for this method (RFC 8414 §2).
@@ -61,10 +53,7 @@ pub enum GrantRequest {
         code_verifier: Option<CodeVerifier>,
     },
     /// RFC 6749 §6.
-    RefreshToken {
-        refresh_token: RefreshToken,
-        scope: Option<Scope>,
-    },
+    RefreshToken { refresh_token: RefreshToken, scope: Option<Scope> },
 }
 
 impl GrantRequest {
@@ -93,14 +82,9 @@ impl TokenRequest {
             "authorization_code" => {
                 let code = params.require("code")?;
                 if code.len() > 512 {
-                    return Err(OAuthError::invalid_grant(
-                        "the authorization code is invalid",
-                    ));
+                    return Err(OAuthError::invalid_grant("the authorization code is invalid"));
                 }
-                let code_verifier = params
-                    .get("code_verifier")
-                    .map(CodeVerifier::parse)
-                    .transpose()?;
+                let code_verifier = params.get("code_verifier").map(CodeVerifier::parse).transpose()?;
                 GrantRequest::AuthorizationCode {
                     code: AuthorizationCode::new(code),
                     redirect_uri: params.get("redirect_uri").map(str::to_owned),
@@ -118,16 +102,10 @@ impl TokenRequest {
                 }
             }
             other => {
-                let shown: String = other
-                    .chars()
-                    .filter(char::is_ascii_graphic)
-                    .take(40)
-                    .collect();
+                let shown: String = other.chars().filter(char::is_ascii_graphic).take(40).collect();
                 return Err(OAuthError::new(
                     ErrorCode::UnsupportedGrantType,
-                    format!(
-                        "grant_type `{shown}` is not supported; supported: authorization_code, refresh_token"
-                    ),
+                    format!("grant_type `{shown}` is not supported; supported: authorization_code, refresh_token"),
                 ));
             }
         };
@@ -136,17 +114,11 @@ impl TokenRequest {
 }
 
 /// RFC 6749 §2.3: a client "MUST NOT use more than one authentication method in each request".
-pub fn parse_client_auth(
-    params: &Params,
-    authorization: Option<&str>,
-) -> Result<ClientAuth, OAuthError> {
+pub fn parse_client_auth(params: &Params, authorization: Option<&str>) -> Result<ClientAuth, OAuthError> {
     let body_id = params.get("client_id").map(ClientId::parse).transpose()?;
     let body_secret = params.get("client_secret");
     if let Some(header) = authorization {
-        let Some(encoded) = header
-            .strip_prefix("Basic ")
-            .or_else(|| header.strip_prefix("basic "))
-        else {
+        let Some(encoded) = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic ")) else {
             return Err(OAuthError::invalid_client(
                 "the Authorization header must use the Basic scheme for client authentication",
             ));
@@ -172,10 +144,7 @@ pub fn parse_client_auth(
         ));
     };
     Ok(match body_secret {
-        Some(s) => ClientAuth::Post {
-            client_id,
-            secret: ClientSecret::new(s),
-        },
+        Some(s) => ClientAuth::Post { client_id, secret: ClientSecret::new(s) },
         None => ClientAuth::None { client_id },
     })
 }
@@ -195,10 +164,7 @@ fn decode_basic(encoded: &str) -> Result<(ClientId, ClientSecret), OAuthError> {
     };
     let id = decode(id)?;
     let secret = decode(secret)?;
-    Ok((
-        ClientId::parse(&id).map_err(|_| malformed())?,
-        ClientSecret::new(secret),
-    ))
+    Ok((ClientId::parse(&id).map_err(|_| malformed())?, ClientSecret::new(secret)))
 }
 
 #[cfg(test)]
@@ -217,27 +183,14 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(r.client, ClientAuth::None { .. }));
-        let GrantRequest::AuthorizationCode {
-            redirect_uri,
-            code_verifier,
-            ..
-        } = r.grant
-        else {
-            panic!()
-        };
-        assert_eq!(
-            redirect_uri.as_deref(),
-            Some("http://127.0.0.1:8765/callback")
-        );
+        let GrantRequest::AuthorizationCode { redirect_uri, code_verifier, .. } = r.grant else { panic!() };
+        assert_eq!(redirect_uri.as_deref(), Some("http://127.0.0.1:8765/callback"));
         assert!(code_verifier.is_some());
     }
 
     #[test]
     fn grant_type_errors() {
-        assert_eq!(
-            parse("client_id=a&code=x", None).unwrap_err().code,
-            ErrorCode::InvalidRequest
-        );
+        assert_eq!(parse("client_id=a&code=x", None).unwrap_err().code, ErrorCode::InvalidRequest);
         let e = parse("client_id=a&grant_type=password", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnsupportedGrantType);
         assert!(e.description.contains("password"));
@@ -246,11 +199,7 @@ mod tests {
     #[test]
     fn two_auth_methods_are_refused() {
         let basic = format!("Basic {}", STANDARD.encode("app:s3cret"));
-        let e = parse(
-            "grant_type=refresh_token&refresh_token=r&client_secret=s3cret",
-            Some(&basic),
-        )
-        .unwrap_err();
+        let e = parse("grant_type=refresh_token&refresh_token=r&client_secret=s3cret", Some(&basic)).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.description.contains("two authentication methods"));
         let ok = parse("grant_type=refresh_token&refresh_token=r", Some(&basic)).unwrap();
@@ -261,8 +210,7 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         let basic = format!("Basic {}", STANDARD.encode("my%20app:a%3Ab"));
-        let ClientAuth::Basic { client_id, secret } =
-            parse_client_auth(&Params::default(), Some(&basic)).unwrap()
+        let ClientAuth::Basic { client_id, secret } = parse_client_auth(&Params::default(), Some(&basic)).unwrap()
         else {
             panic!()
         };
@@ -274,11 +222,7 @@ mod tests {
 
     #[test]
     fn malformed_verifier_is_invalid_request() {
-        let e = parse(
-            "grant_type=authorization_code&code=x&client_id=a&code_verifier=short",
-            None,
-        )
-        .unwrap_err();
+        let e = parse("grant_type=authorization_code&code=x&client_id=a&code_verifier=short", None).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.description.contains("code_verifier"));
     }

@@ -22,9 +22,7 @@ pub struct ClientId(String);
 impl ClientId {
     pub fn parse(s: &str) -> Result<Self, OAuthError> {
         if s.is_empty() || s.len() > 255 || !is_vschar(s) {
-            return Err(OAuthError::invalid_request(
-                "client_id must be 1 to 255 printable ASCII characters",
-            ));
+            return Err(OAuthError::invalid_request("client_id must be 1 to 255 printable ASCII characters"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -98,12 +96,9 @@ impl fmt::Display for RedirectUriRejected {
 impl RedirectUri {
     /// Syntax check for a `redirect_uri` parameter: absolute, no fragment (RFC 6749 §3.1.2).
     pub fn parse(s: &str) -> Result<Self, OAuthError> {
-        let url = Url::parse(s)
-            .map_err(|_| OAuthError::invalid_request("redirect_uri is not an absolute URI"))?;
+        let url = Url::parse(s).map_err(|_| OAuthError::invalid_request("redirect_uri is not an absolute URI"))?;
         if url.fragment().is_some() {
-            return Err(OAuthError::invalid_request(
-                "redirect_uri must not contain a fragment (RFC 6749 §3.1.2)",
-            ));
+            return Err(OAuthError::invalid_request("redirect_uri must not contain a fragment (RFC 6749 §3.1.2)"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -114,14 +109,10 @@ impl RedirectUri {
     pub fn parse_registration(s: &str) -> Result<Self, RedirectUriRejected> {
         let url = Url::parse(s).map_err(|_| RedirectUriRejected("not an absolute URI"))?;
         if url.fragment().is_some() {
-            return Err(RedirectUriRejected(
-                "a redirect URI must not contain a fragment",
-            ));
+            return Err(RedirectUriRejected("a redirect URI must not contain a fragment"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(RedirectUriRejected(
-                "a redirect URI must not contain user information",
-            ));
+            return Err(RedirectUriRejected("a redirect URI must not contain user information"));
         }
         match url.scheme() {
             "https" => {}
@@ -133,9 +124,7 @@ impl RedirectUri {
                 }
             }
             "javascript" | "data" | "file" | "vbscript" => {
-                return Err(RedirectUriRejected(
-                    "this URI scheme cannot be a redirect URI",
-                ));
+                return Err(RedirectUriRejected("this URI scheme cannot be a redirect URI"));
             }
             _ => {}
         }
@@ -156,8 +145,7 @@ impl RedirectUri {
         let (Ok(req), Ok(reg)) = (Url::parse(&self.0), Url::parse(&registered.0)) else {
             return false;
         };
-        let loopback_ip =
-            |u: &Url| u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]"));
+        let loopback_ip = |u: &Url| u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]"));
         loopback_ip(&reg)
             && loopback_ip(&req)
             && req.host_str() == reg.host_str()
@@ -206,9 +194,7 @@ impl Scope {
         for token in s.split(' ').filter(|t| !t.is_empty()) {
             // NQCHAR = %x21 / %x23-5B / %x5D-7E
             let ok = token.len() <= 128
-                && token
-                    .bytes()
-                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+                && token.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
             if !ok {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidScope,
@@ -218,9 +204,7 @@ impl Scope {
             set.insert(token.to_owned());
         }
         if set.len() > 64 {
-            return Err(OAuthError::invalid_scope(
-                "too many scope values (at most 64)",
-            ));
+            return Err(OAuthError::invalid_scope("too many scope values (at most 64)"));
         }
         Ok(Self(set))
     }
@@ -236,11 +220,7 @@ impl Scope {
     }
     /// The tokens of `self` not in `other`, space-separated, for error descriptions.
     pub fn missing_from(&self, other: &Scope) -> String {
-        self.0
-            .difference(&other.0)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.0.difference(&other.0).cloned().collect::<Vec<_>>().join(" ")
     }
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)

@@ -52,19 +52,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(error: impl Into<Error>, scheme: Scheme, request_id: &str) -> Self {
-        Self {
-            error: error.into(),
-            scheme,
-            request_id: request_id.to_owned(),
-        }
+        Self { error: error.into(), scheme, request_id: request_id.to_owned() }
     }
 }
 
 fn quote(s: &str) -> String {
     // RFC 6750 §3: the description is a quoted-string of printable ASCII without `"` and `\`.
-    s.chars()
-        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
-        .collect()
+    s.chars().filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\').collect()
 }
 
 impl IntoResponse for ApiError {
@@ -87,13 +81,8 @@ impl IntoResponse for ApiError {
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let challenge = match (self.scheme, status) {
-            (Scheme::Basic, StatusCode::UNAUTHORIZED) => {
-                Some(r#"Basic realm="latchkey", charset="UTF-8""#.to_owned())
-            }
-            (
-                Scheme::Bearer,
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST,
-            ) => {
+            (Scheme::Basic, StatusCode::UNAUTHORIZED) => Some(r#"Basic realm="latchkey", charset="UTF-8""#.to_owned()),
+            (Scheme::Bearer, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) => {
                 let mut v = format!(
                     r#"Bearer realm="latchkey", error="{}", error_description="{}""#,
                     oauth.code,
@@ -121,20 +110,13 @@ mod tests {
     fn statuses() {
         assert_eq!(status(ErrorCode::InvalidClient), StatusCode::UNAUTHORIZED);
         assert_eq!(status(ErrorCode::InvalidGrant), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            status(ErrorCode::ServerError),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+        assert_eq!(status(ErrorCode::ServerError), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status(ErrorCode::InsufficientScope), StatusCode::FORBIDDEN);
     }
 
     #[test]
     fn internal_errors_say_nothing_of_the_cause() {
-        let e = ApiError::new(
-            anyhow::anyhow!("disk /var/db full, password=hunter2"),
-            Scheme::Basic,
-            "rid-1",
-        );
+        let e = ApiError::new(anyhow::anyhow!("disk /var/db full, password=hunter2"), Scheme::Basic, "rid-1");
         let res = e.into_response();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -14,21 +14,14 @@ pub struct RequestId(pub String);
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
+        let id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
         Ok(Self(id.to_owned()))
     }
 }
 
 /// A form body (RFC 6749 §3.2: the token endpoint takes `application/x-www-form-urlencoded`).
 pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request(
@@ -40,20 +33,12 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthErro
 
 /// The `Authorization` header, if present and readable.
 pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
-    match headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match headers.get_all(header::AUTHORIZATION).iter().collect::<Vec<_>>().as_slice() {
         [] => Ok(None),
-        [one] => one
-            .to_str()
-            .map(Some)
-            .map_err(|_| OAuthError::invalid_request("the Authorization header is not ASCII")),
-        _ => Err(OAuthError::invalid_request(
-            "more than one Authorization header",
-        )),
+        [one] => {
+            one.to_str().map(Some).map_err(|_| OAuthError::invalid_request("the Authorization header is not ASCII"))
+        }
+        _ => Err(OAuthError::invalid_request("more than one Authorization header")),
     }
 }
 
@@ -64,15 +49,11 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
     };
     let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(OAuthError::invalid_request(
-            "the Authorization header must use the Bearer scheme",
-        ));
+        return Err(OAuthError::invalid_request("the Authorization header must use the Bearer scheme"));
     }
     let token = token.trim();
     if token.is_empty() || token.len() > 8192 {
-        return Err(OAuthError::invalid_request(
-            "the Bearer credentials are empty or too long",
-        ));
+        return Err(OAuthError::invalid_request("the Bearer credentials are empty or too long"));
     }
     Ok(Some(token))
 }
@@ -85,39 +66,21 @@ pub struct CookieNames {
 
 pub fn cookie_names(secure: bool) -> CookieNames {
     if secure {
-        CookieNames {
-            session: "__Host-latchkey_session",
-            csrf: "__Host-latchkey_csrf",
-        }
+        CookieNames { session: "__Host-latchkey_session", csrf: "__Host-latchkey_csrf" }
     } else {
-        CookieNames {
-            session: "latchkey_session",
-            csrf: "latchkey_csrf",
-        }
+        CookieNames { session: "latchkey_session", csrf: "latchkey_csrf" }
     }
 }
 
 pub fn session_cookie(jar: &CookieJar, secure: bool) -> Option<SessionToken> {
-    jar.get(cookie_names(secure).session)
-        .map(|c| SessionToken::new(c.value()))
+    jar.get(cookie_names(secure).session).map(|c| SessionToken::new(c.value()))
 }
 
 /// HttpOnly (no script can read it), SameSite=Lax (not sent on cross-site POSTs), Secure over https.
-pub fn build_cookie(
-    name: &'static str,
-    value: String,
-    max_age: Option<u64>,
-    secure: bool,
-) -> Cookie<'static> {
-    let mut c = Cookie::build((name, value))
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(secure);
+pub fn build_cookie(name: &'static str, value: String, max_age: Option<u64>, secure: bool) -> Cookie<'static> {
+    let mut c = Cookie::build((name, value)).path("/").http_only(true).same_site(SameSite::Lax).secure(secure);
     if let Some(s) = max_age {
-        c = c.max_age(cookie::time::Duration::seconds(
-            i64::try_from(s).unwrap_or(i64::MAX),
-        ));
+        c = c.max_age(cookie::time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
     }
     c.build()
 }

@@ -9,16 +9,12 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use latchkey_proto::Scope;
 
 /// No script at all; styles only from our own stylesheet; no framing; no base-URI tricks.
-const CSP: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn html(status: StatusCode, body: String) -> Response {
     let mut res = (status, Html(body)).into_response();
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -58,23 +54,12 @@ pub fn login(p: &LoginPage<'_>) -> String {
     let (invalid, error) = match p.error {
         Some(e) => (
             r#" aria-invalid="true" aria-describedby="login-error""#,
-            format!(
-                r#"<p class="error" id="login-error" role="alert">{}</p>"#,
-                text(e)
-            ),
+            format!(r#"<p class="error" id="login-error" role="alert">{}</p>"#, text(e)),
         ),
         None => ("", String::new()),
     };
-    let autofocus_user = if p.username.is_empty() {
-        " autofocus"
-    } else {
-        ""
-    };
-    let autofocus_pass = if p.username.is_empty() {
-        ""
-    } else {
-        " autofocus"
-    };
+    let autofocus_user = if p.username.is_empty() { " autofocus" } else { "" };
+    let autofocus_pass = if p.username.is_empty() { "" } else { " autofocus" };
     layout(
         "Sign in",
         &format!(
@@ -117,16 +102,8 @@ pub struct ConsentPage<'a> {
 }
 
 pub fn consent(p: &ConsentPage<'_>) -> String {
-    let items: String = p
-        .scope
-        .iter()
-        .map(|s| format!("<li>{}</li>\n", describe(s)))
-        .collect();
-    let items = if items.is_empty() {
-        "<li>Sign you in (no other access)</li>".to_owned()
-    } else {
-        items
-    };
+    let items: String = p.scope.iter().map(|s| format!("<li>{}</li>\n", describe(s))).collect();
+    let items = if items.is_empty() { "<li>Sign you in (no other access)</li>".to_owned() } else { items };
     layout(
         "Allow access",
         &format!(

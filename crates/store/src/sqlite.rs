@@ -54,11 +54,9 @@ fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut writer = Connection::open(path)
-            .with_context(|| format!("opening SQLite database {}", path.display()))?;
-        writer
-            .pragma_update(None, "journal_mode", "WAL")
-            .context("enabling WAL")?;
+        let mut writer =
+            Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
+        writer.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
         configure(&writer)?;
         migrate(&mut writer)?;
         let readers = (0..READERS)
@@ -68,19 +66,12 @@ impl SqliteStore {
                 Ok(Mutex::new(c))
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }) })
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
     pub async fn integrity_check(&self) -> StoreResult<String> {
-        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
-            .await
+        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0))).await
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -123,8 +114,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration {}", i + 1))?;
+        tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
         tracing::info!(version = i + 1, "applied database migration");
@@ -141,9 +131,7 @@ fn is_unique_violation(e: &StoreError) -> bool {
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
 
-fn conv<E: std::error::Error + Send + Sync + 'static>(
-    idx: usize,
-) -> impl FnOnce(E) -> rusqlite::Error {
+fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
     move |e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
 }
 
@@ -160,8 +148,7 @@ fn scope_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Scope> {
     Scope::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> {
-    ClientId::parse(&r.get::<_, String>(i)?)
-        .map_err(|e| conv(i)(Invalid(e.description.into_owned())))
+    ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
 const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id";
@@ -187,7 +174,8 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     })
 }
 
-const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at";
+const GRANT_COLS: &str =
+    "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at";
 fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -251,25 +239,14 @@ fn insert_refresh(tx: &rusqlite::Transaction<'_>, r: &RefreshRecord) -> rusqlite
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
-        let (id, data, at) = (
-            client.client_id.to_string(),
-            to_json(client)?,
-            client.created_at,
-        );
+        let (id, data, at) = (client.client_id.to_string(), to_json(client)?, client.created_at);
         self.write(move |c| {
-            c.execute(
-                "INSERT INTO clients (client_id, data, created_at) VALUES (?1, ?2, ?3)",
-                params![id, data, at],
-            )
+            c.execute("INSERT INTO clients (client_id, data, created_at) VALUES (?1, ?2, ?3)", params![id, data, at])
         })
         .await
         .map(|_| ())
         .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists("a client with this client_id")
-            } else {
-                e
-            }
+            if is_unique_violation(&e) { StoreError::AlreadyExists("a client with this client_id") } else { e }
         })
     }
 
@@ -312,26 +289,12 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.execute(
                 &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![
-                    u.id,
-                    u.username,
-                    u.email,
-                    u.email_verified,
-                    u.name,
-                    u.password_hash,
-                    u.created_at
-                ],
+                params![u.id, u.username, u.email, u.email_verified, u.name, u.password_hash, u.created_at],
             )
         })
         .await
         .map(|_| ())
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists("a user with this username")
-            } else {
-                e
-            }
-        })
+        .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("a user with this username") } else { e })
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
@@ -347,22 +310,18 @@ impl Store for SqliteStore {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         let name = username.to_owned();
         self.read(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {USER_COLS} FROM users WHERE username = ?1"
-            ))?
-            .query_row([name], user_row)
-            .optional()
+            c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE username = ?1"))?
+                .query_row([name], user_row)
+                .optional()
         })
         .await
     }
 
     async fn users(&self) -> StoreResult<Vec<UserRecord>> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {USER_COLS} FROM users ORDER BY created_at, username"
-            ))?
-            .query_map([], user_row)?
-            .collect()
+            c.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"))?
+                .query_map([], user_row)?
+                .collect()
         })
         .await
     }
@@ -371,11 +330,8 @@ impl Store for SqliteStore {
         let name = username.to_owned();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id: Option<String> = tx
-                .query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+            let id: Option<String> =
+                tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(false) };
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
@@ -396,15 +352,9 @@ impl Store for SqliteStore {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE users SET password_hash = ?2 WHERE username = ?1",
-                params![name, hash],
-            )?;
+            let n = tx.execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", params![name, hash])?;
             // A new password ends every browser session of the user.
-            tx.execute(
-                "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
-                [&name],
-            )?;
+            tx.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [&name])?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -413,17 +363,19 @@ impl Store for SqliteStore {
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.read(|c| {
-            c.prepare_cached("SELECT kid, alg, private_pkcs8, created_at, active FROM signing_keys ORDER BY created_at")?
-                .query_map([], |r| {
-                    Ok(KeyRecord {
-                        kid: r.get(0)?,
-                        alg: r.get(1)?,
-                        private_pkcs8_b64: r.get(2)?,
-                        created_at: r.get(3)?,
-                        active: r.get(4)?,
-                    })
-                })?
-                .collect()
+            c.prepare_cached(
+                "SELECT kid, alg, private_pkcs8, created_at, active FROM signing_keys ORDER BY created_at",
+            )?
+            .query_map([], |r| {
+                Ok(KeyRecord {
+                    kid: r.get(0)?,
+                    alg: r.get(1)?,
+                    private_pkcs8_b64: r.get(2)?,
+                    created_at: r.get(3)?,
+                    active: r.get(4)?,
+                })
+            })?
+            .collect()
         })
         .await
     }
@@ -450,37 +402,30 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
-    async fn pending(
-        &self,
-        id: &TokenHash,
-        now: UnixTime,
-    ) -> StoreResult<Option<PendingAuthorization>> {
+    async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
         let id = id.as_str().to_owned();
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT data FROM pending_authorizations WHERE id_hash = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![id, now], |r| json_col(r, 0))
-            .optional()
+            c.prepare_cached("SELECT data FROM pending_authorizations WHERE id_hash = ?1 AND expires_at > ?2")?
+                .query_row(params![id, now], |r| json_col(r, 0))
+                .optional()
         })
         .await
     }
 
     async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()> {
         let id = id.as_str().to_owned();
-        self.write(move |c| {
-            c.prepare_cached("DELETE FROM pending_authorizations WHERE id_hash = ?1")?
-                .execute([id])
-        })
-        .await
-        .map(|_| ())
+        self.write(move |c| c.prepare_cached("DELETE FROM pending_authorizations WHERE id_hash = ?1")?.execute([id]))
+            .await
+            .map(|_| ())
     }
 
     async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         let s = s.clone();
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])
+            c.prepare_cached(
+                "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])
         })
         .await
         .map(|_| ())
@@ -489,9 +434,11 @@ impl Store for SqliteStore {
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let h = hash.as_str().to_owned();
         self.read(move |c| {
-            c.prepare_cached("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2")?
-                .query_row(params![h, now], session_row)
-                .optional()
+            c.prepare_cached(
+                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![h, now], session_row)
+            .optional()
         })
         .await
     }
@@ -499,18 +446,18 @@ impl Store for SqliteStore {
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
         self.read(move |c| {
-            c.prepare_cached("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2")?
-                .query_row(params![sid, now], session_row)
-                .optional()
+            c.prepare_cached(
+                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![sid, now], session_row)
+            .optional()
         })
         .await
     }
 
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
         let h = hash.as_str().to_owned();
-        self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h]))
-            .await
-            .map(|_| ())
+        self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
     }
 
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
@@ -523,13 +470,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_consent(
-        &self,
-        user_id: &str,
-        client_id: &ClientId,
-        scope: &Scope,
-        now: UnixTime,
-    ) -> StoreResult<()> {
+    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()> {
         let (u, cl, s) = (user_id.to_owned(), client_id.to_string(), scope.to_string());
         self.write(move |c| {
             c.execute(
@@ -545,21 +486,23 @@ impl Store for SqliteStore {
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {
         let k = code.clone();
         self.write(move |c| {
-            c.prepare_cached(&format!("INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?
-                .execute(params![
-                    k.hash.as_str(),
-                    k.client_id.as_str(),
-                    k.user_id,
-                    k.redirect_uri.as_str(),
-                    k.scope.to_string(),
-                    k.code_challenge.as_str(),
-                    k.nonce.as_ref().map(|n| n.as_str().to_owned()),
-                    k.sid,
-                    k.auth_time,
-                    k.expires_at,
-                    k.used_at,
-                    k.grant_id
-                ])
+            c.prepare_cached(&format!(
+                "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?
+            .execute(params![
+                k.hash.as_str(),
+                k.client_id.as_str(),
+                k.user_id,
+                k.redirect_uri.as_str(),
+                k.scope.to_string(),
+                k.code_challenge.as_str(),
+                k.nonce.as_ref().map(|n| n.as_str().to_owned()),
+                k.sid,
+                k.auth_time,
+                k.expires_at,
+                k.used_at,
+                k.grant_id
+            ])
         })
         .await
         .map(|_| ())
@@ -575,12 +518,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn redeem_code(
-        &self,
-        hash: &TokenHash,
-        now: UnixTime,
-        issue: &Issuance,
-    ) -> StoreResult<Redeemed> {
+    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, issue: &Issuance) -> StoreResult<Redeemed> {
         let (h, issue) = (hash.as_str().to_owned(), issue.clone());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -624,10 +562,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn refresh_token(
-        &self,
-        hash: &TokenHash,
-    ) -> StoreResult<Option<(RefreshRecord, GrantRecord)>> {
+    async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, GrantRecord)>> {
         let h = hash.as_str().to_owned();
         self.read(move |c| {
             c.prepare_cached(&format!(
@@ -683,10 +618,7 @@ impl Store for SqliteStore {
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()> {
         let g = grant_id.to_owned();
         self.write(move |c| {
-            c.execute(
-                "UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![g, now],
-            )
+            c.execute("UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![g, now])
         })
         .await
         .map(|_| ())

@@ -17,9 +17,7 @@ pub fn check(
     now: UnixTime,
 ) -> Result<(), OAuthError> {
     if code.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the authorization code was issued to another client",
-        ));
+        return Err(OAuthError::invalid_grant("the authorization code was issued to another client"));
     }
     if now >= code.expires_at {
         return Err(OAuthError::invalid_grant(
@@ -94,27 +92,16 @@ pub async fn exchange(
         revoked_at: None,
     };
     let minted = super::mint(p, client, &grant, &record.scope, record.nonce.as_ref(), now)?;
-    let issuance = Issuance {
-        grant,
-        refresh: minted.refresh,
-        access: minted.access,
-    };
+    let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {
         Redeemed::Issued => Ok(minted.response),
         // Lost a race with a concurrent redemption of the same code.
-        Redeemed::AlreadyUsed { grant_id } => {
-            Err(replayed(p, &record.client_id, grant_id.as_deref(), now).await)
-        }
+        Redeemed::AlreadyUsed { grant_id } => Err(replayed(p, &record.client_id, grant_id.as_deref(), now).await),
     }
 }
 
 /// RFC 6749 §4.1.2: a code used twice means it leaked; revoke what was issued from it.
-async fn replayed(
-    p: &Provider,
-    client_id: &latchkey_proto::ClientId,
-    grant_id: Option<&str>,
-    now: UnixTime,
-) -> Error {
+async fn replayed(p: &Provider, client_id: &latchkey_proto::ClientId, grant_id: Option<&str>, now: UnixTime) -> Error {
     if let Some(g) = grant_id {
         if let Err(e) = p.store.revoke_grant(g, now).await {
             return e.into();
@@ -176,10 +163,7 @@ mod tests {
         let other = CodeVerifier::parse("different-verifier-different-verifier-different").unwrap();
         let e = check(&code, &client, URI, Some(&other), 120).unwrap_err();
         assert_eq!(e.code, latchkey_proto::ErrorCode::InvalidGrant);
-        assert!(
-            e.description
-                .contains("code_verifier does not match the code_challenge")
-        );
+        assert!(e.description.contains("code_verifier does not match the code_challenge"));
 
         let e = check(&code, &client, URI, None, 120).unwrap_err();
         assert_eq!(e.code, latchkey_proto::ErrorCode::InvalidRequest);
@@ -189,14 +173,7 @@ mod tests {
         assert_eq!(e.code, latchkey_proto::ErrorCode::InvalidGrant);
         assert!(e.description.contains("redirect_uri is missing"));
 
-        let e = check(
-            &code,
-            &client,
-            Some("http://127.0.0.1:8765/other"),
-            Some(&v),
-            120,
-        )
-        .unwrap_err();
+        let e = check(&code, &client, Some("http://127.0.0.1:8765/other"), Some(&v), 120).unwrap_err();
         assert!(e.description.contains("redirect_uri does not match"));
 
         let e = check(&code, &client, URI, Some(&v), 160).unwrap_err();

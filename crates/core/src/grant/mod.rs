@@ -98,9 +98,7 @@ pub(crate) fn mint(
     } else {
         None
     };
-    let refresh_token = client
-        .allows(GrantType::RefreshToken)
-        .then(RefreshToken::generate);
+    let refresh_token = client.allows(GrantType::RefreshToken).then(RefreshToken::generate);
     let refresh = refresh_token.as_ref().map(|t| RefreshRecord {
         hash: t.hash(),
         grant_id: grant.id.clone(),
@@ -118,42 +116,22 @@ pub(crate) fn mint(
             id_token,
             scope: scope.to_string(),
         },
-        access: AccessRecord {
-            jti,
-            grant_id: grant.id.clone(),
-            expires_at: exp,
-        },
+        access: AccessRecord { jti, grant_id: grant.id.clone(), expires_at: exp },
         refresh,
     })
 }
 
 /// The token endpoint: authenticates the client, then dispatches on the grant.
-pub async fn token(
-    p: &Provider,
-    req: TokenRequest,
-    now: UnixTime,
-) -> Result<(ClientId, TokenResponse), Error> {
+pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(ClientId, TokenResponse), Error> {
     let client = client_auth::authenticate(p, &req.client).await?;
     let response = match req.grant {
-        latchkey_proto::GrantRequest::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier,
-        } => {
-            authorization_code::exchange(
-                p,
-                &client,
-                &code,
-                redirect_uri.as_deref(),
-                code_verifier.as_ref(),
-                now,
-            )
-            .await?
+        latchkey_proto::GrantRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
+            authorization_code::exchange(p, &client, &code, redirect_uri.as_deref(), code_verifier.as_ref(), now)
+                .await?
         }
-        latchkey_proto::GrantRequest::RefreshToken {
-            refresh_token,
-            scope,
-        } => refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), now).await?,
+        latchkey_proto::GrantRequest::RefreshToken { refresh_token, scope } => {
+            refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), now).await?
+        }
     };
     Ok((client.client_id, response))
 }

@@ -18,19 +18,13 @@ pub fn check(
     now: UnixTime,
 ) -> Result<Scope, OAuthError> {
     if grant.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token was issued to another client",
-        ));
+        return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
     }
     if grant.revoked_at.is_some() {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token has been revoked",
-        ));
+        return Err(OAuthError::invalid_grant("the refresh token has been revoked"));
     }
     if now >= token.expires_at {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token has expired; the user must sign in again",
-        ));
+        return Err(OAuthError::invalid_grant("the refresh token has expired; the user must sign in again"));
     }
     if token.consumed_at.is_some() {
         return Err(OAuthError::invalid_grant(
@@ -68,10 +62,9 @@ pub async fn refresh(
 ) -> Result<TokenResponse, Error> {
     let hash = presented.hash();
     let Some((token, grant)) = p.store.refresh_token(&hash).await? else {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token is invalid: it was never issued by this server",
-        )
-        .into());
+        return Err(
+            OAuthError::invalid_grant("the refresh token is invalid: it was never issued by this server").into()
+        );
     };
     let session_alive = grant.offline || p.store.session_by_sid(&grant.sid, now).await?.is_some();
     let scope = check(&token, &grant, client, requested, session_alive, now)?;
@@ -79,10 +72,7 @@ pub async fn refresh(
     // The successor keeps the grant's scope so that a narrowed refresh can be widened back later
     // up to what was originally granted (RFC 6749 §6).
     let next = match minted.refresh {
-        Some(r) => RefreshRecord {
-            scope: token.scope.clone(),
-            ..r
-        },
+        Some(r) => RefreshRecord { scope: token.scope.clone(), ..r },
         None => {
             return Err(anyhow::anyhow!("refresh grant allowed but no refresh token minted").into());
         }
@@ -151,38 +141,12 @@ mod tests {
     fn used_expired_revoked_and_sessionless_tokens_fail() {
         let (t, g, c) = fixtures();
         assert!(check(&t, &g, &c, None, true, 1).is_ok());
-        let used = RefreshRecord {
-            consumed_at: Some(1),
-            ..t.clone()
-        };
-        assert!(
-            check(&used, &g, &c, None, true, 2)
-                .unwrap_err()
-                .description
-                .contains("already used")
-        );
-        assert!(
-            check(&t, &g, &c, None, true, 1000)
-                .unwrap_err()
-                .description
-                .contains("expired")
-        );
-        let revoked = GrantRecord {
-            revoked_at: Some(1),
-            ..g.clone()
-        };
-        assert!(
-            check(&t, &revoked, &c, None, true, 2)
-                .unwrap_err()
-                .description
-                .contains("revoked")
-        );
-        assert!(
-            check(&t, &g, &c, None, false, 2)
-                .unwrap_err()
-                .description
-                .contains("session")
-        );
+        let used = RefreshRecord { consumed_at: Some(1), ..t.clone() };
+        assert!(check(&used, &g, &c, None, true, 2).unwrap_err().description.contains("already used"));
+        assert!(check(&t, &g, &c, None, true, 1000).unwrap_err().description.contains("expired"));
+        let revoked = GrantRecord { revoked_at: Some(1), ..g.clone() };
+        assert!(check(&t, &revoked, &c, None, true, 2).unwrap_err().description.contains("revoked"));
+        assert!(check(&t, &g, &c, None, false, 2).unwrap_err().description.contains("session"));
         let offline = GrantRecord { offline: true, ..g };
         assert!(check(&t, &offline, &c, None, false, 2).is_ok());
     }

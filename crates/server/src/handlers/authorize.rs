@@ -15,12 +15,7 @@ use crate::AppState;
 use crate::extract::{RequestId, build_cookie, cookie_names, form_params, session_cookie};
 use crate::pages;
 
-pub async fn get(
-    State(s): State<AppState>,
-    rid: RequestId,
-    jar: CookieJar,
-    RawQuery(q): RawQuery,
-) -> Response {
+pub async fn get(State(s): State<AppState>, rid: RequestId, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
     let params = Params::parse(q.unwrap_or_default().as_bytes());
     authorize(&s, &rid, jar, params, StatusCode::FOUND).await
 }
@@ -50,11 +45,7 @@ async fn authorize(
         Err(e) => return render(s, jar, Step::ErrorPage(e), redirect),
     };
     let cookie = session_cookie(&jar, s.secure());
-    match s
-        .provider
-        .authorize(&params, cookie.as_ref(), s.clock.now())
-        .await
-    {
+    match s.provider.authorize(&params, cookie.as_ref(), s.clock.now()).await {
         Ok(step) => render(s, jar, step, redirect),
         Err(e) => internal(rid, e),
     }
@@ -65,16 +56,10 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
     match step {
         Step::ErrorPage(e) => {
             tracing::info!(error = %e.code, "authorization request refused with an error page");
-            pages::html(
-                StatusCode::BAD_REQUEST,
-                pages::error("This sign-in request is invalid", &e.description),
-            )
+            pages::html(StatusCode::BAD_REQUEST, pages::error("This sign-in request is invalid", &e.description))
         }
         Step::Redirect(url) => redirect_to(redirect, &url),
-        Step::Login {
-            pending,
-            client_name,
-        } => {
+        Step::Login { pending, client_name } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::login(&pages::LoginPage {
                 client_name: &client_name,
@@ -85,12 +70,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
-        Step::Consent {
-            pending,
-            client_name,
-            scope,
-            username,
-        } => {
+        Step::Consent { pending, client_name, scope, username } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::consent(&pages::ConsentPage {
                 client_name: &client_name,
@@ -109,36 +89,28 @@ fn redirect_to(status: StatusCode, url: &str) -> Response {
         Ok(v) => {
             let mut res = status.into_response();
             res.headers_mut().insert(header::LOCATION, v);
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
         Err(_) => pages::html(
             StatusCode::BAD_REQUEST,
-            pages::error(
-                "This sign-in request is invalid",
-                "the redirect URI cannot be used in a Location header",
-            ),
+            pages::error("This sign-in request is invalid", "the redirect URI cannot be used in a Location header"),
         ),
     }
 }
 
 fn internal(rid: &RequestId, e: Error) -> Response {
     match e {
-        Error::OAuth(e) => pages::html(
-            crate::error::status(e.code),
-            pages::error("This request failed", &e.description),
-        ),
+        Error::OAuth(e) => {
+            pages::html(crate::error::status(e.code), pages::error("This request failed", &e.description))
+        }
         Error::Internal(cause) => {
             tracing::error!(request_id = %rid.0, error = %format!("{cause:#}"), "internal error");
             pages::html(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 pages::error(
                     "Something went wrong",
-                    &format!(
-                        "The server could not complete this request (request id {}).",
-                        rid.0
-                    ),
+                    &format!("The server could not complete this request (request id {}).", rid.0),
                 ),
             )
         }
@@ -162,9 +134,7 @@ fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
 
 fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
     match (jar.get(cookie_names(s.secure()).csrf), params.get("csrf")) {
-        (Some(c), Some(f)) => {
-            c.value().len() == 43 && bool::from(c.value().as_bytes().ct_eq(f.as_bytes()))
-        }
+        (Some(c), Some(f)) => c.value().len() == 43 && bool::from(c.value().as_bytes().ct_eq(f.as_bytes())),
         _ => false,
     }
 }
@@ -202,18 +172,11 @@ pub async fn login(
     let (Some(pending), Some(username)) = (params.get("req"), params.get("username")) else {
         return pages::html(
             StatusCode::BAD_REQUEST,
-            pages::error(
-                "This sign-in request is invalid",
-                "the form is missing the request id or the username",
-            ),
+            pages::error("This sign-in request is invalid", "the form is missing the request id or the username"),
         );
     };
     let password = Password::new(params.get("password").unwrap_or(""));
-    match s
-        .provider
-        .login(pending, username, password, s.clock.now())
-        .await
-    {
+    match s.provider.login(pending, username, password, s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {
@@ -228,11 +191,7 @@ pub async fn login(
             });
             pages::html(StatusCode::OK, body)
         }
-        Ok(Ok(LoginOutcome::Done {
-            session,
-            max_age,
-            next,
-        })) => {
+        Ok(Ok(LoginOutcome::Done { session, max_age, next })) => {
             let jar = jar.add(build_cookie(
                 cookie_names(s.secure()).session,
                 session.expose_secret().to_owned(),
@@ -241,9 +200,7 @@ pub async fn login(
             ));
             let next = match next {
                 // Post/redirect/get: a reload of the consent page must not re-post the password.
-                Step::Consent { pending, .. } => {
-                    redirect_to(StatusCode::SEE_OTHER, &format!("/consent?req={pending}"))
-                }
+                Step::Consent { pending, .. } => redirect_to(StatusCode::SEE_OTHER, &format!("/consent?req={pending}")),
                 other => render(&s, CookieJar::new(), other, StatusCode::SEE_OTHER),
             };
             (jar, next).into_response()
@@ -270,18 +227,11 @@ pub async fn consent_page(
     let Some(pending) = params.get("req") else {
         return pages::html(
             StatusCode::BAD_REQUEST,
-            pages::error(
-                "This sign-in request is invalid",
-                "the request id is missing",
-            ),
+            pages::error("This sign-in request is invalid", "the request id is missing"),
         );
     };
     let cookie = session_cookie(&jar, s.secure());
-    match s
-        .provider
-        .consent_page(pending, cookie.as_ref(), s.clock.now())
-        .await
-    {
+    match s.provider.consent_page(pending, cookie.as_ref(), s.clock.now()).await {
         Ok(step) => render(&s, jar, step, StatusCode::FOUND),
         Err(e) => internal(&rid, e),
     }
@@ -310,10 +260,7 @@ pub async fn consent(
     let Some(pending) = params.get("req") else {
         return pages::html(
             StatusCode::BAD_REQUEST,
-            pages::error(
-                "This sign-in request is invalid",
-                "the request id is missing",
-            ),
+            pages::error("This sign-in request is invalid", "the request id is missing"),
         );
     };
     let approve = match params.get("decision") {
@@ -327,11 +274,7 @@ pub async fn consent(
         }
     };
     let cookie = session_cookie(&jar, s.secure());
-    match s
-        .provider
-        .decide_consent(pending, cookie.as_ref(), approve, s.clock.now())
-        .await
-    {
+    match s.provider.decide_consent(pending, cookie.as_ref(), approve, s.clock.now()).await {
         Ok(step) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Err(e) => internal(&rid, e),
     }

@@ -12,10 +12,7 @@ fn public_json(body: impl serde::Serialize, max_age: &'static str) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
     // Public documents: any origin (an SPA doing discovery) may read them.
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     res
 }
 
@@ -31,13 +28,7 @@ pub async fn jwks(State(s): State<AppState>) -> Response {
 pub async fn stylesheet() -> Response {
     let mut res = include_str!("../../assets/latchkey.css").into_response();
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=86400"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
     res
 }

@@ -7,8 +7,5 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 pub async fn not_found() -> Response {
-    crate::pages::html(
-        StatusCode::NOT_FOUND,
-        crate::pages::error("Not found", "There is no page at this address."),
-    )
+    crate::pages::html(StatusCode::NOT_FOUND, crate::pages::error("Not found", "There is no page at this address."))
 }

@@ -12,12 +12,7 @@ use crate::AppState;
 use crate::error::{ApiError, Scheme};
 use crate::extract::{RequestId, authorization, form_params};
 
-pub async fn token(
-    State(s): State<AppState>,
-    rid: RequestId,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn token(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, body: Bytes) -> Response {
     let parsed = form_params(&headers, &body)
         .and_then(|p| Ok((p, authorization(&headers)?)))
         .and_then(|(p, auth)| TokenRequest::parse(&p, auth));
@@ -35,10 +30,8 @@ pub async fn token(
             tracing::info!(client_id = %client_id, grant_type, "token issued");
             let mut res = Json(body).into_response();
             // RFC 6749 §5.1: responses with tokens must not be cached.
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            res.headers_mut()
-                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             res
         }
         Err(e) => {

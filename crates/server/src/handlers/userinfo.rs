@@ -15,10 +15,7 @@ pub async fn userinfo(State(s): State<AppState>, rid: RequestId, headers: Header
         // RFC 6750 §3.1: no credentials at all gets a bare challenge, without an error code.
         Ok(None) => {
             let mut res = StatusCode::UNAUTHORIZED.into_response();
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="latchkey""#),
-            );
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="latchkey""#));
             return res;
         }
         Err(e) => return ApiError::new(e, Scheme::Bearer, &rid.0).into_response(),
@@ -26,8 +23,7 @@ pub async fn userinfo(State(s): State<AppState>, rid: RequestId, headers: Header
     match s.provider.userinfo(token, s.clock.now()).await {
         Ok(claims) => {
             let mut res = Json(claims).into_response();
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
         Err(e) => ApiError::new(e, Scheme::Bearer, &rid.0).into_response(),

@@ -1,0 +1,247 @@
+//! Test harness: a real server on an ephemeral 127.0.0.1 port, a clock the tests can move, and a
+//! cookie-keeping HTTP client that plays the browser.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_core::admin::{NewClient, NewUser};
+use latchkey_core::{Clock, Provider, ProviderConfig, Store};
+use latchkey_proto::{CodeVerifier, Password};
+use latchkey_server::AppState;
+use latchkey_store::SqliteStore;
+use reqwest::redirect::Policy;
+
+pub const REDIRECT: &str = "http://127.0.0.1:8765/callback";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestServer {
+    pub base: String,
+    pub store: Arc<dyn Store>,
+    pub provider: Arc<Provider>,
+    /// Seconds added to the system clock: lets a test make codes and tokens expire.
+    pub skew: Arc<AtomicI64>,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("test.db")).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let skew = Arc::new(AtomicI64::new(0));
+        let sys = Clock::system();
+        let s2 = skew.clone();
+        let clock = Clock::from_fn(move || sys.now() + s2.load(Ordering::SeqCst));
+        let provider = Arc::new(Provider::open(store.clone(), ProviderConfig::new(&base), clock.now()).await.unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState::new(provider.clone(), clock);
+        tokio::spawn(async move {
+            latchkey_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let server = Self { base, store, provider, skew, _dir: dir, _shutdown: tx };
+        server.add_client("spa", false, false).await;
+        server.add_user("alice").await;
+        server
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.skew.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// Registers a client; returns its secret if confidential.
+    pub async fn add_client(&self, id: &str, confidential: bool, first_party: bool) -> Option<String> {
+        let (_, secret) = latchkey_core::admin::add_client(
+            self.store.as_ref(),
+            NewClient {
+                client_id: Some(id.into()),
+                name: format!("App {id}"),
+                confidential,
+                redirect_uris: vec![REDIRECT.into(), "http://127.0.0.1/loopback".into()],
+                first_party,
+                extra_scopes: vec!["api:read".into()],
+                refresh_tokens: true,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        secret.map(|s| s.expose_secret().to_owned())
+    }
+
+    pub async fn add_user(&self, name: &str) {
+        latchkey_core::admin::add_user(
+            self.store.as_ref(),
+            &self.provider.hasher,
+            NewUser {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                name: Some(format!("{name} Example")),
+            },
+            Password::new(PASSWORD),
+            0,
+        )
+        .await
+        .unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn authorize_url(&self, client_id: &str, verifier: &CodeVerifier, extra: &str) -> String {
+        let mut u = url::Url::parse(&self.url("/authorize")).unwrap();
+        u.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("scope", "openid profile email")
+            .append_pair("code_challenge", verifier.challenge().as_str())
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "st-1 /?&=");
+        let mut s: String = u.into();
+        s.push_str(extra);
+        s
+    }
+
+    /// POST /token with a form body.
+    pub async fn token(&self, form: &[(&str, &str)]) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let res = reqwest::Client::new().post(self.url("/token")).form(form).send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body, headers)
+    }
+
+    pub async fn exchange(&self, client_id: &str, code: &str, verifier: &CodeVerifier) -> (u16, serde_json::Value) {
+        let (s, b, _) = self
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("client_id", client_id),
+                ("code_verifier", verifier.expose_secret()),
+            ])
+            .await;
+        (s, b)
+    }
+
+    pub async fn refresh(&self, client_id: &str, refresh_token: &str, scope: Option<&str>) -> (u16, serde_json::Value) {
+        let mut form =
+            vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", client_id)];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let (s, b, _) = self.token(&form).await;
+        (s, b)
+    }
+
+    pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
+        reqwest::Client::new().get(self.url("/userinfo")).bearer_auth(access_token).send().await.unwrap()
+    }
+
+    /// The whole browser part for a fresh user agent: authorize, log in, consent. Returns the
+    /// browser (with its session cookie) and the code.
+    pub async fn code_for(&self, client_id: &str, verifier: &CodeVerifier) -> (Browser, String) {
+        let b = Browser::new();
+        let page = b.get(&self.authorize_url(client_id, verifier, "")).await;
+        assert_eq!(page.status, 200, "login page expected: {}", page.body);
+        let mut res = b.submit_login(&self.base, &page.body, "alice", PASSWORD).await;
+        if res.status == 303 && res.location().starts_with("/consent") {
+            let consent = b.get(&self.url(&res.location())).await;
+            assert_eq!(consent.status, 200, "{}", consent.body);
+            res = b.submit_consent(&self.base, &consent.body, "allow").await;
+        }
+        let q = res.redirect_query();
+        let code = q.get("code").unwrap_or_else(|| panic!("no code in {:?}", res.location())).clone();
+        (b, code)
+    }
+}
+
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> String {
+        self.headers.get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    }
+    pub fn redirect_query(&self) -> HashMap<String, String> {
+        let loc = self.location();
+        assert!(
+            loc.starts_with(REDIRECT) || loc.starts_with("http://127.0.0.1"),
+            "not a client redirect: {loc:?} ({})",
+            self.status
+        );
+        url::Url::parse(&loc).unwrap().query_pairs().into_owned().collect()
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    }
+}
+
+/// A user agent with a cookie jar that does not follow redirects, so tests see each step.
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+/// The value of a hidden input in a page.
+pub fn hidden(body: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no {name} field in page: {body}")) + marker.len();
+    let end = body[start..].find('"').unwrap() + start;
+    body[start..end].to_owned()
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self { http: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap() }
+    }
+
+    async fn page(res: reqwest::Response) -> Page {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        Page { status, headers, body: res.text().await.unwrap() }
+    }
+
+    pub async fn get(&self, url: &str) -> Page {
+        Self::page(self.http.get(url).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        Self::page(self.http.post(url).form(form).send().await.unwrap()).await
+    }
+
+    pub async fn submit_login(&self, base: &str, login_page: &str, user: &str, password: &str) -> Page {
+        let (req, csrf) = (hidden(login_page, "req"), hidden(login_page, "csrf"));
+        self.post(
+            &format!("{base}/login"),
+            &[("req", &req), ("csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
+    pub async fn submit_consent(&self, base: &str, consent_page: &str, decision: &str) -> Page {
+        let (req, csrf) = (hidden(consent_page, "req"), hidden(consent_page, "csrf"));
+        self.post(&format!("{base}/consent"), &[("req", &req), ("csrf", &csrf), ("decision", decision)]).await
+    }
+}
+
+/// The decoded header and claims of a JWT (no verification: the tests check values).
+pub fn jwt_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
+    let mut it = token.split('.');
+    let h = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
+    let c = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
+    (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&c).unwrap())
+}

@@ -1,4 +1,5 @@
 //! The seed's flow end to end over HTTP: authorize, login, consent, code, token, userinfo, refresh.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

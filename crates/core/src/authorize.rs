@@ -125,10 +125,8 @@ pub fn validate(
             )));
         }
     }
-    if let Some(m) = params.get("response_mode") {
-        if m != "query" {
-            return Err(fail(OAuthError::invalid_request("only response_mode=query is supported")));
-        }
+    if params.get("response_mode").is_some_and(|m| m != "query") {
+        return Err(fail(OAuthError::invalid_request("only response_mode=query is supported")));
     }
     let code_challenge =
         CodeChallenge::parse_s256(params.get("code_challenge"), params.get("code_challenge_method")).map_err(fail)?;

@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn sign_verify_and_jwks() {
         let rec = SigningKey::generate(1).unwrap();
-        let set = KeySet::from_records(&[rec.clone()]).unwrap();
+        let set = KeySet::from_records(std::slice::from_ref(&rec)).unwrap();
         let token = set.signer().sign("at+jwt", &serde_json::json!({"sub": "u1"})).unwrap();
         let claims: serde_json::Value = set.verify(&token, "at+jwt").unwrap();
         assert_eq!(claims["sub"], "u1");
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let rec = SigningKey::generate(1).unwrap();
-        let set = KeySet::from_records(&[rec.clone()]).unwrap();
+        let set = KeySet::from_records(std::slice::from_ref(&rec)).unwrap();
         let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#, rec.kid));
         let body = URL_SAFE_NO_PAD.encode(r#"{"sub":"x"}"#);
         assert!(set.verify::<serde_json::Value>(&format!("{header}.{body}."), "at+jwt").is_err());

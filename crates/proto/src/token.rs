@@ -129,12 +129,10 @@ pub fn parse_client_auth(params: &Params, authorization: Option<&str>) -> Result
                 "the client used two authentication methods (HTTP Basic and client_secret in the body); use exactly one",
             ));
         }
-        if let Some(id) = &body_id {
-            if *id != client_id {
-                return Err(OAuthError::invalid_request(
-                    "client_id in the body differs from the client authenticated with HTTP Basic",
-                ));
-            }
+        if body_id.as_ref().is_some_and(|id| *id != client_id) {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body differs from the client authenticated with HTTP Basic",
+            ));
         }
         return Ok(ClientAuth::Basic { client_id, secret });
     }

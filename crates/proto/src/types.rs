@@ -116,12 +116,10 @@ impl RedirectUri {
         }
         match url.scheme() {
             "https" => {}
-            "http" => {
-                if !matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost")) {
-                    return Err(RedirectUriRejected(
-                        "http redirect URIs are allowed only for loopback hosts (127.0.0.1, [::1]); use https",
-                    ));
-                }
+            "http" if !matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost")) => {
+                return Err(RedirectUriRejected(
+                    "http redirect URIs are allowed only for loopback hosts (127.0.0.1, [::1]); use https",
+                ));
             }
             "javascript" | "data" | "file" | "vbscript" => {
                 return Err(RedirectUriRejected("this URI scheme cannot be a redirect URI"));

@@ -1,5 +1,6 @@
 //! Test harness: a real server on an ephemeral 127.0.0.1 port, a clock the tests can move, and a
 //! cookie-keeping HTTP client that plays the browser.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::collections::HashMap;

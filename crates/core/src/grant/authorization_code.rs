@@ -102,10 +102,10 @@ pub async fn exchange(
 
 /// RFC 6749 §4.1.2: a code used twice means it leaked; revoke what was issued from it.
 async fn replayed(p: &Provider, client_id: &latchkey_proto::ClientId, grant_id: Option<&str>, now: UnixTime) -> Error {
-    if let Some(g) = grant_id {
-        if let Err(e) = p.store.revoke_grant(g, now).await {
-            return e.into();
-        }
+    if let Some(g) = grant_id
+        && let Err(e) = p.store.revoke_grant(g, now).await
+    {
+        return e.into();
     }
     tracing::warn!(target: "latchkey::security", event = "code_replay", client_id = %client_id, "authorization code used twice; its tokens were revoked");
     OAuthError::invalid_grant(

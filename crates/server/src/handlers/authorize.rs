@@ -122,11 +122,9 @@ fn internal(rid: &RequestId, e: Error) -> Response {
 /// https), so it cannot forge a matching form post.
 fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
     let name = cookie_names(s.secure()).csrf;
-    if let Some(c) = jar.get(name) {
-        if c.value().len() == 43 {
-            let v = c.value().to_owned();
-            return (jar, v);
-        }
+    if let Some(c) = jar.get(name).filter(|c| c.value().len() == 43) {
+        let v = c.value().to_owned();
+        return (jar, v);
     }
     let v = random_token();
     (jar.add(build_cookie(name, v.clone(), None, s.secure())), v)

@@ -1,0 +1,270 @@
+//! One conformance suite for the `Store` contract, run against every backend.
+//!
+//! Each check takes a fresh store. The concurrency checks are the one-time guarantees the
+//! protocol depends on: a code is redeemed once, a refresh token is rotated once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use latchkey_core::Store;
+use latchkey_core::store::*;
+use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, Scope, TokenHash};
+use latchkey_store::SqliteStore;
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        client_id: ClientId::parse(id).unwrap(),
+        name: "App".into(),
+        kind: ClientKind::Public,
+        redirect_uris: vec![RedirectUri::parse("http://127.0.0.1/cb").unwrap()],
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        allowed_scope: Scope::parse("openid profile").unwrap(),
+        first_party: false,
+        created_at: 1,
+    }
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        id: format!("id-{name}"),
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        email_verified: false,
+        name: None,
+        password_hash: "$argon2id$stub".into(),
+        created_at: 1,
+    }
+}
+
+fn code(hash: &str) -> CodeRecord {
+    CodeRecord {
+        hash: TokenHash::of(hash),
+        client_id: ClientId::parse("app").unwrap(),
+        user_id: "id-alice".into(),
+        redirect_uri: RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
+        scope: Scope::parse("openid").unwrap(),
+        code_challenge: CodeVerifier::parse("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").unwrap().challenge(),
+        nonce: None,
+        sid: "sid".into(),
+        auth_time: 10,
+        expires_at: 70,
+        used_at: None,
+        grant_id: None,
+    }
+}
+
+fn issuance(grant_id: &str, refresh: &str) -> Issuance {
+    Issuance {
+        grant: GrantRecord {
+            id: grant_id.into(),
+            client_id: ClientId::parse("app").unwrap(),
+            user_id: "id-alice".into(),
+            scope: Scope::parse("openid").unwrap(),
+            sid: "sid".into(),
+            offline: false,
+            auth_time: 10,
+            created_at: 20,
+            expires_at: 1000,
+            revoked_at: None,
+        },
+        refresh: Some(RefreshRecord {
+            hash: TokenHash::of(refresh),
+            grant_id: grant_id.into(),
+            scope: Scope::parse("openid").unwrap(),
+            issued_at: 20,
+            expires_at: 1000,
+            consumed_at: None,
+        }),
+        access: AccessRecord { jti: format!("jti-{grant_id}"), grant_id: grant_id.into(), expires_at: 600 },
+    }
+}
+
+async fn clients_and_users(s: Arc<dyn Store>) {
+    s.insert_client(&client("app")).await.unwrap();
+    assert!(matches!(s.insert_client(&client("app")).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(s.client(&ClientId::parse("app").unwrap()).await.unwrap(), Some(client("app")));
+    assert_eq!(s.clients().await.unwrap().len(), 1);
+    s.insert_user(&user("alice")).await.unwrap();
+    assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(s.user_by_username("alice").await.unwrap().unwrap().id, "id-alice");
+    assert!(s.set_password_hash("alice", "$new").await.unwrap());
+    assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
+    assert!(!s.set_password_hash("nobody", "$new").await.unwrap());
+    assert!(s.remove_user("alice").await.unwrap());
+    assert!(!s.remove_user("alice").await.unwrap());
+    assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
+    assert!(s.client(&ClientId::parse("app").unwrap()).await.unwrap().is_none());
+}
+
+async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
+    let sess = SessionRecord {
+        hash: TokenHash::of("s"),
+        sid: "sid".into(),
+        user_id: "u".into(),
+        auth_time: 1,
+        expires_at: 100,
+    };
+    s.insert_session(&sess).await.unwrap();
+    assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
+    assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
+    assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
+    s.remove_session(&TokenHash::of("s")).await.unwrap();
+    assert!(s.session_by_sid("sid", 50).await.unwrap().is_none());
+
+    let c = code("x");
+    let p = PendingAuthorization {
+        client_id: c.client_id.clone(),
+        redirect_uri: c.redirect_uri.clone(),
+        scope: c.scope.clone(),
+        state: None,
+        nonce: None,
+        code_challenge: c.code_challenge.clone(),
+        expires_at: 100,
+    };
+    s.insert_pending(&TokenHash::of("p"), &p).await.unwrap();
+    assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
+    assert_eq!(s.pending(&TokenHash::of("p"), 100).await.unwrap(), None);
+    s.remove_pending(&TokenHash::of("p")).await.unwrap();
+
+    let app = ClientId::parse("app").unwrap();
+    assert_eq!(s.consent("u", &app).await.unwrap(), None);
+    s.put_consent("u", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
+    s.put_consent("u", &app, &Scope::parse("openid email").unwrap(), 2).await.unwrap();
+    assert_eq!(s.consent("u", &app).await.unwrap(), Some(Scope::parse("email openid").unwrap()));
+}
+
+async fn a_code_is_redeemed_exactly_once_under_concurrency(s: Arc<dyn Store>) {
+    s.insert_code(&code("c1")).await.unwrap();
+    assert_eq!(s.code(&TokenHash::of("c1")).await.unwrap(), Some(code("c1")));
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.redeem_code(&TokenHash::of("c1"), 30, &issuance(&format!("g{i}"), &format!("r{i}"))).await.unwrap()
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut seen_grant = None;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Redeemed::Issued => winners.push(i),
+            Redeemed::AlreadyUsed { grant_id } => seen_grant = grant_id,
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner");
+    let winner = format!("g{}", winners[0]);
+    assert_eq!(seen_grant.as_deref(), Some(winner.as_str()), "losers learn which grant to revoke");
+    let stored = s.code(&TokenHash::of("c1")).await.unwrap().unwrap();
+    assert_eq!(stored.used_at, Some(30));
+    // The winner's tokens exist, the losers' do not.
+    let (r, g) = s.refresh_token(&TokenHash::of(&format!("r{}", winners[0]))).await.unwrap().unwrap();
+    assert_eq!(g.id, winner);
+    assert_eq!(r.consumed_at, None);
+    let other = (winners[0] + 1) % 32;
+    assert!(s.refresh_token(&TokenHash::of(&format!("r{other}"))).await.unwrap().is_none());
+    assert_eq!(s.access_token_grant(&format!("jti-{winner}")).await.unwrap().unwrap().id, winner);
+}
+
+async fn a_refresh_token_rotates_exactly_once_and_revocation_sticks(s: Arc<dyn Store>) {
+    s.insert_code(&code("c2")).await.unwrap();
+    assert_eq!(s.redeem_code(&TokenHash::of("c2"), 30, &issuance("g", "r0")).await.unwrap(), Redeemed::Issued);
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let next = RefreshRecord {
+                    hash: TokenHash::of(&format!("r1-{i}")),
+                    grant_id: "g".into(),
+                    scope: Scope::parse("openid").unwrap(),
+                    issued_at: 40,
+                    expires_at: 1000,
+                    consumed_at: None,
+                };
+                let access = AccessRecord { jti: format!("a-{i}"), grant_id: "g".into(), expires_at: 600 };
+                s.rotate_refresh(&TokenHash::of("r0"), 40, &next, &access).await.unwrap()
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for t in tasks {
+        if t.await.unwrap() == Rotated::Rotated {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1);
+    let (old, _) = s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap();
+    assert_eq!(old.consumed_at, Some(40));
+
+    s.revoke_grant("g", 50).await.unwrap();
+    let g = s.access_token_grant("jti-g").await.unwrap().unwrap();
+    assert_eq!(g.revoked_at, Some(50));
+    // A revoked grant's tokens cannot be rotated any more.
+    let (live, _) = s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap();
+    assert!(live.consumed_at.is_some());
+    let next = RefreshRecord {
+        hash: TokenHash::of("r2"),
+        grant_id: "g".into(),
+        scope: Scope::parse("openid").unwrap(),
+        issued_at: 60,
+        expires_at: 1000,
+        consumed_at: None,
+    };
+    let access = AccessRecord { jti: "a-x".into(), grant_id: "g".into(), expires_at: 600 };
+    for i in 0..32 {
+        let h = TokenHash::of(&format!("r1-{i}"));
+        if s.refresh_token(&h).await.unwrap().is_some() {
+            assert_eq!(s.rotate_refresh(&h, 60, &next, &access).await.unwrap(), Rotated::AlreadyConsumed);
+        }
+    }
+}
+
+async fn signing_keys_round_trip(s: Arc<dyn Store>) {
+    assert!(s.signing_keys().await.unwrap().is_empty());
+    let k = KeyRecord {
+        kid: "k1".into(),
+        alg: "RS256".into(),
+        private_pkcs8_b64: "AAAA".into(),
+        created_at: 5,
+        active: true,
+    };
+    s.insert_signing_key(&k).await.unwrap();
+    assert_eq!(s.signing_keys().await.unwrap(), vec![k]);
+}
+
+/// Runs every check, each on a fresh store from `make`.
+async fn suite<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    clients_and_users(make().await).await;
+    sessions_pending_and_consent_expire(make().await).await;
+    a_code_is_redeemed_exactly_once_under_concurrency(make().await).await;
+    a_refresh_token_rotates_exactly_once_and_revocation_sticks(make().await).await;
+    signing_keys_round_trip(make().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    suite(|| {
+        let path = dir.path().join(format!("db{}.sqlite", counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        async move { Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn Store> }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_reopens_with_its_data_and_passes_integrity_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reopen.sqlite");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.insert_client(&client("app")).await.unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s.client(&ClientId::parse("app").unwrap()).await.unwrap().is_some(), "migrations are not re-run over data");
+    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+}

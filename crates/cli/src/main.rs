@@ -34,6 +34,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Rotate and list signing keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(settings, args.dev).await,
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,
+            Command::Keys(c) => admin::keys(&settings, c).await,
         }
     });
     match result {

@@ -4,8 +4,9 @@ use latchkey_proto::secret::random_token;
 use latchkey_proto::{ClientId, ClientSecret, RedirectUri, Scope, TokenHash};
 
 use crate::UnixTime;
+use crate::keys::SigningKey;
 use crate::password::Hasher;
-use crate::store::{ClientKind, ClientRecord, GrantType, Store, StoreError, UserRecord};
+use crate::store::{ClientKind, ClientRecord, GrantType, KeyRecord, SigningAlg, Store, StoreError, UserRecord};
 
 #[derive(Debug, Clone)]
 pub struct NewClient {
@@ -17,6 +18,33 @@ pub struct NewClient {
     /// Extra scopes (for APIs) on top of the standard OpenID Connect ones.
     pub extra_scopes: Vec<String>,
     pub refresh_tokens: bool,
+    pub id_token_alg: SigningAlg,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Audiences for client-credentials tokens, or (resource servers) whose tokens it may introspect.
+    pub audiences: Vec<String>,
+    pub client_credentials: bool,
+    /// A credential for a resource server: it can only introspect, it obtains no tokens.
+    pub resource_server: bool,
+}
+
+impl NewClient {
+    /// A public client for the code flow with refresh tokens and default settings.
+    pub fn public(client_id: &str, name: &str, redirect_uris: Vec<String>) -> Self {
+        Self {
+            client_id: Some(client_id.into()),
+            name: name.into(),
+            confidential: false,
+            redirect_uris,
+            first_party: false,
+            extra_scopes: vec![],
+            refresh_tokens: true,
+            id_token_alg: SigningAlg::RS256,
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
+            client_credentials: false,
+            resource_server: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +66,34 @@ pub async fn add_client(
         Some(id) => ClientId::parse(id).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
         None => ClientId::parse(&random_token()[..22]).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
     };
-    if new.redirect_uris.is_empty() {
-        return Err(AdminError::Invalid("at least one --redirect-uri is required".into()));
+    let confidential = new.confidential || new.resource_server || new.client_credentials;
+    if !new.confidential && (new.resource_server || new.client_credentials) && !new.redirect_uris.is_empty() {
+        return Err(AdminError::Invalid(
+            "client credentials and resource-server credentials are confidential: add --confidential".into(),
+        ));
+    }
+    if new.resource_server && (!new.redirect_uris.is_empty() || new.client_credentials) {
+        return Err(AdminError::Invalid(
+            "a resource-server credential only introspects: no redirect URIs, no grants".into(),
+        ));
+    }
+    if new.redirect_uris.is_empty() && !new.client_credentials && !new.resource_server {
+        return Err(AdminError::Invalid(
+            "at least one --redirect-uri is required (or --client-credentials / --resource-server)".into(),
+        ));
+    }
+    let mut post_logout_redirect_uris = Vec::new();
+    for r in &new.post_logout_redirect_uris {
+        post_logout_redirect_uris.push(
+            RedirectUri::parse_registration(r)
+                .map_err(|e| AdminError::Invalid(format!("post-logout redirect URI {r}: {e}")))?,
+        );
+    }
+    for a in &new.audiences {
+        // RFC 8707 §2: a resource indicator is an absolute URI without a fragment.
+        if url::Url::parse(a).map_or(true, |u| u.fragment().is_some()) {
+            return Err(AdminError::Invalid(format!("audience {a}: must be an absolute URI without a fragment")));
+        }
     }
     let mut redirect_uris = Vec::new();
     for r in &new.redirect_uris {
@@ -50,14 +104,20 @@ pub async fn add_client(
     let scopes = crate::provider::STANDARD_SCOPES.iter().map(|s| s.to_string()).chain(new.extra_scopes.iter().cloned());
     let allowed_scope = Scope::parse(&scopes.collect::<Vec<_>>().join(" "))
         .map_err(|e| AdminError::Invalid(format!("scope: {}", e.description)))?;
-    let secret = new.confidential.then(ClientSecret::generate);
+    let secret = confidential.then(ClientSecret::generate);
     let kind = match &secret {
         Some(s) => ClientKind::Confidential { secret_hash: TokenHash::of(s.expose_secret()).as_str().to_owned() },
         None => ClientKind::Public,
     };
-    let mut grant_types = vec![GrantType::AuthorizationCode];
-    if new.refresh_tokens {
-        grant_types.push(GrantType::RefreshToken);
+    let mut grant_types = Vec::new();
+    if !redirect_uris.is_empty() {
+        grant_types.push(GrantType::AuthorizationCode);
+        if new.refresh_tokens {
+            grant_types.push(GrantType::RefreshToken);
+        }
+    }
+    if new.client_credentials {
+        grant_types.push(GrantType::ClientCredentials);
     }
     let name = if new.name.trim().is_empty() { client_id.to_string() } else { new.name.trim().to_owned() };
     let record = ClientRecord {
@@ -69,6 +129,9 @@ pub async fn add_client(
         allowed_scope,
         first_party: new.first_party,
         created_at: now,
+        id_token_signed_response_alg: new.id_token_alg,
+        post_logout_redirect_uris,
+        audiences: new.audiences,
     };
     store.insert_client(&record).await?;
     Ok((record, secret))
@@ -79,6 +142,8 @@ pub struct NewUser {
     pub username: String,
     pub email: String,
     pub name: Option<String>,
+    pub phone_number: Option<String>,
+    pub address: Option<String>,
 }
 
 pub async fn add_user(
@@ -104,6 +169,8 @@ pub async fn add_user(
         name: new.name,
         password_hash: hasher.hash(password.expose_secret().to_owned()).await?,
         created_at: now,
+        phone_number: new.phone_number,
+        address: new.address,
     };
     store.insert_user(&record).await?;
     Ok(record)
@@ -130,4 +197,18 @@ fn check_password(p: &latchkey_proto::Password) -> Result<(), AdminError> {
         return Err(AdminError::Invalid("a password may have at most 1024 characters".into()));
     }
     Ok(())
+}
+
+/// `latchkey keys rotate`: a new key for each of `algs` becomes its signer. The previous keys stay
+/// published (see `KeySet::jwks`) until the tokens they signed have expired.
+pub async fn rotate_keys(store: &dyn Store, algs: &[SigningAlg], now: UnixTime) -> Result<Vec<KeyRecord>, AdminError> {
+    let mut out = Vec::new();
+    for alg in algs.iter().copied() {
+        let rec =
+            tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await.map_err(anyhow::Error::new)??;
+        store.rotate_signing_key(&rec, now).await?;
+        tracing::info!(target: "latchkey::security", event = "key_rotation", kid = %rec.kid, alg = %rec.alg, "signing key rotated");
+        out.push(rec);
+    }
+    Ok(out)
 }

@@ -20,7 +20,7 @@ pub enum Step {
     /// Send the browser back to the client, with a code or an error.
     Redirect(String),
     /// Ask for the user's credentials; `pending` is the id of the stored request.
-    Login { pending: String, client_name: String },
+    Login { pending: String, client_name: String, login_hint: Option<String> },
     /// Ask the logged-in user to approve the scopes for this client.
     Consent { pending: String, client_name: String, scope: Scope, username: String },
 }
@@ -38,6 +38,8 @@ pub struct Prompt {
 pub struct ValidRequest {
     pub pending: PendingAuthorization,
     pub prompt: Prompt,
+    /// OpenID Connect `max_age`: a session older than this many seconds must log in again.
+    pub max_age: Option<u64>,
 }
 
 /// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207).
@@ -139,6 +141,15 @@ pub fn validate(
     }
     let nonce = params.get("nonce").map(Nonce::parse).transpose().map_err(fail)?;
     let prompt = parse_prompt(params.get("prompt")).map_err(fail)?;
+    let max_age = match params.get("max_age").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) if n <= 10 * 365 * 24 * 3600 => Some(n),
+        Some(_) => return Err(fail(OAuthError::invalid_request("max_age must be a whole number of seconds"))),
+    };
+    // A hint only; anything odd is ignored rather than refused (OpenID Connect Core §3.1.2.1).
+    let login_hint =
+        params.get("login_hint").filter(|h| h.len() <= 256 && !h.chars().any(char::is_control)).map(str::to_owned);
+    // ui_locales, claims_locales, display, acr_values and id_token_hint are accepted and ignored.
 
     Ok(ValidRequest {
         pending: PendingAuthorization {
@@ -149,8 +160,10 @@ pub fn validate(
             nonce,
             code_challenge,
             expires_at: now + pending_ttl as UnixTime,
+            login_hint,
         },
         prompt,
+        max_age,
     })
 }
 
@@ -210,8 +223,9 @@ impl Provider {
         let fail = |e: OAuthError| {
             Ok(Step::Redirect(error_redirect(self.issuer(), &req.pending.redirect_uri, req.pending.state.as_ref(), &e)))
         };
+        let fresh_enough = |s: &SessionRecord| req.max_age.is_none_or(|m| now - s.auth_time <= m as UnixTime);
         let session = match session {
-            Some(s) if !req.prompt.login => s,
+            Some(s) if !req.prompt.login && fresh_enough(&s) => s,
             _ => {
                 if req.prompt.none {
                     return fail(OAuthError::new(
@@ -220,7 +234,7 @@ impl Provider {
                     ));
                 }
                 let pending = self.save_pending(&req.pending).await?;
-                return Ok(Step::Login { pending, client_name: client.name });
+                return Ok(Step::Login { pending, client_name: client.name, login_hint: req.pending.login_hint });
             }
         };
         if !req.prompt.consent && self.has_consent(&client, &session.user_id, &req.pending.scope).await? {
@@ -292,7 +306,11 @@ impl Provider {
         };
         match self.current_session(cookie, now).await? {
             Some(session) => self.consent_step(pending_id.to_owned(), &client, &pending, &session).await,
-            None => Ok(Step::Login { pending: pending_id.to_owned(), client_name: client.name }),
+            None => Ok(Step::Login {
+                pending: pending_id.to_owned(),
+                client_name: client.name,
+                login_hint: pending.login_hint,
+            }),
         }
     }
 
@@ -309,7 +327,11 @@ impl Provider {
             Err(step) => return Ok(step),
         };
         let Some(session) = self.current_session(cookie, now).await? else {
-            return Ok(Step::Login { pending: pending_id.to_owned(), client_name: client.name });
+            return Ok(Step::Login {
+                pending: pending_id.to_owned(),
+                client_name: client.name,
+                login_hint: pending.login_hint,
+            });
         };
         self.store.remove_pending(&TokenHash::of(pending_id)).await?;
         if !approve {
@@ -440,6 +462,9 @@ mod tests {
             allowed_scope: Scope::parse("openid profile email").unwrap(),
             first_party: false,
             created_at: 0,
+            id_token_signed_response_alg: Default::default(),
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
         }
     }
 

@@ -8,9 +8,12 @@ pub mod admin;
 pub mod authorize;
 pub mod error;
 pub mod grant;
+pub mod introspect;
 pub mod keys;
+pub mod logout;
 pub mod password;
 pub mod provider;
+pub mod revoke;
 pub mod store;
 pub mod userinfo;
 

@@ -191,7 +191,7 @@ fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     })
 }
 
-const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at";
+const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at, phone_number, address";
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
@@ -201,6 +201,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         name: r.get(4)?,
         password_hash: r.get(5)?,
         created_at: r.get(6)?,
+        phone_number: r.get(7)?,
+        address: r.get(8)?,
     })
 }
 
@@ -222,17 +224,62 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
+fn insert_key(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active, retired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![k.kid, k.alg, k.private_pkcs8_b64, k.created_at, k.active, k.retired_at],
+    )
+}
+
 fn insert_access(tx: &rusqlite::Transaction<'_>, a: &AccessRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![a.jti, a.grant_id, a.expires_at])?;
+    tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![a.jti, a.grant_id, a.expires_at, a.revoked_at])?;
     Ok(())
+}
+
+fn insert_grant_row(tx: &rusqlite::Transaction<'_>, g: &GrantRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        g.id,
+        g.client_id.as_str(),
+        g.user_id,
+        g.scope.to_string(),
+        g.sid,
+        g.offline,
+        g.auth_time,
+        g.created_at,
+        g.expires_at,
+        g.revoked_at
+    ])?;
+    Ok(())
+}
+
+/// A grant with its first tokens, inside the caller's transaction.
+fn insert_issuance(tx: &rusqlite::Transaction<'_>, issue: &Issuance) -> rusqlite::Result<()> {
+    insert_grant_row(tx, &issue.grant)?;
+    if let Some(r) = &issue.refresh {
+        insert_refresh(tx, r)?;
+    }
+    insert_access(tx, &issue.access)
 }
 
 fn insert_refresh(tx: &rusqlite::Transaction<'_>, r: &RefreshRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![r.hash.as_str(), r.grant_id, r.scope.to_string(), r.issued_at, r.expires_at, r.consumed_at])?;
+    .execute(params![
+        r.hash.as_str(),
+        r.grant_id,
+        r.scope.to_string(),
+        r.issued_at,
+        r.expires_at,
+        r.consumed_at,
+        r.cached_response
+    ])?;
     Ok(())
 }
 
@@ -288,8 +335,18 @@ impl Store for SqliteStore {
         let u = u.clone();
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![u.id, u.username, u.email, u.email_verified, u.name, u.password_hash, u.created_at],
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    u.id,
+                    u.username,
+                    u.email,
+                    u.email_verified,
+                    u.name,
+                    u.password_hash,
+                    u.created_at,
+                    u.phone_number,
+                    u.address
+                ],
             )
         })
         .await
@@ -364,7 +421,7 @@ impl Store for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT kid, alg, private_pkcs8, created_at, active FROM signing_keys ORDER BY created_at",
+                "SELECT kid, alg, private_pkcs8, created_at, active, retired_at FROM signing_keys ORDER BY created_at, kid",
             )?
             .query_map([], |r| {
                 Ok(KeyRecord {
@@ -373,6 +430,7 @@ impl Store for SqliteStore {
                     private_pkcs8_b64: r.get(2)?,
                     created_at: r.get(3)?,
                     active: r.get(4)?,
+                    retired_at: r.get(5)?,
                 })
             })?
             .collect()
@@ -382,14 +440,21 @@ impl Store for SqliteStore {
 
     async fn insert_signing_key(&self, k: &KeyRecord) -> StoreResult<()> {
         let k = k.clone();
+        self.write(move |c| insert_key(c, &k)).await.map(|_| ())
+    }
+
+    async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
+        let k = key.clone();
         self.write(move |c| {
-            c.execute(
-                "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![k.kid, k.alg, k.private_pkcs8_b64, k.created_at, k.active],
-            )
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE signing_keys SET active = 0, retired_at = ?2 WHERE alg = ?1 AND active = 1",
+                params![k.alg, now],
+            )?;
+            insert_key(&tx, &k)?;
+            tx.commit()
         })
         .await
-        .map(|_| ())
     }
 
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
@@ -458,6 +523,29 @@ impl Store for SqliteStore {
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
         let h = hash.as_str().to_owned();
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
+    }
+
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+        let sid = sid.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let session = tx
+                .query_row(
+                    "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
+                    [&sid],
+                    session_row,
+                )
+                .optional()?;
+            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            // Refresh tokens without offline_access live only as long as the login session.
+            tx.execute(
+                "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
+                params![sid, now],
+            )?;
+            tx.commit()?;
+            Ok(session)
+        })
+        .await
     }
 
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
@@ -535,29 +623,19 @@ impl Store for SqliteStore {
                     .flatten();
                 return Ok(Redeemed::AlreadyUsed { grant_id });
             }
-            let g = &issue.grant;
-            tx.prepare_cached(
-                "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                g.id,
-                g.client_id.as_str(),
-                g.user_id,
-                g.scope.to_string(),
-                g.sid,
-                g.offline,
-                g.auth_time,
-                g.created_at,
-                g.expires_at,
-                g.revoked_at
-            ])?;
-            if let Some(r) = &issue.refresh {
-                insert_refresh(&tx, r)?;
-            }
-            insert_access(&tx, &issue.access)?;
+            insert_issuance(&tx, &issue)?;
             tx.commit()?;
             Ok(Redeemed::Issued)
+        })
+        .await
+    }
+
+    async fn insert_grant(&self, issue: &Issuance) -> StoreResult<()> {
+        let issue = issue.clone();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_issuance(&tx, &issue)?;
+            tx.commit()
         })
         .await
     }
@@ -566,7 +644,7 @@ impl Store for SqliteStore {
         let h = hash.as_str().to_owned();
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT r.hash, r.grant_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, {GRANT_COLS}
+                "SELECT r.hash, r.grant_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, r.cached_response, {GRANT_COLS}
                  FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1"
             ))?
             .query_row([h], |r| {
@@ -578,8 +656,9 @@ impl Store for SqliteStore {
                         issued_at: r.get(3)?,
                         expires_at: r.get(4)?,
                         consumed_at: r.get(5)?,
+                        cached_response: r.get(6)?,
                     },
-                    grant_row(r, 6)?,
+                    grant_row(r, 7)?,
                 ))
             })
             .optional()
@@ -593,19 +672,26 @@ impl Store for SqliteStore {
         now: UnixTime,
         next: &RefreshRecord,
         access: &AccessRecord,
+        cached_response: &[u8],
     ) -> StoreResult<Rotated> {
-        let (h, next, access) = (old.as_str().to_owned(), next.clone(), access.clone());
+        let (h, next, access, cached) =
+            (old.as_str().to_owned(), next.clone(), access.clone(), cached_response.to_vec());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let won = tx
                 .prepare_cached(
-                    "UPDATE refresh_tokens SET consumed_at = ?2 WHERE hash = ?1 AND consumed_at IS NULL
+                    "UPDATE refresh_tokens SET consumed_at = ?2, cached_response = ?3 WHERE hash = ?1 AND consumed_at IS NULL
                      AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)",
                 )?
-                .execute(params![h, now])?
+                .execute(params![h, now, cached])?
                 == 1;
             if !won {
-                return Ok(Rotated::AlreadyConsumed);
+                let (consumed_at, cached_response) = tx
+                    .prepare_cached("SELECT consumed_at, cached_response FROM refresh_tokens WHERE hash = ?1")?
+                    .query_row([&h], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .unwrap_or((None, None));
+                return Ok(Rotated::AlreadyConsumed { consumed_at, cached_response });
             }
             insert_refresh(&tx, &next)?;
             insert_access(&tx, &access)?;
@@ -624,15 +710,30 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
-    async fn access_token_grant(&self, jti: &str) -> StoreResult<Option<GrantRecord>> {
+    async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>> {
         let j = jti.to_owned();
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT {GRANT_COLS} FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.jti = ?1"
+                "SELECT a.jti, a.grant_id, a.expires_at, a.revoked_at, {GRANT_COLS}
+                 FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.jti = ?1"
             ))?
-            .query_row([j], |r| grant_row(r, 0))
+            .query_row([j], |r| {
+                Ok((
+                    AccessRecord { jti: r.get(0)?, grant_id: r.get(1)?, expires_at: r.get(2)?, revoked_at: r.get(3)? },
+                    grant_row(r, 4)?,
+                ))
+            })
             .optional()
         })
         .await
+    }
+
+    async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()> {
+        let j = jti.to_owned();
+        self.write(move |c| {
+            c.execute("UPDATE access_tokens SET revoked_at = ?2 WHERE jti = ?1 AND revoked_at IS NULL", params![j, now])
+        })
+        .await
+        .map(|_| ())
     }
 }

@@ -87,4 +87,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX access_by_grant ON access_tokens (grant_id);
     "#,
+    // 2: token lifecycle: grace-window replies, access-token revocation, key rotation, more claims.
+    r#"
+    ALTER TABLE users ADD COLUMN phone_number TEXT;
+    ALTER TABLE users ADD COLUMN address TEXT;
+    ALTER TABLE signing_keys ADD COLUMN retired_at INTEGER;
+    ALTER TABLE refresh_tokens ADD COLUMN cached_response BLOB;
+    ALTER TABLE access_tokens ADD COLUMN revoked_at INTEGER;
+    CREATE INDEX grants_by_sid ON grants (sid);
+    "#,
 ];

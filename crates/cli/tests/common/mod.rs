@@ -31,6 +31,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts first.
+    pub async fn start_with(tweak: impl FnOnce(&mut ProviderConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("test.db")).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,7 +44,9 @@ impl TestServer {
         let sys = Clock::system();
         let s2 = skew.clone();
         let clock = Clock::from_fn(move || sys.now() + s2.load(Ordering::SeqCst));
-        let provider = Arc::new(Provider::open(store.clone(), ProviderConfig::new(&base), clock.now()).await.unwrap());
+        let mut config = ProviderConfig::new(&base);
+        tweak(&mut config);
+        let provider = Arc::new(Provider::open(store.clone(), config, clock.now()).await.unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = AppState::new(provider.clone(), clock);
         tokio::spawn(async move {
@@ -64,13 +71,11 @@ impl TestServer {
         let (_, secret) = latchkey_core::admin::add_client(
             self.store.as_ref(),
             NewClient {
-                client_id: Some(id.into()),
-                name: format!("App {id}"),
                 confidential,
-                redirect_uris: vec![REDIRECT.into(), "http://127.0.0.1/loopback".into()],
                 first_party,
                 extra_scopes: vec!["api:read".into()],
-                refresh_tokens: true,
+                post_logout_redirect_uris: vec!["http://127.0.0.1:8765/bye".into()],
+                ..NewClient::public(id, &format!("App {id}"), vec![REDIRECT.into(), "http://127.0.0.1/loopback".into()])
             },
             0,
         )
@@ -87,12 +92,46 @@ impl TestServer {
                 username: name.into(),
                 email: format!("{name}@example.com"),
                 name: Some(format!("{name} Example")),
+                phone_number: Some("+1 555 0100".into()),
+                address: None,
             },
             Password::new(PASSWORD),
             0,
         )
         .await
         .unwrap();
+    }
+
+    /// Registers a client from a full `NewClient`; returns its secret if confidential.
+    pub async fn add(&self, new: NewClient) -> Option<String> {
+        let (_, secret) = latchkey_core::admin::add_client(self.store.as_ref(), new, 0).await.unwrap();
+        secret.map(|s| s.expose_secret().to_owned())
+    }
+
+    /// POST a form to `path`, optionally with HTTP Basic client credentials.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new().post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Tokens for alice and `client_id` through the whole browser flow.
+    pub async fn tokens_for(&self, client_id: &str) -> (Browser, serde_json::Value) {
+        let v = CodeVerifier::generate();
+        let (b, code) = self.code_for(client_id, &v).await;
+        let (status, body) = self.exchange(client_id, &code, &v).await;
+        assert_eq!(status, 200, "{body}");
+        (b, body)
     }
 
     pub fn url(&self, path: &str) -> String {

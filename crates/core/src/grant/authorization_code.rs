@@ -91,7 +91,9 @@ pub async fn exchange(
         expires_at: now + p.config.refresh_token_ttl as UnixTime,
         revoked_at: None,
     };
-    let minted = super::mint(p, client, &grant, &record.scope, record.nonce.as_ref(), now)?;
+    let opts =
+        super::MintOptions { aud: &p.config.audience, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
+    let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {
         Redeemed::Issued => Ok(minted.response),
@@ -131,6 +133,9 @@ mod tests {
             allowed_scope: Scope::parse("openid").unwrap(),
             first_party: false,
             created_at: 0,
+            id_token_signed_response_alg: Default::default(),
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
         };
         let code = CodeRecord {
             hash: TokenHash::of("c"),

@@ -2,6 +2,8 @@
 
 pub mod authorization_code;
 pub mod client_auth;
+pub mod client_credentials;
+mod grace;
 pub mod refresh_token;
 
 use base64::Engine;
@@ -53,6 +55,16 @@ pub struct Minted {
     pub refresh: Option<RefreshRecord>,
 }
 
+/// What to put in a token response besides the access token.
+pub(crate) struct MintOptions<'a> {
+    pub aud: &'a str,
+    pub nonce: Option<&'a Nonce>,
+    /// An id_token is issued when `openid` is in scope and this is set (not for client credentials).
+    pub id_token: bool,
+    /// A refresh token is drawn when the client is registered for the refresh grant and this is set.
+    pub refresh: bool,
+}
+
 /// Signs the access token (and the id_token when `openid` is in scope) and draws a refresh token
 /// when the client is registered for the refresh grant.
 pub(crate) fn mint(
@@ -60,7 +72,7 @@ pub(crate) fn mint(
     client: &ClientRecord,
     grant: &GrantRecord,
     scope: &Scope,
-    nonce: Option<&Nonce>,
+    opts: MintOptions<'_>,
     now: UnixTime,
 ) -> Result<Minted, Error> {
     let keys = p.keys();
@@ -70,7 +82,7 @@ pub(crate) fn mint(
     let access_claims = AccessClaims {
         iss: cfg.issuer.clone(),
         sub: grant.user_id.clone(),
-        aud: cfg.audience.clone(),
+        aud: opts.aud.to_owned(),
         exp,
         iat: now,
         jti: jti.clone(),
@@ -79,8 +91,8 @@ pub(crate) fn mint(
         auth_time: grant.auth_time,
     };
     // RFC 9068 §2.1: typ "at+jwt" keeps an access token from being accepted as an id_token.
-    let access_token = keys.signer().sign("at+jwt", &access_claims)?;
-    let id_token = if scope.contains("openid") {
+    let access_token = keys.signer(cfg.access_token_alg)?.sign("at+jwt", &access_claims)?;
+    let id_token = if opts.id_token && scope.contains("openid") {
         let digest = Sha256::digest(access_token.as_bytes());
         let claims = IdClaims {
             iss: cfg.issuer.clone(),
@@ -89,23 +101,25 @@ pub(crate) fn mint(
             exp,
             iat: now,
             auth_time: grant.auth_time,
-            nonce: nonce.map(|n| n.as_str().to_owned()),
+            nonce: opts.nonce.map(|n| n.as_str().to_owned()),
             azp: client.client_id.to_string(),
             sid: grant.sid.clone(),
             at_hash: URL_SAFE_NO_PAD.encode(&digest[..16]),
         };
-        Some(keys.signer().sign("JWT", &claims)?)
+        Some(keys.signer(client.id_token_signed_response_alg)?.sign("JWT", &claims)?)
     } else {
         None
     };
-    let refresh_token = client.allows(GrantType::RefreshToken).then(RefreshToken::generate);
+    let refresh_token = (opts.refresh && client.allows(GrantType::RefreshToken)).then(RefreshToken::generate);
     let refresh = refresh_token.as_ref().map(|t| RefreshRecord {
         hash: t.hash(),
         grant_id: grant.id.clone(),
         scope: scope.clone(),
         issued_at: now,
-        expires_at: grant.expires_at,
+        // Idle lifetime, capped by the family's absolute lifetime.
+        expires_at: (now + cfg.refresh_token_idle_ttl as UnixTime).min(grant.expires_at),
         consumed_at: None,
+        cached_response: None,
     });
     Ok(Minted {
         response: TokenResponse {
@@ -116,7 +130,7 @@ pub(crate) fn mint(
             id_token,
             scope: scope.to_string(),
         },
-        access: AccessRecord { jti, grant_id: grant.id.clone(), expires_at: exp },
+        access: AccessRecord { jti, grant_id: grant.id.clone(), expires_at: exp, revoked_at: None },
         refresh,
     })
 }
@@ -131,6 +145,9 @@ pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(Cl
         }
         latchkey_proto::GrantRequest::RefreshToken { refresh_token, scope } => {
             refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), now).await?
+        }
+        latchkey_proto::GrantRequest::ClientCredentials { scope, audience } => {
+            client_credentials::issue(p, &client, scope.as_ref(), audience.as_deref(), now).await?
         }
     };
     Ok((client.client_id, response))

@@ -135,7 +135,7 @@ pub enum KeysCommand {
 }
 
 pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = open_store(&settings.database)?;
+    let store = open_store(&settings.database).await?;
     let now = Clock::system().now();
     match cmd {
         KeysCommand::Rotate { alg } => {
@@ -143,7 +143,7 @@ pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             for k in latchkey_core::admin::rotate_keys(store.as_ref(), &algs, now).await.map_err(admin_err)? {
                 println!("kid: {} ({})", k.kid, k.alg);
             }
-            eprintln!("Running servers pick up the new keys within 10 seconds.");
+            eprintln!("Running servers pick up the new keys within 10 seconds (their key reload interval).");
         }
         KeysCommand::List { json } => {
             let keys = store.signing_keys().await?;
@@ -201,7 +201,7 @@ fn admin_err(e: AdminError) -> anyhow::Error {
 }
 
 pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<()> {
-    let store = open_store(&settings.database)?;
+    let store = open_store(&settings.database).await?;
     match cmd {
         ClientCommand::Add(a) => {
             let new = NewClient {
@@ -303,7 +303,7 @@ fn read_password() -> anyhow::Result<Password> {
 }
 
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
-    let store = open_store(&settings.database)?;
+    let store = open_store(&settings.database).await?;
     match cmd {
         UserCommand::Add { username, email, name, phone, address, password_stdin: _ } => {
             let password = read_password()?;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod db;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,9 @@ struct Cli {
     /// TOML configuration file (also LATCHKEY_CONFIG).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// SQLite database file (also LATCHKEY_DATABASE; default ./latchkey.db).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// SQLite database file (or sqlite://PATH), or a postgres:// URL (also LATCHKEY_DATABASE;
+    /// default ./latchkey.db).
+    #[arg(long, global = true, value_name = "PATH|URL")]
     database: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -37,6 +39,11 @@ enum Command {
     /// Rotate and list signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Apply pending database migrations, then exit (`serve` also applies them on start).
+    Migrate,
+    /// Move a deployment between databases.
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +58,12 @@ pub struct ServeArgs {
     /// ready-to-open authorization URL. Never use it in production.
     #[arg(long)]
     dev: bool,
+    /// Seconds between purges of expired codes, sessions, tokens and dead refresh families.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    purge_interval: u64,
+    /// Seconds between re-reads of the signing keys, so a rotation made elsewhere is published.
+    #[arg(long, hide = true, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    key_reload_interval: u64,
 }
 
 fn main() -> ExitCode {
@@ -78,10 +91,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(settings, args.dev).await,
+            Command::Serve(args) => {
+                let intervals = serve::Intervals {
+                    purge: std::time::Duration::from_secs(args.purge_interval),
+                    key_reload: std::time::Duration::from_secs(args.key_reload_interval),
+                };
+                serve::run(settings, args.dev, intervals).await
+            }
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,
             Command::Keys(c) => admin::keys(&settings, c).await,
+            Command::Migrate => db::migrate(&settings).await,
+            Command::Db(c) => db::run(c).await,
         }
     });
     match result {

@@ -1,13 +1,14 @@
 //! `latchkey serve`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use latchkey_core::admin::{AdminError, NewClient, NewUser};
 use latchkey_core::{Clock, Provider, Store};
 use latchkey_proto::{CodeVerifier, Password};
 use latchkey_server::AppState;
-use latchkey_store::SqliteStore;
+use tokio::time::MissedTickBehavior;
 
 use crate::config::{LogFormat, Settings};
 
@@ -23,12 +24,18 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
     }
 }
 
-pub fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
-    let path = database.strip_prefix("sqlite://").unwrap_or(database);
-    if path.contains("://") {
-        anyhow::bail!("unsupported database {database:?}: give a SQLite file path (or sqlite://PATH)");
-    }
-    Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?))
+/// The store the database setting names: a SQLite path or a postgres:// URL, migrated.
+pub async fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
+    latchkey_store::open(database).await
+}
+
+/// How often `serve`'s background tasks run.
+#[derive(Clone, Copy, Debug)]
+pub struct Intervals {
+    /// Expired and dead records are deleted (`Store::purge_expired`).
+    pub purge: Duration,
+    /// Signing keys are re-read, so a rotation made by the CLI or another instance is published.
+    pub key_reload: Duration,
 }
 
 pub const DEV_CLIENT: &str = "latchkey-demo";
@@ -37,8 +44,8 @@ pub const DEV_POST_LOGOUT: &str = "http://127.0.0.1:8765/";
 pub const DEV_USER: &str = "demo";
 pub const DEV_PASSWORD: &str = "demo-password";
 
-pub async fn run(settings: Settings, dev: bool) -> anyhow::Result<()> {
-    let store = open_store(&settings.database)?;
+pub async fn run(settings: Settings, dev: bool, intervals: Intervals) -> anyhow::Result<()> {
+    let store = open_store(&settings.database).await?;
     let clock = Clock::system();
     let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
     // Set-up happens before the port opens: once it accepts connections, the server is ready.
@@ -56,18 +63,36 @@ pub async fn run(settings: Settings, dev: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, issuer = %settings.issuer, database = %settings.database, "latchkey is serving");
+    // A PostgreSQL URL may carry a password: show it redacted.
+    let database = latchkey_store::redacted(&settings.database);
+    tracing::info!(listen = %addr, issuer = %settings.issuer, database = %database, "latchkey is serving");
     println!("\nLatchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     println!("issuer: {}", settings.issuer);
-    println!("database: {}", settings.database);
+    println!("database: {database}");
     // Keys rotated by `latchkey keys rotate` (or another instance) are picked up without a restart.
     let reloader = provider.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut tick = tokio::time::interval(intervals.key_reload);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if let Err(e) = reloader.reload_keys().await {
                 tracing::warn!(error = %format!("{e:#}"), "could not reload signing keys");
+            }
+        }
+    });
+    // Bounded storage: expired and dead records go (every instance runs this; the store lets one
+    // at a time do the work).
+    let (purger, purge_clock) = (provider.clone(), clock.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(intervals.purge);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match purger.purge_expired(purge_clock.now()).await {
+                Ok(n) if n.total() > 0 => tracing::info!(purged = ?n, "purged expired records"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not purge expired records"),
             }
         }
     });

@@ -76,8 +76,11 @@ impl Provider {
         for alg in SigningAlg::ALL {
             if !records.iter().any(|r| r.active && r.alg == alg.as_str()) {
                 let rec = tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await??;
-                store.insert_signing_key(&rec).await?;
-                tracing::info!(kid = %rec.kid, alg = %rec.alg, "generated a signing key");
+                // Another instance starting on the same database may have stored one meanwhile:
+                // then its key is the signer and ours is dropped.
+                if store.insert_signing_key(&rec).await? {
+                    tracing::info!(kid = %rec.kid, alg = %rec.alg, "generated a signing key");
+                }
             }
         }
         let keys = KeySet::from_records(&store.signing_keys().await?).context("loading signing keys")?;
@@ -104,6 +107,12 @@ impl Provider {
         }
         tracing::info!("signing keys reloaded");
         Ok(true)
+    }
+
+    /// Deletes expired and dead records (see [`crate::store::TableCounts`] for the policy). `serve`
+    /// runs it periodically; every instance may, the store makes concurrent runs safe.
+    pub async fn purge_expired(&self, now: UnixTime) -> anyhow::Result<crate::store::TableCounts> {
+        Ok(self.store.purge_expired(now, self.key_publish_window()).await?)
     }
 
     /// How long a retired key stays in the JWKS: the longest life of a token it signed, plus a

@@ -273,7 +273,10 @@ pub trait Store: Send + Sync + 'static {
 
     // Signing keys.
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
-    async fn insert_signing_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Inserts `key`. An active key is inserted only if its algorithm has no active key yet, checked
+    /// in the same transaction: several instances starting at once on an empty database must not
+    /// create two signers for one algorithm. Returns whether the key was inserted.
+    async fn insert_signing_key(&self, key: &KeyRecord) -> StoreResult<bool>;
     /// Makes `key` the active signer of its algorithm: in one transaction, the active keys of that
     /// algorithm become retired at `now` and `key` is inserted.
     async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
@@ -325,4 +328,86 @@ pub trait Store: Send + Sync + 'static {
     async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>>;
     /// RFC 7009 for one access token: it stays revoked until it expires.
     async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()>;
+
+    // Housekeeping.
+    /// Deletes what can no longer be used at `now`, so that tables stay bounded (the policy is
+    /// [`TableCounts`]' field by field; the README's "Bounded storage" says the same). Returns how
+    /// many rows went from each table. Safe to run from several instances at once.
+    async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts>;
+    /// How many rows each table holds.
+    async fn table_counts(&self) -> StoreResult<TableCounts>;
+    /// Every record, read in one consistent snapshot (`latchkey db copy`).
+    async fn export(&self) -> StoreResult<Snapshot>;
+    /// Writes a snapshot into this store in one transaction. Meant for an empty store: a row that
+    /// already exists fails the whole import.
+    async fn import(&self, snapshot: &Snapshot) -> StoreResult<()>;
+}
+
+/// Rows per table. As the result of [`Store::purge_expired`], the rows deleted, by this policy:
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableCounts {
+    /// Never purged: removed by `client remove`.
+    pub clients: u64,
+    /// Never purged: removed by `user remove`.
+    pub users: u64,
+    /// Retired keys, once they have been out of the JWKS for `key_publish_window` (every token they
+    /// signed has expired). Active keys stay.
+    pub signing_keys: u64,
+    /// Expired login and consent pages.
+    pub pending_authorizations: u64,
+    /// Expired login sessions.
+    pub sessions: u64,
+    /// Consent is the user's decision and does not expire; it is kept while both its user and its
+    /// client exist (at most users × clients rows). Orphans are purged.
+    pub consents: u64,
+    /// Expired codes that were never redeemed; a redeemed code stays as long as its grant, so that a
+    /// late replay still revokes what the code issued (RFC 6749 §4.1.2).
+    pub codes: u64,
+    /// Dead refresh families: revoked, past their absolute lifetime, with no usable refresh token
+    /// left (idle), or bound to a login session that has ended; and only once every access token
+    /// issued under them has expired, so that purging never shortens an access token's life.
+    /// A live family keeps its rotated tokens, so reuse detection works for the family's whole life.
+    pub grants: u64,
+    /// The tokens of purged families.
+    pub refresh_tokens: u64,
+    /// Expired access-token records (an expired JWT is refused before its record is looked up).
+    pub access_tokens: u64,
+}
+
+impl TableCounts {
+    pub fn total(&self) -> u64 {
+        self.clients
+            + self.users
+            + self.signing_keys
+            + self.pending_authorizations
+            + self.sessions
+            + self.consents
+            + self.codes
+            + self.grants
+            + self.refresh_tokens
+            + self.access_tokens
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsentRecord {
+    pub user_id: String,
+    pub client_id: ClientId,
+    pub scope: Scope,
+    pub updated_at: UnixTime,
+}
+
+/// A whole deployment's data, as stored: secrets only as hashes, private keys as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub clients: Vec<ClientRecord>,
+    pub users: Vec<UserRecord>,
+    pub signing_keys: Vec<KeyRecord>,
+    pub pending: Vec<(TokenHash, PendingAuthorization)>,
+    pub sessions: Vec<SessionRecord>,
+    pub consents: Vec<ConsentRecord>,
+    pub codes: Vec<CodeRecord>,
+    pub grants: Vec<GrantRecord>,
+    pub refresh_tokens: Vec<RefreshRecord>,
+    pub access_tokens: Vec<AccessRecord>,
 }

@@ -1,7 +1,96 @@
 //! Storage backends for Latchkey. SQLite is the embedded default: one file, created and migrated
-//! on first start.
+//! on first start. PostgreSQL serves deployments of several instances sharing one database.
+//!
+//! `open` is the one place that chooses a backend, from the database setting: a path or
+//! `sqlite://PATH` for SQLite, `postgres://…` (or `postgresql://…`) for PostgreSQL. Everything
+//! above it sees only the `Store` trait.
 
+mod postgres;
+mod postgres_maint;
+mod postgres_schema;
+mod purge_sql;
 mod sqlite;
+mod sqlite_maint;
 mod sqlite_schema;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
+use std::sync::Arc;
+
+use latchkey_core::Store;
+
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Which backend a database setting names.
+enum Target<'a> {
+    Sqlite(&'a str),
+    Postgres(&'a str),
+}
+
+fn target(database: &str) -> anyhow::Result<Target<'_>> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        return Ok(Target::Postgres(database));
+    }
+    let path = database.strip_prefix("sqlite://").unwrap_or(database);
+    if path.contains("://") {
+        anyhow::bail!(
+            "unsupported database {:?}: give a SQLite file path (or sqlite://PATH) or a postgres:// URL",
+            redacted(database)
+        );
+    }
+    Ok(Target::Sqlite(path))
+}
+
+/// Opens the store `database` names, applying pending migrations.
+pub async fn open(database: &str) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match target(database)? {
+        Target::Sqlite(path) => Arc::new(SqliteStore::open(std::path::Path::new(path))?),
+        Target::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+    })
+}
+
+/// Applies pending migrations to `database` and returns its schema version.
+pub async fn migrate(database: &str) -> anyhow::Result<usize> {
+    match target(database)? {
+        Target::Sqlite(path) => {
+            SqliteStore::open(std::path::Path::new(path))?;
+            Ok(sqlite_schema::MIGRATIONS.len())
+        }
+        Target::Postgres(url) => PostgresStore::connect(url).await?.migrate().await,
+    }
+}
+
+/// The database setting as it may be shown or logged: a URL loses its password and its query
+/// (where `password=` may also be given).
+pub fn redacted(database: &str) -> String {
+    let Some((scheme, rest)) = database.split_once("://") else { return database.to_owned() };
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_secrets() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db.internal:5432/latchkey"),
+            "postgres://app:***@db.internal:5432/latchkey"
+        );
+        assert_eq!(redacted("postgres://app@db/latchkey?password=s3cret"), "postgres://app@db/latchkey");
+        assert_eq!(redacted("latchkey.db"), "latchkey.db");
+        assert!(target("mysql://x").is_err());
+        assert!(matches!(target("sqlite://a.db"), Ok(Target::Sqlite("a.db"))));
+        assert!(matches!(target("postgresql://h/db"), Ok(Target::Postgres(_))));
+    }
+}

@@ -17,6 +17,7 @@ use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHa
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::sqlite_maint;
 use crate::sqlite_schema::MIGRATIONS;
 
 const READERS: usize = 4;
@@ -122,7 +123,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn backend(e: rusqlite::Error) -> StoreError {
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(anyhow::Error::new(e))
 }
 
@@ -144,15 +145,15 @@ impl std::fmt::Display for Invalid {
 }
 impl std::error::Error for Invalid {}
 
-fn scope_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Scope> {
+pub(crate) fn scope_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Scope> {
     Scope::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
-fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> {
+pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> {
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id";
-fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id";
+pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
         client_id: client_id_at(r, 1)?,
@@ -174,9 +175,9 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     })
 }
 
-const GRANT_COLS: &str =
+pub(crate) const GRANT_COLS: &str =
     "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at";
-fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
+pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
         client_id: client_id_at(r, o + 1)?,
@@ -191,8 +192,9 @@ fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     })
 }
 
-const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at, phone_number, address";
-fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+pub(crate) const USER_COLS: &str =
+    "id, username, email, email_verified, name, password_hash, created_at, phone_number, address";
+pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
         username: r.get(1)?,
@@ -206,7 +208,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.get(0)?),
         sid: r.get(1)?,
@@ -216,28 +218,28 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     serde_json::from_str(&r.get::<_, String>(i)?).map_err(conv(i))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
-fn insert_key(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
+pub(crate) fn insert_key(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
     c.execute(
         "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active, retired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![k.kid, k.alg, k.private_pkcs8_b64, k.created_at, k.active, k.retired_at],
     )
 }
 
-fn insert_access(tx: &rusqlite::Transaction<'_>, a: &AccessRecord) -> rusqlite::Result<()> {
+pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![a.jti, a.grant_id, a.expires_at, a.revoked_at])?;
     Ok(())
 }
 
-fn insert_grant_row(tx: &rusqlite::Transaction<'_>, g: &GrantRecord) -> rusqlite::Result<()> {
+pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -257,6 +259,27 @@ fn insert_grant_row(tx: &rusqlite::Transaction<'_>, g: &GrantRecord) -> rusqlite
     Ok(())
 }
 
+pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
+    .execute(params![
+        k.hash.as_str(),
+        k.client_id.as_str(),
+        k.user_id,
+        k.redirect_uri.as_str(),
+        k.scope.to_string(),
+        k.code_challenge.as_str(),
+        k.nonce.as_ref().map(|n| n.as_str().to_owned()),
+        k.sid,
+        k.auth_time,
+        k.expires_at,
+        k.used_at,
+        k.grant_id
+    ])?;
+    Ok(())
+}
+
 /// A grant with its first tokens, inside the caller's transaction.
 fn insert_issuance(tx: &rusqlite::Transaction<'_>, issue: &Issuance) -> rusqlite::Result<()> {
     insert_grant_row(tx, &issue.grant)?;
@@ -266,7 +289,7 @@ fn insert_issuance(tx: &rusqlite::Transaction<'_>, issue: &Issuance) -> rusqlite
     insert_access(tx, &issue.access)
 }
 
-fn insert_refresh(tx: &rusqlite::Transaction<'_>, r: &RefreshRecord) -> rusqlite::Result<()> {
+pub(crate) fn insert_refresh(tx: &Connection, r: &RefreshRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -438,9 +461,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_signing_key(&self, k: &KeyRecord) -> StoreResult<()> {
+    async fn insert_signing_key(&self, k: &KeyRecord) -> StoreResult<bool> {
         let k = k.clone();
-        self.write(move |c| insert_key(c, &k)).await.map(|_| ())
+        self.write(move |c| {
+            // IMMEDIATE takes the write lock first, so the check and the insert are one step even
+            // against another process on the same file.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if k.active {
+                let taken: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = ?1 AND active = 1)",
+                    [&k.alg],
+                    |r| r.get(0),
+                )?;
+                if taken {
+                    return Ok(false);
+                }
+            }
+            insert_key(&tx, &k)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
@@ -573,27 +614,7 @@ impl Store for SqliteStore {
 
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {
         let k = code.clone();
-        self.write(move |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))?
-            .execute(params![
-                k.hash.as_str(),
-                k.client_id.as_str(),
-                k.user_id,
-                k.redirect_uri.as_str(),
-                k.scope.to_string(),
-                k.code_challenge.as_str(),
-                k.nonce.as_ref().map(|n| n.as_str().to_owned()),
-                k.sid,
-                k.auth_time,
-                k.expires_at,
-                k.used_at,
-                k.grant_id
-            ])
-        })
-        .await
-        .map(|_| ())
+        self.write(move |c| insert_code_row(c, &k)).await
     }
 
     async fn code(&self, hash: &TokenHash) -> StoreResult<Option<CodeRecord>> {
@@ -735,5 +756,23 @@ impl Store for SqliteStore {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts> {
+        self.write(move |c| sqlite_maint::purge(c, now, key_publish_window)).await
+    }
+
+    async fn table_counts(&self) -> StoreResult<TableCounts> {
+        self.read(sqlite_maint::counts).await
+    }
+
+    async fn export(&self) -> StoreResult<Snapshot> {
+        // On the writer connection: one read transaction sees one consistent state of the file.
+        self.write(sqlite_maint::export).await
+    }
+
+    async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {
+        let snapshot = snapshot.clone();
+        self.write(move |c| sqlite_maint::import(c, &snapshot)).await
     }
 }

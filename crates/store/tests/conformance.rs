@@ -9,7 +9,8 @@ use std::sync::Arc;
 use latchkey_core::Store;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, Scope, TokenHash};
-use latchkey_store::SqliteStore;
+use latchkey_store::testing::TestDatabase;
+use latchkey_store::{PostgresStore, SqliteStore};
 
 fn client(id: &str) -> ClientRecord {
     ClientRecord {
@@ -296,14 +297,6 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
 
 async fn signing_keys_rotate_per_algorithm(s: Arc<dyn Store>) {
     assert!(s.signing_keys().await.unwrap().is_empty());
-    let key = |kid: &str, alg: &str, at: i64| KeyRecord {
-        kid: kid.into(),
-        alg: alg.into(),
-        private_pkcs8_b64: "AAAA".into(),
-        created_at: at,
-        active: true,
-        retired_at: None,
-    };
     s.insert_signing_key(&key("k1", "RS256", 5)).await.unwrap();
     s.insert_signing_key(&key("e1", "ES256", 5)).await.unwrap();
     assert_eq!(s.signing_keys().await.unwrap(), vec![key("e1", "ES256", 5), key("k1", "RS256", 5)]);
@@ -313,6 +306,200 @@ async fn signing_keys_rotate_per_algorithm(s: Arc<dyn Store>) {
     assert_eq!(find("k1"), KeyRecord { active: false, retired_at: Some(9), ..key("k1", "RS256", 5) });
     assert_eq!(find("k2"), key("k2", "RS256", 9));
     assert_eq!(find("e1"), key("e1", "ES256", 5), "other algorithms untouched");
+}
+
+async fn only_one_active_key_per_algorithm_even_when_instances_start_at_once(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.insert_signing_key(&key(&format!("k{i}"), "RS256", 5)).await.unwrap() })
+        })
+        .collect();
+    let mut inserted = 0;
+    for t in tasks {
+        inserted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(inserted, 1, "exactly one of the concurrent first keys is stored");
+    assert_eq!(s.signing_keys().await.unwrap().iter().filter(|k| k.active).count(), 1);
+    // A retired key is always stored (an import brings those), another algorithm is independent.
+    assert!(
+        s.insert_signing_key(&KeyRecord { active: false, retired_at: Some(6), ..key("old", "RS256", 1) })
+            .await
+            .unwrap()
+    );
+    assert!(s.insert_signing_key(&key("e1", "ES256", 5)).await.unwrap());
+    assert_eq!(s.signing_keys().await.unwrap().len(), 3);
+}
+
+fn key(kid: &str, alg: &str, at: i64) -> KeyRecord {
+    KeyRecord {
+        kid: kid.into(),
+        alg: alg.into(),
+        private_pkcs8_b64: "AAAA".into(),
+        created_at: at,
+        active: true,
+        retired_at: None,
+    }
+}
+
+/// A grant with one refresh token and one access token, shaped by `f`.
+fn family(id: &str, f: impl FnOnce(&mut Issuance)) -> Issuance {
+    let mut i = issuance(id, &format!("r-{id}"));
+    f(&mut i);
+    i
+}
+
+/// Fills a store with one record of every kind, live and dead; returns the purge time.
+async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
+    let now = 700;
+    s.insert_client(&client("app")).await.unwrap();
+    s.insert_user(&user("alice")).await.unwrap();
+    let app = ClientId::parse("app").unwrap();
+    s.put_consent("id-alice", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
+    s.put_consent("id-ghost", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
+    let c = code("x");
+    let pending = |exp| PendingAuthorization {
+        client_id: c.client_id.clone(),
+        redirect_uri: c.redirect_uri.clone(),
+        scope: c.scope.clone(),
+        state: None,
+        nonce: None,
+        code_challenge: c.code_challenge.clone(),
+        expires_at: exp,
+        login_hint: None,
+    };
+    s.insert_pending(&TokenHash::of("p-old"), &pending(100)).await.unwrap();
+    s.insert_pending(&TokenHash::of("p-new"), &pending(1000)).await.unwrap();
+    let session = |h: &str, sid: &str, exp| SessionRecord {
+        hash: TokenHash::of(h),
+        sid: sid.into(),
+        user_id: "id-alice".into(),
+        auth_time: 1,
+        expires_at: exp,
+    };
+    s.insert_session(&session("s-old", "sid-ended", 100)).await.unwrap();
+    s.insert_session(&session("s-new", "sid", 1000)).await.unwrap();
+    // Live: a session-bound family whose session lives.
+    s.insert_grant(&family("live", |_| {})).await.unwrap();
+    // Live: an offline family rotated once; the rotated token stays for reuse detection.
+    s.insert_grant(&family("rotated", |i| i.grant.offline = true)).await.unwrap();
+    let next = RefreshRecord { grant_id: "rotated".into(), ..next_refresh("r-rotated-2", 50) };
+    let acc = AccessRecord { grant_id: "rotated".into(), ..access("a-rotated-2") };
+    assert_eq!(
+        s.rotate_refresh(&TokenHash::of("r-rotated"), 50, &next, &acc, b"reply").await.unwrap(),
+        Rotated::Rotated
+    );
+    // Revoked, but one of its access tokens has not expired yet: kept until it has.
+    s.insert_grant(&family("revoked-live-at", |i| {
+        i.grant.revoked_at = Some(60);
+        i.access.expires_at = 800;
+    }))
+    .await
+    .unwrap();
+    // Dead: revoked; past its absolute lifetime; idle; its session ended; no refresh at all.
+    s.insert_grant(&family("revoked", |i| i.grant.revoked_at = Some(60))).await.unwrap();
+    s.insert_grant(&family("expired", |i| i.grant.expires_at = 650)).await.unwrap();
+    s.insert_grant(&family("idle", |i| i.refresh.as_mut().unwrap().expires_at = 650)).await.unwrap();
+    s.insert_grant(&family("ended", |i| i.grant.sid = "sid-ended".into())).await.unwrap();
+    s.insert_grant(&family("service", |i| {
+        i.refresh = None;
+        i.grant.sid = String::new();
+    }))
+    .await
+    .unwrap();
+    // Codes: unused and expired (dead), unused and live, redeemed for a live grant (kept for
+    // replay detection), redeemed for a dead grant (dead).
+    s.insert_code(&code("c-old")).await.unwrap();
+    s.insert_code(&CodeRecord { expires_at: 1000, ..code("c-new") }).await.unwrap();
+    s.insert_code(&CodeRecord { used_at: Some(20), grant_id: Some("live".into()), ..code("c-live") }).await.unwrap();
+    s.insert_code(&CodeRecord { used_at: Some(20), grant_id: Some("revoked".into()), ..code("c-dead") }).await.unwrap();
+    // Keys: active; retired long ago (unpublished at 700 with a window of 100); retired recently.
+    s.insert_signing_key(&key("k-active", "RS256", 1)).await.unwrap();
+    s.insert_signing_key(&KeyRecord { active: false, retired_at: Some(10), ..key("k-old", "RS256", 1) }).await.unwrap();
+    s.insert_signing_key(&KeyRecord { active: false, retired_at: Some(650), ..key("k-recent", "RS256", 1) })
+        .await
+        .unwrap();
+    now
+}
+
+async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
+    let now = a_deployment_with_live_and_dead_records(&s).await;
+    let before = s.table_counts().await.unwrap();
+    assert_eq!(
+        before,
+        TableCounts {
+            clients: 1,
+            users: 1,
+            signing_keys: 3,
+            pending_authorizations: 2,
+            sessions: 2,
+            consents: 2,
+            codes: 4,
+            grants: 8,
+            refresh_tokens: 8,
+            access_tokens: 9,
+        }
+    );
+    let purged = s.purge_expired(now, 100).await.unwrap();
+    assert_eq!(
+        purged,
+        TableCounts {
+            clients: 0,
+            users: 0,
+            signing_keys: 1,
+            pending_authorizations: 1,
+            sessions: 1,
+            consents: 1,
+            codes: 2,
+            grants: 5,
+            refresh_tokens: 4,
+            access_tokens: 8,
+        }
+    );
+    let after = s.table_counts().await.unwrap();
+    assert_eq!(after.grants, 3, "live, rotated, revoked-live-at");
+    assert_eq!(after.access_tokens, 1, "only the unexpired one");
+    // What lives still works.
+    assert!(s.pending(&TokenHash::of("p-new"), now).await.unwrap().is_some());
+    assert!(s.session(&TokenHash::of("s-new"), now).await.unwrap().is_some());
+    assert!(s.consent("id-alice", &ClientId::parse("app").unwrap()).await.unwrap().is_some());
+    assert!(s.code(&TokenHash::of("c-new")).await.unwrap().is_some());
+    assert!(s.code(&TokenHash::of("c-live")).await.unwrap().is_some(), "a replay can still revoke its grant");
+    let (spent, _) = s.refresh_token(&TokenHash::of("r-rotated")).await.unwrap().expect("reuse record kept");
+    assert_eq!(spent.consumed_at, Some(50));
+    let (_, g) = s.access_token("jti-revoked-live-at").await.unwrap().expect("kept while its token lives");
+    assert!(g.revoked_at.is_some());
+    let kids: Vec<_> = s.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids.len(), 2);
+    assert!(!kids.contains(&"k-old".to_string()));
+    let next = RefreshRecord { grant_id: "live".into(), ..next_refresh("r-live-2", now) };
+    let acc = AccessRecord { grant_id: "live".into(), ..access("a-live-2") };
+    assert_eq!(s.rotate_refresh(&TokenHash::of("r-live"), now, &next, &acc, b"x").await.unwrap(), Rotated::Rotated);
+    // Nothing left to purge at the same instant; everything goes once it is all past.
+    assert_eq!(s.purge_expired(now, 100).await.unwrap().total(), 1, "only the access token minted just above");
+    s.purge_expired(5000, 100).await.unwrap();
+    let end = s.table_counts().await.unwrap();
+    assert_eq!(
+        end,
+        TableCounts { clients: 1, users: 1, signing_keys: 1, consents: 1, ..TableCounts::default() },
+        "only clients, users, their consent and the active key remain"
+    );
+}
+
+async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Arc<dyn Store>) {
+    a_deployment_with_live_and_dead_records(&source).await;
+    let snapshot = source.export().await.unwrap();
+    assert_eq!(snapshot.grants.len(), 8);
+    assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
+    target.import(&snapshot).await.unwrap();
+    assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");
+    assert_eq!(target.table_counts().await.unwrap(), source.table_counts().await.unwrap());
+    // An import that conflicts fails whole.
+    // Users are written before keys: bob would stay if the import were not one transaction.
+    let more =
+        Snapshot { users: vec![user("bob")], signing_keys: vec![key("k-active", "RS256", 1)], ..Snapshot::default() };
+    assert!(target.import(&more).await.is_err());
+    assert!(target.user_by_username("bob").await.unwrap().is_none(), "nothing of a failed import stays");
 }
 
 /// Runs every check, each on a fresh store from `make`.
@@ -329,6 +516,9 @@ where
     one_access_token_can_be_revoked(make().await).await;
     ending_a_session_revokes_its_session_bound_grants(make().await).await;
     signing_keys_rotate_per_algorithm(make().await).await;
+    only_one_active_key_per_algorithm_even_when_instances_start_at_once(make().await).await;
+    purge_removes_what_is_dead_and_keeps_what_lives(make().await).await;
+    export_then_import_copies_everything(make().await, make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -353,4 +543,50 @@ async fn sqlite_reopens_with_its_data_and_passes_integrity_check() {
     let s = SqliteStore::open(&path).unwrap();
     assert!(s.client(&ClientId::parse("app").unwrap()).await.unwrap().is_some(), "migrations are not re-run over data");
     assert_eq!(s.integrity_check().await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conforms() {
+    // Probe first, so that a missing server skips (or, in CI, fails) once with one message.
+    let Some(probe) = TestDatabase::create("conformance").await else { return };
+    let databases = std::sync::Mutex::new(vec![probe]);
+    let first = std::sync::atomic::AtomicBool::new(true);
+    suite(|| {
+        let reuse_probe = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let databases = &databases;
+        async move {
+            let url = if reuse_probe {
+                databases.lock().unwrap()[0].url.clone()
+            } else {
+                let db = TestDatabase::create("conformance").await.expect("PostgreSQL went away");
+                let url = db.url.clone();
+                databases.lock().unwrap().push(db);
+                url
+            };
+            Arc::new(PostgresStore::connect(&url).await.unwrap()) as Arc<dyn Store>
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
+    let Some(db) = TestDatabase::create("migrate").await else { return };
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().expect("every instance starts");
+    }
+    let s = PostgresStore::connect(&db.url).await.unwrap();
+    assert_eq!(s.migrate().await.unwrap(), 1);
+    s.insert_client(&client("app")).await.unwrap();
+    let again = PostgresStore::connect(&db.url).await.unwrap();
+    assert!(
+        again.client(&ClientId::parse("app").unwrap()).await.unwrap().is_some(),
+        "migrations are not re-run over data"
+    );
 }

@@ -25,7 +25,7 @@ pub struct TestServer {
     pub provider: Arc<Provider>,
     /// Seconds added to the system clock: lets a test make codes and tokens expire.
     pub skew: Arc<AtomicI64>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -38,6 +38,13 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut ProviderConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("test.db")).unwrap());
+        let mut server = Self::start_on(store, tweak).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on `store` (any backend) whose configuration `tweak` adjusts first.
+    pub async fn start_on(store: Arc<dyn Store>, tweak: impl FnOnce(&mut ProviderConfig)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let skew = Arc::new(AtomicI64::new(0));
@@ -56,7 +63,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let server = Self { base, store, provider, skew, _dir: dir, _shutdown: tx };
+        let server = Self { base, store, provider, skew, _dir: None, _shutdown: tx };
         server.add_client("spa", false, false).await;
         server.add_user("alice").await;
         server
@@ -64,6 +71,11 @@ impl TestServer {
 
     pub fn advance(&self, secs: i64) {
         self.skew.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// The server's "now": the system clock plus what `advance` added.
+    pub fn now(&self) -> i64 {
+        Clock::system().now() + self.skew.load(Ordering::SeqCst)
     }
 
     /// Registers a client; returns its secret if confidential.

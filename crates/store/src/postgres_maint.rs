@@ -1,0 +1,151 @@
+//! PostgreSQL housekeeping: purge, row counts, export and import (`latchkey db copy`).
+
+use anyhow::Context;
+use latchkey_core::UnixTime;
+use latchkey_core::store::*;
+use latchkey_proto::TokenHash;
+use tokio_postgres::IsolationLevel;
+
+use crate::postgres::*;
+use crate::purge_sql::{self, Param};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+
+pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, key_publish_window: u64) -> anyhow::Result<TableCounts> {
+    let mut c = s.object().await?;
+    let tx = PostgresStore::begin(&mut c).await?;
+    let mut out = TableCounts::default();
+    // Every instance runs the purge; one at a time is enough, the others skip their turn.
+    let ours: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PURGE_LOCK]).await?.get(0);
+    if !ours {
+        return Ok(out);
+    }
+    let cutoff = now.saturating_sub(key_publish_window as i64);
+    for (field, param, sql) in purge_sql::statements() {
+        let stmt = tx.prepare_cached(&sql).await?;
+        let n = match param {
+            Param::None => tx.execute(&stmt, &[]).await?,
+            Param::Now => tx.execute(&stmt, &[&now]).await?,
+            Param::KeyCutoff => tx.execute(&stmt, &[&cutoff]).await?,
+        };
+        *field(&mut out) += n;
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+pub(crate) async fn counts(s: &PostgresStore) -> anyhow::Result<TableCounts> {
+    let c = s.object().await?;
+    let stmt = c.prepare_cached(purge_sql::COUNTS).await?;
+    let row = c.query_one(&stmt, &[]).await?;
+    let mut v = [0i64; 10];
+    for (i, x) in v.iter_mut().enumerate() {
+        *x = row.try_get(i)?;
+    }
+    Ok(purge_sql::from_values(v))
+}
+
+pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
+    let mut c = s.object().await?;
+    // One snapshot for every table: the copy is consistent even while instances keep serving.
+    let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+    macro_rules! rows {
+        ($sql:expr, $f:expr) => {
+            tx.query($sql, &[]).await?.iter().map($f).collect::<anyhow::Result<Vec<_>>>()?
+        };
+    }
+    let snapshot = Snapshot {
+        clients: rows!("SELECT data FROM clients ORDER BY client_id", |r| json_of(r, 0)),
+        users: rows!(&format!("SELECT {USER_COLS} FROM users ORDER BY id"), user_row),
+        signing_keys: rows!(&format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY kid"), key_row),
+        pending: rows!("SELECT id_hash, data FROM pending_authorizations ORDER BY id_hash", |r| Ok((
+            TokenHash::from_stored(r.try_get(0)?),
+            json_of(r, 1)?
+        ))),
+        sessions: rows!("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash", session_row),
+        consents: rows!(
+            "SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id",
+            |r| Ok(ConsentRecord {
+                user_id: r.try_get(0)?,
+                client_id: client_id_of(r.try_get(1)?)?,
+                scope: scope_of(r.try_get(2)?)?,
+                updated_at: r.try_get(3)?,
+            })
+        ),
+        codes: rows!(&format!("SELECT {CODE_COLS} FROM codes ORDER BY hash"), code_row),
+        grants: rows!(&format!("SELECT {GRANT_COLS} FROM grants g ORDER BY g.id"), |r| grant_row(r, 0)),
+        refresh_tokens: rows!(&format!("SELECT {REFRESH_COLS} FROM refresh_tokens ORDER BY hash"), |r| refresh_row(
+            r, 0
+        )),
+        access_tokens: rows!(
+            "SELECT jti, grant_id, expires_at, revoked_at FROM access_tokens ORDER BY jti",
+            access_row
+        ),
+    };
+    tx.commit().await?;
+    Ok(snapshot)
+}
+
+pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result<()> {
+    let mut c = s.object().await?;
+    let tx = PostgresStore::begin(&mut c).await?;
+    let stmt = tx.prepare("INSERT INTO clients (client_id, data, created_at) VALUES ($1, $2, $3)").await?;
+    for client in &snap.clients {
+        let data = serde_json::to_string(client)?;
+        tx.execute(&stmt, &[&client.client_id.as_str(), &data, &client.created_at])
+            .await
+            .with_context(|| format!("client {}", client.client_id))?;
+    }
+    let stmt =
+        tx.prepare(&format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")).await?;
+    for u in &snap.users {
+        tx.execute(
+            &stmt,
+            &[
+                &u.id,
+                &u.username,
+                &u.email,
+                &u.email_verified,
+                &u.name,
+                &u.password_hash,
+                &u.created_at,
+                &u.phone_number,
+                &u.address,
+            ],
+        )
+        .await
+        .with_context(|| format!("user {}", u.username))?;
+    }
+    for k in &snap.signing_keys {
+        insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
+    }
+    let stmt = tx.prepare("INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES ($1, $2, $3)").await?;
+    for (id, p) in &snap.pending {
+        let data = serde_json::to_string(p)?;
+        tx.execute(&stmt, &[&id.as_str(), &data, &p.expires_at]).await?;
+    }
+    let stmt = tx
+        .prepare("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .await?;
+    for x in &snap.sessions {
+        tx.execute(&stmt, &[&x.hash.as_str(), &x.sid, &x.user_id, &x.auth_time, &x.expires_at]).await?;
+    }
+    let stmt =
+        tx.prepare("INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)").await?;
+    for x in &snap.consents {
+        tx.execute(&stmt, &[&x.user_id, &x.client_id.as_str(), &x.scope.to_string(), &x.updated_at]).await?;
+    }
+    for x in &snap.codes {
+        insert_code_row(&tx, x).await?;
+    }
+    for g in &snap.grants {
+        insert_grant_row(&tx, g).await?;
+    }
+    for r in &snap.refresh_tokens {
+        insert_refresh(&tx, r).await?;
+    }
+    for a in &snap.access_tokens {
+        insert_access(&tx, a).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! PostgreSQL schema migrations, tracked in `latchkey_schema`. Append, never edit, a migration.
+//!
+//! The tables mirror the SQLite ones (same names, same columns) with PostgreSQL types, plus the
+//! indexes the purge and the many-instance deployment need.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: everything up to the token lifecycle (SQLite migrations 1 and 2).
+    r#"
+    CREATE TABLE clients (
+        client_id TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        email TEXT NOT NULL,
+        email_verified BOOLEAN NOT NULL,
+        name TEXT,
+        password_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        phone_number TEXT,
+        address TEXT
+    );
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        private_pkcs8 TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        active BOOLEAN NOT NULL,
+        retired_at BIGINT
+    );
+    -- One signer per algorithm, whatever several instances do at once.
+    CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (alg) WHERE active;
+    CREATE TABLE pending_authorizations (
+        id_hash TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX pending_by_expiry ON pending_authorizations (expires_at);
+    CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY,
+        sid TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        auth_time BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions (user_id);
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    CREATE TABLE consents (
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, client_id)
+    );
+    CREATE INDEX consents_by_client ON consents (client_id);
+    CREATE TABLE codes (
+        hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        nonce TEXT,
+        sid TEXT NOT NULL,
+        auth_time BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at BIGINT,
+        grant_id TEXT
+    );
+    CREATE INDEX codes_by_expiry ON codes (expires_at);
+    CREATE INDEX codes_by_client ON codes (client_id);
+    CREATE INDEX codes_by_user ON codes (user_id);
+    CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        sid TEXT NOT NULL,
+        offline BOOLEAN NOT NULL,
+        auth_time BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE INDEX grants_by_user ON grants (user_id);
+    CREATE INDEX grants_by_client ON grants (client_id);
+    CREATE INDEX grants_by_sid ON grants (sid);
+    CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+        scope TEXT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        consumed_at BIGINT,
+        cached_response BYTEA
+    );
+    CREATE INDEX refresh_by_grant ON refresh_tokens (grant_id);
+    CREATE TABLE access_tokens (
+        jti TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE INDEX access_by_grant ON access_tokens (grant_id);
+    CREATE INDEX access_by_expiry ON access_tokens (expires_at);
+    "#,
+];

@@ -1,0 +1,88 @@
+//! The purge policy as SQL, shared word for word by both backends so that they cannot drift. Each
+//! statement takes one parameter, `$1` (SQLite reads `$1` as a named parameter, bound by position).
+//! The policy itself is documented on `latchkey_core::store::TableCounts`.
+
+use latchkey_core::store::TableCounts;
+
+/// A grant (refresh family) that nothing can use any more: revoked, past its absolute lifetime,
+/// without a usable refresh token (idle), or bound to a login session that has ended; and with no
+/// unexpired access token, so purging never cuts an access token's life short. `$1` is now.
+///
+/// Once dead, a grant stays dead: a new refresh token only comes from rotating a usable one, and a
+/// new access token only from a refresh or a new grant. So deleting by this predicate is safe
+/// against concurrent requests.
+const DEAD_GRANT: &str = "NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = g.id AND a.expires_at > $1)
+    AND (g.revoked_at IS NOT NULL
+      OR g.expires_at <= $1
+      OR NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id AND r.consumed_at IS NULL AND r.expires_at > $1)
+      OR (NOT g.offline AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.sid = g.sid AND s.expires_at > $1)))";
+
+/// Which value `$1` is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// The statement has no parameter.
+    None,
+    Now,
+    /// `now - key_publish_window`: a key retired at or before it is no longer published.
+    KeyCutoff,
+}
+
+/// A purge step: where its count goes, its parameter, its statement. In this order: expired
+/// access tokens go before dead grants are judged, dead grants before the codes that point to them.
+pub type Field = fn(&mut TableCounts) -> &mut u64;
+
+pub fn statements() -> Vec<(Field, Param, String)> {
+    vec![
+        (|c| &mut c.pending_authorizations, Param::Now, "DELETE FROM pending_authorizations WHERE expires_at <= $1".into()),
+        (|c| &mut c.sessions, Param::Now, "DELETE FROM sessions WHERE expires_at <= $1".into()),
+        (|c| &mut c.access_tokens, Param::Now, "DELETE FROM access_tokens WHERE expires_at <= $1".into()),
+        (
+            |c| &mut c.refresh_tokens,
+            Param::Now,
+            format!("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT g.id FROM grants g WHERE {DEAD_GRANT})"),
+        ),
+        (|c| &mut c.grants, Param::Now, format!("DELETE FROM grants WHERE id IN (SELECT g.id FROM grants g WHERE {DEAD_GRANT})")),
+        (
+            |c| &mut c.codes,
+            Param::Now,
+            "DELETE FROM codes WHERE expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.id = codes.grant_id)"
+                .into(),
+        ),
+        (
+            |c| &mut c.consents,
+            Param::None,
+            "DELETE FROM consents WHERE (NOT EXISTS (SELECT 1 FROM users u WHERE u.id = consents.user_id)
+               OR NOT EXISTS (SELECT 1 FROM clients c WHERE c.client_id = consents.client_id))"
+                .into(),
+        ),
+        (
+            |c| &mut c.signing_keys,
+            Param::KeyCutoff,
+            "DELETE FROM signing_keys WHERE NOT active AND retired_at IS NOT NULL AND retired_at <= $1".into(),
+        ),
+    ]
+}
+
+/// One row, one column per table, in `TableCounts` field order.
+pub const COUNTS: &str = "SELECT
+    (SELECT count(*) FROM clients), (SELECT count(*) FROM users), (SELECT count(*) FROM signing_keys),
+    (SELECT count(*) FROM pending_authorizations), (SELECT count(*) FROM sessions), (SELECT count(*) FROM consents),
+    (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
+    (SELECT count(*) FROM access_tokens)";
+
+/// `TableCounts` from the ten values of [`COUNTS`].
+pub fn from_values(v: [i64; 10]) -> TableCounts {
+    let u = |i: usize| v[i].max(0) as u64;
+    TableCounts {
+        clients: u(0),
+        users: u(1),
+        signing_keys: u(2),
+        pending_authorizations: u(3),
+        sessions: u(4),
+        consents: u(5),
+        codes: u(6),
+        grants: u(7),
+        refresh_tokens: u(8),
+        access_tokens: u(9),
+    }
+}

@@ -1,0 +1,177 @@
+//! SQLite housekeeping: purge, row counts, export and import (`latchkey db copy`).
+
+use latchkey_core::UnixTime;
+use latchkey_core::store::*;
+use latchkey_proto::TokenHash;
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::purge_sql::{self, Param};
+use crate::sqlite::*;
+
+pub(crate) fn purge(c: &mut Connection, now: UnixTime, key_publish_window: u64) -> rusqlite::Result<TableCounts> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = TableCounts::default();
+    for (field, param, sql) in purge_sql::statements() {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let n = match param {
+            Param::None => stmt.execute([])?,
+            Param::Now => stmt.execute([now])?,
+            Param::KeyCutoff => stmt.execute([now.saturating_sub(key_publish_window as i64)])?,
+        };
+        *field(&mut out) += n as u64;
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+pub(crate) fn counts(c: &Connection) -> rusqlite::Result<TableCounts> {
+    c.prepare_cached(purge_sql::COUNTS)?.query_row([], |r| {
+        let mut v = [0i64; 10];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = r.get(i)?;
+        }
+        Ok(purge_sql::from_values(v))
+    })
+}
+
+pub(crate) fn export(c: &mut Connection) -> rusqlite::Result<Snapshot> {
+    // A deferred transaction: every SELECT below reads the same snapshot of the file.
+    let tx = c.transaction()?;
+    let s = Snapshot {
+        clients: tx
+            .prepare("SELECT data FROM clients ORDER BY client_id")?
+            .query_map([], |r| json_col(r, 0))?
+            .collect::<rusqlite::Result<_>>()?,
+        users: tx
+            .prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id"))?
+            .query_map([], user_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        signing_keys: tx
+            .prepare("SELECT kid, alg, private_pkcs8, created_at, active, retired_at FROM signing_keys ORDER BY kid")?
+            .query_map([], |r| {
+                Ok(KeyRecord {
+                    kid: r.get(0)?,
+                    alg: r.get(1)?,
+                    private_pkcs8_b64: r.get(2)?,
+                    created_at: r.get(3)?,
+                    active: r.get(4)?,
+                    retired_at: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        pending: tx
+            .prepare("SELECT id_hash, data FROM pending_authorizations ORDER BY id_hash")?
+            .query_map([], |r| Ok((TokenHash::from_stored(r.get(0)?), json_col(r, 1)?)))?
+            .collect::<rusqlite::Result<_>>()?,
+        sessions: tx
+            .prepare("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash")?
+            .query_map([], session_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        consents: tx
+            .prepare("SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id")?
+            .query_map([], |r| {
+                Ok(ConsentRecord {
+                    user_id: r.get(0)?,
+                    client_id: client_id_at(r, 1)?,
+                    scope: scope_at(r, 2)?,
+                    updated_at: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        codes: tx
+            .prepare(&format!("SELECT {CODE_COLS} FROM codes ORDER BY hash"))?
+            .query_map([], code_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        grants: tx
+            .prepare(&format!("SELECT {GRANT_COLS} FROM grants g ORDER BY g.id"))?
+            .query_map([], |r| grant_row(r, 0))?
+            .collect::<rusqlite::Result<_>>()?,
+        refresh_tokens: tx
+            .prepare(
+                "SELECT hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response
+                 FROM refresh_tokens ORDER BY hash",
+            )?
+            .query_map([], |r| {
+                Ok(RefreshRecord {
+                    hash: TokenHash::from_stored(r.get(0)?),
+                    grant_id: r.get(1)?,
+                    scope: scope_at(r, 2)?,
+                    issued_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    consumed_at: r.get(5)?,
+                    cached_response: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        access_tokens: tx
+            .prepare("SELECT jti, grant_id, expires_at, revoked_at FROM access_tokens ORDER BY jti")?
+            .query_map([], |r| {
+                Ok(AccessRecord { jti: r.get(0)?, grant_id: r.get(1)?, expires_at: r.get(2)?, revoked_at: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    tx.commit()?;
+    Ok(s)
+}
+
+pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for client in &s.clients {
+        let data = serde_json::to_string(client).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        tx.execute(
+            "INSERT INTO clients (client_id, data, created_at) VALUES (?1, ?2, ?3)",
+            params![client.client_id.as_str(), data, client.created_at],
+        )?;
+    }
+    for u in &s.users {
+        tx.execute(
+            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                u.id,
+                u.username,
+                u.email,
+                u.email_verified,
+                u.name,
+                u.password_hash,
+                u.created_at,
+                u.phone_number,
+                u.address
+            ],
+        )?;
+    }
+    for k in &s.signing_keys {
+        insert_key(&tx, k)?;
+    }
+    for (id, p) in &s.pending {
+        let data = serde_json::to_string(p).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        tx.execute(
+            "INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES (?1, ?2, ?3)",
+            params![id.as_str(), data, p.expires_at],
+        )?;
+    }
+    for x in &s.sessions {
+        tx.execute(
+            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![x.hash.as_str(), x.sid, x.user_id, x.auth_time, x.expires_at],
+        )?;
+    }
+    for x in &s.consents {
+        tx.execute(
+            "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES (?1, ?2, ?3, ?4)",
+            params![x.user_id, x.client_id.as_str(), x.scope.to_string(), x.updated_at],
+        )?;
+    }
+    for x in &s.codes {
+        insert_code_row(&tx, x)?;
+    }
+    for g in &s.grants {
+        insert_grant_row(&tx, g)?;
+    }
+    for r in &s.refresh_tokens {
+        insert_refresh(&tx, r)?;
+    }
+    for a in &s.access_tokens {
+        insert_access(&tx, a)?;
+    }
+    tx.commit()
+}

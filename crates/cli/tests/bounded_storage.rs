@@ -14,7 +14,7 @@ use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
 
 const ROUNDS: usize = 3;
-const FLOWS: usize = 6;
+const FLOWS: usize = 10;
 
 fn short_lifetimes(c: &mut ProviderConfig) {
     c.code_ttl = 5;

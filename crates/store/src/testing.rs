@@ -5,6 +5,7 @@
 //! set) it fails, so a missing PostgreSQL can never pass silently.
 #![allow(clippy::expect_used)]
 
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -40,7 +41,10 @@ impl TestDatabase {
             Ok(c) => c,
             Err(e) => {
                 assert!(std::env::var_os("CI").is_none(), "CI must have PostgreSQL at {admin}: {e}");
-                eprintln!(
+                // Straight to the stream, not through eprintln!, which the test harness captures:
+                // a skip must show in a plain `cargo test` run.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "SKIPPED {label}: no PostgreSQL reachable at {admin} ({e}); start one or set POSTGRES_TEST_URL"
                 );
                 return None;

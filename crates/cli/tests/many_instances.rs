@@ -363,4 +363,12 @@ async fn db_copy_moves_a_sqlite_deployment_to_postgres() {
     let code = code_on(&fresh, &p, &v).await;
     let (st, _) = exchange(&p, &code, &v).await;
     assert_eq!(st, 200, "the password hash moved");
+
+    // And back: PostgreSQL to a new SQLite file.
+    drop(p);
+    let back = format!("sqlite://{}", dir.path().join("back.db").display());
+    let (ok, out, err) = latchkey(&back, &["db", "copy", "--from", &db.url, "--to", &back], None);
+    assert!(ok && out.contains("clients: 2") && out.contains("users: 1"), "{out}{err}");
+    let (ok, out, _) = latchkey(&back, &["client", "show", "spa"], None);
+    assert!(ok && out.contains("type: public"), "{out}");
 }

@@ -65,6 +65,19 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A URL for a new, empty schema of this database (the connection's `search_path`): as good
+    /// as a new database for a test, and far cheaper to drop, since PostgreSQL checkpoints on
+    /// every DROP DATABASE.
+    pub async fn fresh_schema(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let schema = format!("s{}", NEXT.fetch_add(1, Ordering::SeqCst));
+        let client = admin_client(&self.url).await.expect("connecting to the test database");
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("CREATE SCHEMA");
+        format!("{}?options=-c%20search_path%3D{schema}", self.url)
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop may run inside a runtime, which cannot block on another: use a thread of its own.

@@ -547,26 +547,10 @@ async fn sqlite_reopens_with_its_data_and_passes_integrity_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_conforms() {
-    // Probe first, so that a missing server skips (or, in CI, fails) once with one message.
-    let Some(probe) = TestDatabase::create("conformance").await else { return };
-    let databases = std::sync::Mutex::new(vec![probe]);
-    let first = std::sync::atomic::AtomicBool::new(true);
-    suite(|| {
-        let reuse_probe = first.swap(false, std::sync::atomic::Ordering::SeqCst);
-        let databases = &databases;
-        async move {
-            let url = if reuse_probe {
-                databases.lock().unwrap()[0].url.clone()
-            } else {
-                let db = TestDatabase::create("conformance").await.expect("PostgreSQL went away");
-                let url = db.url.clone();
-                databases.lock().unwrap().push(db);
-                url
-            };
-            Arc::new(PostgresStore::connect(&url).await.unwrap()) as Arc<dyn Store>
-        }
-    })
-    .await;
+    let Some(db) = TestDatabase::create("conformance").await else { return };
+    // Each check on a fresh store: a schema of its own in the test's database.
+    suite(|| async { Arc::new(PostgresStore::connect(&db.fresh_schema().await).await.unwrap()) as Arc<dyn Store> })
+        .await;
 }
 
 #[tokio::test]
@@ -589,4 +573,52 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         again.client(&ClientId::parse("app").unwrap()).await.unwrap().is_some(),
         "migrations are not re-run over data"
     );
+}
+
+/// Two pools on one database stand for two instances: the one-time guarantees hold between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_one_time_guarantees_hold_across_instances() {
+    let Some(db) = TestDatabase::create("across").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    for round in 0..5 {
+        let c = format!("code-{round}");
+        a.insert_code(&code(&c)).await.unwrap();
+        let redemptions: Vec<_> = (0..24)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let (c, g) = (c.clone(), format!("g{round}-{i}"));
+                tokio::spawn(
+                    async move { s.redeem_code(&TokenHash::of(&c), 30, &issuance(&g, &format!("r-{g}"))).await },
+                )
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (i, t) in redemptions.into_iter().enumerate() {
+            if t.await.unwrap().unwrap() == Redeemed::Issued {
+                winners.push(format!("g{round}-{i}"));
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one redemption across both");
+        let first = format!("r-{}", winners[0]);
+        let rotations: Vec<_> = (0..24)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let (first, grant) = (first.clone(), winners[0].clone());
+                tokio::spawn(async move {
+                    let next = RefreshRecord { grant_id: grant.clone(), ..next_refresh(&format!("{first}-{i}"), 40) };
+                    let acc = AccessRecord { grant_id: grant, ..access(&format!("{first}-a{i}")) };
+                    s.rotate_refresh(&TokenHash::of(&first), 40, &next, &acc, format!("reply-{i}").as_bytes()).await
+                })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for (i, t) in rotations.into_iter().enumerate() {
+            match t.await.unwrap().unwrap() {
+                Rotated::Rotated => replies.push(format!("reply-{i}").into_bytes()),
+                Rotated::AlreadyConsumed { cached_response, .. } => replies.push(cached_response.unwrap()),
+            }
+        }
+        assert!(replies.iter().all(|r| *r == replies[0]), "round {round}: one successor, seen by every caller");
+    }
 }

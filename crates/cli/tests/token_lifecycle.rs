@@ -1,5 +1,6 @@
 //! The token lifecycle over HTTP: refresh families with a grace window and reuse detection,
 //! revocation (RFC 7009), introspection (RFC 7662), client credentials, and key rotation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -205,3 +205,27 @@ fn the_seed_python_flow_runs_against_serve_dev_and_no_secret_is_logged() {
         assert!(!logs.contains(secret_word), "{secret_word} appears in the logs");
     }
 }
+
+#[test]
+fn keys_rotate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let (ok, out, err) = latchkey(&db, &["keys", "rotate"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("kid: ")).count(), 3, "one key per algorithm: {out}");
+    let (ok, out, err) = latchkey(&db, &["keys", "rotate", "--alg", "ES256"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("(ES256)"));
+    let (ok, out, _) = latchkey(&db, &["keys", "list", "--json"], None);
+    assert!(ok);
+    let keys: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 4);
+    let states: Vec<(&str, &str)> =
+        keys.iter().map(|k| (k["alg"].as_str().unwrap(), k["state"].as_str().unwrap())).collect();
+    assert_eq!(states.iter().filter(|(_, s)| *s == "active").count(), 3);
+    assert!(states.contains(&("ES256", "retired (published)")), "{states:?}");
+    assert!(!out.contains("private"), "no private key material is listed");
+    let (ok, _, err) = latchkey(&db, &["keys", "rotate", "--alg", "HS256"], None);
+    assert!(!ok && err.contains("RS256, ES256 or EdDSA"), "{err}");
+}

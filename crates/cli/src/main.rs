@@ -37,6 +37,8 @@ enum Command {
     /// Rotate and list signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Show the audit log of security events.
+    Audit(admin::AuditArgs),
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,
             Command::Keys(c) => admin::keys(&settings, c).await,
+            Command::Audit(a) => admin::audit(&settings, a).await,
         }
     });
     match result {

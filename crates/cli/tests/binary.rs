@@ -229,3 +229,26 @@ fn keys_rotate_and_list() {
     let (ok, _, err) = latchkey(&db, &["keys", "rotate", "--alg", "HS256"], None);
     assert!(!ok && err.contains("RS256, ES256 or EdDSA"), "{err}");
 }
+
+#[test]
+fn the_audit_command_lists_security_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let (ok, _, err) = latchkey(
+        &db,
+        &["user", "add", "carol", "--email", "carol@example.com", "--password-stdin"],
+        Some("long-enough-pw\n"),
+    );
+    assert!(ok, "{err}");
+    latchkey(&db, &["user", "set-password", "carol", "--password-stdin"], Some("another-long-pw\n"));
+    latchkey(&db, &["client", "add", "--public", "--client-id", "app", "--redirect-uri", "http://127.0.0.1/cb"], None);
+    let (ok, out, err) = latchkey(&db, &["audit", "--since", "1h", "--json"], None);
+    assert!(ok, "{err}");
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["client_added", "password_changed", "user_added"], "newest first");
+    let (ok, out, _) = latchkey(&db, &["audit", "--user", "carol"], None);
+    assert!(ok && out.contains("user_added") && !out.contains("client_added"), "{out}");
+    let (ok, _, err) = latchkey(&db, &["audit", "--since", "soon"], None);
+    assert!(!ok && err.contains("--since"), "{err}");
+}

@@ -255,6 +255,27 @@ pub enum Rotated {
     },
 }
 
+/// Failed logins counted under one throttling key (an account, an IP, or both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    pub key: String,
+    pub failures: u32,
+    pub last_failure: UnixTime,
+}
+
+/// One security event, kept for `latchkey audit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: UnixTime,
+    /// `login_success`, `login_failure`, `consent_granted`, `refresh_token_reuse`, …
+    pub event: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    /// Event-specific facts. Never a secret.
+    pub detail: serde_json::Value,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Clients.
@@ -325,4 +346,21 @@ pub trait Store: Send + Sync + 'static {
     async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>>;
     /// RFC 7009 for one access token: it stays revoked until it expires.
     async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()>;
+
+    // Login throttling.
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>>;
+    /// Counts one failure under each key; a key whose last failure is older than `forget_after`
+    /// seconds starts again from one.
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()>;
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()>;
+
+    // The audit log.
+    async fn record_audit(&self, event: &AuditRecord) -> StoreResult<()>;
+    /// Newest first, at most `limit`.
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }

@@ -736,4 +736,94 @@ impl Store for SqliteStore {
         .await
         .map(|_| ())
     }
+
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = ?1")?;
+            let mut out = Vec::new();
+            for k in &keys {
+                if let Some(r) = stmt
+                    .query_row([k], |r| {
+                        Ok(ThrottleRecord { key: r.get(0)?, failures: r.get(1)?, last_failure: r.get(2)? })
+                    })
+                    .optional()?
+                {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        let forget = now - forget_after as UnixTime;
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for k in &keys {
+                tx.prepare_cached(
+                    "INSERT INTO login_throttle (key, failures, last_failure) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET
+                       failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END,
+                       last_failure = excluded.last_failure",
+                )?
+                .execute(params![k, now, forget])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for k in &keys {
+                tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1")?.execute([k])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn record_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+        let (e, detail) = (e.clone(), e.detail.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![e.at, e.event, e.user_id, e.client_id, e.ip, detail])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let user = user_id.map(str::to_owned);
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT at, event, user_id, client_id, ip, detail FROM audit_events
+                 WHERE at >= ?1 AND (?2 IS NULL OR user_id = ?2) ORDER BY at DESC, id DESC LIMIT ?3",
+            )?
+            .query_map(params![since.unwrap_or(i64::MIN), user, limit], |r| {
+                Ok(AuditRecord {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    user_id: r.get(2)?,
+                    client_id: r.get(3)?,
+                    ip: r.get(4)?,
+                    detail: json_col(r, 5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
 }

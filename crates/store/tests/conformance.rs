@@ -315,6 +315,47 @@ async fn signing_keys_rotate_per_algorithm(s: Arc<dyn Store>) {
     assert_eq!(find("e1"), key("e1", "ES256", 5), "other algorithms untouched");
 }
 
+async fn throttle_counts_and_forgets(s: Arc<dyn Store>) {
+    let keys = vec!["acct:alice".to_owned(), "ip:192.0.2.1".to_owned()];
+    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+    for at in [10, 11, 12] {
+        s.throttle_failure(&keys, at, 3600).await.unwrap();
+    }
+    let state = s.throttle_state(&keys).await.unwrap();
+    assert_eq!(
+        state,
+        vec![
+            ThrottleRecord { key: "acct:alice".into(), failures: 3, last_failure: 12 },
+            ThrottleRecord { key: "ip:192.0.2.1".into(), failures: 3, last_failure: 12 },
+        ]
+    );
+    // A key quiet for longer than forget_after starts from one.
+    s.throttle_failure(&keys[..1], 12 + 3601, 3600).await.unwrap();
+    assert_eq!(s.throttle_state(&keys[..1]).await.unwrap()[0].failures, 1);
+    s.throttle_clear(&keys).await.unwrap();
+    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+}
+
+async fn the_audit_log_filters_by_time_and_user(s: Arc<dyn Store>) {
+    let ev = |at: i64, name: &str, user: Option<&str>| AuditRecord {
+        at,
+        event: name.into(),
+        user_id: user.map(str::to_owned),
+        client_id: Some("app".into()),
+        ip: Some("192.0.2.1".into()),
+        detail: serde_json::json!({ "n": at }),
+    };
+    for e in [ev(1, "a", Some("u1")), ev(2, "b", None), ev(3, "c", Some("u1")), ev(3, "d", Some("u2"))] {
+        s.record_audit(&e).await.unwrap();
+    }
+    let all = s.audit_events(None, None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), vec!["d", "c", "b", "a"], "newest first");
+    assert_eq!(all[3], ev(1, "a", Some("u1")), "every field round-trips");
+    let recent = s.audit_events(Some(2), Some("u1"), 10).await.unwrap();
+    assert_eq!(recent, vec![ev(3, "c", Some("u1"))]);
+    assert_eq!(s.audit_events(None, None, 2).await.unwrap().len(), 2);
+}
+
 /// Runs every check, each on a fresh store from `make`.
 async fn suite<F, Fut>(make: F)
 where
@@ -329,6 +370,8 @@ where
     one_access_token_can_be_revoked(make().await).await;
     ending_a_session_revokes_its_session_bound_grants(make().await).await;
     signing_keys_rotate_per_algorithm(make().await).await;
+    throttle_counts_and_forgets(make().await).await;
+    the_audit_log_filters_by_time_and_user(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -317,7 +317,7 @@ impl Provider {
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
         };
-        self.store.insert_session(&session).await?;
+        self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
         let next = if self.has_consent(&client, &user.id, &pending.scope).await? {
             self.store.remove_pending(&TokenHash::of(pending_id)).await?;
             Step::Redirect(self.issue_code(&pending, &session, now).await?)
@@ -427,6 +427,15 @@ impl Provider {
     }
 
     async fn save_pending(&self, p: &PendingAuthorization) -> Result<String, Error> {
+        if self.store.count_pending(&p.client_id, p.expires_at - self.config.pending_ttl as UnixTime).await?
+            >= self.config.max_pending_per_client
+        {
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many sign-in requests are in progress for this application; try again in a few minutes",
+            )
+            .into());
+        }
         let id = random_token();
         self.store.insert_pending(&TokenHash::of(&id), p).await?;
         Ok(id)

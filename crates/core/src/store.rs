@@ -301,11 +301,15 @@ pub trait Store: Send + Sync + 'static {
 
     // Pending authorization requests.
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()>;
+    /// Unexpired pending requests of one client: bounded, so a flood cannot fill the store.
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64>;
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>>;
     async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()>;
 
     // Browser sessions.
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()>;
+    /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
+    /// the newest `keep` (their session-bound grants are revoked, as at logout).
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;

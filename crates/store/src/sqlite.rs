@@ -458,13 +458,24 @@ impl Store for SqliteStore {
     }
 
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
-        let (id, data, exp) = (id.as_str().to_owned(), to_json(p)?, p.expires_at);
+        let (id, data, exp, client) = (id.as_str().to_owned(), to_json(p)?, p.expires_at, p.client_id.to_string());
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![id, data, exp])
+            c.prepare_cached(
+                "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, data, exp, client])
         })
         .await
         .map(|_| ())
+    }
+
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
+        let client = client_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT COUNT(*) FROM pending_authorizations WHERE client_id = ?1 AND expires_at > ?2")?
+                .query_row(params![client, now], |r| r.get(0))
+        })
+        .await
     }
 
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
@@ -484,16 +495,30 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
         let s = s.clone();
         self.write(move |c| {
-            c.prepare_cached(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
                 "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])
+            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            let evicted: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                )?
+                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for sid in evicted {
+                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                tx.execute(
+                    "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
+                    params![sid, s.auth_time],
+                )?;
+            }
+            tx.commit()
         })
         .await
-        .map(|_| ())
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {

@@ -115,4 +115,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_time ON audit_events (at);
     CREATE INDEX audit_by_user ON audit_events (user_id, at);
     "#,
+    // 4: per-client bound on pending authorization requests.
+    r#"
+    ALTER TABLE pending_authorizations ADD COLUMN client_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX pending_by_client ON pending_authorizations (client_id, expires_at);
+    CREATE INDEX sessions_by_user ON sessions (user_id, auth_time);
+    "#,
 ];

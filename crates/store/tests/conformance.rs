@@ -131,7 +131,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 100,
     };
-    s.insert_session(&sess).await.unwrap();
+    s.insert_session(&sess, 8).await.unwrap();
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
     assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
     assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
@@ -150,6 +150,9 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         login_hint: Some("alice".into()),
     };
     s.insert_pending(&TokenHash::of("p"), &p).await.unwrap();
+    assert_eq!(s.count_pending(&p.client_id, 99).await.unwrap(), 1);
+    assert_eq!(s.count_pending(&p.client_id, 100).await.unwrap(), 0, "expired requests do not count");
+    assert_eq!(s.count_pending(&ClientId::parse("other").unwrap(), 99).await.unwrap(), 0);
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
     assert_eq!(s.pending(&TokenHash::of("p"), 100).await.unwrap(), None);
     s.remove_pending(&TokenHash::of("p")).await.unwrap();
@@ -278,7 +281,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 1000,
     };
-    s.insert_session(&sess).await.unwrap();
+    s.insert_session(&sess, 8).await.unwrap();
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     let mut offline = issuance("offline", "ro");
     offline.grant.offline = true;
@@ -356,6 +359,27 @@ async fn the_audit_log_filters_by_time_and_user(s: Arc<dyn Store>) {
     assert_eq!(s.audit_events(None, None, 2).await.unwrap().len(), 2);
 }
 
+async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
+    let sess = |n: i64| SessionRecord {
+        hash: TokenHash::of(&format!("s{n}")),
+        sid: format!("sid{n}"),
+        user_id: "u".into(),
+        auth_time: n,
+        expires_at: 1000,
+    };
+    let mut bound = issuance("g0", "r0");
+    bound.grant.sid = "sid0".into();
+    s.insert_grant(&bound).await.unwrap();
+    for n in 0..4 {
+        s.insert_session(&sess(n), 3).await.unwrap();
+    }
+    assert!(s.session_by_sid("sid0", 10).await.unwrap().is_none(), "the oldest was ended");
+    for n in 1..4 {
+        assert!(s.session_by_sid(&format!("sid{n}"), 10).await.unwrap().is_some());
+    }
+    assert_eq!(s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap().1.revoked_at, Some(3), "its grants too");
+}
+
 /// Runs every check, each on a fresh store from `make`.
 async fn suite<F, Fut>(make: F)
 where
@@ -371,6 +395,7 @@ where
     ending_a_session_revokes_its_session_bound_grants(make().await).await;
     signing_keys_rotate_per_algorithm(make().await).await;
     throttle_counts_and_forgets(make().await).await;
+    a_user_keeps_at_most_keep_sessions(make().await).await;
     the_audit_log_filters_by_time_and_user(make().await).await;
 }
 

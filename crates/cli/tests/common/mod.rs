@@ -23,8 +23,9 @@ pub struct TestServer {
     pub base: String,
     pub store: Arc<dyn Store>,
     pub provider: Arc<Provider>,
-    /// Seconds added to the system clock: lets a test make codes and tokens expire.
+    /// Seconds added to the (frozen) start time: lets a test make codes and tokens expire.
     pub skew: Arc<AtomicI64>,
+    start: i64,
     /// The test CA's certificate when the server is behind TLS.
     pub root: Option<reqwest::Certificate>,
     /// An HTTP client that trusts `root`.
@@ -65,9 +66,10 @@ impl TestServer {
         }
         let http = http.build().unwrap();
         let skew = Arc::new(AtomicI64::new(0));
-        let sys = Clock::system();
+        // Frozen at the start: time moves only when a test advances it, so timing is deterministic.
+        let start = Clock::system().now();
         let s2 = skew.clone();
-        let clock = Clock::from_fn(move || sys.now() + s2.load(Ordering::SeqCst));
+        let clock = Clock::from_fn(move || start + s2.load(Ordering::SeqCst));
         let mut config = ProviderConfig::new(&base);
         tweak(&mut config);
         let provider = Arc::new(Provider::open(store.clone(), config, clock.now()).await.unwrap());
@@ -80,10 +82,15 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let server = Self { base, store, provider, skew, root, http, _dir: dir, _shutdown: tx };
+        let server = Self { base, store, provider, skew, start, root, http, _dir: dir, _shutdown: tx };
         server.add_client("spa", false, false).await;
         server.add_user("alice").await;
         server
+    }
+
+    /// The server's "now".
+    pub fn now(&self) -> i64 {
+        self.start + self.skew.load(Ordering::SeqCst)
     }
 
     pub fn advance(&self, secs: i64) {

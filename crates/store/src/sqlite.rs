@@ -1,35 +1,20 @@
-//! `Store` on SQLite.
-//!
-//! One writer connection (SQLite allows one writer at a time anyway) and a few reader connections
-//! in WAL mode, so reads never wait for writes. Every call runs on the blocking pool; no lock is
-//! held across an `.await`. Durability: `synchronous=FULL`, so a commit is on disk before the
-//! response that depends on it is sent (a redeemed code stays redeemed after a crash).
+//! `Store` on SQLite. Connections, group commit and migrations are in `sqlite_conn`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHash};
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::sqlite_schema::MIGRATIONS;
-
-const READERS: usize = 4;
+use crate::sqlite_conn::Pool;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -38,35 +23,10 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(())
-}
-
-fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
-    // when the next one begins on a fresh statement.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut writer =
-            Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
-        writer.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
-        configure(&writer)?;
-        migrate(&mut writer)?;
-        let readers = (0..READERS)
-            .map(|_| {
-                let c = Connection::open(path)?;
-                configure(&c)?;
-                Ok(Mutex::new(c))
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }) })
+        Ok(Self { pool: Arc::new(Pool::open(path)?) })
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
@@ -79,51 +39,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = lock(&inner.readers[i]);
-            f(&conn).map_err(backend)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+        self.pool.read(f).await
     }
 
+    /// `f` runs inside the writer's group transaction: it uses savepoints, never transactions.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer);
-            f(&mut conn).map_err(backend)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+        self.pool.write(f).await
     }
-}
-
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > MIGRATIONS.len() {
-        return Err(anyhow!(
-            "the database schema (version {version}) is newer than this latchkey binary knows ({}); upgrade latchkey",
-            MIGRATIONS.len()
-        ));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "applied database migration");
-    }
-    Ok(())
-}
-
-fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(anyhow::Error::new(e))
 }
 
 fn is_unique_violation(e: &StoreError) -> bool {
@@ -231,13 +157,13 @@ fn insert_key(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
     )
 }
 
-fn insert_access(tx: &rusqlite::Transaction<'_>, a: &AccessRecord) -> rusqlite::Result<()> {
+fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![a.jti, a.grant_id, a.expires_at, a.revoked_at])?;
     Ok(())
 }
 
-fn insert_grant_row(tx: &rusqlite::Transaction<'_>, g: &GrantRecord) -> rusqlite::Result<()> {
+fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -258,7 +184,7 @@ fn insert_grant_row(tx: &rusqlite::Transaction<'_>, g: &GrantRecord) -> rusqlite
 }
 
 /// A grant with its first tokens, inside the caller's transaction.
-fn insert_issuance(tx: &rusqlite::Transaction<'_>, issue: &Issuance) -> rusqlite::Result<()> {
+fn insert_issuance(tx: &Connection, issue: &Issuance) -> rusqlite::Result<()> {
     insert_grant_row(tx, &issue.grant)?;
     if let Some(r) = &issue.refresh {
         insert_refresh(tx, r)?;
@@ -266,7 +192,7 @@ fn insert_issuance(tx: &rusqlite::Transaction<'_>, issue: &Issuance) -> rusqlite
     insert_access(tx, &issue.access)
 }
 
-fn insert_refresh(tx: &rusqlite::Transaction<'_>, r: &RefreshRecord) -> rusqlite::Result<()> {
+fn insert_refresh(tx: &Connection, r: &RefreshRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -319,7 +245,7 @@ impl Store for SqliteStore {
     async fn remove_client(&self, id: &ClientId) -> StoreResult<bool> {
         let id = id.to_string();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute("DELETE FROM clients WHERE client_id = ?1", [&id])?;
             // Everything issued to the client goes with it.
             tx.execute("DELETE FROM grants WHERE client_id = ?1", [&id])?;
@@ -386,7 +312,7 @@ impl Store for SqliteStore {
     async fn remove_user(&self, username: &str) -> StoreResult<bool> {
         let name = username.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(false) };
@@ -408,7 +334,7 @@ impl Store for SqliteStore {
     async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool> {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", params![name, hash])?;
             // A new password ends every browser session of the user.
             tx.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [&name])?;
@@ -446,7 +372,7 @@ impl Store for SqliteStore {
     async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
         let k = key.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             tx.execute(
                 "UPDATE signing_keys SET active = 0, retired_at = ?2 WHERE alg = ?1 AND active = 1",
                 params![k.alg, now],
@@ -498,7 +424,7 @@ impl Store for SqliteStore {
     async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
         let s = s.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             tx.prepare_cached(
                 "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -553,7 +479,7 @@ impl Store for SqliteStore {
     async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let session = tx
                 .query_row(
                     "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
@@ -634,7 +560,7 @@ impl Store for SqliteStore {
     async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, issue: &Issuance) -> StoreResult<Redeemed> {
         let (h, issue) = (hash.as_str().to_owned(), issue.clone());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // The conditional update is the single point of truth for "used once".
             let won = tx
                 .prepare_cached("UPDATE codes SET used_at = ?2, grant_id = ?3 WHERE hash = ?1 AND used_at IS NULL")?
@@ -658,7 +584,7 @@ impl Store for SqliteStore {
     async fn insert_grant(&self, issue: &Issuance) -> StoreResult<()> {
         let issue = issue.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             insert_issuance(&tx, &issue)?;
             tx.commit()
         })
@@ -702,7 +628,7 @@ impl Store for SqliteStore {
         let (h, next, access, cached) =
             (old.as_str().to_owned(), next.clone(), access.clone(), cached_response.to_vec());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let won = tx
                 .prepare_cached(
                     "UPDATE refresh_tokens SET consumed_at = ?2, cached_response = ?3 WHERE hash = ?1 AND consumed_at IS NULL
@@ -786,7 +712,7 @@ impl Store for SqliteStore {
         let keys = keys.to_vec();
         let forget = now - forget_after as UnixTime;
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             for k in &keys {
                 tx.prepare_cached(
                     "INSERT INTO login_throttle (key, failures, last_failure) VALUES (?1, 1, ?2)
@@ -804,7 +730,7 @@ impl Store for SqliteStore {
     async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
         let keys = keys.to_vec();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             for k in &keys {
                 tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1")?.execute([k])?;
             }

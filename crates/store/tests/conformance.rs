@@ -380,6 +380,33 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
     assert_eq!(s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap().1.revoked_at, Some(3), "its grants too");
 }
 
+/// Concurrent writes may share a commit (SQLite's group commit): a failing write must undo only
+/// itself, and every caller must get its own answer.
+async fn concurrent_writes_succeed_or_fail_on_their_own(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = s.clone();
+            // Every third one reuses a username already taken by another task.
+            let name = if i % 3 == 0 { "dup".to_owned() } else { format!("user{i}") };
+            tokio::spawn(async move {
+                let mut u = user(&name);
+                u.id = format!("id{i}");
+                s.insert_user(&u).await
+            })
+        })
+        .collect();
+    let (mut ok, mut dup) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::AlreadyExists(_)) => dup += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, dup), (41, 19), "40 distinct users and one dup succeed; 19 dups fail");
+    assert_eq!(s.users().await.unwrap().len(), 41);
+}
+
 /// Runs every check, each on a fresh store from `make`.
 async fn suite<F, Fut>(make: F)
 where
@@ -387,6 +414,7 @@ where
     Fut: std::future::Future<Output = Arc<dyn Store>>,
 {
     clients_and_users(make().await).await;
+    concurrent_writes_succeed_or_fail_on_their_own(make().await).await;
     sessions_pending_and_consent_expire(make().await).await;
     a_code_is_redeemed_exactly_once_under_concurrency(make().await).await;
     a_refresh_token_rotates_exactly_once_and_losers_get_the_winners_reply(make().await).await;

@@ -283,7 +283,10 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
         }
         ClientCommand::Remove { client_id } => {
             let id = ClientId::parse(&client_id).map_err(|e| anyhow!("{}", e.description))?;
-            if !store.remove_client(&id).await? {
+            if !latchkey_core::admin::remove_client(store.as_ref(), &id, Clock::system().now())
+                .await
+                .map_err(admin_err)?
+            {
                 bail!("no client with client_id {client_id:?}");
             }
             println!("removed client {client_id}");
@@ -337,7 +340,10 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Remove { username } => {
-            if !store.remove_user(&username).await? {
+            if !latchkey_core::admin::remove_user(store.as_ref(), &username, Clock::system().now())
+                .await
+                .map_err(admin_err)?
+            {
                 bail!("no user named {username:?}");
             }
             println!("removed user {username}");
@@ -345,7 +351,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::SetPassword { username, password_stdin: _ } => {
             let password = read_password()?;
             let hasher = Hasher::new(1)?;
-            if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password)
+            if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password, Clock::system().now())
                 .await
                 .map_err(admin_err)?
             {
@@ -355,4 +361,81 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--since`: `30m`, `2h`, `7d`, `90s`, or Unix seconds.
+fn parse_since(s: &str, now: i64) -> Result<i64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| format!("--since {s:?}: use e.g. 30m, 2h, 7d or Unix seconds"))?;
+    let secs = match unit {
+        "" => return Ok(n),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("--since {s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(now - secs)
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only events since then: a duration back from now (30m, 2h, 7d) or Unix seconds.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events about this user (username).
+    #[arg(long)]
+    user: Option<String>,
+    /// At most this many events, newest first.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `latchkey audit`: the security events, newest first.
+pub async fn audit(settings: &Settings, a: AuditArgs) -> anyhow::Result<()> {
+    let store = open_store(&settings.database).await?;
+    let now = Clock::system().now();
+    let since = a.since.as_deref().map(|s| parse_since(s, now)).transpose().map_err(|e| anyhow!(e))?;
+    let user_id = match &a.user {
+        Some(name) => Some(store.user_by_username(name).await?.ok_or_else(|| anyhow!("no user named {name:?}"))?.id),
+        None => None,
+    };
+    let events = store.audit_events(since, user_id.as_deref(), a.limit).await?;
+    if a.json {
+        for e in &events {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(());
+    }
+    if events.is_empty() {
+        eprintln!("no events");
+    }
+    for e in events {
+        println!(
+            "{}\t{}\tuser={}\tclient={}\tip={}\t{}",
+            e.at,
+            e.event,
+            e.user_id.as_deref().unwrap_or("-"),
+            e.client_id.as_deref().unwrap_or("-"),
+            e.ip.as_deref().unwrap_or("-"),
+            e.detail
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_accepts_durations_and_timestamps() {
+        assert_eq!(parse_since("30m", 10_000), Ok(10_000 - 1800));
+        assert_eq!(parse_since("2d", 200_000), Ok(200_000 - 172_800));
+        assert_eq!(parse_since("1700000000", 0), Ok(1_700_000_000));
+        assert!(parse_since("soon", 0).is_err());
+        assert!(parse_since("5y", 0).is_err());
+    }
 }

@@ -48,6 +48,7 @@ fn lines(c: &TableCounts) -> Vec<(&'static str, u64)> {
         ("access_tokens", c.access_tokens),
         ("codes", c.codes),
         ("pending_authorizations", c.pending_authorizations),
+        ("audit_events", c.audit_events),
     ]
 }
 

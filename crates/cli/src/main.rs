@@ -44,6 +44,8 @@ enum Command {
     /// Move a deployment between databases.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Show the audit log of security events.
+    Audit(admin::AuditArgs),
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
             Command::Keys(c) => admin::keys(&settings, c).await,
             Command::Migrate => db::migrate(&settings).await,
             Command::Db(c) => db::run(c).await,
+            Command::Audit(a) => admin::audit(&settings, a).await,
         }
     });
     match result {

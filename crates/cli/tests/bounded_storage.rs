@@ -75,7 +75,8 @@ async fn flows_return_to_a_bound(store: Arc<dyn Store>, backend: &str) {
             purged.total(),
             after.total()
         );
-        assert_eq!(after, bound(), "{backend} round {round}: back to the bound");
+        // The audit log grows with the traffic by design; every other table is back to the bound.
+        assert_eq!(TableCounts { audit_events: 0, ..after }, bound(), "{backend} round {round}: back to the bound");
     }
     eprintln!("{backend}: {ROUNDS} rounds of {FLOWS} flows in {:?}", started.elapsed());
 }

@@ -134,6 +134,12 @@ pub async fn add_client(
         audiences: new.audiences,
     };
     store.insert_client(&record).await?;
+    let e = crate::audit::Event {
+        client_id: Some(record.client_id.as_str()),
+        detail: Some(serde_json::json!({ "public": record.is_public(), "redirect_uris": record.redirect_uris })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "client_added", e).await;
     Ok((record, secret))
 }
 
@@ -173,6 +179,12 @@ pub async fn add_user(
         address: new.address,
     };
     store.insert_user(&record).await?;
+    let e = crate::audit::Event {
+        user_id: Some(&record.id),
+        detail: Some(serde_json::json!({ "username": record.username })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "user_added", e).await;
     Ok(record)
 }
 
@@ -181,10 +193,41 @@ pub async fn set_password(
     hasher: &Hasher,
     username: &str,
     password: latchkey_proto::Password,
+    now: UnixTime,
 ) -> Result<bool, AdminError> {
     check_password(&password)?;
     let hash = hasher.hash(password.expose_secret().to_owned()).await?;
-    Ok(store.set_password_hash(username, &hash).await?)
+    let changed = store.set_password_hash(username, &hash).await?;
+    if changed {
+        let e = crate::audit::Event { detail: Some(serde_json::json!({ "username": username })), ..Default::default() };
+        crate::audit::record(store, now, "password_changed", e).await;
+    }
+    Ok(changed)
+}
+
+/// Removes a client and everything issued to it.
+pub async fn remove_client(store: &dyn Store, client_id: &ClientId, now: UnixTime) -> Result<bool, AdminError> {
+    let removed = store.remove_client(client_id).await?;
+    if removed {
+        let e = crate::audit::Event { client_id: Some(client_id.as_str()), ..Default::default() };
+        crate::audit::record(store, now, "client_removed", e).await;
+    }
+    Ok(removed)
+}
+
+/// Removes a user, their sessions and everything issued to them.
+pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
+    let id = store.user_by_username(username).await?.map(|u| u.id);
+    let removed = store.remove_user(username).await?;
+    if removed {
+        let e = crate::audit::Event {
+            user_id: id.as_deref(),
+            detail: Some(serde_json::json!({ "username": username })),
+            ..Default::default()
+        };
+        crate::audit::record(store, now, "user_removed", e).await;
+    }
+    Ok(removed)
 }
 
 /// NIST SP 800-63B §5.1.1.2: at least 8 characters; no composition rules.
@@ -207,7 +250,11 @@ pub async fn rotate_keys(store: &dyn Store, algs: &[SigningAlg], now: UnixTime) 
         let rec =
             tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await.map_err(anyhow::Error::new)??;
         store.rotate_signing_key(&rec, now).await?;
-        tracing::info!(target: "latchkey::security", event = "key_rotation", kid = %rec.kid, alg = %rec.alg, "signing key rotated");
+        let e = crate::audit::Event {
+            detail: Some(serde_json::json!({ "kid": rec.kid, "alg": rec.alg })),
+            ..Default::default()
+        };
+        crate::audit::record(store, now, "key_rotation", e).await;
         out.push(rec);
     }
     Ok(out)

@@ -8,8 +8,12 @@ use latchkey_proto::{
 };
 use url::Url;
 
+use std::net::IpAddr;
+
+use serde_json::json;
+
 use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, SessionRecord};
-use crate::{Error, Provider, UnixTime};
+use crate::{Error, Provider, UnixTime, audit, throttle};
 
 /// What the browser is shown next.
 #[derive(Debug, PartialEq, Eq)]
@@ -193,6 +197,8 @@ fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
 pub enum LoginOutcome {
     /// Wrong username or password: show the form again with one message for both cases.
     Failed { client_name: String },
+    /// Too many failures: try again after this many seconds (the password was not checked).
+    Throttled { client_name: String, retry_after: u64 },
     /// Logged in: set the session cookie and go on.
     Done { session: SessionToken, max_age: u64, next: Step },
 }
@@ -256,12 +262,26 @@ impl Provider {
         pending_id: &str,
         username: &str,
         password: Password,
+        ip: Option<IpAddr>,
         now: UnixTime,
     ) -> Result<Result<LoginOutcome, Step>, Error> {
         let (pending, client) = match self.load_pending(pending_id, now).await? {
             Ok(x) => x,
             Err(step) => return Ok(Err(step)),
         };
+        let rules = throttle::keys(username, ip);
+        let keys: Vec<String> = rules.iter().map(|(k, _)| k.clone()).collect();
+        let state = self.store.throttle_state(&keys).await?;
+        if let Some(until) = throttle::blocked_until(&state, &rules, now) {
+            let e = audit::Event {
+                client_id: Some(client.client_id.as_str()),
+                ip,
+                detail: Some(json!({ "retry_after": until - now })),
+                ..Default::default()
+            };
+            audit::record(self.store.as_ref(), now, "login_throttled", e).await;
+            return Ok(Ok(LoginOutcome::Throttled { client_name: client.name, retry_after: (until - now) as u64 }));
+        }
         let user = self.store.user_by_username(username).await?;
         let ok = self
             .hasher
@@ -270,11 +290,25 @@ impl Provider {
         let user = match user {
             Some(u) if ok => u,
             _ => {
-                tracing::info!(target: "latchkey::security", event = "login_failure", client_id = %client.client_id, "login failed");
+                self.store.throttle_failure(&keys, now, throttle::FORGET_AFTER).await?;
+                // The attempted username is recorded for the audit trail; it is not a secret.
+                let attempted: String = username.chars().take(64).collect();
+                let e = audit::Event {
+                    user_id: user.as_ref().map(|u| u.id.as_str()),
+                    client_id: Some(client.client_id.as_str()),
+                    ip,
+                    detail: Some(json!({ "username": attempted })),
+                };
+                audit::record(self.store.as_ref(), now, "login_failure", e).await;
                 return Ok(Ok(LoginOutcome::Failed { client_name: client.name }));
             }
         };
-        tracing::info!(target: "latchkey::security", event = "login_success", user_id = %user.id, client_id = %client.client_id, "login succeeded");
+        // A success clears this account's counters, but not the IP's: logging in to one's own
+        // account must not reset the budget for guessing others.
+        let account_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with("ip:")).cloned().collect();
+        self.store.throttle_clear(&account_keys).await?;
+        let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail: None };
+        audit::record(self.store.as_ref(), now, "login_success", e).await;
         let token = SessionToken::generate();
         let session = SessionRecord {
             hash: token.hash(),
@@ -283,7 +317,7 @@ impl Provider {
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
         };
-        self.store.insert_session(&session).await?;
+        self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
         let next = if self.has_consent(&client, &user.id, &pending.scope).await? {
             self.store.remove_pending(&TokenHash::of(pending_id)).await?;
             Step::Redirect(self.issue_code(&pending, &session, now).await?)
@@ -335,7 +369,12 @@ impl Provider {
         };
         self.store.remove_pending(&TokenHash::of(pending_id)).await?;
         if !approve {
-            tracing::info!(target: "latchkey::security", event = "consent_denied", user_id = %session.user_id, client_id = %client.client_id, "consent denied");
+            let e = audit::Event {
+                user_id: Some(&session.user_id),
+                client_id: Some(client.client_id.as_str()),
+                ..Default::default()
+            };
+            audit::record(self.store.as_ref(), now, "consent_denied", e).await;
             let e = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
             return Ok(Step::Redirect(error_redirect(
                 self.issuer(),
@@ -348,7 +387,13 @@ impl Provider {
         let previous = self.store.consent(&session.user_id, &client.client_id).await?.unwrap_or_default();
         let remembered = Scope::parse(&format!("{previous} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
         self.store.put_consent(&session.user_id, &client.client_id, &remembered, now).await?;
-        tracing::info!(target: "latchkey::security", event = "consent_granted", user_id = %session.user_id, client_id = %client.client_id, scope = %pending.scope, "consent granted");
+        let e = audit::Event {
+            user_id: Some(&session.user_id),
+            client_id: Some(client.client_id.as_str()),
+            detail: Some(json!({ "scope": pending.scope.to_string() })),
+            ..Default::default()
+        };
+        audit::record(self.store.as_ref(), now, "consent_granted", e).await;
         Ok(Step::Redirect(self.issue_code(&pending, &session, now).await?))
     }
 
@@ -382,6 +427,15 @@ impl Provider {
     }
 
     async fn save_pending(&self, p: &PendingAuthorization) -> Result<String, Error> {
+        if self.store.count_pending(&p.client_id, p.expires_at - self.config.pending_ttl as UnixTime).await?
+            >= self.config.max_pending_per_client
+        {
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many sign-in requests are in progress for this application; try again in a few minutes",
+            )
+            .into());
+        }
         let id = random_token();
         self.store.insert_pending(&TokenHash::of(&id), p).await?;
         Ok(id)

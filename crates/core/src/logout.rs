@@ -99,7 +99,12 @@ impl Provider {
             }
             self.store.end_session(&session.sid, now).await?;
             ended = true;
-            tracing::info!(target: "latchkey::security", event = "logout", user_id = %session.user_id, "session ended");
+            let e = crate::audit::Event {
+                user_id: Some(&session.user_id),
+                client_id: client.as_ref().map(|c| c.client_id.as_str()),
+                ..Default::default()
+            };
+            crate::audit::record(self.store.as_ref(), now, "logout", e).await;
         }
         let redirect = redirect_uri.map(|u| {
             let Ok(mut url) = Url::parse(u.as_str()) else { return u.to_string() };

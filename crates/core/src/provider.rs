@@ -33,6 +33,10 @@ pub struct ProviderConfig {
     pub session_ttl: u64,
     /// How long a login or consent page may stay open.
     pub pending_ttl: u64,
+    /// Live pending authorization requests allowed per client; past it, new ones get 503.
+    pub max_pending_per_client: u64,
+    /// Browser sessions kept per user; a new login ends the oldest beyond this.
+    pub max_sessions_per_user: u32,
 }
 
 impl ProviderConfig {
@@ -49,6 +53,8 @@ impl ProviderConfig {
             access_token_alg: SigningAlg::RS256,
             session_ttl: 24 * 3600,
             pending_ttl: 600,
+            max_pending_per_client: 10_000,
+            max_sessions_per_user: 32,
         }
     }
 }
@@ -58,6 +64,7 @@ pub struct Provider {
     pub config: ProviderConfig,
     pub hasher: Hasher,
     keys: RwLock<Arc<KeySet>>,
+    pub(crate) origins: crate::cors::OriginCache,
 }
 
 impl std::fmt::Debug for Provider {
@@ -85,7 +92,13 @@ impl Provider {
         }
         let keys = KeySet::from_records(&store.signing_keys().await?).context("loading signing keys")?;
         let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Self { store, config, hasher: Hasher::new(parallelism)?, keys: RwLock::new(Arc::new(keys)) })
+        Ok(Self {
+            store,
+            config,
+            hasher: Hasher::new(parallelism)?,
+            keys: RwLock::new(Arc::new(keys)),
+            origins: Default::default(),
+        })
     }
 
     /// Re-reads the keys from the store, so that a rotation made by `latchkey keys rotate` or by

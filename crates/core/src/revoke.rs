@@ -7,7 +7,7 @@
 use latchkey_proto::{ClientAuth, ErrorCode, OAuthError, RefreshToken};
 
 use crate::grant::{AccessClaims, client_auth};
-use crate::{Error, Provider, UnixTime};
+use crate::{Error, Provider, UnixTime, audit};
 
 /// Which kind a token is to be tried as first (`token_type_hint`, RFC 7009 §2.1). An unknown hint
 /// is ignored, as the RFC allows, and every kind is tried.
@@ -73,7 +73,13 @@ impl Provider {
             return Err(not_yours());
         }
         self.store.revoke_grant(&grant.id, now).await?;
-        tracing::info!(target: "latchkey::security", event = "revocation", token_type = "refresh_token", client_id = %client, "refresh token family revoked");
+        let e = audit::Event {
+            user_id: Some(&grant.user_id),
+            client_id: Some(client.as_str()),
+            detail: Some(serde_json::json!({ "token_type": "refresh_token" })),
+            ..Default::default()
+        };
+        audit::record(self.store.as_ref(), now, "revocation", e).await;
         Ok(true)
     }
 
@@ -92,7 +98,13 @@ impl Provider {
         }
         if claims.exp > now {
             self.store.revoke_access_token(&claims.jti, now).await?;
-            tracing::info!(target: "latchkey::security", event = "revocation", token_type = "access_token", client_id = %client, "access token revoked");
+            let e = audit::Event {
+                user_id: Some(&claims.sub),
+                client_id: Some(client.as_str()),
+                detail: Some(serde_json::json!({ "token_type": "access_token" })),
+                ..Default::default()
+            };
+            audit::record(self.store.as_ref(), now, "revocation", e).await;
         }
         Ok(true)
     }

@@ -255,6 +255,27 @@ pub enum Rotated {
     },
 }
 
+/// Failed logins counted under one throttling key (an account, an IP, or both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    pub key: String,
+    pub failures: u32,
+    pub last_failure: UnixTime,
+}
+
+/// One security event, kept for `latchkey audit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: UnixTime,
+    /// `login_success`, `login_failure`, `consent_granted`, `refresh_token_reuse`, …
+    pub event: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    /// Event-specific facts. Never a secret.
+    pub detail: serde_json::Value,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Clients.
@@ -283,11 +304,15 @@ pub trait Store: Send + Sync + 'static {
 
     // Pending authorization requests.
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()>;
+    /// Unexpired pending requests of one client: bounded, so a flood cannot fill the store.
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64>;
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>>;
     async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()>;
 
     // Browser sessions.
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()>;
+    /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
+    /// the newest `keep` (their session-bound grants are revoked, as at logout).
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
@@ -328,6 +353,23 @@ pub trait Store: Send + Sync + 'static {
     async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>>;
     /// RFC 7009 for one access token: it stays revoked until it expires.
     async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()>;
+
+    // Login throttling.
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>>;
+    /// Counts one failure under each key; a key whose last failure is older than `forget_after`
+    /// seconds starts again from one.
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()>;
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()>;
+
+    // The audit log.
+    async fn record_audit(&self, event: &AuditRecord) -> StoreResult<()>;
+    /// Newest first, at most `limit`.
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 
     // Housekeeping.
     /// Deletes what can no longer be used at `now`, so that tables stay bounded (the policy is
@@ -372,6 +414,11 @@ pub struct TableCounts {
     pub refresh_tokens: u64,
     /// Expired access-token records (an expired JWT is refused before its record is looked up).
     pub access_tokens: u64,
+    /// Failure counters whose last failure is older than `throttle::FORGET_AFTER`: they would
+    /// start again from zero anyway.
+    pub login_throttle: u64,
+    /// Never purged: the audit log is a record kept for the operator (counted, for visibility).
+    pub audit_events: u64,
 }
 
 impl TableCounts {
@@ -386,6 +433,8 @@ impl TableCounts {
             + self.grants
             + self.refresh_tokens
             + self.access_tokens
+            + self.login_throttle
+            + self.audit_events
     }
 }
 
@@ -397,8 +446,9 @@ pub struct ConsentRecord {
     pub updated_at: UnixTime,
 }
 
-/// A whole deployment's data, as stored: secrets only as hashes, private keys as they are.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A whole deployment's data, as stored: secrets only as hashes, private keys as they are. Login
+/// throttling counters are transient and not part of it.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub clients: Vec<ClientRecord>,
     pub users: Vec<UserRecord>,
@@ -410,4 +460,6 @@ pub struct Snapshot {
     pub grants: Vec<GrantRecord>,
     pub refresh_tokens: Vec<RefreshRecord>,
     pub access_tokens: Vec<AccessRecord>,
+    /// Oldest first.
+    pub audit_events: Vec<AuditRecord>,
 }

@@ -10,6 +10,7 @@ mod postgres_maint;
 mod postgres_schema;
 mod purge_sql;
 mod sqlite;
+mod sqlite_conn;
 mod sqlite_maint;
 mod sqlite_schema;
 #[cfg(feature = "test-util")]

@@ -261,6 +261,53 @@ impl PostgresStore {
         Ok(())
     }
 
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<()> {
+        let mut c = self.conn().await?;
+        let tx = Self::begin(&mut c).await?;
+        tx.execute(
+            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at],
+        )
+        .await?;
+        // The user's sessions beyond the newest `keep` end, as at logout.
+        let evicted = tx
+            .query(
+                "SELECT sid FROM sessions WHERE user_id = $1 ORDER BY auth_time DESC, sid OFFSET $2",
+                &[&s.user_id, &i64::from(keep)],
+            )
+            .await?;
+        for row in evicted {
+            let sid: String = row.try_get(0)?;
+            tx.execute("DELETE FROM sessions WHERE sid = $1", &[&sid]).await?;
+            tx.execute(
+                "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
+                &[&sid, &s.auth_time],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn throttle_failure_once(&self, keys: &[String], now: UnixTime, forget_after: u64) -> anyhow::Result<()> {
+        let forget = now - forget_after as UnixTime;
+        let mut c = self.conn().await?;
+        let tx = Self::begin(&mut c).await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO login_throttle (key, failures, last_failure) VALUES ($1, 1, $2)
+                 ON CONFLICT (key) DO UPDATE SET
+                   failures = CASE WHEN login_throttle.last_failure < $3 THEN 1 ELSE login_throttle.failures + 1 END,
+                   last_failure = excluded.last_failure",
+            )
+            .await?;
+        for k in keys {
+            tx.execute(&stmt, &[k, &now, &forget]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<Option<SessionRecord>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -398,6 +445,17 @@ pub(crate) fn access_row(r: &Row) -> anyhow::Result<AccessRecord> {
         grant_id: r.try_get(1)?,
         expires_at: r.try_get(2)?,
         revoked_at: r.try_get(3)?,
+    })
+}
+
+pub(crate) fn audit_row(r: &Row) -> anyhow::Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: r.try_get(0)?,
+        event: r.try_get(1)?,
+        user_id: r.try_get(2)?,
+        client_id: r.try_get(3)?,
+        ip: r.try_get(4)?,
+        detail: json_of(r, 5)?,
     })
 }
 
@@ -614,12 +672,23 @@ impl Store for PostgresStore {
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
         let data = to_json(p)?;
         self.exec(
-            "INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES ($1, $2, $3)",
-            &[&id.as_str(), &data, &p.expires_at],
+            "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES ($1, $2, $3, $4)",
+            &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str()],
         )
         .await
         .map(|_| ())
         .map_err(StoreError::Backend)
+    }
+
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
+        let n = self
+            .opt(
+                "SELECT count(*) FROM pending_authorizations WHERE client_id = $1 AND expires_at > $2",
+                &[&client_id.as_str(), &now],
+                |r| Ok(r.try_get::<_, i64>(0)?),
+            )
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
@@ -638,14 +707,8 @@ impl Store for PostgresStore {
             .map_err(StoreError::Backend)
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at],
-        )
-        .await
-        .map(|_| ())
-        .map_err(StoreError::Backend)
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+        retrying!(self.insert_session_once(s, keep))
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
@@ -774,6 +837,64 @@ impl Store for PostgresStore {
             .await
             .map(|_| ())
             .map_err(StoreError::Backend)
+    }
+
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
+        let run = async {
+            let c = self.conn().await?;
+            let stmt =
+                c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = $1").await?;
+            let mut out = Vec::new();
+            // In the order asked, as on SQLite.
+            for k in keys {
+                if let Some(r) = c.query_opt(&stmt, &[k]).await? {
+                    let failures: i32 = r.try_get(1)?;
+                    out.push(ThrottleRecord {
+                        key: r.try_get(0)?,
+                        failures: u32::try_from(failures).unwrap_or(0),
+                        last_failure: r.try_get(2)?,
+                    });
+                }
+            }
+            anyhow::Ok(out)
+        };
+        run.await.map_err(StoreError::Backend)
+    }
+
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()> {
+        retrying!(self.throttle_failure_once(keys, now, forget_after))
+    }
+
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
+        self.exec("DELETE FROM login_throttle WHERE key = ANY($1)", &[&keys])
+            .await
+            .map(|_| ())
+            .map_err(StoreError::Backend)
+    }
+
+    async fn record_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()],
+        )
+        .await
+        .map(|_| ())
+        .map_err(StoreError::Backend)
+    }
+
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.all(
+            "SELECT at, event, user_id, client_id, ip, detail FROM audit_events
+             WHERE at >= $1 AND ($2::TEXT IS NULL OR user_id = $2) ORDER BY at DESC, id DESC LIMIT $3",
+            &[&since.unwrap_or(i64::MIN), &user_id, &i64::from(limit)],
+            audit_row,
+        )
+        .await
     }
 
     async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts> {

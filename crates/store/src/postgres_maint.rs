@@ -26,6 +26,7 @@ pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, key_publish_window: 
             Param::None => tx.execute(&stmt, &[]).await?,
             Param::Now => tx.execute(&stmt, &[&now]).await?,
             Param::KeyCutoff => tx.execute(&stmt, &[&cutoff]).await?,
+            Param::ThrottleCutoff => tx.execute(&stmt, &[&purge_sql::throttle_cutoff(now)]).await?,
         };
         *field(&mut out) += n;
     }
@@ -37,7 +38,7 @@ pub(crate) async fn counts(s: &PostgresStore) -> anyhow::Result<TableCounts> {
     let c = s.object().await?;
     let stmt = c.prepare_cached(purge_sql::COUNTS).await?;
     let row = c.query_one(&stmt, &[]).await?;
-    let mut v = [0i64; 10];
+    let mut v = [0i64; purge_sql::COUNTED];
     for (i, x) in v.iter_mut().enumerate() {
         *x = row.try_get(i)?;
     }
@@ -80,6 +81,10 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             "SELECT jti, grant_id, expires_at, revoked_at FROM access_tokens ORDER BY jti",
             access_row
         ),
+        audit_events: rows!(
+            "SELECT at, event, user_id, client_id, ip, detail FROM audit_events ORDER BY id",
+            audit_row
+        ),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -118,10 +123,12 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
     }
-    let stmt = tx.prepare("INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES ($1, $2, $3)").await?;
+    let stmt = tx
+        .prepare("INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES ($1, $2, $3, $4)")
+        .await?;
     for (id, p) in &snap.pending {
         let data = serde_json::to_string(p)?;
-        tx.execute(&stmt, &[&id.as_str(), &data, &p.expires_at]).await?;
+        tx.execute(&stmt, &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str()]).await?;
     }
     let stmt = tx
         .prepare("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)")
@@ -145,6 +152,12 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     }
     for a in &snap.access_tokens {
         insert_access(&tx, a).await?;
+    }
+    let stmt = tx
+        .prepare("INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await?;
+    for e in &snap.audit_events {
+        tx.execute(&stmt, &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()]).await?;
     }
     tx.commit().await?;
     Ok(())

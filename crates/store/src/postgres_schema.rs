@@ -4,7 +4,7 @@
 //! indexes the purge and the many-instance deployment need.
 
 pub const MIGRATIONS: &[&str] = &[
-    // 1: everything up to the token lifecycle (SQLite migrations 1 and 2).
+    // 1: everything up to login throttling, the audit log and the pending bound (SQLite 1 to 4).
     r#"
     CREATE TABLE clients (
         client_id TEXT PRIMARY KEY,
@@ -35,9 +35,11 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE pending_authorizations (
         id_hash TEXT PRIMARY KEY,
         data TEXT NOT NULL,
-        expires_at BIGINT NOT NULL
+        expires_at BIGINT NOT NULL,
+        client_id TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX pending_by_expiry ON pending_authorizations (expires_at);
+    CREATE INDEX pending_by_client ON pending_authorizations (client_id, expires_at);
     CREATE TABLE sessions (
         hash TEXT PRIMARY KEY,
         sid TEXT NOT NULL UNIQUE,
@@ -45,7 +47,7 @@ pub const MIGRATIONS: &[&str] = &[
         auth_time BIGINT NOT NULL,
         expires_at BIGINT NOT NULL
     );
-    CREATE INDEX sessions_by_user ON sessions (user_id);
+    CREATE INDEX sessions_by_user ON sessions (user_id, auth_time);
     CREATE INDEX sessions_by_expiry ON sessions (expires_at);
     CREATE TABLE consents (
         user_id TEXT NOT NULL,
@@ -105,5 +107,22 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX access_by_grant ON access_tokens (grant_id);
     CREATE INDEX access_by_expiry ON access_tokens (expires_at);
+    CREATE TABLE login_throttle (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure BIGINT NOT NULL
+    );
+    CREATE INDEX throttle_by_time ON login_throttle (last_failure);
+    CREATE TABLE audit_events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        user_id TEXT,
+        client_id TEXT,
+        ip TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_events (at);
+    CREATE INDEX audit_by_user ON audit_events (user_id, at);
     "#,
 ];

@@ -25,6 +25,8 @@ pub enum Param {
     Now,
     /// `now - key_publish_window`: a key retired at or before it is no longer published.
     KeyCutoff,
+    /// `now - throttle::FORGET_AFTER`: a failure counter last bumped at or before it is forgotten.
+    ThrottleCutoff,
 }
 
 /// A purge step: where its count goes, its parameter, its statement. In this order: expired
@@ -60,7 +62,16 @@ pub fn statements() -> Vec<(Field, Param, String)> {
             Param::KeyCutoff,
             "DELETE FROM signing_keys WHERE NOT active AND retired_at IS NOT NULL AND retired_at <= $1".into(),
         ),
+        (|c| &mut c.login_throttle, Param::ThrottleCutoff, "DELETE FROM login_throttle WHERE last_failure <= $1".into()),
     ]
+}
+
+/// The tables [`COUNTS`] counts.
+pub const COUNTED: usize = 12;
+
+/// `now - throttle::FORGET_AFTER`.
+pub fn throttle_cutoff(now: i64) -> i64 {
+    now.saturating_sub(latchkey_core::throttle::FORGET_AFTER as i64)
 }
 
 /// One row, one column per table, in `TableCounts` field order.
@@ -68,10 +79,10 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM clients), (SELECT count(*) FROM users), (SELECT count(*) FROM signing_keys),
     (SELECT count(*) FROM pending_authorizations), (SELECT count(*) FROM sessions), (SELECT count(*) FROM consents),
     (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
-    (SELECT count(*) FROM access_tokens)";
+    (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events)";
 
-/// `TableCounts` from the ten values of [`COUNTS`].
-pub fn from_values(v: [i64; 10]) -> TableCounts {
+/// `TableCounts` from the values of [`COUNTS`].
+pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
     let u = |i: usize| v[i].max(0) as u64;
     TableCounts {
         clients: u(0),
@@ -84,5 +95,7 @@ pub fn from_values(v: [i64; 10]) -> TableCounts {
         grants: u(7),
         refresh_tokens: u(8),
         access_tokens: u(9),
+        login_throttle: u(10),
+        audit_events: u(11),
     }
 }

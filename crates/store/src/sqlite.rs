@@ -1,36 +1,21 @@
-//! `Store` on SQLite.
-//!
-//! One writer connection (SQLite allows one writer at a time anyway) and a few reader connections
-//! in WAL mode, so reads never wait for writes. Every call runs on the blocking pool; no lock is
-//! held across an `.await`. Durability: `synchronous=FULL`, so a commit is on disk before the
-//! response that depends on it is sent (a redeemed code stays redeemed after a crash).
+//! `Store` on SQLite. Connections, group commit and migrations are in `sqlite_conn`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHash};
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::sqlite_conn::Pool;
 use crate::sqlite_maint;
-use crate::sqlite_schema::MIGRATIONS;
-
-const READERS: usize = 4;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -39,35 +24,10 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(())
-}
-
-fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
-    // when the next one begins on a fresh statement.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut writer =
-            Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
-        writer.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
-        configure(&writer)?;
-        migrate(&mut writer)?;
-        let readers = (0..READERS)
-            .map(|_| {
-                let c = Connection::open(path)?;
-                configure(&c)?;
-                Ok(Mutex::new(c))
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }) })
+        Ok(Self { pool: Arc::new(Pool::open(path)?) })
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
@@ -80,51 +40,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = lock(&inner.readers[i]);
-            f(&conn).map_err(backend)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+        self.pool.read(f).await
     }
 
+    /// `f` runs inside the writer's group transaction: it uses savepoints, never transactions.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer);
-            f(&mut conn).map_err(backend)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+        self.pool.write(f).await
     }
-}
-
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > MIGRATIONS.len() {
-        return Err(anyhow!(
-            "the database schema (version {version}) is newer than this latchkey binary knows ({}); upgrade latchkey",
-            MIGRATIONS.len()
-        ));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "applied database migration");
-    }
-    Ok(())
-}
-
-pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(anyhow::Error::new(e))
 }
 
 fn is_unique_violation(e: &StoreError) -> bool {
@@ -281,7 +207,7 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
 }
 
 /// A grant with its first tokens, inside the caller's transaction.
-fn insert_issuance(tx: &rusqlite::Transaction<'_>, issue: &Issuance) -> rusqlite::Result<()> {
+fn insert_issuance(tx: &Connection, issue: &Issuance) -> rusqlite::Result<()> {
     insert_grant_row(tx, &issue.grant)?;
     if let Some(r) = &issue.refresh {
         insert_refresh(tx, r)?;
@@ -342,7 +268,7 @@ impl Store for SqliteStore {
     async fn remove_client(&self, id: &ClientId) -> StoreResult<bool> {
         let id = id.to_string();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute("DELETE FROM clients WHERE client_id = ?1", [&id])?;
             // Everything issued to the client goes with it.
             tx.execute("DELETE FROM grants WHERE client_id = ?1", [&id])?;
@@ -409,7 +335,7 @@ impl Store for SqliteStore {
     async fn remove_user(&self, username: &str) -> StoreResult<bool> {
         let name = username.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(false) };
@@ -431,7 +357,7 @@ impl Store for SqliteStore {
     async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool> {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", params![name, hash])?;
             // A new password ends every browser session of the user.
             tx.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [&name])?;
@@ -464,9 +390,9 @@ impl Store for SqliteStore {
     async fn insert_signing_key(&self, k: &KeyRecord) -> StoreResult<bool> {
         let k = k.clone();
         self.write(move |c| {
-            // IMMEDIATE takes the write lock first, so the check and the insert are one step even
-            // against another process on the same file.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The writer's group transaction holds the write lock (BEGIN IMMEDIATE), so the check
+            // and the insert are one step even against another process on the same file.
+            let tx = c.savepoint()?;
             if k.active {
                 let taken: bool = tx.query_row(
                     "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE alg = ?1 AND active = 1)",
@@ -487,7 +413,7 @@ impl Store for SqliteStore {
     async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
         let k = key.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             tx.execute(
                 "UPDATE signing_keys SET active = 0, retired_at = ?2 WHERE alg = ?1 AND active = 1",
                 params![k.alg, now],
@@ -499,13 +425,24 @@ impl Store for SqliteStore {
     }
 
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
-        let (id, data, exp) = (id.as_str().to_owned(), to_json(p)?, p.expires_at);
+        let (id, data, exp, client) = (id.as_str().to_owned(), to_json(p)?, p.expires_at, p.client_id.to_string());
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![id, data, exp])
+            c.prepare_cached(
+                "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, data, exp, client])
         })
         .await
         .map(|_| ())
+    }
+
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
+        let client = client_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT COUNT(*) FROM pending_authorizations WHERE client_id = ?1 AND expires_at > ?2")?
+                .query_row(params![client, now], |r| r.get(0))
+        })
+        .await
     }
 
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
@@ -525,16 +462,30 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
         let s = s.clone();
         self.write(move |c| {
-            c.prepare_cached(
+            let tx = c.savepoint()?;
+            tx.prepare_cached(
                 "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])
+            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            let evicted: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                )?
+                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for sid in evicted {
+                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                tx.execute(
+                    "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
+                    params![sid, s.auth_time],
+                )?;
+            }
+            tx.commit()
         })
         .await
-        .map(|_| ())
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
@@ -569,7 +520,7 @@ impl Store for SqliteStore {
     async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let session = tx
                 .query_row(
                     "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
@@ -630,7 +581,7 @@ impl Store for SqliteStore {
     async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, issue: &Issuance) -> StoreResult<Redeemed> {
         let (h, issue) = (hash.as_str().to_owned(), issue.clone());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // The conditional update is the single point of truth for "used once".
             let won = tx
                 .prepare_cached("UPDATE codes SET used_at = ?2, grant_id = ?3 WHERE hash = ?1 AND used_at IS NULL")?
@@ -654,7 +605,7 @@ impl Store for SqliteStore {
     async fn insert_grant(&self, issue: &Issuance) -> StoreResult<()> {
         let issue = issue.clone();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             insert_issuance(&tx, &issue)?;
             tx.commit()
         })
@@ -698,7 +649,7 @@ impl Store for SqliteStore {
         let (h, next, access, cached) =
             (old.as_str().to_owned(), next.clone(), access.clone(), cached_response.to_vec());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let won = tx
                 .prepare_cached(
                     "UPDATE refresh_tokens SET consumed_at = ?2, cached_response = ?3 WHERE hash = ?1 AND consumed_at IS NULL
@@ -758,6 +709,96 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = ?1")?;
+            let mut out = Vec::new();
+            for k in &keys {
+                if let Some(r) = stmt
+                    .query_row([k], |r| {
+                        Ok(ThrottleRecord { key: r.get(0)?, failures: r.get(1)?, last_failure: r.get(2)? })
+                    })
+                    .optional()?
+                {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        let forget = now - forget_after as UnixTime;
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            for k in &keys {
+                tx.prepare_cached(
+                    "INSERT INTO login_throttle (key, failures, last_failure) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET
+                       failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END,
+                       last_failure = excluded.last_failure",
+                )?
+                .execute(params![k, now, forget])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            for k in &keys {
+                tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1")?.execute([k])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn record_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+        let (e, detail) = (e.clone(), e.detail.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![e.at, e.event, e.user_id, e.client_id, e.ip, detail])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let user = user_id.map(str::to_owned);
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT at, event, user_id, client_id, ip, detail FROM audit_events
+                 WHERE at >= ?1 AND (?2 IS NULL OR user_id = ?2) ORDER BY at DESC, id DESC LIMIT ?3",
+            )?
+            .query_map(params![since.unwrap_or(i64::MIN), user, limit], |r| {
+                Ok(AuditRecord {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    user_id: r.get(2)?,
+                    client_id: r.get(3)?,
+                    ip: r.get(4)?,
+                    detail: json_col(r, 5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
     async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts> {
         self.write(move |c| sqlite_maint::purge(c, now, key_publish_window)).await
     }
@@ -767,8 +808,7 @@ impl Store for SqliteStore {
     }
 
     async fn export(&self) -> StoreResult<Snapshot> {
-        // On the writer connection: one read transaction sees one consistent state of the file.
-        self.write(sqlite_maint::export).await
+        self.read(sqlite_maint::export).await
     }
 
     async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {

@@ -3,13 +3,14 @@
 use latchkey_core::UnixTime;
 use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 
 use crate::purge_sql::{self, Param};
 use crate::sqlite::*;
 
+/// Runs in the writer's group transaction, hence a savepoint.
 pub(crate) fn purge(c: &mut Connection, now: UnixTime, key_publish_window: u64) -> rusqlite::Result<TableCounts> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = c.savepoint()?;
     let mut out = TableCounts::default();
     for (field, param, sql) in purge_sql::statements() {
         let mut stmt = tx.prepare_cached(&sql)?;
@@ -17,6 +18,7 @@ pub(crate) fn purge(c: &mut Connection, now: UnixTime, key_publish_window: u64) 
             Param::None => stmt.execute([])?,
             Param::Now => stmt.execute([now])?,
             Param::KeyCutoff => stmt.execute([now.saturating_sub(key_publish_window as i64)])?,
+            Param::ThrottleCutoff => stmt.execute([purge_sql::throttle_cutoff(now)])?,
         };
         *field(&mut out) += n as u64;
     }
@@ -26,7 +28,7 @@ pub(crate) fn purge(c: &mut Connection, now: UnixTime, key_publish_window: u64) 
 
 pub(crate) fn counts(c: &Connection) -> rusqlite::Result<TableCounts> {
     c.prepare_cached(purge_sql::COUNTS)?.query_row([], |r| {
-        let mut v = [0i64; 10];
+        let mut v = [0i64; purge_sql::COUNTED];
         for (i, x) in v.iter_mut().enumerate() {
             *x = r.get(i)?;
         }
@@ -34,9 +36,9 @@ pub(crate) fn counts(c: &Connection) -> rusqlite::Result<TableCounts> {
     })
 }
 
-pub(crate) fn export(c: &mut Connection) -> rusqlite::Result<Snapshot> {
-    // A deferred transaction: every SELECT below reads the same snapshot of the file.
-    let tx = c.transaction()?;
+/// On a reader connection: one read transaction, so every SELECT sees the same state of the file.
+pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
+    let tx = c.unchecked_transaction()?;
     let s = Snapshot {
         clients: tx
             .prepare("SELECT data FROM clients ORDER BY client_id")?
@@ -109,13 +111,27 @@ pub(crate) fn export(c: &mut Connection) -> rusqlite::Result<Snapshot> {
                 Ok(AccessRecord { jti: r.get(0)?, grant_id: r.get(1)?, expires_at: r.get(2)?, revoked_at: r.get(3)? })
             })?
             .collect::<rusqlite::Result<_>>()?,
+        audit_events: tx
+            .prepare("SELECT at, event, user_id, client_id, ip, detail FROM audit_events ORDER BY id")?
+            .query_map([], |r| {
+                Ok(AuditRecord {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    user_id: r.get(2)?,
+                    client_id: r.get(3)?,
+                    ip: r.get(4)?,
+                    detail: json_col(r, 5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;
     Ok(s)
 }
 
+/// In the writer's group transaction, in a savepoint of its own: all or nothing.
 pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = c.savepoint()?;
     for client in &s.clients {
         let data = serde_json::to_string(client).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         tx.execute(
@@ -145,8 +161,8 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     for (id, p) in &s.pending {
         let data = serde_json::to_string(p).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         tx.execute(
-            "INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES (?1, ?2, ?3)",
-            params![id.as_str(), data, p.expires_at],
+            "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES (?1, ?2, ?3, ?4)",
+            params![id.as_str(), data, p.expires_at, p.client_id.as_str()],
         )?;
     }
     for x in &s.sessions {
@@ -172,6 +188,12 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     }
     for a in &s.access_tokens {
         insert_access(&tx, a)?;
+    }
+    for e in &s.audit_events {
+        tx.execute(
+            "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![e.at, e.event, e.user_id, e.client_id, e.ip, e.detail.to_string()],
+        )?;
     }
     tx.commit()
 }

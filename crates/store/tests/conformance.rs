@@ -132,7 +132,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 100,
     };
-    s.insert_session(&sess).await.unwrap();
+    s.insert_session(&sess, 8).await.unwrap();
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
     assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
     assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
@@ -151,6 +151,9 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         login_hint: Some("alice".into()),
     };
     s.insert_pending(&TokenHash::of("p"), &p).await.unwrap();
+    assert_eq!(s.count_pending(&p.client_id, 99).await.unwrap(), 1);
+    assert_eq!(s.count_pending(&p.client_id, 100).await.unwrap(), 0, "expired requests do not count");
+    assert_eq!(s.count_pending(&ClientId::parse("other").unwrap(), 99).await.unwrap(), 0);
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
     assert_eq!(s.pending(&TokenHash::of("p"), 100).await.unwrap(), None);
     s.remove_pending(&TokenHash::of("p")).await.unwrap();
@@ -279,7 +282,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 1000,
     };
-    s.insert_session(&sess).await.unwrap();
+    s.insert_session(&sess, 8).await.unwrap();
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     let mut offline = issuance("offline", "ro");
     offline.grant.offline = true;
@@ -377,8 +380,19 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         auth_time: 1,
         expires_at: exp,
     };
-    s.insert_session(&session("s-old", "sid-ended", 100)).await.unwrap();
-    s.insert_session(&session("s-new", "sid", 1000)).await.unwrap();
+    s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap();
+    s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap();
+    // A failure counter (forgotten an hour after its last failure) and an audit event (kept).
+    s.throttle_failure(&["ip:192.0.2.9".to_owned()], 600, 3600).await.unwrap();
+    let event = AuditRecord {
+        at: 5,
+        event: "login_failure".into(),
+        user_id: None,
+        client_id: Some("app".into()),
+        ip: Some("192.0.2.9".into()),
+        detail: serde_json::json!({ "reason": "unknown user" }),
+    };
+    s.record_audit(&event).await.unwrap();
     // Live: a session-bound family whose session lives.
     s.insert_grant(&family("live", |_| {})).await.unwrap();
     // Live: an offline family rotated once; the rotated token stays for reuse detection.
@@ -438,6 +452,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             grants: 8,
             refresh_tokens: 8,
             access_tokens: 9,
+            login_throttle: 1,
+            audit_events: 1,
         }
     );
     let purged = s.purge_expired(now, 100).await.unwrap();
@@ -454,6 +470,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             grants: 5,
             refresh_tokens: 4,
             access_tokens: 8,
+            login_throttle: 0,
+            audit_events: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -481,8 +499,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
     let end = s.table_counts().await.unwrap();
     assert_eq!(
         end,
-        TableCounts { clients: 1, users: 1, signing_keys: 1, consents: 1, ..TableCounts::default() },
-        "only clients, users, their consent and the active key remain"
+        TableCounts { clients: 1, users: 1, signing_keys: 1, consents: 1, audit_events: 1, ..TableCounts::default() },
+        "only clients, users, their consent, the active key and the audit log remain"
     );
 }
 
@@ -493,13 +511,107 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
     target.import(&snapshot).await.unwrap();
     assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");
-    assert_eq!(target.table_counts().await.unwrap(), source.table_counts().await.unwrap());
+    let source_counts = source.table_counts().await.unwrap();
+    assert_eq!(
+        target.table_counts().await.unwrap(),
+        TableCounts { login_throttle: 0, ..source_counts },
+        "everything but the transient login-throttle counters"
+    );
     // An import that conflicts fails whole.
     // Users are written before keys: bob would stay if the import were not one transaction.
     let more =
         Snapshot { users: vec![user("bob")], signing_keys: vec![key("k-active", "RS256", 1)], ..Snapshot::default() };
     assert!(target.import(&more).await.is_err());
     assert!(target.user_by_username("bob").await.unwrap().is_none(), "nothing of a failed import stays");
+}
+
+async fn throttle_counts_and_forgets(s: Arc<dyn Store>) {
+    let keys = vec!["acct:alice".to_owned(), "ip:192.0.2.1".to_owned()];
+    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+    for at in [10, 11, 12] {
+        s.throttle_failure(&keys, at, 3600).await.unwrap();
+    }
+    let state = s.throttle_state(&keys).await.unwrap();
+    assert_eq!(
+        state,
+        vec![
+            ThrottleRecord { key: "acct:alice".into(), failures: 3, last_failure: 12 },
+            ThrottleRecord { key: "ip:192.0.2.1".into(), failures: 3, last_failure: 12 },
+        ]
+    );
+    // A key quiet for longer than forget_after starts from one.
+    s.throttle_failure(&keys[..1], 12 + 3601, 3600).await.unwrap();
+    assert_eq!(s.throttle_state(&keys[..1]).await.unwrap()[0].failures, 1);
+    s.throttle_clear(&keys).await.unwrap();
+    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+}
+
+async fn the_audit_log_filters_by_time_and_user(s: Arc<dyn Store>) {
+    let ev = |at: i64, name: &str, user: Option<&str>| AuditRecord {
+        at,
+        event: name.into(),
+        user_id: user.map(str::to_owned),
+        client_id: Some("app".into()),
+        ip: Some("192.0.2.1".into()),
+        detail: serde_json::json!({ "n": at }),
+    };
+    for e in [ev(1, "a", Some("u1")), ev(2, "b", None), ev(3, "c", Some("u1")), ev(3, "d", Some("u2"))] {
+        s.record_audit(&e).await.unwrap();
+    }
+    let all = s.audit_events(None, None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), vec!["d", "c", "b", "a"], "newest first");
+    assert_eq!(all[3], ev(1, "a", Some("u1")), "every field round-trips");
+    let recent = s.audit_events(Some(2), Some("u1"), 10).await.unwrap();
+    assert_eq!(recent, vec![ev(3, "c", Some("u1"))]);
+    assert_eq!(s.audit_events(None, None, 2).await.unwrap().len(), 2);
+}
+
+async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
+    let sess = |n: i64| SessionRecord {
+        hash: TokenHash::of(&format!("s{n}")),
+        sid: format!("sid{n}"),
+        user_id: "u".into(),
+        auth_time: n,
+        expires_at: 1000,
+    };
+    let mut bound = issuance("g0", "r0");
+    bound.grant.sid = "sid0".into();
+    s.insert_grant(&bound).await.unwrap();
+    for n in 0..4 {
+        s.insert_session(&sess(n), 3).await.unwrap();
+    }
+    assert!(s.session_by_sid("sid0", 10).await.unwrap().is_none(), "the oldest was ended");
+    for n in 1..4 {
+        assert!(s.session_by_sid(&format!("sid{n}"), 10).await.unwrap().is_some());
+    }
+    assert_eq!(s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap().1.revoked_at, Some(3), "its grants too");
+}
+
+/// Concurrent writes may share a commit (SQLite's group commit): a failing write must undo only
+/// itself, and every caller must get its own answer.
+async fn concurrent_writes_succeed_or_fail_on_their_own(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = s.clone();
+            // Every third one reuses a username already taken by another task.
+            let name = if i % 3 == 0 { "dup".to_owned() } else { format!("user{i}") };
+            tokio::spawn(async move {
+                let mut u = user(&name);
+                u.id = format!("id{i}");
+                s.insert_user(&u).await
+            })
+        })
+        .collect();
+    let (mut ok, mut dup) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::AlreadyExists(_)) => dup += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, dup), (41, 19), "40 distinct users and one dup succeed; 19 dups fail");
+    assert_eq!(s.users().await.unwrap().len(), 41);
 }
 
 /// Runs every check, each on a fresh store from `make`.
@@ -509,6 +621,7 @@ where
     Fut: std::future::Future<Output = Arc<dyn Store>>,
 {
     clients_and_users(make().await).await;
+    concurrent_writes_succeed_or_fail_on_their_own(make().await).await;
     sessions_pending_and_consent_expire(make().await).await;
     a_code_is_redeemed_exactly_once_under_concurrency(make().await).await;
     a_refresh_token_rotates_exactly_once_and_losers_get_the_winners_reply(make().await).await;
@@ -519,6 +632,9 @@ where
     only_one_active_key_per_algorithm_even_when_instances_start_at_once(make().await).await;
     purge_removes_what_is_dead_and_keeps_what_lives(make().await).await;
     export_then_import_copies_everything(make().await, make().await).await;
+    throttle_counts_and_forgets(make().await).await;
+    a_user_keeps_at_most_keep_sessions(make().await).await;
+    the_audit_log_filters_by_time_and_user(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

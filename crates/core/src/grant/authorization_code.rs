@@ -109,7 +109,8 @@ async fn replayed(p: &Provider, client_id: &latchkey_proto::ClientId, grant_id: 
     {
         return e.into();
     }
-    tracing::warn!(target: "latchkey::security", event = "code_replay", client_id = %client_id, "authorization code used twice; its tokens were revoked");
+    let e = crate::audit::Event { client_id: Some(client_id.as_str()), ..Default::default() };
+    crate::audit::record(p.store.as_ref(), now, "code_replay", e).await;
     OAuthError::invalid_grant(
         "the authorization code was already used; the tokens issued for it have been revoked (RFC 6749 §4.1.2)",
     )

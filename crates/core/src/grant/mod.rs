@@ -12,9 +12,9 @@ use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{ClientId, Nonce, RefreshToken, Scope, TokenRequest};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
-use crate::store::{AccessRecord, ClientRecord, GrantRecord, GrantType, RefreshRecord};
+use crate::store::{AccessRecord, ClientRecord, GrantRecord, GrantType, RefreshRecord, SigningAlg};
 use crate::{Error, Provider, UnixTime};
 
 /// RFC 9068 §2.2 claims of a JWT access token.
@@ -46,6 +46,15 @@ pub struct IdClaims {
     pub sid: String,
     /// OpenID Connect Core §3.1.3.6: left half of SHA-256 of the access token, base64url.
     pub at_hash: String,
+}
+
+/// OpenID Connect Core §3.1.3.6: the left half of the hash of the access token, with the hash of
+/// the id_token's JWS algorithm: SHA-256 for RS256 and ES256, SHA-512 for EdDSA with Ed25519.
+pub fn at_hash(alg: SigningAlg, access_token: &str) -> String {
+    match alg {
+        SigningAlg::RS256 | SigningAlg::ES256 => URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16]),
+        SigningAlg::EdDSA => URL_SAFE_NO_PAD.encode(&Sha512::digest(access_token.as_bytes())[..32]),
+    }
 }
 
 /// What one token response carries, before it is stored.
@@ -93,7 +102,7 @@ pub(crate) fn mint(
     // RFC 9068 §2.1: typ "at+jwt" keeps an access token from being accepted as an id_token.
     let access_token = keys.signer(cfg.access_token_alg)?.sign("at+jwt", &access_claims)?;
     let id_token = if opts.id_token && scope.contains("openid") {
-        let digest = Sha256::digest(access_token.as_bytes());
+        let alg = client.id_token_signed_response_alg;
         let claims = IdClaims {
             iss: cfg.issuer.clone(),
             sub: grant.user_id.clone(),
@@ -104,9 +113,9 @@ pub(crate) fn mint(
             nonce: opts.nonce.map(|n| n.as_str().to_owned()),
             azp: client.client_id.to_string(),
             sid: grant.sid.clone(),
-            at_hash: URL_SAFE_NO_PAD.encode(&digest[..16]),
+            at_hash: at_hash(alg, &access_token),
         };
-        Some(keys.signer(client.id_token_signed_response_alg)?.sign("JWT", &claims)?)
+        Some(keys.signer(alg)?.sign("JWT", &claims)?)
     } else {
         None
     };
@@ -151,4 +160,20 @@ pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(Cl
         }
     };
     Ok((client.client_id, response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OpenID Connect Core §3.1.3.6 with the example access token of RFC 6749 §4.1.4.
+    #[test]
+    fn at_hash_uses_the_hash_of_the_signing_algorithm() {
+        let t = "2YotnFZFEjr1zCsicMWpAA";
+        let sha256_left = &Sha256::digest(t.as_bytes())[..16];
+        assert_eq!(at_hash(SigningAlg::RS256, t), URL_SAFE_NO_PAD.encode(sha256_left));
+        assert_eq!(at_hash(SigningAlg::ES256, t), at_hash(SigningAlg::RS256, t));
+        assert_eq!(at_hash(SigningAlg::RS256, t).len(), 22);
+        assert_eq!(at_hash(SigningAlg::EdDSA, t).len(), 43, "left half of SHA-512: 32 bytes");
+    }
 }

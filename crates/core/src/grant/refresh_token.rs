@@ -132,13 +132,13 @@ async fn already_rotated(
         return Ok(reply);
     }
     p.store.revoke_grant(&grant.id, now).await?;
-    tracing::warn!(
-        target: "latchkey::security",
-        event = "refresh_token_reuse",
-        client_id = %grant.client_id,
-        user_id = %grant.user_id,
-        "a rotated refresh token was used again after the grace window; its family and access tokens were revoked"
-    );
+    let e = crate::audit::Event {
+        user_id: Some(&grant.user_id),
+        client_id: Some(grant.client_id.as_str()),
+        detail: Some(serde_json::json!({ "grant": "revoked", "rotated_at": consumed_at })),
+        ..Default::default()
+    };
+    crate::audit::record(p.store.as_ref(), now, "refresh_token_reuse", e).await;
     Err(OAuthError::invalid_grant(
         "the refresh token was reused after it had been rotated: the whole token family has been revoked, sign in again (RFC 9700 §4.14.2)",
     )

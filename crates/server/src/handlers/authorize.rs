@@ -12,7 +12,7 @@ use latchkey_proto::{OAuthError, Params, Password};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::extract::{RequestId, build_cookie, cookie_names, form_params, session_cookie};
+use crate::extract::{ClientIp, RequestId, build_cookie, cookie_names, form_params, session_cookie, wants_json};
 use crate::pages;
 
 pub async fn get(State(s): State<AppState>, rid: RequestId, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
@@ -151,6 +151,7 @@ pub(crate) fn csrf_failed() -> Response {
 pub async fn login(
     State(s): State<AppState>,
     rid: RequestId,
+    ClientIp(ip): ClientIp,
     jar: CookieJar,
     headers: HeaderMap,
     body: Bytes,
@@ -174,7 +175,7 @@ pub async fn login(
         );
     };
     let password = Password::new(params.get("password").unwrap_or(""));
-    match s.provider.login(pending, username, password, s.clock.now()).await {
+    match s.provider.login(pending, username, password, ip, s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {
@@ -188,6 +189,31 @@ pub async fn login(
                 error: Some("Invalid username or password."),
             });
             pages::html(StatusCode::OK, body)
+        }
+        Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
+            let unit = if retry_after == 1 { "second" } else { "seconds" };
+            let message = format!("Too many sign-in attempts. Try again in {retry_after} {unit}.");
+            let mut res = if wants_json(&headers) {
+                let body = latchkey_proto::error::ErrorResponse {
+                    error: latchkey_proto::ErrorCode::TemporarilyUnavailable.as_str().to_owned(),
+                    error_description: Some(format!("too many attempts, try again in {retry_after} s")),
+                };
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+            } else {
+                let csrf = params.get("csrf").unwrap_or_default();
+                let page = pages::login(&pages::LoginPage {
+                    client_name: &client_name,
+                    pending,
+                    csrf,
+                    username,
+                    error: Some(&message),
+                });
+                pages::html(StatusCode::TOO_MANY_REQUESTS, page)
+            };
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
         }
         Ok(Ok(LoginOutcome::Done { session, max_age, next })) => {
             let jar = jar.add(build_cookie(

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::routing::get;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::routing::{MethodRouter, get, post};
+use error::{ApiRefusal, PageRefusal, Refusal};
 use latchkey_core::{Clock, Provider};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -40,19 +41,35 @@ impl AppState {
 /// Form bodies and queries larger than this are not OAuth requests.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// `Strict-Transport-Security` with an https issuer: browsers then refuse plain http to this host
+/// for a year, so a network attacker cannot strip TLS from the login page. No `includeSubDomains`:
+/// other hosts under the issuer's domain are not ours to pin.
+pub const HSTS: &str = "max-age=31536000";
+
+/// An OAuth endpoint: a method it does not take gets a JSON 405.
+fn api(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(|method: Method| async move { ApiRefusal(Refusal::MethodNotAllowed(method)) })
+}
+
+/// A page a person sees: a method it does not take gets an HTML 405.
+fn page(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(|method: Method| async move { PageRefusal(Refusal::MethodNotAllowed(method)) })
+}
+
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/authorize", get(handlers::authorize::get).post(handlers::authorize::post))
-        .route("/login", axum::routing::post(handlers::authorize::login))
-        .route("/consent", get(handlers::authorize::consent_page).post(handlers::authorize::consent))
-        .route("/token", axum::routing::post(handlers::token::token))
-        .route("/userinfo", get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo))
-        .route("/.well-known/openid-configuration", get(handlers::discovery::metadata))
-        .route("/.well-known/oauth-authorization-server", get(handlers::discovery::metadata))
-        .route("/jwks.json", get(handlers::discovery::jwks))
-        .route("/assets/latchkey.css", get(handlers::discovery::stylesheet))
-        .route("/healthz", get(|| async { "ok" }))
+    let secure = state.secure();
+    let router = Router::new()
+        .route("/authorize", page(get(handlers::authorize::get).post(handlers::authorize::post)))
+        .route("/login", page(post(handlers::authorize::login)))
+        .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
+        .route("/token", api(post(handlers::token::token)))
+        .route("/userinfo", api(get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo)))
+        .route("/.well-known/openid-configuration", api(get(handlers::discovery::metadata)))
+        .route("/.well-known/oauth-authorization-server", api(get(handlers::discovery::metadata)))
+        .route("/jwks.json", api(get(handlers::discovery::jwks)))
+        .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
+        .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -60,7 +77,19 @@ pub fn app(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    let router = if secure {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ))
+    } else {
+        router
+    };
+    router
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()

@@ -104,6 +104,22 @@ pub fn app(state: AppState) -> Router {
                 }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
+}
+
+/// A proxy's `X-Request-Id` is kept only if it is one short value of visible ASCII: it is written
+/// into every log line of the request and echoed in the response, so anything else (control or
+/// non-ASCII bytes, kilobytes of text) is replaced by an id of our own.
+async fn drop_unsafe_request_id(mut req: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    let mut values = req.headers().get_all("x-request-id").iter();
+    let safe = match (values.next(), values.next()) {
+        (Some(v), None) => (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic),
+        _ => false,
+    };
+    if !safe {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish first.

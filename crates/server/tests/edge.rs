@@ -238,3 +238,19 @@ async fn http_issuer_gets_no_hsts_and_plain_cookies() {
         r.assert_html_page();
     }
 }
+
+#[tokio::test]
+async fn a_proxys_request_id_is_kept_only_when_it_is_safe_to_log() {
+    let f = fixture("http://127.0.0.1:9").await;
+    let with_id =
+        |id: &[u8]| Request::builder().uri("/healthz").header("x-request-id", id).body(Body::empty()).unwrap();
+    let r = send(&f, with_id(b"proxy-7f3a.1:2")).await;
+    assert_eq!(r.header("x-request-id"), "proxy-7f3a.1:2");
+    for bad in [&b"caf\xc3\xa9"[..], b"a b", &[b'x'; 129][..], b"\xff"] {
+        let r = send(&f, with_id(bad)).await;
+        let id = r.header("x-request-id");
+        // Replaced by our own (a UUID), not echoed.
+        assert_eq!(id.len(), 36, "{id:?} for {bad:?}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'), "{id:?}");
+    }
+}

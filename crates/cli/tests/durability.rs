@@ -215,8 +215,15 @@ async fn sigkill_under_load_loses_nothing_a_client_was_told_and_replays_nothing(
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> =
             (0..WORKERS).map(|_| tokio::spawn(load(b.clone(), base.clone(), ledger.clone(), stop.clone()))).collect();
-        // Kill at a different point of the load in every cycle.
-        tokio::time::sleep(Duration::from_millis(400 + 250 * cycle as u64)).await;
+        // Kill once the load is well under way, at a different point in every cycle: after more
+        // rotations each time, and a few milliseconds off any request boundary.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let rotations = |l: &Ledger| l.families.iter().map(|f| f.rotated.len()).sum::<usize>();
+        while rotations(&ledger.lock().unwrap()) < 50 * (cycle + 1) {
+            assert!(Instant::now() < deadline, "cycle {cycle}: the load made no progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1 + (cycle as u64 * 37) % 50)).await;
         server.child.kill().unwrap();
         let status = server.child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "killed by SIGKILL");
@@ -303,7 +310,8 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
     in_flight.write_all(&body.as_bytes()[..10]).await.unwrap();
     // An idle keep-alive connection, which shutdown closes instead of waiting for.
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for the server to read the request head, so the request is in flight, not queued.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     server.signal("-TERM");
     let deadline = Instant::now() + Duration::from_secs(10);

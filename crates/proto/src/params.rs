@@ -7,6 +7,12 @@ use crate::error::OAuthError;
 
 /// Largest number of parameters accepted in one request; anything larger is not a real client.
 pub const MAX_PARAMS: usize = 64;
+/// Longest parameter value accepted. The longest legitimate ones (`state`, `nonce`, a JWT hint)
+/// stay far below; the cap keeps a request from making us hash, store or echo megabytes.
+pub const MAX_VALUE_LEN: usize = 8192;
+/// Longest parameter name accepted. Unknown parameters are ignored (RFC 6749 §3.1), but only
+/// after they have been read, so their size is bounded too.
+pub const MAX_NAME_LEN: usize = 256;
 
 #[derive(Debug, Default, Clone)]
 pub struct Params(Vec<(String, String)>);
@@ -16,6 +22,18 @@ impl Params {
     pub fn parse(input: &[u8]) -> Result<Self, OAuthError> {
         let mut out: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(input) {
+            if k.len() > MAX_NAME_LEN {
+                return Err(OAuthError::invalid_request(format!(
+                    "a parameter name is longer than {MAX_NAME_LEN} bytes (`{}…`)",
+                    printable(&k)
+                )));
+            }
+            if v.len() > MAX_VALUE_LEN {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter `{}` is longer than {MAX_VALUE_LEN} bytes",
+                    printable(&k)
+                )));
+            }
             if v.is_empty() {
                 continue;
             }
@@ -81,7 +99,25 @@ mod tests {
 
     #[test]
     fn too_many_parameters() {
+        let body: Vec<String> = (0..MAX_PARAMS).map(|i| format!("p{i}=v")).collect();
+        assert!(Params::parse(body.join("&").as_bytes()).is_ok());
         let body: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=v")).collect();
-        assert!(Params::parse(body.join("&").as_bytes()).is_err());
+        let e = Params::parse(body.join("&").as_bytes()).unwrap_err();
+        assert_eq!(e.description, "too many parameters (at most 64)");
+    }
+
+    #[test]
+    fn too_long_names_and_values() {
+        let ok = format!("state={}", "s".repeat(MAX_VALUE_LEN));
+        assert!(Params::parse(ok.as_bytes()).is_ok());
+        let e = Params::parse(format!("{ok}s").as_bytes()).unwrap_err();
+        assert_eq!(e.description, "parameter `state` is longer than 8192 bytes");
+        // Percent-encoding does not hide the length: it is the decoded value that counts.
+        let encoded = format!("state={}", "%41".repeat(MAX_VALUE_LEN + 1));
+        assert!(Params::parse(encoded.as_bytes()).is_err());
+        let name = "n".repeat(MAX_NAME_LEN + 1);
+        let e = Params::parse(format!("{name}=v").as_bytes()).unwrap_err();
+        assert!(e.description.starts_with("a parameter name is longer than 256 bytes"), "{}", e.description);
+        assert!(Params::parse(format!("{}=v", &name[1..]).as_bytes()).is_ok());
     }
 }

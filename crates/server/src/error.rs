@@ -4,7 +4,7 @@
 //! becomes a 4xx, and its cause goes to the log with the request id, never to the client.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::Error;
 use latchkey_proto::error::ErrorResponse;
@@ -103,6 +103,77 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Refusals made before an endpoint reads its parameters. They are not protocol errors, so their
+/// status is not the one of an OAuth code; their body still says `invalid_request` and exactly why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body is larger than [`crate::MAX_BODY`] (RFC 9110 §15.5.14).
+    BodyTooLarge,
+    /// The body could not be read: the client broke the framing (e.g. bad chunked encoding).
+    BodyUnreadable,
+    /// The route exists, this method does not (RFC 9110 §15.5.6; axum adds the `Allow` header).
+    MethodNotAllowed(Method),
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    pub fn description(&self) -> String {
+        match self {
+            Self::BodyTooLarge => {
+                format!("the request body is larger than {} bytes; OAuth requests are far smaller", crate::MAX_BODY)
+            }
+            Self::BodyUnreadable => "the request body could not be read (broken framing or encoding)".to_owned(),
+            Self::MethodNotAllowed(m) => {
+                let shown: String = m.as_str().chars().filter(char::is_ascii_graphic).take(20).collect();
+                format!("the {shown} method is not allowed here; the Allow header lists the ones that are")
+            }
+        }
+    }
+
+    /// As an OAuth endpoint answers: a JSON error body (RFC 6749 §5.2 shape).
+    pub fn json(&self) -> Response {
+        let body = ErrorResponse {
+            error: ErrorCode::InvalidRequest.as_str().to_owned(),
+            error_description: Some(self.description()),
+        };
+        let mut res = (self.status(), Json(body)).into_response();
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+
+    /// As the pages a person sees answer: an HTML error page.
+    pub fn page(&self) -> Response {
+        crate::pages::html(self.status(), crate::pages::error("This request cannot be handled", &self.description()))
+    }
+}
+
+/// [`Refusal`] answered as JSON: the rejection of API extractors and routes.
+#[derive(Debug)]
+pub struct ApiRefusal(pub Refusal);
+
+impl IntoResponse for ApiRefusal {
+    fn into_response(self) -> Response {
+        self.0.json()
+    }
+}
+
+/// [`Refusal`] answered as an HTML page: the rejection of page extractors and routes.
+#[derive(Debug)]
+pub struct PageRefusal(pub Refusal);
+
+impl IntoResponse for PageRefusal {
+    fn into_response(self) -> Response {
+        self.0.page()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +191,14 @@ mod tests {
         let e = ApiError::new(anyhow::anyhow!("disk /var/db full, password=hunter2"), Scheme::Basic, "rid-1");
         let res = e.into_response();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn refusal_statuses() {
+        assert_eq!(Refusal::BodyTooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(Refusal::BodyUnreadable.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(Refusal::MethodNotAllowed(Method::PUT).status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(Refusal::MethodNotAllowed(Method::PUT).description().contains("PUT method is not allowed"));
+        assert!(Refusal::BodyTooLarge.description().contains("65536 bytes"));
     }
 }

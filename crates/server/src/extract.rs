@@ -1,11 +1,14 @@
 //! Edge parsing helpers: request ids, form bodies, bearer tokens, cookies.
 
-use axum::extract::FromRequestParts;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use latchkey_proto::{OAuthError, Params, SessionToken};
+
+use crate::error::{ApiRefusal, PageRefusal, Refusal};
 
 /// The request id set by the middleware (or by a proxy in front), for logs and 500 bodies.
 #[derive(Debug, Clone)]
@@ -36,6 +39,41 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 pub fn wants_json(headers: &HeaderMap) -> bool {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     accept.contains("application/json") && !accept.contains("text/html")
+}
+
+/// Reads the body up to the router's `DefaultBodyLimit` ([`crate::MAX_BODY`]).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Refusal> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::BodyTooLarge
+        } else {
+            Refusal::BodyUnreadable
+        }
+    })
+}
+
+/// The body of a request to an OAuth endpoint; a body that is too large or unreadable is refused
+/// with a JSON error.
+#[derive(Debug)]
+pub struct ApiBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = ApiRefusal;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state).await.map(Self).map_err(ApiRefusal)
+    }
+}
+
+/// The body of a form a person submits; a body that is too large or unreadable is refused with
+/// an HTML page.
+#[derive(Debug)]
+pub struct PageBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for PageBody {
+    type Rejection = PageRefusal;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state).await.map(Self).map_err(PageRefusal)
+    }
 }
 
 /// A form body (RFC 6749 §3.2: the token endpoint takes `application/x-www-form-urlencoded`).

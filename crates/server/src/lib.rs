@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::routing::{get, post};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::routing::{MethodRouter, get, post};
+use error::{ApiRefusal, PageRefusal, Refusal};
 use latchkey_core::{Clock, Provider};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -42,27 +42,46 @@ impl AppState {
 /// Form bodies and queries larger than this are not OAuth requests.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// `Strict-Transport-Security` with an https issuer: browsers then refuse plain http to this host
+/// for a year, so a network attacker cannot strip TLS from the login page. No `includeSubDomains`:
+/// other hosts under the issuer's domain are not ours to pin.
+pub const HSTS: &str = "max-age=31536000";
+
+/// An OAuth endpoint: a method it does not take gets a JSON 405.
+fn api(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(|method: Method| async move { ApiRefusal(Refusal::MethodNotAllowed(method)) })
+}
+
+/// A page a person sees: a method it does not take gets an HTML 405.
+fn page(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(|method: Method| async move { PageRefusal(Refusal::MethodNotAllowed(method)) })
+}
+
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let secure = state.secure();
     // What a single-page app calls from JavaScript: CORS for registered origins only.
     let preflight = || async { StatusCode::NO_CONTENT };
-    let api = Router::new()
-        .route("/token", post(handlers::token::token).options(preflight))
-        .route("/revoke", post(handlers::revoke::revoke).options(preflight))
-        .route("/userinfo", get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo).options(preflight))
+    let cors_api = Router::new()
+        .route("/token", api(post(handlers::token::token).options(preflight)))
+        .route("/revoke", api(post(handlers::revoke::revoke).options(preflight)))
+        .route(
+            "/userinfo",
+            api(get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo).options(preflight)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer));
-    Router::new()
-        .merge(api)
-        .route("/authorize", get(handlers::authorize::get).post(handlers::authorize::post))
-        .route("/login", post(handlers::authorize::login))
-        .route("/consent", get(handlers::authorize::consent_page).post(handlers::authorize::consent))
-        .route("/introspect", post(handlers::revoke::introspect))
-        .route("/logout", get(handlers::logout::get).post(handlers::logout::post))
-        .route("/.well-known/openid-configuration", get(handlers::discovery::metadata))
-        .route("/.well-known/oauth-authorization-server", get(handlers::discovery::metadata))
-        .route("/jwks.json", get(handlers::discovery::jwks))
-        .route("/assets/latchkey.css", get(handlers::discovery::stylesheet))
-        .route("/healthz", get(|| async { "ok" }))
+    let router = Router::new()
+        .merge(cors_api)
+        .route("/authorize", page(get(handlers::authorize::get).post(handlers::authorize::post)))
+        .route("/login", page(post(handlers::authorize::login)))
+        .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
+        .route("/introspect", api(post(handlers::revoke::introspect)))
+        .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
+        .route("/.well-known/openid-configuration", api(get(handlers::discovery::metadata)))
+        .route("/.well-known/oauth-authorization-server", api(get(handlers::discovery::metadata)))
+        .route("/jwks.json", api(get(handlers::discovery::jwks)))
+        .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
+        .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -70,7 +89,19 @@ pub fn app(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    let router = if secure {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ))
+    } else {
+        router
+    };
+    router
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -85,6 +116,22 @@ pub fn app(state: AppState) -> Router {
                 }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
+}
+
+/// A proxy's `X-Request-Id` is kept only if it is one short value of visible ASCII: it is written
+/// into every log line of the request and echoed in the response, so anything else (control or
+/// non-ASCII bytes, kilobytes of text) is replaced by an id of our own.
+async fn drop_unsafe_request_id(mut req: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    let mut values = req.headers().get_all("x-request-id").iter();
+    let safe = match (values.next(), values.next()) {
+        (Some(v), None) => (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic),
+        _ => false,
+    };
+    if !safe {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish first.

@@ -102,7 +102,11 @@ pub struct ConsentPage<'a> {
 }
 
 pub fn consent(p: &ConsentPage<'_>) -> String {
-    let items: String = p.scope.iter().map(|s| format!("<li>{}</li>\n", describe(s))).collect();
+    // Who you are first, then what the app may see, then how long it may keep access.
+    let rank = |s: &str| ["openid", "profile", "email", "offline_access"].iter().position(|k| *k == s).unwrap_or(4);
+    let mut scopes: Vec<&str> = p.scope.iter().collect();
+    scopes.sort_by_key(|s| rank(s));
+    let items: String = scopes.iter().map(|s| format!("<li>{}</li>\n", describe(s))).collect();
     let items = if items.is_empty() { "<li>Sign you in (no other access)</li>".to_owned() } else { items };
     layout(
         "Allow access",

@@ -1,6 +1,5 @@
 //! `/authorize`, `/login`, `/consent`: the browser side of the code flow.
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,9 @@ use latchkey_proto::{OAuthError, Params, Password};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::extract::{ClientIp, RequestId, build_cookie, cookie_names, form_params, session_cookie, wants_json};
+use crate::extract::{
+    ClientIp, PageBody, RequestId, build_cookie, cookie_names, form_params, session_cookie, wants_json,
+};
 use crate::pages;
 
 pub async fn get(State(s): State<AppState>, rid: RequestId, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
@@ -26,7 +27,7 @@ pub async fn post(
     rid: RequestId,
     jar: CookieJar,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let params = form_params(&headers, &body);
     authorize(&s, &rid, jar, params, StatusCode::SEE_OTHER).await
@@ -154,7 +155,7 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     jar: CookieJar,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let params = match form_params(&headers, &body) {
         Ok(p) => p,
@@ -267,7 +268,7 @@ pub async fn consent(
     rid: RequestId,
     jar: CookieJar,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let params = match form_params(&headers, &body) {
         Ok(p) => p,

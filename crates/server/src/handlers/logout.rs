@@ -1,6 +1,5 @@
 //! `GET|POST /logout`: the end_session_endpoint (OpenID Connect RP-Initiated Logout 1.0).
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,7 @@ use latchkey_proto::Params;
 
 use super::authorize::{csrf_failed, csrf_ok, csrf_token, internal, redirect_to};
 use crate::AppState;
-use crate::extract::{RequestId, build_cookie, cookie_names, form_params, session_cookie};
+use crate::extract::{PageBody, RequestId, build_cookie, cookie_names, form_params, session_cookie};
 use crate::pages;
 
 pub async fn get(State(s): State<AppState>, rid: RequestId, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
@@ -29,7 +28,7 @@ pub async fn post(
     rid: RequestId,
     jar: CookieJar,
     headers: HeaderMap,
-    body: Bytes,
+    PageBody(body): PageBody,
 ) -> Response {
     let params = match form_params(&headers, &body) {
         Ok(p) => p,

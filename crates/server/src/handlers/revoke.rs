@@ -1,7 +1,6 @@
 //! `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +10,7 @@ use latchkey_proto::{ClientAuth, OAuthError};
 
 use crate::AppState;
 use crate::error::{ApiError, Scheme};
-use crate::extract::{RequestId, authorization, form_params};
+use crate::extract::{ApiBody, RequestId, authorization, form_params};
 
 /// The form, the client authentication, the token and its hint: the same edge for both endpoints.
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, String, Hint), OAuthError> {
@@ -26,7 +25,7 @@ fn no_store(mut res: Response) -> Response {
     res
 }
 
-pub async fn revoke(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, ApiBody(body): ApiBody) -> Response {
     let (auth, token, hint) = match parse(&headers, &body) {
         Ok(x) => x,
         Err(e) => return ApiError::new(e, Scheme::Basic, &rid.0).into_response(),
@@ -38,7 +37,12 @@ pub async fn revoke(State(s): State<AppState>, rid: RequestId, headers: HeaderMa
     }
 }
 
-pub async fn introspect(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(
+    State(s): State<AppState>,
+    rid: RequestId,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
     let (auth, token, hint) = match parse(&headers, &body) {
         Ok(x) => x,
         Err(e) => return ApiError::new(e, Scheme::Basic, &rid.0).into_response(),

@@ -1,7 +1,6 @@
 //! `POST /token` (RFC 6749 §3.2).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -10,9 +9,9 @@ use latchkey_proto::TokenRequest;
 
 use crate::AppState;
 use crate::error::{ApiError, Scheme};
-use crate::extract::{RequestId, authorization, form_params};
+use crate::extract::{ApiBody, RequestId, authorization, form_params};
 
-pub async fn token(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, ApiBody(body): ApiBody) -> Response {
     let parsed = form_params(&headers, &body)
         .and_then(|p| Ok((p, authorization(&headers)?)))
         .and_then(|(p, auth)| TokenRequest::parse(&p, auth));

@@ -3,7 +3,14 @@
 
 mod admin;
 mod config;
+mod gate;
+mod inspect;
+mod login;
+mod logout;
+mod pkce;
+mod rp;
 mod serve;
+mod token;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +41,8 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(admin::UserCommand),
+    #[command(flatten)]
+    Rp(rp::Command),
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +61,10 @@ pub struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Client-side commands need no server configuration: run them before it is resolved.
+    if let Command::Rp(c) = cli.command {
+        return rp::main(c);
+    }
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let listen_issuer = match &cli.command {
         Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
@@ -78,6 +91,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(settings, args.dev).await,
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,
+            Command::Rp(_) => Ok(()), // handled above
         }
     });
     match result {

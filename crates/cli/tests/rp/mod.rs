@@ -230,6 +230,8 @@ impl NodePeer {
             .unwrap_or_default();
         let issuer =
             line.strip_prefix("ISSUER ").unwrap_or_else(|| panic!("unexpected peer output {line:?}")).to_owned();
+        // Keep reading: the peer logs notices on stdout and would die of EPIPE otherwise.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Some(Self { issuer, _child: child })
     }
 }

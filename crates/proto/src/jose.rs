@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn none_hmac_and_crit_are_refused() {
         let (_, jwk) = rsa();
-        let keys = set(&[jwk.clone()]);
+        let keys = set(std::slice::from_ref(&jwk));
         let none = format!("{}.{}.", b64(br#"{"alg":"none","kid":"k1"}"#), b64(br#"{"sub":"u"}"#));
         assert_eq!(keys.verify::<serde_json::Value>(&none, ASYMMETRIC_ALGORITHMS).unwrap_err(), JoseError::AlgNone);
         // RFC 8725 §2.1: HS256 "signed" with the public key's modulus as the secret.

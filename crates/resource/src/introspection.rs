@@ -16,12 +16,15 @@ use crate::{Claims, Refusal, TokenError};
 /// invalid tokens must not grow memory without bound).
 const MAX_ENTRIES: usize = 10_000;
 
+/// When the answer was fetched, and the answer.
+type Entry = (i64, Result<Claims, TokenError>);
+
 pub(crate) struct Introspector {
     client_id: String,
     secret: ClientSecret,
     ttl: i64,
     /// Keyed by the SHA-256 of the token, so the cache holds no usable token.
-    cache: Mutex<HashMap<[u8; 32], (i64, Result<Claims, TokenError>)>>,
+    cache: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
 /// RFC 7662 §2.2: `active` plus the usual claims.

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use latchkey_core::Clock;
 use latchkey_core::admin::{AdminError, NewClient, NewUser};
 use latchkey_core::password::Hasher;
-use latchkey_core::store::{ClientKind, ClientRecord, StoreError};
+use latchkey_core::store::{ClientKind, ClientRecord, SigningAlg, StoreError};
 use latchkey_proto::{ClientId, Password};
 use serde_json::json;
 
@@ -36,7 +36,7 @@ pub enum ClientCommand {
 #[derive(Args, Debug)]
 pub struct ClientAdd {
     /// A client that cannot keep a secret (SPA, native or CLI app): PKCE only.
-    #[arg(long, conflicts_with = "confidential", required_unless_present = "confidential")]
+    #[arg(long, conflicts_with = "confidential", required_unless_present_any = ["confidential", "resource_server", "client_credentials"])]
     public: bool,
     /// A server-side client with a secret (shown once, stored only as a hash).
     #[arg(long)]
@@ -45,8 +45,24 @@ pub struct ClientAdd {
     #[arg(long, default_value = "")]
     name: String,
     /// Allowed redirect URI (repeatable). Matched exactly; for http://127.0.0.1/… any port is allowed.
-    #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+    #[arg(long = "redirect-uri", value_name = "URI")]
     redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return the browser (repeatable, matched exactly).
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Signing algorithm of this client's ID tokens: RS256 (default), ES256 or EdDSA.
+    #[arg(long, value_name = "ALG", default_value = "RS256", value_parser = parse_alg)]
+    id_token_signing_alg: SigningAlg,
+    /// Allow the client_credentials grant (service to service; implies a confidential client).
+    #[arg(long)]
+    client_credentials: bool,
+    /// An audience (an absolute URI) this client may get client-credentials tokens for, or, for a
+    /// resource server, whose tokens it may introspect (repeatable; the first is the default).
+    #[arg(long = "audience", value_name = "URI")]
+    audiences: Vec<String>,
+    /// A credential for a resource server: it may only introspect tokens.
+    #[arg(long)]
+    resource_server: bool,
     /// Choose the client_id instead of a random one.
     #[arg(long)]
     client_id: Option<String>,
@@ -73,6 +89,12 @@ pub enum UserCommand {
         /// Full name (the `name` claim).
         #[arg(long)]
         name: Option<String>,
+        /// Phone number (the `phone_number` claim, scope `phone`).
+        #[arg(long)]
+        phone: Option<String>,
+        /// Postal address, formatted on one line (the `address` claim, scope `address`).
+        #[arg(long)]
+        address: Option<String>,
         /// Read the password from standard input (required: passwords never go on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -92,6 +114,69 @@ pub enum UserCommand {
     },
 }
 
+fn parse_alg(s: &str) -> Result<SigningAlg, String> {
+    SigningAlg::parse(s).ok_or_else(|| format!("unsupported algorithm {s:?}; use RS256, ES256 or EdDSA"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a new signing key and make it the signer; the old key stays published until the tokens
+    /// it signed have expired.
+    Rotate {
+        /// Only this algorithm (RS256, ES256 or EdDSA); default: all.
+        #[arg(long, value_parser = parse_alg)]
+        alg: Option<SigningAlg>,
+    },
+    /// List signing keys (public information only).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = open_store(&settings.database)?;
+    let now = Clock::system().now();
+    match cmd {
+        KeysCommand::Rotate { alg } => {
+            let algs = alg.map_or_else(|| SigningAlg::ALL.to_vec(), |a| vec![a]);
+            for k in latchkey_core::admin::rotate_keys(store.as_ref(), &algs, now).await.map_err(admin_err)? {
+                println!("kid: {} ({})", k.kid, k.alg);
+            }
+            eprintln!("Running servers pick up the new keys within 10 seconds.");
+        }
+        KeysCommand::List { json } => {
+            let keys = store.signing_keys().await?;
+            let window = settings.access_token_lifetime + 60;
+            let rows: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    let state = if k.active {
+                        "active"
+                    } else if k.retired_at.is_some_and(|r| r + window as i64 > now) {
+                        "retired (published)"
+                    } else {
+                        "retired (unpublished)"
+                    };
+                    (k, state)
+                })
+                .collect();
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(k, state)| json!({"kid": k.kid, "alg": k.alg, "created_at": k.created_at, "retired_at": k.retired_at, "state": state}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for (k, state) in rows {
+                    println!("{}\t{}\t{}\t{state}", k.kid, k.alg, k.created_at);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn client_json(c: &ClientRecord) -> serde_json::Value {
     json!({
         "client_id": c.client_id,
@@ -101,6 +186,9 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "grant_types": c.grant_types,
         "scope": c.allowed_scope,
         "first_party": c.first_party,
+        "id_token_signed_response_alg": c.id_token_signed_response_alg.as_str(),
+        "post_logout_redirect_uris": c.post_logout_redirect_uris,
+        "audiences": c.audiences,
         "created_at": c.created_at,
     })
 }
@@ -124,6 +212,11 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 first_party: a.first_party,
                 extra_scopes: a.scopes,
                 refresh_tokens: !a.no_refresh,
+                id_token_alg: a.id_token_signing_alg,
+                post_logout_redirect_uris: a.post_logout_redirect_uris,
+                audiences: a.audiences,
+                client_credentials: a.client_credentials,
+                resource_server: a.resource_server,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -179,11 +272,21 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 println!("grant_types: {}", c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "));
                 println!("scope: {}", c.allowed_scope);
                 println!("first_party: {}", c.first_party);
+                println!("id_token_signed_response_alg: {}", c.id_token_signed_response_alg.as_str());
+                for r in &c.post_logout_redirect_uris {
+                    println!("post_logout_redirect_uri: {r}");
+                }
+                for a in &c.audiences {
+                    println!("audience: {a}");
+                }
             }
         }
         ClientCommand::Remove { client_id } => {
             let id = ClientId::parse(&client_id).map_err(|e| anyhow!("{}", e.description))?;
-            if !store.remove_client(&id).await? {
+            if !latchkey_core::admin::remove_client(store.as_ref(), &id, Clock::system().now())
+                .await
+                .map_err(admin_err)?
+            {
                 bail!("no client with client_id {client_id:?}");
             }
             println!("removed client {client_id}");
@@ -205,13 +308,13 @@ fn read_password() -> anyhow::Result<Password> {
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
     let store = open_store(&settings.database)?;
     match cmd {
-        UserCommand::Add { username, email, name, password_stdin: _ } => {
+        UserCommand::Add { username, email, name, phone, address, password_stdin: _ } => {
             let password = read_password()?;
             let hasher = Hasher::new(1)?;
             let u = latchkey_core::admin::add_user(
                 store.as_ref(),
                 &hasher,
-                NewUser { username, email, name },
+                NewUser { username, email, name, phone_number: phone, address },
                 password,
                 Clock::system().now(),
             )
@@ -237,7 +340,10 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Remove { username } => {
-            if !store.remove_user(&username).await? {
+            if !latchkey_core::admin::remove_user(store.as_ref(), &username, Clock::system().now())
+                .await
+                .map_err(admin_err)?
+            {
                 bail!("no user named {username:?}");
             }
             println!("removed user {username}");
@@ -245,7 +351,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::SetPassword { username, password_stdin: _ } => {
             let password = read_password()?;
             let hasher = Hasher::new(1)?;
-            if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password)
+            if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password, Clock::system().now())
                 .await
                 .map_err(admin_err)?
             {
@@ -255,4 +361,81 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--since`: `30m`, `2h`, `7d`, `90s`, or Unix seconds.
+fn parse_since(s: &str, now: i64) -> Result<i64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| format!("--since {s:?}: use e.g. 30m, 2h, 7d or Unix seconds"))?;
+    let secs = match unit {
+        "" => return Ok(n),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("--since {s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(now - secs)
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only events since then: a duration back from now (30m, 2h, 7d) or Unix seconds.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events about this user (username).
+    #[arg(long)]
+    user: Option<String>,
+    /// At most this many events, newest first.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `latchkey audit`: the security events, newest first.
+pub async fn audit(settings: &Settings, a: AuditArgs) -> anyhow::Result<()> {
+    let store = open_store(&settings.database)?;
+    let now = Clock::system().now();
+    let since = a.since.as_deref().map(|s| parse_since(s, now)).transpose().map_err(|e| anyhow!(e))?;
+    let user_id = match &a.user {
+        Some(name) => Some(store.user_by_username(name).await?.ok_or_else(|| anyhow!("no user named {name:?}"))?.id),
+        None => None,
+    };
+    let events = store.audit_events(since, user_id.as_deref(), a.limit).await?;
+    if a.json {
+        for e in &events {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(());
+    }
+    if events.is_empty() {
+        eprintln!("no events");
+    }
+    for e in events {
+        println!(
+            "{}\t{}\tuser={}\tclient={}\tip={}\t{}",
+            e.at,
+            e.event,
+            e.user_id.as_deref().unwrap_or("-"),
+            e.client_id.as_deref().unwrap_or("-"),
+            e.ip.as_deref().unwrap_or("-"),
+            e.detail
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_accepts_durations_and_timestamps() {
+        assert_eq!(parse_since("30m", 10_000), Ok(10_000 - 1800));
+        assert_eq!(parse_since("2d", 200_000), Ok(200_000 - 172_800));
+        assert_eq!(parse_since("1700000000", 0), Ok(1_700_000_000));
+        assert!(parse_since("soon", 0).is_err());
+        assert!(parse_since("5y", 0).is_err());
+    }
 }

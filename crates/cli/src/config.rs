@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
+use latchkey_core::store::SigningAlg;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -26,6 +27,9 @@ pub struct FileConfig {
     pub code_lifetime: Option<u64>,
     pub access_token_lifetime: Option<u64>,
     pub refresh_token_lifetime: Option<u64>,
+    pub refresh_token_idle_lifetime: Option<u64>,
+    pub refresh_grace: Option<u64>,
+    pub access_token_signing_alg: Option<String>,
     pub session_lifetime: Option<u64>,
     pub log_format: Option<LogFormat>,
 }
@@ -40,6 +44,9 @@ pub struct Settings {
     pub code_lifetime: u64,
     pub access_token_lifetime: u64,
     pub refresh_token_lifetime: u64,
+    pub refresh_token_idle_lifetime: u64,
+    pub refresh_grace: u64,
+    pub access_token_signing_alg: SigningAlg,
     pub session_lifetime: u64,
     pub log_format: LogFormat,
 }
@@ -61,6 +68,9 @@ const ENV_KEYS: &[&str] = &[
     "CODE_LIFETIME",
     "ACCESS_TOKEN_LIFETIME",
     "REFRESH_TOKEN_LIFETIME",
+    "REFRESH_TOKEN_IDLE_LIFETIME",
+    "REFRESH_GRACE",
+    "ACCESS_TOKEN_SIGNING_ALG",
     "SESSION_LIFETIME",
     "LOG_FORMAT",
 ];
@@ -92,6 +102,14 @@ impl Settings {
                 toml::from_str(&text).map_err(|e| anyhow!("config file {}: {}", p.display(), e.message()))?
             }
             None => FileConfig::default(),
+        };
+        let num0 = |key: &str, file_v: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            match ours.get(key) {
+                Some(s) => {
+                    s.parse().map_err(|_| anyhow!("LATCHKEY_{key} must be a whole number of seconds, not {s:?}"))
+                }
+                None => Ok(file_v.unwrap_or(default)),
+            }
         };
         let num = |key: &str, file_v: Option<u64>, default: u64| -> anyhow::Result<u64> {
             let v = match ours.get(key) {
@@ -129,6 +147,22 @@ impl Settings {
             code_lifetime,
             access_token_lifetime: num("ACCESS_TOKEN_LIFETIME", file.access_token_lifetime, 600)?,
             refresh_token_lifetime: num("REFRESH_TOKEN_LIFETIME", file.refresh_token_lifetime, 30 * 24 * 3600)?,
+            refresh_token_idle_lifetime: num(
+                "REFRESH_TOKEN_IDLE_LIFETIME",
+                file.refresh_token_idle_lifetime,
+                7 * 24 * 3600,
+            )?,
+            // 0 is meaningful here: it disables the grace window.
+            refresh_grace: num0("REFRESH_GRACE", file.refresh_grace, 10)?,
+            access_token_signing_alg: {
+                let s = ours
+                    .get("ACCESS_TOKEN_SIGNING_ALG")
+                    .cloned()
+                    .or(file.access_token_signing_alg)
+                    .unwrap_or_else(|| "RS256".into());
+                SigningAlg::parse(&s)
+                    .ok_or_else(|| anyhow!("access_token_signing_alg must be RS256, ES256 or EdDSA, not {s:?}"))?
+            },
             session_lifetime: num("SESSION_LIFETIME", file.session_lifetime, 24 * 3600)?,
             log_format,
         })
@@ -142,6 +176,9 @@ impl Settings {
         c.code_ttl = self.code_lifetime;
         c.access_token_ttl = self.access_token_lifetime;
         c.refresh_token_ttl = self.refresh_token_lifetime;
+        c.refresh_token_idle_ttl = self.refresh_token_idle_lifetime;
+        c.refresh_grace = self.refresh_grace;
+        c.access_token_alg = self.access_token_signing_alg;
         c.session_ttl = self.session_lifetime;
         c
     }

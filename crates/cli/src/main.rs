@@ -41,6 +41,11 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Rotate and list signing keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Show the audit log of security events.
+    Audit(admin::AuditArgs),
     #[command(flatten)]
     Rp(rp::Command),
 }
@@ -91,6 +96,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(settings, args.dev).await,
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,
+            Command::Keys(c) => admin::keys(&settings, c).await,
+            Command::Audit(a) => admin::audit(&settings, a).await,
             Command::Rp(_) => Ok(()), // handled above
         }
     });

@@ -33,6 +33,7 @@ pub fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 pub const DEV_CLIENT: &str = "latchkey-demo";
 pub const DEV_REDIRECT: &str = "http://127.0.0.1:8765/callback";
+pub const DEV_POST_LOGOUT: &str = "http://127.0.0.1:8765/";
 pub const DEV_USER: &str = "demo";
 pub const DEV_PASSWORD: &str = "demo-password";
 
@@ -40,14 +41,7 @@ pub async fn run(settings: Settings, dev: bool) -> anyhow::Result<()> {
     let store = open_store(&settings.database)?;
     let clock = Clock::system();
     let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, issuer = %settings.issuer, database = %settings.database, "latchkey is serving");
-    println!("Latchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-    println!("issuer: {}", settings.issuer);
-    println!("database: {}", settings.database);
+    // Set-up happens before the port opens: once it accepts connections, the server is ready.
     if dev {
         dev_bootstrap(&provider, &clock).await?;
     } else if store.clients().await?.is_empty() {
@@ -58,6 +52,25 @@ pub async fn run(settings: Settings, dev: bool) -> anyhow::Result<()> {
         );
         println!("(or restart with --dev for a ready-made demo client and user)");
     }
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, issuer = %settings.issuer, database = %settings.database, "latchkey is serving");
+    println!("\nLatchkey {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("issuer: {}", settings.issuer);
+    println!("database: {}", settings.database);
+    // Keys rotated by `latchkey keys rotate` (or another instance) are picked up without a restart.
+    let reloader = provider.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            if let Err(e) = reloader.reload_keys().await {
+                tracing::warn!(error = %format!("{e:#}"), "could not reload signing keys");
+            }
+        }
+    });
     latchkey_server::serve(listener, AppState::new(provider, clock), shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -90,19 +103,20 @@ async fn dev_bootstrap(p: &Provider, clock: &Clock) -> anyhow::Result<()> {
         "--dev: a demo user with a publicly known password exists in this database; never use --dev in production"
     );
     let client = NewClient {
-        client_id: Some(DEV_CLIENT.into()),
-        name: "Latchkey demo app".into(),
-        confidential: false,
-        redirect_uris: vec![DEV_REDIRECT.into()],
-        first_party: false,
-        extra_scopes: vec![],
-        refresh_tokens: true,
+        post_logout_redirect_uris: vec![DEV_POST_LOGOUT.into()],
+        ..NewClient::public(DEV_CLIENT, "Latchkey demo app", vec![DEV_REDIRECT.into()])
     };
     match latchkey_core::admin::add_client(p.store.as_ref(), client, clock.now()).await {
         Ok(_) | Err(AdminError::Store(latchkey_core::store::StoreError::AlreadyExists(_))) => {}
         Err(e) => return Err(e.into()),
     }
-    let user = NewUser { username: DEV_USER.into(), email: "demo@example.com".into(), name: Some("Demo User".into()) };
+    let user = NewUser {
+        username: DEV_USER.into(),
+        email: "demo@example.com".into(),
+        name: Some("Demo User".into()),
+        phone_number: None,
+        address: None,
+    };
     match latchkey_core::admin::add_user(p.store.as_ref(), &p.hasher, user, Password::new(DEV_PASSWORD), clock.now())
         .await
     {

@@ -205,3 +205,50 @@ fn the_seed_python_flow_runs_against_serve_dev_and_no_secret_is_logged() {
         assert!(!logs.contains(secret_word), "{secret_word} appears in the logs");
     }
 }
+
+#[test]
+fn keys_rotate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let (ok, out, err) = latchkey(&db, &["keys", "rotate"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("kid: ")).count(), 3, "one key per algorithm: {out}");
+    let (ok, out, err) = latchkey(&db, &["keys", "rotate", "--alg", "ES256"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("(ES256)"));
+    let (ok, out, _) = latchkey(&db, &["keys", "list", "--json"], None);
+    assert!(ok);
+    let keys: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 4);
+    let states: Vec<(&str, &str)> =
+        keys.iter().map(|k| (k["alg"].as_str().unwrap(), k["state"].as_str().unwrap())).collect();
+    assert_eq!(states.iter().filter(|(_, s)| *s == "active").count(), 3);
+    assert!(states.contains(&("ES256", "retired (published)")), "{states:?}");
+    assert!(!out.contains("private"), "no private key material is listed");
+    let (ok, _, err) = latchkey(&db, &["keys", "rotate", "--alg", "HS256"], None);
+    assert!(!ok && err.contains("RS256, ES256 or EdDSA"), "{err}");
+}
+
+#[test]
+fn the_audit_command_lists_security_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let (ok, _, err) = latchkey(
+        &db,
+        &["user", "add", "carol", "--email", "carol@example.com", "--password-stdin"],
+        Some("long-enough-pw\n"),
+    );
+    assert!(ok, "{err}");
+    latchkey(&db, &["user", "set-password", "carol", "--password-stdin"], Some("another-long-pw\n"));
+    latchkey(&db, &["client", "add", "--public", "--client-id", "app", "--redirect-uri", "http://127.0.0.1/cb"], None);
+    let (ok, out, err) = latchkey(&db, &["audit", "--since", "1h", "--json"], None);
+    assert!(ok, "{err}");
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["client_added", "password_changed", "user_added"], "newest first");
+    let (ok, out, _) = latchkey(&db, &["audit", "--user", "carol"], None);
+    assert!(ok && out.contains("user_added") && !out.contains("client_added"), "{out}");
+    let (ok, _, err) = latchkey(&db, &["audit", "--since", "soon"], None);
+    assert!(!ok && err.contains("--since"), "{err}");
+}

@@ -281,26 +281,29 @@ async fn login_failures_say_the_same_thing_for_unknown_users_and_wrong_passwords
 }
 
 #[tokio::test]
-async fn an_unknown_user_takes_as_long_as_a_wrong_password() {
+async fn an_unknown_user_costs_the_same_argon2_work_as_a_wrong_password() {
     let s = TestServer::start().await;
     let b = Browser::new();
     let page = b.get(&s.authorize_url("spa", &CodeVerifier::generate(), "")).await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..4 {
+        let before = s.provider.hasher.verifications();
         let t = std::time::Instant::now();
         b.submit_login(&s.base, &page.body, "alice", "wrong password").await;
         known.push(t.elapsed());
+        assert_eq!(s.provider.hasher.verifications(), before + 1);
         let t = std::time::Instant::now();
         b.submit_login(&s.base, &page.body, "nobody-here", "wrong password").await;
         unknown.push(t.elapsed());
+        assert_eq!(s.provider.hasher.verifications(), before + 2, "one Argon2 verification for an unknown user too");
     }
     known.sort();
     unknown.sort();
-    // Without the dummy Argon2 verification an unknown user answers ~50x faster; a factor of 2
-    // either way leaves room for a noisy machine.
-    let (k, u) = (known[2].as_secs_f64(), unknown[2].as_secs_f64());
-    assert!(u > k / 2.0 && u < k * 2.0, "median known {k:.4}s vs unknown {u:.4}s");
+    // Without the dummy verification an unknown user answers ~50x faster. The bound is loose on
+    // purpose: the exact work is proven above, this only guards the wiring.
+    let (k, u) = (known[1].as_secs_f64(), unknown[1].as_secs_f64());
+    assert!(u > k / 5.0, "median-ish known {k:.4}s vs unknown {u:.4}s");
 }
 
 #[tokio::test]

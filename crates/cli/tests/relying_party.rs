@@ -59,25 +59,40 @@ async fn library_logs_in_refreshes_and_revokes_against_latchkey() {
     let fresh = client.refresh(&rt, None, &tokens.scope, Some(&id.sub), unix_now()).await.unwrap();
     assert_ne!(fresh.access_token, tokens.access_token);
     assert_ne!(fresh.refresh_token.as_ref().unwrap(), &rt);
-    let again = client.refresh(&rt, None, &tokens.scope, Some(&id.sub), unix_now()).await.unwrap_err();
-    assert!(matches!(&again, Error::Endpoint { error, .. } if error == "invalid_grant"), "{again}");
+    // Latchkey answers a retry within its grace window with the same successor (two tabs, a lost
+    // response), and treats a later reuse as theft: invalid_grant.
+    let replay = client.refresh(&rt, None, &tokens.scope, Some(&id.sub), unix_now()).await.unwrap();
+    assert_eq!(replay.access_token, fresh.access_token);
     // A narrower refresh is allowed.
     let narrow = Scope::parse("openid").unwrap();
     let rt2 = fresh.refresh_token.clone().unwrap();
     let narrowed = client.refresh(&rt2, Some(&narrow), &tokens.scope, Some(&id.sub), unix_now()).await.unwrap();
     assert_eq!(narrowed.scope.to_string(), "openid");
 
-    // Revocation (RFC 7009) needs the server's /revoke.
-    if client.metadata().revocation_endpoint.is_some() {
-        let rt3 = narrowed.refresh_token.clone().unwrap();
-        client.revoke(rt3.expose_secret(), TokenTypeHint::RefreshToken).await.unwrap();
-        let e = client.refresh(&rt3, None, &tokens.scope, None, unix_now()).await.unwrap_err();
-        assert!(matches!(&e, Error::Endpoint { error, .. } if error == "invalid_grant"), "{e}");
-    } else {
-        let e = client.revoke("x", TokenTypeHint::RefreshToken).await.unwrap_err();
-        assert!(e.to_string().contains("revocation_endpoint"), "{e}");
-        eprintln!("NOT TESTED against Latchkey: revocation (this server publishes no revocation_endpoint yet)");
-    }
+    // Introspection mode (RFC 7662) against Latchkey's endpoint agrees with local validation…
+    let secret = s.add_client("notes-api", true, false).await.unwrap();
+    let live = Verifier::builder(&s.base)
+        .introspection("notes-api", latchkey_proto::ClientSecret::new(secret))
+        .introspection_cache(Duration::ZERO)
+        .build()
+        .unwrap();
+    let c = live.verify(narrowed.access_token.expose_secret()).await.unwrap();
+    assert_eq!((c.sub.as_str(), c.client_id.as_str(), c.scope.to_string()), (id.sub.as_str(), "spa", "openid".into()));
+
+    // …and revocation (RFC 7009) ends the refresh token and, as introspection shows at once, its
+    // access tokens.
+    let rt3 = narrowed.refresh_token.clone().unwrap();
+    client.revoke(rt3.expose_secret(), TokenTypeHint::RefreshToken).await.unwrap();
+    let e = live.verify(narrowed.access_token.expose_secret()).await.unwrap_err();
+    assert_eq!(e, latchkey_resource::Refusal::InvalidToken(latchkey_resource::TokenError::Inactive));
+    let e = client.refresh(&rt3, None, &tokens.scope, None, unix_now()).await.unwrap_err();
+    assert!(matches!(&e, Error::Endpoint { error, .. } if error == "invalid_grant"), "{e}");
+    s.advance(11);
+    let e = client.refresh(&rt, None, &tokens.scope, None, unix_now()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Endpoint { error, .. } if error == "invalid_grant"),
+        "reuse after the grace window: {e}"
+    );
 }
 
 #[tokio::test]
@@ -205,33 +220,37 @@ async fn cli_login_token_refresh_logout() {
     #[cfg(unix)]
     assert_eq!(mode(&cache_file), 0o600);
 
-    // A refused refresh says what to do.
-    let mut spent = after.clone();
-    spent["refresh_token"] = old_rt.into();
-    spent["expires_at"] = (unix_now() - 10).into();
-    std::fs::write(&cache_file, spent.to_string()).unwrap();
-    let t3 = cli.run(&["token"]).await;
-    assert!(!t3.ok);
-    assert!(t3.stderr.contains("latchkey login --issuer"), "{}", t3.stderr);
-    std::fs::write(&cache_file, after.to_string()).unwrap();
-
     let out = cli.run(&["logout"]).await;
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("cached tokens removed"), "{}", out.stderr);
     assert!(!cache_file.exists());
+    assert!(out.stderr.contains("refresh token and access token revoked"), "{}", out.stderr);
     let client = Client::discover(&s.base, ClientId::parse("spa").unwrap()).await.unwrap();
-    if client.metadata().revocation_endpoint.is_some() {
-        assert!(out.stderr.contains("refresh token"), "{}", out.stderr);
-        let rt = latchkey_proto::RefreshToken::new(after["refresh_token"].as_str().unwrap());
-        let e = client.refresh(&rt, None, &Scope::default(), None, unix_now()).await.unwrap_err();
-        assert!(matches!(&e, Error::Endpoint { error, .. } if error == "invalid_grant"), "revoked: {e}");
-    } else {
-        assert!(out.stderr.contains("no revocation endpoint"), "{}", out.stderr);
-        eprintln!("NOT TESTED against Latchkey: `logout` revoking (this server publishes no revocation_endpoint yet)");
-    }
+    let rt = latchkey_proto::RefreshToken::new(after["refresh_token"].as_str().unwrap());
+    let e = client.refresh(&rt, None, &Scope::default(), None, unix_now()).await.unwrap_err();
+    assert!(matches!(&e, Error::Endpoint { error, .. } if error == "invalid_grant"), "revoked: {e}");
+    // The revoked access token is refused by an API in introspection mode.
+    let secret = s.add_client("notes-api", true, false).await.unwrap();
+    let live = Verifier::builder(&s.base)
+        .introspection("notes-api", latchkey_proto::ClientSecret::new(secret))
+        .build()
+        .unwrap();
+    let e = live.verify(&at2).await.unwrap_err();
+    assert_eq!(e, latchkey_resource::Refusal::InvalidToken(latchkey_resource::TokenError::Inactive));
     let gone = cli.run(&["token"]).await;
     assert!(!gone.ok);
     assert!(gone.stderr.contains("not logged in"), "{}", gone.stderr);
+
+    // A refresh token the provider refuses: the message says what to do.
+    let out = cli.login(&s.base, "spa", &[], "alice", PASSWORD).await;
+    assert!(out.ok, "{}", out.stderr);
+    let mut cached: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache_file).unwrap()).unwrap();
+    cached["refresh_token"] = "not-a-refresh-token-of-this-server".into();
+    cached["expires_at"] = (unix_now() - 10).into();
+    std::fs::write(&cache_file, cached.to_string()).unwrap();
+    let t3 = cli.run(&["token"]).await;
+    assert!(!t3.ok);
+    assert!(t3.stderr.contains("run `latchkey login --issuer"), "{}", t3.stderr);
 }
 
 #[tokio::test]

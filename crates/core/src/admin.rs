@@ -4,8 +4,9 @@ use latchkey_proto::secret::random_token;
 use latchkey_proto::{ClientId, ClientSecret, RedirectUri, Scope, TokenHash};
 
 use crate::UnixTime;
+use crate::keys::SigningKey;
 use crate::password::Hasher;
-use crate::store::{ClientKind, ClientRecord, GrantType, Store, StoreError, UserRecord};
+use crate::store::{ClientKind, ClientRecord, GrantType, KeyRecord, SigningAlg, Store, StoreError, UserRecord};
 
 #[derive(Debug, Clone)]
 pub struct NewClient {
@@ -17,6 +18,33 @@ pub struct NewClient {
     /// Extra scopes (for APIs) on top of the standard OpenID Connect ones.
     pub extra_scopes: Vec<String>,
     pub refresh_tokens: bool,
+    pub id_token_alg: SigningAlg,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Audiences for client-credentials tokens, or (resource servers) whose tokens it may introspect.
+    pub audiences: Vec<String>,
+    pub client_credentials: bool,
+    /// A credential for a resource server: it can only introspect, it obtains no tokens.
+    pub resource_server: bool,
+}
+
+impl NewClient {
+    /// A public client for the code flow with refresh tokens and default settings.
+    pub fn public(client_id: &str, name: &str, redirect_uris: Vec<String>) -> Self {
+        Self {
+            client_id: Some(client_id.into()),
+            name: name.into(),
+            confidential: false,
+            redirect_uris,
+            first_party: false,
+            extra_scopes: vec![],
+            refresh_tokens: true,
+            id_token_alg: SigningAlg::RS256,
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
+            client_credentials: false,
+            resource_server: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +66,34 @@ pub async fn add_client(
         Some(id) => ClientId::parse(id).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
         None => ClientId::parse(&random_token()[..22]).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
     };
-    if new.redirect_uris.is_empty() {
-        return Err(AdminError::Invalid("at least one --redirect-uri is required".into()));
+    let confidential = new.confidential || new.resource_server || new.client_credentials;
+    if !new.confidential && (new.resource_server || new.client_credentials) && !new.redirect_uris.is_empty() {
+        return Err(AdminError::Invalid(
+            "client credentials and resource-server credentials are confidential: add --confidential".into(),
+        ));
+    }
+    if new.resource_server && (!new.redirect_uris.is_empty() || new.client_credentials) {
+        return Err(AdminError::Invalid(
+            "a resource-server credential only introspects: no redirect URIs, no grants".into(),
+        ));
+    }
+    if new.redirect_uris.is_empty() && !new.client_credentials && !new.resource_server {
+        return Err(AdminError::Invalid(
+            "at least one --redirect-uri is required (or --client-credentials / --resource-server)".into(),
+        ));
+    }
+    let mut post_logout_redirect_uris = Vec::new();
+    for r in &new.post_logout_redirect_uris {
+        post_logout_redirect_uris.push(
+            RedirectUri::parse_registration(r)
+                .map_err(|e| AdminError::Invalid(format!("post-logout redirect URI {r}: {e}")))?,
+        );
+    }
+    for a in &new.audiences {
+        // RFC 8707 §2: a resource indicator is an absolute URI without a fragment.
+        if url::Url::parse(a).map_or(true, |u| u.fragment().is_some()) {
+            return Err(AdminError::Invalid(format!("audience {a}: must be an absolute URI without a fragment")));
+        }
     }
     let mut redirect_uris = Vec::new();
     for r in &new.redirect_uris {
@@ -50,14 +104,20 @@ pub async fn add_client(
     let scopes = crate::provider::STANDARD_SCOPES.iter().map(|s| s.to_string()).chain(new.extra_scopes.iter().cloned());
     let allowed_scope = Scope::parse(&scopes.collect::<Vec<_>>().join(" "))
         .map_err(|e| AdminError::Invalid(format!("scope: {}", e.description)))?;
-    let secret = new.confidential.then(ClientSecret::generate);
+    let secret = confidential.then(ClientSecret::generate);
     let kind = match &secret {
         Some(s) => ClientKind::Confidential { secret_hash: TokenHash::of(s.expose_secret()).as_str().to_owned() },
         None => ClientKind::Public,
     };
-    let mut grant_types = vec![GrantType::AuthorizationCode];
-    if new.refresh_tokens {
-        grant_types.push(GrantType::RefreshToken);
+    let mut grant_types = Vec::new();
+    if !redirect_uris.is_empty() {
+        grant_types.push(GrantType::AuthorizationCode);
+        if new.refresh_tokens {
+            grant_types.push(GrantType::RefreshToken);
+        }
+    }
+    if new.client_credentials {
+        grant_types.push(GrantType::ClientCredentials);
     }
     let name = if new.name.trim().is_empty() { client_id.to_string() } else { new.name.trim().to_owned() };
     let record = ClientRecord {
@@ -69,8 +129,17 @@ pub async fn add_client(
         allowed_scope,
         first_party: new.first_party,
         created_at: now,
+        id_token_signed_response_alg: new.id_token_alg,
+        post_logout_redirect_uris,
+        audiences: new.audiences,
     };
     store.insert_client(&record).await?;
+    let e = crate::audit::Event {
+        client_id: Some(record.client_id.as_str()),
+        detail: Some(serde_json::json!({ "public": record.is_public(), "redirect_uris": record.redirect_uris })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "client_added", e).await;
     Ok((record, secret))
 }
 
@@ -79,6 +148,8 @@ pub struct NewUser {
     pub username: String,
     pub email: String,
     pub name: Option<String>,
+    pub phone_number: Option<String>,
+    pub address: Option<String>,
 }
 
 pub async fn add_user(
@@ -104,8 +175,16 @@ pub async fn add_user(
         name: new.name,
         password_hash: hasher.hash(password.expose_secret().to_owned()).await?,
         created_at: now,
+        phone_number: new.phone_number,
+        address: new.address,
     };
     store.insert_user(&record).await?;
+    let e = crate::audit::Event {
+        user_id: Some(&record.id),
+        detail: Some(serde_json::json!({ "username": record.username })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "user_added", e).await;
     Ok(record)
 }
 
@@ -114,10 +193,41 @@ pub async fn set_password(
     hasher: &Hasher,
     username: &str,
     password: latchkey_proto::Password,
+    now: UnixTime,
 ) -> Result<bool, AdminError> {
     check_password(&password)?;
     let hash = hasher.hash(password.expose_secret().to_owned()).await?;
-    Ok(store.set_password_hash(username, &hash).await?)
+    let changed = store.set_password_hash(username, &hash).await?;
+    if changed {
+        let e = crate::audit::Event { detail: Some(serde_json::json!({ "username": username })), ..Default::default() };
+        crate::audit::record(store, now, "password_changed", e).await;
+    }
+    Ok(changed)
+}
+
+/// Removes a client and everything issued to it.
+pub async fn remove_client(store: &dyn Store, client_id: &ClientId, now: UnixTime) -> Result<bool, AdminError> {
+    let removed = store.remove_client(client_id).await?;
+    if removed {
+        let e = crate::audit::Event { client_id: Some(client_id.as_str()), ..Default::default() };
+        crate::audit::record(store, now, "client_removed", e).await;
+    }
+    Ok(removed)
+}
+
+/// Removes a user, their sessions and everything issued to them.
+pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
+    let id = store.user_by_username(username).await?.map(|u| u.id);
+    let removed = store.remove_user(username).await?;
+    if removed {
+        let e = crate::audit::Event {
+            user_id: id.as_deref(),
+            detail: Some(serde_json::json!({ "username": username })),
+            ..Default::default()
+        };
+        crate::audit::record(store, now, "user_removed", e).await;
+    }
+    Ok(removed)
 }
 
 /// NIST SP 800-63B §5.1.1.2: at least 8 characters; no composition rules.
@@ -130,4 +240,22 @@ fn check_password(p: &latchkey_proto::Password) -> Result<(), AdminError> {
         return Err(AdminError::Invalid("a password may have at most 1024 characters".into()));
     }
     Ok(())
+}
+
+/// `latchkey keys rotate`: a new key for each of `algs` becomes its signer. The previous keys stay
+/// published (see `KeySet::jwks`) until the tokens they signed have expired.
+pub async fn rotate_keys(store: &dyn Store, algs: &[SigningAlg], now: UnixTime) -> Result<Vec<KeyRecord>, AdminError> {
+    let mut out = Vec::new();
+    for alg in algs.iter().copied() {
+        let rec =
+            tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await.map_err(anyhow::Error::new)??;
+        store.rotate_signing_key(&rec, now).await?;
+        let e = crate::audit::Event {
+            detail: Some(serde_json::json!({ "kid": rec.kid, "alg": rec.alg })),
+            ..Default::default()
+        };
+        crate::audit::record(store, now, "key_rotation", e).await;
+        out.push(rec);
+    }
+    Ok(out)
 }

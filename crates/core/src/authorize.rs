@@ -8,8 +8,12 @@ use latchkey_proto::{
 };
 use url::Url;
 
+use std::net::IpAddr;
+
+use serde_json::json;
+
 use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, SessionRecord};
-use crate::{Error, Provider, UnixTime};
+use crate::{Error, Provider, UnixTime, audit, throttle};
 
 /// What the browser is shown next.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,7 +24,7 @@ pub enum Step {
     /// Send the browser back to the client, with a code or an error.
     Redirect(String),
     /// Ask for the user's credentials; `pending` is the id of the stored request.
-    Login { pending: String, client_name: String },
+    Login { pending: String, client_name: String, login_hint: Option<String> },
     /// Ask the logged-in user to approve the scopes for this client.
     Consent { pending: String, client_name: String, scope: Scope, username: String },
 }
@@ -38,6 +42,8 @@ pub struct Prompt {
 pub struct ValidRequest {
     pub pending: PendingAuthorization,
     pub prompt: Prompt,
+    /// OpenID Connect `max_age`: a session older than this many seconds must log in again.
+    pub max_age: Option<u64>,
 }
 
 /// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207).
@@ -139,6 +145,15 @@ pub fn validate(
     }
     let nonce = params.get("nonce").map(Nonce::parse).transpose().map_err(fail)?;
     let prompt = parse_prompt(params.get("prompt")).map_err(fail)?;
+    let max_age = match params.get("max_age").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) if n <= 10 * 365 * 24 * 3600 => Some(n),
+        Some(_) => return Err(fail(OAuthError::invalid_request("max_age must be a whole number of seconds"))),
+    };
+    // A hint only; anything odd is ignored rather than refused (OpenID Connect Core §3.1.2.1).
+    let login_hint =
+        params.get("login_hint").filter(|h| h.len() <= 256 && !h.chars().any(char::is_control)).map(str::to_owned);
+    // ui_locales, claims_locales, display, acr_values and id_token_hint are accepted and ignored.
 
     Ok(ValidRequest {
         pending: PendingAuthorization {
@@ -149,8 +164,10 @@ pub fn validate(
             nonce,
             code_challenge,
             expires_at: now + pending_ttl as UnixTime,
+            login_hint,
         },
         prompt,
+        max_age,
     })
 }
 
@@ -180,6 +197,8 @@ fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
 pub enum LoginOutcome {
     /// Wrong username or password: show the form again with one message for both cases.
     Failed { client_name: String },
+    /// Too many failures: try again after this many seconds (the password was not checked).
+    Throttled { client_name: String, retry_after: u64 },
     /// Logged in: set the session cookie and go on.
     Done { session: SessionToken, max_age: u64, next: Step },
 }
@@ -210,8 +229,9 @@ impl Provider {
         let fail = |e: OAuthError| {
             Ok(Step::Redirect(error_redirect(self.issuer(), &req.pending.redirect_uri, req.pending.state.as_ref(), &e)))
         };
+        let fresh_enough = |s: &SessionRecord| req.max_age.is_none_or(|m| now - s.auth_time <= m as UnixTime);
         let session = match session {
-            Some(s) if !req.prompt.login => s,
+            Some(s) if !req.prompt.login && fresh_enough(&s) => s,
             _ => {
                 if req.prompt.none {
                     return fail(OAuthError::new(
@@ -220,7 +240,7 @@ impl Provider {
                     ));
                 }
                 let pending = self.save_pending(&req.pending).await?;
-                return Ok(Step::Login { pending, client_name: client.name });
+                return Ok(Step::Login { pending, client_name: client.name, login_hint: req.pending.login_hint });
             }
         };
         if !req.prompt.consent && self.has_consent(&client, &session.user_id, &req.pending.scope).await? {
@@ -242,12 +262,26 @@ impl Provider {
         pending_id: &str,
         username: &str,
         password: Password,
+        ip: Option<IpAddr>,
         now: UnixTime,
     ) -> Result<Result<LoginOutcome, Step>, Error> {
         let (pending, client) = match self.load_pending(pending_id, now).await? {
             Ok(x) => x,
             Err(step) => return Ok(Err(step)),
         };
+        let rules = throttle::keys(username, ip);
+        let keys: Vec<String> = rules.iter().map(|(k, _)| k.clone()).collect();
+        let state = self.store.throttle_state(&keys).await?;
+        if let Some(until) = throttle::blocked_until(&state, &rules, now) {
+            let e = audit::Event {
+                client_id: Some(client.client_id.as_str()),
+                ip,
+                detail: Some(json!({ "retry_after": until - now })),
+                ..Default::default()
+            };
+            audit::record(self.store.as_ref(), now, "login_throttled", e).await;
+            return Ok(Ok(LoginOutcome::Throttled { client_name: client.name, retry_after: (until - now) as u64 }));
+        }
         let user = self.store.user_by_username(username).await?;
         let ok = self
             .hasher
@@ -256,11 +290,25 @@ impl Provider {
         let user = match user {
             Some(u) if ok => u,
             _ => {
-                tracing::info!(target: "latchkey::security", event = "login_failure", client_id = %client.client_id, "login failed");
+                self.store.throttle_failure(&keys, now, throttle::FORGET_AFTER).await?;
+                // The attempted username is recorded for the audit trail; it is not a secret.
+                let attempted: String = username.chars().take(64).collect();
+                let e = audit::Event {
+                    user_id: user.as_ref().map(|u| u.id.as_str()),
+                    client_id: Some(client.client_id.as_str()),
+                    ip,
+                    detail: Some(json!({ "username": attempted })),
+                };
+                audit::record(self.store.as_ref(), now, "login_failure", e).await;
                 return Ok(Ok(LoginOutcome::Failed { client_name: client.name }));
             }
         };
-        tracing::info!(target: "latchkey::security", event = "login_success", user_id = %user.id, client_id = %client.client_id, "login succeeded");
+        // A success clears this account's counters, but not the IP's: logging in to one's own
+        // account must not reset the budget for guessing others.
+        let account_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with("ip:")).cloned().collect();
+        self.store.throttle_clear(&account_keys).await?;
+        let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail: None };
+        audit::record(self.store.as_ref(), now, "login_success", e).await;
         let token = SessionToken::generate();
         let session = SessionRecord {
             hash: token.hash(),
@@ -269,7 +317,7 @@ impl Provider {
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
         };
-        self.store.insert_session(&session).await?;
+        self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
         let next = if self.has_consent(&client, &user.id, &pending.scope).await? {
             self.store.remove_pending(&TokenHash::of(pending_id)).await?;
             Step::Redirect(self.issue_code(&pending, &session, now).await?)
@@ -292,7 +340,11 @@ impl Provider {
         };
         match self.current_session(cookie, now).await? {
             Some(session) => self.consent_step(pending_id.to_owned(), &client, &pending, &session).await,
-            None => Ok(Step::Login { pending: pending_id.to_owned(), client_name: client.name }),
+            None => Ok(Step::Login {
+                pending: pending_id.to_owned(),
+                client_name: client.name,
+                login_hint: pending.login_hint,
+            }),
         }
     }
 
@@ -309,11 +361,20 @@ impl Provider {
             Err(step) => return Ok(step),
         };
         let Some(session) = self.current_session(cookie, now).await? else {
-            return Ok(Step::Login { pending: pending_id.to_owned(), client_name: client.name });
+            return Ok(Step::Login {
+                pending: pending_id.to_owned(),
+                client_name: client.name,
+                login_hint: pending.login_hint,
+            });
         };
         self.store.remove_pending(&TokenHash::of(pending_id)).await?;
         if !approve {
-            tracing::info!(target: "latchkey::security", event = "consent_denied", user_id = %session.user_id, client_id = %client.client_id, "consent denied");
+            let e = audit::Event {
+                user_id: Some(&session.user_id),
+                client_id: Some(client.client_id.as_str()),
+                ..Default::default()
+            };
+            audit::record(self.store.as_ref(), now, "consent_denied", e).await;
             let e = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
             return Ok(Step::Redirect(error_redirect(
                 self.issuer(),
@@ -326,7 +387,13 @@ impl Provider {
         let previous = self.store.consent(&session.user_id, &client.client_id).await?.unwrap_or_default();
         let remembered = Scope::parse(&format!("{previous} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
         self.store.put_consent(&session.user_id, &client.client_id, &remembered, now).await?;
-        tracing::info!(target: "latchkey::security", event = "consent_granted", user_id = %session.user_id, client_id = %client.client_id, scope = %pending.scope, "consent granted");
+        let e = audit::Event {
+            user_id: Some(&session.user_id),
+            client_id: Some(client.client_id.as_str()),
+            detail: Some(json!({ "scope": pending.scope.to_string() })),
+            ..Default::default()
+        };
+        audit::record(self.store.as_ref(), now, "consent_granted", e).await;
         Ok(Step::Redirect(self.issue_code(&pending, &session, now).await?))
     }
 
@@ -360,6 +427,15 @@ impl Provider {
     }
 
     async fn save_pending(&self, p: &PendingAuthorization) -> Result<String, Error> {
+        if self.store.count_pending(&p.client_id, p.expires_at - self.config.pending_ttl as UnixTime).await?
+            >= self.config.max_pending_per_client
+        {
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many sign-in requests are in progress for this application; try again in a few minutes",
+            )
+            .into());
+        }
         let id = random_token();
         self.store.insert_pending(&TokenHash::of(&id), p).await?;
         Ok(id)
@@ -440,6 +516,9 @@ mod tests {
             allowed_scope: Scope::parse("openid profile email").unwrap(),
             first_party: false,
             created_at: 0,
+            id_token_signed_response_alg: Default::default(),
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
         }
     }
 

@@ -5,13 +5,19 @@
 //! clocks or a database. This crate knows nothing of HTTP frameworks or SQL.
 
 pub mod admin;
+pub mod audit;
 pub mod authorize;
+pub mod cors;
 pub mod error;
 pub mod grant;
+pub mod introspect;
 pub mod keys;
+pub mod logout;
 pub mod password;
 pub mod provider;
+pub mod revoke;
 pub mod store;
+pub mod throttle;
 pub mod userinfo;
 
 pub use error::Error;

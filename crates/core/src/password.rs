@@ -18,6 +18,7 @@ pub struct Hasher {
     /// A hash of a random password, verified against when the user does not exist, so that an
     /// unknown username takes as long as a wrong password (no user enumeration by timing).
     dummy: Arc<String>,
+    verifications: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub fn hash_blocking(secret: &str) -> anyhow::Result<String> {
@@ -32,7 +33,11 @@ pub fn verify_blocking(secret: &str, phc: &str) -> bool {
 impl Hasher {
     pub fn new(parallelism: usize) -> anyhow::Result<Self> {
         let dummy = hash_blocking(&latchkey_proto::secret::random_token())?;
-        Ok(Self { permits: Arc::new(Semaphore::new(parallelism.max(1))), dummy: Arc::new(dummy) })
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            dummy: Arc::new(dummy),
+            verifications: Default::default(),
+        })
     }
 
     pub async fn hash(&self, secret: String) -> anyhow::Result<String> {
@@ -47,7 +52,13 @@ impl Hasher {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.as_ref().clone());
         let ok = tokio::task::spawn_blocking(move || verify_blocking(&secret, &phc)).await?;
+        self.verifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(known && ok)
+    }
+
+    /// Argon2 verifications done so far: a login costs one, whether or not the user exists.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -8,7 +8,7 @@ use latchkey_proto::metadata::ProviderMetadata;
 use crate::UnixTime;
 use crate::keys::{KeySet, SigningKey};
 use crate::password::Hasher;
-use crate::store::Store;
+use crate::store::{SigningAlg, Store};
 
 /// Lifetimes are in seconds.
 #[derive(Clone, Debug)]
@@ -20,12 +20,23 @@ pub struct ProviderConfig {
     /// Authorization codes: short, since they travel through the browser (RFC 6749 §4.1.2 says at most 10 min).
     pub code_ttl: u64,
     pub access_token_ttl: u64,
-    /// Absolute lifetime of a grant's refresh tokens.
+    /// Absolute lifetime of a refresh-token family (a grant).
     pub refresh_token_ttl: u64,
+    /// Idle lifetime: a refresh token not used for this long expires, even if its family has not.
+    pub refresh_token_idle_ttl: u64,
+    /// Retries of an already-rotated refresh token within this many seconds get the same successor
+    /// tokens instead of being treated as reuse. 0 disables the window.
+    pub refresh_grace: u64,
+    /// The algorithm access tokens are signed with.
+    pub access_token_alg: SigningAlg,
     /// Browser login sessions; refresh tokens without `offline_access` end with them.
     pub session_ttl: u64,
     /// How long a login or consent page may stay open.
     pub pending_ttl: u64,
+    /// Live pending authorization requests allowed per client; past it, new ones get 503.
+    pub max_pending_per_client: u64,
+    /// Browser sessions kept per user; a new login ends the oldest beyond this.
+    pub max_sessions_per_user: u32,
 }
 
 impl ProviderConfig {
@@ -37,8 +48,13 @@ impl ProviderConfig {
             code_ttl: 60,
             access_token_ttl: 600,
             refresh_token_ttl: 30 * 24 * 3600,
+            refresh_token_idle_ttl: 7 * 24 * 3600,
+            refresh_grace: 10,
+            access_token_alg: SigningAlg::RS256,
             session_ttl: 24 * 3600,
             pending_ttl: 600,
+            max_pending_per_client: 10_000,
+            max_sessions_per_user: 32,
         }
     }
 }
@@ -48,6 +64,7 @@ pub struct Provider {
     pub config: ProviderConfig,
     pub hasher: Hasher,
     keys: RwLock<Arc<KeySet>>,
+    pub(crate) origins: crate::cors::OriginCache,
 }
 
 impl std::fmt::Debug for Provider {
@@ -57,21 +74,55 @@ impl std::fmt::Debug for Provider {
 }
 
 /// Scopes this server understands; a client may also be allowed its own API scopes.
-pub const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+pub const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "address", "phone", "offline_access"];
 
 impl Provider {
-    /// Loads the signing keys, generating and storing the first one if there is none.
+    /// Loads the signing keys, generating and storing one for each algorithm that has none.
     pub async fn open(store: Arc<dyn Store>, config: ProviderConfig, now: UnixTime) -> anyhow::Result<Self> {
-        let mut records = store.signing_keys().await?;
-        if records.is_empty() {
-            let rec = tokio::task::spawn_blocking(move || SigningKey::generate(now)).await??;
-            store.insert_signing_key(&rec).await?;
-            tracing::info!(kid = %rec.kid, alg = %rec.alg, "generated the first signing key");
-            records = store.signing_keys().await?;
+        let records = store.signing_keys().await?;
+        for alg in SigningAlg::ALL {
+            if !records.iter().any(|r| r.active && r.alg == alg.as_str()) {
+                let rec = tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await??;
+                store.insert_signing_key(&rec).await?;
+                tracing::info!(kid = %rec.kid, alg = %rec.alg, "generated a signing key");
+            }
         }
-        let keys = KeySet::from_records(&records).context("loading signing keys")?;
+        let keys = KeySet::from_records(&store.signing_keys().await?).context("loading signing keys")?;
         let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Self { store, config, hasher: Hasher::new(parallelism)?, keys: RwLock::new(Arc::new(keys)) })
+        Ok(Self {
+            store,
+            config,
+            hasher: Hasher::new(parallelism)?,
+            keys: RwLock::new(Arc::new(keys)),
+            origins: Default::default(),
+        })
+    }
+
+    /// Re-reads the keys from the store, so that a rotation made by `latchkey keys rotate` or by
+    /// another instance is picked up. Keys already parsed are not parsed again.
+    pub async fn reload_keys(&self) -> anyhow::Result<bool> {
+        let records = self.store.signing_keys().await?;
+        let current = self.keys();
+        let unchanged = records.len() == current.keys().len()
+            && records.iter().all(|r| {
+                current.keys().iter().any(|k| k.kid == r.kid && k.active == r.active && k.retired_at == r.retired_at)
+            });
+        if unchanged {
+            return Ok(false);
+        }
+        let keys = Arc::new(KeySet::from_records(&records)?);
+        match self.keys.write() {
+            Ok(mut g) => *g = keys,
+            Err(p) => *p.into_inner() = keys,
+        }
+        tracing::info!("signing keys reloaded");
+        Ok(true)
+    }
+
+    /// How long a retired key stays in the JWKS: the longest life of a token it signed, plus a
+    /// minute of clock skew.
+    pub fn key_publish_window(&self) -> u64 {
+        self.config.access_token_ttl + 60
     }
 
     pub fn keys(&self) -> Arc<KeySet> {
@@ -97,13 +148,18 @@ impl Provider {
             token_endpoint: format!("{i}/token"),
             userinfo_endpoint: format!("{i}/userinfo"),
             jwks_uri: format!("{i}/jwks.json"),
+            revocation_endpoint: format!("{i}/revoke"),
+            introspection_endpoint: format!("{i}/introspect"),
+            end_session_endpoint: format!("{i}/logout"),
             scopes_supported: v(STANDARD_SCOPES),
             response_types_supported: v(&["code"]),
             response_modes_supported: v(&["query"]),
-            grant_types_supported: v(&["authorization_code", "refresh_token"]),
+            grant_types_supported: v(&["authorization_code", "refresh_token", "client_credentials"]),
             subject_types_supported: v(&["public"]),
-            id_token_signing_alg_values_supported: v(&["RS256"]),
+            id_token_signing_alg_values_supported: v(&["RS256", "ES256", "EdDSA"]),
             token_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post", "none"]),
+            revocation_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post", "none"]),
+            introspection_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post"]),
             code_challenge_methods_supported: v(&["S256"]),
             claims_supported: v(&[
                 "iss",
@@ -123,6 +179,8 @@ impl Provider {
             ]),
             prompt_values_supported: v(&["none", "login", "consent"]),
             authorization_response_iss_parameter_supported: true,
+            frontchannel_logout_supported: false,
+            backchannel_logout_supported: false,
             claims_parameter_supported: false,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,

@@ -27,6 +27,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
+    /// RFC 6749 §4.4: a confidential client acting on its own behalf (service to service).
+    ClientCredentials,
 }
 
 impl GrantType {
@@ -34,12 +36,14 @@ impl GrantType {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "authorization_code" => Some(Self::AuthorizationCode),
             "refresh_token" => Some(Self::RefreshToken),
+            "client_credentials" => Some(Self::ClientCredentials),
             _ => None,
         }
     }
@@ -66,6 +70,42 @@ pub struct ClientRecord {
     /// A client of the deployment's own: the user's consent is implied and no consent page is shown.
     pub first_party: bool,
     pub created_at: UnixTime,
+    /// `id_token_signed_response_alg` (OpenID Connect Dynamic Registration §2).
+    #[serde(default)]
+    pub id_token_signed_response_alg: SigningAlg,
+    /// Where RP-initiated logout may send the browser back to (matched exactly).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
+    /// Audiences this client may obtain client-credentials tokens for, and, for a resource server,
+    /// the audiences whose tokens it may introspect.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+/// The JWS algorithms Latchkey signs with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: the OpenID Connect default every client supports (Core §15.1).
+    #[default]
+    RS256,
+    /// ECDSA P-256 with SHA-256: much cheaper to sign than RSA, small signatures.
+    ES256,
+    /// Ed25519 (RFC 8037): the cheapest to sign and verify.
+    EdDSA,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 3] = [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 impl ClientRecord {
@@ -88,6 +128,9 @@ pub struct UserRecord {
     /// Argon2id PHC string.
     pub password_hash: String,
     pub created_at: UnixTime,
+    pub phone_number: Option<String>,
+    /// The postal address, formatted (OpenID Connect Core §5.1.1 `formatted`).
+    pub address: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +140,10 @@ pub struct KeyRecord {
     /// PKCS#8 DER of the private key, base64. Never leaves the server.
     pub private_pkcs8_b64: String,
     pub created_at: UnixTime,
-    /// The newest active key signs; older ones are still published for verification.
+    /// The newest active key of each algorithm signs.
     pub active: bool,
+    /// When a rotation replaced this key. It stays published until every token it signed expired.
+    pub retired_at: Option<UnixTime>,
 }
 
 /// An authorization request waiting for the user to log in or consent. Stored server side, so the
@@ -112,6 +157,9 @@ pub struct PendingAuthorization {
     pub nonce: Option<Nonce>,
     pub code_challenge: CodeChallenge,
     pub expires_at: UnixTime,
+    /// OpenID Connect `login_hint`: pre-fills the username field.
+    #[serde(default)]
+    pub login_hint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +213,9 @@ pub struct RefreshRecord {
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
     pub consumed_at: Option<UnixTime>,
+    /// Once rotated: the response that rotation returned, encrypted under a key derived from this
+    /// (unstored) token, so a retry within the grace window gets the very same successor tokens.
+    pub cached_response: Option<Vec<u8>>,
 }
 
 /// An issued access token (a JWT) by `jti`, so that revoking its grant also stops it at userinfo.
@@ -173,6 +224,8 @@ pub struct AccessRecord {
     pub jti: String,
     pub grant_id: String,
     pub expires_at: UnixTime,
+    /// Set by RFC 7009 revocation of this one token.
+    pub revoked_at: Option<UnixTime>,
 }
 
 /// What a successful code redemption writes, all in one transaction.
@@ -195,7 +248,32 @@ pub enum Redeemed {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rotated {
     Rotated,
-    AlreadyConsumed,
+    /// Another request rotated this token first (or it was revoked meanwhile).
+    AlreadyConsumed {
+        consumed_at: Option<UnixTime>,
+        cached_response: Option<Vec<u8>>,
+    },
+}
+
+/// Failed logins counted under one throttling key (an account, an IP, or both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThrottleRecord {
+    pub key: String,
+    pub failures: u32,
+    pub last_failure: UnixTime,
+}
+
+/// One security event, kept for `latchkey audit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: UnixTime,
+    /// `login_success`, `login_failure`, `consent_granted`, `refresh_token_reuse`, …
+    pub event: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    /// Event-specific facts. Never a secret.
+    pub detail: serde_json::Value,
 }
 
 #[async_trait]
@@ -217,17 +295,27 @@ pub trait Store: Send + Sync + 'static {
     // Signing keys.
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>>;
     async fn insert_signing_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Makes `key` the active signer of its algorithm: in one transaction, the active keys of that
+    /// algorithm become retired at `now` and `key` is inserted.
+    async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
 
     // Pending authorization requests.
     async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()>;
+    /// Unexpired pending requests of one client: bounded, so a flood cannot fill the store.
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64>;
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>>;
     async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()>;
 
     // Browser sessions.
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()>;
+    /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
+    /// the newest `keep` (their session-bound grants are revoked, as at logout).
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
+    /// Logout: deletes the session and, in the same transaction, revokes the grants bound to it
+    /// (those without `offline_access`). Returns the session if it existed.
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
 
     // Consent, remembered per user and client.
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>>;
@@ -241,17 +329,42 @@ pub trait Store: Send + Sync + 'static {
     async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, issue: &Issuance) -> StoreResult<Redeemed>;
 
     // Grants and tokens.
+    /// Stores a grant with its first tokens (client credentials: no code involved).
+    async fn insert_grant(&self, issue: &Issuance) -> StoreResult<()>;
     async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, GrantRecord)>>;
-    /// Consumes `old` if and only if it is unconsumed, and stores its successor and the new access
-    /// token in the same transaction. Exactly one of any number of concurrent calls gets `Rotated`.
+    /// Consumes `old` if and only if it is unconsumed and its grant is not revoked, keeping
+    /// `cached_response` with it, and stores its successor and the new access token in the same
+    /// transaction. Exactly one of any number of concurrent calls gets `Rotated`; the others get
+    /// what the winner stored.
     async fn rotate_refresh(
         &self,
         old: &TokenHash,
         now: UnixTime,
         next: &RefreshRecord,
         access: &AccessRecord,
+        cached_response: &[u8],
     ) -> StoreResult<Rotated>;
+    /// Revokes a grant: its refresh-token family and every access token issued under it.
     async fn revoke_grant(&self, grant_id: &str, now: UnixTime) -> StoreResult<()>;
-    /// The grant an access token belongs to, looked up by `jti`.
-    async fn access_token_grant(&self, jti: &str) -> StoreResult<Option<GrantRecord>>;
+    /// An access token's record and its grant, by `jti`.
+    async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>>;
+    /// RFC 7009 for one access token: it stays revoked until it expires.
+    async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()>;
+
+    // Login throttling.
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>>;
+    /// Counts one failure under each key; a key whose last failure is older than `forget_after`
+    /// seconds starts again from one.
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()>;
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()>;
+
+    // The audit log.
+    async fn record_audit(&self, event: &AuditRecord) -> StoreResult<()>;
+    /// Newest first, at most `limit`.
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }

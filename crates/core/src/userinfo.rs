@@ -29,8 +29,8 @@ impl Provider {
         if now >= claims.exp {
             return Err(OAuthError::invalid_token("the access token has expired").into());
         }
-        match self.store.access_token_grant(&claims.jti).await? {
-            Some(g) if g.revoked_at.is_none() => Ok(claims),
+        match self.store.access_token(&claims.jti).await? {
+            Some((a, g)) if a.revoked_at.is_none() && g.revoked_at.is_none() => Ok(claims),
             _ => Err(OAuthError::invalid_token("the access token has been revoked").into()),
         }
     }
@@ -67,6 +67,18 @@ pub fn user_claims(user: &UserRecord, scope: &Scope) -> Value {
         m.insert("email".into(), json!(user.email));
         m.insert("email_verified".into(), json!(user.email_verified));
     }
+    // Claims the user does not have are omitted, not sent empty (OpenID Connect Core §5.3.2).
+    if scope.contains("phone")
+        && let Some(p) = &user.phone_number
+    {
+        m.insert("phone_number".into(), json!(p));
+        m.insert("phone_number_verified".into(), json!(false));
+    }
+    if scope.contains("address")
+        && let Some(a) = &user.address
+    {
+        m.insert("address".into(), json!({ "formatted": a }));
+    }
     Value::Object(m)
 }
 
@@ -84,6 +96,8 @@ mod tests {
             name: Some("Alice".into()),
             password_hash: "x".into(),
             created_at: 0,
+            phone_number: Some("+1 555 0100".into()),
+            address: None,
         };
         let only = user_claims(&u, &Scope::parse("openid").unwrap());
         assert_eq!(only, json!({"sub": "u1"}));
@@ -92,5 +106,8 @@ mod tests {
         assert_eq!(all["preferred_username"], "alice");
         assert_eq!(all["email"], "alice@example.com");
         assert!(all.get("password_hash").is_none());
+        let contact = user_claims(&u, &Scope::parse("openid phone address").unwrap());
+        assert_eq!(contact["phone_number"], "+1 555 0100");
+        assert!(contact.get("address").is_none(), "absent claims are omitted");
     }
 }

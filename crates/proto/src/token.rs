@@ -54,6 +54,8 @@ pub enum GrantRequest {
     },
     /// RFC 6749 §6.
     RefreshToken { refresh_token: RefreshToken, scope: Option<Scope> },
+    /// RFC 6749 §4.4, with the audience named by `audience` or RFC 8707 `resource`.
+    ClientCredentials { scope: Option<Scope>, audience: Option<String> },
 }
 
 impl GrantRequest {
@@ -61,6 +63,7 @@ impl GrantRequest {
         match self {
             Self::AuthorizationCode { .. } => "authorization_code",
             Self::RefreshToken { .. } => "refresh_token",
+            Self::ClientCredentials { .. } => "client_credentials",
         }
     }
 }
@@ -101,11 +104,26 @@ impl TokenRequest {
                     scope: params.get("scope").map(Scope::parse).transpose()?,
                 }
             }
+            "client_credentials" => {
+                if params.contains("audience") && params.contains("resource") {
+                    return Err(OAuthError::invalid_request("send either audience or resource, not both"));
+                }
+                let audience = params.get("audience").or_else(|| params.get("resource"));
+                if audience.is_some_and(|a| a.len() > 512) {
+                    return Err(OAuthError::invalid_request("audience is too long"));
+                }
+                GrantRequest::ClientCredentials {
+                    scope: params.get("scope").map(Scope::parse).transpose()?,
+                    audience: audience.map(str::to_owned),
+                }
+            }
             other => {
                 let shown: String = other.chars().filter(char::is_ascii_graphic).take(40).collect();
                 return Err(OAuthError::new(
                     ErrorCode::UnsupportedGrantType,
-                    format!("grant_type `{shown}` is not supported; supported: authorization_code, refresh_token"),
+                    format!(
+                        "grant_type `{shown}` is not supported; supported: authorization_code, refresh_token, client_credentials"
+                    ),
                 ));
             }
         };

@@ -29,7 +29,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::ConsentRequired
         | ErrorCode::InteractionRequired
         | ErrorCode::RequestNotSupported
-        | ErrorCode::RequestUriNotSupported => StatusCode::BAD_REQUEST,
+        | ErrorCode::RequestUriNotSupported
+        | ErrorCode::InvalidTarget => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Handlers are thin: parse at the edge (extractors), one call into `latchkey-core`, and the one
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
+mod cors;
 pub mod error;
 pub mod extract;
 mod handlers;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::http::{HeaderName, HeaderValue, Request, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use latchkey_core::{Clock, Provider};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -42,12 +44,20 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    // What a single-page app calls from JavaScript: CORS for registered origins only.
+    let preflight = || async { StatusCode::NO_CONTENT };
+    let api = Router::new()
+        .route("/token", post(handlers::token::token).options(preflight))
+        .route("/revoke", post(handlers::revoke::revoke).options(preflight))
+        .route("/userinfo", get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo).options(preflight))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer));
     Router::new()
+        .merge(api)
         .route("/authorize", get(handlers::authorize::get).post(handlers::authorize::post))
-        .route("/login", axum::routing::post(handlers::authorize::login))
+        .route("/login", post(handlers::authorize::login))
         .route("/consent", get(handlers::authorize::consent_page).post(handlers::authorize::consent))
-        .route("/token", axum::routing::post(handlers::token::token))
-        .route("/userinfo", get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo))
+        .route("/introspect", post(handlers::revoke::introspect))
+        .route("/logout", get(handlers::logout::get).post(handlers::logout::post))
         .route("/.well-known/openid-configuration", get(handlers::discovery::metadata))
         .route("/.well-known/oauth-authorization-server", get(handlers::discovery::metadata))
         .route("/jwks.json", get(handlers::discovery::jwks))
@@ -83,5 +93,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    // The peer address feeds login throttling (`extract::ClientIp`).
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

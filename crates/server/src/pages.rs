@@ -126,6 +126,37 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
     )
 }
 
+pub fn logout_confirm(client_name: Option<&str>, csrf: &str, carried: &[(&str, &str)]) -> String {
+    let hidden: String = carried
+        .iter()
+        .map(|(k, v)| format!(r#"<input type="hidden" name="{}" value="{}">"#, attr(k), attr(v)) + "\n")
+        .collect();
+    let from = client_name
+        .map(|c| format!("<p class=\"sub\"><strong>{}</strong> asked to sign you out.</p>", text(c)))
+        .unwrap_or_default();
+    layout(
+        "Sign out",
+        &format!(
+            r#"<h1>Sign out?</h1>
+{from}
+<form method="post" action="/logout">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="confirm" value="yes">
+{hidden}<button type="submit" autofocus>Sign out</button>
+</form>"#,
+            csrf = attr(csrf),
+        ),
+    )
+}
+
+pub fn signed_out() -> String {
+    layout(
+        "Signed out",
+        r#"<h1>You are signed out</h1>
+<p class="sub">You can close this window.</p>"#,
+    )
+}
+
 pub fn error(title: &str, message: &str) -> String {
     layout(
         title,

@@ -2,6 +2,7 @@
 //! on first start.
 
 mod sqlite;
+mod sqlite_conn;
 mod sqlite_schema;
 
 pub use sqlite::SqliteStore;

@@ -1,35 +1,20 @@
-//! `Store` on SQLite.
-//!
-//! One writer connection (SQLite allows one writer at a time anyway) and a few reader connections
-//! in WAL mode, so reads never wait for writes. Every call runs on the blocking pool; no lock is
-//! held across an `.await`. Durability: `synchronous=FULL`, so a commit is on disk before the
-//! response that depends on it is sent (a redeemed code stays redeemed after a crash).
+//! `Store` on SQLite. Connections, group commit and migrations are in `sqlite_conn`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHash};
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::sqlite_schema::MIGRATIONS;
-
-const READERS: usize = 4;
+use crate::sqlite_conn::Pool;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -38,35 +23,10 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(())
-}
-
-fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
-    // when the next one begins on a fresh statement.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut writer =
-            Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
-        writer.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
-        configure(&writer)?;
-        migrate(&mut writer)?;
-        let readers = (0..READERS)
-            .map(|_| {
-                let c = Connection::open(path)?;
-                configure(&c)?;
-                Ok(Mutex::new(c))
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(Self { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }) })
+        Ok(Self { pool: Arc::new(Pool::open(path)?) })
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
@@ -79,51 +39,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            let conn = lock(&inner.readers[i]);
-            f(&conn).map_err(backend)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+        self.pool.read(f).await
     }
 
+    /// `f` runs inside the writer's group transaction: it uses savepoints, never transactions.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer);
-            f(&mut conn).map_err(backend)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+        self.pool.write(f).await
     }
-}
-
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > MIGRATIONS.len() {
-        return Err(anyhow!(
-            "the database schema (version {version}) is newer than this latchkey binary knows ({}); upgrade latchkey",
-            MIGRATIONS.len()
-        ));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "applied database migration");
-    }
-    Ok(())
-}
-
-fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(anyhow::Error::new(e))
 }
 
 fn is_unique_violation(e: &StoreError) -> bool {
@@ -191,7 +117,7 @@ fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     })
 }
 
-const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at";
+const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at, phone_number, address";
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
@@ -201,6 +127,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         name: r.get(4)?,
         password_hash: r.get(5)?,
         created_at: r.get(6)?,
+        phone_number: r.get(7)?,
+        address: r.get(8)?,
     })
 }
 
@@ -222,17 +150,62 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
-fn insert_access(tx: &rusqlite::Transaction<'_>, a: &AccessRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![a.jti, a.grant_id, a.expires_at])?;
+fn insert_key(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active, retired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![k.kid, k.alg, k.private_pkcs8_b64, k.created_at, k.active, k.retired_at],
+    )
+}
+
+fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO access_tokens (jti, grant_id, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![a.jti, a.grant_id, a.expires_at, a.revoked_at])?;
     Ok(())
 }
 
-fn insert_refresh(tx: &rusqlite::Transaction<'_>, r: &RefreshRecord) -> rusqlite::Result<()> {
+fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![r.hash.as_str(), r.grant_id, r.scope.to_string(), r.issued_at, r.expires_at, r.consumed_at])?;
+    .execute(params![
+        g.id,
+        g.client_id.as_str(),
+        g.user_id,
+        g.scope.to_string(),
+        g.sid,
+        g.offline,
+        g.auth_time,
+        g.created_at,
+        g.expires_at,
+        g.revoked_at
+    ])?;
+    Ok(())
+}
+
+/// A grant with its first tokens, inside the caller's transaction.
+fn insert_issuance(tx: &Connection, issue: &Issuance) -> rusqlite::Result<()> {
+    insert_grant_row(tx, &issue.grant)?;
+    if let Some(r) = &issue.refresh {
+        insert_refresh(tx, r)?;
+    }
+    insert_access(tx, &issue.access)
+}
+
+fn insert_refresh(tx: &Connection, r: &RefreshRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO refresh_tokens (hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        r.hash.as_str(),
+        r.grant_id,
+        r.scope.to_string(),
+        r.issued_at,
+        r.expires_at,
+        r.consumed_at,
+        r.cached_response
+    ])?;
     Ok(())
 }
 
@@ -272,7 +245,7 @@ impl Store for SqliteStore {
     async fn remove_client(&self, id: &ClientId) -> StoreResult<bool> {
         let id = id.to_string();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute("DELETE FROM clients WHERE client_id = ?1", [&id])?;
             // Everything issued to the client goes with it.
             tx.execute("DELETE FROM grants WHERE client_id = ?1", [&id])?;
@@ -288,8 +261,18 @@ impl Store for SqliteStore {
         let u = u.clone();
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![u.id, u.username, u.email, u.email_verified, u.name, u.password_hash, u.created_at],
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    u.id,
+                    u.username,
+                    u.email,
+                    u.email_verified,
+                    u.name,
+                    u.password_hash,
+                    u.created_at,
+                    u.phone_number,
+                    u.address
+                ],
             )
         })
         .await
@@ -329,7 +312,7 @@ impl Store for SqliteStore {
     async fn remove_user(&self, username: &str) -> StoreResult<bool> {
         let name = username.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(false) };
@@ -351,7 +334,7 @@ impl Store for SqliteStore {
     async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool> {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let n = tx.execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", params![name, hash])?;
             // A new password ends every browser session of the user.
             tx.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [&name])?;
@@ -364,7 +347,7 @@ impl Store for SqliteStore {
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT kid, alg, private_pkcs8, created_at, active FROM signing_keys ORDER BY created_at",
+                "SELECT kid, alg, private_pkcs8, created_at, active, retired_at FROM signing_keys ORDER BY created_at, kid",
             )?
             .query_map([], |r| {
                 Ok(KeyRecord {
@@ -373,6 +356,7 @@ impl Store for SqliteStore {
                     private_pkcs8_b64: r.get(2)?,
                     created_at: r.get(3)?,
                     active: r.get(4)?,
+                    retired_at: r.get(5)?,
                 })
             })?
             .collect()
@@ -382,24 +366,42 @@ impl Store for SqliteStore {
 
     async fn insert_signing_key(&self, k: &KeyRecord) -> StoreResult<()> {
         let k = k.clone();
+        self.write(move |c| insert_key(c, &k)).await.map(|_| ())
+    }
+
+    async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()> {
+        let k = key.clone();
         self.write(move |c| {
-            c.execute(
-                "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![k.kid, k.alg, k.private_pkcs8_b64, k.created_at, k.active],
-            )
+            let tx = c.savepoint()?;
+            tx.execute(
+                "UPDATE signing_keys SET active = 0, retired_at = ?2 WHERE alg = ?1 AND active = 1",
+                params![k.alg, now],
+            )?;
+            insert_key(&tx, &k)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
+        let (id, data, exp, client) = (id.as_str().to_owned(), to_json(p)?, p.expires_at, p.client_id.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, data, exp, client])
         })
         .await
         .map(|_| ())
     }
 
-    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
-        let (id, data, exp) = (id.as_str().to_owned(), to_json(p)?, p.expires_at);
-        self.write(move |c| {
-            c.prepare_cached("INSERT INTO pending_authorizations (id_hash, data, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![id, data, exp])
+    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
+        let client = client_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT COUNT(*) FROM pending_authorizations WHERE client_id = ?1 AND expires_at > ?2")?
+                .query_row(params![client, now], |r| r.get(0))
         })
         .await
-        .map(|_| ())
     }
 
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
@@ -419,16 +421,30 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
         let s = s.clone();
         self.write(move |c| {
-            c.prepare_cached(
+            let tx = c.savepoint()?;
+            tx.prepare_cached(
                 "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])
+            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            let evicted: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                )?
+                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for sid in evicted {
+                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                tx.execute(
+                    "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
+                    params![sid, s.auth_time],
+                )?;
+            }
+            tx.commit()
         })
         .await
-        .map(|_| ())
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
@@ -458,6 +474,29 @@ impl Store for SqliteStore {
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
         let h = hash.as_str().to_owned();
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
+    }
+
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+        let sid = sid.to_owned();
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            let session = tx
+                .query_row(
+                    "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
+                    [&sid],
+                    session_row,
+                )
+                .optional()?;
+            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            // Refresh tokens without offline_access live only as long as the login session.
+            tx.execute(
+                "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
+                params![sid, now],
+            )?;
+            tx.commit()?;
+            Ok(session)
+        })
+        .await
     }
 
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
@@ -521,7 +560,7 @@ impl Store for SqliteStore {
     async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, issue: &Issuance) -> StoreResult<Redeemed> {
         let (h, issue) = (hash.as_str().to_owned(), issue.clone());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             // The conditional update is the single point of truth for "used once".
             let won = tx
                 .prepare_cached("UPDATE codes SET used_at = ?2, grant_id = ?3 WHERE hash = ?1 AND used_at IS NULL")?
@@ -535,29 +574,19 @@ impl Store for SqliteStore {
                     .flatten();
                 return Ok(Redeemed::AlreadyUsed { grant_id });
             }
-            let g = &issue.grant;
-            tx.prepare_cached(
-                "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                g.id,
-                g.client_id.as_str(),
-                g.user_id,
-                g.scope.to_string(),
-                g.sid,
-                g.offline,
-                g.auth_time,
-                g.created_at,
-                g.expires_at,
-                g.revoked_at
-            ])?;
-            if let Some(r) = &issue.refresh {
-                insert_refresh(&tx, r)?;
-            }
-            insert_access(&tx, &issue.access)?;
+            insert_issuance(&tx, &issue)?;
             tx.commit()?;
             Ok(Redeemed::Issued)
+        })
+        .await
+    }
+
+    async fn insert_grant(&self, issue: &Issuance) -> StoreResult<()> {
+        let issue = issue.clone();
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            insert_issuance(&tx, &issue)?;
+            tx.commit()
         })
         .await
     }
@@ -566,7 +595,7 @@ impl Store for SqliteStore {
         let h = hash.as_str().to_owned();
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT r.hash, r.grant_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, {GRANT_COLS}
+                "SELECT r.hash, r.grant_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, r.cached_response, {GRANT_COLS}
                  FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1"
             ))?
             .query_row([h], |r| {
@@ -578,8 +607,9 @@ impl Store for SqliteStore {
                         issued_at: r.get(3)?,
                         expires_at: r.get(4)?,
                         consumed_at: r.get(5)?,
+                        cached_response: r.get(6)?,
                     },
-                    grant_row(r, 6)?,
+                    grant_row(r, 7)?,
                 ))
             })
             .optional()
@@ -593,19 +623,26 @@ impl Store for SqliteStore {
         now: UnixTime,
         next: &RefreshRecord,
         access: &AccessRecord,
+        cached_response: &[u8],
     ) -> StoreResult<Rotated> {
-        let (h, next, access) = (old.as_str().to_owned(), next.clone(), access.clone());
+        let (h, next, access, cached) =
+            (old.as_str().to_owned(), next.clone(), access.clone(), cached_response.to_vec());
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let won = tx
                 .prepare_cached(
-                    "UPDATE refresh_tokens SET consumed_at = ?2 WHERE hash = ?1 AND consumed_at IS NULL
+                    "UPDATE refresh_tokens SET consumed_at = ?2, cached_response = ?3 WHERE hash = ?1 AND consumed_at IS NULL
                      AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)",
                 )?
-                .execute(params![h, now])?
+                .execute(params![h, now, cached])?
                 == 1;
             if !won {
-                return Ok(Rotated::AlreadyConsumed);
+                let (consumed_at, cached_response) = tx
+                    .prepare_cached("SELECT consumed_at, cached_response FROM refresh_tokens WHERE hash = ?1")?
+                    .query_row([&h], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .unwrap_or((None, None));
+                return Ok(Rotated::AlreadyConsumed { consumed_at, cached_response });
             }
             insert_refresh(&tx, &next)?;
             insert_access(&tx, &access)?;
@@ -624,14 +661,119 @@ impl Store for SqliteStore {
         .map(|_| ())
     }
 
-    async fn access_token_grant(&self, jti: &str) -> StoreResult<Option<GrantRecord>> {
+    async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>> {
         let j = jti.to_owned();
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT {GRANT_COLS} FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.jti = ?1"
+                "SELECT a.jti, a.grant_id, a.expires_at, a.revoked_at, {GRANT_COLS}
+                 FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.jti = ?1"
             ))?
-            .query_row([j], |r| grant_row(r, 0))
+            .query_row([j], |r| {
+                Ok((
+                    AccessRecord { jti: r.get(0)?, grant_id: r.get(1)?, expires_at: r.get(2)?, revoked_at: r.get(3)? },
+                    grant_row(r, 4)?,
+                ))
+            })
             .optional()
+        })
+        .await
+    }
+
+    async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()> {
+        let j = jti.to_owned();
+        self.write(move |c| {
+            c.execute("UPDATE access_tokens SET revoked_at = ?2 WHERE jti = ?1 AND revoked_at IS NULL", params![j, now])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = ?1")?;
+            let mut out = Vec::new();
+            for k in &keys {
+                if let Some(r) = stmt
+                    .query_row([k], |r| {
+                        Ok(ThrottleRecord { key: r.get(0)?, failures: r.get(1)?, last_failure: r.get(2)? })
+                    })
+                    .optional()?
+                {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        let forget = now - forget_after as UnixTime;
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            for k in &keys {
+                tx.prepare_cached(
+                    "INSERT INTO login_throttle (key, failures, last_failure) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET
+                       failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END,
+                       last_failure = excluded.last_failure",
+                )?
+                .execute(params![k, now, forget])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
+        let keys = keys.to_vec();
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            for k in &keys {
+                tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1")?.execute([k])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn record_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+        let (e, detail) = (e.clone(), e.detail.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![e.at, e.event, e.user_id, e.client_id, e.ip, detail])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn audit_events(
+        &self,
+        since: Option<UnixTime>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let user = user_id.map(str::to_owned);
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT at, event, user_id, client_id, ip, detail FROM audit_events
+                 WHERE at >= ?1 AND (?2 IS NULL OR user_id = ?2) ORDER BY at DESC, id DESC LIMIT ?3",
+            )?
+            .query_map(params![since.unwrap_or(i64::MIN), user, limit], |r| {
+                Ok(AuditRecord {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    user_id: r.get(2)?,
+                    client_id: r.get(3)?,
+                    ip: r.get(4)?,
+                    detail: json_col(r, 5)?,
+                })
+            })?
+            .collect()
         })
         .await
     }

@@ -87,4 +87,38 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX access_by_grant ON access_tokens (grant_id);
     "#,
+    // 2: token lifecycle: grace-window replies, access-token revocation, key rotation, more claims.
+    r#"
+    ALTER TABLE users ADD COLUMN phone_number TEXT;
+    ALTER TABLE users ADD COLUMN address TEXT;
+    ALTER TABLE signing_keys ADD COLUMN retired_at INTEGER;
+    ALTER TABLE refresh_tokens ADD COLUMN cached_response BLOB;
+    ALTER TABLE access_tokens ADD COLUMN revoked_at INTEGER;
+    CREATE INDEX grants_by_sid ON grants (sid);
+    "#,
+    // 3: login throttling and the audit log.
+    r#"
+    CREATE TABLE login_throttle (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure INTEGER NOT NULL
+    );
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        user_id TEXT,
+        client_id TEXT,
+        ip TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_events (at);
+    CREATE INDEX audit_by_user ON audit_events (user_id, at);
+    "#,
+    // 4: per-client bound on pending authorization requests.
+    r#"
+    ALTER TABLE pending_authorizations ADD COLUMN client_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX pending_by_client ON pending_authorizations (client_id, expires_at);
+    CREATE INDEX sessions_by_user ON sessions (user_id, auth_time);
+    "#,
 ];

@@ -21,6 +21,9 @@ fn client(id: &str) -> ClientRecord {
         allowed_scope: Scope::parse("openid profile").unwrap(),
         first_party: false,
         created_at: 1,
+        id_token_signed_response_alg: SigningAlg::ES256,
+        post_logout_redirect_uris: vec![RedirectUri::parse("https://app.example/bye").unwrap()],
+        audiences: vec!["https://api.example".into()],
     }
 }
 
@@ -33,6 +36,8 @@ fn user(name: &str) -> UserRecord {
         name: None,
         password_hash: "$argon2id$stub".into(),
         created_at: 1,
+        phone_number: Some("+1 555 0100".into()),
+        address: Some("1 Main St, Springfield".into()),
     }
 }
 
@@ -74,9 +79,31 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             issued_at: 20,
             expires_at: 1000,
             consumed_at: None,
+            cached_response: None,
         }),
-        access: AccessRecord { jti: format!("jti-{grant_id}"), grant_id: grant_id.into(), expires_at: 600 },
+        access: AccessRecord {
+            jti: format!("jti-{grant_id}"),
+            grant_id: grant_id.into(),
+            expires_at: 600,
+            revoked_at: None,
+        },
     }
+}
+
+fn next_refresh(hash: &str, at: i64) -> RefreshRecord {
+    RefreshRecord {
+        hash: TokenHash::of(hash),
+        grant_id: "g".into(),
+        scope: Scope::parse("openid").unwrap(),
+        issued_at: at,
+        expires_at: 1000,
+        consumed_at: None,
+        cached_response: None,
+    }
+}
+
+fn access(jti: &str) -> AccessRecord {
+    AccessRecord { jti: jti.into(), grant_id: "g".into(), expires_at: 600, revoked_at: None }
 }
 
 async fn clients_and_users(s: Arc<dyn Store>) {
@@ -86,7 +113,7 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     assert_eq!(s.clients().await.unwrap().len(), 1);
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
-    assert_eq!(s.user_by_username("alice").await.unwrap().unwrap().id, "id-alice");
+    assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
     assert!(s.set_password_hash("alice", "$new").await.unwrap());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
     assert!(!s.set_password_hash("nobody", "$new").await.unwrap());
@@ -104,7 +131,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 100,
     };
-    s.insert_session(&sess).await.unwrap();
+    s.insert_session(&sess, 8).await.unwrap();
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
     assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
     assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
@@ -120,8 +147,12 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         nonce: None,
         code_challenge: c.code_challenge.clone(),
         expires_at: 100,
+        login_hint: Some("alice".into()),
     };
     s.insert_pending(&TokenHash::of("p"), &p).await.unwrap();
+    assert_eq!(s.count_pending(&p.client_id, 99).await.unwrap(), 1);
+    assert_eq!(s.count_pending(&p.client_id, 100).await.unwrap(), 0, "expired requests do not count");
+    assert_eq!(s.count_pending(&ClientId::parse("other").unwrap(), 99).await.unwrap(), 0);
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
     assert_eq!(s.pending(&TokenHash::of("p"), 100).await.unwrap(), None);
     s.remove_pending(&TokenHash::of("p")).await.unwrap();
@@ -163,73 +194,217 @@ async fn a_code_is_redeemed_exactly_once_under_concurrency(s: Arc<dyn Store>) {
     assert_eq!(r.consumed_at, None);
     let other = (winners[0] + 1) % 32;
     assert!(s.refresh_token(&TokenHash::of(&format!("r{other}"))).await.unwrap().is_none());
-    assert_eq!(s.access_token_grant(&format!("jti-{winner}")).await.unwrap().unwrap().id, winner);
+    assert_eq!(s.access_token(&format!("jti-{winner}")).await.unwrap().unwrap().1.id, winner);
 }
 
-async fn a_refresh_token_rotates_exactly_once_and_revocation_sticks(s: Arc<dyn Store>) {
+async fn a_refresh_token_rotates_exactly_once_and_losers_get_the_winners_reply(s: Arc<dyn Store>) {
     s.insert_code(&code("c2")).await.unwrap();
     assert_eq!(s.redeem_code(&TokenHash::of("c2"), 30, &issuance("g", "r0")).await.unwrap(), Redeemed::Issued);
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let s = s.clone();
             tokio::spawn(async move {
-                let next = RefreshRecord {
-                    hash: TokenHash::of(&format!("r1-{i}")),
-                    grant_id: "g".into(),
-                    scope: Scope::parse("openid").unwrap(),
-                    issued_at: 40,
-                    expires_at: 1000,
-                    consumed_at: None,
-                };
-                let access = AccessRecord { jti: format!("a-{i}"), grant_id: "g".into(), expires_at: 600 };
-                s.rotate_refresh(&TokenHash::of("r0"), 40, &next, &access).await.unwrap()
+                let reply = format!("reply-{i}").into_bytes();
+                let out = s
+                    .rotate_refresh(
+                        &TokenHash::of("r0"),
+                        40,
+                        &next_refresh(&format!("r1-{i}"), 40),
+                        &access(&format!("a-{i}")),
+                        &reply,
+                    )
+                    .await
+                    .unwrap();
+                (i, out)
             })
         })
         .collect();
-    let mut rotated = 0;
+    let mut winner = None;
+    let mut replies = Vec::new();
     for t in tasks {
-        if t.await.unwrap() == Rotated::Rotated {
-            rotated += 1;
+        match t.await.unwrap() {
+            (i, Rotated::Rotated) => {
+                assert!(winner.is_none(), "two winners");
+                winner = Some(i);
+            }
+            (_, Rotated::AlreadyConsumed { consumed_at, cached_response }) => {
+                assert_eq!(consumed_at, Some(40));
+                replies.push(cached_response.unwrap());
+            }
         }
     }
-    assert_eq!(rotated, 1);
+    let winner = winner.expect("one winner");
+    let expected = format!("reply-{winner}").into_bytes();
+    assert_eq!(replies.len(), 31);
+    assert!(replies.iter().all(|r| *r == expected), "every loser sees the winner's reply");
     let (old, _) = s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap();
     assert_eq!(old.consumed_at, Some(40));
-
-    s.revoke_grant("g", 50).await.unwrap();
-    let g = s.access_token_grant("jti-g").await.unwrap().unwrap();
-    assert_eq!(g.revoked_at, Some(50));
-    // A revoked grant's tokens cannot be rotated any more.
-    let (live, _) = s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap();
-    assert!(live.consumed_at.is_some());
-    let next = RefreshRecord {
-        hash: TokenHash::of("r2"),
-        grant_id: "g".into(),
-        scope: Scope::parse("openid").unwrap(),
-        issued_at: 60,
-        expires_at: 1000,
-        consumed_at: None,
-    };
-    let access = AccessRecord { jti: "a-x".into(), grant_id: "g".into(), expires_at: 600 };
-    for i in 0..32 {
-        let h = TokenHash::of(&format!("r1-{i}"));
-        if s.refresh_token(&h).await.unwrap().is_some() {
-            assert_eq!(s.rotate_refresh(&h, 60, &next, &access).await.unwrap(), Rotated::AlreadyConsumed);
-        }
-    }
+    assert_eq!(old.cached_response, Some(expected));
+    // Only the winner's successor and access token exist.
+    assert!(s.refresh_token(&TokenHash::of(&format!("r1-{winner}"))).await.unwrap().is_some());
+    assert!(s.refresh_token(&TokenHash::of(&format!("r1-{}", (winner + 1) % 32))).await.unwrap().is_none());
+    assert!(s.access_token(&format!("a-{winner}")).await.unwrap().is_some());
 }
 
-async fn signing_keys_round_trip(s: Arc<dyn Store>) {
-    assert!(s.signing_keys().await.unwrap().is_empty());
-    let k = KeyRecord {
-        kid: "k1".into(),
-        alg: "RS256".into(),
-        private_pkcs8_b64: "AAAA".into(),
-        created_at: 5,
-        active: true,
+async fn revoking_a_grant_stops_its_family_and_access_tokens(s: Arc<dyn Store>) {
+    s.insert_code(&code("c3")).await.unwrap();
+    s.redeem_code(&TokenHash::of("c3"), 30, &issuance("g", "r0")).await.unwrap();
+    s.revoke_grant("g", 50).await.unwrap();
+    let (a, g) = s.access_token("jti-g").await.unwrap().unwrap();
+    assert_eq!(g.revoked_at, Some(50));
+    assert_eq!(a.revoked_at, None, "the grant carries the revocation");
+    let out = s.rotate_refresh(&TokenHash::of("r0"), 60, &next_refresh("r1", 60), &access("a1"), b"x").await.unwrap();
+    assert_eq!(
+        out,
+        Rotated::AlreadyConsumed { consumed_at: None, cached_response: None },
+        "a revoked family does not rotate"
+    );
+    assert!(s.refresh_token(&TokenHash::of("r1")).await.unwrap().is_none());
+}
+
+async fn one_access_token_can_be_revoked(s: Arc<dyn Store>) {
+    s.insert_grant(&issuance("g", "r0")).await.unwrap();
+    assert!(s.refresh_token(&TokenHash::of("r0")).await.unwrap().is_some());
+    s.revoke_access_token("jti-g", 70).await.unwrap();
+    s.revoke_access_token("jti-g", 80).await.unwrap();
+    let (a, g) = s.access_token("jti-g").await.unwrap().unwrap();
+    assert_eq!(a.revoked_at, Some(70), "the first revocation time stays");
+    assert_eq!(g.revoked_at, None, "only that token");
+    assert!(s.access_token("unknown").await.unwrap().is_none());
+}
+
+async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
+    let sess = SessionRecord {
+        hash: TokenHash::of("s"),
+        sid: "sid".into(),
+        user_id: "id-alice".into(),
+        auth_time: 1,
+        expires_at: 1000,
     };
-    s.insert_signing_key(&k).await.unwrap();
-    assert_eq!(s.signing_keys().await.unwrap(), vec![k]);
+    s.insert_session(&sess, 8).await.unwrap();
+    s.insert_grant(&issuance("bound", "rb")).await.unwrap();
+    let mut offline = issuance("offline", "ro");
+    offline.grant.offline = true;
+    s.insert_grant(&offline).await.unwrap();
+    assert_eq!(s.end_session("sid", 90).await.unwrap(), Some(sess));
+    assert!(s.session(&TokenHash::of("s"), 50).await.unwrap().is_none());
+    assert_eq!(s.refresh_token(&TokenHash::of("rb")).await.unwrap().unwrap().1.revoked_at, Some(90));
+    assert_eq!(
+        s.refresh_token(&TokenHash::of("ro")).await.unwrap().unwrap().1.revoked_at,
+        None,
+        "offline_access outlives the session"
+    );
+    assert_eq!(s.end_session("sid", 91).await.unwrap(), None);
+}
+
+async fn signing_keys_rotate_per_algorithm(s: Arc<dyn Store>) {
+    assert!(s.signing_keys().await.unwrap().is_empty());
+    let key = |kid: &str, alg: &str, at: i64| KeyRecord {
+        kid: kid.into(),
+        alg: alg.into(),
+        private_pkcs8_b64: "AAAA".into(),
+        created_at: at,
+        active: true,
+        retired_at: None,
+    };
+    s.insert_signing_key(&key("k1", "RS256", 5)).await.unwrap();
+    s.insert_signing_key(&key("e1", "ES256", 5)).await.unwrap();
+    assert_eq!(s.signing_keys().await.unwrap(), vec![key("e1", "ES256", 5), key("k1", "RS256", 5)]);
+    s.rotate_signing_key(&key("k2", "RS256", 9), 9).await.unwrap();
+    let keys = s.signing_keys().await.unwrap();
+    let find = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap().clone();
+    assert_eq!(find("k1"), KeyRecord { active: false, retired_at: Some(9), ..key("k1", "RS256", 5) });
+    assert_eq!(find("k2"), key("k2", "RS256", 9));
+    assert_eq!(find("e1"), key("e1", "ES256", 5), "other algorithms untouched");
+}
+
+async fn throttle_counts_and_forgets(s: Arc<dyn Store>) {
+    let keys = vec!["acct:alice".to_owned(), "ip:192.0.2.1".to_owned()];
+    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+    for at in [10, 11, 12] {
+        s.throttle_failure(&keys, at, 3600).await.unwrap();
+    }
+    let state = s.throttle_state(&keys).await.unwrap();
+    assert_eq!(
+        state,
+        vec![
+            ThrottleRecord { key: "acct:alice".into(), failures: 3, last_failure: 12 },
+            ThrottleRecord { key: "ip:192.0.2.1".into(), failures: 3, last_failure: 12 },
+        ]
+    );
+    // A key quiet for longer than forget_after starts from one.
+    s.throttle_failure(&keys[..1], 12 + 3601, 3600).await.unwrap();
+    assert_eq!(s.throttle_state(&keys[..1]).await.unwrap()[0].failures, 1);
+    s.throttle_clear(&keys).await.unwrap();
+    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+}
+
+async fn the_audit_log_filters_by_time_and_user(s: Arc<dyn Store>) {
+    let ev = |at: i64, name: &str, user: Option<&str>| AuditRecord {
+        at,
+        event: name.into(),
+        user_id: user.map(str::to_owned),
+        client_id: Some("app".into()),
+        ip: Some("192.0.2.1".into()),
+        detail: serde_json::json!({ "n": at }),
+    };
+    for e in [ev(1, "a", Some("u1")), ev(2, "b", None), ev(3, "c", Some("u1")), ev(3, "d", Some("u2"))] {
+        s.record_audit(&e).await.unwrap();
+    }
+    let all = s.audit_events(None, None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), vec!["d", "c", "b", "a"], "newest first");
+    assert_eq!(all[3], ev(1, "a", Some("u1")), "every field round-trips");
+    let recent = s.audit_events(Some(2), Some("u1"), 10).await.unwrap();
+    assert_eq!(recent, vec![ev(3, "c", Some("u1"))]);
+    assert_eq!(s.audit_events(None, None, 2).await.unwrap().len(), 2);
+}
+
+async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
+    let sess = |n: i64| SessionRecord {
+        hash: TokenHash::of(&format!("s{n}")),
+        sid: format!("sid{n}"),
+        user_id: "u".into(),
+        auth_time: n,
+        expires_at: 1000,
+    };
+    let mut bound = issuance("g0", "r0");
+    bound.grant.sid = "sid0".into();
+    s.insert_grant(&bound).await.unwrap();
+    for n in 0..4 {
+        s.insert_session(&sess(n), 3).await.unwrap();
+    }
+    assert!(s.session_by_sid("sid0", 10).await.unwrap().is_none(), "the oldest was ended");
+    for n in 1..4 {
+        assert!(s.session_by_sid(&format!("sid{n}"), 10).await.unwrap().is_some());
+    }
+    assert_eq!(s.refresh_token(&TokenHash::of("r0")).await.unwrap().unwrap().1.revoked_at, Some(3), "its grants too");
+}
+
+/// Concurrent writes may share a commit (SQLite's group commit): a failing write must undo only
+/// itself, and every caller must get its own answer.
+async fn concurrent_writes_succeed_or_fail_on_their_own(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let s = s.clone();
+            // Every third one reuses a username already taken by another task.
+            let name = if i % 3 == 0 { "dup".to_owned() } else { format!("user{i}") };
+            tokio::spawn(async move {
+                let mut u = user(&name);
+                u.id = format!("id{i}");
+                s.insert_user(&u).await
+            })
+        })
+        .collect();
+    let (mut ok, mut dup) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::AlreadyExists(_)) => dup += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, dup), (41, 19), "40 distinct users and one dup succeed; 19 dups fail");
+    assert_eq!(s.users().await.unwrap().len(), 41);
 }
 
 /// Runs every check, each on a fresh store from `make`.
@@ -239,10 +414,17 @@ where
     Fut: std::future::Future<Output = Arc<dyn Store>>,
 {
     clients_and_users(make().await).await;
+    concurrent_writes_succeed_or_fail_on_their_own(make().await).await;
     sessions_pending_and_consent_expire(make().await).await;
     a_code_is_redeemed_exactly_once_under_concurrency(make().await).await;
-    a_refresh_token_rotates_exactly_once_and_revocation_sticks(make().await).await;
-    signing_keys_round_trip(make().await).await;
+    a_refresh_token_rotates_exactly_once_and_losers_get_the_winners_reply(make().await).await;
+    revoking_a_grant_stops_its_family_and_access_tokens(make().await).await;
+    one_access_token_can_be_revoked(make().await).await;
+    ending_a_session_revokes_its_session_bound_grants(make().await).await;
+    signing_keys_rotate_per_algorithm(make().await).await;
+    throttle_counts_and_forgets(make().await).await;
+    a_user_keeps_at_most_keep_sessions(make().await).await;
+    the_audit_log_filters_by_time_and_user(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,23 +23,56 @@ pub struct TestServer {
     pub base: String,
     pub store: Arc<dyn Store>,
     pub provider: Arc<Provider>,
-    /// Seconds added to the system clock: lets a test make codes and tokens expire.
+    /// Seconds added to the (frozen) start time: lets a test make codes and tokens expire.
     pub skew: Arc<AtomicI64>,
+    start: i64,
+    /// The test CA's certificate when the server is behind TLS.
+    pub root: Option<reqwest::Certificate>,
+    /// An HTTP client that trusts `root`.
+    pub http: reqwest::Client,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts first.
+    pub async fn start_with(tweak: impl FnOnce(&mut ProviderConfig)) -> Self {
+        Self::start_inner(tweak, false).await
+    }
+
+    /// A server with an https issuer: a TLS-terminating proxy on 127.0.0.1 with a certificate for
+    /// 127.0.0.1 that only this test trusts, in front of the plain server.
+    pub async fn start_tls() -> Self {
+        Self::start_inner(|_| {}, true).await
+    }
+
+    async fn start_inner(tweak: impl FnOnce(&mut ProviderConfig), tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("test.db")).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (base, root) = if tls {
+            let (addr, root) = tls_proxy(listener.local_addr().unwrap()).await;
+            (format!("https://{addr}"), Some(root))
+        } else {
+            (format!("http://{}", listener.local_addr().unwrap()), None)
+        };
+        let mut http = reqwest::Client::builder();
+        if let Some(r) = &root {
+            http = http.add_root_certificate(r.clone());
+        }
+        let http = http.build().unwrap();
         let skew = Arc::new(AtomicI64::new(0));
-        let sys = Clock::system();
+        // Frozen at the start: time moves only when a test advances it, so timing is deterministic.
+        let start = Clock::system().now();
         let s2 = skew.clone();
-        let clock = Clock::from_fn(move || sys.now() + s2.load(Ordering::SeqCst));
-        let provider = Arc::new(Provider::open(store.clone(), ProviderConfig::new(&base), clock.now()).await.unwrap());
+        let clock = Clock::from_fn(move || start + s2.load(Ordering::SeqCst));
+        let mut config = ProviderConfig::new(&base);
+        tweak(&mut config);
+        let provider = Arc::new(Provider::open(store.clone(), config, clock.now()).await.unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = AppState::new(provider.clone(), clock);
         tokio::spawn(async move {
@@ -49,10 +82,15 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let server = Self { base, store, provider, skew, _dir: dir, _shutdown: tx };
+        let server = Self { base, store, provider, skew, start, root, http, _dir: dir, _shutdown: tx };
         server.add_client("spa", false, false).await;
         server.add_user("alice").await;
         server
+    }
+
+    /// The server's "now".
+    pub fn now(&self) -> i64 {
+        self.start + self.skew.load(Ordering::SeqCst)
     }
 
     pub fn advance(&self, secs: i64) {
@@ -64,13 +102,11 @@ impl TestServer {
         let (_, secret) = latchkey_core::admin::add_client(
             self.store.as_ref(),
             NewClient {
-                client_id: Some(id.into()),
-                name: format!("App {id}"),
                 confidential,
-                redirect_uris: vec![REDIRECT.into(), "http://127.0.0.1/loopback".into()],
                 first_party,
                 extra_scopes: vec!["api:read".into()],
-                refresh_tokens: true,
+                post_logout_redirect_uris: vec!["http://127.0.0.1:8765/bye".into()],
+                ..NewClient::public(id, &format!("App {id}"), vec![REDIRECT.into(), "http://127.0.0.1/loopback".into()])
             },
             0,
         )
@@ -87,12 +123,51 @@ impl TestServer {
                 username: name.into(),
                 email: format!("{name}@example.com"),
                 name: Some(format!("{name} Example")),
+                phone_number: Some("+1 555 0100".into()),
+                address: None,
             },
             Password::new(PASSWORD),
             0,
         )
         .await
         .unwrap();
+    }
+
+    /// Registers a client from a full `NewClient`; returns its secret if confidential.
+    pub async fn add(&self, new: NewClient) -> Option<String> {
+        let (_, secret) = latchkey_core::admin::add_client(self.store.as_ref(), new, 0).await.unwrap();
+        secret.map(|s| s.expose_secret().to_owned())
+    }
+
+    /// POST a form to `path`, optionally with HTTP Basic client credentials.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.http.clone().post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Tokens for alice and `client_id` through the whole browser flow.
+    pub async fn tokens_for(&self, client_id: &str) -> (Browser, serde_json::Value) {
+        let v = CodeVerifier::generate();
+        let (b, code) = self.code_for(client_id, &v).await;
+        let (status, body) = self.exchange(client_id, &code, &v).await;
+        assert_eq!(status, 200, "{body}");
+        (b, body)
+    }
+
+    /// A fresh user agent that trusts this server.
+    pub fn browser(&self) -> Browser {
+        Browser::with_root(self.root.clone())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -116,7 +191,7 @@ impl TestServer {
 
     /// POST /token with a form body.
     pub async fn token(&self, form: &[(&str, &str)]) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
-        let res = reqwest::Client::new().post(self.url("/token")).form(form).send().await.unwrap();
+        let res = self.http.clone().post(self.url("/token")).form(form).send().await.unwrap();
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let body = res.json().await.unwrap_or(serde_json::Value::Null);
@@ -147,13 +222,13 @@ impl TestServer {
     }
 
     pub async fn userinfo(&self, access_token: &str) -> reqwest::Response {
-        reqwest::Client::new().get(self.url("/userinfo")).bearer_auth(access_token).send().await.unwrap()
+        self.http.clone().get(self.url("/userinfo")).bearer_auth(access_token).send().await.unwrap()
     }
 
     /// The whole browser part for a fresh user agent: authorize, log in, consent. Returns the
     /// browser (with its session cookie) and the code.
     pub async fn code_for(&self, client_id: &str, verifier: &CodeVerifier) -> (Browser, String) {
-        let b = Browser::new();
+        let b = self.browser();
         let page = b.get(&self.authorize_url(client_id, verifier, "")).await;
         assert_eq!(page.status, 200, "login page expected: {}", page.body);
         let mut res = b.submit_login(&self.base, &page.body, "alice", PASSWORD).await;
@@ -207,7 +282,15 @@ pub fn hidden(body: &str, name: &str) -> String {
 
 impl Browser {
     pub fn new() -> Self {
-        Self { http: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap() }
+        Self::with_root(None)
+    }
+
+    pub fn with_root(root: Option<reqwest::Certificate>) -> Self {
+        let mut b = reqwest::Client::builder().cookie_store(true).redirect(Policy::none());
+        if let Some(r) = root {
+            b = b.add_root_certificate(r);
+        }
+        Self { http: b.build().unwrap() }
     }
 
     async fn page(res: reqwest::Response) -> Page {
@@ -245,4 +328,36 @@ pub fn jwt_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
     let h = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
     let c = URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap();
     (serde_json::from_slice(&h).unwrap(), serde_json::from_slice(&c).unwrap())
+}
+
+/// Accepts TLS on a new 127.0.0.1 port and forwards the plain bytes to `backend`. Returns the
+/// proxy's address and the certificate to trust.
+async fn tls_proxy(backend: std::net::SocketAddr) -> (std::net::SocketAddr, reqwest::Certificate) {
+    use tokio_rustls::rustls;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let root = reqwest::Certificate::from_der(cert.cert.der()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) =
+                    (acceptor.accept(tcp).await, tokio::net::TcpStream::connect(backend).await)
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, root)
 }

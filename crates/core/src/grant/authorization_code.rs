@@ -91,7 +91,9 @@ pub async fn exchange(
         expires_at: now + p.config.refresh_token_ttl as UnixTime,
         revoked_at: None,
     };
-    let minted = super::mint(p, client, &grant, &record.scope, record.nonce.as_ref(), now)?;
+    let opts =
+        super::MintOptions { aud: &p.config.audience, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
+    let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {
         Redeemed::Issued => Ok(minted.response),
@@ -107,7 +109,8 @@ async fn replayed(p: &Provider, client_id: &latchkey_proto::ClientId, grant_id: 
     {
         return e.into();
     }
-    tracing::warn!(target: "latchkey::security", event = "code_replay", client_id = %client_id, "authorization code used twice; its tokens were revoked");
+    let e = crate::audit::Event { client_id: Some(client_id.as_str()), ..Default::default() };
+    crate::audit::record(p.store.as_ref(), now, "code_replay", e).await;
     OAuthError::invalid_grant(
         "the authorization code was already used; the tokens issued for it have been revoked (RFC 6749 §4.1.2)",
     )
@@ -131,6 +134,9 @@ mod tests {
             allowed_scope: Scope::parse("openid").unwrap(),
             first_party: false,
             created_at: 0,
+            id_token_signed_response_alg: Default::default(),
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
         };
         let code = CodeRecord {
             hash: TokenHash::of("c"),

@@ -2,6 +2,8 @@
 
 pub mod authorization_code;
 pub mod client_auth;
+pub mod client_credentials;
+mod grace;
 pub mod refresh_token;
 
 use base64::Engine;
@@ -10,9 +12,9 @@ use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{ClientId, Nonce, RefreshToken, Scope, TokenRequest};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
-use crate::store::{AccessRecord, ClientRecord, GrantRecord, GrantType, RefreshRecord};
+use crate::store::{AccessRecord, ClientRecord, GrantRecord, GrantType, RefreshRecord, SigningAlg};
 use crate::{Error, Provider, UnixTime};
 
 /// RFC 9068 §2.2 claims of a JWT access token.
@@ -46,11 +48,30 @@ pub struct IdClaims {
     pub at_hash: String,
 }
 
+/// OpenID Connect Core §3.1.3.6: the left half of the hash of the access token, with the hash of
+/// the id_token's JWS algorithm: SHA-256 for RS256 and ES256, SHA-512 for EdDSA with Ed25519.
+pub fn at_hash(alg: SigningAlg, access_token: &str) -> String {
+    match alg {
+        SigningAlg::RS256 | SigningAlg::ES256 => URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16]),
+        SigningAlg::EdDSA => URL_SAFE_NO_PAD.encode(&Sha512::digest(access_token.as_bytes())[..32]),
+    }
+}
+
 /// What one token response carries, before it is stored.
 pub struct Minted {
     pub response: TokenResponse,
     pub access: AccessRecord,
     pub refresh: Option<RefreshRecord>,
+}
+
+/// What to put in a token response besides the access token.
+pub(crate) struct MintOptions<'a> {
+    pub aud: &'a str,
+    pub nonce: Option<&'a Nonce>,
+    /// An id_token is issued when `openid` is in scope and this is set (not for client credentials).
+    pub id_token: bool,
+    /// A refresh token is drawn when the client is registered for the refresh grant and this is set.
+    pub refresh: bool,
 }
 
 /// Signs the access token (and the id_token when `openid` is in scope) and draws a refresh token
@@ -60,7 +81,7 @@ pub(crate) fn mint(
     client: &ClientRecord,
     grant: &GrantRecord,
     scope: &Scope,
-    nonce: Option<&Nonce>,
+    opts: MintOptions<'_>,
     now: UnixTime,
 ) -> Result<Minted, Error> {
     let keys = p.keys();
@@ -70,7 +91,7 @@ pub(crate) fn mint(
     let access_claims = AccessClaims {
         iss: cfg.issuer.clone(),
         sub: grant.user_id.clone(),
-        aud: cfg.audience.clone(),
+        aud: opts.aud.to_owned(),
         exp,
         iat: now,
         jti: jti.clone(),
@@ -79,9 +100,9 @@ pub(crate) fn mint(
         auth_time: grant.auth_time,
     };
     // RFC 9068 §2.1: typ "at+jwt" keeps an access token from being accepted as an id_token.
-    let access_token = keys.signer().sign("at+jwt", &access_claims)?;
-    let id_token = if scope.contains("openid") {
-        let digest = Sha256::digest(access_token.as_bytes());
+    let access_token = keys.signer(cfg.access_token_alg)?.sign("at+jwt", &access_claims)?;
+    let id_token = if opts.id_token && scope.contains("openid") {
+        let alg = client.id_token_signed_response_alg;
         let claims = IdClaims {
             iss: cfg.issuer.clone(),
             sub: grant.user_id.clone(),
@@ -89,23 +110,25 @@ pub(crate) fn mint(
             exp,
             iat: now,
             auth_time: grant.auth_time,
-            nonce: nonce.map(|n| n.as_str().to_owned()),
+            nonce: opts.nonce.map(|n| n.as_str().to_owned()),
             azp: client.client_id.to_string(),
             sid: grant.sid.clone(),
-            at_hash: URL_SAFE_NO_PAD.encode(&digest[..16]),
+            at_hash: at_hash(alg, &access_token),
         };
-        Some(keys.signer().sign("JWT", &claims)?)
+        Some(keys.signer(alg)?.sign("JWT", &claims)?)
     } else {
         None
     };
-    let refresh_token = client.allows(GrantType::RefreshToken).then(RefreshToken::generate);
+    let refresh_token = (opts.refresh && client.allows(GrantType::RefreshToken)).then(RefreshToken::generate);
     let refresh = refresh_token.as_ref().map(|t| RefreshRecord {
         hash: t.hash(),
         grant_id: grant.id.clone(),
         scope: scope.clone(),
         issued_at: now,
-        expires_at: grant.expires_at,
+        // Idle lifetime, capped by the family's absolute lifetime.
+        expires_at: (now + cfg.refresh_token_idle_ttl as UnixTime).min(grant.expires_at),
         consumed_at: None,
+        cached_response: None,
     });
     Ok(Minted {
         response: TokenResponse {
@@ -116,7 +139,7 @@ pub(crate) fn mint(
             id_token,
             scope: scope.to_string(),
         },
-        access: AccessRecord { jti, grant_id: grant.id.clone(), expires_at: exp },
+        access: AccessRecord { jti, grant_id: grant.id.clone(), expires_at: exp, revoked_at: None },
         refresh,
     })
 }
@@ -132,6 +155,25 @@ pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(Cl
         latchkey_proto::GrantRequest::RefreshToken { refresh_token, scope } => {
             refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), now).await?
         }
+        latchkey_proto::GrantRequest::ClientCredentials { scope, audience } => {
+            client_credentials::issue(p, &client, scope.as_ref(), audience.as_deref(), now).await?
+        }
     };
     Ok((client.client_id, response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OpenID Connect Core §3.1.3.6 with the example access token of RFC 6749 §4.1.4.
+    #[test]
+    fn at_hash_uses_the_hash_of_the_signing_algorithm() {
+        let t = "2YotnFZFEjr1zCsicMWpAA";
+        let sha256_left = &Sha256::digest(t.as_bytes())[..16];
+        assert_eq!(at_hash(SigningAlg::RS256, t), URL_SAFE_NO_PAD.encode(sha256_left));
+        assert_eq!(at_hash(SigningAlg::ES256, t), at_hash(SigningAlg::RS256, t));
+        assert_eq!(at_hash(SigningAlg::RS256, t).len(), 22);
+        assert_eq!(at_hash(SigningAlg::EdDSA, t).len(), 43, "left half of SHA-512: 32 bytes");
+    }
 }

@@ -1,14 +1,19 @@
-//! `grant_type=refresh_token` (RFC 6749 §6) with rotation (RFC 9700 §4.14.2): every use returns a
-//! new refresh token and the old one stops working.
+//! `grant_type=refresh_token` (RFC 6749 §6) with rotation and reuse detection (RFC 9700 §4.14.2).
+//!
+//! Every refresh token belongs to a family (its grant). Each use rotates it. A retry of a rotated
+//! token within the grace window gets the same successor tokens as the first use (so two tabs or a
+//! lost response never log the user out); a use after the window is a reuse: the token was copied,
+//! so the whole family and every access token of the grant are revoked.
 
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::{ErrorCode, OAuthError, RefreshToken, Scope};
 
+use super::grace;
 use crate::store::{ClientRecord, GrantRecord, GrantType, RefreshRecord, Rotated};
 use crate::{Error, Provider, UnixTime};
 
-/// The checks a refresh token must pass before it is rotated. Pure; `session_alive` tells whether
-/// the login session the grant was made in still exists.
+/// The checks an unconsumed refresh token must pass before it is rotated. Pure; `session_alive`
+/// tells whether the login session the grant was made in still exists.
 pub fn check(
     token: &RefreshRecord,
     grant: &GrantRecord,
@@ -23,12 +28,14 @@ pub fn check(
     if grant.revoked_at.is_some() {
         return Err(OAuthError::invalid_grant("the refresh token has been revoked"));
     }
-    if now >= token.expires_at {
-        return Err(OAuthError::invalid_grant("the refresh token has expired; the user must sign in again"));
-    }
-    if token.consumed_at.is_some() {
+    if now >= grant.expires_at {
         return Err(OAuthError::invalid_grant(
-            "the refresh token was already used: each refresh returns a new refresh_token, use that one",
+            "the refresh token has expired (its family reached its absolute lifetime); the user must sign in again",
+        ));
+    }
+    if now >= token.expires_at {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token has expired (unused for longer than its idle lifetime); the user must sign in again",
         ));
     }
     if !grant.offline && !session_alive {
@@ -53,6 +60,19 @@ pub fn check(
     }
 }
 
+/// What to do with a token that was already rotated. Pure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Spent {
+    /// Within the grace window: answer with the reply of the first use.
+    Replay,
+    /// Outside it: a reuse. Revoke the family.
+    Reuse,
+}
+
+pub fn spent(consumed_at: UnixTime, grace: u64, now: UnixTime) -> Spent {
+    if grace > 0 && now - consumed_at <= grace as UnixTime { Spent::Replay } else { Spent::Reuse }
+}
+
 pub async fn refresh(
     p: &Provider,
     client: &ClientRecord,
@@ -66,24 +86,63 @@ pub async fn refresh(
             OAuthError::invalid_grant("the refresh token is invalid: it was never issued by this server").into()
         );
     };
+    if grant.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("the refresh token was issued to another client").into());
+    }
+    if grant.revoked_at.is_some() {
+        return Err(OAuthError::invalid_grant("the refresh token has been revoked").into());
+    }
+    if let Some(consumed_at) = token.consumed_at {
+        return already_rotated(p, presented, &grant, consumed_at, token.cached_response.as_deref(), now).await;
+    }
     let session_alive = grant.offline || p.store.session_by_sid(&grant.sid, now).await?.is_some();
     let scope = check(&token, &grant, client, requested, session_alive, now)?;
-    let minted = super::mint(p, client, &grant, &scope, None, now)?;
-    // The successor keeps the grant's scope so that a narrowed refresh can be widened back later
-    // up to what was originally granted (RFC 6749 §6).
-    let next = match minted.refresh {
-        Some(r) => RefreshRecord { scope: token.scope.clone(), ..r },
-        None => {
-            return Err(anyhow::anyhow!("refresh grant allowed but no refresh token minted").into());
-        }
+    let opts = super::MintOptions { aud: &p.config.audience, nonce: None, id_token: true, refresh: true };
+    let minted = super::mint(p, client, &grant, &scope, opts, now)?;
+    // The successor keeps the family's scope, so that a narrowed refresh can be widened back up
+    // to what was originally granted (RFC 6749 §6).
+    let Some(next) = minted.refresh.map(|r| RefreshRecord { scope: token.scope.clone(), ..r }) else {
+        return Err(anyhow::anyhow!("refresh grant allowed but no refresh token minted").into());
     };
-    match p.store.rotate_refresh(&hash, now, &next, &minted.access).await? {
+    let sealed = grace::seal(presented, &minted.response)?;
+    match p.store.rotate_refresh(&hash, now, &next, &minted.access, &sealed).await? {
         Rotated::Rotated => Ok(minted.response),
-        Rotated::AlreadyConsumed => Err(OAuthError::invalid_grant(
-            "the refresh token was already used: each refresh returns a new refresh_token, use that one",
-        )
-        .into()),
+        // Lost the race to a concurrent use of the same token: answer as a retry would be.
+        Rotated::AlreadyConsumed { consumed_at: Some(at), cached_response } => {
+            already_rotated(p, presented, &grant, at, cached_response.as_deref(), now).await
+        }
+        Rotated::AlreadyConsumed { consumed_at: None, .. } => {
+            Err(OAuthError::invalid_grant("the refresh token has been revoked").into())
+        }
     }
+}
+
+/// A rotated token presented again: the first use's reply within the grace window, else a reuse.
+async fn already_rotated(
+    p: &Provider,
+    presented: &RefreshToken,
+    grant: &GrantRecord,
+    consumed_at: UnixTime,
+    cached: Option<&[u8]>,
+    now: UnixTime,
+) -> Result<TokenResponse, Error> {
+    if spent(consumed_at, p.config.refresh_grace, now) == Spent::Replay
+        && let Some(reply) = cached.and_then(|c| grace::open(presented, c))
+    {
+        return Ok(reply);
+    }
+    p.store.revoke_grant(&grant.id, now).await?;
+    let e = crate::audit::Event {
+        user_id: Some(&grant.user_id),
+        client_id: Some(grant.client_id.as_str()),
+        detail: Some(serde_json::json!({ "grant": "revoked", "rotated_at": consumed_at })),
+        ..Default::default()
+    };
+    crate::audit::record(p.store.as_ref(), now, "refresh_token_reuse", e).await;
+    Err(OAuthError::invalid_grant(
+        "the refresh token was reused after it had been rotated: the whole token family has been revoked, sign in again (RFC 9700 §4.14.2)",
+    )
+    .into())
 }
 
 #[cfg(test)]
@@ -102,6 +161,9 @@ mod tests {
             allowed_scope: Scope::parse("openid profile").unwrap(),
             first_party: false,
             created_at: 0,
+            id_token_signed_response_alg: Default::default(),
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
         };
         let grant = GrantRecord {
             id: "g".into(),
@@ -120,8 +182,9 @@ mod tests {
             grant_id: "g".into(),
             scope: grant.scope.clone(),
             issued_at: 0,
-            expires_at: 1000,
+            expires_at: 500,
             consumed_at: None,
+            cached_response: None,
         };
         (token, grant, client)
     }
@@ -138,16 +201,24 @@ mod tests {
     }
 
     #[test]
-    fn used_expired_revoked_and_sessionless_tokens_fail() {
+    fn idle_and_absolute_lifetimes_revocation_and_session() {
         let (t, g, c) = fixtures();
         assert!(check(&t, &g, &c, None, true, 1).is_ok());
-        let used = RefreshRecord { consumed_at: Some(1), ..t.clone() };
-        assert!(check(&used, &g, &c, None, true, 2).unwrap_err().description.contains("already used"));
-        assert!(check(&t, &g, &c, None, true, 1000).unwrap_err().description.contains("expired"));
+        assert!(check(&t, &g, &c, None, true, 500).unwrap_err().description.contains("idle lifetime"));
+        let long_idle = RefreshRecord { expires_at: 5000, ..t.clone() };
+        assert!(check(&long_idle, &g, &c, None, true, 1000).unwrap_err().description.contains("absolute lifetime"));
         let revoked = GrantRecord { revoked_at: Some(1), ..g.clone() };
         assert!(check(&t, &revoked, &c, None, true, 2).unwrap_err().description.contains("revoked"));
         assert!(check(&t, &g, &c, None, false, 2).unwrap_err().description.contains("session"));
         let offline = GrantRecord { offline: true, ..g };
         assert!(check(&t, &offline, &c, None, false, 2).is_ok());
+    }
+
+    #[test]
+    fn grace_window() {
+        assert_eq!(spent(100, 10, 100), Spent::Replay);
+        assert_eq!(spent(100, 10, 110), Spent::Replay);
+        assert_eq!(spent(100, 10, 111), Spent::Reuse);
+        assert_eq!(spent(100, 0, 100), Spent::Reuse, "0 disables the window");
     }
 }

@@ -12,7 +12,7 @@ use latchkey_proto::{OAuthError, Params, Password};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::extract::{RequestId, build_cookie, cookie_names, form_params, session_cookie};
+use crate::extract::{ClientIp, RequestId, build_cookie, cookie_names, form_params, session_cookie, wants_json};
 use crate::pages;
 
 pub async fn get(State(s): State<AppState>, rid: RequestId, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
@@ -59,13 +59,13 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
             pages::html(StatusCode::BAD_REQUEST, pages::error("This sign-in request is invalid", &e.description))
         }
         Step::Redirect(url) => redirect_to(redirect, &url),
-        Step::Login { pending, client_name } => {
+        Step::Login { pending, client_name, login_hint } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::login(&pages::LoginPage {
                 client_name: &client_name,
                 pending: &pending,
                 csrf: &csrf,
-                username: "",
+                username: login_hint.as_deref().unwrap_or(""),
                 error: None,
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
@@ -84,7 +84,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
     }
 }
 
-fn redirect_to(status: StatusCode, url: &str) -> Response {
+pub(crate) fn redirect_to(status: StatusCode, url: &str) -> Response {
     match HeaderValue::from_str(url) {
         Ok(v) => {
             let mut res = status.into_response();
@@ -99,7 +99,7 @@ fn redirect_to(status: StatusCode, url: &str) -> Response {
     }
 }
 
-fn internal(rid: &RequestId, e: Error) -> Response {
+pub(crate) fn internal(rid: &RequestId, e: Error) -> Response {
     match e {
         Error::OAuth(e) => {
             pages::html(crate::error::status(e.code), pages::error("This request failed", &e.description))
@@ -120,7 +120,7 @@ fn internal(rid: &RequestId, e: Error) -> Response {
 /// Double-submit CSRF token: a random value in an HttpOnly, SameSite=Lax cookie, repeated in a
 /// hidden form field. Another site can neither read the cookie nor set it (with `__Host-` over
 /// https), so it cannot forge a matching form post.
-fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
+pub(crate) fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
     let name = cookie_names(s.secure()).csrf;
     if let Some(c) = jar.get(name).filter(|c| c.value().len() == 43) {
         let v = c.value().to_owned();
@@ -130,14 +130,14 @@ fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
     (jar.add(build_cookie(name, v.clone(), None, s.secure())), v)
 }
 
-fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
+pub(crate) fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
     match (jar.get(cookie_names(s.secure()).csrf), params.get("csrf")) {
         (Some(c), Some(f)) => c.value().len() == 43 && bool::from(c.value().as_bytes().ct_eq(f.as_bytes())),
         _ => false,
     }
 }
 
-fn csrf_failed() -> Response {
+pub(crate) fn csrf_failed() -> Response {
     pages::html(
         StatusCode::FORBIDDEN,
         pages::error(
@@ -151,6 +151,7 @@ fn csrf_failed() -> Response {
 pub async fn login(
     State(s): State<AppState>,
     rid: RequestId,
+    ClientIp(ip): ClientIp,
     jar: CookieJar,
     headers: HeaderMap,
     body: Bytes,
@@ -174,7 +175,7 @@ pub async fn login(
         );
     };
     let password = Password::new(params.get("password").unwrap_or(""));
-    match s.provider.login(pending, username, password, s.clock.now()).await {
+    match s.provider.login(pending, username, password, ip, s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {
@@ -188,6 +189,31 @@ pub async fn login(
                 error: Some("Invalid username or password."),
             });
             pages::html(StatusCode::OK, body)
+        }
+        Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
+            let unit = if retry_after == 1 { "second" } else { "seconds" };
+            let message = format!("Too many sign-in attempts. Try again in {retry_after} {unit}.");
+            let mut res = if wants_json(&headers) {
+                let body = latchkey_proto::error::ErrorResponse {
+                    error: latchkey_proto::ErrorCode::TemporarilyUnavailable.as_str().to_owned(),
+                    error_description: Some(format!("too many attempts, try again in {retry_after} s")),
+                };
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+            } else {
+                let csrf = params.get("csrf").unwrap_or_default();
+                let page = pages::login(&pages::LoginPage {
+                    client_name: &client_name,
+                    pending,
+                    csrf,
+                    username,
+                    error: Some(&message),
+                });
+                pages::html(StatusCode::TOO_MANY_REQUESTS, page)
+            };
+            if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
         }
         Ok(Ok(LoginOutcome::Done { session, max_age, next })) => {
             let jar = jar.add(build_cookie(

@@ -22,7 +22,7 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
 
 /// Short cache: after a key rotation, verifiers see the new key within minutes.
 pub async fn jwks(State(s): State<AppState>) -> Response {
-    public_json(s.provider.keys().jwks(), "public, max-age=300")
+    public_json(s.provider.keys().jwks(s.clock.now(), s.provider.key_publish_window()), "public, max-age=300")
 }
 
 pub async fn stylesheet() -> Response {

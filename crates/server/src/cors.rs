@@ -1,0 +1,46 @@
+//! CORS for the endpoints a single-page app calls from JavaScript (`/token`, `/revoke`,
+//! `/userinfo`): allowed only for the origins of registered redirect URIs. No cookies are involved
+//! (`Access-Control-Allow-Credentials` is never sent), so a CORS response never exposes a session.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+
+pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(origin) = origin else { return next.run(req).await };
+    let allowed = match s.provider.allowed_origin(&origin, s.clock.now()).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "could not load the allowed origins");
+            false
+        }
+    };
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut res = if preflight {
+        if !allowed {
+            tracing::info!(origin = %origin, "CORS preflight from an origin of no registered client");
+            return (StatusCode::FORBIDDEN, "this origin is not the origin of any registered redirect URI")
+                .into_response();
+        }
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    if allowed && let Ok(v) = HeaderValue::from_str(&origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("www-authenticate"));
+    }
+    res
+}

@@ -1,0 +1,174 @@
+//! SQLite connections: one writer thread with group commit, and reader connections.
+//!
+//! WAL mode, so reads never wait for writes. Durability is `synchronous=FULL`: a commit is on disk
+//! before the response that depends on it is sent (a redeemed code stays redeemed after a crash).
+//! An fsync costs milliseconds, so one commit per request would cap every write path at a few
+//! hundred per second. Instead one thread owns the writer connection and runs every write queued
+//! meanwhile (up to `GROUP`) in one transaction, each inside its own savepoint so that one failing
+//! write undoes only itself, then commits once. Each caller learns its result only after that
+//! commit: group commit changes throughput, not the guarantee.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, anyhow};
+use latchkey_core::store::{StoreError, StoreResult};
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::sqlite_schema::MIGRATIONS;
+
+const READERS: usize = 4;
+/// Most writes committed together: bounds the latency one fsync adds to a burst.
+const GROUP: usize = 128;
+
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&mut Connection) -> Done + Send>;
+
+pub(crate) struct Pool {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
+    // when the next one begins on a fresh statement.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(anyhow::Error::new(e))
+}
+
+impl Pool {
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut writer =
+            Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
+        writer.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open(path)?;
+                configure(&c)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new().name("latchkey-sqlite-writer".into()).spawn(move || writer_loop(writer, rx))?;
+        Ok(Self { jobs: Mutex::new(tx), readers, next_reader: AtomicUsize::new(0) })
+    }
+
+    pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let i = pool.next_reader.fetch_add(1, Ordering::Relaxed) % pool.readers.len();
+            let conn = lock(&pool.readers[i]);
+            f(&conn).map_err(backend)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(anyhow!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` in the next group transaction. `f` may open savepoints (`Connection::savepoint`)
+    /// but not transactions: it is already inside one.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn: &mut Connection| -> Done {
+            let result = run_in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), String>| {
+                let out = match (result, commit) {
+                    (Err(e), _) => Err(backend(e)),
+                    (Ok(_), Err(msg)) => Err(StoreError::Backend(anyhow!("commit failed: {msg}"))),
+                    (Ok(v), Ok(())) => Ok(v),
+                };
+                let _ = tx.send(out);
+            })
+        });
+        lock(&self.jobs).send(job).map_err(|_| StoreError::Backend(anyhow!("the SQLite writer thread has stopped")))?;
+        rx.await.map_err(|_| StoreError::Backend(anyhow!("the SQLite writer dropped a write")))?
+    }
+}
+
+fn run_in_savepoint<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Undo this write only; the others in the group stand.
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // IMMEDIATE takes the write lock now (waiting up to busy_timeout for another process,
+        // such as an admin command), so no job can fail half-way for want of it.
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "could not begin a write transaction");
+            // The jobs must not run outside a transaction: dropping them unrun answers each
+            // caller with an error.
+            drop(jobs);
+            continue;
+        }
+        let done: Vec<Done> = jobs.into_iter().map(|job| job(&mut conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for d in done {
+            d(commit.clone());
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(anyhow!(
+            "the database schema (version {version}) is newer than this latchkey binary knows ({}); upgrade latchkey",
+            MIGRATIONS.len()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}

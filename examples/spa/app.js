@@ -1,0 +1,158 @@
+// The seed's Authorization Code flow with PKCE, in a browser, with no library:
+//   Step 2: a code_verifier and its S256 code_challenge (WebCrypto).
+//   Step 3: redirect to /authorize with state and nonce.
+//   Step 4: back on the redirect URI: check state and iss (RFC 9207), then
+//   Step 5: exchange the code at /token from JavaScript (CORS allows this page's origin because it
+//           is the origin of a registered redirect URI).
+//   Steps 8-9: call the protected API with the access token. Then refresh, and sign out.
+// Tokens live in sessionStorage only (gone when the tab closes); the verifier never leaves the tab.
+"use strict";
+
+const cfg = window.LATCHKEY_CONFIG;
+const $ = (id) => document.getElementById(id);
+const show = (obj) => { $("output").textContent = typeof obj === "string" ? obj : JSON.stringify(obj, null, 2); };
+const status = (text, isError) => { $("status").textContent = text; $("status").className = isError ? "error" : ""; };
+
+function base64url(bytes) {
+  let s = "";
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+function randomString() {
+  // 32 random bytes -> 43 base64url characters (RFC 7636 §4.1).
+  return base64url(crypto.getRandomValues(new Uint8Array(32)));
+}
+async function s256(verifier) {
+  return base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+}
+
+let metadata = null;
+async function discover() {
+  if (!metadata) {
+    const res = await fetch(cfg.issuer + "/.well-known/openid-configuration");
+    if (!res.ok) throw new Error("discovery failed: HTTP " + res.status);
+    metadata = await res.json();
+  }
+  return metadata;
+}
+
+async function login() {
+  const meta = await discover();
+  const verifier = randomString();
+  const state = randomString();
+  const nonce = randomString();
+  sessionStorage.setItem("pkce", JSON.stringify({ verifier, state, nonce }));
+  const url = new URL(meta.authorization_endpoint);
+  url.search = new URLSearchParams({
+    response_type: "code",
+    client_id: cfg.clientId,
+    redirect_uri: cfg.redirectUri,
+    scope: cfg.scope,
+    code_challenge: await s256(verifier),
+    code_challenge_method: "S256",
+    state,
+    nonce,
+  }).toString();
+  window.location.assign(url.toString());
+}
+
+async function tokenRequest(body) {
+  const meta = await discover();
+  const res = await fetch(meta.token_endpoint, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(json.error + ": " + json.error_description);
+  return json;
+}
+
+function claims(jwt) {
+  const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  return JSON.parse(decodeURIComponent(escape(atob(part))));
+}
+
+async function handleCallback(params) {
+  const saved = JSON.parse(sessionStorage.getItem("pkce") || "null");
+  sessionStorage.removeItem("pkce");
+  history.replaceState(null, "", cfg.redirectUri);
+  if (params.get("error")) throw new Error(params.get("error") + ": " + params.get("error_description"));
+  if (!saved || params.get("state") !== saved.state) throw new Error("state does not match: not the request this tab made");
+  if (params.get("iss") !== cfg.issuer) throw new Error("iss does not match the issuer (mix-up attack?)");
+  const tokens = await tokenRequest({
+    grant_type: "authorization_code",
+    code: params.get("code"),
+    redirect_uri: cfg.redirectUri,
+    client_id: cfg.clientId,
+    code_verifier: saved.verifier,
+  });
+  // The signature of the id_token is the server's concern here (it came straight from the token
+  // endpoint over TLS); the nonce binds it to this tab's request.
+  if (claims(tokens.id_token).nonce !== saved.nonce) throw new Error("id_token nonce does not match");
+  sessionStorage.setItem("tokens", JSON.stringify(tokens));
+  return tokens;
+}
+
+function render() {
+  const tokens = JSON.parse(sessionStorage.getItem("tokens") || "null");
+  $("signed-in").hidden = !tokens;
+  $("signed-out").hidden = !!tokens;
+  if (tokens) $("who").textContent = claims(tokens.id_token).sub;
+}
+
+async function callApi() {
+  const tokens = JSON.parse(sessionStorage.getItem("tokens"));
+  const res = await fetch(cfg.api, { headers: { Authorization: "Bearer " + tokens.access_token } });
+  const text = await res.text();
+  status(res.ok ? "The API answered" : "The API refused: HTTP " + res.status, !res.ok);
+  show(text);
+}
+
+async function refresh() {
+  const old = JSON.parse(sessionStorage.getItem("tokens"));
+  const tokens = await tokenRequest({ grant_type: "refresh_token", refresh_token: old.refresh_token, client_id: cfg.clientId });
+  sessionStorage.setItem("tokens", JSON.stringify(tokens));
+  status("Refreshed: a new access token and a new refresh token");
+  show({ expires_in: tokens.expires_in, scope: tokens.scope, rotated: tokens.refresh_token !== old.refresh_token });
+}
+
+async function logout() {
+  const meta = await discover();
+  const tokens = JSON.parse(sessionStorage.getItem("tokens"));
+  sessionStorage.removeItem("tokens");
+  // Revoke the refresh token (RFC 7009), then end the provider session (RP-initiated logout).
+  await fetch(meta.revocation_endpoint, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ token: tokens.refresh_token, token_type_hint: "refresh_token", client_id: cfg.clientId }),
+  });
+  const url = new URL(meta.end_session_endpoint);
+  url.search = new URLSearchParams({ id_token_hint: tokens.id_token, post_logout_redirect_uri: cfg.redirectUri, state: "signed-out" }).toString();
+  window.location.assign(url.toString());
+}
+
+function guard(fn) {
+  return () => fn().catch((e) => { status(e.message, true); });
+}
+
+$("login").addEventListener("click", guard(login));
+$("call-api").addEventListener("click", guard(callApi));
+$("refresh").addEventListener("click", guard(refresh));
+$("logout").addEventListener("click", guard(logout));
+
+(async () => {
+  const params = new URLSearchParams(window.location.search);
+  try {
+    if (params.has("code") || params.has("error")) {
+      await handleCallback(params);
+      status("Signed in");
+    } else if (params.get("state") === "signed-out") {
+      history.replaceState(null, "", cfg.redirectUri);
+      status("Signed out");
+    }
+  } catch (e) {
+    status(e.message, true);
+  }
+  render();
+})();

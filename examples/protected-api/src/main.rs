@@ -35,6 +35,15 @@ struct Args {
 /// Notes per user, in memory.
 type Notes = Arc<Mutex<HashMap<String, Vec<String>>>>;
 
+/// Accepts the issuer's access tokens for `audience` (default: the issuer itself).
+fn verifier(issuer: &str, audience: Option<&str>) -> Result<Verifier, latchkey_resource::ConfigError> {
+    let mut builder = Verifier::builder(issuer).realm("notes");
+    if let Some(aud) = audience {
+        builder = builder.audience(aud);
+    }
+    builder.build()
+}
+
 fn app(verifier: &Verifier) -> Router {
     let notes = Notes::default();
     Router::new()
@@ -65,11 +74,7 @@ async fn add(State(notes): State<Notes>, claims: Claims, body: String) -> Json<V
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let args = Args::parse();
-    let mut builder = Verifier::builder(&args.issuer).realm("notes");
-    if let Some(aud) = &args.audience {
-        builder = builder.audience(aud);
-    }
-    let verifier = builder.build()?;
+    let verifier = verifier(&args.issuer, args.audience.as_deref())?;
     if let Err(e) = verifier.refresh_keys().await {
         tracing::warn!(error = %e, "the issuer's keys are not reachable yet; retrying on the first request");
     }
@@ -89,7 +94,7 @@ mod tests {
 
     #[tokio::test]
     async fn public_route_is_open_and_the_others_want_a_token() {
-        let app = app(&Verifier::builder("http://127.0.0.1:9").build().unwrap());
+        let app = app(&verifier("http://127.0.0.1:9", None).unwrap());
         let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
         assert_eq!(app.clone().oneshot(get("/public")).await.unwrap().status(), 200);
         for path in ["/me", "/notes"] {

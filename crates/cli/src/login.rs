@@ -41,6 +41,7 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
     let listener = LoopbackListener::bind(a.redirect_uri.as_deref()).await?;
     let request = client.authorization_request(listener.redirect_uri().clone(), scope)?;
 
+    let mut pasted = None;
     if a.no_browser {
         // The URL alone on stdout, so that a script (or a test) can read it.
         println!("{}", request.url);
@@ -49,6 +50,10 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
             "Open the URL above in a browser and sign in. Waiting for the redirect to {} …",
             request.redirect_uri
         );
+        eprintln!(
+            "If that browser runs on another machine, its redirect to 127.0.0.1 fails there: paste the address it shows here."
+        );
+        pasted = Some(stdin_lines());
     } else {
         eprintln!("Opening the browser to sign in at {} …", client.issuer());
         if webbrowser::open(request.url.as_str()).is_err() {
@@ -59,8 +64,9 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
         }
     }
 
-    let code =
-        listener.receive(Duration::from_secs(a.timeout), |callback| client.check_callback(&request, callback)).await?;
+    let code = listener
+        .receive_or_pasted(Duration::from_secs(a.timeout), pasted, |callback| client.check_callback(&request, callback))
+        .await?;
     let now = unix_now();
     let tokens = client.exchange_code(&request, code, now).await?;
     let login = CachedLogin::new(client.issuer(), client.client_id().as_str(), &tokens, now);
@@ -69,4 +75,19 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
     eprintln!("Logged in to {}{who} (scope: {}).", client.issuer(), login.scope);
     eprintln!("Tokens cached in {} (readable by you only). Get an access token with `latchkey token`.", path.display());
     Ok(())
+}
+
+/// Lines typed on standard input. A plain thread, not the runtime's blocking pool: a read that
+/// never returns must not keep the process alive after the login.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

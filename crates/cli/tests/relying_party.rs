@@ -431,3 +431,24 @@ async fn gate_forwards_only_valid_tokens_with_verified_identity_headers() {
     assert_eq!(h["content-type"], "text/plain");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn cli_login_accepts_the_redirect_url_pasted_from_a_browser_elsewhere() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start().await;
+    let cli = Cli::new();
+    let (mut child, url) =
+        cli.spawn(&["login", "--no-browser", "--issuer", &s.base, "--client-id", "spa", "--timeout", "30"]).await;
+    let redirect_uri =
+        url::Url::parse(&url).unwrap().query_pairs().find(|(k, _)| k == "redirect_uri").unwrap().1.into_owned();
+    // The browser on the other machine cannot reach our 127.0.0.1; the user copies its address bar.
+    let redirect = sign_in(&url, "alice", PASSWORD, "allow", &redirect_uri).await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{redirect}\n").as_bytes()).await.unwrap();
+    stdin.flush().await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = cli.run(&["token"]).await;
+    assert!(t.ok, "{}", t.stderr);
+    Verifier::builder(&s.base).build().unwrap().verify(t.stdout.trim()).await.unwrap();
+}

@@ -72,6 +72,21 @@ impl LoopbackListener {
     where
         F: Fn(&Callback) -> Result<AuthorizationCode, Error>,
     {
+        self.receive_or_pasted(timeout, None, check).await
+    }
+
+    /// [`LoopbackListener::receive`], also accepting the redirect URL pasted by the user (each
+    /// item of `pasted` is a line of input). For a browser on another machine: its redirect to
+    /// 127.0.0.1 fails there, and the user copies the address bar instead.
+    pub async fn receive_or_pasted<F>(
+        self,
+        timeout: Duration,
+        mut pasted: Option<mpsc::Receiver<String>>,
+        check: F,
+    ) -> Result<AuthorizationCode, Error>
+    where
+        F: Fn(&Callback) -> Result<AuthorizationCode, Error>,
+    {
         let (tx, mut rx) = mpsc::channel::<Hit>(1);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = Router::new().fallback(handle).with_state(Shared { path: self.path.clone(), hits: tx });
@@ -82,27 +97,51 @@ impl LoopbackListener {
                 })
                 .await;
         });
-        let outcome = tokio::select! {
-            hit = rx.recv() => match hit {
-                Some((query, answer)) => {
-                    let result = Callback::from_query(&query).and_then(|cb| check(&cb));
-                    let _ = answer.send(result.as_ref().map(|_| ()).map_err(ToString::to_string));
-                    result
+        let redirect_uri = self.redirect_uri.to_string();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let outcome = loop {
+            let next_paste = async {
+                match pasted.as_mut() {
+                    Some(p) => p.recv().await,
+                    None => std::future::pending().await,
                 }
-                None => Err(Error::Listen {
-                    addr: self.redirect_uri.to_string(),
-                    source: std::io::Error::other("the listener stopped"),
-                }),
-            },
-            () = tokio::time::sleep(timeout) => Err(Error::Timeout {
-                redirect_uri: self.redirect_uri.to_string(),
-                waited: timeout,
-            }),
+            };
+            tokio::select! {
+                hit = rx.recv() => break match hit {
+                    Some((query, answer)) => {
+                        let result = Callback::from_query(&query).and_then(|cb| check(&cb));
+                        let _ = answer.send(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+                        result
+                    }
+                    None => Err(Error::Listen {
+                        addr: redirect_uri.clone(),
+                        source: std::io::Error::other("the listener stopped"),
+                    }),
+                },
+                line = next_paste => match line {
+                    // Input closed: keep waiting for the browser.
+                    None => pasted = None,
+                    Some(line) if line.trim().is_empty() => {}
+                    Some(line) => break pasted_callback(line.trim(), &redirect_uri).and_then(|cb| check(&cb)),
+                },
+                () = &mut deadline => break Err(Error::Timeout { redirect_uri: redirect_uri.clone(), waited: timeout }),
+            }
         };
         let _ = stop_tx.send(());
         // Let the page reach the browser; a browser holding the connection open cannot delay us long.
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
         outcome
+    }
+}
+
+/// A pasted redirect URL must be our redirect URI plus a query: anything else is a mistake.
+fn pasted_callback(line: &str, redirect_uri: &str) -> Result<Callback, Error> {
+    match line.strip_prefix(redirect_uri) {
+        Some(rest) if rest.starts_with('?') => Callback::from_url(line),
+        _ => Err(Error::BadCallback(format!(
+            "the pasted text is not the address the browser was sent to (it starts with {redirect_uri}?)"
+        ))),
     }
 }
 
@@ -221,6 +260,34 @@ mod tests {
         let (status, body) = browser.await.unwrap();
         assert_eq!(status, 400);
         assert!(body.contains("state mismatch") && !body.contains("<evil>"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_pasted_redirect_url_is_accepted() {
+        let l = LoopbackListener::bind(None).await.unwrap();
+        let uri = l.redirect_uri().to_string();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send("   ".into()).await.unwrap();
+        tx.send(format!("{uri}?code=pasted&state=s\n")).await.unwrap();
+        let code = l
+            .receive_or_pasted(Duration::from_secs(10), Some(rx), |cb| {
+                Ok(AuthorizationCode::new(cb.get("code").unwrap()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(code.expose_secret(), "pasted");
+        let l = LoopbackListener::bind(None).await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send("https://evil.example/callback?code=x&state=s".into()).await.unwrap();
+        let e = l.receive_or_pasted(Duration::from_secs(10), Some(rx), |_| Err(Error::CodeMissing)).await.unwrap_err();
+        assert!(matches!(e, Error::BadCallback(_)), "{e}");
+        // Closed input: the listener keeps waiting, here until the timeout.
+        let l = LoopbackListener::bind(None).await.unwrap();
+        let (tx, rx) = mpsc::channel::<String>(1);
+        drop(tx);
+        let e =
+            l.receive_or_pasted(Duration::from_millis(200), Some(rx), |_| Err(Error::CodeMissing)).await.unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
     }
 
     #[tokio::test]

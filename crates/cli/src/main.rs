@@ -4,7 +4,14 @@
 mod admin;
 mod config;
 mod db;
+mod gate;
+mod inspect;
+mod login;
+mod logout;
+mod pkce;
+mod rp;
 mod serve;
+mod token;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +53,8 @@ enum Command {
     Db(db::DbCommand),
     /// Show the audit log of security events.
     Audit(admin::AuditArgs),
+    #[command(flatten)]
+    Rp(rp::Command),
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +79,10 @@ pub struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Client-side commands need no server configuration: run them before it is resolved.
+    if let Command::Rp(c) = cli.command {
+        return rp::main(c);
+    }
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let listen_issuer = match &cli.command {
         Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
@@ -106,6 +119,7 @@ fn main() -> ExitCode {
             Command::Migrate => db::migrate(&settings).await,
             Command::Db(c) => db::run(c).await,
             Command::Audit(a) => admin::audit(&settings, a).await,
+            Command::Rp(_) => Ok(()), // handled above
         }
     });
     match result {

@@ -4,7 +4,9 @@
 //! is made about it; everything that leaves (error codes, token responses, metadata) has its one wire
 //! form here. This crate knows nothing of HTTP frameworks, SQL or async runtimes.
 
+pub mod discovery;
 pub mod error;
+pub mod jose;
 pub mod metadata;
 pub mod params;
 pub mod pkce;

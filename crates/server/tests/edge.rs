@@ -25,13 +25,9 @@ async fn fixture(issuer: &str) -> Fixture {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("edge.db")).unwrap());
     let clock = Clock::from_fn(|| 1_700_000_000);
     let provider = Arc::new(Provider::open(store.clone(), ProviderConfig::new(issuer), clock.now()).await.unwrap());
-    latchkey_core::admin::add_client(
-        store.as_ref(),
-        NewClient::public("spa", "App spa", vec![REDIRECT.into()]),
-        0,
-    )
-    .await
-    .unwrap();
+    latchkey_core::admin::add_client(store.as_ref(), NewClient::public("spa", "App spa", vec![REDIRECT.into()]), 0)
+        .await
+        .unwrap();
     Fixture { state: AppState::new(provider, clock), _dir: dir }
 }
 

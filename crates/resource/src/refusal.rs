@@ -1,0 +1,174 @@
+//! Why a request is refused, and the one place that turns a refusal into an HTTP response
+//! (RFC 6750 §3: status code, `WWW-Authenticate` challenge and a JSON body that says the same).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_proto::Scope;
+use latchkey_proto::jose::JoseError;
+
+/// A refused request. Closed: every way a request can fail has a variant and one mapping below.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No credentials at all, or another authentication scheme: RFC 6750 §3.1 says the challenge
+    /// then carries no error code.
+    #[error("the request has no bearer token")]
+    NoToken,
+    /// RFC 6750 §3.1 `invalid_request`: malformed or ambiguous credentials. 400.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// RFC 6750 §3.1 `invalid_token`: expired, revoked, malformed or not for us. 401.
+    #[error("invalid_token: {0}")]
+    InvalidToken(TokenError),
+    /// RFC 6750 §3.1 `insufficient_scope`: a valid token without the scope this route needs. 403.
+    #[error("insufficient_scope: this request needs scope {required}; the token lacks {missing}")]
+    InsufficientScope { required: Scope, missing: String },
+    /// The token cannot be checked right now (no signing keys yet, introspection endpoint down).
+    /// Not the client's fault: 503 with `Retry-After`.
+    #[error("the issuer's keys or introspection endpoint are unavailable: {0}")]
+    Unavailable(String),
+    /// The API is wired wrongly (e.g. the `Claims` extractor without a verifier). 500; the detail
+    /// goes to the log only.
+    #[error("server misconfiguration: {0}")]
+    Misconfigured(&'static str),
+}
+
+/// Which check of the access token failed. The description names the check, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    Jose(JoseError),
+    /// RFC 9068 §4: an access token's `typ` is `at+jwt`; an id_token must not pass as one.
+    #[error("the token's typ is {0:?}, not at+jwt: it is not an access token (RFC 9068 §4)")]
+    WrongType(Option<String>),
+    #[error("the token was issued by {0:?}, not by the issuer this API trusts")]
+    Issuer(String),
+    #[error("the token's audience does not include this API")]
+    Audience,
+    #[error("the access token expired")]
+    Expired,
+    #[error("the access token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the access token was issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("the access token has no valid {0} claim")]
+    MissingClaim(&'static str),
+    /// RFC 7662: the authorization server says the token is not active (revoked, expired, unknown).
+    #[error("the access token is not active (introspection)")]
+    Inactive,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The RFC 6750 §3.1 error code, if this refusal has one.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            Self::NoToken => None,
+            Self::InvalidRequest(_) => Some("invalid_request"),
+            Self::InvalidToken(_) => Some("invalid_token"),
+            Self::InsufficientScope { .. } => Some("insufficient_scope"),
+            Self::Unavailable(_) => Some("temporarily_unavailable"),
+            Self::Misconfigured(_) => Some("server_error"),
+        }
+    }
+
+    /// What the client is told. Internal details (misconfiguration, upstream errors) stay in the log.
+    pub fn description(&self) -> String {
+        match self {
+            Self::NoToken => "send the access token in the Authorization header: Authorization: Bearer <token>".into(),
+            Self::InvalidRequest(d) => (*d).into(),
+            Self::InvalidToken(e) => e.to_string(),
+            Self::InsufficientScope { required, missing } => {
+                format!("this request needs scope \"{required}\"; the token lacks \"{missing}\"")
+            }
+            Self::Unavailable(_) => "the access token cannot be checked right now; retry shortly".into(),
+            Self::Misconfigured(_) => "internal error".into(),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3), for the refusals that carry one.
+    pub fn challenge(&self, realm: Option<&str>) -> Option<String> {
+        let mut params = Vec::new();
+        if let Some(r) = realm {
+            params.push(format!("realm=\"{}\"", quoted(r)));
+        }
+        match self {
+            Self::NoToken => {}
+            Self::InvalidRequest(_) | Self::InvalidToken(_) => {
+                params.push(format!("error=\"{}\"", self.error_code().unwrap_or_default()));
+                params.push(format!("error_description=\"{}\"", quoted(&self.description())));
+            }
+            Self::InsufficientScope { required, .. } => {
+                params.push("error=\"insufficient_scope\"".into());
+                params.push(format!("error_description=\"{}\"", quoted(&self.description())));
+                params.push(format!("scope=\"{}\"", quoted(&required.to_string())));
+            }
+            Self::Unavailable(_) | Self::Misconfigured(_) => return None,
+        }
+        Some(if params.is_empty() { "Bearer".into() } else { format!("Bearer {}", params.join(", ")) })
+    }
+
+    /// The response, with the challenge's realm.
+    pub fn to_response(&self, realm: Option<&str>) -> Response {
+        match self {
+            Self::Misconfigured(detail) => tracing::error!(%detail, "latchkey-resource is misconfigured"),
+            Self::Unavailable(detail) => tracing::warn!(%detail, "cannot check access tokens"),
+            other => tracing::debug!(refusal = %other, "request refused"),
+        }
+        let mut body = serde_json::Map::new();
+        if let Some(code) = self.error_code() {
+            body.insert("error".into(), code.into());
+        }
+        body.insert("error_description".into(), self.description().into());
+        let mut res = (self.status(), axum::Json(body)).into_response();
+        let h = res.headers_mut();
+        if let Some(c) = self.challenge(realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+            h.insert(header::WWW_AUTHENTICATE, c);
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.to_response(None)
+    }
+}
+
+/// RFC 6750 §3: error_description and scope are restricted to %x20-21 / %x23-5B / %x5D-7E, so
+/// no `"` or `\` (which would break out of the quoted string) and nothing outside printable ASCII.
+fn quoted(s: &str) -> String {
+    s.chars().map(|c| if c == '"' { '\'' } else { c }).filter(|c| (' '..='~').contains(c) && *c != '\\').collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn challenges_follow_rfc6750_section_3() {
+        assert_eq!(Refusal::NoToken.challenge(None).unwrap(), "Bearer");
+        assert_eq!(Refusal::NoToken.challenge(Some("api")).unwrap(), "Bearer realm=\"api\"");
+        let c = Refusal::InvalidToken(TokenError::Expired).challenge(Some("api")).unwrap();
+        assert_eq!(c, "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the access token expired\"");
+        let s = Refusal::InsufficientScope { required: Scope::parse("b a").unwrap(), missing: "b".into() };
+        let c = s.challenge(None).unwrap();
+        assert!(c.contains("error=\"insufficient_scope\"") && c.ends_with("scope=\"a b\""), "{c}");
+        assert_eq!(s.status(), StatusCode::FORBIDDEN);
+        assert!(Refusal::Unavailable("x".into()).challenge(None).is_none());
+        assert_eq!(quoted("a\"b\\c\u{e9}\n"), "a'bc");
+    }
+}

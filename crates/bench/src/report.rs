@@ -69,6 +69,8 @@ pub struct PhaseResult {
     pub warmup: bool,
     pub phase: Phase,
     pub connections: usize,
+    /// Operations the phase was to run; fewer ran when it hit its time limit.
+    pub planned: usize,
     pub ops: usize,
     pub errors: usize,
     pub requests: usize,
@@ -98,6 +100,7 @@ impl PhaseResult {
             warmup,
             phase,
             connections: 0,
+            planned: 0,
             ops: 0,
             errors: 1,
             requests: 0,
@@ -114,6 +117,11 @@ impl PhaseResult {
             error_samples: vec![format!("skipped: {why}")],
             background: None,
         }
+    }
+
+    /// The phase stopped at its time limit before running all its operations.
+    pub fn incomplete(&self) -> bool {
+        self.ops + self.errors < self.planned
     }
 
     pub fn all_errors(&self) -> usize {
@@ -134,6 +142,9 @@ impl PhaseResult {
         );
         if let Some(c) = self.server_cpu_us_per_op {
             let _ = write!(s, "  cpu {c:>7.0} µs/op");
+        }
+        if self.incomplete() {
+            let _ = write!(s, "  INCOMPLETE: {} of {} before the time limit", self.ops + self.errors, self.planned);
         }
         if let Some(b) = &self.background {
             let _ = write!(s, "  [{} logins beside: {:.1}/s, p99 {:.0} ms]", b.ops, b.ops_per_sec, b.p99_ms);
@@ -173,6 +184,8 @@ pub struct Median {
     pub client_cpu_us_per_op: Option<f64>,
     pub background_ops_per_sec: Option<f64>,
     pub errors: usize,
+    /// Runs that hit the time limit before their count.
+    pub incomplete_runs: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,6 +330,7 @@ impl Report {
                         rs.iter().map(|r| r.background.as_ref().map(|b| b.ops_per_sec)).collect(),
                     ),
                     errors: rs.iter().map(|r| r.all_errors()).sum(),
+                    incomplete_runs: rs.iter().filter(|r| r.incomplete()).count(),
                 });
             }
         }
@@ -371,6 +385,9 @@ impl Report {
                 );
                 if let Some(b) = m.background_ops_per_sec {
                     let _ = writeln!(s, "  {:<30} {:>19.1}  (logins/s beside the row above)", "", b);
+                }
+                if m.incomplete_runs > 0 {
+                    let _ = writeln!(s, "  {:<30} {} run(s) stopped at the time limit", "", m.incomplete_runs);
                 }
             }
             if let Some(rss) = self.peak_rss_mib(&target) {
@@ -474,6 +491,9 @@ impl Report {
                         let mut ops = format!("{:.0}", m.ops_per_sec);
                         if let Some(b) = m.background_ops_per_sec {
                             let _ = write!(ops, " (+{b:.0} logins/s)");
+                        }
+                        if m.incomplete_runs > 0 {
+                            let _ = write!(ops, " ⚠ {}/{} runs hit the time limit", m.incomplete_runs, m.runs);
                         }
                         let _ = write!(row, " {ops} | {:.2} / {:.2} | {cpu} |", m.p50_ms, m.p99_ms);
                     }

@@ -200,6 +200,7 @@ async fn measure<O: Op, B: Op>(
         warmup: ctx.warmup,
         phase,
         connections: spec.connections,
+        planned: spec.count,
         ops: measured.ops,
         errors: measured.errors,
         requests: measured.requests,

@@ -69,6 +69,7 @@ async fn every_phase_runs_without_errors() {
         let r = r.unwrap_or_else(|| panic!("no result for {phase:?}"));
         assert_eq!(r.all_errors(), 0, "{phase:?}: {:?}", r.error_samples);
         assert!(r.ops > 0, "{phase:?} ran no operation");
+        assert!(!r.incomplete(), "{phase:?} stopped at its time limit");
     }
     assert_eq!(report.results.iter().find(|r| r.phase == Phase::Authorize).unwrap().ops, 24);
     assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);

@@ -653,7 +653,7 @@ impl Store for SqliteStore {
             let won = tx
                 .prepare_cached(
                     "UPDATE refresh_tokens SET consumed_at = ?2, cached_response = ?3 WHERE hash = ?1 AND consumed_at IS NULL
-                     AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL)",
+                     AND EXISTS (SELECT 1 FROM grants g WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NULL)",
                 )?
                 .execute(params![h, now, cached])?
                 == 1;

@@ -1,0 +1,117 @@
+//! `latchkey-bench`: drives the OAuth 2.1 / OpenID Connect code flow over HTTP against any
+//! provider, Latchkey or another, and reports throughput, latency, server CPU per operation and
+//! peak memory, phase by phase.
+//!
+//! For each target: discovery; U users logged in once each through the real login and consent
+//! pages (a cookie jar, no browser); then, per run, closed-loop phases on C keep-alive connections,
+//! each bounded in count and time: authorization with a session (the N codes of the run), code
+//! exchange, refresh (each token once, rotation checked), userinfo, discovery, JWKS, full logins
+//! (password hashing), and userinfo while logins load the server. Targets alternate run by run, so
+//! that drift on a shared machine hits all of them alike. Medians over the runs are reported.
+
+pub mod adapter;
+pub mod forms;
+pub mod hello;
+pub mod http;
+pub mod jar;
+pub mod ops;
+pub mod phase;
+pub mod procfs;
+pub mod report;
+mod runner;
+pub mod seed;
+
+use std::time::Duration;
+
+pub use adapter::Adapter;
+pub use report::Report;
+pub use runner::run;
+
+/// Why one operation failed. Every failure counts as an error and fails the run.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(hyper::Error),
+    #[error("expected HTTP {want}, got {got}: {body}")]
+    Status { want: u16, got: u16, body: String },
+    #[error("the response has no {0}")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Protocol(&'static str),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One provider under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// A short name for tables: `latchkey`, `node-oidc-provider`.
+    pub name: String,
+    pub issuer: url::Url,
+    pub adapter: Adapter,
+    /// The server's process id: with it, server CPU per operation and peak RSS are reported.
+    pub pid: Option<u32>,
+}
+
+/// A bare HTTP server to compare discovery and JWKS with (`latchkey-bench hello`).
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub url: url::Url,
+    pub pid: Option<u32>,
+}
+
+/// The workload, the same for every target.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    /// U: users logged in once each; codes are issued round-robin over their sessions.
+    pub users: usize,
+    /// Users are `{user_prefix}{i}` for i in 0..U, all with `password`.
+    pub user_prefix: String,
+    pub password: String,
+    /// N: codes issued (then exchanged, then refreshed) per run; also the count of userinfo,
+    /// discovery and JWKS requests.
+    pub codes: usize,
+    /// C: keep-alive connections per phase.
+    pub connections: usize,
+    /// Full logins (password hashing) per run.
+    pub logins: usize,
+    /// Measured runs per target (medians are quoted), after one smaller warm-up run if `warmup`.
+    pub runs: usize,
+    pub warmup: bool,
+    /// A phase stops taking new operations after this long.
+    pub max_phase_time: Duration,
+    pub op_timeout: Duration,
+    /// Also measure userinfo while logins load the server (half the connections each).
+    pub userinfo_during_logins: bool,
+    /// Send load to a non-loopback address. A load generator pointed at a server that is not yours
+    /// is an attack: the default refuses.
+    pub allow_non_loopback: bool,
+}
+
+impl Workload {
+    /// The configuration: 64 connections, 1,000 users, 20,000 codes.
+    pub fn standard() -> Self {
+        Self {
+            client_id: "latchkey-bench".into(),
+            redirect_uri: "http://127.0.0.1:8765/callback".into(),
+            scope: "openid profile email".into(),
+            users: 1000,
+            user_prefix: "bench-".into(),
+            password: "bench-password".into(),
+            codes: 20_000,
+            connections: 64,
+            logins: 500,
+            runs: 3,
+            warmup: true,
+            max_phase_time: Duration::from_secs(120),
+            op_timeout: Duration::from_secs(30),
+            userinfo_during_logins: true,
+            allow_non_loopback: false,
+        }
+    }
+}

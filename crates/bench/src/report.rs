@@ -1,0 +1,590 @@
+//! Results: one record per (target, run, phase), medians over the measured runs, and three ways
+//! to print them: a table for people, JSON lines for machines, and the Markdown comparison that
+//! BENCHMARKS.md publishes.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{Target, Workload};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Authorize,
+    Exchange,
+    Refresh,
+    Userinfo,
+    Discovery,
+    Jwks,
+    Hello,
+    Login,
+    UserinfoDuringLogins,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Authorize,
+        Phase::Exchange,
+        Phase::Refresh,
+        Phase::Userinfo,
+        Phase::Discovery,
+        Phase::Jwks,
+        Phase::Hello,
+        Phase::Login,
+        Phase::UserinfoDuringLogins,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Authorize => "authorization with a session",
+            Phase::Exchange => "code exchange (PKCE)",
+            Phase::Refresh => "refresh (rotation)",
+            Phase::Userinfo => "userinfo",
+            Phase::Discovery => "discovery",
+            Phase::Jwks => "JWKS",
+            Phase::Hello => "bare hyper hello",
+            Phase::Login => "full login (Argon2id)",
+            Phase::UserinfoDuringLogins => "userinfo during logins",
+        }
+    }
+}
+
+/// The load that ran beside a measured phase (logins beside userinfo).
+#[derive(Debug, Clone, Serialize)]
+pub struct Background {
+    pub phase: Phase,
+    pub connections: usize,
+    pub ops: usize,
+    pub errors: usize,
+    pub ops_per_sec: f64,
+    pub p99_ms: f64,
+    pub error_samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    pub target: String,
+    pub run: usize,
+    pub warmup: bool,
+    pub phase: Phase,
+    pub connections: usize,
+    /// Operations the phase was to run; fewer ran when it hit its time limit.
+    pub planned: usize,
+    pub ops: usize,
+    pub errors: usize,
+    pub requests: usize,
+    /// Connections the server closed and the client had to reopen.
+    pub reconnects: usize,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Server user + system CPU time per operation (foreground and background alike).
+    pub server_cpu_us_per_op: Option<f64>,
+    /// The server's VmHWM after the phase: its peak resident memory since it started.
+    pub server_peak_rss_mib: Option<f64>,
+    /// The load generator's own CPU per operation: it shares the machine with the server.
+    pub client_cpu_us_per_op: Option<f64>,
+    pub error_samples: Vec<String>,
+    pub background: Option<Background>,
+}
+
+impl PhaseResult {
+    pub fn failed(target: &str, run: usize, warmup: bool, phase: Phase, why: &str) -> Self {
+        Self {
+            target: target.to_owned(),
+            run,
+            warmup,
+            phase,
+            connections: 0,
+            planned: 0,
+            ops: 0,
+            errors: 1,
+            requests: 0,
+            reconnects: 0,
+            seconds: 0.0,
+            ops_per_sec: 0.0,
+            p50_ms: 0.0,
+            p90_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+            server_cpu_us_per_op: None,
+            server_peak_rss_mib: None,
+            client_cpu_us_per_op: None,
+            error_samples: vec![format!("skipped: {why}")],
+            background: None,
+        }
+    }
+
+    /// The phase stopped at its time limit before running all its operations.
+    pub fn incomplete(&self) -> bool {
+        self.ops + self.errors < self.planned
+    }
+
+    pub fn all_errors(&self) -> usize {
+        self.errors + self.background.as_ref().map_or(0, |b| b.errors)
+    }
+
+    /// One progress line.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "  {:<12} {:<30} {:>6} ops {:>9.1} ops/s  p50 {:>7.2}  p99 {:>7.2}  max {:>7.2} ms",
+            self.target,
+            self.phase.label(),
+            self.ops,
+            self.ops_per_sec,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms
+        );
+        if let Some(c) = self.server_cpu_us_per_op {
+            let _ = write!(s, "  cpu {c:>7.0} µs/op");
+        }
+        if self.incomplete() {
+            let _ = write!(s, "  INCOMPLETE: {} of {} before the time limit", self.ops + self.errors, self.planned);
+        }
+        if let Some(b) = &self.background {
+            let _ = write!(s, "  [{} logins beside: {:.1}/s, p99 {:.0} ms]", b.ops, b.ops_per_sec, b.p99_ms);
+        }
+        if self.all_errors() > 0 {
+            let mut samples = self.error_samples.clone();
+            if let Some(b) = &self.background {
+                samples.extend(b.error_samples.iter().cloned());
+            }
+            let _ = write!(s, "  ERRORS {}: {}", self.all_errors(), samples.join(" | "));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub target: String,
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Medians over the measured (not warm-up) runs of one target and phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Median {
+    pub target: String,
+    pub phase: Phase,
+    pub runs: usize,
+    pub ops: f64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub server_cpu_us_per_op: Option<f64>,
+    pub client_cpu_us_per_op: Option<f64>,
+    pub background_ops_per_sec: Option<f64>,
+    pub errors: usize,
+    /// Runs that hit the time limit before their count.
+    pub incomplete_runs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    pub name: String,
+    pub issuer: String,
+    pub adapter: crate::Adapter,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadInfo {
+    pub users: usize,
+    pub codes: usize,
+    pub connections: usize,
+    pub logins: usize,
+    pub runs: usize,
+    pub warmup: bool,
+    pub max_phase_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub started_unix: u64,
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
+    pub workload: WorkloadInfo,
+    pub targets: Vec<TargetInfo>,
+    pub results: Vec<PhaseResult>,
+    pub checks: Vec<Check>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn median_opt(v: Vec<Option<f64>>) -> Option<f64> {
+    let vals: Vec<f64> = v.into_iter().flatten().collect();
+    (!vals.is_empty()).then(|| median(vals))
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from Unix seconds (Howard Hinnant's days-from-civil, inverted).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{d:02} {h:02}:{m:02} UTC")
+}
+
+impl Report {
+    pub fn new(targets: &[Target], w: &Workload) -> Self {
+        Self {
+            machine: crate::procfs::machine(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            load_before: crate::procfs::loadavg(),
+            load_after: None,
+            workload: WorkloadInfo {
+                users: w.users,
+                codes: w.codes,
+                connections: w.connections,
+                logins: w.logins,
+                runs: w.runs,
+                warmup: w.warmup,
+                max_phase_seconds: w.max_phase_time.as_secs(),
+            },
+            targets: targets
+                .iter()
+                .map(|t| TargetInfo {
+                    name: t.name.clone(),
+                    issuer: t.issuer.to_string(),
+                    adapter: t.adapter,
+                    pid: t.pid,
+                })
+                .collect(),
+            results: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.load_after = crate::procfs::loadavg();
+    }
+
+    /// Every error of every phase (warm-up included) and every failed check.
+    pub fn errors(&self) -> usize {
+        self.results.iter().map(PhaseResult::all_errors).sum::<usize>()
+            + self.checks.iter().filter(|c| !c.passed).count()
+    }
+
+    pub fn passed(&self) -> bool {
+        self.errors() == 0
+    }
+
+    fn target_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.targets.iter().map(|t| t.name.clone()).collect();
+        if self.results.iter().any(|r| r.phase == Phase::Hello) {
+            names.push("hello".into());
+        }
+        names
+    }
+
+    pub fn medians(&self) -> Vec<Median> {
+        let mut out = Vec::new();
+        for target in self.target_names() {
+            for phase in Phase::ALL {
+                let rs: Vec<&PhaseResult> =
+                    self.results.iter().filter(|r| r.target == target && r.phase == phase && !r.warmup).collect();
+                if rs.is_empty() {
+                    continue;
+                }
+                let f = |g: fn(&PhaseResult) -> f64| median(rs.iter().map(|r| g(r)).collect());
+                out.push(Median {
+                    target: target.clone(),
+                    phase,
+                    runs: rs.len(),
+                    ops: f(|r| r.ops as f64),
+                    ops_per_sec: f(|r| r.ops_per_sec),
+                    p50_ms: f(|r| r.p50_ms),
+                    p90_ms: f(|r| r.p90_ms),
+                    p99_ms: f(|r| r.p99_ms),
+                    max_ms: f(|r| r.max_ms),
+                    server_cpu_us_per_op: median_opt(rs.iter().map(|r| r.server_cpu_us_per_op).collect()),
+                    client_cpu_us_per_op: median_opt(rs.iter().map(|r| r.client_cpu_us_per_op).collect()),
+                    background_ops_per_sec: median_opt(
+                        rs.iter().map(|r| r.background.as_ref().map(|b| b.ops_per_sec)).collect(),
+                    ),
+                    errors: rs.iter().map(|r| r.all_errors()).sum(),
+                    incomplete_runs: rs.iter().filter(|r| r.incomplete()).count(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The highest VmHWM seen for a target: its peak RSS over the whole run.
+    pub fn peak_rss_mib(&self, target: &str) -> Option<f64> {
+        self.results.iter().filter(|r| r.target == target).filter_map(|r| r.server_peak_rss_mib).reduce(f64::max)
+    }
+
+    fn find<'a>(medians: &'a [Median], target: &str, phase: Phase) -> Option<&'a Median> {
+        medians.iter().find(|m| m.target == target && m.phase == phase)
+    }
+
+    /// The table for people.
+    pub fn table(&self) -> String {
+        let medians = self.medians();
+        let mut s = String::new();
+        let runs = self.workload.runs;
+        let _ = writeln!(
+            s,
+            "\nMedians of {runs} run(s){}; {} connections, {} users, {} codes and {} logins per run.",
+            if self.workload.warmup { " after a warm-up" } else { "" },
+            self.workload.connections,
+            self.workload.users,
+            self.workload.codes,
+            self.workload.logins
+        );
+        for target in self.target_names() {
+            let _ = writeln!(s, "\n{target}");
+            let _ = writeln!(
+                s,
+                "  {:<30} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>6}",
+                "phase", "ops", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "srv µs/op", "cli µs/op", "errors"
+            );
+            for m in medians.iter().filter(|m| m.target == target) {
+                let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+                let _ = writeln!(
+                    s,
+                    "  {:<30} {:>8.0} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>11} {:>11} {:>6}",
+                    m.phase.label(),
+                    m.ops,
+                    m.ops_per_sec,
+                    m.p50_ms,
+                    m.p90_ms,
+                    m.p99_ms,
+                    m.max_ms,
+                    opt(m.server_cpu_us_per_op),
+                    opt(m.client_cpu_us_per_op),
+                    m.errors
+                );
+                if let Some(b) = m.background_ops_per_sec {
+                    let _ = writeln!(s, "  {:<30} {:>19.1}  (logins/s beside the row above)", "", b);
+                }
+                if m.incomplete_runs > 0 {
+                    let _ = writeln!(s, "  {:<30} {} run(s) stopped at the time limit", "", m.incomplete_runs);
+                }
+            }
+            if let Some(rss) = self.peak_rss_mib(&target) {
+                let _ = writeln!(s, "  peak RSS of the server over the whole run: {rss:.1} MiB");
+            }
+        }
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "\ncheck [{}] {}: {} ({})",
+                c.target,
+                c.name,
+                if c.passed { "ok" } else { "FAILED" },
+                c.detail
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{}",
+            if self.passed() { "no errors".to_owned() } else { format!("{} ERRORS", self.errors()) }
+        );
+        s
+    }
+
+    /// JSON lines: one `run` header, one line per measured phase, the medians and the checks.
+    pub fn json_lines(&self) -> String {
+        let mut s = String::new();
+        let header = serde_json::json!({
+            "type": "run",
+            "machine": self.machine,
+            "started_unix": self.started_unix,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "workload": self.workload,
+            "targets": self.targets,
+            "passed": self.passed(),
+        });
+        let _ = writeln!(s, "{header}");
+        let tagged = |kind: &str, v: serde_json::Value| {
+            let mut v = v;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("type".into(), kind.into());
+            }
+            v
+        };
+        for r in &self.results {
+            let _ = writeln!(s, "{}", tagged("phase", serde_json::to_value(r).unwrap_or_default()));
+        }
+        for m in self.medians() {
+            let _ = writeln!(s, "{}", tagged("median", serde_json::to_value(&m).unwrap_or_default()));
+        }
+        for c in &self.checks {
+            let _ = writeln!(s, "{}", tagged("check", serde_json::to_value(c).unwrap_or_default()));
+        }
+        s
+    }
+
+    /// The comparison table: the first target against each other one, phase by phase.
+    pub fn markdown(&self) -> String {
+        let medians = self.medians();
+        let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+        let subject = names.first().copied().unwrap_or("");
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Measured {} on {}. Load average before/after: {}/{}. Workload: {} keep-alive connections, {} users, \
+             {} codes per run, {} logins per run; medians of {} runs{}. Server CPU is user+system time of the \
+             server process per operation; RSS is its peak (VmHWM) over the whole run. Errors: {}.\n",
+            utc(self.started_unix),
+            self.machine,
+            self.load_before.map_or("?".into(), |l| format!("{l:.2}")),
+            self.load_after.map_or("?".into(), |l| format!("{l:.2}")),
+            self.workload.connections,
+            self.workload.users,
+            self.workload.codes,
+            self.workload.logins,
+            self.workload.runs,
+            if self.workload.warmup { " after a warm-up run" } else { "" },
+            self.errors()
+        );
+        let mut head = String::from("| phase |");
+        let mut rule = String::from("| --- |");
+        for n in &names {
+            let _ = write!(head, " {n} ops/s | {n} p50 / p99 ms | {n} CPU µs/op |");
+            rule.push_str(" ---: | ---: | ---: |");
+        }
+        for n in names.iter().skip(1) {
+            let _ = write!(head, " {subject} ÷ {n} |");
+            rule.push_str(" ---: |");
+        }
+        let _ = writeln!(s, "{head}\n{rule}");
+        for phase in Phase::ALL {
+            if phase == Phase::Hello || !names.iter().any(|n| Self::find(&medians, n, phase).is_some()) {
+                continue;
+            }
+            let mut row = format!("| {} |", phase.label());
+            for n in &names {
+                match Self::find(&medians, n, phase) {
+                    Some(m) => {
+                        let cpu = m.server_cpu_us_per_op.map_or("-".into(), |c| format!("{c:.0}"));
+                        let mut ops = format!("{:.0}", m.ops_per_sec);
+                        if let Some(b) = m.background_ops_per_sec {
+                            let _ = write!(ops, " (+{b:.0} logins/s)");
+                        }
+                        if m.incomplete_runs > 0 {
+                            let _ = write!(ops, " ⚠ {}/{} runs hit the time limit", m.incomplete_runs, m.runs);
+                        }
+                        let _ = write!(row, " {ops} | {:.2} / {:.2} | {cpu} |", m.p50_ms, m.p99_ms);
+                    }
+                    None => row.push_str(" - | - | - |"),
+                }
+            }
+            for n in names.iter().skip(1) {
+                let ratio = Self::find(&medians, subject, phase)
+                    .zip(Self::find(&medians, n, phase))
+                    .filter(|(_, o)| o.ops_per_sec > 0.0)
+                    .map_or("-".into(), |(a, o)| format!("{:.2}×", a.ops_per_sec / o.ops_per_sec));
+                let _ = write!(row, " {ratio} |");
+            }
+            let _ = writeln!(s, "{row}");
+        }
+        let mut rss = String::from("| peak RSS (MiB) |");
+        for n in &names {
+            let _ = write!(rss, " {} | | |", self.peak_rss_mib(n).map_or("-".into(), |r| format!("{r:.1}")));
+        }
+        for _ in names.iter().skip(1) {
+            rss.push_str(" |");
+        }
+        let _ = writeln!(s, "{rss}");
+        if let Some(h) = Self::find(&medians, "hello", Phase::Hello) {
+            let _ = write!(
+                s,
+                "\nBare hyper \"hello\" server (`latchkey-bench hello`), same connections and count: {:.0} requests/s, \
+                 p50 / p99 {:.2} / {:.2} ms",
+                h.ops_per_sec, h.p50_ms, h.p99_ms
+            );
+            for n in &names {
+                for phase in [Phase::Discovery, Phase::Jwks] {
+                    if let Some(m) = Self::find(&medians, n, phase) {
+                        let _ = write!(s, "; {n} {} = {:.0}%", phase.label(), 100.0 * m.ops_per_sec / h.ops_per_sec);
+                    }
+                }
+            }
+            s.push_str(".\n");
+        }
+        for c in &self.checks {
+            let _ = writeln!(
+                s,
+                "\n- {} — {}: {} ({}).",
+                c.target,
+                c.name,
+                if c.passed { "passed" } else { "FAILED" },
+                c.detail
+            );
+        }
+        s
+    }
+}
+
+/// Replaces the text between `<!-- results:begin -->` and `<!-- results:end -->` in a Markdown
+/// file with `table`.
+pub fn splice(document: &str, table: &str) -> anyhow::Result<String> {
+    const BEGIN: &str = "<!-- results:begin -->";
+    const END: &str = "<!-- results:end -->";
+    let b = document.find(BEGIN).ok_or_else(|| anyhow::anyhow!("no {BEGIN} marker"))?;
+    let e = document.find(END).ok_or_else(|| anyhow::anyhow!("no {END} marker"))?;
+    if e < b {
+        anyhow::bail!("{END} comes before {BEGIN}");
+    }
+    Ok(format!(
+        "{}{BEGIN}\n<!-- written by latchkey-bench; do not edit by hand -->\n\n{}\n{}",
+        &document[..b],
+        table.trim_end(),
+        &document[e..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_dates() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median_opt(vec![None, Some(1.0)]), Some(1.0));
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+
+    #[test]
+    fn splice_replaces_between_markers() {
+        let doc = "a\n<!-- results:begin -->\nold\n<!-- results:end -->\nb\n";
+        let out = splice(doc, "new table\n").unwrap();
+        assert!(out.starts_with("a\n<!-- results:begin -->\n"));
+        assert!(out.contains("new table\n<!-- results:end -->\nb\n"));
+        assert!(!out.contains("old"));
+        assert!(splice("no markers", "x").is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! The benchmark's order of events: discovery and logins per target, then runs that alternate
+//! between targets, phase by phase, then the rotation check.
+
+use hyper::StatusCode;
+use std::sync::Arc;
+
+use crate::http::{Conn, Origin, Req};
+use crate::ops::{Authorize, Client, Exchange, Fetch, IssuedCode, Login, Refresh, Tokens, User, Userinfo};
+use crate::phase::{self, Measured, Op, Spec};
+use crate::procfs;
+use crate::report::{Background, Check, Phase, PhaseResult, Report};
+use crate::{Baseline, Target, Workload};
+
+/// A target after discovery and the users' first logins.
+struct Prepared {
+    target: Target,
+    origin: Arc<Origin>,
+    client: Client,
+    userinfo_path: String,
+    discovery_path: String,
+    jwks_path: String,
+    users: Arc<Vec<User>>,
+    sessions: Arc<Vec<String>>,
+    /// (presented, successor) refresh tokens of the last refresh phase, for the rotation check.
+    rotated: Vec<(String, String)>,
+}
+
+/// Runs the whole benchmark. `progress` receives one line per step, for people watching.
+pub async fn run(
+    targets: &[Target],
+    baseline: Option<&Baseline>,
+    w: &Workload,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Report> {
+    if targets.is_empty() {
+        anyhow::bail!("no target to benchmark");
+    }
+    if w.users == 0 || w.codes == 0 || w.connections == 0 || w.runs == 0 {
+        anyhow::bail!("users, codes, connections and runs must each be at least 1");
+    }
+    let mut report = Report::new(targets, w);
+    let mut prepared = Vec::new();
+    for t in targets {
+        prepared.push(prepare(t, w, progress).await?);
+    }
+    let hello = match baseline {
+        Some(b) => Some((Arc::new(Origin::of(&b.url, w.allow_non_loopback)?), b)),
+        None => None,
+    };
+    let total = w.runs + usize::from(w.warmup);
+    for run in 0..total {
+        let warmup = w.warmup && run == 0;
+        // Even runs go in the given order, odd runs in reverse: drift on a shared machine (another
+        // build starting, the CPU heating) then favours no target.
+        let order: Vec<usize> =
+            if run % 2 == 0 { (0..prepared.len()).collect() } else { (0..prepared.len()).rev().collect() };
+        for i in order {
+            let p = &mut prepared[i];
+            progress(&format!("run {run}{}: {}", if warmup { " (warm-up)" } else { "" }, p.target.name));
+            let results = run_target(p, w, run, warmup, progress).await;
+            report.results.extend(results);
+        }
+        if let Some((origin, b)) = &hello {
+            let ctx = Ctx { target: "hello".into(), run, warmup, pid: b.pid };
+            let op = Arc::new(Fetch { path: path_and_query(&b.url), first_byte: None });
+            let spec = spec(w, counts(w, warmup).0, w.connections);
+            let (r, _) = measure(&ctx, Phase::Hello, op, origin, &spec, None::<(Arc<Fetch>, usize)>).await;
+            progress(&r.line());
+            report.results.push(r);
+        }
+    }
+    for p in &prepared {
+        report.checks.push(rotation_check(p).await);
+    }
+    report.finish();
+    Ok(report)
+}
+
+fn path_and_query(u: &url::Url) -> String {
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    }
+}
+
+/// Codes and logins of a run: the warm-up is a tenth of a measured run.
+fn counts(w: &Workload, warmup: bool) -> (usize, usize) {
+    if warmup {
+        ((w.codes / 10).max(w.connections).min(w.codes), (w.logins / 10).max(1).min(w.logins))
+    } else {
+        (w.codes, w.logins)
+    }
+}
+
+fn spec(w: &Workload, count: usize, connections: usize) -> Spec {
+    Spec { count, connections: connections.max(1), max_time: w.max_phase_time, op_timeout: w.op_timeout }
+}
+
+async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Prepared> {
+    let origin = Arc::new(Origin::of(&t.issuer, w.allow_non_loopback)?);
+    let issuer = t.issuer.as_str().trim_end_matches('/').to_owned();
+    let well_known = format!("{}/.well-known/openid-configuration", t.issuer.path().trim_end_matches('/'));
+    let mut conn = Conn::new(origin.clone());
+    let meta = conn
+        .send(Req::get(well_known.clone()))
+        .await
+        .and_then(|r| r.expect(StatusCode::OK))
+        .and_then(|r| r.json())
+        .map_err(|e| anyhow::anyhow!("{}: discovery at {well_known}: {e}", t.name))?;
+    if meta.get("issuer").and_then(|v| v.as_str()) != Some(issuer.as_str()) {
+        anyhow::bail!("{}: the discovery document names another issuer than {issuer}", t.name);
+    }
+    let endpoint = |name: &str| -> anyhow::Result<String> {
+        let url = meta
+            .get(name)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow::anyhow!("{}: the discovery document has no {name}", t.name))?;
+        origin.path_of(url).ok_or_else(|| anyhow::anyhow!("{}: {name} {url} is not on the issuer's origin", t.name))
+    };
+    let client = Client {
+        issuer,
+        client_id: w.client_id.clone(),
+        redirect_uri: w.redirect_uri.clone(),
+        scope: w.scope.clone(),
+        authorize_path: endpoint("authorization_endpoint")?,
+        token_path: endpoint("token_endpoint")?,
+    };
+    let (userinfo_path, jwks_path) = (endpoint("userinfo_endpoint")?, endpoint("jwks_uri")?);
+    let users: Arc<Vec<User>> = Arc::new(
+        (0..w.users)
+            .map(|i| User { username: format!("{}{i}", w.user_prefix), password: w.password.clone() })
+            .collect(),
+    );
+    progress(&format!("{}: logging in {} users through the login and consent pages", t.name, w.users));
+    let login =
+        Arc::new(Login { origin: origin.clone(), client: client.clone(), adapter: t.adapter, users: users.clone() });
+    // Logging in is Argon2id-bound; allow it far more time than a phase.
+    let setup = Spec { max_time: w.max_phase_time * 10, ..spec(w, w.users, w.connections.min(w.users)) };
+    let out = phase::run(login, &origin, &setup, None::<(Arc<Fetch>, usize)>)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: logging users in: {e}", t.name))?;
+    if out.measured.errors > 0 || out.outputs.len() != w.users {
+        anyhow::bail!(
+            "{}: {} of {} users could not log in: {}",
+            t.name,
+            w.users - out.outputs.len(),
+            w.users,
+            out.measured.samples.join("; ")
+        );
+    }
+    progress(&format!("{}: {} users logged in ({:.0} logins/s)", t.name, w.users, out.measured.ops_per_sec()));
+    Ok(Prepared {
+        target: t.clone(),
+        client,
+        userinfo_path,
+        discovery_path: well_known,
+        jwks_path,
+        origin,
+        users,
+        sessions: Arc::new(out.outputs.into_iter().map(|(_, s)| s).collect()),
+        rotated: Vec::new(),
+    })
+}
+
+/// Who and when a measurement is for.
+struct Ctx {
+    target: String,
+    run: usize,
+    warmup: bool,
+    pid: Option<u32>,
+}
+
+/// Runs one phase and reads the server's CPU time and peak RSS around it.
+async fn measure<O: Op, B: Op>(
+    ctx: &Ctx,
+    phase: Phase,
+    op: Arc<O>,
+    origin: &Arc<Origin>,
+    spec: &Spec,
+    background: Option<(Arc<B>, usize)>,
+) -> (PhaseResult, Vec<(usize, O::Out)>) {
+    let pid = ctx.pid.map(|p| p.to_string());
+    let server_before = pid.as_deref().and_then(procfs::cpu_us);
+    let client_before = procfs::cpu_us("self");
+    let bg_connections = background.as_ref().map_or(0, |(_, n)| *n);
+    let outcome = phase::run(op, origin, spec, background).await;
+    let server_cpu = pid.as_deref().and_then(procfs::cpu_us).zip(server_before).map(|(a, b)| a.saturating_sub(b));
+    let client_cpu = procfs::cpu_us("self").zip(client_before).map(|(a, b)| a.saturating_sub(b));
+    let rss = pid.as_deref().and_then(|p| procfs::status_kib(p, "VmHWM")).map(|k| k as f64 / 1024.0);
+    let (measured, outputs, background) = match outcome {
+        Ok(o) => (o.measured, o.outputs, o.background),
+        Err(e) => (Measured { errors: 1, samples: vec![e.to_string()], ..Default::default() }, Vec::new(), None),
+    };
+    // CPU is shared by the foreground and the background operations: it is billed to all of them.
+    let all_ops = measured.ops + background.as_ref().map_or(0, |b| b.ops);
+    let per_op = |us: u64| if all_ops > 0 { Some(us as f64 / all_ops as f64) } else { None };
+    let result = PhaseResult {
+        target: ctx.target.clone(),
+        run: ctx.run,
+        warmup: ctx.warmup,
+        phase,
+        connections: spec.connections,
+        planned: spec.count,
+        ops: measured.ops,
+        errors: measured.errors,
+        requests: measured.requests,
+        reconnects: measured.reconnects,
+        seconds: measured.elapsed.as_secs_f64(),
+        ops_per_sec: measured.ops_per_sec(),
+        p50_ms: measured.quantile_ms(0.50),
+        p90_ms: measured.quantile_ms(0.90),
+        p99_ms: measured.quantile_ms(0.99),
+        max_ms: measured.quantile_ms(1.0),
+        server_cpu_us_per_op: server_cpu.and_then(per_op),
+        server_peak_rss_mib: rss,
+        client_cpu_us_per_op: client_cpu.and_then(per_op),
+        error_samples: measured.samples.clone(),
+        background: background.map(|b| Background {
+            phase: Phase::Login,
+            connections: bg_connections,
+            ops: b.ops,
+            errors: b.errors,
+            ops_per_sec: b.ops_per_sec(),
+            p99_ms: b.quantile_ms(0.99),
+            error_samples: b.samples,
+        }),
+    };
+    (result, outputs)
+}
+
+fn skipped(ctx: &Ctx, phase: Phase, why: &str) -> PhaseResult {
+    PhaseResult::failed(&ctx.target, ctx.run, ctx.warmup, phase, why)
+}
+
+async fn run_target(
+    p: &mut Prepared,
+    w: &Workload,
+    run: usize,
+    warmup: bool,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Vec<PhaseResult> {
+    let ctx = Ctx { target: p.target.name.clone(), run, warmup, pid: p.target.pid };
+    let (n, logins) = counts(w, warmup);
+    let c = w.connections;
+    let none = None::<(Arc<Fetch>, usize)>;
+    let mut out = Vec::new();
+    let push = |r: PhaseResult, out: &mut Vec<PhaseResult>| {
+        progress(&r.line());
+        out.push(r);
+    };
+
+    let op = Arc::new(Authorize { client: p.client.clone(), sessions: p.sessions.clone() });
+    let (r, codes) = measure(&ctx, Phase::Authorize, op, &p.origin, &spec(w, n, c), none.clone()).await;
+    push(r, &mut out);
+    let codes: Arc<Vec<IssuedCode>> = Arc::new(codes.into_iter().map(|(_, c)| c).collect());
+
+    let tokens: Arc<Vec<Tokens>> = if codes.is_empty() {
+        push(skipped(&ctx, Phase::Exchange, "no code was issued"), &mut out);
+        Arc::new(Vec::new())
+    } else {
+        let op = Arc::new(Exchange { client: p.client.clone(), codes: codes.clone() });
+        let (r, t) = measure(&ctx, Phase::Exchange, op, &p.origin, &spec(w, codes.len(), c), none.clone()).await;
+        push(r, &mut out);
+        Arc::new(t.into_iter().map(|(_, t)| t).collect())
+    };
+
+    let fresh: Vec<Tokens> = if tokens.is_empty() {
+        push(skipped(&ctx, Phase::Refresh, "no token was issued"), &mut out);
+        Vec::new()
+    } else {
+        let op = Arc::new(Refresh { client: p.client.clone(), tokens: tokens.clone() });
+        let (r, t) = measure(&ctx, Phase::Refresh, op, &p.origin, &spec(w, tokens.len(), c), none.clone()).await;
+        push(r, &mut out);
+        p.rotated = t.iter().take(8).map(|(i, new)| (tokens[*i].refresh.clone(), new.refresh.clone())).collect();
+        t.into_iter().map(|(_, t)| t).collect()
+    };
+
+    let access: Arc<Vec<String>> = Arc::new(fresh.into_iter().map(|t| t.access).collect());
+    let userinfo = Arc::new(Userinfo { path: p.userinfo_path.clone(), access_tokens: access.clone() });
+    if access.is_empty() {
+        push(skipped(&ctx, Phase::Userinfo, "no access token"), &mut out);
+    } else {
+        let (r, _) = measure(&ctx, Phase::Userinfo, userinfo.clone(), &p.origin, &spec(w, n, c), none.clone()).await;
+        push(r, &mut out);
+    }
+
+    for (phase, path) in [(Phase::Discovery, &p.discovery_path), (Phase::Jwks, &p.jwks_path)] {
+        let op = Arc::new(Fetch { path: path.clone(), first_byte: Some(b'{') });
+        let (r, _) = measure(&ctx, phase, op, &p.origin, &spec(w, n, c), none.clone()).await;
+        push(r, &mut out);
+    }
+
+    let login = Arc::new(Login {
+        origin: p.origin.clone(),
+        client: p.client.clone(),
+        adapter: p.target.adapter,
+        users: p.users.clone(),
+    });
+    if logins > 0 {
+        let (r, _) = measure(&ctx, Phase::Login, login.clone(), &p.origin, &spec(w, logins, c), none.clone()).await;
+        push(r, &mut out);
+    }
+
+    if w.userinfo_during_logins && logins > 0 && !access.is_empty() {
+        // Half the connections log in over and over while the other half measure userinfo: does
+        // password hashing hold up the requests that do not hash?
+        let half = (c / 2).max(1);
+        let bg = Some((login, half));
+        let (r, _) = measure(&ctx, Phase::UserinfoDuringLogins, userinfo, &p.origin, &spec(w, n, half), bg).await;
+        push(r, &mut out);
+    }
+    out
+}
+
+/// Presents a few refresh tokens that were rotated away. Each must be refused (`invalid_grant`),
+/// or, where a provider has a grace window for retries, answered with the very same successor.
+/// Run last: a reuse may revoke the whole grant.
+async fn rotation_check(p: &Prepared) -> Check {
+    let name = "a rotated refresh token is refused".to_owned();
+    if p.rotated.is_empty() {
+        return Check { target: p.target.name.clone(), name, passed: false, detail: "no token was rotated".into() };
+    }
+    let mut conn = Conn::new(p.origin.clone());
+    let mut failures = Vec::new();
+    for (old, new) in &p.rotated {
+        let res = conn.send(crate::ops::refresh_request(&p.client, old)).await;
+        let verdict: Result<&str, String> = match res {
+            Err(e) => Err(e.to_string()),
+            Ok(r) if r.status == StatusCode::BAD_REQUEST => match r.json() {
+                Ok(b) if b.get("error").and_then(|e| e.as_str()) == Some("invalid_grant") => Ok("refused"),
+                _ => Err("HTTP 400 without error=invalid_grant".into()),
+            },
+            Ok(r) if r.status == StatusCode::OK => match r.json() {
+                Ok(b) if b.get("refresh_token").and_then(|t| t.as_str()) == Some(new.as_str()) => Ok("same successor"),
+                _ => Err("the old refresh token was accepted and gave a new pair".into()),
+            },
+            Ok(r) => Err(format!("HTTP {}", r.status.as_u16())),
+        };
+        if let Err(e) = verdict {
+            failures.push(e);
+        }
+    }
+    let n = p.rotated.len();
+    Check {
+        target: p.target.name.clone(),
+        name,
+        passed: failures.is_empty(),
+        detail: if failures.is_empty() {
+            format!("{n} of {n} reused tokens refused (or answered with the same successor)")
+        } else {
+            format!("{} of {n} reuses failed: {}", failures.len(), failures.join("; "))
+        },
+    }
+}

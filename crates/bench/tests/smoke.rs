@@ -1,0 +1,81 @@
+//! The benchmark tool, once, in a tiny configuration against a real Latchkey on 127.0.0.1: every
+//! phase must run and see no error. This keeps the tool from rotting; it asserts nothing about
+//! speed (performance is reported by the benchmark, never asserted by a timed test).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_bench::report::Phase;
+use latchkey_bench::seed::{Seed, seed_store};
+use latchkey_bench::{Adapter, Baseline, Target, Workload};
+use latchkey_core::{Clock, Provider, ProviderConfig, Store};
+use latchkey_server::AppState;
+use latchkey_store::SqliteStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_runs_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let clock = Clock::system();
+    let provider = Arc::new(Provider::open(store.clone(), ProviderConfig::new(&issuer), clock.now()).await.unwrap());
+    let w = Workload {
+        users: 3,
+        codes: 24,
+        connections: 4,
+        logins: 3,
+        runs: 1,
+        warmup: false,
+        max_phase_time: Duration::from_secs(60),
+        ..Workload::standard()
+    };
+    let seed = Seed {
+        database: dir.path().join("bench.db"),
+        client_id: w.client_id.clone(),
+        redirect_uri: w.redirect_uri.clone(),
+        users: w.users,
+        user_prefix: w.user_prefix.clone(),
+        password: w.password.clone(),
+    };
+    let seeded = seed_store(store.clone(), &seed).await.unwrap();
+    assert_eq!((seeded.client_created, seeded.users_created), (true, 3));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(latchkey_server::serve(listener, AppState::new(provider, clock), async {
+        let _ = stop_rx.await;
+    }));
+    let hello_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hello_url = format!("http://{}/", hello_listener.local_addr().unwrap());
+    let (hello_tx, hello_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(latchkey_bench::hello::serve(hello_listener, async {
+        let _ = hello_rx.await;
+    }));
+
+    // The server runs in this process: its pid is ours, which exercises the /proc readings too.
+    let target = Target {
+        name: "latchkey".into(),
+        issuer: url::Url::parse(&issuer).unwrap(),
+        adapter: Adapter::Latchkey,
+        pid: Some(std::process::id()),
+    };
+    let baseline = Baseline { url: url::Url::parse(&hello_url).unwrap(), pid: None };
+    let report = latchkey_bench::run(&[target], Some(&baseline), &w, &|_| {}).await.unwrap();
+
+    for phase in Phase::ALL {
+        let who = if phase == Phase::Hello { "hello" } else { "latchkey" };
+        let r = report.results.iter().find(|r| r.phase == phase && r.target == who);
+        let r = r.unwrap_or_else(|| panic!("no result for {phase:?}"));
+        assert_eq!(r.all_errors(), 0, "{phase:?}: {:?}", r.error_samples);
+        assert!(r.ops > 0, "{phase:?} ran no operation");
+        assert!(!r.incomplete(), "{phase:?} stopped at its time limit");
+    }
+    assert_eq!(report.results.iter().find(|r| r.phase == Phase::Authorize).unwrap().ops, 24);
+    assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
+    assert!(report.passed(), "{}", report.table());
+    // Every output renders; the Markdown names the phases.
+    assert!(report.markdown().contains("| code exchange (PKCE) |"));
+    assert_eq!(report.json_lines().lines().filter(|l| l.contains(r#""type":"phase""#)).count(), report.results.len());
+    let _ = (stop_tx.send(()), hello_tx.send(()));
+}

@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 fn keys() -> &'static KeySet {
     static KEYS: OnceLock<KeySet> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let record = SigningKey::generate(0).expect("key generation");
+        let record = SigningKey::generate(latchkey_core::store::SigningAlg::RS256, 0).expect("key generation");
         KeySet::from_records(&[record]).expect("key set")
     })
 }
@@ -57,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
             let Ok(s) = std::str::from_utf8(rest) else { return };
             let (typ, claims) = s.split_once('\n').unwrap_or(("at+jwt", s));
             let Ok(claims) = serde_json::from_str::<serde_json::Value>(claims) else { return };
-            let token = keys.signer().sign(typ, &claims).expect("signing");
+            let token = keys
+                .signer(latchkey_core::store::SigningAlg::RS256)
+                .expect("signer")
+                .sign(typ, &claims)
+                .expect("signing");
             match keys.verify::<serde_json::Value>(&token, "at+jwt") {
                 Ok(back) => {
                     assert_eq!(typ, "at+jwt");

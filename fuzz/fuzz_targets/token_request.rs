@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(params.get("grant_type"), Some("authorization_code"))
                 }
                 GrantRequest::RefreshToken { .. } => assert_eq!(params.get("grant_type"), Some("refresh_token")),
+                GrantRequest::ClientCredentials { .. } => {
+                    assert_eq!(params.get("grant_type"), Some("client_credentials"))
+                }
             }
             // Secrets never show in Debug output (they would end up in logs). Checked for secrets
             // that cannot also be found in a field that is shown, such as the client_id (a first

@@ -309,3 +309,20 @@ async fn cors_is_allowed_only_for_origins_of_registered_redirect_uris() {
     s.advance(2);
     assert_eq!(preflight("https://late.example").await.unwrap().status(), 204);
 }
+
+#[tokio::test]
+async fn prompt_consent_asks_again_even_after_a_fresh_login() {
+    let s = TestServer::start().await;
+    // Consent is remembered from a first flow in another browser.
+    s.code_for("spa", &CodeVerifier::generate()).await;
+    let b = Browser::new();
+    let page = b.get(&s.authorize_url("spa", &CodeVerifier::generate(), "&prompt=consent")).await;
+    let res = b.submit_login(&s.base, &page.body, "alice", PASSWORD).await;
+    assert_eq!(res.status, 303);
+    assert!(res.location().starts_with("/consent"), "consent is asked, not skipped: {}", res.location());
+    // Without prompt=consent, the remembered consent applies after login.
+    let b = Browser::new();
+    let page = b.get(&s.authorize_url("spa", &CodeVerifier::generate(), "")).await;
+    let res = b.submit_login(&s.base, &page.body, "alice", PASSWORD).await;
+    assert!(res.redirect_query().contains_key("code"));
+}

@@ -165,6 +165,7 @@ pub fn validate(
             code_challenge,
             expires_at: now + pending_ttl as UnixTime,
             login_hint,
+            force_consent: prompt.consent,
         },
         prompt,
         max_age,
@@ -318,7 +319,7 @@ impl Provider {
             expires_at: now + self.config.session_ttl as UnixTime,
         };
         self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
-        let next = if self.has_consent(&client, &user.id, &pending.scope).await? {
+        let next = if !pending.force_consent && self.has_consent(&client, &user.id, &pending.scope).await? {
             self.store.remove_pending(&TokenHash::of(pending_id)).await?;
             Step::Redirect(self.issue_code(&pending, &session, now).await?)
         } else {

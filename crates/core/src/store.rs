@@ -160,6 +160,9 @@ pub struct PendingAuthorization {
     /// OpenID Connect `login_hint`: pre-fills the username field.
     #[serde(default)]
     pub login_hint: Option<String>,
+    /// `prompt=consent`: ask for consent even if it was given before, also after a fresh login.
+    #[serde(default)]
+    pub force_consent: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

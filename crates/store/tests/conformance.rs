@@ -149,6 +149,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         code_challenge: c.code_challenge.clone(),
         expires_at: 100,
         login_hint: Some("alice".into()),
+        force_consent: true,
     };
     s.insert_pending(&TokenHash::of("p"), &p).await.unwrap();
     assert_eq!(s.count_pending(&p.client_id, 99).await.unwrap(), 1);
@@ -370,6 +371,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         code_challenge: c.code_challenge.clone(),
         expires_at: exp,
         login_hint: None,
+        force_consent: false,
     };
     s.insert_pending(&TokenHash::of("p-old"), &pending(100)).await.unwrap();
     s.insert_pending(&TokenHash::of("p-new"), &pending(1000)).await.unwrap();

@@ -79,7 +79,7 @@ pub async fn run(a: GateArgs) -> anyhow::Result<()> {
     println!("latchkey gate listening on http://{addr}, forwarding to {upstream} (issuer {})", a.issuer);
     let state = Arc::new(Gate { verifier, scope, upstream, http, pass_token: a.pass_token });
     let app = Router::new().fallback(forward).with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -180,24 +180,6 @@ fn without_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
         }
     }
     out
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ pub async fn run(settings: Settings, dev: bool, intervals: Intervals) -> anyhow:
 }
 
 /// SIGINT or SIGTERM: stop accepting, let in-flight requests finish.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

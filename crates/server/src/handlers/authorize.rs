@@ -138,6 +138,23 @@ pub(crate) fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
     }
 }
 
+/// A sign-in request the page cannot act on: HTTP 400 with the reason.
+pub(crate) fn invalid_page(title: &str, description: &str) -> Response {
+    pages::html(StatusCode::BAD_REQUEST, pages::error(title, description))
+}
+
+/// A form a person submitted: parsed, and carrying the CSRF token of the page it came from.
+/// The refusal is the page to answer with (rare, so its size does not matter).
+#[allow(clippy::result_large_err)]
+fn protected_form(s: &AppState, jar: &CookieJar, headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
+    let params =
+        form_params(headers, body).map_err(|e| invalid_page("This sign-in request is invalid", &e.description))?;
+    if !csrf_ok(s, jar, &params) {
+        return Err(csrf_failed());
+    }
+    Ok(params)
+}
+
 pub(crate) fn csrf_failed() -> Response {
     pages::html(
         StatusCode::FORBIDDEN,
@@ -157,18 +174,10 @@ pub async fn login(
     headers: HeaderMap,
     PageBody(body): PageBody,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
+    let params = match protected_form(&s, &jar, &headers, &body) {
         Ok(p) => p,
-        Err(e) => {
-            return pages::html(
-                StatusCode::BAD_REQUEST,
-                pages::error("This sign-in request is invalid", &e.description),
-            );
-        }
+        Err(refusal) => return refusal,
     };
-    if !csrf_ok(&s, &jar, &params) {
-        return csrf_failed();
-    }
     let (Some(pending), Some(username)) = (params.get("req"), params.get("username")) else {
         return pages::html(
             StatusCode::BAD_REQUEST,
@@ -270,18 +279,10 @@ pub async fn consent(
     headers: HeaderMap,
     PageBody(body): PageBody,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
+    let params = match protected_form(&s, &jar, &headers, &body) {
         Ok(p) => p,
-        Err(e) => {
-            return pages::html(
-                StatusCode::BAD_REQUEST,
-                pages::error("This sign-in request is invalid", &e.description),
-            );
-        }
+        Err(refusal) => return refusal,
     };
-    if !csrf_ok(&s, &jar, &params) {
-        return csrf_failed();
-    }
     let Some(pending) = params.get("req") else {
         return pages::html(
             StatusCode::BAD_REQUEST,

@@ -7,7 +7,7 @@ use axum_extra::extract::CookieJar;
 use latchkey_core::logout::LogoutStep;
 use latchkey_proto::Params;
 
-use super::authorize::{csrf_failed, csrf_ok, csrf_token, internal, redirect_to};
+use super::authorize::{csrf_failed, csrf_ok, csrf_token, internal, invalid_page, redirect_to};
 use crate::AppState;
 use crate::extract::{PageBody, RequestId, build_cookie, cookie_names, form_params, session_cookie};
 use crate::pages;
@@ -32,12 +32,7 @@ pub async fn post(
 ) -> Response {
     let params = match form_params(&headers, &body) {
         Ok(p) => p,
-        Err(e) => {
-            return pages::html(
-                StatusCode::BAD_REQUEST,
-                pages::error("This sign-out request is invalid", &e.description),
-            );
-        }
+        Err(e) => return invalid_page("This sign-out request is invalid", &e.description),
     };
     let confirmed = params.get("confirm") == Some("yes");
     if confirmed && !csrf_ok(&s, &jar, &params) {

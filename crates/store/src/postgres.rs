@@ -567,6 +567,21 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
+/// The values of `INSERT INTO users ({USER_COLS})`, in column order.
+pub(crate) fn user_params(u: &UserRecord) -> [&(dyn ToSql + Sync); 9] {
+    [
+        &u.id,
+        &u.username,
+        &u.email,
+        &u.email_verified,
+        &u.name,
+        &u.password_hash,
+        &u.created_at,
+        &u.phone_number,
+        &u.address,
+    ]
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
@@ -609,17 +624,7 @@ impl Store for PostgresStore {
     async fn insert_user(&self, u: &UserRecord) -> StoreResult<()> {
         self.exec(
             &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            &[
-                &u.id,
-                &u.username,
-                &u.email,
-                &u.email_verified,
-                &u.name,
-                &u.password_hash,
-                &u.created_at,
-                &u.phone_number,
-                &u.address,
-            ],
+            &user_params(u),
         )
         .await
         .map(|_| ())

@@ -103,22 +103,7 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     let stmt =
         tx.prepare(&format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")).await?;
     for u in &snap.users {
-        tx.execute(
-            &stmt,
-            &[
-                &u.id,
-                &u.username,
-                &u.email,
-                &u.email_verified,
-                &u.name,
-                &u.password_hash,
-                &u.created_at,
-                &u.phone_number,
-                &u.address,
-            ],
-        )
-        .await
-        .with_context(|| format!("user {}", u.username))?;
+        tx.execute(&stmt, &user_params(u)).await.with_context(|| format!("user {}", u.username))?;
     }
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;

@@ -152,6 +152,36 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
+pub(crate) const KEY_COLS: &str = "kid, alg, private_pkcs8, created_at, active, retired_at";
+
+pub(crate) fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        kid: r.get(0)?,
+        alg: r.get(1)?,
+        private_pkcs8_b64: r.get(2)?,
+        created_at: r.get(3)?,
+        active: r.get(4)?,
+        retired_at: r.get(5)?,
+    })
+}
+
+pub(crate) fn insert_user_row(c: &Connection, u: &UserRecord) -> rusqlite::Result<usize> {
+    c.execute(
+        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        params![
+            u.id,
+            u.username,
+            u.email,
+            u.email_verified,
+            u.name,
+            u.password_hash,
+            u.created_at,
+            u.phone_number,
+            u.address
+        ],
+    )
+}
+
 pub(crate) fn insert_key(c: &Connection, k: &KeyRecord) -> rusqlite::Result<usize> {
     c.execute(
         "INSERT INTO signing_keys (kid, alg, private_pkcs8, created_at, active, retired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -282,25 +312,9 @@ impl Store for SqliteStore {
 
     async fn insert_user(&self, u: &UserRecord) -> StoreResult<()> {
         let u = u.clone();
-        self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-                params![
-                    u.id,
-                    u.username,
-                    u.email,
-                    u.email_verified,
-                    u.name,
-                    u.password_hash,
-                    u.created_at,
-                    u.phone_number,
-                    u.address
-                ],
-            )
+        self.write(move |c| insert_user_row(c, &u)).await.map(|_| ()).map_err(|e| {
+            if is_unique_violation(&e) { StoreError::AlreadyExists("a user with this username") } else { e }
         })
-        .await
-        .map(|_| ())
-        .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists("a user with this username") } else { e })
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
@@ -369,20 +383,9 @@ impl Store for SqliteStore {
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT kid, alg, private_pkcs8, created_at, active, retired_at FROM signing_keys ORDER BY created_at, kid",
-            )?
-            .query_map([], |r| {
-                Ok(KeyRecord {
-                    kid: r.get(0)?,
-                    alg: r.get(1)?,
-                    private_pkcs8_b64: r.get(2)?,
-                    created_at: r.get(3)?,
-                    active: r.get(4)?,
-                    retired_at: r.get(5)?,
-                })
-            })?
-            .collect()
+            c.prepare_cached(&format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY created_at, kid"))?
+                .query_map([], key_row)?
+                .collect()
         })
         .await
     }

@@ -49,17 +49,8 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .query_map([], user_row)?
             .collect::<rusqlite::Result<_>>()?,
         signing_keys: tx
-            .prepare("SELECT kid, alg, private_pkcs8, created_at, active, retired_at FROM signing_keys ORDER BY kid")?
-            .query_map([], |r| {
-                Ok(KeyRecord {
-                    kid: r.get(0)?,
-                    alg: r.get(1)?,
-                    private_pkcs8_b64: r.get(2)?,
-                    created_at: r.get(3)?,
-                    active: r.get(4)?,
-                    retired_at: r.get(5)?,
-                })
-            })?
+            .prepare(&format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY kid"))?
+            .query_map([], key_row)?
             .collect::<rusqlite::Result<_>>()?,
         pending: tx
             .prepare("SELECT id_hash, data FROM pending_authorizations ORDER BY id_hash")?
@@ -140,20 +131,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         )?;
     }
     for u in &s.users {
-        tx.execute(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-            params![
-                u.id,
-                u.username,
-                u.email,
-                u.email_verified,
-                u.name,
-                u.password_hash,
-                u.created_at,
-                u.phone_number,
-                u.address
-            ],
-        )?;
+        insert_user_row(&tx, u)?;
     }
     for k in &s.signing_keys {
         insert_key(&tx, k)?;

@@ -159,7 +159,7 @@ impl Settings {
                     .get("ACCESS_TOKEN_SIGNING_ALG")
                     .cloned()
                     .or(file.access_token_signing_alg)
-                    .unwrap_or_else(|| "RS256".into());
+                    .unwrap_or_else(|| "ES256".into());
                 SigningAlg::parse(&s)
                     .ok_or_else(|| anyhow!("access_token_signing_alg must be RS256, ES256 or EdDSA, not {s:?}"))?
             },

@@ -59,7 +59,7 @@ async fn seed_flow_login_consent_code_token_userinfo_refresh() {
     let access = body["access_token"].as_str().unwrap();
     let (h, c) = jwt_parts(access);
     assert_eq!(h["typ"], "at+jwt", "RFC 9068 §2.1");
-    assert_eq!(h["alg"], "RS256");
+    assert_eq!(h["alg"], "ES256", "access tokens default to ES256; id_tokens to RS256");
     assert_eq!(c["iss"], s.base);
     assert_eq!(c["client_id"], "spa");
     assert!(c["jti"].is_string() && c["sub"].is_string() && c["aud"].is_string());

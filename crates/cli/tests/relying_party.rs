@@ -325,7 +325,7 @@ async fn cli_pkce_and_inspect() {
     // From stdin, verified against the issuer's JWKS.
     let out = cli.run_with_stdin(&["inspect", "-", "--issuer", &s.base], &at).await;
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("signature: valid (RS256"), "{}", out.stdout);
+    assert!(out.stdout.contains("signature: valid (ES256"), "{}", out.stdout);
     // A forged payload under the real signature.
     let parts: Vec<&str> = at.split('.').collect();
     let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#), parts[2]);

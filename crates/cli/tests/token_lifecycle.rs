@@ -313,7 +313,7 @@ async fn id_tokens_are_signed_with_the_clients_algorithm() {
         let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == h["kid"]).expect("kid published");
         assert_eq!(key["alg"], alg.as_str());
         // The access token's algorithm does not depend on the client.
-        assert_eq!(jwt_parts(t["access_token"].as_str().unwrap()).0["alg"], "RS256");
+        assert_eq!(jwt_parts(t["access_token"].as_str().unwrap()).0["alg"], "ES256");
     }
 }
 
@@ -323,7 +323,8 @@ async fn rotated_keys_sign_new_tokens_while_old_ones_stay_valid_until_they_expir
     let (_, before) = s.tokens_for("spa").await;
     let old_kid = jwt_parts(before["access_token"].as_str().unwrap()).0["kid"].clone();
     let now = s.now();
-    latchkey_core::admin::rotate_keys(s.store.as_ref(), &[SigningAlg::RS256], now).await.unwrap();
+    // ES256 signs access tokens by default.
+    latchkey_core::admin::rotate_keys(s.store.as_ref(), &[SigningAlg::ES256], now).await.unwrap();
     assert!(s.provider.reload_keys().await.unwrap());
 
     let (_, after) = s.tokens_for("spa").await;

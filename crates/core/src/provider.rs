@@ -27,7 +27,9 @@ pub struct ProviderConfig {
     /// Retries of an already-rotated refresh token within this many seconds get the same successor
     /// tokens instead of being treated as reuse. 0 disables the window.
     pub refresh_grace: u64,
-    /// The algorithm access tokens are signed with.
+    /// The algorithm access tokens are signed with. ES256 by default: it signs 17x faster than
+    /// RS256 (14.6 against 255 µs) and every JOSE library verifies it; RS256 (RFC 9068 §4 requires
+    /// support, not use) verifies 3x faster and stays available.
     pub access_token_alg: SigningAlg,
     /// Browser login sessions; refresh tokens without `offline_access` end with them.
     pub session_ttl: u64,
@@ -50,7 +52,7 @@ impl ProviderConfig {
             refresh_token_ttl: 30 * 24 * 3600,
             refresh_token_idle_ttl: 7 * 24 * 3600,
             refresh_grace: 10,
-            access_token_alg: SigningAlg::RS256,
+            access_token_alg: SigningAlg::ES256,
             session_ttl: 24 * 3600,
             pending_ttl: 600,
             max_pending_per_client: 10_000,
@@ -91,7 +93,10 @@ impl Provider {
             }
         }
         let keys = KeySet::from_records(&store.signing_keys().await?).context("loading signing keys")?;
-        let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        // One core is left to the request workers: while logins hash at full load, the other
+        // requests keep their latency (measured by `latchkey-bench`'s "userinfo during logins").
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let parallelism = cores.saturating_sub(1).max(1);
         Ok(Self {
             store,
             config,

@@ -4,6 +4,7 @@
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
 mod cors;
+mod documents;
 pub mod error;
 pub mod extract;
 mod handlers;
@@ -27,11 +28,13 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub provider: Arc<Provider>,
     pub clock: Clock,
+    docs: Arc<documents::Documents>,
 }
 
 impl AppState {
     pub fn new(provider: Arc<Provider>, clock: Clock) -> Self {
-        Self { provider, clock }
+        let docs = Arc::new(documents::Documents::new(&provider));
+        Self { provider, clock, docs }
     }
     /// Cookies get `Secure` and the `__Host-` prefix when the issuer is served over https.
     pub fn secure(&self) -> bool {

@@ -32,15 +32,25 @@ impl SqliteStore {
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
     pub async fn integrity_check(&self) -> StoreResult<String> {
-        self.read(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0))).await
+        self.scan(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0))).await
     }
 
-    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    /// A point lookup by key: runs on the calling task (see [`Pool::lookup`]).
+    async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.pool.read(f).await
+        self.pool.lookup(f).await
+    }
+
+    /// A read of many rows: runs on the blocking pool.
+    async fn scan<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.pool.scan(f).await
     }
 
     /// `f` runs inside the writer's group transaction: it uses savepoints, never transactions.
@@ -278,7 +288,7 @@ impl Store for SqliteStore {
 
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>> {
         let id = id.to_string();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT data FROM clients WHERE client_id = ?1")?
                 .query_row([id], |r| json_col(r, 0))
                 .optional()
@@ -287,7 +297,7 @@ impl Store for SqliteStore {
     }
 
     async fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
-        self.read(|c| {
+        self.scan(|c| {
             c.prepare_cached("SELECT data FROM clients ORDER BY created_at, client_id")?
                 .query_map([], |r| json_col(r, 0))?
                 .collect()
@@ -319,7 +329,7 @@ impl Store for SqliteStore {
 
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
         let id = id.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
                 .query_row([id], user_row)
                 .optional()
@@ -329,7 +339,7 @@ impl Store for SqliteStore {
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         let name = username.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE username = ?1"))?
                 .query_row([name], user_row)
                 .optional()
@@ -338,7 +348,7 @@ impl Store for SqliteStore {
     }
 
     async fn users(&self) -> StoreResult<Vec<UserRecord>> {
-        self.read(|c| {
+        self.scan(|c| {
             c.prepare_cached(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"))?
                 .query_map([], user_row)?
                 .collect()
@@ -382,7 +392,7 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        self.read(|c| {
+        self.scan(|c| {
             c.prepare_cached(&format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY created_at, kid"))?
                 .query_map([], key_row)?
                 .collect()
@@ -441,7 +451,7 @@ impl Store for SqliteStore {
 
     async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
         let client = client_id.to_string();
-        self.read(move |c| {
+        self.scan(move |c| {
             c.prepare_cached("SELECT COUNT(*) FROM pending_authorizations WHERE client_id = ?1 AND expires_at > ?2")?
                 .query_row(params![client, now], |r| r.get(0))
         })
@@ -450,7 +460,7 @@ impl Store for SqliteStore {
 
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
         let id = id.as_str().to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT data FROM pending_authorizations WHERE id_hash = ?1 AND expires_at > ?2")?
                 .query_row(params![id, now], |r| json_col(r, 0))
                 .optional()
@@ -493,7 +503,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let h = hash.as_str().to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(
                 "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
             )?
@@ -505,7 +515,7 @@ impl Store for SqliteStore {
 
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(
                 "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2",
             )?
@@ -545,7 +555,7 @@ impl Store for SqliteStore {
 
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
         let (u, cl) = (user_id.to_owned(), client_id.to_string());
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached("SELECT scope FROM consents WHERE user_id = ?1 AND client_id = ?2")?
                 .query_row(params![u, cl], |r| scope_at(r, 0))
                 .optional()
@@ -573,7 +583,7 @@ impl Store for SqliteStore {
 
     async fn code(&self, hash: &TokenHash) -> StoreResult<Option<CodeRecord>> {
         let h = hash.as_str().to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(&format!("SELECT {CODE_COLS} FROM codes WHERE hash = ?1"))?
                 .query_row([h], code_row)
                 .optional()
@@ -617,7 +627,7 @@ impl Store for SqliteStore {
 
     async fn refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshRecord, GrantRecord)>> {
         let h = hash.as_str().to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(&format!(
                 "SELECT r.hash, r.grant_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, r.cached_response, {GRANT_COLS}
                  FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.hash = ?1"
@@ -687,7 +697,7 @@ impl Store for SqliteStore {
 
     async fn access_token(&self, jti: &str) -> StoreResult<Option<(AccessRecord, GrantRecord)>> {
         let j = jti.to_owned();
-        self.read(move |c| {
+        self.lookup(move |c| {
             c.prepare_cached(&format!(
                 "SELECT a.jti, a.grant_id, a.expires_at, a.revoked_at, {GRANT_COLS}
                  FROM access_tokens a JOIN grants g ON g.id = a.grant_id WHERE a.jti = ?1"
@@ -714,7 +724,7 @@ impl Store for SqliteStore {
 
     async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
         let keys = keys.to_vec();
-        self.read(move |c| {
+        self.lookup(move |c| {
             let mut stmt = c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = ?1")?;
             let mut out = Vec::new();
             for k in &keys {
@@ -782,7 +792,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>> {
         let user = user_id.map(str::to_owned);
-        self.read(move |c| {
+        self.scan(move |c| {
             c.prepare_cached(
                 "SELECT at, event, user_id, client_id, ip, detail FROM audit_events
                  WHERE at >= ?1 AND (?2 IS NULL OR user_id = ?2) ORDER BY at DESC, id DESC LIMIT ?3",
@@ -807,11 +817,11 @@ impl Store for SqliteStore {
     }
 
     async fn table_counts(&self) -> StoreResult<TableCounts> {
-        self.read(sqlite_maint::counts).await
+        self.scan(sqlite_maint::counts).await
     }
 
     async fn export(&self) -> StoreResult<Snapshot> {
-        self.read(sqlite_maint::export).await
+        self.scan(sqlite_maint::export).await
     }
 
     async fn import(&self, snapshot: &Snapshot) -> StoreResult<()> {

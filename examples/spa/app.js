@@ -5,7 +5,8 @@
 //   Step 5: exchange the code at /token from JavaScript (CORS allows this page's origin because it
 //           is the origin of a registered redirect URI).
 //   Steps 8-9: call the protected API with the access token. Then refresh, and sign out.
-// Tokens live in sessionStorage only (gone when the tab closes); the verifier never leaves the tab.
+// Tokens (and the userinfo answer) live in sessionStorage only, gone when the tab closes; the
+// verifier never leaves the tab.
 "use strict";
 
 const cfg = window.LATCHKEY_CONFIG;
@@ -91,27 +92,53 @@ async function handleCallback(params) {
   // endpoint over TLS); the nonce binds it to this tab's request.
   if (claims(tokens.id_token).nonce !== saved.nonce) throw new Error("id_token nonce does not match");
   sessionStorage.setItem("tokens", JSON.stringify(tokens));
+  // The id_token says who (sub); the userinfo endpoint says the name to show (scope profile).
+  sessionStorage.setItem("user", JSON.stringify(await userinfo(tokens.access_token)));
   return tokens;
+}
+
+async function userinfo(accessToken) {
+  const meta = await discover();
+  const res = await fetch(meta.userinfo_endpoint, { headers: { Authorization: "Bearer " + accessToken } });
+  if (!res.ok) throw new Error("userinfo: HTTP " + res.status);
+  return res.json();
 }
 
 function render() {
   const tokens = JSON.parse(sessionStorage.getItem("tokens") || "null");
+  const user = JSON.parse(sessionStorage.getItem("user") || "{}");
   $("signed-in").hidden = !tokens;
   $("signed-out").hidden = !!tokens;
-  if (tokens) $("who").textContent = claims(tokens.id_token).sub;
+  if (tokens) {
+    const sub = claims(tokens.id_token).sub;
+    $("who").textContent = user.name || user.preferred_username || sub;
+    $("sub").textContent = sub;
+  }
 }
 
 async function callApi() {
   const tokens = JSON.parse(sessionStorage.getItem("tokens"));
+  // The Authorization header makes this a preflighted CORS request: the API must list this origin.
   const res = await fetch(cfg.api, { headers: { Authorization: "Bearer " + tokens.access_token } });
   const text = await res.text();
-  status(res.ok ? "The API answered" : "The API refused: HTTP " + res.status, !res.ok);
-  show(text);
+  if (res.ok) {
+    status("The API answered");
+  } else {
+    // RFC 6750 §3: why the token was refused (the API exposes this header to the page).
+    status("The API refused: HTTP " + res.status + " " + (res.headers.get("WWW-Authenticate") || ""), true);
+  }
+  try {
+    show(JSON.parse(text));
+  } catch {
+    show(text);
+  }
 }
 
 async function refresh() {
   const old = JSON.parse(sessionStorage.getItem("tokens"));
-  const tokens = await tokenRequest({ grant_type: "refresh_token", refresh_token: old.refresh_token, client_id: cfg.clientId });
+  const fresh = await tokenRequest({ grant_type: "refresh_token", refresh_token: old.refresh_token, client_id: cfg.clientId });
+  // A refresh response may leave out the id_token (OpenID Connect Core §12.2): keep the old one.
+  const tokens = { ...old, ...fresh };
   sessionStorage.setItem("tokens", JSON.stringify(tokens));
   status("Refreshed: a new access token and a new refresh token");
   show({ expires_in: tokens.expires_in, scope: tokens.scope, rotated: tokens.refresh_token !== old.refresh_token });
@@ -121,14 +148,25 @@ async function logout() {
   const meta = await discover();
   const tokens = JSON.parse(sessionStorage.getItem("tokens"));
   sessionStorage.removeItem("tokens");
+  sessionStorage.removeItem("user");
   // Revoke the refresh token (RFC 7009), then end the provider session (RP-initiated logout).
+  // A failed revocation does not stop the sign-out: the session's end also ends its tokens.
   await fetch(meta.revocation_endpoint, {
     method: "POST",
     headers: { "Content-Type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams({ token: tokens.refresh_token, token_type_hint: "refresh_token", client_id: cfg.clientId }),
-  });
+  }).catch(() => {});
+  // The id_token_hint lets Latchkey end its session without asking when the hint names that
+  // session; otherwise (an older session, say) it asks the user first.
+  const state = randomString();
+  sessionStorage.setItem("logout", state);
   const url = new URL(meta.end_session_endpoint);
-  url.search = new URLSearchParams({ id_token_hint: tokens.id_token, post_logout_redirect_uri: cfg.redirectUri, state: "signed-out" }).toString();
+  url.search = new URLSearchParams({
+    id_token_hint: tokens.id_token,
+    client_id: cfg.clientId,
+    post_logout_redirect_uri: cfg.redirectUri,
+    state,
+  }).toString();
   window.location.assign(url.toString());
 }
 
@@ -147,9 +185,12 @@ $("logout").addEventListener("click", guard(logout));
     if (params.has("code") || params.has("error")) {
       await handleCallback(params);
       status("Signed in");
-    } else if (params.get("state") === "signed-out") {
+    } else if (params.has("state")) {
+      // Back from RP-initiated logout; the state tells whether it is the sign-out this tab started.
+      const expected = sessionStorage.getItem("logout");
+      sessionStorage.removeItem("logout");
       history.replaceState(null, "", cfg.redirectUri);
-      status("Signed out");
+      if (expected && params.get("state") === expected) status("Signed out, here and at Latchkey");
     }
   } catch (e) {
     status(e.message, true);

@@ -6,5 +6,5 @@ window.LATCHKEY_CONFIG = {
   redirectUri: window.location.origin + window.location.pathname,
   scope: "openid profile email",
   // The demo protected API (examples/protected-api), called with the access token.
-  api: "http://127.0.0.1:3000/api/me",
+  api: "http://127.0.0.1:3000/me",
 };

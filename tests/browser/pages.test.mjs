@@ -6,20 +6,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { BASE, PHONE, assertStyled, hasFocus, launch, newPage as freshPage, shot, signIn } from './support.mjs';
 
-const BASE = process.env.LATCHKEY_BASE;
-const ARTIFACTS = process.env.ARTIFACTS_DIR ?? path.resolve('artifacts/screenshots');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const CLIENT = process.env.LATCHKEY_CLIENT ?? 'browser-test';
-const PHONE = { viewport: { width: 375, height: 667 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
-const DESKTOP = { viewport: { width: 1280, height: 800 } };
-
-assert.ok(BASE, 'LATCHKEY_BASE must point at a running `latchkey serve --dev`');
-mkdirSync(ARTIFACTS, { recursive: true });
 
 let browser;
 let callback;
@@ -32,21 +22,7 @@ before(async () => {
   });
   await new Promise((resolve) => callback.listen(0, '127.0.0.1', resolve));
   REDIRECT = `http://127.0.0.1:${callback.address().port}/callback`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    // Debian's Chromium as root in a sandbox-less container, with nothing that calls home.
-    // playwright gives every launch a fresh, temporary user-data-dir of its own.
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {
@@ -76,37 +52,7 @@ function authorizeUrl(challenge, extra = {}) {
   return u.toString();
 }
 
-// A fresh browser context: no cookies, no session.
-async function newPage(device = DESKTOP) {
-  const context = await browser.newContext(device);
-  const page = await context.newPage();
-  const problems = [];
-  // A CSP violation or a script error shows up as a console error; a missing asset as a failed
-  // response (the browser's own /favicon.ico guess aside).
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-  });
-  page.on('pageerror', (e) => problems.push(String(e)));
-  page.on('response', (r) => {
-    const u = new URL(r.url());
-    if (r.status() >= 400 && u.pathname !== '/favicon.ico') problems.push(`${r.status()} ${u.pathname}`);
-  });
-  return { context, page, problems };
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
-}
-
-// The stylesheet loaded despite the strict CSP: the card has its styled width and background.
-async function assertStyled(page) {
-  const styled = await page.evaluate(() => {
-    const main = getComputedStyle(document.querySelector('main'));
-    return { padding: main.paddingTop, font: getComputedStyle(document.body).fontFamily };
-  });
-  assert.notEqual(styled.padding, '0px', 'latchkey.css applied');
-  assert.match(styled.font, /system-ui/);
-}
+const newPage = (device) => freshPage(browser, device);
 
 // Nothing is wider than the screen, and text and controls are big enough to read and tap.
 async function assertReadableOnPhone(page) {
@@ -255,9 +201,80 @@ test('on a phone-sized screen every page is readable without zooming or scrollin
   ]);
   assert.equal(new URL(page.url()).searchParams.get('error'), 'access_denied');
 
+  // Signed in (consent was denied, the login stands): the sign-out question.
+  await page.goto(new URL(`/logout?client_id=${CLIENT}`, BASE).toString());
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+  await assertReadableOnPhone(page);
+  await shot(page, 'phone-logout');
+
   await page.goto(authorizeUrl(pkce().challenge, { redirect_uri: 'https://evil.example/cb' }));
   await assertReadableOnPhone(page);
   await shot(page, 'phone-error');
   assert.deepEqual(problems, ['400 /authorize']);
+  await context.close();
+});
+
+// The RP-initiated logout page (OpenID Connect RP-Initiated Logout 1.0): without an id_token_hint
+// that names the session, Latchkey asks before it signs anyone out (§6), with a CSRF-protected form.
+test('sign-out asks first; leaving the page or a forged form keeps the session; confirming from the keyboard ends it', async () => {
+  const { context, page, problems } = await newPage();
+  // Signed in, with a scope set of its own (so consent is asked once, then remembered).
+  const scope = 'openid address';
+  await page.goto(authorizeUrl(pkce().challenge, { scope }));
+  await signIn(page, 'demo', 'demo-password');
+  await Promise.all([page.waitForURL((u) => u.href.startsWith(REDIRECT)), page.getByRole('button', { name: 'Allow' }).click()]);
+  // Still signed in: a new request goes straight back to the client with a code, no page shown.
+  const stillSignedIn = async (what) => {
+    await page.goto(authorizeUrl(pkce().challenge, { scope }));
+    assert.ok(page.url().startsWith(REDIRECT) && new URL(page.url()).searchParams.get('code'), `${what}: ${page.url()}`);
+  };
+  const logoutUrl = new URL(`/logout?client_id=${CLIENT}`, BASE).toString();
+
+  await page.goto(logoutUrl);
+  assert.equal(await page.title(), 'Sign out · Latchkey');
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'Sign out?');
+  assert.equal((await page.locator('p.sub').textContent()).trim(), 'Browser Test App asked to sign you out.');
+  await assertStyled(page);
+  // The one choice has the focus: Enter answers the question, no mouse needed.
+  await hasFocus(page, 'Sign out');
+  await shot(page, 'logout-confirm');
+
+  // Not answering is "no": the user goes back, and nothing happened.
+  await page.goBack();
+  assert.ok(page.url().startsWith(REDIRECT));
+  await stillSignedIn('after leaving the sign-out page');
+
+  // A confirmation without the page's own CSRF token (what another site's form would send) is
+  // refused, and the session stays.
+  await page.goto(logoutUrl);
+  await hasFocus(page, 'Sign out');
+  await page.locator('input[name=csrf]').evaluate((e) => { e.value = 'forged'; });
+  const refused = await Promise.all([page.waitForResponse((r) => r.url().endsWith('/logout')), page.keyboard.press('Enter')]);
+  assert.equal(refused[0].status(), 403);
+  assert.equal(await page.getByRole('heading', { level: 1 }).textContent(), 'This form has expired');
+  await stillSignedIn('after a forged confirmation');
+
+  // A post_logout_redirect_uri the client never registered: an error page, no redirect.
+  const open = await page.goto(`${logoutUrl}&post_logout_redirect_uri=${encodeURIComponent('https://evil.example/')}`);
+  assert.equal(open.status(), 400);
+  assert.match(await page.getByRole('alert').textContent(), /post_logout_redirect_uri is not registered/);
+  assert.ok(page.url().startsWith(BASE), 'stayed on the server');
+  await stillSignedIn('after an invalid sign-out request');
+
+  // Confirmed from the keyboard: signed out, and the next request asks for the password again.
+  await page.goto(logoutUrl);
+  await hasFocus(page, 'Sign out');
+  await Promise.all([page.waitForLoadState('load'), page.keyboard.press('Enter')]);
+  await page.getByRole('heading', { name: 'You are signed out' }).waitFor();
+  assert.equal(await page.title(), 'Signed out · Latchkey');
+  assert.ok(page.url().startsWith(BASE));
+  await assertStyled(page);
+  await shot(page, 'signed-out');
+  const cookies = await context.cookies(BASE);
+  assert.ok(!cookies.some((c) => c.name === 'latchkey_session'), `session cookie removed: ${cookies.map((c) => c.name)}`);
+  await page.goto(authorizeUrl(pkce().challenge, { scope }));
+  assert.equal(await page.title(), 'Sign in · Latchkey');
+
+  assert.deepEqual(problems, ['403 /logout', '400 /logout']);
   await context.close();
 });

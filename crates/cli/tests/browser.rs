@@ -1,37 +1,59 @@
-//! The login, consent and error pages in a real browser: runs `tests/browser` (node's test runner,
-//! playwright-core, Debian's headless Chromium) against `latchkey serve --dev`. Screenshots of each
-//! page are kept in `artifacts/screenshots/`. Outside CI the test is skipped, with a message, when
-//! node, Chromium or the npm packages are missing; in CI (`CI` set) they must be there.
+//! Latchkey in a real browser: runs `tests/browser` (node's test runner, playwright-core, Debian's
+//! headless Chromium) against `latchkey serve --dev`.
+//!
+//! - `pages.test.mjs`: the login, consent, sign-out and error pages.
+//! - `spa.test.mjs`: the SPA example (`examples/spa`) end to end, with the protected-api example as
+//!   its API.
+//!
+//! Screenshots of each page are kept in `artifacts/screenshots/`. Outside CI the tests are skipped,
+//! with a message, when node, Chromium or the npm packages are missing; in CI (`CI` set) they must
+//! be there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 const TIME_LIMIT: Duration = Duration::from_secs(180);
+/// One Chromium at a time: two at once on a small CI machine make both slow enough to time out.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// What is missing to run the browser tests, if anything.
-fn missing(package: &Path, chromium: &Path) -> Option<String> {
-    if !Command::new("node").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
-        return Some("node is not installed".into());
-    }
-    if !chromium.exists() {
-        return Some(format!("{} is missing: apt-get install -y chromium", chromium.display()));
-    }
-    if !package.join("node_modules/playwright-core").exists() {
-        return Some(format!("playwright-core is not installed: (cd {} && npm ci)", package.display()));
-    }
-    None
+fn package() -> PathBuf {
+    repo().join("tests/browser")
 }
 
-struct Server(Child);
+fn chromium() -> PathBuf {
+    PathBuf::from(std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()))
+}
 
-impl Drop for Server {
+/// Whether the browser tests can run; outside CI, a message says what is missing.
+fn can_run() -> bool {
+    let missing = if !Command::new("node").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        Some("node is not installed".to_owned())
+    } else if !chromium().exists() {
+        Some(format!("{} is missing: apt-get install -y chromium", chromium().display()))
+    } else if !package().join("node_modules/playwright-core").exists() {
+        Some(format!("playwright-core is not installed: (cd {} && npm ci)", package().display()))
+    } else {
+        None
+    };
+    let Some(what) = missing else { return true };
+    assert!(std::env::var_os("CI").is_none(), "CI must run the browser tests, but {what}");
+    eprintln!("SKIPPED: the browser tests need node, Chromium and playwright-core; {what}");
+    false
+}
+
+/// A child process that is killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -43,16 +65,151 @@ fn latchkey(db: &Path, args: &[&str]) {
     assert!(out.status.success(), "latchkey {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+fn add_user(db: &Path, name: &str, password: &str) {
+    let mut child = Command::new(BIN)
+        .args(["user", "add", name, "--email", &format!("{name}@example.com"), "--password-stdin", "--database"])
+        .arg(db)
+        .env_remove("LATCHKEY_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "latchkey user add {name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A port that was free a moment ago, for a server whose address must be known before it starts
+/// (it goes into a registration).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `latchkey serve --dev` on 127.0.0.1 with `db`; returns its base URL.
+fn serve(db: &Path, log: &Path) -> (Running, String) {
+    let port = free_port();
+    let server = Running(
+        Command::new(BIN)
+            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database"])
+            .arg(db)
+            .env_remove("LATCHKEY_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start: {}", std::fs::read_to_string(log).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// The protected-api example's binary, built now. `CARGO_BIN_EXE_*` only names this package's
+/// binaries, and a binary left over from an earlier build could be stale; `cargo build` is quick
+/// when it is fresh. It uses the target directory of the build running this test when that comes
+/// from `CARGO_TARGET_DIR` or the cargo configuration (not from a `--target-dir` flag).
+fn protected_api_binary() -> PathBuf {
+    let started = Instant::now();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--locked", "-p", "latchkey-example-protected-api", "--message-format=json-render-diagnostics"])
+        .current_dir(repo());
+    // What cargo set for this test, not for the build: some build scripts (ring's) rerun when
+    // CARGO_MANIFEST_DIR changes, and would then be rebuilt by every other cargo command too.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"];
+        if key.starts_with("CARGO_PKG_") || per_package.contains(&&*key) {
+            build.env_remove(&*key);
+        }
+    }
+    let out = build.output().unwrap();
+    assert!(out.status.success(), "building the protected-api example: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("cargo build -p latchkey-example-protected-api: {:.1} s", started.elapsed().as_secs_f64());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .expect("cargo named no executable for the protected-api example")
+}
+
+/// Starts the protected-api example on an ephemeral port of 127.0.0.1; returns its base URL, read
+/// from the line it prints. Its log (on stdout) goes to `log`.
+fn protected_api(issuer: &str, allow_origin: &str, log: &Path) -> (Running, String) {
+    let mut child = Running(
+        Command::new(protected_api_binary())
+            .args(["--listen", "127.0.0.1:0", "--issuer", issuer, "--allow-origin", allow_origin])
+            .env_remove("PROTECTED_API_ALLOW_ORIGINS")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    let mut log = std::fs::File::create(log).unwrap();
+    // Keeps reading, so the API never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("notes API on ").and_then(|l| l.split_whitespace().next()) {
+                let _ = tx.send(addr.to_owned());
+            }
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(30)).expect("the protected API did not start");
+    (child, base)
+}
+
+/// Runs one test file of `tests/browser` with `env`, within [`TIME_LIMIT`], and checks that every
+/// screenshot in `shots` was taken by this run.
+fn run_node(file: &str, env: &[(&str, &str)], shots: &[&str], dir: &Path) {
+    let artifacts = repo().join("artifacts/screenshots");
+    for shot in shots {
+        // Only screenshots of this run count.
+        let _ = std::fs::remove_file(artifacts.join(format!("{shot}.png")));
+    }
+    let out_path = dir.join("node.out");
+    let mut node = Command::new("node")
+        .args(["--test", "--test-concurrency=1", "--test-reporter=spec", file])
+        .current_dir(package())
+        .envs(env.iter().copied())
+        .env("ARTIFACTS_DIR", &artifacts)
+        .env("CHROMIUM", chromium())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > TIME_LIMIT {
+            let _ = node.kill();
+            let _ = node.wait();
+            panic!("{file} took longer than {TIME_LIMIT:?}: {}", std::fs::read_to_string(&out_path).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("{}\n{file}: {:.1} s", std::fs::read_to_string(&out_path).unwrap(), started.elapsed().as_secs_f64());
+    assert!(status.success(), "{file} failed (screenshots in {})", artifacts.display());
+    for shot in shots {
+        assert!(artifacts.join(format!("{shot}.png")).exists(), "no screenshot of {shot}");
+    }
+}
+
 #[test]
-fn login_consent_and_error_pages_work_in_headless_chromium() {
-    let package = repo().join("tests/browser");
-    let chromium = PathBuf::from(std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()));
-    if let Some(what) = missing(&package, &chromium) {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the browser tests, but {what}");
-        eprintln!("SKIPPED: the browser tests need node, Chromium and playwright-core; {what}");
+fn login_consent_logout_and_error_pages_work_in_headless_chromium() {
+    if !can_run() {
         return;
     }
-
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("browser.db");
     // A client of our own whose loopback redirect URI accepts any port (RFC 8252 §7.3): the node
@@ -71,66 +228,63 @@ fn login_consent_and_error_pages_work_in_headless_chromium() {
             "http://127.0.0.1/callback",
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log = dir.path().join("server.log");
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database"])
-            .arg(&db)
-            .env_remove("LATCHKEY_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let (_server, base) = serve(&db, &dir.path().join("server.log"));
+    run_node(
+        "pages.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test")],
+        &[
+            "login",
+            "login-wrong-password",
+            "consent",
+            "logout-confirm",
+            "signed-out",
+            "error",
+            "not-found",
+            "phone-login",
+            "phone-login-wrong-password",
+            "phone-consent",
+            "phone-logout",
+            "phone-error",
+        ],
+        dir.path(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+}
 
-    let artifacts = repo().join("artifacts/screenshots");
-    let pages = [
-        "login",
-        "login-wrong-password",
-        "consent",
-        "error",
-        "not-found",
-        "phone-login",
-        "phone-consent",
-        "phone-error",
-    ];
-    for page in pages {
-        // Only screenshots of this run count.
-        let _ = std::fs::remove_file(artifacts.join(format!("{page}.png")));
+#[test]
+fn spa_example_signs_in_calls_the_api_refreshes_and_signs_out_in_headless_chromium() {
+    if !can_run() {
+        return;
     }
-    let out_path = dir.path().join("node.out");
-    let mut node = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "--test-reporter=spec", "pages.test.mjs"])
-        .current_dir(&package)
-        .env("LATCHKEY_BASE", format!("http://127.0.0.1:{port}"))
-        .env("LATCHKEY_CLIENT", "browser-test")
-        .env("ARTIFACTS_DIR", &artifacts)
-        .env("CHROMIUM", &chromium)
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + TIME_LIMIT;
-    let status = loop {
-        if let Some(s) = node.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = node.kill();
-            panic!("the browser tests took longer than {TIME_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap();
-    eprintln!("{output}");
-    assert!(status.success(), "browser tests failed (screenshots in {})", artifacts.display());
-    for page in pages {
-        assert!(artifacts.join(format!("{page}.png")).exists(), "no screenshot of {page}");
-    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spa.db");
+    // The SPA is served at http://127.0.0.1:PORT/, its own redirect and post-logout redirect URI
+    // (examples/spa/config.js). That origin is what Latchkey's CORS allows, and the API's.
+    let spa_port = free_port().to_string();
+    let spa = format!("http://127.0.0.1:{spa_port}");
+    let redirect = format!("{spa}/");
+    let client = ["client", "add", "--public", "--client-id", "latchkey-spa", "--name", "SPA example"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", &redirect, "--post-logout-redirect-uri", &redirect]].concat());
+    // A second user besides `demo`, so that each test sees the consent page on its own.
+    add_user(&db, "alice", "alice-password");
+    let (_server, base) = serve(&db, &dir.path().join("server.log"));
+    let (_api, api) = protected_api(&base, &spa, &dir.path().join("api.log"));
+    run_node(
+        "spa.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("SPA_PORT", &spa_port), ("SPA_CLIENT", "latchkey-spa"), ("API_BASE", &api)],
+        &[
+            "spa-start",
+            "spa-login",
+            "spa-consent",
+            "spa-signed-in",
+            "spa-api",
+            "spa-refreshed",
+            "spa-api-after-refresh",
+            "spa-signed-out",
+            "spa-logout-confirm",
+            "spa-signed-out-after-confirm",
+            "spa-state-refused",
+        ],
+        dir.path(),
+    );
 }

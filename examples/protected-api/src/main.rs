@@ -7,16 +7,20 @@
 //! - `POST /notes`   needs scope `notes:write` (the body is the note)
 //!
 //! Run: `cargo run -p latchkey-example-protected-api -- --issuer http://127.0.0.1:8080`
+//! (add `--allow-origin http://127.0.0.1:5173` to let the SPA example call it from its page).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
 use latchkey_resource::{Claims, Verifier};
 use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 #[derive(Parser, Debug)]
 #[command(about = "A notes API that accepts Latchkey access tokens")]
@@ -30,6 +34,31 @@ struct Args {
     /// The audience tokens must carry (default: the issuer, Latchkey's default audience).
     #[arg(long)]
     audience: Option<String>,
+    /// A browser origin (`scheme://host[:port]`) whose pages may call the API from JavaScript,
+    /// e.g. the SPA example's `http://127.0.0.1:5173`. Repeat it, or list several separated by
+    /// commas. Without it, no other origin's script can read an answer.
+    #[arg(long = "allow-origin", env = "PROTECTED_API_ALLOW_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    allow_origins: Vec<HeaderValue>,
+}
+
+/// An origin exactly as a browser sends it in `Origin` (RFC 6454 §6.1), so that the comparison
+/// with the request's header is a plain equality. `*` is refused: the API answers for whoever
+/// the token belongs to, and only the listed apps should be able to read that from a page.
+fn parse_origin(s: &str) -> Result<HeaderValue, String> {
+    let not_an_origin =
+        || format!("{s:?} is not an origin: an origin is scheme://host[:port], e.g. http://127.0.0.1:5173");
+    if s == "*" {
+        return Err("\"*\" would let any site call the API: list each app's origin instead".into());
+    }
+    let origin = url::Url::parse(s).map_err(|_| not_an_origin())?.origin();
+    if !origin.is_tuple() {
+        return Err(not_an_origin());
+    }
+    let serialized = origin.ascii_serialization();
+    if serialized != s {
+        return Err(format!("{s:?} is not an origin as browsers send it: did you mean {serialized}?"));
+    }
+    HeaderValue::from_str(&serialized).map_err(|_| not_an_origin())
 }
 
 /// Notes per user, in memory.
@@ -44,7 +73,7 @@ fn verifier(issuer: &str, audience: Option<&str>) -> Result<Verifier, latchkey_r
     builder.build()
 }
 
-fn app(verifier: &Verifier) -> Router {
+fn app(verifier: &Verifier, allow_origins: Vec<HeaderValue>) -> Router {
     let notes = Notes::default();
     Router::new()
         .route("/public", get(|| async { Json(json!({"message": "hello, anyone"})) }))
@@ -52,6 +81,22 @@ fn app(verifier: &Verifier) -> Router {
         .route("/notes", get(list).route_layer(verifier.require("notes:read")))
         .route("/notes", axum::routing::post(add).route_layer(verifier.require("notes:write")))
         .with_state(notes)
+        // Outermost, so that a preflight is answered before any route asks for a token.
+        .layer(cors(allow_origins))
+}
+
+/// CORS for the listed origins only. A page's `fetch` with `Authorization: Bearer` is preflighted;
+/// an origin not on the list gets no `Access-Control-Allow-Origin`, so its browser keeps both the
+/// call and the answer from it. No `Access-Control-Allow-Credentials`: the token travels in a
+/// header the page sets itself, never in a cookie the browser would attach on its own.
+fn cors(allow_origins: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allow_origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // The page may read why a token was refused (RFC 6750 §3).
+        .expose_headers([header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn me(claims: Claims) -> Json<Value> {
@@ -78,9 +123,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Err(e) = verifier.refresh_keys().await {
         tracing::warn!(error = %e, "the issuer's keys are not reachable yet; retrying on the first request");
     }
+    if args.allow_origins.is_empty() {
+        tracing::info!("no --allow-origin: pages of other origins cannot call this API from JavaScript");
+    } else {
+        let origins: Vec<&str> = args.allow_origins.iter().filter_map(|o| o.to_str().ok()).collect();
+        tracing::info!(origins = %origins.join(", "), "CORS: pages of these origins may call this API");
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("notes API on http://{} (tokens from {})", listener.local_addr()?, args.issuer);
-    axum::serve(listener, app(&verifier)).await?;
+    axum::serve(listener, app(&verifier, args.allow_origins)).await?;
     Ok(())
 }
 
@@ -94,7 +145,7 @@ mod tests {
 
     #[tokio::test]
     async fn public_route_is_open_and_the_others_want_a_token() {
-        let app = app(&verifier("http://127.0.0.1:9", None).unwrap());
+        let app = app(&verifier("http://127.0.0.1:9", None).unwrap(), Vec::new());
         let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
         assert_eq!(app.clone().oneshot(get("/public")).await.unwrap().status(), 200);
         for path in ["/me", "/notes"] {
@@ -102,5 +153,65 @@ mod tests {
             assert_eq!(res.status(), 401, "{path}");
             assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"notes\"");
         }
+    }
+
+    fn preflight(origin: &str) -> Request<Body> {
+        Request::options("/me")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn cors_answers_only_the_allowed_origins() {
+        let allowed =
+            vec![parse_origin("http://127.0.0.1:5173").unwrap(), parse_origin("https://app.example").unwrap()];
+        let app = app(&verifier("http://127.0.0.1:9", None).unwrap(), allowed);
+
+        for origin in ["http://127.0.0.1:5173", "https://app.example"] {
+            let res = app.clone().oneshot(preflight(origin)).await.unwrap();
+            assert!(res.status().is_success(), "{origin}: {}", res.status());
+            let h = res.headers();
+            assert_eq!(h["access-control-allow-origin"], origin);
+            assert!(h["access-control-allow-methods"].to_str().unwrap().contains("GET"));
+            assert!(h["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+            assert!(h.get("access-control-allow-credentials").is_none(), "bearer tokens, no cookies");
+        }
+        // Another origin, even one differing only by port or scheme, gets nothing a browser accepts.
+        for origin in ["http://127.0.0.1:5174", "http://app.example", "https://evil.example", "null"] {
+            let res = app.clone().oneshot(preflight(origin)).await.unwrap();
+            assert!(res.headers().get("access-control-allow-origin").is_none(), "{origin}");
+        }
+
+        // The actual call: a refusal is readable by the allowed page, with its reason.
+        let req = Request::get("/me").header("origin", "http://127.0.0.1:5173").body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["access-control-allow-origin"], "http://127.0.0.1:5173");
+        assert_eq!(res.headers()["access-control-expose-headers"], "www-authenticate");
+        let req = Request::get("/public").header("origin", "https://evil.example").body(Body::empty()).unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("access-control-allow-origin").is_none());
+    }
+
+    #[test]
+    fn allowed_origins_are_exact_origins_never_a_wildcard() {
+        assert_eq!(parse_origin("http://127.0.0.1:5173").unwrap(), "http://127.0.0.1:5173");
+        assert!(parse_origin("*").unwrap_err().contains("any site"));
+        assert!(parse_origin("http://127.0.0.1:5173/").unwrap_err().contains("did you mean http://127.0.0.1:5173?"));
+        assert!(parse_origin("https://app.example:443").unwrap_err().contains("did you mean https://app.example?"));
+        for bad in ["null", "127.0.0.1:5173", "file:///tmp/x", "data:text/plain,x", ""] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+        // The flag repeats, and one value (of the flag or of PROTECTED_API_ALLOW_ORIGINS) may list several.
+        let args =
+            Args::try_parse_from(["api", "--allow-origin", "https://a.example", "--allow-origin", "https://b.example"]);
+        assert_eq!(args.unwrap().allow_origins.len(), 2);
+        let args = Args::try_parse_from(["api", "--allow-origin", "https://a.example,https://b.example:8443"]);
+        assert_eq!(args.unwrap().allow_origins[1], "https://b.example:8443");
+        assert!(Args::try_parse_from(["api", "--allow-origin", "*"]).is_err());
     }
 }

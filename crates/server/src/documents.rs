@@ -7,12 +7,24 @@
 //! when the key set is reloaded (a new `Arc<KeySet>`) or when a retired key's publication window
 //! ends, and both are checked on each request, which costs a pointer comparison and a few integer
 //! comparisons.
+//!
+//! A `GET` of either document is answered by [`FastPath`], in front of the router and its
+//! request-id and tracing layers, with the same headers the router would add: those layers cost
+//! about as much again as the rest of the request. Such requests get no `x-request-id` and no log
+//! line; a public document has nothing to trace. Every other method goes through the router.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Method, Request, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use latchkey_core::keys::KeySet;
 use latchkey_core::{Provider, UnixTime};
+
+use crate::AppState;
 
 #[derive(Debug)]
 pub(crate) struct Documents {
@@ -55,6 +67,66 @@ impl Documents {
         let body = to_bytes(&keys.jwks(now, keep));
         *cache = Some(CachedJwks { published: published(&keys, now, keep), keys, body: body.clone() });
         body
+    }
+}
+
+/// The metadata paths (OpenID Connect Discovery §4, RFC 8414 §3) and the JWK Set's.
+pub(crate) const METADATA_PATHS: [&str; 2] =
+    ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"];
+pub(crate) const JWKS_PATH: &str = "/jwks.json";
+
+/// A public JSON document: cached by clients, readable from any origin (an SPA doing discovery).
+pub(crate) fn public_json(body: Bytes, max_age: &'static str, secure: bool) -> Response {
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if secure {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(crate::HSTS));
+    }
+    res
+}
+
+/// Metadata is fixed while the server runs; keys rotate, so verifiers look again within minutes.
+pub(crate) const METADATA_MAX_AGE: &str = "public, max-age=3600";
+pub(crate) const JWKS_MAX_AGE: &str = "public, max-age=300";
+
+/// Answers `GET` of the discovery documents and the JWK Set before the inner service.
+#[derive(Clone)]
+pub(crate) struct FastPath<S> {
+    pub(crate) inner: S,
+    pub(crate) state: AppState,
+}
+
+impl<S> tower::Service<Request<Body>> for FastPath<S>
+where
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<std::future::Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.method() == Method::GET {
+            let path = req.uri().path();
+            let s = &self.state;
+            if METADATA_PATHS.contains(&path) {
+                let res = public_json(s.docs.metadata(), METADATA_MAX_AGE, s.secure());
+                return Either::Left(std::future::ready(Ok(res)));
+            }
+            if path == JWKS_PATH {
+                let res = public_json(s.docs.jwks(&s.provider, s.clock.now()), JWKS_MAX_AGE, s.secure());
+                return Either::Left(std::future::ready(Ok(res)));
+            }
+        }
+        Either::Right(self.inner.call(req))
     }
 }
 

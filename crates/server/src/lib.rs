@@ -19,7 +19,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::routing::{MethodRouter, get, post};
 use error::{ApiRefusal, PageRefusal, Refusal};
 use latchkey_core::{Clock, Provider};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -86,7 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -118,8 +118,9 @@ pub fn app(state: AppState) -> Router {
                     tracing::info!(status = res.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
                 }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, SequentialIds::new()))
         .layer(axum::middleware::map_request(drop_unsafe_request_id))
+        .layer(tower::layer::layer_fn(move |inner| documents::FastPath { inner, state: state.clone() }))
 }
 
 /// A proxy's `X-Request-Id` is kept only if it is one short value of visible ASCII: it is written
@@ -137,6 +138,28 @@ async fn drop_unsafe_request_id(mut req: Request<axum::body::Body>) -> Request<a
     req
 }
 
+/// Request ids: a random prefix per process and a counter. They only need to be unique, to find a
+/// request's log lines; a UUID v4 per request cost a `getrandom` system call on every request.
+#[derive(Clone, Debug)]
+struct SequentialIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SequentialIds {
+    fn new() -> Self {
+        let prefix = latchkey_proto::secret::random_token().chars().take(8).collect::<String>();
+        Self { prefix: prefix.into(), next: Default::default() }
+    }
+}
+
+impl MakeRequestId for SequentialIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix)).ok().map(RequestId::new)
+    }
+}
+
 /// Serves until `shutdown` resolves; in-flight requests finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -144,6 +167,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // The peer address feeds login throttling (`extract::ClientIp`).
+    // No Nagle delay: every response is written whole, and keep-alive clients wait for it.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,29 +1,20 @@
 //! Discovery (OpenID Connect Discovery §4, RFC 8414 §3) and the JWK Set.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
+use crate::documents::{JWKS_MAX_AGE, METADATA_MAX_AGE, public_json};
 
-fn public_json(body: Bytes, max_age: &'static str) -> Response {
-    let mut res = body.into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
-    // Public documents: any origin (an SPA doing discovery) may read them.
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    res
-}
-
+// `GET` is answered by `documents::FastPath` before the router; these serve the other methods
+// the router maps to them (HEAD).
 pub async fn metadata(State(s): State<AppState>) -> Response {
-    public_json(s.docs.metadata(), "public, max-age=3600")
+    public_json(s.docs.metadata(), METADATA_MAX_AGE, s.secure())
 }
 
-/// Short cache: after a key rotation, verifiers see the new key within minutes.
 pub async fn jwks(State(s): State<AppState>) -> Response {
-    public_json(s.docs.jwks(&s.provider, s.clock.now()), "public, max-age=300")
+    public_json(s.docs.jwks(&s.provider, s.clock.now()), JWKS_MAX_AGE, s.secure())
 }
 
 pub async fn stylesheet() -> Response {

@@ -221,8 +221,8 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
     eprintln!("flow across the instances in {:?}", t1.elapsed());
 
     // A key rotated through the CLI is published by both within the reload interval, and a token
-    // one instance signs with it is accepted by the other.
-    let (ok, out, err) = latchkey(&db.url, &["keys", "rotate", "--alg", "RS256"], None);
+    // one instance signs with it is accepted by the other. ES256 signs access tokens by default.
+    let (ok, out, err) = latchkey(&db.url, &["keys", "rotate", "--alg", "ES256"], None);
     assert!(ok, "{err}");
     let kid = out.split_whitespace().nth(1).unwrap().to_owned();
     let t2 = Instant::now();

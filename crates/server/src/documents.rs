@@ -9,9 +9,9 @@
 //! comparisons.
 //!
 //! A `GET` of either document is answered by [`FastPath`], in front of the router and its
-//! request-id and tracing layers, with the same headers the router would add: those layers cost
-//! about as much again as the rest of the request. Such requests get no `x-request-id` and no log
-//! line; a public document has nothing to trace. Every other method goes through the router.
+//! request-id and tracing layers, with the same headers the router would add (the request id
+//! included): those layers cost about as much again as the rest of the request. Such requests get
+//! no log line; a public document has nothing to trace. Every other method goes through the router.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -99,6 +99,7 @@ pub(crate) const JWKS_MAX_AGE: &str = "public, max-age=300";
 pub(crate) struct FastPath<S> {
     pub(crate) inner: S,
     pub(crate) state: AppState,
+    pub(crate) ids: crate::SequentialIds,
 }
 
 impl<S> tower::Service<Request<Body>> for FastPath<S>
@@ -117,12 +118,18 @@ where
         if req.method() == Method::GET {
             let path = req.uri().path();
             let s = &self.state;
-            if METADATA_PATHS.contains(&path) {
-                let res = public_json(s.docs.metadata(), METADATA_MAX_AGE, s.secure());
-                return Either::Left(std::future::ready(Ok(res)));
-            }
-            if path == JWKS_PATH {
-                let res = public_json(s.docs.jwks(&s.provider, s.clock.now()), JWKS_MAX_AGE, s.secure());
+            let body = if METADATA_PATHS.contains(&path) {
+                Some((s.docs.metadata(), METADATA_MAX_AGE))
+            } else if path == JWKS_PATH {
+                Some((s.docs.jwks(&s.provider, s.clock.now()), JWKS_MAX_AGE))
+            } else {
+                None
+            };
+            if let Some((body, max_age)) = body {
+                let mut res = public_json(body, max_age, s.secure());
+                if let Some(id) = self.ids.for_request(req.headers()) {
+                    res.headers_mut().insert("x-request-id", id);
+                }
                 return Either::Left(std::future::ready(Ok(res)));
             }
         }

@@ -62,6 +62,7 @@ fn page(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
 
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let ids = SequentialIds::new();
     let secure = state.secure();
     // What a single-page app calls from JavaScript: CORS for registered origins only.
     let preflight = || async { StatusCode::NO_CONTENT };
@@ -118,45 +119,64 @@ pub fn app(state: AppState) -> Router {
                     tracing::info!(status = res.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
                 }),
         )
-        .layer(SetRequestIdLayer::new(request_id, SequentialIds::new()))
+        .layer(SetRequestIdLayer::new(request_id, ids.clone()))
         .layer(axum::middleware::map_request(drop_unsafe_request_id))
-        .layer(tower::layer::layer_fn(move |inner| documents::FastPath { inner, state: state.clone() }))
+        .layer(tower::layer::layer_fn(move |inner| documents::FastPath {
+            inner,
+            state: state.clone(),
+            ids: ids.clone(),
+        }))
 }
 
 /// A proxy's `X-Request-Id` is kept only if it is one short value of visible ASCII: it is written
 /// into every log line of the request and echoed in the response, so anything else (control or
 /// non-ASCII bytes, kilobytes of text) is replaced by an id of our own.
 async fn drop_unsafe_request_id(mut req: Request<axum::body::Body>) -> Request<axum::body::Body> {
-    let mut values = req.headers().get_all("x-request-id").iter();
-    let safe = match (values.next(), values.next()) {
-        (Some(v), None) => (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic),
-        _ => false,
-    };
-    if !safe {
+    if safe_request_id(req.headers()).is_none() {
         req.headers_mut().remove("x-request-id");
     }
     req
 }
 
+/// The request's own `X-Request-Id` when it is safe to keep (see [`drop_unsafe_request_id`]).
+fn safe_request_id(headers: &axum::http::HeaderMap) -> Option<&HeaderValue> {
+    let mut values = headers.get_all("x-request-id").iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic) => Some(v),
+        _ => None,
+    }
+}
+
 /// Request ids: a random prefix per process and a counter. They only need to be unique, to find a
 /// request's log lines; a UUID v4 per request cost a `getrandom` system call on every request.
 #[derive(Clone, Debug)]
-struct SequentialIds {
+pub(crate) struct SequentialIds {
     prefix: Arc<str>,
     next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SequentialIds {
     fn new() -> Self {
-        let prefix = latchkey_proto::secret::random_token().chars().take(8).collect::<String>();
+        let random = latchkey_proto::secret::random_token();
+        let prefix = random.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>();
         Self { prefix: prefix.into(), next: Default::default() }
     }
 }
 
-impl MakeRequestId for SequentialIds {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+impl SequentialIds {
+    /// The request's own id if it is safe to keep, or the next of ours.
+    fn for_request(&self, headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
+        if let Some(v) = safe_request_id(headers) {
+            return Some(v.clone());
+        }
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix)).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix)).ok()
+    }
+}
+
+impl MakeRequestId for SequentialIds {
+    fn make_request_id<B>(&mut self, req: &Request<B>) -> Option<RequestId> {
+        self.for_request(req.headers()).map(RequestId::new)
     }
 }
 

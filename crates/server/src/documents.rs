@@ -40,8 +40,9 @@ struct CachedJwks {
     body: Bytes,
 }
 
-fn published(keys: &KeySet, now: UnixTime, keep: u64) -> Vec<String> {
-    keys.keys().iter().filter(|k| KeySet::published(k, now, keep)).map(|k| k.kid.clone()).collect()
+/// The `kid`s of the keys published at `now`, in the JWK Set's order.
+fn published(keys: &KeySet, now: UnixTime, keep: u64) -> impl Iterator<Item = &String> {
+    keys.keys().iter().filter(move |k| KeySet::published(k, now, keep)).map(|k| &k.kid)
 }
 
 impl Documents {
@@ -60,12 +61,13 @@ impl Documents {
         let mut cache = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.as_ref()
             && Arc::ptr_eq(&c.keys, &keys)
-            && c.published.iter().eq(keys.keys().iter().filter(|k| KeySet::published(k, now, keep)).map(|k| &k.kid))
+            && c.published.iter().eq(published(&keys, now, keep))
         {
             return c.body.clone();
         }
         let body = to_bytes(&keys.jwks(now, keep));
-        *cache = Some(CachedJwks { published: published(&keys, now, keep), keys, body: body.clone() });
+        let kids = published(&keys, now, keep).cloned().collect();
+        *cache = Some(CachedJwks { published: kids, keys, body: body.clone() });
         body
     }
 }

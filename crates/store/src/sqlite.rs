@@ -154,6 +154,31 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
+/// `hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response` from column 0.
+pub(crate) fn refresh_row(r: &Row<'_>) -> rusqlite::Result<RefreshRecord> {
+    Ok(RefreshRecord {
+        hash: TokenHash::from_stored(r.get(0)?),
+        grant_id: r.get(1)?,
+        scope: scope_at(r, 2)?,
+        issued_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        consumed_at: r.get(5)?,
+        cached_response: r.get(6)?,
+    })
+}
+
+/// `at, event, user_id, client_id, ip, detail` from column 0.
+pub(crate) fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: r.get(0)?,
+        event: r.get(1)?,
+        user_id: r.get(2)?,
+        client_id: r.get(3)?,
+        ip: r.get(4)?,
+        detail: json_col(r, 5)?,
+    })
+}
+
 pub(crate) fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     serde_json::from_str(&r.get::<_, String>(i)?).map_err(conv(i))
 }
@@ -634,15 +659,7 @@ impl Store for SqliteStore {
             ))?
             .query_row([h], |r| {
                 Ok((
-                    RefreshRecord {
-                        hash: TokenHash::from_stored(r.get(0)?),
-                        grant_id: r.get(1)?,
-                        scope: scope_at(r, 2)?,
-                        issued_at: r.get(3)?,
-                        expires_at: r.get(4)?,
-                        consumed_at: r.get(5)?,
-                        cached_response: r.get(6)?,
-                    },
+                    refresh_row(r)?,
                     grant_row(r, 7)?,
                 ))
             })
@@ -797,16 +814,7 @@ impl Store for SqliteStore {
                 "SELECT at, event, user_id, client_id, ip, detail FROM audit_events
                  WHERE at >= ?1 AND (?2 IS NULL OR user_id = ?2) ORDER BY at DESC, id DESC LIMIT ?3",
             )?
-            .query_map(params![since.unwrap_or(i64::MIN), user, limit], |r| {
-                Ok(AuditRecord {
-                    at: r.get(0)?,
-                    event: r.get(1)?,
-                    user_id: r.get(2)?,
-                    client_id: r.get(3)?,
-                    ip: r.get(4)?,
-                    detail: json_col(r, 5)?,
-                })
-            })?
+            .query_map(params![since.unwrap_or(i64::MIN), user, limit], audit_row)?
             .collect()
         })
         .await

@@ -84,17 +84,7 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
                 "SELECT hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response
                  FROM refresh_tokens ORDER BY hash",
             )?
-            .query_map([], |r| {
-                Ok(RefreshRecord {
-                    hash: TokenHash::from_stored(r.get(0)?),
-                    grant_id: r.get(1)?,
-                    scope: scope_at(r, 2)?,
-                    issued_at: r.get(3)?,
-                    expires_at: r.get(4)?,
-                    consumed_at: r.get(5)?,
-                    cached_response: r.get(6)?,
-                })
-            })?
+            .query_map([], refresh_row)?
             .collect::<rusqlite::Result<_>>()?,
         access_tokens: tx
             .prepare("SELECT jti, grant_id, expires_at, revoked_at FROM access_tokens ORDER BY jti")?
@@ -104,16 +94,7 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .collect::<rusqlite::Result<_>>()?,
         audit_events: tx
             .prepare("SELECT at, event, user_id, client_id, ip, detail FROM audit_events ORDER BY id")?
-            .query_map([], |r| {
-                Ok(AuditRecord {
-                    at: r.get(0)?,
-                    event: r.get(1)?,
-                    user_id: r.get(2)?,
-                    client_id: r.get(3)?,
-                    ip: r.get(4)?,
-                    detail: json_col(r, 5)?,
-                })
-            })?
+            .query_map([], audit_row)?
             .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;

@@ -115,23 +115,6 @@ async fn security_events_are_recorded_for_the_audit_log() {
 }
 
 #[tokio::test]
-async fn pending_requests_per_client_are_bounded() {
-    let s = TestServer::start_with(|c| c.max_pending_per_client = 3).await;
-    let b = Browser::new();
-    for _ in 0..3 {
-        assert_eq!(b.get(&s.authorize_url("spa", &CodeVerifier::generate(), "")).await.status, 200);
-    }
-    let res = b.get(&s.authorize_url("spa", &CodeVerifier::generate(), "")).await;
-    assert_eq!(res.status, 503);
-    assert!(res.body.contains("too many sign-in requests are in progress"), "{}", res.body);
-    // Another client is not affected, and the bound frees itself as requests expire.
-    s.add_client("other", false, false).await;
-    assert_eq!(b.get(&s.authorize_url("other", &CodeVerifier::generate(), "")).await.status, 200);
-    s.advance(601);
-    assert_eq!(b.get(&s.authorize_url("spa", &CodeVerifier::generate(), "")).await.status, 200);
-}
-
-#[tokio::test]
 async fn live_sessions_per_user_are_bounded_oldest_first() {
     let s = TestServer::start_with(|c| c.max_sessions_per_user = 2).await;
     let mut tokens = Vec::new();

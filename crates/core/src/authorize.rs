@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
-use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, SessionRecord};
+use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, PendingLimits, Reservation, SessionRecord};
 use crate::{Error, Provider, UnixTime, audit, throttle};
 
 /// What the browser is shown next.
@@ -155,6 +155,11 @@ pub fn validate(
         params.get("login_hint").filter(|h| h.len() <= 256 && !h.chars().any(char::is_control)).map(str::to_owned);
     // ui_locales, claims_locales, display, acr_values and id_token_hint are accepted and ignored.
 
+    // The authentication this request demands travels with it, so that every later step (the
+    // login form, the consent page, the consent decision) can enforce it: `prompt=login` needs a
+    // login from now on, `max_age` one no older than that (OpenID Connect Core §3.1.2.1).
+    let auth_after = [prompt.login.then_some(now), max_age.map(|m| now - m as UnixTime)].into_iter().flatten().max();
+
     Ok(ValidRequest {
         pending: PendingAuthorization {
             client_id: client.client_id.clone(),
@@ -166,6 +171,7 @@ pub fn validate(
             expires_at: now + pending_ttl as UnixTime,
             login_hint,
             force_consent: prompt.consent,
+            auth_after,
         },
         prompt,
         max_age,
@@ -193,6 +199,12 @@ fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
     Ok(p)
 }
 
+fn expired_step() -> Step {
+    Step::ErrorPage(OAuthError::invalid_request(
+        "this sign-in request has expired or was already completed; go back to the application and start again",
+    ))
+}
+
 /// What the login step returns.
 #[derive(Debug)]
 pub enum LoginOutcome {
@@ -200,8 +212,36 @@ pub enum LoginOutcome {
     Failed { client_name: String },
     /// Too many failures: try again after this many seconds (the password was not checked).
     Throttled { client_name: String, retry_after: u64 },
-    /// Logged in: set the session cookie and go on.
-    Done { session: SessionToken, max_age: u64, next: Step },
+    /// Logged in: set the session cookie and the known-device cookie (`device`, see
+    /// [`crate::device`]), and go on.
+    Done { session: SessionToken, max_age: u64, device: String, next: Step },
+}
+
+/// Whether a session's authentication satisfies what the pending request demands (`prompt=login`,
+/// `max_age`).
+fn authenticated_enough(pending: &PendingAuthorization, session: &SessionRecord) -> bool {
+    pending.auth_after.is_none_or(|t| session.auth_time >= t)
+}
+
+/// RFC 8252 §8.6: a public client whose redirect goes to a loopback address or a private-use
+/// scheme cannot be told apart from another app claiming the same port or scheme, so the server
+/// must not answer it without the user's interaction, even with remembered consent.
+fn needs_interaction(client: &ClientRecord, redirect_uri: &RedirectUri) -> bool {
+    if !client.is_public() {
+        return false;
+    }
+    match Url::parse(redirect_uri.as_str()) {
+        Ok(u) => match u.scheme() {
+            "https" => false,
+            "http" => {
+                matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                    || matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+                    || u.host_str() == Some("localhost")
+            }
+            _ => true,
+        },
+        Err(_) => true,
+    }
 }
 
 impl Provider {
@@ -210,6 +250,7 @@ impl Provider {
         &self,
         params: &Params,
         cookie: Option<&SessionToken>,
+        ip: Option<IpAddr>,
         now: UnixTime,
     ) -> Result<Step, Error> {
         let client = match params.get("client_id").map(ClientId::parse) {
@@ -230,9 +271,8 @@ impl Provider {
         let fail = |e: OAuthError| {
             Ok(Step::Redirect(error_redirect(self.issuer(), &req.pending.redirect_uri, req.pending.state.as_ref(), &e)))
         };
-        let fresh_enough = |s: &SessionRecord| req.max_age.is_none_or(|m| now - s.auth_time <= m as UnixTime);
         let session = match session {
-            Some(s) if !req.prompt.login && fresh_enough(&s) => s,
+            Some(s) if !req.prompt.login && authenticated_enough(&req.pending, &s) => s,
             _ => {
                 if req.prompt.none {
                     return fail(OAuthError::new(
@@ -240,11 +280,14 @@ impl Provider {
                         "the user is not logged in and prompt=none forbids showing a login page",
                     ));
                 }
-                let pending = self.save_pending(&req.pending).await?;
+                let pending = self.save_pending(&req.pending, ip, now).await?;
                 return Ok(Step::Login { pending, client_name: client.name, login_hint: req.pending.login_hint });
             }
         };
-        if !req.prompt.consent && self.has_consent(&client, &session.user_id, &req.pending.scope).await? {
+        if !req.prompt.consent
+            && !needs_interaction(&client, &req.pending.redirect_uri)
+            && self.has_consent(&client, &session.user_id, &req.pending.scope).await?
+        {
             return Ok(Step::Redirect(self.issue_code(&req.pending, &session, now).await?));
         }
         if req.prompt.none {
@@ -253,37 +296,51 @@ impl Provider {
                 "the user has not consented to these scopes and prompt=none forbids asking",
             ));
         }
-        let pending = self.save_pending(&req.pending).await?;
+        let pending = self.save_pending(&req.pending, ip, now).await?;
         self.consent_step(pending, &client, &req.pending, &session).await
     }
 
-    /// `POST /login`: checks the credentials for a pending request.
+    /// `POST /login`: checks the credentials for a pending request. `device` is the browser's
+    /// known-device cookie, if it sent one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn login(
         &self,
         pending_id: &str,
         username: &str,
         password: Password,
         ip: Option<IpAddr>,
+        device: Option<&str>,
         now: UnixTime,
     ) -> Result<Result<LoginOutcome, Step>, Error> {
         let (pending, client) = match self.load_pending(pending_id, now).await? {
             Ok(x) => x,
             Err(step) => return Ok(Err(step)),
         };
-        let rules = throttle::keys(username, ip);
-        let keys: Vec<String> = rules.iter().map(|(k, _)| k.clone()).collect();
-        let state = self.store.throttle_state(&keys).await?;
-        if let Some(until) = throttle::blocked_until(&state, &rules, now) {
-            let e = audit::Event {
-                client_id: Some(client.client_id.as_str()),
-                ip,
-                detail: Some(json!({ "retry_after": until - now })),
-                ..Default::default()
-            };
-            audit::record(self.store.as_ref(), now, "login_throttled", e).await;
-            return Ok(Ok(LoginOutcome::Throttled { client_name: client.name, retry_after: (until - now) as u64 }));
-        }
         let user = self.store.user_by_username(username).await?;
+        let device_key = self.device_key(now).await?;
+        let known_device = match (device, &user) {
+            (Some(cookie), Some(u)) => device_key.verify(cookie, &u.id, now),
+            _ => None,
+        };
+        let rules = throttle::keys(username, ip, known_device);
+        // Reserved before the password is checked: see `throttle` (review finding 1).
+        let refused_before = match self.store.throttle_reserve(&rules, now).await? {
+            Reservation::Blocked { until, first } => {
+                // One record per blocked period, not one per refused attempt (finding 9): the
+                // count of the others is carried by the next counted attempt's record.
+                if first {
+                    let e = audit::Event {
+                        client_id: Some(client.client_id.as_str()),
+                        ip,
+                        detail: Some(json!({ "retry_after": until - now })),
+                        ..Default::default()
+                    };
+                    audit::record(self.store.as_ref(), now, "login_throttled", e).await;
+                }
+                return Ok(Ok(LoginOutcome::Throttled { client_name: client.name, retry_after: (until - now) as u64 }));
+            }
+            Reservation::Reserved { refused_while_blocked } => refused_while_blocked,
+        };
         let ok = self
             .hasher
             .verify(password.expose_secret().to_owned(), user.as_ref().map(|u| u.password_hash.clone()))
@@ -291,24 +348,33 @@ impl Provider {
         let user = match user {
             Some(u) if ok => u,
             _ => {
-                self.store.throttle_failure(&keys, now, throttle::FORGET_AFTER).await?;
-                // The attempted username is recorded for the audit trail; it is not a secret.
-                let attempted: String = username.chars().take(64).collect();
+                // A name that matches no account is not recorded: people type their password into
+                // the username field, and the audit log is kept (review 19k).
+                let mut detail = match &user {
+                    Some(u) => json!({ "username": u.username }),
+                    None => json!({ "unknown_username": true }),
+                };
+                if refused_before > 0 {
+                    detail["refused_while_throttled"] = json!(refused_before);
+                }
                 let e = audit::Event {
                     user_id: user.as_ref().map(|u| u.id.as_str()),
                     client_id: Some(client.client_id.as_str()),
                     ip,
-                    detail: Some(json!({ "username": attempted })),
+                    detail: Some(detail),
                 };
                 audit::record(self.store.as_ref(), now, "login_failure", e).await;
                 return Ok(Ok(LoginOutcome::Failed { client_name: client.name }));
             }
         };
-        // A success clears this account's counters, but not the IP's: logging in to one's own
-        // account must not reset the budget for guessing others.
-        let account_keys: Vec<String> = keys.iter().filter(|k| !k.starts_with("ip:")).cloned().collect();
-        self.store.throttle_clear(&account_keys).await?;
-        let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail: None };
+        // A success clears this account's counters and takes the reserved failure back from the
+        // IP's, without resetting it: logging in to one's own account must not reset the budget
+        // for guessing others.
+        let (clear, refund): (Vec<String>, Vec<String>) =
+            rules.into_iter().map(|(k, _)| k).partition(|k| throttle::is_account_key(k));
+        self.store.throttle_settle(&clear, &refund).await?;
+        let detail = (refused_before > 0).then(|| json!({ "refused_while_throttled": refused_before }));
+        let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail };
         audit::record(self.store.as_ref(), now, "login_success", e).await;
         let token = SessionToken::generate();
         let session = SessionRecord {
@@ -319,13 +385,27 @@ impl Provider {
             expires_at: now + self.config.session_ttl as UnixTime,
         };
         self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
+        let device = device_key.issue(known_device, &user.id, now);
         let next = if !pending.force_consent && self.has_consent(&client, &user.id, &pending.scope).await? {
-            self.store.remove_pending(&TokenHash::of(pending_id)).await?;
+            if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
+                return Ok(Err(expired_step()));
+            }
             Step::Redirect(self.issue_code(&pending, &session, now).await?)
         } else {
             self.consent_step(pending_id.to_owned(), &client, &pending, &session).await?
         };
-        Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, next }))
+        Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, device, next }))
+    }
+
+    /// The key of known-device cookies: kept in the store, so every instance signs alike.
+    async fn device_key(&self, now: UnixTime) -> Result<&crate::device::DeviceKey, Error> {
+        self.device_key
+            .get_or_try_init(|| async {
+                let fresh = random_token();
+                let secret = self.store.server_secret(crate::device::SECRET_NAME, &fresh, now).await?;
+                Ok::<_, Error>(crate::device::DeviceKey::new(secret.as_bytes()))
+            })
+            .await
     }
 
     /// `GET /consent`: the consent page for a pending request, or the login page if the session is gone.
@@ -340,8 +420,12 @@ impl Provider {
             Err(step) => return Ok(step),
         };
         match self.current_session(cookie, now).await? {
-            Some(session) => self.consent_step(pending_id.to_owned(), &client, &pending, &session).await,
-            None => Ok(Step::Login {
+            // A session that predates a `prompt=login` or exceeds `max_age` must log in again
+            // here too, or the consent page would skip the re-authentication (review finding 4).
+            Some(session) if authenticated_enough(&pending, &session) => {
+                self.consent_step(pending_id.to_owned(), &client, &pending, &session).await
+            }
+            _ => Ok(Step::Login {
                 pending: pending_id.to_owned(),
                 client_name: client.name,
                 login_hint: pending.login_hint,
@@ -361,14 +445,21 @@ impl Provider {
             Ok(x) => x,
             Err(step) => return Ok(step),
         };
-        let Some(session) = self.current_session(cookie, now).await? else {
-            return Ok(Step::Login {
-                pending: pending_id.to_owned(),
-                client_name: client.name,
-                login_hint: pending.login_hint,
-            });
+        let session = match self.current_session(cookie, now).await? {
+            Some(s) if authenticated_enough(&pending, &s) => s,
+            _ => {
+                return Ok(Step::Login {
+                    pending: pending_id.to_owned(),
+                    client_name: client.name,
+                    login_hint: pending.login_hint,
+                });
+            }
         };
-        self.store.remove_pending(&TokenHash::of(pending_id)).await?;
+        // One decision per request: of two concurrent posts, only the one that removed the
+        // request goes on (review 19d).
+        if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
+            return Ok(expired_step());
+        }
         if !approve {
             let e = audit::Event {
                 user_id: Some(&session.user_id),
@@ -427,18 +518,20 @@ impl Provider {
         Ok(Step::Consent { pending, client_name: client.name.clone(), scope: req.scope.clone(), username })
     }
 
-    async fn save_pending(&self, p: &PendingAuthorization) -> Result<String, Error> {
-        if self.store.count_pending(&p.client_id, p.expires_at - self.config.pending_ttl as UnixTime).await?
-            >= self.config.max_pending_per_client
-        {
+    async fn save_pending(&self, p: &PendingAuthorization, ip: Option<IpAddr>, now: UnixTime) -> Result<String, Error> {
+        let source = ip.map(throttle::source).unwrap_or_else(|| "unknown".to_owned());
+        let limits = PendingLimits {
+            per_source: self.config.max_pending_per_source,
+            per_client: self.config.max_pending_per_client,
+        };
+        let id = random_token();
+        if !self.store.insert_pending(&TokenHash::of(&id), p, &source, now, limits).await? {
             return Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
-                "too many sign-in requests are in progress for this application; try again in a few minutes",
+                "too many sign-in requests are in progress from your network; finish or close one, or try again in a few minutes",
             )
             .into());
         }
-        let id = random_token();
-        self.store.insert_pending(&TokenHash::of(&id), p).await?;
         Ok(id)
     }
 
@@ -447,11 +540,7 @@ impl Provider {
         id: &str,
         now: UnixTime,
     ) -> Result<Result<(PendingAuthorization, ClientRecord), Step>, Error> {
-        let expired = || {
-            Step::ErrorPage(OAuthError::invalid_request(
-                "this sign-in request has expired or was already completed; go back to the application and start again",
-            ))
-        };
+        let expired = expired_step;
         if id.len() > 128 {
             return Ok(Err(expired()));
         }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod cors;
+pub mod device;
 pub mod error;
 pub mod grant;
 pub mod introspect;

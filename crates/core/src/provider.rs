@@ -35,10 +35,15 @@ pub struct ProviderConfig {
     pub session_ttl: u64,
     /// How long a login or consent page may stay open.
     pub pending_ttl: u64,
-    /// Live pending authorization requests allowed per client; past it, new ones get 503.
+    /// Live pending authorization requests kept per client; past it, the oldest are evicted.
     pub max_pending_per_client: u64,
+    /// Live pending authorization requests allowed per source network (an IPv4 address, an IPv6
+    /// /64); past it, that network's new ones get 503 until older ones complete or expire.
+    pub max_pending_per_source: u64,
     /// Browser sessions kept per user; a new login ends the oldest beyond this.
     pub max_sessions_per_user: u32,
+    /// How long the audit log keeps a record; 0 keeps them forever.
+    pub audit_retention: u64,
 }
 
 impl ProviderConfig {
@@ -56,7 +61,9 @@ impl ProviderConfig {
             session_ttl: 24 * 3600,
             pending_ttl: 600,
             max_pending_per_client: 10_000,
+            max_pending_per_source: 256,
             max_sessions_per_user: 32,
+            audit_retention: 90 * 24 * 3600,
         }
     }
 }
@@ -67,6 +74,7 @@ pub struct Provider {
     pub hasher: Hasher,
     keys: RwLock<Arc<KeySet>>,
     pub(crate) origins: crate::cors::OriginCache,
+    pub(crate) device_key: tokio::sync::OnceCell<crate::device::DeviceKey>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -103,6 +111,7 @@ impl Provider {
             hasher: Hasher::new(parallelism)?,
             keys: RwLock::new(Arc::new(keys)),
             origins: Default::default(),
+            device_key: Default::default(),
         })
     }
 
@@ -130,7 +139,11 @@ impl Provider {
     /// Deletes expired and dead records (see [`crate::store::TableCounts`] for the policy). `serve`
     /// runs it periodically; every instance may, the store makes concurrent runs safe.
     pub async fn purge_expired(&self, now: UnixTime) -> anyhow::Result<crate::store::TableCounts> {
-        Ok(self.store.purge_expired(now, self.key_publish_window()).await?)
+        let policy = crate::store::PurgePolicy {
+            key_publish_window: self.key_publish_window(),
+            audit_retention: self.config.audit_retention,
+        };
+        Ok(self.store.purge_expired(now, &policy).await?)
     }
 
     /// How long a retired key stays in the JWKS: the longest life of a token it signed, plus a

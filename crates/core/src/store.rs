@@ -163,6 +163,10 @@ pub struct PendingAuthorization {
     /// `prompt=consent`: ask for consent even if it was given before, also after a fresh login.
     #[serde(default)]
     pub force_consent: bool,
+    /// `prompt=login` / `max_age`: the session must have authenticated at or after this time,
+    /// checked at every step, not only at `/authorize`.
+    #[serde(default)]
+    pub auth_after: Option<UnixTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,6 +268,28 @@ pub struct ThrottleRecord {
     pub key: String,
     pub failures: u32,
     pub last_failure: UnixTime,
+    /// Attempts refused while this key blocked, since its last counted failure: aggregated here
+    /// rather than written as one audit row each (security review 2026-12, finding 9).
+    pub refused: u64,
+}
+
+/// Bounds on live pending authorization requests (see [`Store::insert_pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingLimits {
+    pub per_source: u64,
+    pub per_client: u64,
+}
+
+/// The outcome of [`Store::throttle_reserve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// The attempt may be checked; it was counted as a failure under every key in advance, to be
+    /// settled with [`Store::throttle_settle`] if it succeeds. `refused_while_blocked`: attempts
+    /// refused under these keys since their last counted failure.
+    Reserved { refused_while_blocked: u64 },
+    /// The attempt must wait until `until`; nothing was counted. `first`: the first refusal since
+    /// the last counted failure, the only one worth an audit record.
+    Blocked { until: UnixTime, first: bool },
 }
 
 /// One security event, kept for `latchkey audit`.
@@ -306,11 +332,28 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_signing_key(&self, key: &KeyRecord, now: UnixTime) -> StoreResult<()>;
 
     // Pending authorization requests.
-    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()>;
-    /// Unexpired pending requests of one client: bounded, so a flood cannot fill the store.
-    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64>;
+    /// Stores a pending request made from `source` (a client network, `throttle::source`) in one
+    /// atomic step: refused (`false`) if that source already has `limits.per_source` unexpired
+    /// requests; otherwise inserted, and the client's oldest requests beyond `limits.per_client`
+    /// are evicted. One source cannot use up a client's capacity, and a flood from many sources
+    /// pushes out the oldest requests instead of refusing every new user (review finding 6).
+    async fn insert_pending(
+        &self,
+        id: &TokenHash,
+        p: &PendingAuthorization,
+        source: &str,
+        now: UnixTime,
+        limits: PendingLimits,
+    ) -> StoreResult<bool>;
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>>;
-    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()>;
+    /// Deletes a pending request; `true` for the one caller that deleted it, so that two concurrent
+    /// decisions on one request cannot both issue a code.
+    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<bool>;
+
+    // The server's own secrets (the known-device cookie key).
+    /// The secret named `name`: `fresh` is stored if there is none yet, atomically, so several
+    /// instances starting at once agree on one value.
+    async fn server_secret(&self, name: &str, fresh: &str, now: UnixTime) -> StoreResult<String>;
 
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
@@ -357,12 +400,22 @@ pub trait Store: Send + Sync + 'static {
     /// RFC 7009 for one access token: it stays revoked until it expires.
     async fn revoke_access_token(&self, jti: &str, now: UnixTime) -> StoreResult<()>;
 
-    // Login throttling.
+    // Login throttling (`crate::throttle`).
+    /// The counters of these keys, in the order asked (missing keys are left out).
     async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>>;
-    /// Counts one failure under each key; a key whose last failure is older than `forget_after`
-    /// seconds starts again from one.
-    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()>;
-    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()>;
+    /// One login attempt, decided and counted in one atomic operation, also across instances: reads
+    /// the keys' counters; if [`crate::throttle::blocked_until`] says the attempt must wait, counts
+    /// one refusal and returns `Blocked`; otherwise counts one failure under every key (a key whose
+    /// last failure is older than [`crate::throttle::FORGET_AFTER`] starts again from one) and
+    /// returns `Reserved`. Of any number of concurrent calls, each sees all those before it.
+    async fn throttle_reserve(
+        &self,
+        rules: &[(String, crate::throttle::Rule)],
+        now: UnixTime,
+    ) -> StoreResult<Reservation>;
+    /// After a successful login: deletes the `clear` keys and takes the reserved failure back from
+    /// the `refund` keys.
+    async fn throttle_settle(&self, clear: &[String], refund: &[String]) -> StoreResult<()>;
 
     // The audit log.
     async fn record_audit(&self, event: &AuditRecord) -> StoreResult<()>;
@@ -378,7 +431,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes what can no longer be used at `now`, so that tables stay bounded (the policy is
     /// [`TableCounts`]' field by field; the README's "Bounded storage" says the same). Returns how
     /// many rows went from each table. Safe to run from several instances at once.
-    async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts>;
+    async fn purge_expired(&self, now: UnixTime, policy: &PurgePolicy) -> StoreResult<TableCounts>;
     /// How many rows each table holds.
     async fn table_counts(&self) -> StoreResult<TableCounts>;
     /// Every record, read in one consistent snapshot (`latchkey db copy`).
@@ -420,8 +473,19 @@ pub struct TableCounts {
     /// Failure counters whose last failure is older than `throttle::FORGET_AFTER`: they would
     /// start again from zero anyway.
     pub login_throttle: u64,
-    /// Never purged: the audit log is a record kept for the operator (counted, for visibility).
+    /// Records older than [`PurgePolicy::audit_retention`] (90 days by default; 0 keeps them
+    /// forever). Repeated refusals are aggregated before they are written (`throttle`), so an
+    /// attacker cannot grow the table faster than the login back-off allows.
     pub audit_events: u64,
+}
+
+/// What [`Store::purge_expired`] keeps, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PurgePolicy {
+    /// How long a retired signing key stays published.
+    pub key_publish_window: u64,
+    /// How long audit records are kept; 0 keeps them forever.
+    pub audit_retention: u64,
 }
 
 impl TableCounts {

@@ -65,6 +65,17 @@ macro_rules! retrying {
     }};
 }
 
+fn throttle_row(r: &Row) -> anyhow::Result<ThrottleRecord> {
+    let failures: i32 = r.try_get(1)?;
+    let refused: i64 = r.try_get(3)?;
+    Ok(ThrottleRecord {
+        key: r.try_get(0)?,
+        failures: u32::try_from(failures).unwrap_or(0),
+        last_failure: r.try_get(2)?,
+        refused: u64::try_from(refused).unwrap_or(0),
+    })
+}
+
 fn retryable(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
@@ -289,23 +300,91 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn throttle_failure_once(&self, keys: &[String], now: UnixTime, forget_after: u64) -> anyhow::Result<()> {
-        let forget = now - forget_after as UnixTime;
+    async fn throttle_reserve_once(
+        &self,
+        rules: &[(String, latchkey_core::throttle::Rule)],
+        now: UnixTime,
+    ) -> anyhow::Result<Reservation> {
+        // Keys in one order everywhere, so that two transactions locking overlapping keys cannot
+        // deadlock.
+        let mut keys: Vec<String> = rules.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        let stmt = tx
+        // Every key gets a row, then every row is locked: a concurrent attempt on any of these keys,
+        // from this instance or another, waits here until this one has counted (finding 1).
+        let create = tx
             .prepare_cached(
-                "INSERT INTO login_throttle (key, failures, last_failure) VALUES ($1, 1, $2)
-                 ON CONFLICT (key) DO UPDATE SET
-                   failures = CASE WHEN login_throttle.last_failure < $3 THEN 1 ELSE login_throttle.failures + 1 END,
-                   last_failure = excluded.last_failure",
+                "INSERT INTO login_throttle (key, failures, last_failure, refused) VALUES ($1, 0, $2, 0)
+                 ON CONFLICT (key) DO NOTHING",
             )
             .await?;
-        for k in keys {
-            tx.execute(&stmt, &[k, &now, &forget]).await?;
+        for k in &keys {
+            tx.execute(&create, &[k, &now]).await?;
         }
+        let rows = tx
+            .query(
+                "SELECT key, failures, last_failure, refused FROM login_throttle WHERE key = ANY($1) ORDER BY key
+                 FOR UPDATE",
+                &[&keys],
+            )
+            .await?;
+        let records = rows.iter().map(throttle_row).collect::<anyhow::Result<Vec<_>>>()?;
+        let refused = records.iter().map(|r| r.refused).max().unwrap_or(0);
+        let out = match latchkey_core::throttle::blocked_until(&records, rules, now) {
+            Some(until) => {
+                tx.execute("UPDATE login_throttle SET refused = refused + 1 WHERE key = ANY($1)", &[&keys]).await?;
+                Reservation::Blocked { until, first: refused == 0 }
+            }
+            None => {
+                let forget = now - latchkey_core::throttle::FORGET_AFTER as UnixTime;
+                tx.execute(
+                    "UPDATE login_throttle SET
+                       failures = CASE WHEN last_failure < $3 THEN 1 ELSE failures + 1 END,
+                       last_failure = $2, refused = 0
+                     WHERE key = ANY($1)",
+                    &[&keys, &now, &forget],
+                )
+                .await?;
+                Reservation::Reserved { refused_while_blocked: refused }
+            }
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(out)
+    }
+
+    async fn insert_pending_once(
+        &self,
+        id: &TokenHash,
+        p: &PendingAuthorization,
+        source: &str,
+        now: UnixTime,
+        limits: PendingLimits,
+    ) -> anyhow::Result<bool> {
+        let data = to_json(p)?;
+        let mut c = self.conn().await?;
+        let tx = Self::begin(&mut c).await?;
+        // One source's requests are counted and inserted under one lock, across instances.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", &[&source]).await?;
+        let n: i64 = tx.query_one(crate::purge_sql::PENDING_BY_SOURCE.trim(), &[&source, &now]).await?.try_get(0)?;
+        if n.max(0) as u64 >= limits.per_source {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id, source) VALUES ($1, $2, $3, $4, $5)",
+            &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str(), &source],
+        )
+        .await?;
+        let per_client = i64::try_from(limits.per_client).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM pending_authorizations WHERE id_hash IN (
+               SELECT id_hash FROM pending_authorizations WHERE client_id = $1
+               ORDER BY expires_at DESC OFFSET $2)",
+            &[&p.client_id.as_str(), &per_client],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<Option<SessionRecord>> {
@@ -674,26 +753,15 @@ impl Store for PostgresStore {
         retrying!(self.rotate_key_once(key, now))
     }
 
-    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
-        let data = to_json(p)?;
-        self.exec(
-            "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES ($1, $2, $3, $4)",
-            &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str()],
-        )
-        .await
-        .map(|_| ())
-        .map_err(StoreError::Backend)
-    }
-
-    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
-        let n = self
-            .opt(
-                "SELECT count(*) FROM pending_authorizations WHERE client_id = $1 AND expires_at > $2",
-                &[&client_id.as_str(), &now],
-                |r| Ok(r.try_get::<_, i64>(0)?),
-            )
-            .await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+    async fn insert_pending(
+        &self,
+        id: &TokenHash,
+        p: &PendingAuthorization,
+        source: &str,
+        now: UnixTime,
+        limits: PendingLimits,
+    ) -> StoreResult<bool> {
+        retrying!(self.insert_pending_once(id, p, source, now, limits))
     }
 
     async fn pending(&self, id: &TokenHash, now: UnixTime) -> StoreResult<Option<PendingAuthorization>> {
@@ -705,11 +773,24 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()> {
+    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<bool> {
         self.exec("DELETE FROM pending_authorizations WHERE id_hash = $1", &[&id.as_str()])
             .await
-            .map(|_| ())
+            .map(|n| n > 0)
             .map_err(StoreError::Backend)
+    }
+
+    async fn server_secret(&self, name: &str, fresh: &str, now: UnixTime) -> StoreResult<String> {
+        // The first instance to ask stores its candidate; every instance then reads the same one.
+        self.exec(
+            "INSERT INTO server_secrets (name, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            &[&name, &fresh, &now],
+        )
+        .await
+        .map_err(StoreError::Backend)?;
+        self.opt("SELECT secret FROM server_secrets WHERE name = $1", &[&name], |r| Ok(r.try_get::<_, String>(0)?))
+            .await?
+            .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
     async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
@@ -847,18 +928,14 @@ impl Store for PostgresStore {
     async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
         let run = async {
             let c = self.conn().await?;
-            let stmt =
-                c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = $1").await?;
+            let stmt = c
+                .prepare_cached("SELECT key, failures, last_failure, refused FROM login_throttle WHERE key = $1")
+                .await?;
             let mut out = Vec::new();
             // In the order asked, as on SQLite.
             for k in keys {
                 if let Some(r) = c.query_opt(&stmt, &[k]).await? {
-                    let failures: i32 = r.try_get(1)?;
-                    out.push(ThrottleRecord {
-                        key: r.try_get(0)?,
-                        failures: u32::try_from(failures).unwrap_or(0),
-                        last_failure: r.try_get(2)?,
-                    });
+                    out.push(throttle_row(&r)?);
                 }
             }
             anyhow::Ok(out)
@@ -866,15 +943,22 @@ impl Store for PostgresStore {
         run.await.map_err(StoreError::Backend)
     }
 
-    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()> {
-        retrying!(self.throttle_failure_once(keys, now, forget_after))
+    async fn throttle_reserve(
+        &self,
+        rules: &[(String, latchkey_core::throttle::Rule)],
+        now: UnixTime,
+    ) -> StoreResult<Reservation> {
+        retrying!(self.throttle_reserve_once(rules, now))
     }
 
-    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
-        self.exec("DELETE FROM login_throttle WHERE key = ANY($1)", &[&keys])
-            .await
-            .map(|_| ())
-            .map_err(StoreError::Backend)
+    async fn throttle_settle(&self, clear: &[String], refund: &[String]) -> StoreResult<()> {
+        self.tx_exec(&[
+            ("DELETE FROM login_throttle WHERE key = ANY($1)", &[&clear]),
+            ("UPDATE login_throttle SET failures = GREATEST(failures - 1, 0) WHERE key = ANY($1)", &[&refund]),
+        ])
+        .await
+        .map(|_| ())
+        .map_err(StoreError::Backend)
     }
 
     async fn record_audit(&self, e: &AuditRecord) -> StoreResult<()> {
@@ -902,8 +986,8 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts> {
-        retrying!(crate::postgres_maint::purge(self, now, key_publish_window))
+    async fn purge_expired(&self, now: UnixTime, policy: &PurgePolicy) -> StoreResult<TableCounts> {
+        retrying!(crate::postgres_maint::purge(self, now, policy))
     }
 
     async fn table_counts(&self) -> StoreResult<TableCounts> {

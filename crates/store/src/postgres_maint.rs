@@ -10,7 +10,7 @@ use crate::postgres::*;
 use crate::purge_sql::{self, Param};
 use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 
-pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, key_publish_window: u64) -> anyhow::Result<TableCounts> {
+pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
     let mut c = s.object().await?;
     let tx = PostgresStore::begin(&mut c).await?;
     let mut out = TableCounts::default();
@@ -19,7 +19,8 @@ pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, key_publish_window: 
     if !ours {
         return Ok(out);
     }
-    let cutoff = now.saturating_sub(key_publish_window as i64);
+    let cutoff = now.saturating_sub(policy.key_publish_window as i64);
+    let audit_cutoff = purge_sql::audit_cutoff(now, policy);
     for (field, param, sql) in purge_sql::statements() {
         let stmt = tx.prepare_cached(&sql).await?;
         let n = match param {
@@ -27,6 +28,7 @@ pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, key_publish_window: 
             Param::Now => tx.execute(&stmt, &[&now]).await?,
             Param::KeyCutoff => tx.execute(&stmt, &[&cutoff]).await?,
             Param::ThrottleCutoff => tx.execute(&stmt, &[&purge_sql::throttle_cutoff(now)]).await?,
+            Param::AuditCutoff => tx.execute(&stmt, &[&audit_cutoff]).await?,
         };
         *field(&mut out) += n;
     }

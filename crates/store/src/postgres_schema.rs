@@ -125,4 +125,16 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_time ON audit_events (at);
     CREATE INDEX audit_by_user ON audit_events (user_id, at);
     "#,
+    // 2: security review 2026-12 (SQLite 5): refusals aggregated per throttle key, pending
+    // requests bounded per source network, and the server's own secrets.
+    r#"
+    ALTER TABLE login_throttle ADD COLUMN refused BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE pending_authorizations ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    CREATE INDEX pending_by_source ON pending_authorizations (source, expires_at);
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    "#,
 ];

@@ -17,6 +17,9 @@ const DEAD_GRANT: &str = "NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.gran
       OR NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id AND r.consumed_at IS NULL AND r.expires_at > $1)
       OR (NOT g.offline AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.sid = g.sid AND s.expires_at > $1)))";
 
+/// Unexpired pending requests from one source network (`$1`) at `$2`: the per-source bound.
+pub const PENDING_BY_SOURCE: &str = "SELECT count(*) FROM pending_authorizations WHERE source = $1 AND expires_at > $2";
+
 /// Which value `$1` is bound to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Param {
@@ -27,6 +30,9 @@ pub enum Param {
     KeyCutoff,
     /// `now - throttle::FORGET_AFTER`: a failure counter last bumped at or before it is forgotten.
     ThrottleCutoff,
+    /// `now - audit_retention`: an audit record from before it is deleted (none when the
+    /// retention is 0, kept forever).
+    AuditCutoff,
 }
 
 /// A purge step: where its count goes, its parameter, its statement. In this order: expired
@@ -63,7 +69,16 @@ pub fn statements() -> Vec<(Field, Param, String)> {
             "DELETE FROM signing_keys WHERE NOT active AND retired_at IS NOT NULL AND retired_at <= $1".into(),
         ),
         (|c| &mut c.login_throttle, Param::ThrottleCutoff, "DELETE FROM login_throttle WHERE last_failure <= $1".into()),
+        (|c| &mut c.audit_events, Param::AuditCutoff, "DELETE FROM audit_events WHERE at < $1".into()),
     ]
+}
+
+/// `now - audit_retention`, or the beginning of time when the audit log is kept forever (0).
+pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64 {
+    match policy.audit_retention {
+        0 => i64::MIN,
+        r => now.saturating_sub(i64::try_from(r).unwrap_or(i64::MAX)),
+    }
 }
 
 /// The tables [`COUNTS`] counts.

@@ -63,6 +63,31 @@ impl SqliteStore {
     }
 }
 
+/// Counts one failure under a key: a key whose last failure is older than the cut-off starts again
+/// from one; a counted failure ends the run of refusals.
+const THROTTLE_COUNT_SQLITE: &str =
+    "INSERT INTO login_throttle (key, failures, last_failure, refused) VALUES (?1, 1, ?2, 0)
+     ON CONFLICT (key) DO UPDATE SET
+       failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END,
+       last_failure = excluded.last_failure, refused = 0";
+
+fn throttle_rows(c: &Connection, keys: &[String]) -> rusqlite::Result<Vec<ThrottleRecord>> {
+    let mut stmt =
+        c.prepare_cached("SELECT key, failures, last_failure, refused FROM login_throttle WHERE key = ?1")?;
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(r) = stmt
+            .query_row([k], |r| {
+                Ok(ThrottleRecord { key: r.get(0)?, failures: r.get(1)?, last_failure: r.get(2)?, refused: r.get(3)? })
+            })
+            .optional()?
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Backend(a) if a.downcast_ref::<rusqlite::Error>().is_some_and(|e| matches!(
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
@@ -462,23 +487,39 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_pending(&self, id: &TokenHash, p: &PendingAuthorization) -> StoreResult<()> {
+    async fn insert_pending(
+        &self,
+        id: &TokenHash,
+        p: &PendingAuthorization,
+        source: &str,
+        now: UnixTime,
+        limits: PendingLimits,
+    ) -> StoreResult<bool> {
         let (id, data, exp, client) = (id.as_str().to_owned(), to_json(p)?, p.expires_at, p.client_id.to_string());
+        let source = source.to_owned();
+        let per_source = i64::try_from(limits.per_source).unwrap_or(i64::MAX);
+        let per_client = i64::try_from(limits.per_client).unwrap_or(i64::MAX);
         self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES (?1, ?2, ?3, ?4)",
+            let tx = c.savepoint()?;
+            let n: i64 = tx
+                .prepare_cached(crate::purge_sql::PENDING_BY_SOURCE)?
+                .query_row(params![source, now], |r| r.get(0))?;
+            if n >= per_source {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![id, data, exp, client])
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn count_pending(&self, client_id: &ClientId, now: UnixTime) -> StoreResult<u64> {
-        let client = client_id.to_string();
-        self.scan(move |c| {
-            c.prepare_cached("SELECT COUNT(*) FROM pending_authorizations WHERE client_id = ?1 AND expires_at > ?2")?
-                .query_row(params![client, now], |r| r.get(0))
+            .execute(params![id, data, exp, client, source])?;
+            tx.prepare_cached(
+                "DELETE FROM pending_authorizations WHERE id_hash IN (
+                   SELECT id_hash FROM pending_authorizations WHERE client_id = ?1
+                   ORDER BY expires_at DESC LIMIT -1 OFFSET ?2)",
+            )?
+            .execute(params![client, per_client])?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -493,11 +534,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<()> {
+    async fn remove_pending(&self, id: &TokenHash) -> StoreResult<bool> {
         let id = id.as_str().to_owned();
         self.write(move |c| c.prepare_cached("DELETE FROM pending_authorizations WHERE id_hash = ?1")?.execute([id]))
             .await
-            .map(|_| ())
+            .map(|n| n > 0)
+    }
+
+    async fn server_secret(&self, name: &str, fresh: &str, now: UnixTime) -> StoreResult<String> {
+        let (name, fresh) = (name.to_owned(), fresh.to_owned());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO server_secrets (name, secret, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute(params![name, fresh, now])?;
+            c.prepare_cached("SELECT secret FROM server_secrets WHERE name = ?1")?.query_row([name], |r| r.get(0))
+        })
+        .await
     }
 
     async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
@@ -741,49 +794,54 @@ impl Store for SqliteStore {
 
     async fn throttle_state(&self, keys: &[String]) -> StoreResult<Vec<ThrottleRecord>> {
         let keys = keys.to_vec();
-        self.lookup(move |c| {
-            let mut stmt = c.prepare_cached("SELECT key, failures, last_failure FROM login_throttle WHERE key = ?1")?;
-            let mut out = Vec::new();
-            for k in &keys {
-                if let Some(r) = stmt
-                    .query_row([k], |r| {
-                        Ok(ThrottleRecord { key: r.get(0)?, failures: r.get(1)?, last_failure: r.get(2)? })
-                    })
-                    .optional()?
-                {
-                    out.push(r);
+        self.lookup(move |c| throttle_rows(c, &keys)).await
+    }
+
+    async fn throttle_reserve(
+        &self,
+        rules: &[(String, latchkey_core::throttle::Rule)],
+        now: UnixTime,
+    ) -> StoreResult<Reservation> {
+        let rules = rules.to_vec();
+        // The single writer runs this closure alone, and across processes the write transaction
+        // holds SQLite's lock: the read, the decision and the count are one atomic step.
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            let keys: Vec<String> = rules.iter().map(|(k, _)| k.clone()).collect();
+            let records = throttle_rows(&tx, &keys)?;
+            let refused = records.iter().map(|r| r.refused).max().unwrap_or(0);
+            let out = match latchkey_core::throttle::blocked_until(&records, &rules, now) {
+                Some(until) => {
+                    for k in &keys {
+                        tx.prepare_cached("UPDATE login_throttle SET refused = refused + 1 WHERE key = ?1")?
+                            .execute([k])?;
+                    }
+                    Reservation::Blocked { until, first: refused == 0 }
                 }
-            }
+                None => {
+                    let forget = now - latchkey_core::throttle::FORGET_AFTER as UnixTime;
+                    for k in &keys {
+                        tx.prepare_cached(THROTTLE_COUNT_SQLITE)?.execute(params![k, now, forget])?;
+                    }
+                    Reservation::Reserved { refused_while_blocked: refused }
+                }
+            };
+            tx.commit()?;
             Ok(out)
         })
         .await
     }
 
-    async fn throttle_failure(&self, keys: &[String], now: UnixTime, forget_after: u64) -> StoreResult<()> {
-        let keys = keys.to_vec();
-        let forget = now - forget_after as UnixTime;
+    async fn throttle_settle(&self, clear: &[String], refund: &[String]) -> StoreResult<()> {
+        let (clear, refund) = (clear.to_vec(), refund.to_vec());
         self.write(move |c| {
             let tx = c.savepoint()?;
-            for k in &keys {
-                tx.prepare_cached(
-                    "INSERT INTO login_throttle (key, failures, last_failure) VALUES (?1, 1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET
-                       failures = CASE WHEN last_failure < ?3 THEN 1 ELSE failures + 1 END,
-                       last_failure = excluded.last_failure",
-                )?
-                .execute(params![k, now, forget])?;
-            }
-            tx.commit()
-        })
-        .await
-    }
-
-    async fn throttle_clear(&self, keys: &[String]) -> StoreResult<()> {
-        let keys = keys.to_vec();
-        self.write(move |c| {
-            let tx = c.savepoint()?;
-            for k in &keys {
+            for k in &clear {
                 tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1")?.execute([k])?;
+            }
+            for k in &refund {
+                tx.prepare_cached("UPDATE login_throttle SET failures = MAX(failures - 1, 0) WHERE key = ?1")?
+                    .execute([k])?;
             }
             tx.commit()
         })
@@ -820,8 +878,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn purge_expired(&self, now: UnixTime, key_publish_window: u64) -> StoreResult<TableCounts> {
-        self.write(move |c| sqlite_maint::purge(c, now, key_publish_window)).await
+    async fn purge_expired(&self, now: UnixTime, policy: &PurgePolicy) -> StoreResult<TableCounts> {
+        let policy = *policy;
+        self.write(move |c| sqlite_maint::purge(c, now, &policy)).await
     }
 
     async fn table_counts(&self) -> StoreResult<TableCounts> {

@@ -9,7 +9,7 @@ use crate::purge_sql::{self, Param};
 use crate::sqlite::*;
 
 /// Runs in the writer's group transaction, hence a savepoint.
-pub(crate) fn purge(c: &mut Connection, now: UnixTime, key_publish_window: u64) -> rusqlite::Result<TableCounts> {
+pub(crate) fn purge(c: &mut Connection, now: UnixTime, policy: &PurgePolicy) -> rusqlite::Result<TableCounts> {
     let tx = c.savepoint()?;
     let mut out = TableCounts::default();
     for (field, param, sql) in purge_sql::statements() {
@@ -17,8 +17,9 @@ pub(crate) fn purge(c: &mut Connection, now: UnixTime, key_publish_window: u64) 
         let n = match param {
             Param::None => stmt.execute([])?,
             Param::Now => stmt.execute([now])?,
-            Param::KeyCutoff => stmt.execute([now.saturating_sub(key_publish_window as i64)])?,
+            Param::KeyCutoff => stmt.execute([now.saturating_sub(policy.key_publish_window as i64)])?,
             Param::ThrottleCutoff => stmt.execute([purge_sql::throttle_cutoff(now)])?,
+            Param::AuditCutoff => stmt.execute([purge_sql::audit_cutoff(now, policy)])?,
         };
         *field(&mut out) += n as u64;
     }

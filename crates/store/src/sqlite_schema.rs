@@ -121,4 +121,16 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX pending_by_client ON pending_authorizations (client_id, expires_at);
     CREATE INDEX sessions_by_user ON sessions (user_id, auth_time);
     "#,
+    // 5: security review 2026-12: refusals aggregated per throttle key, pending requests bounded
+    // per source network, and the server's own secrets (the known-device cookie key).
+    r#"
+    ALTER TABLE login_throttle ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE pending_authorizations ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    CREATE INDEX pending_by_source ON pending_authorizations (source, expires_at);
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];

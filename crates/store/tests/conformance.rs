@@ -6,11 +6,14 @@
 
 use std::sync::Arc;
 
-use latchkey_core::Store;
 use latchkey_core::store::*;
+use latchkey_core::{Store, throttle};
 use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, Scope, TokenHash};
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
+
+const POLICY: PurgePolicy = PurgePolicy { key_publish_window: 100, audit_retention: 0 };
+const LIMITS: PendingLimits = PendingLimits { per_source: 100, per_client: 100 };
 
 fn client(id: &str) -> ClientRecord {
     ClientRecord {
@@ -150,14 +153,13 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         expires_at: 100,
         login_hint: Some("alice".into()),
         force_consent: true,
+        auth_after: Some(42),
     };
-    s.insert_pending(&TokenHash::of("p"), &p).await.unwrap();
-    assert_eq!(s.count_pending(&p.client_id, 99).await.unwrap(), 1);
-    assert_eq!(s.count_pending(&p.client_id, 100).await.unwrap(), 0, "expired requests do not count");
-    assert_eq!(s.count_pending(&ClientId::parse("other").unwrap(), 99).await.unwrap(), 0);
+    assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
     assert_eq!(s.pending(&TokenHash::of("p"), 100).await.unwrap(), None);
-    s.remove_pending(&TokenHash::of("p")).await.unwrap();
+    assert!(s.remove_pending(&TokenHash::of("p")).await.unwrap(), "the first removal removes");
+    assert!(!s.remove_pending(&TokenHash::of("p")).await.unwrap(), "a second one finds nothing");
 
     let app = ClientId::parse("app").unwrap();
     assert_eq!(s.consent("u", &app).await.unwrap(), None);
@@ -372,9 +374,10 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         expires_at: exp,
         login_hint: None,
         force_consent: false,
+        auth_after: None,
     };
-    s.insert_pending(&TokenHash::of("p-old"), &pending(100)).await.unwrap();
-    s.insert_pending(&TokenHash::of("p-new"), &pending(1000)).await.unwrap();
+    assert!(s.insert_pending(&TokenHash::of("p-old"), &pending(100), "192.0.2.1", 1, LIMITS).await.unwrap());
+    assert!(s.insert_pending(&TokenHash::of("p-new"), &pending(1000), "192.0.2.1", 1, LIMITS).await.unwrap());
     let session = |h: &str, sid: &str, exp| SessionRecord {
         hash: TokenHash::of(h),
         sid: sid.into(),
@@ -385,7 +388,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap();
     s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap();
     // A failure counter (forgotten an hour after its last failure) and an audit event (kept).
-    s.throttle_failure(&["ip:192.0.2.9".to_owned()], 600, 3600).await.unwrap();
+    s.throttle_reserve(&[("ip:192.0.2.9".to_owned(), throttle::IP)], 600).await.unwrap();
     let event = AuditRecord {
         at: 5,
         event: "login_failure".into(),
@@ -458,7 +461,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             audit_events: 1,
         }
     );
-    let purged = s.purge_expired(now, 100).await.unwrap();
+    let purged = s.purge_expired(now, &POLICY).await.unwrap();
     assert_eq!(
         purged,
         TableCounts {
@@ -496,14 +499,19 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
     let acc = AccessRecord { grant_id: "live".into(), ..access("a-live-2") };
     assert_eq!(s.rotate_refresh(&TokenHash::of("r-live"), now, &next, &acc, b"x").await.unwrap(), Rotated::Rotated);
     // Nothing left to purge at the same instant; everything goes once it is all past.
-    assert_eq!(s.purge_expired(now, 100).await.unwrap().total(), 1, "only the access token minted just above");
-    s.purge_expired(5000, 100).await.unwrap();
+    assert_eq!(s.purge_expired(now, &POLICY).await.unwrap().total(), 1, "only the access token minted just above");
+    s.purge_expired(5000, &POLICY).await.unwrap();
     let end = s.table_counts().await.unwrap();
     assert_eq!(
         end,
         TableCounts { clients: 1, users: 1, signing_keys: 1, consents: 1, audit_events: 1, ..TableCounts::default() },
         "only clients, users, their consent, the active key and the audit log remain"
     );
+    // With a retention, audit records older than it go too.
+    let kept_a_year = PurgePolicy { audit_retention: 4995, ..POLICY };
+    assert_eq!(s.purge_expired(5000, &kept_a_year).await.unwrap().audit_events, 0, "the record at 5 is younger");
+    let kept_briefly = PurgePolicy { audit_retention: 100, ..POLICY };
+    assert_eq!(s.purge_expired(5000, &kept_briefly).await.unwrap().audit_events, 1);
 }
 
 async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Arc<dyn Store>) {
@@ -528,24 +536,129 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
 }
 
 async fn throttle_counts_and_forgets(s: Arc<dyn Store>) {
-    let keys = vec!["acct:alice".to_owned(), "ip:192.0.2.1".to_owned()];
+    let rule = throttle::Rule { free: 3, base: 10, max: 100 };
+    let rules = vec![("acct:alice".to_owned(), rule), ("ip:192.0.2.1".to_owned(), rule)];
+    let keys: Vec<String> = rules.iter().map(|(k, _)| k.clone()).collect();
     assert!(s.throttle_state(&keys).await.unwrap().is_empty());
     for at in [10, 11, 12] {
-        s.throttle_failure(&keys, at, 3600).await.unwrap();
+        let r = s.throttle_reserve(&rules, at).await.unwrap();
+        assert_eq!(r, Reservation::Reserved { refused_while_blocked: 0 }, "free attempts");
     }
     let state = s.throttle_state(&keys).await.unwrap();
     assert_eq!(
         state,
         vec![
-            ThrottleRecord { key: "acct:alice".into(), failures: 3, last_failure: 12 },
-            ThrottleRecord { key: "ip:192.0.2.1".into(), failures: 3, last_failure: 12 },
+            ThrottleRecord { key: "acct:alice".into(), failures: 3, last_failure: 12, refused: 0 },
+            ThrottleRecord { key: "ip:192.0.2.1".into(), failures: 3, last_failure: 12, refused: 0 },
         ]
     );
-    // A key quiet for longer than forget_after starts from one.
-    s.throttle_failure(&keys[..1], 12 + 3601, 3600).await.unwrap();
-    assert_eq!(s.throttle_state(&keys[..1]).await.unwrap()[0].failures, 1);
-    s.throttle_clear(&keys).await.unwrap();
-    assert!(s.throttle_state(&keys).await.unwrap().is_empty());
+    // Past the free ones: blocked until 12 + 10, refusals counted and not as failures.
+    assert_eq!(s.throttle_reserve(&rules, 13).await.unwrap(), Reservation::Blocked { until: 22, first: true });
+    assert_eq!(s.throttle_reserve(&rules, 14).await.unwrap(), Reservation::Blocked { until: 22, first: false });
+    assert_eq!(s.throttle_state(&keys).await.unwrap()[0].failures, 3);
+    assert_eq!(s.throttle_reserve(&rules, 22).await.unwrap(), Reservation::Reserved { refused_while_blocked: 2 });
+    assert_eq!(s.throttle_state(&keys).await.unwrap()[0].refused, 0, "a counted attempt ends the run");
+    // A success clears one key and refunds the other.
+    s.throttle_settle(&keys[..1], &keys[1..]).await.unwrap();
+    let state = s.throttle_state(&keys).await.unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!((state[0].key.as_str(), state[0].failures), ("ip:192.0.2.1", 3));
+    // A key quiet for longer than FORGET_AFTER starts from one.
+    let later = 22 + throttle::FORGET_AFTER as i64 + 1;
+    assert!(matches!(s.throttle_reserve(&rules[1..], later).await.unwrap(), Reservation::Reserved { .. }));
+    assert_eq!(s.throttle_state(&keys[1..]).await.unwrap()[0].failures, 1);
+}
+
+/// Review finding 1: 100 guesses sent at once were all checked. Each reservation must see the
+/// ones before it, so exactly the free attempts get through.
+async fn concurrent_attempts_are_reserved_one_at_a_time(s: Arc<dyn Store>) {
+    concurrent_reservations(&[s.clone(), s]).await;
+}
+
+async fn concurrent_reservations(instances: &[Arc<dyn Store>]) {
+    let rule = throttle::Rule { free: 5, base: 60, max: 900 };
+    let rules = vec![("acct:bob".to_owned(), throttle::ACCOUNT), ("acct-ip:bob|192.0.2.5".to_owned(), rule)];
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (s, rules) = (instances[i % instances.len()].clone(), rules.clone());
+            tokio::spawn(async move { s.throttle_reserve(&rules, 1000).await })
+        })
+        .collect();
+    let (mut reserved, mut blocked, mut first) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Reservation::Reserved { .. } => reserved += 1,
+            Reservation::Blocked { first: f, .. } => {
+                blocked += 1;
+                first += usize::from(f);
+            }
+        }
+    }
+    assert_eq!((reserved, blocked, first), (5, 55, 1), "exactly the free attempts, one audited refusal");
+}
+
+async fn pending_requests_are_bounded_per_source_and_per_client(s: Arc<dyn Store>) {
+    let c = code("x");
+    let pending = |exp| PendingAuthorization {
+        client_id: c.client_id.clone(),
+        redirect_uri: c.redirect_uri.clone(),
+        scope: c.scope.clone(),
+        state: None,
+        nonce: None,
+        code_challenge: c.code_challenge.clone(),
+        expires_at: exp,
+        login_hint: None,
+        force_consent: false,
+        auth_after: None,
+    };
+    let limits = PendingLimits { per_source: 5, per_client: 8 };
+    // A burst from one source: exactly its quota gets in.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (s, p) = (s.clone(), pending(100 + i));
+            tokio::spawn(async move {
+                s.insert_pending(&TokenHash::of(&format!("a{i}")), &p, "198.51.100.7", 10, limits).await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(admitted, 5);
+    // Expired requests do not count against the source.
+    assert!(!s.insert_pending(&TokenHash::of("late"), &pending(200), "198.51.100.7", 99, limits).await.unwrap());
+    assert!(s.insert_pending(&TokenHash::of("late"), &pending(200), "198.51.100.7", 200, limits).await.unwrap());
+    // Other sources fill the client's capacity: the oldest requests are evicted, new ones admitted.
+    for i in 0..6 {
+        let id = format!("b{i}");
+        assert!(
+            s.insert_pending(&TokenHash::of(&id), &pending(300 + i), &format!("src{i}"), 10, limits).await.unwrap()
+        );
+    }
+    assert!(s.pending(&TokenHash::of("b5"), 10).await.unwrap().is_some(), "the newest stays");
+    assert!(s.pending(&TokenHash::of("late"), 10).await.unwrap().is_some());
+    let mut kept = 0;
+    for id in (0..20).map(|i| format!("a{i}")).chain((0..6).map(|i| format!("b{i}"))).chain(["late".to_owned()]) {
+        kept += usize::from(s.pending(&TokenHash::of(&id), 10).await.unwrap().is_some());
+    }
+    assert_eq!(kept, 8, "the client keeps its newest 8");
+}
+
+async fn server_secrets_are_chosen_once(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.server_secret("k", &format!("candidate-{i}"), 1).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap().unwrap());
+    }
+    assert!(seen.iter().all(|v| *v == seen[0]), "every caller sees the one stored value: {seen:?}");
+    assert_eq!(s.server_secret("k", "another", 2).await.unwrap(), seen[0]);
+    assert_eq!(s.server_secret("other", "v", 2).await.unwrap(), "v");
 }
 
 async fn the_audit_log_filters_by_time_and_user(s: Arc<dyn Store>) {
@@ -635,6 +748,9 @@ where
     purge_removes_what_is_dead_and_keeps_what_lives(make().await).await;
     export_then_import_copies_everything(make().await, make().await).await;
     throttle_counts_and_forgets(make().await).await;
+    concurrent_attempts_are_reserved_one_at_a_time(make().await).await;
+    pending_requests_are_bounded_per_source_and_per_client(make().await).await;
+    server_secrets_are_chosen_once(make().await).await;
     a_user_keeps_at_most_keep_sessions(make().await).await;
     the_audit_log_filters_by_time_and_user(make().await).await;
 }
@@ -684,7 +800,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 1);
+    assert_eq!(s.migrate().await.unwrap(), 2);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -739,4 +855,13 @@ async fn postgres_one_time_guarantees_hold_across_instances() {
         }
         assert!(replies.iter().all(|r| *r == replies[0]), "round {round}: one successor, seen by every caller");
     }
+}
+
+/// Review finding 1, across instances: two pools on one database reserve login attempts as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_login_attempts_are_reserved_as_one_across_instances() {
+    let Some(db) = TestDatabase::create("throttle").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    concurrent_reservations(&[a, b]).await;
 }

@@ -16,26 +16,34 @@ use crate::extract::{
 };
 use crate::pages;
 
-pub async fn get(State(s): State<AppState>, rid: RequestId, jar: CookieJar, RawQuery(q): RawQuery) -> Response {
+pub async fn get(
+    State(s): State<AppState>,
+    rid: RequestId,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    RawQuery(q): RawQuery,
+) -> Response {
     let params = Params::parse(q.unwrap_or_default().as_bytes());
-    authorize(&s, &rid, jar, params, StatusCode::FOUND).await
+    authorize(&s, &rid, ip, jar, params, StatusCode::FOUND).await
 }
 
 /// OpenID Connect Core §3.1.2.1: the authorization endpoint accepts POST with a form body too.
 pub async fn post(
     State(s): State<AppState>,
     rid: RequestId,
+    ClientIp(ip): ClientIp,
     jar: CookieJar,
     headers: HeaderMap,
     PageBody(body): PageBody,
 ) -> Response {
     let params = form_params(&headers, &body);
-    authorize(&s, &rid, jar, params, StatusCode::SEE_OTHER).await
+    authorize(&s, &rid, ip, jar, params, StatusCode::SEE_OTHER).await
 }
 
 async fn authorize(
     s: &AppState,
     rid: &RequestId,
+    ip: Option<std::net::IpAddr>,
     jar: CookieJar,
     params: Result<Params, OAuthError>,
     redirect: StatusCode,
@@ -46,7 +54,7 @@ async fn authorize(
         Err(e) => return render(s, jar, Step::ErrorPage(e), redirect),
     };
     let cookie = session_cookie(&jar, s.secure());
-    match s.provider.authorize(&params, cookie.as_ref(), s.clock.now()).await {
+    match s.provider.authorize(&params, cookie.as_ref(), ip, s.clock.now()).await {
         Ok(step) => render(s, jar, step, redirect),
         Err(e) => internal(rid, e),
     }
@@ -185,7 +193,9 @@ pub async fn login(
         );
     };
     let password = Password::new(params.get("password").unwrap_or(""));
-    match s.provider.login(pending, username, password, ip, s.clock.now()).await {
+    let device_name = device_cookie_name(s.secure());
+    let device = jar.get(device_name).map(|c| c.value().to_owned());
+    match s.provider.login(pending, username, password, ip, device.as_deref(), s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {
@@ -225,13 +235,15 @@ pub async fn login(
             }
             res
         }
-        Ok(Ok(LoginOutcome::Done { session, max_age, next })) => {
-            let jar = jar.add(build_cookie(
-                cookie_names(s.secure()).session,
-                session.expose_secret().to_owned(),
-                Some(max_age),
-                s.secure(),
-            ));
+        Ok(Ok(LoginOutcome::Done { session, max_age, device, next })) => {
+            let jar = jar
+                .add(build_cookie(
+                    cookie_names(s.secure()).session,
+                    session.expose_secret().to_owned(),
+                    Some(max_age),
+                    s.secure(),
+                ))
+                .add(build_cookie(device_name, device, Some(latchkey_core::device::DEVICE_TTL), s.secure()));
             let next = match next {
                 // Post/redirect/get: a reload of the consent page must not re-post the password.
                 Step::Consent { pending, .. } => redirect_to(StatusCode::SEE_OTHER, &format!("/consent?req={pending}")),
@@ -240,6 +252,12 @@ pub async fn login(
             (jar, next).into_response()
         }
     }
+}
+
+/// The known-device cookie (`latchkey_core::device`): `__Host-` prefixed with an https issuer, so
+/// that a sibling subdomain cannot plant one.
+fn device_cookie_name(secure: bool) -> &'static str {
+    if secure { "__Host-latchkey_device" } else { "latchkey_device" }
 }
 
 /// `GET /consent?req=…`.

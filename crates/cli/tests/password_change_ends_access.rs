@@ -101,12 +101,12 @@ async fn set_password_ends_the_thiefs_offline_refresh_token_and_access_token() {
     let (ok, out, err) =
         latchkey(&x.db, &["user", "set-password", "alice", "--password-stdin"], Some("a-new-pass-1\n"));
     assert!(ok, "{err}");
-    assert!(out.contains("password changed for alice"), "{out}");
-    assert!(out.contains("sessions ended: 2"), "both login sessions: {out}");
-    assert!(out.contains("grants revoked: 2"), "the offline and the session-bound grant: {out}");
 
     assert_eq!(still_works(&x, &stolen).await, (false, false, false), "refresh, userinfo, introspection all refuse");
     assert_eq!(still_works(&x, &bound).await, (false, false, false));
+    assert!(out.contains("password changed for alice"), "{out}");
+    assert!(out.contains("sessions ended: 2"), "both login sessions: {out}");
+    assert!(out.contains("grants revoked: 2"), "the offline and the session-bound grant: {out}");
     let rec = audit_of(&x.s, "password_changed").await;
     assert_eq!(rec.detail["grants_revoked"], 2, "{rec:?}");
 }

@@ -158,7 +158,8 @@ async fn signing_keys_are_sealed_under_the_key_encryption_key() {
     assert!(ok, "{err}");
     let keys = stored_keys(&db).await;
     assert_eq!(keys.len(), 3);
-    assert!(keys.iter().all(|k| k.starts_with("enc:v1:")), "no private key in clear: {keys:?}");
+    let plain = keys.iter().filter(|k| !k.starts_with("enc:v1:")).count();
+    assert_eq!(plain, 0, "private keys stored in clear");
 
     // Without the key, or with another one, the server refuses to start and says why.
     let (ok, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--database", db_arg], &[]);

@@ -168,6 +168,13 @@ pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             }
             println!("{} signing key(s) sealed; every key is now stored sealed", sealed.len());
             eprintln!("Every server of this deployment now needs the same key-encryption key to start.");
+            if !sealed.is_empty() {
+                // Sealing protects what is stored from now on; what was copied before is out of reach.
+                eprintln!(
+                    "Copies made before (backups, old -wal frames, PostgreSQL row versions until VACUUM) still hold these \
+                     keys in clear: run `latchkey keys rotate` so that they stop signing and are purged."
+                );
+            }
         }
         KeysCommand::List { json } => {
             let keys = store.signing_keys().await?;
@@ -188,7 +195,7 @@ pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             if json {
                 let v: Vec<_> = rows
                     .iter()
-                    .map(|(k, state)| json!({"kid": k.kid, "alg": k.alg, "created_at": k.created_at, "retired_at": k.retired_at, "state": state}))
+                    .map(|(k, state)| json!({"kid": k.kid, "alg": k.alg, "created_at": k.created_at, "retired_at": k.retired_at, "state": state, "sealed": latchkey_core::keys::is_sealed(k)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {

@@ -202,6 +202,9 @@ async fn keys_stored_in_clear_load_with_a_warning_and_keys_seal_seals_them() {
     assert!(ok, "{err}");
     assert!(out.contains("3 signing key(s) sealed"), "{out}");
     assert!(stored_keys(&db).await.iter().all(|k| k.starts_with("enc:v1:")));
+    assert!(err.contains("latchkey keys rotate"), "the advice for copies made before: {err}");
+    let (ok, out, _) = run(&["keys", "list", "--json", "--database", db_arg], &[]);
+    assert!(ok && out.matches("\"sealed\":true").count() == 3, "{out}");
     let (ok, out, _) = run(&["keys", "seal", "--database", db_arg], &kek_env);
     assert!(ok && out.contains("0 signing key(s) sealed"), "idempotent: {out}");
     let (ok, _, err) = run(&["keys", "seal", "--database", db_arg], &[]);

@@ -5,9 +5,9 @@ use std::io::Read;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use latchkey_core::Clock;
-use latchkey_core::admin::{AdminError, NewClient, NewUser};
+use latchkey_core::admin::{AdminError, ExistingGrants, NewClient, NewUser};
 use latchkey_core::password::Hasher;
-use latchkey_core::store::{ClientKind, ClientRecord, SigningAlg, StoreError};
+use latchkey_core::store::{ClientKind, ClientRecord, SigningAlg, StoreError, UserRevocation};
 use latchkey_proto::{ClientId, Password};
 use serde_json::json;
 
@@ -106,12 +106,20 @@ pub enum UserCommand {
     },
     /// Remove a user, their sessions and everything issued to them.
     Remove { username: String },
-    /// Set a user's password (read from standard input) and end their sessions.
+    /// Set a user's password (read from standard input), end their sessions and revoke every
+    /// grant: refresh tokens (offline_access ones included) and the access tokens issued under them.
     SetPassword {
         username: String,
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Keep the user's grants (refresh and access tokens) working: only for a routine change
+        /// when the old password is known not to have leaked. Sessions end all the same.
+        #[arg(long)]
+        keep_grants: bool,
     },
+    /// End every session of a user and revoke every grant: refresh tokens (offline_access ones
+    /// included) and the access tokens issued under them. The password stays.
+    RevokeTokens { username: String },
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -132,18 +140,41 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Seal every signing key stored in clear with the key-encryption key
+    /// (LATCHKEY_KEY_ENCRYPTION_KEY or --key-encryption-key-file). Every server of the deployment
+    /// needs that key from then on.
+    Seal,
 }
 
 pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = open_store(&settings.database).await?;
+    let store = open_store(&settings.database, settings.store_options()).await?;
     let now = Clock::system().now();
     match cmd {
         KeysCommand::Rotate { alg } => {
             let algs = alg.map_or_else(|| SigningAlg::ALL.to_vec(), |a| vec![a]);
-            for k in latchkey_core::admin::rotate_keys(store.as_ref(), &algs, now).await.map_err(admin_err)? {
+            let kek = settings.key_encryption_key.as_ref();
+            for k in latchkey_core::admin::rotate_keys_with(store.as_ref(), &algs, now, kek).await.map_err(admin_err)? {
                 println!("kid: {} ({})", k.kid, k.alg);
             }
             eprintln!("Running servers pick up the new keys within 10 seconds (their key reload interval).");
+        }
+        KeysCommand::Seal => {
+            let Some(kek) = &settings.key_encryption_key else {
+                bail!("no key-encryption key: set LATCHKEY_KEY_ENCRYPTION_KEY or pass --key-encryption-key-file");
+            };
+            let sealed = latchkey_core::admin::seal_keys(store.as_ref(), kek, now).await.map_err(admin_err)?;
+            for kid in &sealed {
+                println!("sealed: {kid}");
+            }
+            println!("{} signing key(s) sealed; every key is now stored sealed", sealed.len());
+            eprintln!("Every server of this deployment now needs the same key-encryption key to start.");
+            if !sealed.is_empty() {
+                // Sealing protects what is stored from now on; what was copied before is out of reach.
+                eprintln!(
+                    "Copies made before (backups, old -wal frames, PostgreSQL row versions until VACUUM) still hold these \
+                     keys in clear: run `latchkey keys rotate` so that they stop signing and are purged."
+                );
+            }
         }
         KeysCommand::List { json } => {
             let keys = store.signing_keys().await?;
@@ -164,7 +195,7 @@ pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
             if json {
                 let v: Vec<_> = rows
                     .iter()
-                    .map(|(k, state)| json!({"kid": k.kid, "alg": k.alg, "created_at": k.created_at, "retired_at": k.retired_at, "state": state}))
+                    .map(|(k, state)| json!({"kid": k.kid, "alg": k.alg, "created_at": k.created_at, "retired_at": k.retired_at, "state": state, "sealed": latchkey_core::keys::is_sealed(k)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
@@ -201,7 +232,7 @@ fn admin_err(e: AdminError) -> anyhow::Error {
 }
 
 pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<()> {
-    let store = open_store(&settings.database).await?;
+    let store = open_store(&settings.database, settings.store_options()).await?;
     match cmd {
         ClientCommand::Add(a) => {
             let new = NewClient {
@@ -306,7 +337,7 @@ fn read_password() -> anyhow::Result<Password> {
 }
 
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
-    let store = open_store(&settings.database).await?;
+    let store = open_store(&settings.database, settings.store_options()).await?;
     match cmd {
         UserCommand::Add { username, email, name, phone, address, password_stdin: _ } => {
             let password = read_password()?;
@@ -348,19 +379,58 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             }
             println!("removed user {username}");
         }
-        UserCommand::SetPassword { username, password_stdin: _ } => {
+        UserCommand::SetPassword { username, password_stdin: _, keep_grants } => {
             let password = read_password()?;
             let hasher = Hasher::new(1)?;
-            if !latchkey_core::admin::set_password(store.as_ref(), &hasher, &username, password, Clock::system().now())
+            let grants = if keep_grants { ExistingGrants::Keep } else { ExistingGrants::Revoke };
+            let Some(done) = latchkey_core::admin::set_password(
+                store.as_ref(),
+                &hasher,
+                &username,
+                password,
+                grants,
+                Clock::system().now(),
+            )
+            .await
+            .map_err(admin_err)?
+            else {
+                bail!("no user named {username:?}");
+            };
+            println!("password changed for {username}");
+            print_revocation(&done, grants);
+        }
+        UserCommand::RevokeTokens { username } => {
+            let Some(done) = latchkey_core::admin::revoke_user_tokens(store.as_ref(), &username, Clock::system().now())
                 .await
                 .map_err(admin_err)?
-            {
+            else {
                 bail!("no user named {username:?}");
-            }
-            println!("password changed for {username}; their sessions have ended");
+            };
+            println!("revoked the tokens of {username}");
+            print_revocation(&done, ExistingGrants::Revoke);
         }
     }
     Ok(())
+}
+
+/// Says exactly what ending a user's access did, and what it cannot reach.
+fn print_revocation(r: &UserRevocation, grants: ExistingGrants) {
+    println!("sessions ended: {}", r.sessions_ended);
+    match grants {
+        ExistingGrants::Revoke => {
+            println!(
+                "grants revoked: {} (their refresh tokens and access tokens are refused from now on)",
+                r.grants_revoked
+            );
+            // A JWT is self-contained: an API that verifies it locally does not ask the server.
+            println!(
+                "note: APIs that verify access tokens locally (without introspection) accept already issued ones until they expire"
+            );
+        }
+        ExistingGrants::Keep => {
+            println!("grants kept (--keep-grants): existing refresh and access tokens keep working");
+        }
+    }
 }
 
 /// `--since`: `30m`, `2h`, `7d`, `90s`, or Unix seconds.
@@ -395,7 +465,7 @@ pub struct AuditArgs {
 
 /// `latchkey audit`: the security events, newest first.
 pub async fn audit(settings: &Settings, a: AuditArgs) -> anyhow::Result<()> {
-    let store = open_store(&settings.database).await?;
+    let store = open_store(&settings.database, settings.store_options()).await?;
     let now = Clock::system().now();
     let since = a.since.as_deref().map(|s| parse_since(s, now)).transpose().map_err(|e| anyhow!(e))?;
     let user_id = match &a.user {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
+use latchkey_core::keys::KeyEncryptionKey;
 use latchkey_core::store::SigningAlg;
 use serde::Deserialize;
 
@@ -49,6 +50,11 @@ pub struct Settings {
     pub access_token_signing_alg: SigningAlg,
     pub session_lifetime: u64,
     pub log_format: LogFormat,
+    /// `--allow-insecure-db-permissions`: open a SQLite file others can read (logged loudly).
+    pub allow_insecure_db_permissions: bool,
+    /// Seals the private signing keys at rest (`LATCHKEY_KEY_ENCRYPTION_KEY` or
+    /// `--key-encryption-key-file`); `None`: they are stored as they are.
+    pub key_encryption_key: Option<KeyEncryptionKey>,
 }
 
 /// What flags may override.
@@ -57,6 +63,8 @@ pub struct Overrides {
     pub issuer: Option<String>,
     pub listen: Option<String>,
     pub database: Option<String>,
+    pub allow_insecure_db_permissions: bool,
+    pub key_encryption_key_file: Option<std::path::PathBuf>,
 }
 
 const ENV_KEYS: &[&str] = &[
@@ -73,6 +81,7 @@ const ENV_KEYS: &[&str] = &[
     "ACCESS_TOKEN_SIGNING_ALG",
     "SESSION_LIFETIME",
     "LOG_FORMAT",
+    "KEY_ENCRYPTION_KEY",
 ];
 
 impl Settings {
@@ -165,7 +174,16 @@ impl Settings {
             },
             session_lifetime: num("SESSION_LIFETIME", file.session_lifetime, 24 * 3600)?,
             log_format,
+            allow_insecure_db_permissions: flags.allow_insecure_db_permissions,
+            key_encryption_key: crate::kek::resolve(
+                ours.get("KEY_ENCRYPTION_KEY").map(String::as_str),
+                flags.key_encryption_key_file.as_deref(),
+            )?,
         })
+    }
+
+    pub fn store_options(&self) -> latchkey_store::StoreOptions {
+        latchkey_store::StoreOptions { allow_insecure_db_permissions: self.allow_insecure_db_permissions }
     }
 
     pub fn provider_config(&self) -> latchkey_core::ProviderConfig {
@@ -180,6 +198,7 @@ impl Settings {
         c.refresh_grace = self.refresh_grace;
         c.access_token_alg = self.access_token_signing_alg;
         c.session_ttl = self.session_lifetime;
+        c.key_encryption_key = self.key_encryption_key.clone();
         c
     }
 }

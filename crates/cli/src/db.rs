@@ -3,7 +3,7 @@
 use anyhow::bail;
 use clap::Subcommand;
 use latchkey_core::store::TableCounts;
-use latchkey_store::redacted;
+use latchkey_store::{StoreOptions, redacted};
 
 use crate::config::Settings;
 use crate::serve::open_store;
@@ -25,14 +25,14 @@ pub enum DbCommand {
 }
 
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let version = latchkey_store::migrate(&settings.database).await?;
+    let version = latchkey_store::migrate_with(&settings.database, settings.store_options()).await?;
     println!("database {} is at schema version {version}", redacted(&settings.database));
     Ok(())
 }
 
-pub async fn run(cmd: DbCommand) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, cmd: DbCommand) -> anyhow::Result<()> {
     match cmd {
-        DbCommand::Copy { from, to } => copy(&from, &to).await,
+        DbCommand::Copy { from, to } => copy(&from, &to, settings.store_options()).await,
     }
 }
 
@@ -52,12 +52,14 @@ fn lines(c: &TableCounts) -> Vec<(&'static str, u64)> {
     ]
 }
 
-async fn copy(from: &str, to: &str) -> anyhow::Result<()> {
+/// A SQLite target is created with mode 0600 (`StoreOptions`), like every database this binary
+/// opens: the copy holds the private signing keys too, sealed or not as they were.
+async fn copy(from: &str, to: &str, options: StoreOptions) -> anyhow::Result<()> {
     if from == to {
         bail!("--from and --to name the same database");
     }
-    let source = open_store(from).await?;
-    let target = open_store(to).await?;
+    let source = open_store(from, options).await?;
+    let target = open_store(to, options).await?;
     let existing = target.table_counts().await?;
     if existing.total() > 0 {
         bail!(

@@ -6,6 +6,7 @@ mod config;
 mod db;
 mod gate;
 mod inspect;
+mod kek;
 mod login;
 mod logout;
 mod pkce;
@@ -29,6 +30,15 @@ struct Cli {
     /// default ./latchkey.db).
     #[arg(long, global = true, value_name = "PATH|URL")]
     database: Option<String>,
+    /// Open a SQLite database that other accounts on the host can read, instead of refusing. It
+    /// holds the private signing keys: logged loudly at every start. Fix the file with chmod 600.
+    #[arg(long, global = true)]
+    allow_insecure_db_permissions: bool,
+    /// File holding the key-encryption key (32 random bytes, base64) that seals the private
+    /// signing keys at rest; it must be mode 0600. Or give the key itself in
+    /// LATCHKEY_KEY_ENCRYPTION_KEY.
+    #[arg(long, global = true, value_name = "FILE")]
+    key_encryption_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,7 +98,13 @@ fn main() -> ExitCode {
         Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
         _ => (None, None),
     };
-    let flags = config::Overrides { issuer: listen_issuer.1, listen: listen_issuer.0, database: cli.database.clone() };
+    let flags = config::Overrides {
+        issuer: listen_issuer.1,
+        listen: listen_issuer.0,
+        database: cli.database.clone(),
+        allow_insecure_db_permissions: cli.allow_insecure_db_permissions,
+        key_encryption_key_file: cli.key_encryption_key_file.clone(),
+    };
     let settings = match config::Settings::resolve(cli.config.as_deref(), &env, &flags) {
         Ok(s) => s,
         Err(e) => {
@@ -117,7 +133,7 @@ fn main() -> ExitCode {
             Command::User(c) => admin::user(&settings, c).await,
             Command::Keys(c) => admin::keys(&settings, c).await,
             Command::Migrate => db::migrate(&settings).await,
-            Command::Db(c) => db::run(c).await,
+            Command::Db(c) => db::run(&settings, c).await,
             Command::Audit(a) => admin::audit(&settings, a).await,
             Command::Rp(_) => Ok(()), // handled above
         }

@@ -25,8 +25,8 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
 }
 
 /// The store the database setting names: a SQLite path or a postgres:// URL, migrated.
-pub async fn open_store(database: &str) -> anyhow::Result<Arc<dyn Store>> {
-    latchkey_store::open(database).await
+pub async fn open_store(database: &str, options: latchkey_store::StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    latchkey_store::open_with(database, options).await
 }
 
 /// How often `serve`'s background tasks run.
@@ -45,7 +45,7 @@ pub const DEV_USER: &str = "demo";
 pub const DEV_PASSWORD: &str = "demo-password";
 
 pub async fn run(settings: Settings, dev: bool, intervals: Intervals) -> anyhow::Result<()> {
-    let store = open_store(&settings.database).await?;
+    let store = open_store(&settings.database, settings.store_options()).await?;
     let clock = Clock::system();
     let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
     // Set-up happens before the port opens: once it accepts connections, the server is ready.

@@ -4,9 +4,11 @@ use latchkey_proto::secret::random_token;
 use latchkey_proto::{ClientId, ClientSecret, RedirectUri, Scope, TokenHash};
 
 use crate::UnixTime;
-use crate::keys::SigningKey;
+use crate::keys::{KeyEncryptionKey, SigningKey};
 use crate::password::Hasher;
-use crate::store::{ClientKind, ClientRecord, GrantType, KeyRecord, SigningAlg, Store, StoreError, UserRecord};
+use crate::store::{
+    ClientKind, ClientRecord, GrantType, KeyRecord, SigningAlg, Store, StoreError, UserRecord, UserRevocation,
+};
 
 #[derive(Debug, Clone)]
 pub struct NewClient {
@@ -188,21 +190,69 @@ pub async fn add_user(
     Ok(record)
 }
 
+/// What a password change does to the user's existing access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingGrants {
+    /// Revoke every grant of the user (the default): a password is changed because it may be
+    /// known to someone else, who may also hold an `offline_access` refresh token.
+    Revoke,
+    /// Keep them (`--keep-grants`): a routine change by the user themself. Sessions still end.
+    Keep,
+}
+
+/// Sets a user's password. In the same store transaction the user's sessions end and, unless
+/// `grants` is [`ExistingGrants::Keep`], every grant of the user is revoked. `None` when there is
+/// no such user.
 pub async fn set_password(
     store: &dyn Store,
     hasher: &Hasher,
     username: &str,
     password: latchkey_proto::Password,
+    grants: ExistingGrants,
     now: UnixTime,
-) -> Result<bool, AdminError> {
+) -> Result<Option<UserRevocation>, AdminError> {
     check_password(&password)?;
     let hash = hasher.hash(password.expose_secret().to_owned()).await?;
-    let changed = store.set_password_hash(username, &hash).await?;
-    if changed {
-        let e = crate::audit::Event { detail: Some(serde_json::json!({ "username": username })), ..Default::default() };
+    let revoke_at = (grants == ExistingGrants::Revoke).then_some(now);
+    let done = store.set_password_hash(username, &hash, revoke_at).await?;
+    if let Some(r) = &done {
+        let e = crate::audit::Event {
+            user_id: Some(&r.user_id),
+            detail: Some(serde_json::json!({
+                "username": username,
+                "sessions_ended": r.sessions_ended,
+                "grants_revoked": r.grants_revoked,
+                "grants_kept": grants == ExistingGrants::Keep,
+            })),
+            ..Default::default()
+        };
         crate::audit::record(store, now, "password_changed", e).await;
     }
-    Ok(changed)
+    Ok(done)
+}
+
+/// `latchkey user revoke-tokens`: ends every session of the user and revokes every grant (refresh
+/// families, `offline_access` ones included, and the access tokens issued under them). `None` when
+/// there is no such user.
+pub async fn revoke_user_tokens(
+    store: &dyn Store,
+    username: &str,
+    now: UnixTime,
+) -> Result<Option<UserRevocation>, AdminError> {
+    let done = store.revoke_user_tokens(username, now).await?;
+    if let Some(r) = &done {
+        let e = crate::audit::Event {
+            user_id: Some(&r.user_id),
+            detail: Some(serde_json::json!({
+                "username": username,
+                "sessions_ended": r.sessions_ended,
+                "grants_revoked": r.grants_revoked,
+            })),
+            ..Default::default()
+        };
+        crate::audit::record(store, now, "tokens_revoked", e).await;
+    }
+    Ok(done)
 }
 
 /// Removes a client and everything issued to it.
@@ -245,10 +295,31 @@ fn check_password(p: &latchkey_proto::Password) -> Result<(), AdminError> {
 /// `latchkey keys rotate`: a new key for each of `algs` becomes its signer. The previous keys stay
 /// published (see `KeySet::jwks`) until the tokens they signed have expired.
 pub async fn rotate_keys(store: &dyn Store, algs: &[SigningAlg], now: UnixTime) -> Result<Vec<KeyRecord>, AdminError> {
+    rotate_keys_with(store, algs, now, None).await
+}
+
+/// As [`rotate_keys`]; with `kek` the new keys are stored sealed. Without it, while the stored
+/// keys are sealed, it refuses: a new key in clear would undo the sealing.
+pub async fn rotate_keys_with(
+    store: &dyn Store,
+    algs: &[SigningAlg],
+    now: UnixTime,
+    kek: Option<&KeyEncryptionKey>,
+) -> Result<Vec<KeyRecord>, AdminError> {
+    if kek.is_none() && store.signing_keys().await?.iter().any(crate::keys::is_sealed) {
+        return Err(AdminError::Invalid(
+            "the stored signing keys are sealed: give the key-encryption key (LATCHKEY_KEY_ENCRYPTION_KEY or \
+             --key-encryption-key-file) so that the new keys are sealed too"
+                .into(),
+        ));
+    }
     let mut out = Vec::new();
     for alg in algs.iter().copied() {
-        let rec =
+        let mut rec =
             tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await.map_err(anyhow::Error::new)??;
+        if let Some(kek) = kek {
+            rec = crate::keys::seal_record(&rec, kek)?;
+        }
         store.rotate_signing_key(&rec, now).await?;
         let e = crate::audit::Event {
             detail: Some(serde_json::json!({ "kid": rec.kid, "alg": rec.alg })),
@@ -258,4 +329,25 @@ pub async fn rotate_keys(store: &dyn Store, algs: &[SigningAlg], now: UnixTime) 
         out.push(rec);
     }
     Ok(out)
+}
+
+/// `latchkey keys seal`: seals every signing key stored in clear under `kek`. Each key is first
+/// opened with `kek` (sealed ones) or parsed (plain ones), so a wrong key or a broken record stops
+/// the command before anything is written. Returns the kids sealed now.
+pub async fn seal_keys(store: &dyn Store, kek: &KeyEncryptionKey, now: UnixTime) -> Result<Vec<String>, AdminError> {
+    let records = store.signing_keys().await?;
+    crate::keys::KeySet::from_records_with(&records, Some(kek))?;
+    let mut sealed = Vec::new();
+    for r in records.iter().filter(|r| !crate::keys::is_sealed(r)) {
+        let s = crate::keys::seal_record(r, kek)?;
+        // Conditional: a key rotated or sealed meanwhile by another process is left to it.
+        if store.replace_private_key(&r.kid, &r.private_pkcs8_b64, &s.private_pkcs8_b64).await? {
+            sealed.push(r.kid.clone());
+        }
+    }
+    if !sealed.is_empty() {
+        let e = crate::audit::Event { detail: Some(serde_json::json!({ "kids": sealed })), ..Default::default() };
+        crate::audit::record(store, now, "keys_sealed", e).await;
+    }
+    Ok(sealed)
 }

@@ -6,8 +6,9 @@
 //! signed has expired, so verifiers never meet a `kid` they cannot resolve.
 
 use anyhow::{Context, anyhow};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
@@ -20,6 +21,113 @@ use serde_json::json;
 
 use crate::UnixTime;
 use crate::store::{KeyRecord, SigningAlg};
+
+/// The prefix of a private key sealed under a key-encryption key. A stored private key without it
+/// is the plain PKCS#8 base64 of earlier versions (or of a deployment without a key-encryption
+/// key), which keeps loading.
+pub const SEALED_PREFIX: &str = "enc:v1:";
+
+/// Domain separation for the associated data: a sealed blob opens only as a signing key, and only
+/// under its own `kid`, so rows cannot be swapped (a sealed key moved to another `kid` fails).
+const SEAL_AAD: &[u8] = b"latchkey signing key v1\0";
+
+/// The key-encryption key: an AES-256-GCM key that seals the private signing keys at rest, so a
+/// copy of the database (a backup, a `-wal` file, a dump) does not give the power to mint tokens.
+/// It comes from outside the database (`LATCHKEY_KEY_ENCRYPTION_KEY` or a 0600 file).
+#[derive(Clone)]
+pub struct KeyEncryptionKey([u8; 32]);
+
+impl std::fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyEncryptionKey(redacted)")
+    }
+}
+
+/// Why a key-encryption key or a sealed signing key was refused. The messages name the `kid` and
+/// the fix; they never contain key material.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "the key-encryption key must be 32 bytes in base64 (44 characters; make one with `openssl rand -base64 32`)"
+    )]
+    BadKeyEncryptionKey,
+    #[error(
+        "signing key {kid} is sealed (enc:v1) but no key-encryption key is configured: set \
+         LATCHKEY_KEY_ENCRYPTION_KEY or --key-encryption-key-file to the key it was sealed with"
+    )]
+    NoKeyEncryptionKey { kid: String },
+    #[error(
+        "signing key {kid} does not open with the configured key-encryption key: it was sealed with \
+         another key, or the stored record was altered"
+    )]
+    DoesNotOpen { kid: String },
+    #[error("signing key {kid} is stored in an unknown format (this latchkey reads plain PKCS#8 and enc:v1)")]
+    UnknownFormat { kid: String },
+}
+
+impl KeyEncryptionKey {
+    /// Standard base64 of exactly 32 bytes (surrounding whitespace, such as a file's final
+    /// newline, is ignored).
+    pub fn from_base64(s: &str) -> Result<Self, SealError> {
+        let bytes = STANDARD.decode(s.trim()).map_err(|_| SealError::BadKeyEncryptionKey)?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| SealError::BadKeyEncryptionKey)?;
+        Ok(Self(key))
+    }
+
+    fn aead(&self) -> anyhow::Result<LessSafeKey> {
+        let k = UnboundKey::new(&AES_256_GCM, &self.0).map_err(|_| anyhow!("AES-256-GCM key"))?;
+        Ok(LessSafeKey::new(k))
+    }
+}
+
+fn seal_aad(kid: &str) -> Vec<u8> {
+    let mut aad = SEAL_AAD.to_vec();
+    aad.extend_from_slice(kid.as_bytes());
+    aad
+}
+
+/// Whether the record's private key is sealed under a key-encryption key.
+pub fn is_sealed(r: &KeyRecord) -> bool {
+    r.private_pkcs8_b64.starts_with(SEALED_PREFIX)
+}
+
+/// The record with its private key sealed: `enc:v1:` + base64(nonce || AES-256-GCM(PKCS#8) || tag),
+/// the `kid` as associated data. A record already sealed is returned as it is.
+pub fn seal_record(r: &KeyRecord, kek: &KeyEncryptionKey) -> anyhow::Result<KeyRecord> {
+    if is_sealed(r) {
+        return Ok(r.clone());
+    }
+    let mut data = STANDARD.decode(&r.private_pkcs8_b64).context("signing key is not base64")?;
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow!("random nonce"))?;
+    kek.aead()?
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(seal_aad(&r.kid)), &mut data)
+        .map_err(|_| anyhow!("sealing signing key {}", r.kid))?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&data);
+    Ok(KeyRecord { private_pkcs8_b64: format!("{SEALED_PREFIX}{}", STANDARD.encode(blob)), ..r.clone() })
+}
+
+/// The PKCS#8 DER of the record's private key, unsealing it if it is sealed.
+fn private_der(r: &KeyRecord, kek: Option<&KeyEncryptionKey>) -> anyhow::Result<Vec<u8>> {
+    let Some(sealed) = r.private_pkcs8_b64.strip_prefix(SEALED_PREFIX) else {
+        if r.private_pkcs8_b64.starts_with("enc:") {
+            return Err(SealError::UnknownFormat { kid: r.kid.clone() }.into());
+        }
+        return STANDARD.decode(&r.private_pkcs8_b64).context("signing key is not base64");
+    };
+    let kek = kek.ok_or_else(|| SealError::NoKeyEncryptionKey { kid: r.kid.clone() })?;
+    let does_not_open = || SealError::DoesNotOpen { kid: r.kid.clone() };
+    let blob = STANDARD.decode(sealed).map_err(|_| does_not_open())?;
+    if blob.len() < NONCE_LEN {
+        return Err(does_not_open().into());
+    }
+    let (nonce, rest) = blob.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| does_not_open())?;
+    let mut data = rest.to_vec();
+    let der = kek.aead()?.open_in_place(nonce, Aad::from(seal_aad(&r.kid)), &mut data).map_err(|_| does_not_open())?;
+    Ok(der.to_vec())
+}
 
 enum Pair {
     Rsa(RsaKeyPair),
@@ -80,9 +188,15 @@ impl SigningKey {
     }
 
     pub fn from_record(r: &KeyRecord) -> anyhow::Result<Self> {
+        Self::from_record_with(r, None)
+    }
+
+    /// Parses a stored key, unsealing it with `kek` if it is sealed. A sealed key without `kek`,
+    /// or one that does not open with it, is an error ([`SealError`]).
+    pub fn from_record_with(r: &KeyRecord, kek: Option<&KeyEncryptionKey>) -> anyhow::Result<Self> {
         let alg =
             SigningAlg::parse(&r.alg).ok_or_else(|| anyhow!("signing key {} has unsupported alg {}", r.kid, r.alg))?;
-        let der = STANDARD.decode(&r.private_pkcs8_b64).context("signing key is not base64")?;
+        let der = private_der(r, kek)?;
         Self::parse(r.kid.clone(), alg, &der, r.created_at, r.active, r.retired_at)
     }
 
@@ -192,7 +306,13 @@ pub enum VerifyError {
 
 impl KeySet {
     pub fn from_records(records: &[KeyRecord]) -> anyhow::Result<Self> {
-        let mut keys = records.iter().map(SigningKey::from_record).collect::<anyhow::Result<Vec<_>>>()?;
+        Self::from_records_with(records, None)
+    }
+
+    /// As [`KeySet::from_records`], unsealing sealed keys with `kek`.
+    pub fn from_records_with(records: &[KeyRecord], kek: Option<&KeyEncryptionKey>) -> anyhow::Result<Self> {
+        let mut keys =
+            records.iter().map(|r| SigningKey::from_record_with(r, kek)).collect::<anyhow::Result<Vec<_>>>()?;
         // Newest first, so the first active key of an algorithm is its signer.
         keys.sort_by_key(|k| std::cmp::Reverse((k.active, k.created_at)));
         Ok(Self { keys })
@@ -287,6 +407,55 @@ mod tests {
             set.verify::<serde_json::Value>(&format!("{hs}.{body}.AAAA"), "at+jwt").unwrap_err(),
             VerifyError::BadSignature
         );
+    }
+
+    fn kek(byte: u8) -> KeyEncryptionKey {
+        KeyEncryptionKey::from_base64(&STANDARD.encode([byte; 32])).unwrap()
+    }
+
+    #[test]
+    fn sealed_keys_open_only_with_their_key_and_kid() {
+        let plain = SigningKey::generate(SigningAlg::ES256, 1).unwrap();
+        let sealed = seal_record(&plain, &kek(7)).unwrap();
+        assert!(sealed.private_pkcs8_b64.starts_with(SEALED_PREFIX));
+        // The PKCS#8 bytes are not in the stored value in any form.
+        let der = STANDARD.decode(&plain.private_pkcs8_b64).unwrap();
+        assert!(!sealed.private_pkcs8_b64.contains(&plain.private_pkcs8_b64[..40]));
+        assert!(
+            !STANDARD
+                .decode(&sealed.private_pkcs8_b64[SEALED_PREFIX.len()..])
+                .unwrap()
+                .windows(16)
+                .any(|w| der.windows(16).any(|d| d == w))
+        );
+        // Opens with the key and signs like the original.
+        let set = KeySet::from_records_with(std::slice::from_ref(&sealed), Some(&kek(7))).unwrap();
+        let token = set.signer(SigningAlg::ES256).unwrap().sign("at+jwt", &json!({"sub": "u"})).unwrap();
+        let original = KeySet::from_records(std::slice::from_ref(&plain)).unwrap();
+        assert_eq!(original.verify::<serde_json::Value>(&token, "at+jwt").unwrap()["sub"], "u");
+        // Sealing twice changes nothing.
+        assert_eq!(seal_record(&sealed, &kek(7)).unwrap(), sealed);
+        // Without the key, with another key, or moved to another kid: refused with the reason.
+        let err = |r: &KeyRecord, k: Option<&KeyEncryptionKey>| {
+            KeySet::from_records_with(std::slice::from_ref(r), k).unwrap_err().downcast::<SealError>().unwrap()
+        };
+        assert_eq!(err(&sealed, None), SealError::NoKeyEncryptionKey { kid: sealed.kid.clone() });
+        assert_eq!(err(&sealed, Some(&kek(8))), SealError::DoesNotOpen { kid: sealed.kid.clone() });
+        let moved = KeyRecord { kid: "other".into(), ..sealed.clone() };
+        assert_eq!(err(&moved, Some(&kek(7))), SealError::DoesNotOpen { kid: "other".into() });
+        let future = KeyRecord { private_pkcs8_b64: "enc:v2:AAAA".into(), ..sealed.clone() };
+        assert_eq!(err(&future, Some(&kek(7))), SealError::UnknownFormat { kid: sealed.kid.clone() });
+        // Plain records (existing deployments) keep loading with a key configured.
+        assert!(KeySet::from_records_with(std::slice::from_ref(&plain), Some(&kek(7))).is_ok());
+    }
+
+    #[test]
+    fn a_key_encryption_key_is_32_bytes_of_base64_and_never_shown() {
+        assert!(KeyEncryptionKey::from_base64(&format!("{}\n", STANDARD.encode([1u8; 32]))).is_ok());
+        for bad in ["", "short", &STANDARD.encode([1u8; 31]), &STANDARD.encode([1u8; 33])] {
+            assert_eq!(KeyEncryptionKey::from_base64(bad).unwrap_err(), SealError::BadKeyEncryptionKey, "{bad}");
+        }
+        assert_eq!(format!("{:?}", kek(3)), "KeyEncryptionKey(redacted)");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use anyhow::Context;
 use latchkey_proto::metadata::ProviderMetadata;
 
 use crate::UnixTime;
-use crate::keys::{KeySet, SigningKey};
+use crate::keys::{KeyEncryptionKey, KeySet, SigningKey};
 use crate::password::Hasher;
 use crate::store::{SigningAlg, Store};
 
@@ -44,6 +44,9 @@ pub struct ProviderConfig {
     pub max_sessions_per_user: u32,
     /// How long the audit log keeps a record; 0 keeps them forever.
     pub audit_retention: u64,
+    /// Seals the private signing keys at rest: new keys are stored sealed, sealed keys are opened
+    /// with it. `None`: keys are stored as they are, and a sealed key refuses to load.
+    pub key_encryption_key: Option<KeyEncryptionKey>,
 }
 
 impl ProviderConfig {
@@ -64,6 +67,7 @@ impl ProviderConfig {
             max_pending_per_source: 256,
             max_sessions_per_user: 32,
             audit_retention: 90 * 24 * 3600,
+            key_encryption_key: None,
         }
     }
 }
@@ -92,7 +96,10 @@ impl Provider {
         let records = store.signing_keys().await?;
         for alg in SigningAlg::ALL {
             if !records.iter().any(|r| r.active && r.alg == alg.as_str()) {
-                let rec = tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await??;
+                let mut rec = tokio::task::spawn_blocking(move || SigningKey::generate(alg, now)).await??;
+                if let Some(kek) = &config.key_encryption_key {
+                    rec = crate::keys::seal_record(&rec, kek)?;
+                }
                 // Another instance starting on the same database may have stored one meanwhile:
                 // then its key is the signer and ours is dropped.
                 if store.insert_signing_key(&rec).await? {
@@ -100,7 +107,16 @@ impl Provider {
                 }
             }
         }
-        let keys = KeySet::from_records(&store.signing_keys().await?).context("loading signing keys")?;
+        let records = store.signing_keys().await?;
+        let kek = config.key_encryption_key.as_ref();
+        let keys = KeySet::from_records_with(&records, kek).context("loading signing keys")?;
+        let plain = records.iter().filter(|r| !crate::keys::is_sealed(r)).count();
+        if kek.is_some() && plain > 0 {
+            tracing::warn!(
+                plain,
+                "a key-encryption key is configured but {plain} signing key(s) are stored unsealed; run `latchkey keys seal`"
+            );
+        }
         // One core is left to the request workers: while logins hash at full load, the other
         // requests keep their latency (measured by `latchkey-bench`'s "userinfo during logins").
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -127,7 +143,7 @@ impl Provider {
         if unchanged {
             return Ok(false);
         }
-        let keys = Arc::new(KeySet::from_records(&records)?);
+        let keys = Arc::new(KeySet::from_records_with(&records, self.config.key_encryption_key.as_ref())?);
         match self.keys.write() {
             Ok(mut g) => *g = keys,
             Err(p) => *p.into_inner() = keys,

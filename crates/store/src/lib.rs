@@ -22,6 +22,7 @@ use latchkey_core::Store;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use sqlite_conn::StoreOptions;
 
 /// Which backend a database setting names.
 enum Target<'a> {
@@ -45,17 +46,27 @@ fn target(database: &str) -> anyhow::Result<Target<'_>> {
 
 /// Opens the store `database` names, applying pending migrations.
 pub async fn open(database: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_with(database, StoreOptions::default()).await
+}
+
+/// Opens the store `database` names as [`open`] does, with `options`.
+pub async fn open_with(database: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match target(database)? {
-        Target::Sqlite(path) => Arc::new(SqliteStore::open(std::path::Path::new(path))?),
+        Target::Sqlite(path) => Arc::new(SqliteStore::open_with(std::path::Path::new(path), options)?),
         Target::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
     })
 }
 
 /// Applies pending migrations to `database` and returns its schema version.
 pub async fn migrate(database: &str) -> anyhow::Result<usize> {
+    migrate_with(database, StoreOptions::default()).await
+}
+
+/// Applies pending migrations as [`migrate`] does, with `options`.
+pub async fn migrate_with(database: &str, options: StoreOptions) -> anyhow::Result<usize> {
     match target(database)? {
         Target::Sqlite(path) => {
-            SqliteStore::open(std::path::Path::new(path))?;
+            SqliteStore::open_with(std::path::Path::new(path), options)?;
             Ok(sqlite_schema::MIGRATIONS.len())
         }
         Target::Postgres(url) => PostgresStore::connect(url).await?.migrate().await,

@@ -408,6 +408,38 @@ impl PostgresStore {
         Ok(session)
     }
 
+    /// One transaction: sets the password hash (if given), ends the user's sessions and, with
+    /// `revoke_at`, revokes their live grants (a revoked grant stops its refresh family at `/token`
+    /// and its access tokens at userinfo and introspection) and deletes their unredeemed codes,
+    /// which would otherwise mint a new grant within their minute.
+    async fn end_user_access_once(
+        &self,
+        name: &str,
+        hash: Option<&str>,
+        revoke_at: Option<UnixTime>,
+    ) -> anyhow::Result<Option<UserRevocation>> {
+        let mut c = self.conn().await?;
+        let tx = Self::begin(&mut c).await?;
+        // FOR UPDATE: a concurrent `user remove` or password change waits for this one.
+        let Some(row) = tx.query_opt("SELECT id FROM users WHERE username = $1 FOR UPDATE", &[&name]).await? else {
+            return Ok(None);
+        };
+        let id: String = row.get(0);
+        if let Some(hash) = hash {
+            tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
+        }
+        let sessions_ended = tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&id]).await?;
+        let mut grants_revoked = 0;
+        if let Some(now) = revoke_at {
+            grants_revoked = tx
+                .execute("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[&id, &now])
+                .await?;
+            tx.execute("DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL", &[&id]).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(UserRevocation { user_id: id, sessions_ended, grants_revoked }))
+    }
+
     async fn remove_user_once(&self, name: &str) -> anyhow::Result<bool> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -732,13 +764,27 @@ impl Store for PostgresStore {
         retrying!(self.remove_user_once(username))
     }
 
-    async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool> {
-        let counts = retrying!(self.tx_exec(&[
-            ("UPDATE users SET password_hash = $2 WHERE username = $1", &[&username, &hash]),
-            // A new password ends every browser session of the user.
-            ("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)", &[&username]),
-        ]))?;
-        Ok(counts.first().is_some_and(|n| *n > 0))
+    async fn set_password_hash(
+        &self,
+        username: &str,
+        hash: &str,
+        revoke_grants_at: Option<UnixTime>,
+    ) -> StoreResult<Option<UserRevocation>> {
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at))
+    }
+
+    async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
+        retrying!(self.end_user_access_once(username, None, Some(now)))
+    }
+
+    async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
+        self.exec(
+            "UPDATE signing_keys SET private_pkcs8 = $3 WHERE kid = $1 AND private_pkcs8 = $2",
+            &[&kid, &old, &new],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(StoreError::Backend)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<KeyRecord>> {

@@ -10,7 +10,7 @@ use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHa
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::sqlite_conn::Pool;
+use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
 
 #[derive(Clone)]
@@ -27,7 +27,13 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Ok(Self { pool: Arc::new(Pool::open(path)?) })
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Opens the database file as [`SqliteStore::open`] does. It is created with mode 0600, and an
+    /// existing one that others can read is refused unless `options` allows it.
+    pub fn open_with(path: &Path, options: StoreOptions) -> anyhow::Result<Self> {
+        Ok(Self { pool: Arc::new(Pool::open(path, options)?) })
     }
 
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
@@ -91,6 +97,22 @@ fn throttle_rows(c: &Connection, keys: &[String]) -> rusqlite::Result<Vec<Thrott
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Backend(a) if a.downcast_ref::<rusqlite::Error>().is_some_and(|e| matches!(
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
+}
+
+/// Ends the sessions of user `id` and, with `revoke_at`, revokes their live grants (a revoked
+/// grant stops its refresh family at `/token` and its access tokens at userinfo and introspection)
+/// and deletes their unredeemed codes, which would otherwise mint a new grant within their
+/// minute. Runs inside the caller's savepoint.
+fn end_user_access(c: &Connection, id: String, revoke_at: Option<UnixTime>) -> rusqlite::Result<UserRevocation> {
+    let sessions_ended = c.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])? as u64;
+    let mut grants_revoked = 0;
+    if let Some(now) = revoke_at {
+        grants_revoked = c
+            .execute("UPDATE grants SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![id, now])?
+            as u64;
+        c.execute("DELETE FROM codes WHERE user_id = ?1 AND used_at IS NULL", [&id])?;
+    }
+    Ok(UserRevocation { user_id: id, sessions_ended, grants_revoked })
 }
 
 fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
@@ -428,15 +450,52 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_password_hash(&self, username: &str, hash: &str) -> StoreResult<bool> {
+    async fn set_password_hash(
+        &self,
+        username: &str,
+        hash: &str,
+        revoke_grants_at: Option<UnixTime>,
+    ) -> StoreResult<Option<UserRevocation>> {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let n = tx.execute("UPDATE users SET password_hash = ?2 WHERE username = ?1", params![name, hash])?;
-            // A new password ends every browser session of the user.
-            tx.execute("DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [&name])?;
+            let id: Option<String> =
+                tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
+            let Some(id) = id else { return Ok(None) };
+            tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
+            let out = end_user_access(&tx, id, revoke_grants_at)?;
             tx.commit()?;
-            Ok(n > 0)
+            Ok(Some(out))
+        })
+        .await
+    }
+
+    async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
+        let name = username.to_owned();
+        self.write(move |c| {
+            let tx = c.savepoint()?;
+            let id: Option<String> =
+                tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
+            let Some(id) = id else { return Ok(None) };
+            let out = end_user_access(&tx, id, Some(now))?;
+            tx.commit()?;
+            Ok(Some(out))
+        })
+        .await
+    }
+
+    async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
+        let (kid, old, new) = (kid.to_owned(), old.to_owned(), new.to_owned());
+        self.write(move |c| {
+            // The replaced value was a private key in clear: zero the bytes SQLite frees instead of
+            // leaving them in free pages of the file.
+            c.pragma_update(None, "secure_delete", "ON")?;
+            let n = c.execute(
+                "UPDATE signing_keys SET private_pkcs8 = ?3 WHERE kid = ?1 AND private_pkcs8 = ?2",
+                params![kid, old, new],
+            );
+            c.pragma_update(None, "secure_delete", "OFF")?;
+            Ok(n? == 1)
         })
         .await
     }

@@ -49,8 +49,111 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(anyhow::Error::new(e))
 }
 
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Open a SQLite database file (or its `-wal`/`-shm`) that other accounts on the host may
+    /// read, instead of refusing. The file holds the private signing keys: whoever reads it can
+    /// mint tokens for any user. Logged loudly at every open.
+    pub allow_insecure_db_permissions: bool,
+}
+
+/// The files SQLite keeps for the database at `path`: the database, its write-ahead log and its
+/// shared-memory index. The last two hold recent pages, so the same secrets as the database.
+fn database_files(path: &Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Makes sure the database file exists with mode 0600 before SQLite opens it, and refuses an
+/// existing database file that others can read (unless `allow_insecure`).
+///
+/// SQLite creates `-wal` and `-shm` with the permissions of the database file, so a 0600 database
+/// gives 0600 companions (the binary tests check all three under umask 022). Creating the file
+/// ourselves with `create_new` is what makes the mode independent of the process's umask: the
+/// default umask 022 would otherwise give 0644, readable by every local account.
+#[cfg(unix)]
+fn secure_files(path: &Path, allow_insecure: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    check_directory(path);
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating SQLite database {}", path.display())),
+    }
+    let mut exposed = Vec::new();
+    for file in database_files(path) {
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                exposed.push(format!("{} (mode {:03o})", file.display(), m.permissions().mode() & 0o777));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("checking the permissions of {}", file.display())),
+        }
+    }
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if allow_insecure {
+        tracing::warn!(
+            files = %exposed.join(", "),
+            "allow_insecure_db_permissions: the database, which holds the private signing keys, is readable by \
+             other accounts on this host; anyone who reads it can mint tokens for any user. Fix it with chmod 600"
+        );
+        return Ok(());
+    }
+    Err(anyhow!(
+        "refusing to open {}: {} readable by other accounts on this host, and the database holds the private \
+         signing keys (whoever reads it can mint tokens for any user). Fix it with: chmod 600 {} \
+         (or, knowingly, pass --allow-insecure-db-permissions)",
+        path.display(),
+        exposed.join(", "),
+        database_files(path).iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ")
+    ))
+}
+
+/// Warns about a directory others can write to (they could delete or replace the database, or
+/// plant a `-wal` file beside it) and notes one others can list.
+#[cfg(unix)]
+fn check_directory(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(mode) = std::fs::metadata(dir).map(|m| m.permissions().mode()) else { return };
+    if mode & 0o022 != 0 {
+        tracing::warn!(
+            directory = %dir.display(),
+            mode = %format!("{:03o}", mode & 0o777),
+            "the database's directory is writable by other accounts: they can delete or replace the database or \
+             plant files beside it; keep the database in a directory only latchkey's account can write (chmod 700)"
+        );
+    } else if mode & 0o005 != 0 {
+        tracing::info!(
+            directory = %dir.display(),
+            mode = %format!("{:03o}", mode & 0o777),
+            "the database's directory can be listed by other accounts (the files themselves are 0600)"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn secure_files(_path: &Path, _allow_insecure: bool) -> anyhow::Result<()> {
+    // No POSIX modes: the directory's ACL decides who can read the database.
+    Ok(())
+}
+
 impl Pool {
-    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Self> {
+        secure_files(path, options.allow_insecure_db_permissions)?;
         let mut writer =
             Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
         writer.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;

@@ -118,9 +118,9 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
-    assert!(s.set_password_hash("alice", "$new").await.unwrap());
+    assert!(s.set_password_hash("alice", "$new", None).await.unwrap().is_some());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
-    assert!(!s.set_password_hash("nobody", "$new").await.unwrap());
+    assert_eq!(s.set_password_hash("nobody", "$new", Some(5)).await.unwrap(), None);
     assert!(s.remove_user("alice").await.unwrap());
     assert!(!s.remove_user("alice").await.unwrap());
     assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
@@ -729,6 +729,84 @@ async fn concurrent_writes_succeed_or_fail_on_their_own(s: Arc<dyn Store>) {
     assert_eq!(s.users().await.unwrap().len(), 41);
 }
 
+/// Alice with two sessions, a session-bound grant, an offline grant, a grant already revoked at 5
+/// and an unredeemed code; bob with a grant of his own.
+async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    s.insert_user(&user("bob")).await.unwrap();
+    for (h, sid) in [("s1", "sid"), ("s2", "sid2")] {
+        let sess = SessionRecord {
+            hash: TokenHash::of(h),
+            sid: sid.into(),
+            user_id: "id-alice".into(),
+            auth_time: 1,
+            expires_at: 1000,
+        };
+        s.insert_session(&sess, 8).await.unwrap();
+    }
+    s.insert_grant(&issuance("bound", "rb")).await.unwrap();
+    s.insert_grant(&family("offline", |i| i.grant.offline = true)).await.unwrap();
+    s.insert_grant(&family("old", |i| i.grant.revoked_at = Some(5))).await.unwrap();
+    s.insert_grant(&family("bobs", |i| i.grant.user_id = "id-bob".into())).await.unwrap();
+    s.insert_code(&code("pending-code")).await.unwrap();
+}
+
+fn grant_revoked_at(g: Option<(AccessRecord, GrantRecord)>) -> Option<i64> {
+    g.unwrap().1.revoked_at
+}
+
+async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dyn Store>) {
+    alice_with_sessions_grants_and_a_code(&s).await;
+    let done = s.set_password_hash("alice", "$new", Some(70)).await.unwrap();
+    assert_eq!(
+        done,
+        Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }),
+        "the bound and the offline grant; the one revoked before is not counted"
+    );
+    assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
+    assert!(s.session(&TokenHash::of("s1"), 50).await.unwrap().is_none());
+    assert_eq!(grant_revoked_at(s.access_token("jti-offline").await.unwrap()), Some(70), "offline_access too");
+    assert_eq!(grant_revoked_at(s.access_token("jti-bound").await.unwrap()), Some(70));
+    assert_eq!(grant_revoked_at(s.access_token("jti-old").await.unwrap()), Some(5), "the first revocation stays");
+    assert_eq!(grant_revoked_at(s.access_token("jti-bobs").await.unwrap()), None, "other users untouched");
+    // The offline family no longer rotates.
+    let out = s
+        .rotate_refresh(&TokenHash::of("r-offline"), 80, &next_refresh("r-next", 80), &access("a-next"), b"x")
+        .await
+        .unwrap();
+    assert!(matches!(out, Rotated::AlreadyConsumed { .. }), "{out:?}");
+    assert!(s.code(&TokenHash::of("pending-code")).await.unwrap().is_none(), "an unredeemed code cannot mint a grant");
+
+    // --keep-grants: the password changes and sessions end, grants stay.
+    s.insert_grant(&family("later", |i| i.grant.offline = true)).await.unwrap();
+    let done = s.set_password_hash("alice", "$newer", None).await.unwrap().unwrap();
+    assert_eq!((done.sessions_ended, done.grants_revoked), (0, 0));
+    assert_eq!(grant_revoked_at(s.access_token("jti-later").await.unwrap()), None);
+    assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$newer");
+}
+
+async fn revoking_a_users_tokens_keeps_their_password(s: Arc<dyn Store>) {
+    alice_with_sessions_grants_and_a_code(&s).await;
+    let done = s.revoke_user_tokens("alice", 90).await.unwrap();
+    assert_eq!(done, Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }));
+    assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$argon2id$stub");
+    assert_eq!(grant_revoked_at(s.access_token("jti-offline").await.unwrap()), Some(90));
+    assert_eq!(grant_revoked_at(s.access_token("jti-bobs").await.unwrap()), None);
+    assert!(s.code(&TokenHash::of("pending-code")).await.unwrap().is_none());
+    assert_eq!(s.revoke_user_tokens("alice", 91).await.unwrap().unwrap().grants_revoked, 0, "nothing left");
+    assert_eq!(s.revoke_user_tokens("nobody", 91).await.unwrap(), None);
+}
+
+async fn a_private_key_is_replaced_only_if_unchanged(s: Arc<dyn Store>) {
+    s.insert_signing_key(&key("k1", "ES256", 5)).await.unwrap();
+    let old = key("k1", "ES256", 5).private_pkcs8_b64;
+    assert!(s.replace_private_key("k1", &old, "enc:v1:sealed").await.unwrap());
+    assert_eq!(s.signing_keys().await.unwrap()[0].private_pkcs8_b64, "enc:v1:sealed");
+    assert!(!s.replace_private_key("k1", &old, "enc:v1:other").await.unwrap(), "no longer the old value");
+    assert!(!s.replace_private_key("nope", &old, "x").await.unwrap());
+    assert_eq!(s.signing_keys().await.unwrap()[0].private_pkcs8_b64, "enc:v1:sealed");
+}
+
 /// Runs every check, each on a fresh store from `make`.
 async fn suite<F, Fut>(make: F)
 where
@@ -753,6 +831,9 @@ where
     server_secrets_are_chosen_once(make().await).await;
     a_user_keeps_at_most_keep_sessions(make().await).await;
     the_audit_log_filters_by_time_and_user(make().await).await;
+    a_password_change_revokes_every_grant_of_the_user_in_one_step(make().await).await;
+    revoking_a_users_tokens_keeps_their_password(make().await).await;
+    a_private_key_is_replaced_only_if_unchanged(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -161,8 +161,9 @@ impl Settings {
                 file.refresh_token_idle_lifetime,
                 7 * 24 * 3600,
             )?,
-            // 0 is meaningful here: it disables the grace window.
-            refresh_grace: num0("REFRESH_GRACE", file.refresh_grace, 10)?,
+            // 0 is meaningful here: it disables the grace window. The default and its trade-off
+            // are documented next to `ProviderConfig::refresh_grace`.
+            refresh_grace: num0("REFRESH_GRACE", file.refresh_grace, latchkey_core::provider::DEFAULT_REFRESH_GRACE)?,
             access_token_signing_alg: {
                 let s = ours
                     .get("ACCESS_TOKEN_SIGNING_ALG")

@@ -45,11 +45,21 @@ async fn library_against_node_oidc_provider() {
     assert!(tokens.scope.contains("openid"));
 
     // Introspection mode of the resource library, against the peer's RFC 7662 endpoint. The peer's
-    // access tokens are opaque, which only introspection can check.
+    // access tokens are opaque, which only introspection can check. Without a resource indicator
+    // (RFC 8707) they carry no `aud`, which the library refuses unless told otherwise.
+    let strict = Verifier::builder(&peer.issuer)
+        .audience("unused")
+        .introspection("api", ClientSecret::new("api-secret-api-secret-api-secret"))
+        .introspection_cache(Duration::ZERO)
+        .build()
+        .unwrap();
+    let e = strict.verify(tokens.access_token.expose_secret()).await.unwrap_err();
+    assert_eq!(e, Refusal::InvalidToken(TokenError::MissingClaim("aud")));
     let api = Verifier::builder(&peer.issuer)
         .audience("unused")
         .introspection("api", ClientSecret::new("api-secret-api-secret-api-secret"))
         .introspection_cache(Duration::ZERO)
+        .allow_missing_audience()
         .build()
         .unwrap();
     let claims = api.verify(tokens.access_token.expose_secret()).await.unwrap();
@@ -59,6 +69,10 @@ async fn library_against_node_oidc_provider() {
 
     // Refresh, then revocation (RFC 7009) of the new refresh token.
     let rt = tokens.refresh_token.clone().expect("the peer issues refresh tokens to this client");
+    // Against this peer too, a refresh token is not an access token (review finding 18), even
+    // with allow_missing_audience: the peer says it is active, with neither aud nor token_type.
+    let e = api.verify(rt.expose_secret()).await.unwrap_err();
+    assert_eq!(e, Refusal::InvalidToken(TokenError::MissingClaim("token_type")));
     let fresh = client.refresh(&rt, None, &tokens.scope, Some(&id.sub), unix_now()).await.unwrap();
     assert_ne!(fresh.access_token, tokens.access_token);
     let rt2 = fresh.refresh_token.clone().unwrap();

@@ -21,7 +21,7 @@ async fn a_retry_within_the_grace_window_gets_the_same_successor() {
     let r0 = t["refresh_token"].as_str().unwrap();
     let (st, first) = s.refresh("spa", r0, None).await;
     assert_eq!(st, 200);
-    s.advance(10);
+    s.advance(s.provider.config.refresh_grace as i64);
     let (st, retry) = s.refresh("spa", r0, None).await;
     assert_eq!(st, 200, "{retry}");
     assert_eq!(retry, first, "idempotent: the very same successor tokens");

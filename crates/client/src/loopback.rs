@@ -66,8 +66,13 @@ impl LoopbackListener {
     }
 
     /// Waits at most `timeout` for the authorization response, checks it with `check` (normally
-    /// [`crate::Client::check_callback`]), tells the browser the outcome, and stops listening. The
-    /// first request to the redirect path decides; other paths (a favicon) get a 404.
+    /// [`crate::Client::check_callback`]), tells the browser the outcome, and stops listening.
+    /// Other paths (a favicon) get a 404.
+    ///
+    /// A request to the redirect path that fails the `state` check ([`Error::StateMismatch`]), or
+    /// is too malformed to be checked, is answered with 400 and otherwise ignored: any local
+    /// process or web page can send one, and it must not abort the login in progress (RFC 6749
+    /// §10.12). The first request that passes the `state` check decides.
     pub async fn receive<F>(self, timeout: Duration, check: F) -> Result<AuthorizationCode, Error>
     where
         F: Fn(&Callback) -> Result<AuthorizationCode, Error>,
@@ -108,13 +113,16 @@ impl LoopbackListener {
                 }
             };
             tokio::select! {
-                hit = rx.recv() => break match hit {
+                hit = rx.recv() => match hit {
                     Some((query, answer)) => {
                         let result = Callback::from_query(&query).and_then(|cb| check(&cb));
                         let _ = answer.send(result.as_ref().map(|_| ()).map_err(ToString::to_string));
-                        result
+                        if !is_forgeable(&result) {
+                            break result;
+                        }
+                        tracing::warn!("ignored a request to the redirect URI that is not the response to this login; still waiting");
                     }
-                    None => Err(Error::Listen {
+                    None => break Err(Error::Listen {
                         addr: redirect_uri.clone(),
                         source: std::io::Error::other("the listener stopped"),
                     }),
@@ -133,6 +141,13 @@ impl LoopbackListener {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
         outcome
     }
+}
+
+/// Whether a hit on the redirect path failed in a way that anyone who does not know the `state`
+/// can cause: a wrong or missing `state`, or a query that cannot be parsed. Such a hit cannot be
+/// the authorization server's response to this login, so it is refused and the wait goes on.
+fn is_forgeable(result: &Result<AuthorizationCode, Error>) -> bool {
+    matches!(result, Err(Error::StateMismatch | Error::BadCallback(_)))
 }
 
 /// A pasted redirect URL must be our redirect URI plus a query: anything else is a mistake.
@@ -252,14 +267,57 @@ mod tests {
         let l = LoopbackListener::bind(Some("http://127.0.0.1/done")).await.unwrap();
         let uri = l.redirect_uri().to_string();
         let browser = tokio::spawn(async move {
-            let res = reqwest::get(format!("{uri}?code=abc&state=<evil>")).await.unwrap();
+            let res = reqwest::get(format!("{uri}?error=access_denied&state=s&iss=<evil>")).await.unwrap();
             (res.status().as_u16(), res.text().await.unwrap())
         });
-        let err = l.receive(Duration::from_secs(10), |_| Err(Error::StateMismatch)).await.unwrap_err();
-        assert!(matches!(err, Error::StateMismatch));
+        let mismatch = || Error::IssMismatch { expected: "https://id.example".into(), found: "evil".into() };
+        let err = l.receive(Duration::from_secs(10), |_| Err(mismatch())).await.unwrap_err();
+        assert!(matches!(err, Error::IssMismatch { .. }));
         let (status, body) = browser.await.unwrap();
         assert_eq!(status, 400);
-        assert!(body.contains("state mismatch") && !body.contains("<evil>"), "{body}");
+        assert!(body.contains("mix-up") && !body.contains("<evil>"), "{body}");
+    }
+
+    /// Review finding 19f: a local process (or any web page, through the browser) that hits the
+    /// callback first with a wrong `state` must not abort the login: it gets 400, and the real
+    /// response that follows still completes it.
+    #[tokio::test]
+    async fn a_forged_hit_with_a_wrong_state_is_refused_and_the_real_response_still_wins() {
+        let l = LoopbackListener::bind(None).await.unwrap();
+        let uri = l.redirect_uri().to_string();
+        let forger = tokio::spawn({
+            let uri = uri.clone();
+            async move {
+                let mut statuses = Vec::new();
+                for q in ["code=forged&state=guess", "code=forged", "code=a&code=b&state=s", ""] {
+                    statuses.push(reqwest::get(format!("{uri}?{q}")).await.unwrap().status().as_u16());
+                }
+                let real = reqwest::get(format!("{uri}?code=real&state=s")).await.unwrap();
+                (statuses, real.status().as_u16())
+            }
+        });
+        let code = l
+            .receive(Duration::from_secs(10), |cb| match cb.get("state") {
+                Some("s") => Ok(AuthorizationCode::new(cb.get("code").unwrap())),
+                _ => Err(Error::StateMismatch),
+            })
+            .await
+            .unwrap();
+        assert_eq!(code.expose_secret(), "real");
+        let (forged, real) = forger.await.unwrap();
+        assert_eq!(forged, vec![400, 400, 400, 400], "each forged hit is refused");
+        assert_eq!(real, 200);
+    }
+
+    #[tokio::test]
+    async fn forged_hits_alone_end_in_the_timeout() {
+        let l = LoopbackListener::bind(None).await.unwrap();
+        let uri = l.redirect_uri().to_string();
+        let forger =
+            tokio::spawn(async move { reqwest::get(format!("{uri}?code=x&state=bad")).await.unwrap().status() });
+        let err = l.receive(Duration::from_millis(500), |_| Err(Error::StateMismatch)).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert_eq!(forger.await.unwrap().as_u16(), 400);
     }
 
     #[tokio::test]

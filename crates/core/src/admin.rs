@@ -68,6 +68,13 @@ pub async fn add_client(
         Some(id) => ClientId::parse(id).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
         None => ClientId::parse(&random_token()[..22]).map_err(|e| AdminError::Invalid(e.description.into_owned()))?,
     };
+    // RFC 9068 §5: client-credentials tokens carry the client id as `sub`, so it must not be a
+    // user's subject identifier too (see grant::client_credentials).
+    if store.user(client_id.as_str()).await?.is_some() {
+        return Err(AdminError::Invalid(format!(
+            "client id {client_id} is a user's subject identifier: a client's tokens must not pass for that user's (RFC 9068 §5); choose another id"
+        )));
+    }
     let confidential = new.confidential || new.resource_server || new.client_credentials;
     if !new.confidential && (new.resource_server || new.client_credentials) && !new.redirect_uris.is_empty() {
         return Err(AdminError::Invalid(

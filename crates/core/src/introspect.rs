@@ -2,15 +2,21 @@
 //!
 //! Only authenticated callers (confidential clients, including resource-server credentials) may
 //! introspect (§4: otherwise it is a token-scanning oracle). A token is `active` only if it is ours,
-//! unexpired, unrevoked, and meant for the caller: an access token whose audience is one the caller
-//! serves, or a refresh token issued to the caller.
+//! unexpired, unrevoked, and meant for the caller (§4: "the authorization server MUST determine
+//! whether or not the token can be used at the resource server making the introspection call"):
+//! - an access token, to the client it was issued to, and to a resource-server credential whose
+//!   registered audiences include the token's `aud`. Any other confidential client gets
+//!   `active: false`, so that an ordinary relying party cannot read the claims of other clients'
+//!   tokens (review finding 15);
+//! - a refresh token, to the client it was issued to, and only while `/token` would accept it:
+//!   the same predicate decides (review finding 19c).
 
 use latchkey_proto::{ClientAuth, OAuthError, RefreshToken};
 use serde_json::{Value, json};
 
-use crate::grant::{AccessClaims, client_auth};
+use crate::grant::{AccessClaims, client_auth, refresh_token};
 use crate::revoke::Hint;
-use crate::store::ClientRecord;
+use crate::store::{ClientKind, ClientRecord};
 use crate::{Error, Provider, UnixTime};
 
 fn inactive() -> Value {
@@ -41,12 +47,18 @@ impl Provider {
         Ok(inactive())
     }
 
-    /// The audiences whose access tokens `caller` may see.
-    fn serves(&self, caller: &ClientRecord, aud: &str) -> bool {
-        if caller.audiences.is_empty() {
+    /// Whether `caller` may see an access token issued to `client_id` for `aud`.
+    fn may_see_access_token(&self, caller: &ClientRecord, client_id: &str, aud: &str) -> bool {
+        caller.client_id.as_str() == client_id || (is_resource_server(caller) && self.serves(caller, aud))
+    }
+
+    /// The audiences a resource server's credential serves: those registered with `--audience`, or,
+    /// when none was, the server's default audience (the one access tokens carry by default).
+    fn serves(&self, resource_server: &ClientRecord, aud: &str) -> bool {
+        if resource_server.audiences.is_empty() {
             aud == self.config.audience
         } else {
-            caller.audiences.iter().any(|a| a == aud)
+            resource_server.audiences.iter().any(|a| a == aud)
         }
     }
 
@@ -58,7 +70,7 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Option<Value>, Error> {
         let Ok(c) = self.keys().verify::<AccessClaims>(token, "at+jwt") else { return Ok(None) };
-        if c.iss != self.config.issuer || now >= c.exp || !self.serves(caller, &c.aud) {
+        if c.iss != self.config.issuer || now >= c.exp || !self.may_see_access_token(caller, &c.client_id, &c.aud) {
             return Ok(Some(inactive()));
         }
         match self.store.access_token(&c.jti).await? {
@@ -88,12 +100,14 @@ impl Provider {
             return Ok(None);
         }
         let Some((r, g)) = self.store.refresh_token(&RefreshToken::new(token).hash()).await? else { return Ok(None) };
-        let active = g.client_id == caller.client_id
-            && g.revoked_at.is_none()
-            && r.consumed_at.is_none()
-            && now < r.expires_at
-            && now < g.expires_at;
-        if !active {
+        // Only the token's own client learns anything about it. Then exactly what `/token` checks
+        // (`refresh_token::check`: revocation, both lifetimes, the login session of a grant without
+        // offline_access, the client's registration), plus not yet rotated.
+        if g.client_id != caller.client_id || r.consumed_at.is_some() {
+            return Ok(Some(inactive()));
+        }
+        let session_alive = refresh_token::session_alive(self, &g, now).await?;
+        if refresh_token::check(&r, &g, caller, None, session_alive, now).is_err() {
             return Ok(Some(inactive()));
         }
         Ok(Some(json!({
@@ -107,4 +121,11 @@ impl Provider {
             "token_type": "refresh_token",
         })))
     }
+}
+
+/// A resource-server credential (`client add --resource-server`): confidential, registered for no
+/// grant at all, so it can only introspect. The registration rules in `admin::add_client` make
+/// every such client one.
+fn is_resource_server(c: &ClientRecord) -> bool {
+    matches!(c.kind, ClientKind::Confidential { .. }) && c.grant_types.is_empty()
 }

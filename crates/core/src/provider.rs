@@ -26,6 +26,11 @@ pub struct ProviderConfig {
     pub refresh_token_idle_ttl: u64,
     /// Retries of an already-rotated refresh token within this many seconds get the same successor
     /// tokens instead of being treated as reuse. 0 disables the window.
+    ///
+    /// A trade-off: within the window, a copy of the spent token (from a log or a proxy that saw it
+    /// in use) also gets the live successor, and the theft goes undetected. The cached reply goes
+    /// only to a retry of the same request (client and scope), and the default is short: 5 s covers
+    /// two tabs racing and an immediate network retry.
     pub refresh_grace: u64,
     /// The algorithm access tokens are signed with. ES256 by default: it signs 17x faster than
     /// RS256 (14.6 against 255 µs) and every JOSE library verifies it; RS256 (RFC 9068 §4 requires
@@ -49,6 +54,9 @@ pub struct ProviderConfig {
     pub key_encryption_key: Option<KeyEncryptionKey>,
 }
 
+/// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
+pub const DEFAULT_REFRESH_GRACE: u64 = 5;
+
 impl ProviderConfig {
     pub fn new(issuer: &str) -> Self {
         let issuer = issuer.trim_end_matches('/').to_owned();
@@ -59,7 +67,7 @@ impl ProviderConfig {
             access_token_ttl: 600,
             refresh_token_ttl: 30 * 24 * 3600,
             refresh_token_idle_ttl: 7 * 24 * 3600,
-            refresh_grace: 10,
+            refresh_grace: DEFAULT_REFRESH_GRACE,
             access_token_alg: SigningAlg::ES256,
             session_ttl: 24 * 3600,
             pending_ttl: 600,

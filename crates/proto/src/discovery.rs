@@ -42,6 +42,10 @@ pub enum MetadataProblem {
     Missing(&'static str),
     /// An endpoint is not an absolute http(s) URL.
     BadUrl(&'static str),
+    /// An endpoint is plain http although the issuer is not a loopback http issuer: tokens,
+    /// secrets or (for `jwks_uri`) the keys every signature is checked with would cross the
+    /// network in clear, where an attacker can read or replace them.
+    InsecureUrl(&'static str),
 }
 
 impl std::fmt::Display for MetadataProblem {
@@ -53,6 +57,10 @@ impl std::fmt::Display for MetadataProblem {
             ),
             Self::Missing(field) => write!(f, "the provider metadata has no {field}"),
             Self::BadUrl(field) => write!(f, "the provider metadata's {field} is not an http(s) URL"),
+            Self::InsecureUrl(field) => write!(
+                f,
+                "the provider metadata's {field} is plain http: every endpoint must be https, except for an http issuer on a loopback host (127.0.0.1, [::1], localhost) whose endpoints are loopback too"
+            ),
         }
     }
 }
@@ -84,10 +92,29 @@ impl IssuerMetadata {
         };
         let value = value.as_deref().ok_or(MetadataProblem::Missing(field))?;
         let url = Url::parse(value).map_err(|_| MetadataProblem::BadUrl(field))?;
-        if !matches!(url.scheme(), "https" | "http") {
-            return Err(MetadataProblem::BadUrl(field));
+        match url.scheme() {
+            "https" => Ok(url),
+            // Plain http only where nothing crosses a network: a development issuer on a loopback
+            // host, pointing at loopback endpoints. An https issuer's metadata pointing at an http
+            // `jwks_uri` would let a network attacker substitute the keys (review finding 19e).
+            "http" if is_loopback_http(&self.issuer) && is_loopback_host(&url) => Ok(url),
+            "http" => Err(MetadataProblem::InsecureUrl(field)),
+            _ => Err(MetadataProblem::BadUrl(field)),
         }
-        Ok(url)
+    }
+}
+
+/// `http://127.0.0.1…`, `http://[::1]…`, `http://localhost…` (any port).
+fn is_loopback_http(issuer: &str) -> bool {
+    Url::parse(issuer).is_ok_and(|u| u.scheme() == "http" && is_loopback_host(&u))
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -134,5 +161,39 @@ mod tests {
         assert_eq!(m.endpoint("token_endpoint").unwrap().as_str(), "https://id.example/token");
         assert_eq!(m.endpoint("jwks_uri").unwrap_err(), MetadataProblem::Missing("jwks_uri"));
         assert!(!m.authorization_response_iss_parameter_supported);
+    }
+
+    fn with_jwks(issuer: &str, jwks_uri: &str) -> IssuerMetadata {
+        IssuerMetadata { issuer: issuer.into(), jwks_uri: Some(jwks_uri.into()), ..Default::default() }
+    }
+
+    /// Review finding 19e: an https issuer's metadata must not send a client or an API to plain
+    /// http for anything, the keys least of all.
+    #[test]
+    fn endpoints_are_https_unless_issuer_and_endpoint_are_loopback_http() {
+        for (issuer, jwks) in [
+            ("https://id.example", "http://id.example/jwks"),
+            ("https://id.example", "http://127.0.0.1/jwks"),
+            ("https://127.0.0.1:8443", "http://127.0.0.1:8080/jwks"),
+            ("http://127.0.0.1:8080", "http://keys.example/jwks"),
+            ("http://localhost:8080", "http://10.0.0.1/jwks"),
+        ] {
+            let e = with_jwks(issuer, jwks).endpoint("jwks_uri").unwrap_err();
+            assert_eq!(e, MetadataProblem::InsecureUrl("jwks_uri"), "{issuer} {jwks}");
+            assert!(e.to_string().contains("must be https"), "{e}");
+        }
+        for (issuer, jwks) in [
+            ("https://id.example", "https://keys.example/jwks"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/jwks"),
+            ("http://127.0.0.1:8080", "https://keys.example/jwks"),
+            ("http://[::1]:8080", "http://[::1]:8080/jwks"),
+            ("http://localhost:9443", "http://localhost:9443/jwks"),
+        ] {
+            assert!(with_jwks(issuer, jwks).endpoint("jwks_uri").is_ok(), "{issuer} {jwks}");
+        }
+        assert_eq!(
+            with_jwks("https://id.example", "ftp://id.example/jwks").endpoint("jwks_uri").unwrap_err(),
+            MetadataProblem::BadUrl("jwks_uri")
+        );
     }
 }

@@ -116,7 +116,15 @@ impl RedirectUri {
         }
         match url.scheme() {
             "https" => {}
-            "http" if !matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost")) => {
+            // RFC 8252 §8.3: loopback redirects over http "NOT RECOMMENDED" with `localhost`: the
+            // name may resolve to another interface, or the port be taken on the other address
+            // family by another program. The IP literal also gets any port (§7.3).
+            "http" if url.host_str() == Some("localhost") => {
+                return Err(RedirectUriRejected(
+                    "http redirect URIs may not use the name localhost (RFC 8252 §8.3): register http://127.0.0.1[:PORT]/PATH or http://[::1][:PORT]/PATH instead; any port is then accepted (RFC 8252 §7.3)",
+                ));
+            }
+            "http" if !matches!(url.host_str(), Some("127.0.0.1" | "[::1]")) => {
                 return Err(RedirectUriRejected(
                     "http redirect URIs are allowed only for loopback hosts (127.0.0.1, [::1]); use https",
                 ));
@@ -285,9 +293,11 @@ mod tests {
         let reg6 = RedirectUri::parse_registration("http://[::1]:8765/cb").unwrap();
         assert!(uri("http://[::1]:1/cb").matches_registered(&reg6));
         assert!(!uri("http://127.0.0.1:1/cb").matches_registered(&reg6));
-        // localhost (a name, not an IP literal) gets no port exception: RFC 8252 §8.3.
-        let host = RedirectUri::parse_registration("http://localhost:8765/cb").unwrap();
+        // localhost (a name, not an IP literal) gets no port exception: RFC 8252 §8.3. (It cannot
+        // be registered any more, but clients registered before keep their exact match.)
+        let host = uri("http://localhost:8765/cb");
         assert!(!uri("http://localhost:9999/cb").matches_registered(&host));
+        assert!(uri("http://localhost:8765/cb").matches_registered(&host));
     }
 
     #[test]
@@ -298,6 +308,19 @@ mod tests {
         assert!(RedirectUri::parse_registration("/relative").is_err());
         assert!(RedirectUri::parse_registration("com.example.app:/oauth2redirect").is_ok());
         assert!(RedirectUri::parse_registration("http://127.0.0.1:8765/callback").is_ok());
+        assert!(RedirectUri::parse_registration("http://[::1]/callback").is_ok());
+    }
+
+    /// Review finding 19g: the message and the README said 127.0.0.1 and [::1] only, and
+    /// RFC 8252 §8.3 says NOT RECOMMENDED; `localhost` was accepted all the same.
+    #[test]
+    fn registration_refuses_http_localhost_and_points_to_127_0_0_1() {
+        for bad in ["http://localhost/cb", "http://localhost:8765/callback", "http://LOCALHOST:1/cb"] {
+            let e = RedirectUri::parse_registration(bad).unwrap_err();
+            assert!(e.0.contains("localhost") && e.0.contains("http://127.0.0.1"), "{bad}: {e}");
+        }
+        // https to localhost is not the loopback exception, and stays allowed like any https URI.
+        assert!(RedirectUri::parse_registration("https://localhost:8443/cb").is_ok());
     }
 
     #[test]

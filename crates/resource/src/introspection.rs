@@ -23,6 +23,8 @@ pub(crate) struct Introspector {
     client_id: String,
     secret: ClientSecret,
     ttl: i64,
+    /// [`crate::VerifierBuilder::allow_missing_audience`].
+    allow_missing_audience: bool,
     /// Keyed by the SHA-256 of the token, so the cache holds no usable token.
     cache: Mutex<HashMap<[u8; 32], Entry>>,
 }
@@ -31,13 +33,15 @@ pub(crate) struct Introspector {
 #[derive(Deserialize)]
 struct Response {
     active: bool,
+    #[serde(default)]
+    token_type: Option<String>,
     #[serde(flatten)]
     claims: RawClaims,
 }
 
 impl Introspector {
-    pub(crate) fn new(client_id: String, secret: ClientSecret, ttl: i64) -> Self {
-        Self { client_id, secret, ttl, cache: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(client_id: String, secret: ClientSecret, ttl: i64, allow_missing_audience: bool) -> Self {
+        Self { client_id, secret, ttl, allow_missing_audience, cache: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) async fn check(
@@ -108,14 +112,99 @@ impl Introspector {
         if !body.active {
             return Ok(Err(TokenError::Inactive));
         }
+        Ok(self.accept(v, body, now))
+    }
+
+    /// The checks of an active answer. Pure.
+    fn accept(&self, v: &Inner, body: Response, now: i64) -> Result<Claims, TokenError> {
+        // RFC 7662 §2.2 `token_type` is optional, but when present it must be a bearer access token:
+        // an issuer also answers `active: true` for refresh tokens (to their own client, which may
+        // be the credential this API introspects with), and a refresh token must never pass as an
+        // access token. RFC 6749 §5.1: token types are case-insensitive. A DPoP-bound token is
+        // refused too: this API does not check DPoP proofs (RFC 9449 §7), so accepting it as a
+        // bearer token would drop its sender constraint.
+        if let Some(t) = body.token_type.as_deref()
+            && !t.eq_ignore_ascii_case("bearer")
+        {
+            return Err(TokenError::NotAnAccessToken(t.chars().filter(|c| !c.is_control()).take(64).collect()));
+        }
         let mut raw = body.claims;
         // RFC 7662 makes every claim optional. The issuer we asked vouches for the token, so an
-        // absent `iss` is that issuer; an absent `aud` means the token is not audience-restricted.
-        // When present, both must match, exactly as for a JWT.
+        // absent `iss` is that issuer. An absent `aud` is refused like a JWT without one (RFC 9068
+        // §4): the token might be meant for another API, and "not audience-restricted" cannot be
+        // told apart from "the issuer omits it" (Latchkey omits it for refresh tokens). Only an
+        // explicit `allow_missing_audience` takes it as this API's, and then only if the answer
+        // says it is a Bearer access token: node-oidc-provider, for one, answers for a refresh
+        // token with neither `aud` nor `token_type`.
         raw.iss.get_or_insert_with(|| v.issuer.clone());
-        if raw.aud.is_none() {
+        if raw.aud.is_none() && self.allow_missing_audience {
+            if body.token_type.is_none() {
+                return Err(TokenError::MissingClaim("token_type"));
+            }
             raw.aud = v.audiences.first().cloned().map(Audience::One);
         }
-        Ok(raw.check(&crate::claims::Expect { issuer: &v.issuer, audiences: &v.audiences, leeway: v.leeway, now }))
+        raw.check(&crate::claims::Expect { issuer: &v.issuer, audiences: &v.audiences, leeway: v.leeway, now })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    const ISSUER: &str = "https://id.example";
+    const NOW: i64 = 1_000;
+
+    fn accept(allow_missing_audience: bool, answer: serde_json::Value) -> Result<Claims, TokenError> {
+        let mut b = crate::Verifier::builder(ISSUER).introspection("api", ClientSecret::new("s"));
+        if allow_missing_audience {
+            b = b.allow_missing_audience();
+        }
+        let v = b.build().unwrap();
+        let intro = v.0.introspection.as_ref().unwrap();
+        intro.accept(&v.0, serde_json::from_value(answer).unwrap(), NOW)
+    }
+
+    fn answer(patch: serde_json::Value) -> serde_json::Value {
+        let mut a = json!({"active": true, "token_type": "Bearer", "iss": ISSUER, "aud": ISSUER, "sub": "u",
+            "client_id": "app", "scope": "openid", "exp": NOW + 600});
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                a.as_object_mut().unwrap().remove(k);
+            } else {
+                a[k] = v.clone();
+            }
+        }
+        a
+    }
+
+    /// Review finding 18: `token_type` was ignored, so a refresh token that the issuer reports as
+    /// active (to its own client, the credential a BFF's API may introspect with) passed as an
+    /// access token.
+    #[test]
+    fn only_bearer_access_tokens_pass() {
+        assert!(accept(false, answer(json!({}))).is_ok());
+        assert!(accept(false, answer(json!({"token_type": "bearer"}))).is_ok(), "case-insensitive (RFC 6749 §5.1)");
+        assert!(accept(false, answer(json!({"token_type": null}))).is_ok(), "token_type is optional (RFC 7662)");
+        for other in ["refresh_token", "DPoP", "N_A"] {
+            let e = accept(true, answer(json!({"token_type": other}))).unwrap_err();
+            assert_eq!(e, TokenError::NotAnAccessToken(other.into()));
+        }
+    }
+
+    /// Review finding 18: an absent `aud` was replaced by the API's own audience.
+    #[test]
+    fn an_answer_without_aud_is_refused_unless_explicitly_allowed() {
+        let no_aud = answer(json!({"aud": null}));
+        assert_eq!(accept(false, no_aud.clone()).unwrap_err(), TokenError::MissingClaim("aud"));
+        let c = accept(true, no_aud).unwrap();
+        assert_eq!(c.aud, vec![ISSUER.to_owned()]);
+        // Even then, it must say it is a bearer access token (node-oidc-provider answers for
+        // refresh tokens with neither aud nor token_type).
+        let bare = answer(json!({"aud": null, "token_type": null}));
+        assert_eq!(accept(true, bare).unwrap_err(), TokenError::MissingClaim("token_type"));
+        // A present aud is checked as always, allowed or not.
+        assert_eq!(accept(true, answer(json!({"aud": "https://other.example"}))).unwrap_err(), TokenError::Audience);
     }
 }

@@ -55,6 +55,10 @@ pub enum TokenError {
     /// RFC 7662: the authorization server says the token is not active (revoked, expired, unknown).
     #[error("the access token is not active (introspection)")]
     Inactive,
+    /// RFC 7662 §2.2: the introspection answer's `token_type` names another kind of token (a
+    /// refresh token, a DPoP-bound token) than the bearer access token this API accepts.
+    #[error("the token is of type {0:?} according to introspection, not a Bearer access token")]
+    NotAnAccessToken(String),
 }
 
 impl Refusal {

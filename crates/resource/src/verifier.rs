@@ -79,6 +79,7 @@ pub struct VerifierBuilder {
     http: Option<reqwest::Client>,
     introspection: Option<(String, ClientSecret)>,
     introspection_ttl: Duration,
+    allow_missing_audience: bool,
 }
 
 impl VerifierBuilder {
@@ -138,6 +139,16 @@ impl VerifierBuilder {
         self.introspection_ttl = d;
         self
     }
+    /// **Weakens a check.** In introspection mode, accept an active answer that has no `aud`, as if
+    /// it named this API's first audience, provided it says `token_type: Bearer`. By default such
+    /// an answer is refused: without `aud` nothing says the token is meant for this API, and an
+    /// issuer may omit it for tokens that are not access tokens at all. Enable only for an issuer
+    /// that does not put audiences in its introspection answers (node-oidc-provider without
+    /// resource indicators, for one) and that serves this API alone. Logged as a warning when built.
+    pub fn allow_missing_audience(mut self) -> Self {
+        self.allow_missing_audience = true;
+        self
+    }
 
     pub fn build(self) -> Result<Verifier, ConfigError> {
         check_issuer(&self.issuer)?;
@@ -145,6 +156,14 @@ impl VerifierBuilder {
             return Err(ConfigError::NoAlgorithm);
         }
         let audiences = if self.audiences.is_empty() { vec![self.issuer.clone()] } else { self.audiences };
+        if self.allow_missing_audience {
+            tracing::warn!(
+                issuer = %self.issuer,
+                audience = ?audiences.first(),
+                "allow_missing_audience: introspection answers without aud are taken as meant for this API; \
+                 a token issued for another API may be accepted"
+            );
+        }
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Ok(Verifier(Arc::new(Inner {
             issuer: self.issuer,
@@ -158,9 +177,9 @@ impl VerifierBuilder {
             http: self.http.unwrap_or_else(default_http),
             state: RwLock::new(KeyState::default()),
             fetching: tokio::sync::Mutex::new(()),
-            introspection: self
-                .introspection
-                .map(|(id, secret)| Introspector::new(id, secret, secs(self.introspection_ttl))),
+            introspection: self.introspection.map(|(id, secret)| {
+                Introspector::new(id, secret, secs(self.introspection_ttl), self.allow_missing_audience)
+            }),
         })))
     }
 }
@@ -204,6 +223,7 @@ impl Verifier {
             http: None,
             introspection: None,
             introspection_ttl: Duration::from_secs(10),
+            allow_missing_audience: false,
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
@@ -64,6 +64,13 @@ fn parse_origin(s: &str) -> Result<HeaderValue, String> {
 /// Notes per user, in memory.
 type Notes = Arc<Mutex<HashMap<String, Vec<String>>>>;
 
+/// Bounds on what the example keeps in memory: any holder of a valid token (a new user, a new
+/// client-credentials client) adds a subject, so without them memory grows without limit.
+const MAX_NOTES_PER_SUBJECT: usize = 100;
+const MAX_SUBJECTS: usize = 1_000;
+/// The largest note, in bytes (a larger body is refused with 413 before the handler runs).
+const MAX_NOTE_BYTES: usize = 4 * 1024;
+
 /// Accepts the issuer's access tokens for `audience` (default: the issuer itself).
 fn verifier(issuer: &str, audience: Option<&str>) -> Result<Verifier, latchkey_resource::ConfigError> {
     let mut builder = Verifier::builder(issuer).realm("notes");
@@ -79,7 +86,12 @@ fn app(verifier: &Verifier, allow_origins: Vec<HeaderValue>) -> Router {
         .route("/public", get(|| async { Json(json!({"message": "hello, anyone"})) }))
         .route("/me", get(me).route_layer(verifier.layer()))
         .route("/notes", get(list).route_layer(verifier.require("notes:read")))
-        .route("/notes", axum::routing::post(add).route_layer(verifier.require("notes:write")))
+        .route(
+            "/notes",
+            axum::routing::post(add)
+                .route_layer(verifier.require("notes:write"))
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_NOTE_BYTES)),
+        )
         .with_state(notes)
         // Outermost, so that a preflight is answered before any route asks for a token.
         .layer(cors(allow_origins))
@@ -108,11 +120,61 @@ async fn list(State(notes): State<Notes>, claims: Claims) -> Json<Value> {
     Json(json!({"notes": mine}))
 }
 
-async fn add(State(notes): State<Notes>, claims: Claims, body: String) -> Json<Value> {
-    if let Ok(mut n) = notes.lock() {
-        n.entry(claims.sub).or_default().push(body);
+async fn add(State(notes): State<Notes>, claims: Claims, body: String) -> (StatusCode, Json<Value>) {
+    let Ok(mut n) = notes.lock() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal error"})));
+    };
+    match store_note(&mut n, claims.sub, body) {
+        Ok(()) => (StatusCode::OK, Json(json!({"added": true}))),
+        Err(full) => (full.status(), Json(json!({"error": full.to_string()}))),
     }
-    Json(json!({"added": true}))
+}
+
+/// Why a note was not kept.
+#[derive(Debug, PartialEq, Eq)]
+enum Full {
+    Subject,
+    Everyone,
+}
+
+impl Full {
+    fn status(&self) -> StatusCode {
+        match self {
+            // The caller can make room (this example has no delete, but a real API would).
+            Self::Subject => StatusCode::CONFLICT,
+            // Not the caller's doing: the server is out of room.
+            Self::Everyone => StatusCode::INSUFFICIENT_STORAGE,
+        }
+    }
+}
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subject => {
+                write!(f, "you already have {MAX_NOTES_PER_SUBJECT} notes, the most this example keeps per user")
+            }
+            Self::Everyone => {
+                write!(f, "this example keeps notes for at most {MAX_SUBJECTS} users, and that many have notes")
+            }
+        }
+    }
+}
+
+fn store_note(notes: &mut HashMap<String, Vec<String>>, sub: String, note: String) -> Result<(), Full> {
+    let subjects = notes.len();
+    match notes.get_mut(&sub) {
+        Some(mine) if mine.len() >= MAX_NOTES_PER_SUBJECT => Err(Full::Subject),
+        Some(mine) => {
+            mine.push(note);
+            Ok(())
+        }
+        None if subjects >= MAX_SUBJECTS => Err(Full::Everyone),
+        None => {
+            notes.insert(sub, vec![note]);
+            Ok(())
+        }
+    }
 }
 
 #[tokio::main]
@@ -195,6 +257,27 @@ mod tests {
         let res = app.oneshot(req).await.unwrap();
         assert_eq!(res.status(), 200);
         assert!(res.headers().get("access-control-allow-origin").is_none());
+    }
+
+    /// Review finding 19m: memory is bounded per subject and in subjects, with a clear error.
+    #[test]
+    fn notes_are_bounded_per_subject_and_in_subjects() {
+        let mut notes = HashMap::new();
+        for i in 0..MAX_NOTES_PER_SUBJECT {
+            store_note(&mut notes, "alice".into(), format!("note {i}")).unwrap();
+        }
+        let e = store_note(&mut notes, "alice".into(), "one more".into()).unwrap_err();
+        assert_eq!((e.status(), e.to_string().contains("100 notes")), (StatusCode::CONFLICT, true), "{e}");
+        assert_eq!(notes["alice"].len(), MAX_NOTES_PER_SUBJECT);
+        for i in 1..MAX_SUBJECTS {
+            store_note(&mut notes, format!("user-{i}"), "n".into()).unwrap();
+        }
+        let e = store_note(&mut notes, "newcomer".into(), "n".into()).unwrap_err();
+        assert_eq!(e, Full::Everyone);
+        assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(notes.len(), MAX_SUBJECTS);
+        // A known subject below its own cap may still add.
+        store_note(&mut notes, "user-1".into(), "second".into()).unwrap();
     }
 
     #[test]

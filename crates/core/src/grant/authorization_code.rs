@@ -74,10 +74,17 @@ pub async fn exchange(
         )
         .into());
     };
+    // Every check comes before the replay branch: only a request that would have redeemed the code
+    // had it been unused may revoke what the code issued. The client is authenticated as it was
+    // registered (`client_auth::authenticate`: a public client by its client_id, a confidential one
+    // by its secret), and it must also send the code's redirect_uri and PKCE verifier, and do it
+    // within the code's lifetime. A code read later from a browser history, a proxy log or a Referer
+    // therefore revokes nothing, whoever presents it (review finding 13): it gets `invalid_grant`
+    // and has no side effect.
+    check(&record, client, redirect_uri, verifier, now)?;
     if record.used_at.is_some() {
         return Err(replayed(p, &record.client_id, record.grant_id.as_deref(), now).await);
     }
-    check(&record, client, redirect_uri, verifier, now)?;
 
     let grant = GrantRecord {
         id: random_token(),
@@ -102,7 +109,12 @@ pub async fn exchange(
     }
 }
 
-/// RFC 6749 §4.1.2: a code used twice means it leaked; revoke what was issued from it.
+/// RFC 6749 §4.1.2: "If an authorization code is used more than once, the authorization server
+/// MUST deny the request and SHOULD revoke (when possible) all tokens previously issued based on
+/// that authorization code." Called only for a replay that passed [`check`]: the code's own,
+/// authenticated client, with its redirect_uri and PKCE verifier, before the code expired. That is
+/// when a second use means the code was intercepted and redeemed by someone holding the verifier
+/// too (or the legitimate client lost a race to them); anything else is refused without revoking.
 async fn replayed(p: &Provider, client_id: &latchkey_proto::ClientId, grant_id: Option<&str>, now: UnixTime) -> Error {
     if let Some(g) = grant_id
         && let Err(e) = p.store.revoke_grant(g, now).await

@@ -2,6 +2,11 @@
 //!
 //! The token's `sub` is the client id (RFC 9068 §2.2). Scope and audience are limited to what the
 //! client is registered for. No refresh token (RFC 6749 §4.4.3) and no id_token: there is no user.
+//!
+//! RFC 9068 §5: a client id used as `sub` must not collide with a user's subject identifier, or an
+//! API would take the client's tokens for that user's. User ids are 22 random characters, so only
+//! an administrator choosing `--client-id` could make one collide: `admin::add_client` refuses that,
+//! and `issue` refuses to mint for a client registered before that check (or imported).
 
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::secret::random_token;
@@ -65,6 +70,13 @@ pub async fn issue(
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
     let (scope, aud) = decide(client, requested, audience, &p.config.audience)?;
+    if p.store.user(client.client_id.as_str()).await?.is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client's id is also a user's subject identifier, so its tokens would pass for that user's (RFC 9068 §5): register the client under another id",
+        )
+        .into());
+    }
     let grant = GrantRecord {
         id: random_token(),
         client_id: client.client_id.clone(),

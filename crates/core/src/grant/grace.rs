@@ -5,12 +5,49 @@
 //! successor tokens, not a fresh pair and not a family revocation. The reply holds live tokens,
 //! so it is sealed with AES-256-GCM under a key derived from the spent refresh token itself,
 //! which the server never stores: a database dump cannot open it, only the holder of the token can.
+//!
+//! The reply is sealed together with a fingerprint of the request that produced it
+//! ([`RequestFingerprint`]). A retry gets the reply only if it is the same request: the same client
+//! and the same resulting scope. A retry that asks for another scope would otherwise receive tokens
+//! it did not ask for (review finding 14).
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use latchkey_proto::RefreshToken;
 use latchkey_proto::metadata::TokenResponse;
+use serde::{Deserialize, Serialize};
+
+/// What the first use of a refresh token asked for. A retry within the grace window receives the
+/// cached reply only if its own fingerprint is equal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFingerprint {
+    /// The authenticated client. (The grant's client is checked before, so this always matches
+    /// today; it is kept so that the fingerprint alone says whose request it was.)
+    pub client_id: String,
+    /// The scope the reply was issued for: the requested scope, or the token's whole scope when
+    /// none was requested, in canonical (sorted) form.
+    pub scope: String,
+    /// The hook for sender-constrained tokens: the JWK SHA-256 thumbprint (RFC 9449 §6.1 `jkt`) of
+    /// the DPoP key the first use was bound to. Always `None` until DPoP is supported; then a retry
+    /// must prove possession of the same key, so that a stolen spent token alone gets nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
+}
+
+/// The sealed plaintext.
+#[derive(Deserialize)]
+struct Cached {
+    request: RequestFingerprint,
+    response: TokenResponse,
+}
+
+/// [`Cached`], borrowed for sealing.
+#[derive(Serialize)]
+struct CachedRef<'a> {
+    request: &'a RequestFingerprint,
+    response: &'a TokenResponse,
+}
 
 fn key(token: &RefreshToken) -> anyhow::Result<LessSafeKey> {
     // The token has 256 bits of entropy, so one hash with a domain separator is a sound KDF.
@@ -20,10 +57,10 @@ fn key(token: &RefreshToken) -> anyhow::Result<LessSafeKey> {
     Ok(LessSafeKey::new(k))
 }
 
-pub fn seal(token: &RefreshToken, response: &TokenResponse) -> anyhow::Result<Vec<u8>> {
+pub fn seal(token: &RefreshToken, request: &RequestFingerprint, response: &TokenResponse) -> anyhow::Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow::anyhow!("rng"))?;
-    let mut data = serde_json::to_vec(response)?;
+    let mut data = serde_json::to_vec(&CachedRef { request, response })?;
     key(token)?
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
         .map_err(|_| anyhow::anyhow!("seal"))?;
@@ -32,8 +69,10 @@ pub fn seal(token: &RefreshToken, response: &TokenResponse) -> anyhow::Result<Ve
     Ok(out)
 }
 
-/// `None` if the blob does not open with this token (it was sealed for another one, or tampered with).
-pub fn open(token: &RefreshToken, sealed: &[u8]) -> Option<TokenResponse> {
+/// The request fingerprint and the reply; `None` if the blob does not open with this token (it was
+/// sealed for another one, or tampered with). A reply sealed by an older version, without a
+/// fingerprint, comes with `None` as its fingerprint.
+pub fn open(token: &RefreshToken, sealed: &[u8]) -> Option<(Option<RequestFingerprint>, TokenResponse)> {
     if sealed.len() < NONCE_LEN {
         return None;
     }
@@ -41,7 +80,11 @@ pub fn open(token: &RefreshToken, sealed: &[u8]) -> Option<TokenResponse> {
     let mut data = rest.to_vec();
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let plain = key(token).ok()?.open_in_place(nonce, Aad::empty(), &mut data).ok()?;
-    serde_json::from_slice(plain).ok()
+    match serde_json::from_slice::<Cached>(plain) {
+        Ok(c) => Some((Some(c.request), c.response)),
+        // Sealed before fingerprints existed (at most one grace window during an upgrade).
+        Err(_) => serde_json::from_slice(plain).ok().map(|r| (None, r)),
+    }
 }
 
 #[cfg(test)]
@@ -59,9 +102,12 @@ mod tests {
             id_token: None,
             scope: "openid".into(),
         };
-        let sealed = seal(&t, &r).unwrap();
+        let fp = RequestFingerprint { client_id: "spa".into(), scope: "openid".into(), dpop_jkt: None };
+        let sealed = seal(&t, &fp, &r).unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("next"), "sealed, not plain");
-        assert_eq!(open(&t, &sealed).unwrap().refresh_token.as_deref(), Some("next"));
+        let (request, reply) = open(&t, &sealed).unwrap();
+        assert_eq!(reply.refresh_token.as_deref(), Some("next"));
+        assert_eq!(request, Some(fp));
         assert!(open(&RefreshToken::new("another"), &sealed).is_none());
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;

@@ -4,6 +4,13 @@
 //! token within the grace window gets the same successor tokens as the first use (so two tabs or a
 //! lost response never log the user out); a use after the window is a reuse: the token was copied,
 //! so the whole family and every access token of the grant are revoked.
+//!
+//! The grace window is a trade-off: whoever holds a copy of a token taken at the moment it was used
+//! (a log, a proxy) and presents it within the window gets the live successor, undetected. So the
+//! window is short (5 s by default), and the cached reply goes only to the same request: same
+//! client, same resulting scope (and, once DPoP exists, the same key: [`grace::RequestFingerprint`]).
+//! A retry that differs is refused with `invalid_grant` and revokes nothing, since the honest
+//! client that made the first request may still hold the successor.
 
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::{ErrorCode, OAuthError, RefreshToken, Scope};
@@ -73,6 +80,27 @@ pub fn spent(consumed_at: UnixTime, grace: u64, now: UnixTime) -> Spent {
     if grace > 0 && now - consumed_at <= grace as UnixTime { Spent::Replay } else { Spent::Reuse }
 }
 
+/// Whether a grant's refresh tokens may still be used as far as its login session is concerned:
+/// an `offline_access` grant outlives the session, any other ends with it (OpenID Connect Core
+/// §11). The one predicate for `/token` and `/introspect`, so that they never disagree.
+pub(crate) async fn session_alive(p: &Provider, grant: &GrantRecord, now: UnixTime) -> Result<bool, Error> {
+    Ok(grant.offline || p.store.session_by_sid(&grant.sid, now).await?.is_some())
+}
+
+/// What a retry must repeat to receive the first use's reply: the client and the scope the
+/// request resolves to (the requested one, or the token's whole scope). Pure.
+pub(crate) fn fingerprint(
+    client: &ClientRecord,
+    token: &RefreshRecord,
+    requested: Option<&Scope>,
+) -> grace::RequestFingerprint {
+    grace::RequestFingerprint {
+        client_id: client.client_id.to_string(),
+        scope: requested.unwrap_or(&token.scope).to_string(),
+        dpop_jkt: None,
+    }
+}
+
 pub async fn refresh(
     p: &Provider,
     client: &ClientRecord,
@@ -92,10 +120,12 @@ pub async fn refresh(
     if grant.revoked_at.is_some() {
         return Err(OAuthError::invalid_grant("the refresh token has been revoked").into());
     }
+    let request = fingerprint(client, &token, requested);
     if let Some(consumed_at) = token.consumed_at {
-        return already_rotated(p, presented, &grant, consumed_at, token.cached_response.as_deref(), now).await;
+        let cached = token.cached_response.as_deref();
+        return already_rotated(p, presented, &grant, &request, consumed_at, cached, now).await;
     }
-    let session_alive = grant.offline || p.store.session_by_sid(&grant.sid, now).await?.is_some();
+    let session_alive = session_alive(p, &grant, now).await?;
     let scope = check(&token, &grant, client, requested, session_alive, now)?;
     let opts = super::MintOptions { aud: &p.config.audience, nonce: None, id_token: true, refresh: true };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
@@ -104,12 +134,12 @@ pub async fn refresh(
     let Some(next) = minted.refresh.map(|r| RefreshRecord { scope: token.scope.clone(), ..r }) else {
         return Err(anyhow::anyhow!("refresh grant allowed but no refresh token minted").into());
     };
-    let sealed = grace::seal(presented, &minted.response)?;
+    let sealed = grace::seal(presented, &request, &minted.response)?;
     match p.store.rotate_refresh(&hash, now, &next, &minted.access, &sealed).await? {
         Rotated::Rotated => Ok(minted.response),
         // Lost the race to a concurrent use of the same token: answer as a retry would be.
         Rotated::AlreadyConsumed { consumed_at: Some(at), cached_response } => {
-            already_rotated(p, presented, &grant, at, cached_response.as_deref(), now).await
+            already_rotated(p, presented, &grant, &request, at, cached_response.as_deref(), now).await
         }
         Rotated::AlreadyConsumed { consumed_at: None, .. } => {
             Err(OAuthError::invalid_grant("the refresh token has been revoked").into())
@@ -117,19 +147,35 @@ pub async fn refresh(
     }
 }
 
-/// A rotated token presented again: the first use's reply within the grace window, else a reuse.
+/// A rotated token presented again: the first use's reply within the grace window if this is the
+/// same request, a side-effect-free refusal if it is another request, else a reuse.
 async fn already_rotated(
     p: &Provider,
     presented: &RefreshToken,
     grant: &GrantRecord,
+    request: &grace::RequestFingerprint,
     consumed_at: UnixTime,
     cached: Option<&[u8]>,
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
     if spent(consumed_at, p.config.refresh_grace, now) == Spent::Replay
-        && let Some(reply) = cached.and_then(|c| grace::open(presented, c))
+        && let Some((first, reply)) = cached.and_then(|c| grace::open(presented, c))
     {
-        return Ok(reply);
+        // A reply sealed before fingerprints existed: what it was issued for is in the reply.
+        let first = first.unwrap_or_else(|| grace::RequestFingerprint {
+            client_id: grant.client_id.to_string(),
+            scope: reply.scope.clone(),
+            dpop_jkt: None,
+        });
+        if first == *request {
+            return Ok(reply);
+        }
+        // Not a retry of the first request. Refuse without revoking: the first request may well be
+        // the honest client's, now holding the successor (two tabs asking for different scopes).
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was rotated moments ago by a request for another scope; a retry within the grace window must repeat that request exactly, otherwise use the refresh token it returned",
+        )
+        .into());
     }
     p.store.revoke_grant(&grant.id, now).await?;
     let e = crate::audit::Event {
@@ -212,6 +258,18 @@ mod tests {
         assert!(check(&t, &g, &c, None, false, 2).unwrap_err().description.contains("session"));
         let offline = GrantRecord { offline: true, ..g };
         assert!(check(&t, &offline, &c, None, false, 2).is_ok());
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_resulting_scope_and_the_client() {
+        let (t, _, c) = fixtures();
+        let all = fingerprint(&c, &t, None);
+        assert_eq!(all.scope, "openid profile");
+        assert_eq!(all, fingerprint(&c, &t, Some(&Scope::parse("profile openid").unwrap())), "same result");
+        assert_ne!(all, fingerprint(&c, &t, Some(&Scope::parse("openid").unwrap())));
+        let other = ClientRecord { client_id: ClientId::parse("other").unwrap(), ..c.clone() };
+        assert_ne!(all, fingerprint(&other, &t, None));
+        assert_eq!(all.dpop_jkt, None, "no DPoP yet");
     }
 
     #[test]

@@ -585,7 +585,14 @@ async fn request_text_cannot_forge_fields_of_the_text_log() {
     assert_eq!(res.status(), 403);
     let res = http
         .post(format!("http://{listen}/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", r#"x" user_id="admin"#)])
+        // Well-formed, so it reaches the client lookup and is refused (and logged) there.
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "c"),
+            ("redirect_uri", "http://127.0.0.1:8765/callback"),
+            ("code_verifier", &"v".repeat(43)),
+            ("client_id", r#"x" user_id="admin"#),
+        ])
         .send()
         .await
         .unwrap();
@@ -596,5 +603,7 @@ async fn request_text_cannot_forge_fields_of_the_text_log() {
     let log = String::from_utf8_lossy(&out.stderr);
     let cors = log.lines().find(|l| l.contains("CORS preflight")).unwrap_or_else(|| panic!("{log}"));
     assert!(cors.contains(r#"origin="https://x.example event=\"login_success\" user_id=\"admin\"""#), "{cors}");
+    let token = log.lines().find(|l| l.contains("token refused")).unwrap_or_else(|| panic!("{log}"));
+    assert!(token.contains(r#"client_id="x\" user_id=\"admin""#), "{token}");
     assert!(!log.contains(r#" user_id="admin""#), "no forged field: {log}");
 }

@@ -55,6 +55,38 @@ pub struct Settings {
     /// Seals the private signing keys at rest (`LATCHKEY_KEY_ENCRYPTION_KEY` or
     /// `--key-encryption-key-file`); `None`: they are stored as they are.
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
+    pub warnings: Vec<Warning>,
+}
+
+/// A setting that works but weakens the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// The issuer is plain http on a host other than loopback.
+    PlainHttpIssuer(String),
+    /// `--database` carries a password: every local user sees it in `ps`.
+    PasswordInDatabaseFlag,
+}
+
+impl Warning {
+    /// Whether `command` should show it: the issuer matters only to `serve`.
+    pub fn applies_to_serve_only(&self) -> bool {
+        matches!(self, Self::PlainHttpIssuer(_))
+    }
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PlainHttpIssuer(issuer) => write!(
+                f,
+                "the issuer {issuer} is plain http on a non-loopback host: tokens and passwords travel unencrypted; use https in production"
+            ),
+            Self::PasswordInDatabaseFlag => f.write_str(
+                "--database contains a password, which every local user can read in the process list; set LATCHKEY_DATABASE (or the config file) instead",
+            ),
+        }
+    }
 }
 
 /// What flags may override.
@@ -143,7 +175,11 @@ impl Settings {
         };
         let listen = pick(&flags.listen, "LISTEN", &file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         let issuer = pick(&flags.issuer, "ISSUER", &file.issuer).unwrap_or_else(|| format!("http://{listen}"));
-        let issuer = validate_issuer(&issuer)?;
+        let (issuer, issuer_warning) = validate_issuer(&issuer)?;
+        let mut warnings: Vec<Warning> = issuer_warning.into_iter().collect();
+        if flags.database.as_deref().is_some_and(has_password) {
+            warnings.push(Warning::PasswordInDatabaseFlag);
+        }
         let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
         if code_lifetime > 600 {
             bail!("code_lifetime may be at most 600 seconds (RFC 6749 §4.1.2)");
@@ -180,6 +216,7 @@ impl Settings {
                 ours.get("KEY_ENCRYPTION_KEY").map(String::as_str),
                 flags.key_encryption_key_file.as_deref(),
             )?,
+            warnings,
         })
     }
 
@@ -204,9 +241,15 @@ impl Settings {
     }
 }
 
+/// Whether a database URL carries a password (`postgres://user:secret@…` or `?password=…`).
+fn has_password(database: &str) -> bool {
+    url::Url::parse(database)
+        .is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")))
+}
+
 /// OpenID Connect Discovery §3: an https URL (http is tolerated for loopback and development)
-/// with no query or fragment.
-fn validate_issuer(s: &str) -> anyhow::Result<String> {
+/// with no query or fragment. Plain http elsewhere comes back as a warning.
+fn validate_issuer(s: &str) -> anyhow::Result<(String, Option<Warning>)> {
     let url = url::Url::parse(s).map_err(|e| anyhow!("issuer {s:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
         bail!("issuer must be an https URL");
@@ -214,13 +257,10 @@ fn validate_issuer(s: &str) -> anyhow::Result<String> {
     if url.query().is_some() || url.fragment().is_some() {
         bail!("issuer must not have a query or fragment");
     }
-    if url.scheme() == "http" && !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
-        tracing::warn!(
-            issuer = s,
-            "the issuer is plain http on a non-loopback host: tokens and passwords travel unencrypted; use https in production"
-        );
-    }
-    Ok(s.trim_end_matches('/').to_owned())
+    let issuer = s.trim_end_matches('/').to_owned();
+    let warning = (url.scheme() == "http" && !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+        .then(|| Warning::PlainHttpIssuer(issuer.clone()));
+    Ok((issuer, warning))
 }
 
 #[cfg(test)]
@@ -254,6 +294,26 @@ mod tests {
         assert_eq!(s.access_token_lifetime, 120);
         let flags = Overrides { database: Some("flag.db".into()), ..Default::default() };
         assert_eq!(Settings::resolve(Some(&p), &e, &flags).unwrap().database, "flag.db");
+    }
+
+    #[test]
+    fn weak_settings_come_back_as_warnings() {
+        let flags = Overrides {
+            issuer: Some("http://id.example.com".into()),
+            database: Some("postgres://latchkey:s3cret@db.internal/latchkey".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(None, &env(&[]), &flags).unwrap();
+        assert_eq!(
+            s.warnings,
+            vec![Warning::PlainHttpIssuer("http://id.example.com".into()), Warning::PasswordInDatabaseFlag]
+        );
+        // The same URL from the environment is not in the process list; loopback http is fine.
+        let e = env(&[("LATCHKEY_DATABASE", "postgres://latchkey:s3cret@db.internal/latchkey")]);
+        assert!(Settings::resolve(None, &e, &Overrides::default()).unwrap().warnings.is_empty());
+        assert!(has_password("postgres://db.internal/latchkey?user=l&password=x"));
+        assert!(!has_password("postgres://latchkey@db.internal/latchkey"));
+        assert!(!has_password("latchkey.db"));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! `latchkey gate`: a reverse proxy for APIs not written in Rust. It forwards a request only if it
 //! carries a valid access token (the checks of `latchkey-resource`), and tells the upstream who
 //! the caller is in headers that it first strips from the incoming request, so a client cannot
-//! forge them.
+//! forge them. The client's address reaches the upstream only as the gate saw it (TCP peer), and
+//! the request path cannot leave the upstream's base path.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clap::Args;
@@ -41,6 +43,8 @@ pub struct GateArgs {
     /// Also forward the Authorization header (by default the upstream never sees the token).
     #[arg(long)]
     pub pass_token: bool,
+    #[command(flatten)]
+    pub limits: crate::LimitArgs,
 }
 
 struct Gate {
@@ -78,13 +82,60 @@ pub async fn run(a: GateArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("latchkey gate listening on http://{addr}, forwarding to {upstream} (issuer {})", a.issuer);
     let state = Arc::new(Gate { verifier, scope, upstream, http, pass_token: a.pass_token });
-    let app = Router::new().fallback(forward).with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(crate::serve::shutdown_signal()).await?;
+    let limits = a.limits.limits();
+    // The request timeout covers streaming the body to the upstream and its answer's headers.
+    let app = Router::new().fallback(forward).with_state(state).layer(latchkey_server::conn::request_timeout(&limits));
+    latchkey_server::conn::serve_router(listener, app, &limits, crate::serve::shutdown_signal()).await?;
     Ok(())
 }
 
-async fn forward(State(gate): State<Arc<Gate>>, req: Request) -> Response {
+/// Why the gate refuses a request before any token check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathRefusal {
+    /// A `.` or `..` segment, raw or percent-encoded (`%2e`, with `%2f` or `\` as separators).
+    DotSegment,
+    /// The joined URL is not under the upstream's base path.
+    OutsideBase,
+}
+
+impl IntoResponse for PathRefusal {
+    fn into_response(self) -> Response {
+        let why = match self {
+            Self::DotSegment => "the request path must not contain . or .. segments\n",
+            Self::OutsideBase => "the request path leaves the upstream's base path\n",
+        };
+        (StatusCode::BAD_REQUEST, why).into_response()
+    }
+}
+
+/// The upstream URL for a request path: the base path, then the request's path. A dot segment is
+/// refused rather than resolved: `url` resolves `..` and `%2e%2e` (and treats `\` as `/`), so
+/// `/../admin` would reach `/admin` on an upstream configured as `http://host/api`. An encoded
+/// slash is checked too, since an upstream may decode `..%2f` into `../` before normalising.
+fn upstream_url(upstream: &url::Url, path: &str, query: Option<&str>) -> Result<url::Url, PathRefusal> {
+    let lower = path.to_ascii_lowercase();
+    let decoded = lower.replace("%2e", ".").replace("%2f", "/").replace("%5c", "/").replace('\\', "/");
+    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(PathRefusal::DotSegment);
+    }
+    let base = upstream.path().trim_end_matches('/');
+    let mut url = upstream.clone();
+    url.set_path(&format!("{base}{path}"));
+    url.set_query(query);
+    // Belt and braces: whatever `url` made of the path must still be under the base.
+    let joined = url.path();
+    if !(base.is_empty() || joined == base || joined.starts_with(&format!("{base}/"))) {
+        return Err(PathRefusal::OutsideBase);
+    }
+    Ok(url)
+}
+
+async fn forward(State(gate): State<Arc<Gate>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let url = match upstream_url(&gate.upstream, parts.uri.path(), parts.uri.query()) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
     let claims = match gate.verifier.verify_request(&parts.headers, &parts.uri).await {
         Ok(c) => c,
         Err(r) => return r.to_response(gate.verifier.realm()),
@@ -96,12 +147,12 @@ async fn forward(State(gate): State<Arc<Gate>>, req: Request) -> Response {
         Ok(h) => h,
         Err(r) => return r.to_response(gate.verifier.realm()),
     };
-    let mut url = gate.upstream.clone();
-    let base = gate.upstream.path().trim_end_matches('/');
-    url.set_path(&format!("{base}{}", parts.uri.path()));
-    url.set_query(parts.uri.query());
     let mut headers = forwarded_headers(&parts.headers, gate.pass_token);
-    headers.extend(identity);
+    set_forwarded_for(&mut headers, peer);
+    // Set, never appended: no value of the client's may stand next to the verified one.
+    for (name, value) in &identity {
+        headers.insert(name.clone(), value.clone());
+    }
     let upstream = gate
         .http
         .request(parts.method.clone(), url)
@@ -118,7 +169,8 @@ async fn forward(State(gate): State<Arc<Gate>>, req: Request) -> Response {
             out.body(Body::from_stream(res.bytes_stream())).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
         Err(e) => {
-            tracing::warn!(error = %e, "upstream request failed");
+            // Without the URL: its query is the client's and may carry secrets.
+            tracing::warn!(error = %e.without_url(), "upstream request failed");
             (StatusCode::BAD_GATEWAY, "the upstream API is unreachable\n").into_response()
         }
     }
@@ -136,20 +188,67 @@ fn identity_headers(c: &Claims) -> Result<HeaderMap, Refusal> {
     Ok(h)
 }
 
+/// Client-address headers a client could forge; the gate sets its own from the TCP peer.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+];
+
 /// The request headers to forward: without hop-by-hop headers (RFC 9110 §7.6.1), without `Host`
-/// (the upstream's is set by the client library), without any `X-Latchkey-*` header the caller
-/// sent (only the gate may set those), and without the token unless asked.
+/// (the upstream's is set by the client library), without the token unless asked, and without:
+/// - any header whose name has an underscore (as nginx does by default): CGI and WSGI upstreams
+///   map `X_Latchkey_Subject` and `X-Latchkey-Subject` to the same `HTTP_X_LATCHKEY_SUBJECT`, so
+///   a client could smuggle an identity header past a check for hyphens;
+/// - any `X-Latchkey-*` header (only the gate may set those), the name compared with `_` as `-`;
+/// - client-address headers (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`…): an upstream that
+///   trusts its proxy for the client's address would believe the client.
 fn forwarded_headers(incoming: &HeaderMap, pass_token: bool) -> HeaderMap {
     let mut h = without_hop_by_hop(incoming);
     h.remove(header::HOST);
     if !pass_token {
         h.remove(header::AUTHORIZATION);
     }
-    let forged: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(HEADER_PREFIX)).cloned().collect();
+    let forged: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            let name = k.as_str(); // lower case already
+            name.contains('_')
+                || name.replace('_', "-").starts_with(HEADER_PREFIX)
+                || CLIENT_ADDRESS_HEADERS.contains(&name)
+        })
+        .cloned()
+        .collect();
     for k in forged {
         h.remove(k);
     }
     h
+}
+
+/// `X-Forwarded-For` and `Forwarded` (RFC 7239 §4, IPv6 quoted in brackets) with the TCP peer:
+/// the one client address the gate knows to be true. Upstream proxies in front of the gate are
+/// not trusted, so their `X-Forwarded-For` is dropped, not extended.
+fn set_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_canonical();
+    let forwarded = match ip {
+        std::net::IpAddr::V4(v4) => format!("for={v4};proto=http"),
+        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        h.insert(header::FORWARDED, v);
+    }
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
 }
 
 fn without_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
@@ -206,5 +305,32 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out["accept"], "application/json");
         assert!(forwarded_headers(&h, true).contains_key("authorization"));
+    }
+
+    #[test]
+    fn dot_segments_in_any_spelling_are_refused() {
+        let up = url::Url::parse("http://127.0.0.1:3000/api").unwrap();
+        for bad in [
+            "/../admin",
+            "/%2e%2e/admin",
+            "/%2E%2E/admin",
+            "/.%2E/admin",
+            "/%2e./admin",
+            "/v1/../../admin",
+            "/./x",
+            "/..%2fadmin",
+            "/..%2Fadmin",
+            "/..%5cadmin",
+            "/..\\admin",
+            "/v1/..",
+        ] {
+            assert_eq!(upstream_url(&up, bad, None), Err(PathRefusal::DotSegment), "{bad}");
+        }
+        for good in ["/v1/items", "/v1/a..b", "/v1/.hidden", "/v1/%2e%2ex", "/"] {
+            let u = upstream_url(&up, good, Some("x=1")).unwrap();
+            assert!(u.path().starts_with("/api/"), "{good} -> {u}");
+        }
+        let root = url::Url::parse("http://127.0.0.1:3000").unwrap();
+        assert_eq!(upstream_url(&root, "/v1/x", None).unwrap().path(), "/v1/x");
     }
 }

@@ -85,6 +85,33 @@ pub struct ServeArgs {
     /// Seconds between re-reads of the signing keys, so a rotation made elsewhere is published.
     #[arg(long, hide = true, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     key_reload_interval: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Connection limits against slow clients (slow-loris), shared by `serve` and `gate`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LimitArgs {
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Seconds within which a request (its body included) must be answered, or it gets 408.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout: u64,
+    /// Connections served at once; further ones wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> latchkey_server::conn::Limits {
+        latchkey_server::conn::Limits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -112,7 +139,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    serve::init_logging(settings.log_format, matches!(cli.command, Command::Serve(_)));
+    let serving = matches!(cli.command, Command::Serve(_));
+    serve::init_logging(settings.log_format, serving);
+    // Only now: warnings from `resolve` had no subscriber to go to.
+    for w in settings.warnings.iter().filter(|w| serving || !w.applies_to_serve_only()) {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -127,7 +159,7 @@ fn main() -> ExitCode {
                     purge: std::time::Duration::from_secs(args.purge_interval),
                     key_reload: std::time::Duration::from_secs(args.key_reload_interval),
                 };
-                serve::run(settings, args.dev, intervals).await
+                serve::run(settings, args.dev, intervals, args.limits.limits()).await
             }
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,

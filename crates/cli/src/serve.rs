@@ -44,14 +44,32 @@ pub const DEV_POST_LOGOUT: &str = "http://127.0.0.1:8765/";
 pub const DEV_USER: &str = "demo";
 pub const DEV_PASSWORD: &str = "demo-password";
 
-pub async fn run(settings: Settings, dev: bool, intervals: Intervals) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    dev: bool,
+    intervals: Intervals,
+    limits: latchkey_server::conn::Limits,
+) -> anyhow::Result<()> {
+    if dev {
+        dev_allowed(&settings.listen, &settings.issuer)?;
+    }
     let store = open_store(&settings.database, settings.store_options()).await?;
     let clock = Clock::system();
     let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
     // Set-up happens before the port opens: once it accepts connections, the server is ready.
     if dev {
         dev_bootstrap(&provider, &clock).await?;
-    } else if store.clients().await?.is_empty() {
+    } else if demo_user_remains(&provider).await? {
+        // A database once used with --dev and now served for real: anyone can sign in as `demo`.
+        tracing::warn!(
+            "user {DEV_USER:?}, created by --dev, still has the publicly known password {DEV_PASSWORD:?}: anyone can sign in as this user. Remove it (latchkey user remove {DEV_USER}) or change its password"
+        );
+        // Also in the banner on stdout, for whoever runs it by hand with logs filtered.
+        println!(
+            "\nWARNING: user {DEV_USER:?} (made by --dev) still has the public password {DEV_PASSWORD:?}; remove it with `latchkey user remove {DEV_USER}`"
+        );
+    }
+    if !dev && store.clients().await?.is_empty() {
         println!("\nNo clients are registered yet. Add one and a user, in another terminal:");
         println!("  latchkey client add --public --name \"My SPA\" --redirect-uri http://127.0.0.1:8765/callback");
         println!(
@@ -96,7 +114,7 @@ pub async fn run(settings: Settings, dev: bool, intervals: Intervals) -> anyhow:
             }
         }
     });
-    latchkey_server::serve(listener, AppState::new(provider, clock), shutdown_signal()).await?;
+    latchkey_server::serve_with(listener, AppState::new(provider, clock), limits, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -119,6 +137,35 @@ pub(crate) async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// `--dev` makes a user with a published password: it is refused unless only this machine can
+/// reach the server (a loopback listen address and issuer), so it cannot end up in production.
+fn dev_allowed(listen: &str, issuer: &str) -> anyhow::Result<()> {
+    let listen_ok = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => listen.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+    };
+    let issuer_ok = url::Url::parse(issuer).is_ok_and(|u| match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    });
+    if !listen_ok || !issuer_ok {
+        anyhow::bail!(
+            "--dev creates user {DEV_USER:?} with a publicly known password, so it needs a loopback --listen address and issuer (listen {listen}, issuer {issuer})"
+        );
+    }
+    Ok(())
+}
+
+/// Whether user `demo` exists and still has the `--dev` password (one Argon2 verification).
+async fn demo_user_remains(p: &Provider) -> anyhow::Result<bool> {
+    match p.store.user_by_username(DEV_USER).await? {
+        Some(u) => p.hasher.verify(DEV_PASSWORD.to_owned(), Some(u.password_hash)).await,
+        None => Ok(false),
+    }
 }
 
 /// `--dev`: idempotently creates a demo public client and a demo user, and prints a ready-to-open

@@ -23,7 +23,9 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut res = if preflight {
         if !allowed {
-            tracing::info!(origin = %origin, "CORS preflight from an origin of no registered client");
+            // Debug-quoted: the Origin header is the client's text (spaces and quotes included) and
+            // must not forge fields of a text log (`origin=x event="login_success"`).
+            tracing::info!(origin = ?origin, "CORS preflight from an origin of no registered client");
             return (StatusCode::FORBIDDEN, "this origin is not the origin of any registered redirect URI")
                 .into_response();
         }

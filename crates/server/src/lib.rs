@@ -3,6 +3,7 @@
 //! Handlers are thin: parse at the edge (extractors), one call into `latchkey-core`, and the one
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
+pub mod conn;
 mod cors;
 mod documents;
 pub mod error;
@@ -61,6 +62,11 @@ fn page(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
 }
 
 pub fn app(state: AppState) -> Router {
+    app_with(state, &conn::Limits::default())
+}
+
+/// [`app`] with the request timeout of `limits`.
+pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let ids = SequentialIds::new();
     let secure = state.secure();
@@ -88,6 +94,9 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)
         .with_state(state.clone())
+        // Inside the response-header, request-id and trace layers, so a 408 is logged like any
+        // answer; the discovery/JWKS fast path reads no body and needs no timer.
+        .layer(conn::request_timeout(limits))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -112,7 +121,8 @@ pub fn app(state: AppState) -> Router {
                 .make_span_with(|req: &Request<_>| {
                     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
                     // The path only: queries carry state and challenges that do not belong in logs.
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                    // Debug-quoted: a path is the client's text and must not forge fields of a text log.
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = ?req.uri().path())
                 })
                 .on_request(())
                 .on_response(|res: &axum::response::Response, latency: Duration, _: &tracing::Span| {
@@ -180,18 +190,22 @@ impl MakeRequestId for SequentialIds {
     }
 }
 
-/// Serves until `shutdown` resolves; in-flight requests finish first.
+/// Serves until `shutdown` resolves; in-flight requests finish first. Default [`conn::Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address feeds login throttling (`extract::ClientIp`).
-    // No Nagle delay: every response is written whole, and keep-alive clients wait for it.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, conn::Limits::default(), shutdown).await
+}
+
+/// [`serve`] with the given header, request and connection limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: conn::Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // The peer address (`ConnectInfo`) feeds login throttling (`extract::ClientIp`).
+    conn::serve_router(listener, app_with(state, &limits), &limits, shutdown).await
 }

@@ -18,7 +18,8 @@ pub async fn token(State(s): State<AppState>, rid: RequestId, headers: HeaderMap
     let req = match parsed {
         Ok(r) => r,
         Err(e) => {
-            tracing::info!(error = %e.code, description = %e.description, "token refused");
+            // Debug-quoted: descriptions can quote the request's text, which must not forge log fields.
+            tracing::info!(error = %e.code, description = ?e.description, "token refused");
             return ApiError::new(e, Scheme::Basic, &rid.0).into_response();
         }
     };
@@ -35,7 +36,8 @@ pub async fn token(State(s): State<AppState>, rid: RequestId, headers: HeaderMap
         }
         Err(e) => {
             if let Error::OAuth(o) = &e {
-                tracing::info!(client_id = %client_id, grant_type, error = %o.code, description = %o.description, "token refused");
+                // Debug-quoted: an unauthenticated client_id may hold spaces and quotes.
+                tracing::info!(client_id = ?client_id.as_str(), grant_type, error = %o.code, description = ?o.description, "token refused");
             }
             ApiError::new(e, Scheme::Basic, &rid.0).into_response()
         }

@@ -207,12 +207,15 @@ test('a sign-out with the id_token of an older session asks first, then returns 
   await statusIs(older, 'Signed in');
 
   // A second tab of the same browser: its own sessionStorage, so not signed in in the SPA, but
-  // signed in at Latchkey, so signing in shows no page at all.
+  // signed in at Latchkey, so signing in asks no password; the app's redirect is loopback, so it
+  // is asked to allow every time (RFC 8252 §8.6).
   const newer = await context.newPage();
   watch(newer, problems);
   await newer.goto(`${SPA}/`);
   assert.equal(await newer.locator('#signed-out').isVisible(), true);
-  await newer.getByRole('button', { name: 'Sign in with Latchkey' }).click();
+  await Promise.all([newer.waitForURL(isAuthorize), newer.getByRole('button', { name: 'Sign in with Latchkey' }).click()]);
+  assert.equal(await newer.locator('input[name="password"]').count(), 0);
+  await newer.getByRole('button', { name: 'Allow' }).click();
   await statusIs(newer, 'Signed in');
   // That tab signs out (ending the session both tabs used) and signs in again: a new session.
   await newer.getByRole('button', { name: 'Sign out' }).click();

@@ -60,6 +60,13 @@ def log_in_and_consent(browser, url):
     if page.status_code == 302:
         # Already signed in, and consent was given before: straight back to the app.
         return page.headers['Location']
+    if page.status_code == 200 and 'value="allow"' in page.text:
+        # Already signed in; a native app (loopback redirect) is asked every time (RFC 8252 8.6).
+        res = browser.post(issuer + '/consent', data={
+            'req': hidden(page.text, 'req'), 'csrf': hidden(page.text, 'csrf'), 'decision': 'allow',
+        }, allow_redirects=False)
+        assert res.status_code == 303, (res.status_code, res.text)
+        return res.headers['Location']
     assert page.status_code == 200 and 'name="password"' in page.text, page.text
     res = browser.post(issuer + '/login', data={
         'req': hidden(page.text, 'req'), 'csrf': hidden(page.text, 'csrf'),

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub refresh_grace: Option<u64>,
     pub access_token_signing_alg: Option<String>,
     pub session_lifetime: Option<u64>,
+    pub audit_retention: Option<u64>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -49,6 +50,8 @@ pub struct Settings {
     pub refresh_grace: u64,
     pub access_token_signing_alg: SigningAlg,
     pub session_lifetime: u64,
+    /// Seconds the audit log keeps a record; 0 keeps them forever.
+    pub audit_retention: u64,
     pub log_format: LogFormat,
     /// `--allow-insecure-db-permissions`: open a SQLite file others can read (logged loudly).
     pub allow_insecure_db_permissions: bool,
@@ -106,6 +109,7 @@ const ENV_KEYS: &[&str] = &[
     "DATABASE",
     "AUDIENCE",
     "CODE_LIFETIME",
+    "AUDIT_RETENTION",
     "ACCESS_TOKEN_LIFETIME",
     "REFRESH_TOKEN_LIFETIME",
     "REFRESH_TOKEN_IDLE_LIFETIME",
@@ -210,6 +214,8 @@ impl Settings {
                     .ok_or_else(|| anyhow!("access_token_signing_alg must be RS256, ES256 or EdDSA, not {s:?}"))?
             },
             session_lifetime: num("SESSION_LIFETIME", file.session_lifetime, 24 * 3600)?,
+            // 0 is meaningful: keep the audit log forever.
+            audit_retention: num0("AUDIT_RETENTION", file.audit_retention, 90 * 24 * 3600)?,
             log_format,
             allow_insecure_db_permissions: flags.allow_insecure_db_permissions,
             key_encryption_key: crate::kek::resolve(
@@ -236,6 +242,7 @@ impl Settings {
         c.refresh_grace = self.refresh_grace;
         c.access_token_alg = self.access_token_signing_alg;
         c.session_ttl = self.session_lifetime;
+        c.audit_retention = self.audit_retention;
         c.key_encryption_key = self.key_encryption_key.clone();
         c
     }

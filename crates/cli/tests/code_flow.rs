@@ -108,12 +108,27 @@ async fn seed_flow_login_consent_code_token_userinfo_refresh() {
 #[tokio::test]
 async fn a_logged_in_user_goes_straight_through_and_consent_is_remembered() {
     let s = TestServer::start().await;
-    let (b, _) = s.code_for("spa", &CodeVerifier::generate()).await;
+    // A confidential client (the code is useless without its secret) goes straight through.
+    let secret = s.add_client("web", true, false).await.unwrap();
+    let (web, _) = s.code_for("web", &CodeVerifier::generate()).await;
     let v = CodeVerifier::generate();
-    let res = b.get(&s.authorize_url("spa", &v, "")).await;
+    let res = web.get(&s.authorize_url("web", &v, "")).await;
     assert_eq!(res.status, 302, "session + remembered consent redirect at once: {}", res.body);
     let code = res.redirect_query()["code"].clone();
-    assert_eq!(s.exchange("spa", &code, &v).await.0, 200);
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", v.expose_secret()),
+    ];
+    assert_eq!(s.post_form("/token", Some(("web", &secret)), &form).await.0, 200);
+
+    // A public client with a loopback redirect (a native app) is asked again, without a login:
+    // another local program could have started the request (RFC 8252 §8.6).
+    let (b, _) = s.code_for("spa", &CodeVerifier::generate()).await;
+    let res = b.get(&s.authorize_url("spa", &v, "")).await;
+    assert_eq!(res.status, 200);
+    assert!(res.body.contains("Allow access") && !res.body.contains("name=\"password\""), "{}", res.body);
 
     // prompt=login forces the login page even with a session.
     let res = b.get(&s.authorize_url("spa", &v, "&prompt=login")).await;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Browser, Page};
+use common::{Browser, Page, hidden};
 use latchkey_proto::CodeVerifier;
 use latchkey_store::SqliteStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,7 +94,18 @@ async fn sign_in(base: &str) -> Browser {
 
 async fn code(b: &Browser, base: &str, v: &CodeVerifier) -> Result<String, String> {
     let res = b.http.get(authorize_url(base, v)).send().await.map_err(|e| e.to_string())?;
-    let page = Page { status: res.status().as_u16(), headers: res.headers().clone(), body: String::new() };
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.text().await.map_err(|e| e.to_string())?;
+    // A loopback app is asked every time (RFC 8252 §8.6): allow on the consent page.
+    let page = if status == 200 && body.contains(r#"value="allow""#) {
+        let (req, csrf) = (hidden(&body, "req"), hidden(&body, "csrf"));
+        let form = [("req", req.as_str()), ("csrf", csrf.as_str()), ("decision", "allow")];
+        let res = b.http.post(format!("{base}/consent")).form(&form).send().await.map_err(|e| e.to_string())?;
+        Page { status: res.status().as_u16(), headers: res.headers().clone(), body: String::new() }
+    } else {
+        Page { status, headers, body }
+    };
     page.redirect_query().get("code").cloned().ok_or_else(|| format!("no code: {}", page.location()))
 }
 

@@ -104,10 +104,13 @@ pub fn blocked_until(records: &[ThrottleRecord], rules: &[(String, Rule)], now: 
         .iter()
         .filter_map(|r| {
             let rule = rules.iter().find(|(k, _)| *k == r.key)?.1;
-            if now - r.last_failure > FORGET_AFTER as UnixTime {
+            let wait = delay(r.failures, rule);
+            // Free attempts wait for nothing, whatever the clocks say: a counter touched by
+            // another instance whose clock runs ahead must not block.
+            if wait == 0 || now - r.last_failure > FORGET_AFTER as UnixTime {
                 return None;
             }
-            Some(r.last_failure + delay(r.failures, rule) as UnixTime)
+            Some(r.last_failure + wait as UnixTime)
         })
         .filter(|until| *until > now)
         .max()

@@ -1000,7 +1000,9 @@ impl Store for PostgresStore {
     async fn throttle_settle(&self, clear: &[String], refund: &[String]) -> StoreResult<()> {
         self.tx_exec(&[
             ("DELETE FROM login_throttle WHERE key = ANY($1)", &[&clear]),
-            ("UPDATE login_throttle SET failures = GREATEST(failures - 1, 0) WHERE key = ANY($1)", &[&refund]),
+            // A counter back at zero is no counter: deleted, so that successful logins leave no rows.
+            ("DELETE FROM login_throttle WHERE key = ANY($1) AND failures <= 1", &[&refund]),
+            ("UPDATE login_throttle SET failures = failures - 1 WHERE key = ANY($1)", &[&refund]),
         ])
         .await
         .map(|_| ())

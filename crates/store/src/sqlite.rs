@@ -898,9 +898,10 @@ impl Store for SqliteStore {
             for k in &clear {
                 tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1")?.execute([k])?;
             }
+            // A counter back at zero is no counter: deleted, so that successful logins leave no rows.
             for k in &refund {
-                tx.prepare_cached("UPDATE login_throttle SET failures = MAX(failures - 1, 0) WHERE key = ?1")?
-                    .execute([k])?;
+                tx.prepare_cached("DELETE FROM login_throttle WHERE key = ?1 AND failures <= 1")?.execute([k])?;
+                tx.prepare_cached("UPDATE login_throttle SET failures = failures - 1 WHERE key = ?1")?.execute([k])?;
             }
             tx.commit()
         })

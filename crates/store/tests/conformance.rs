@@ -7,10 +7,27 @@
 use std::sync::Arc;
 
 use latchkey_core::store::*;
-use latchkey_core::{Store, throttle};
+use latchkey_core::{Store, UnixTime, throttle};
 use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, Scope, TokenHash};
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
+
+/// A pending request for the client of `code("x")`, expiring at `exp`.
+fn pending(exp: UnixTime) -> PendingAuthorization {
+    let c = code("x");
+    PendingAuthorization {
+        client_id: c.client_id,
+        redirect_uri: c.redirect_uri,
+        scope: c.scope,
+        state: None,
+        nonce: None,
+        code_challenge: c.code_challenge,
+        expires_at: exp,
+        login_hint: None,
+        force_consent: false,
+        auth_after: None,
+    }
+}
 
 const POLICY: PurgePolicy = PurgePolicy { key_publish_window: 100, audit_retention: 0 };
 const LIMITS: PendingLimits = PendingLimits { per_source: 100, per_client: 100 };
@@ -363,19 +380,6 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     let app = ClientId::parse("app").unwrap();
     s.put_consent("id-alice", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
     s.put_consent("id-ghost", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
-    let c = code("x");
-    let pending = |exp| PendingAuthorization {
-        client_id: c.client_id.clone(),
-        redirect_uri: c.redirect_uri.clone(),
-        scope: c.scope.clone(),
-        state: None,
-        nonce: None,
-        code_challenge: c.code_challenge.clone(),
-        expires_at: exp,
-        login_hint: None,
-        force_consent: false,
-        auth_after: None,
-    };
     assert!(s.insert_pending(&TokenHash::of("p-old"), &pending(100), "192.0.2.1", 1, LIMITS).await.unwrap());
     assert!(s.insert_pending(&TokenHash::of("p-new"), &pending(1000), "192.0.2.1", 1, LIMITS).await.unwrap());
     let session = |h: &str, sid: &str, exp| SessionRecord {
@@ -598,19 +602,6 @@ async fn concurrent_reservations(instances: &[Arc<dyn Store>]) {
 }
 
 async fn pending_requests_are_bounded_per_source_and_per_client(s: Arc<dyn Store>) {
-    let c = code("x");
-    let pending = |exp| PendingAuthorization {
-        client_id: c.client_id.clone(),
-        redirect_uri: c.redirect_uri.clone(),
-        scope: c.scope.clone(),
-        state: None,
-        nonce: None,
-        code_challenge: c.code_challenge.clone(),
-        expires_at: exp,
-        login_hint: None,
-        force_consent: false,
-        auth_after: None,
-    };
     let limits = PendingLimits { per_source: 5, per_client: 8 };
     // A burst from one source: exactly its quota gets in.
     let tasks: Vec<_> = (0..20)

@@ -14,7 +14,7 @@
 //
 // Listens on 127.0.0.1 only. Configuration by environment (defaults in brackets):
 //   PEER_PORT [3000], PEER_USERS [1000], PEER_USER_PREFIX [bench-], PEER_PASSWORD [bench-password],
-//   PEER_CLIENT_ID [latchkey-bench], PEER_REDIRECT_URI [http://127.0.0.1:8765/callback], PEER_CODE_TTL [600]
+//   PEER_CLIENT_ID [latchkey-bench], PEER_REDIRECT_URI [https://client.example/callback], PEER_CODE_TTL [600]
 import crypto from 'node:crypto';
 import { Algorithm, hash, verify } from '@node-rs/argon2';
 import Provider from 'oidc-provider';
@@ -25,7 +25,7 @@ const userCount = Number(env('PEER_USERS', '1000'));
 const userPrefix = env('PEER_USER_PREFIX', 'bench-');
 const password = env('PEER_PASSWORD', 'bench-password');
 const clientId = env('PEER_CLIENT_ID', 'latchkey-bench');
-const redirectUri = env('PEER_REDIRECT_URI', 'http://127.0.0.1:8765/callback');
+const redirectUri = env('PEER_REDIRECT_URI', 'https://client.example/callback');
 const codeTtl = Number(env('PEER_CODE_TTL', '600'));
 const issuer = `http://127.0.0.1:${port}`;
 

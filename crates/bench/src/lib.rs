@@ -98,7 +98,7 @@ impl Workload {
     pub fn standard() -> Self {
         Self {
             client_id: "latchkey-bench".into(),
-            redirect_uri: "http://127.0.0.1:8765/callback".into(),
+            redirect_uri: "https://client.example/callback".into(),
             scope: "openid profile email".into(),
             users: 1000,
             user_prefix: "bench-".into(),

@@ -37,7 +37,7 @@ struct Users {
     password: String,
     #[arg(long, default_value = "latchkey-bench")]
     client_id: String,
-    #[arg(long, default_value = "http://127.0.0.1:8765/callback")]
+    #[arg(long, default_value = "https://client.example/callback")]
     redirect_uri: String,
 }
 

@@ -317,9 +317,8 @@ impl Provider {
             Err(step) => return Ok(Err(step)),
         };
         let user = self.store.user_by_username(username).await?;
-        let device_key = self.device_key(now).await?;
         let known_device = match (device, &user) {
-            (Some(cookie), Some(u)) => device_key.verify(cookie, &u.id, now),
+            (Some(cookie), Some(u)) => crate::device::verify(&self.server_key, cookie, &u.id, now),
             _ => None,
         };
         let rules = throttle::keys(username, ip, known_device);
@@ -385,7 +384,7 @@ impl Provider {
             expires_at: now + self.config.session_ttl as UnixTime,
         };
         self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
-        let device = device_key.issue(known_device, &user.id, now);
+        let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
         let next = if !pending.force_consent && self.has_consent(&client, &user.id, &pending.scope).await? {
             if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
                 return Ok(Err(expired_step()));
@@ -395,17 +394,6 @@ impl Provider {
             self.consent_step(pending_id.to_owned(), &client, &pending, &session).await?
         };
         Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, device, next }))
-    }
-
-    /// The key of known-device cookies: kept in the store, so every instance signs alike.
-    async fn device_key(&self, now: UnixTime) -> Result<&crate::device::DeviceKey, Error> {
-        self.device_key
-            .get_or_try_init(|| async {
-                let fresh = random_token();
-                let secret = self.store.server_secret(crate::device::SECRET_NAME, &fresh, now).await?;
-                Ok::<_, Error>(crate::device::DeviceKey::new(secret.as_bytes()))
-            })
-            .await
     }
 
     /// `GET /consent`: the consent page for a pending request, or the login page if the session is gone.

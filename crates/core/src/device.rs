@@ -7,68 +7,47 @@
 //! minute (security review 2026-12, finding 3; OWASP "device cookies"). It is no free pass: the
 //! attempt is still counted under its own account-and-device key and the IP keys.
 
-use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_proto::secret::random_token;
 
 use crate::UnixTime;
+use crate::server_key::ServerKey;
 
 /// A device cookie is honoured for this long after it was issued (renewed at every login).
 pub const DEVICE_TTL: u64 = 180 * 24 * 3600;
 
-/// The name the key is kept under in the store.
-pub const SECRET_NAME: &str = "device-cookie-hmac";
+const PURPOSE: &str = "latchkey device-cookie v1";
 
-/// The key that signs device cookies.
-pub struct DeviceKey(hmac::Key);
-
-impl std::fmt::Debug for DeviceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DeviceKey(<redacted>)")
-    }
+/// Length-prefixed fields: no two different triples sign the same bytes.
+fn message(device: &str, user_id: &str, issued: UnixTime) -> String {
+    format!("{}|{device}|{}|{user_id}|{issued}", device.len(), user_id.len())
 }
 
-impl DeviceKey {
-    pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
-    }
+/// A cookie value for `user_id`, keeping the browser's device id if it had one.
+pub fn issue(key: &ServerKey, device: Option<&str>, user_id: &str, now: UnixTime) -> String {
+    let device = device.map(str::to_owned).unwrap_or_else(random_token);
+    let mac = URL_SAFE_NO_PAD.encode(key.mac(PURPOSE, message(&device, user_id, now).as_bytes()));
+    format!("{device}.{now}.{mac}")
+}
 
-    /// Length-prefixed fields: no two different triples sign the same bytes.
-    fn message(device: &str, user_id: &str, issued: UnixTime) -> String {
-        format!("v1|{}|{device}|{}|{user_id}|{issued}", device.len(), user_id.len())
+/// The device id of a cookie that is valid for `user_id` at `now`.
+pub fn verify<'a>(key: &ServerKey, cookie: &'a str, user_id: &str, now: UnixTime) -> Option<&'a str> {
+    if cookie.len() > 256 {
+        return None;
     }
-
-    fn mac(&self, device: &str, user_id: &str, issued: UnixTime) -> String {
-        URL_SAFE_NO_PAD.encode(hmac::sign(&self.0, Self::message(device, user_id, issued).as_bytes()).as_ref())
+    let mut parts = cookie.split('.');
+    let (device, issued, mac) = (parts.next()?, parts.next()?, parts.next()?);
+    let id_ok = !device.is_empty() && device.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if parts.next().is_some() || !id_ok {
+        return None;
     }
-
-    /// A cookie value for `user_id`, keeping the browser's device id if it had one.
-    pub fn issue(&self, device: Option<&str>, user_id: &str, now: UnixTime) -> String {
-        let device = device.map(str::to_owned).unwrap_or_else(random_token);
-        format!("{device}.{now}.{}", self.mac(&device, user_id, now))
+    let issued: UnixTime = issued.parse().ok()?;
+    if issued > now || now - issued > DEVICE_TTL as UnixTime {
+        return None;
     }
-
-    /// The device id of a cookie that is valid for `user_id` at `now`.
-    pub fn verify<'a>(&self, cookie: &'a str, user_id: &str, now: UnixTime) -> Option<&'a str> {
-        if cookie.len() > 256 {
-            return None;
-        }
-        let mut parts = cookie.split('.');
-        let (device, issued, mac) = (parts.next()?, parts.next()?, parts.next()?);
-        let id_ok = !device.is_empty() && device.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if parts.next().is_some() || !id_ok {
-            return None;
-        }
-        let issued: UnixTime = issued.parse().ok()?;
-        if issued > now || now - issued > DEVICE_TTL as UnixTime {
-            return None;
-        }
-        let given = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        // hmac::verify compares in constant time: the MAC cannot be found byte by byte.
-        hmac::verify(&self.0, Self::message(device, user_id, issued).as_bytes(), &given).ok()?;
-        Some(device)
-    }
+    let given = URL_SAFE_NO_PAD.decode(mac).ok()?;
+    key.verify(PURPOSE, message(device, user_id, issued).as_bytes(), &given).then_some(device)
 }
 
 #[cfg(test)]
@@ -77,19 +56,19 @@ mod tests {
 
     #[test]
     fn a_cookie_is_valid_for_its_account_and_time_only() {
-        let k = DeviceKey::new(b"0123456789abcdef0123456789abcdef");
-        let c = k.issue(None, "user-1", 1000);
-        let device = k.verify(&c, "user-1", 1000).expect("valid");
+        let k = ServerKey::new(b"0123456789abcdef0123456789abcdef");
+        let c = issue(&k, None, "user-1", 1000);
+        let device = verify(&k, &c, "user-1", 1000).expect("valid");
         assert!(!device.is_empty());
-        assert_eq!(k.verify(&c, "user-2", 1000), None, "another account");
-        assert_eq!(k.verify(&c, "user-1", 1000 + DEVICE_TTL as i64 + 1), None, "expired");
-        assert_eq!(k.verify(&c, "user-1", 999), None, "issued in the future");
-        let other = DeviceKey::new(b"another key, another deployment!");
-        assert_eq!(other.verify(&c, "user-1", 1000), None, "another key");
+        assert_eq!(verify(&k, &c, "user-2", 1000), None, "another account");
+        assert_eq!(verify(&k, &c, "user-1", 1000 + DEVICE_TTL as i64 + 1), None, "expired");
+        assert_eq!(verify(&k, &c, "user-1", 999), None, "issued in the future");
+        let other = ServerKey::new(b"another key, another deployment!");
+        assert_eq!(verify(&other, &c, "user-1", 1000), None, "another key");
         // A forged cookie: the attacker picks the device and the time but cannot sign them.
         let forged = format!("{device}.1000.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
-        assert_eq!(k.verify(&forged, "user-1", 1000), None);
-        let renewed = k.issue(Some(device), "user-1", 2000);
-        assert_eq!(k.verify(&renewed, "user-1", 2000), Some(device), "renewal keeps the device id");
+        assert_eq!(verify(&k, &forged, "user-1", 1000), None);
+        let renewed = issue(&k, Some(device), "user-1", 2000);
+        assert_eq!(verify(&k, &renewed, "user-1", 2000), Some(device), "renewal keeps the device id");
     }
 }

@@ -145,8 +145,6 @@ pub struct SigningKey {
     pair: Pair,
     decoding: DecodingKey,
     jwk: serde_json::Value,
-    /// HMAC-SHA256 keyed with the private PKCS#8: the root of [`SigningKey::mac`].
-    derive: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -238,22 +236,11 @@ impl SigningKey {
                 (Pair::Ed(pair), decoding, json!({ "kty": "OKP", "crv": "Ed25519", "x": x }))
             }
         };
-        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, der);
-        let mut key = Self { kid, alg, created_at, active, retired_at, pair, decoding, jwk, derive };
+        let mut key = Self { kid, alg, created_at, active, retired_at, pair, decoding, jwk };
         key.jwk["use"] = json!("sig");
         key.jwk["alg"] = json!(alg.as_str());
         key.jwk["kid"] = json!(key.kid);
         Ok(key)
-    }
-
-    /// HMAC-SHA256 of `message` under a secret derived from this private key for `purpose` only.
-    /// Every instance that shares the database computes the same value, with no secret of its own
-    /// (the server binds its CSRF tokens with it). HMAC is a PRF: the output reveals nothing about
-    /// the key, and each purpose gets an independent key.
-    pub fn mac(&self, purpose: &str, message: &[u8]) -> impl AsRef<[u8]> + use<> {
-        use aws_lc_rs::hmac;
-        let purpose_key = hmac::sign(&self.derive, purpose.as_bytes());
-        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, purpose_key.as_ref()), message)
     }
 
     /// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.

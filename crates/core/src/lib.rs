@@ -17,6 +17,7 @@ pub mod logout;
 pub mod password;
 pub mod provider;
 pub mod revoke;
+pub mod server_key;
 pub mod store;
 pub mod throttle;
 pub mod userinfo;

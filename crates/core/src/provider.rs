@@ -86,7 +86,8 @@ pub struct Provider {
     pub hasher: Hasher,
     keys: RwLock<Arc<KeySet>>,
     pub(crate) origins: crate::cors::OriginCache,
-    pub(crate) device_key: tokio::sync::OnceCell<crate::device::DeviceKey>,
+    /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
+    pub server_key: crate::server_key::ServerKey,
 }
 
 impl std::fmt::Debug for Provider {
@@ -127,6 +128,10 @@ impl Provider {
         }
         // One core is left to the request workers: while logins hash at full load, the other
         // requests keep their latency (measured by `latchkey-bench`'s "userinfo during logins").
+        // The first instance to start stores its candidate; every instance reads the same one.
+        let candidate = latchkey_proto::secret::random_token();
+        let secret = store.server_secret(crate::server_key::SECRET_NAME, &candidate, now).await?;
+        let server_key = crate::server_key::ServerKey::new(secret.as_bytes());
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let parallelism = cores.saturating_sub(1).max(1);
         Ok(Self {
@@ -135,7 +140,7 @@ impl Provider {
             hasher: Hasher::new(parallelism)?,
             keys: RwLock::new(Arc::new(keys)),
             origins: Default::default(),
-            device_key: Default::default(),
+            server_key,
         })
     }
 

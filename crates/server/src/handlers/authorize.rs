@@ -132,53 +132,39 @@ pub(crate) fn internal(rid: &RequestId, e: Error) -> Response {
 /// Another site can neither read the cookie nor (with `__Host-` over https) set it, so it cannot
 /// forge a matching form post.
 ///
-/// The token is `nonce.mac`, the MAC made under a secret derived from the signing keys (the same
-/// on every instance that shares the database). Without it, anyone able to plant a cookie (a
+/// The token is `nonce.mac`, the MAC made under the server key (`latchkey_core::server_key`, the
+/// same on every instance that shares the database). Without it, anyone able to plant a cookie (a
 /// sibling subdomain or a network attacker, with an http issuer) could pair a self-chosen cookie
 /// with the same field and post a login form in a victim's browser (login CSRF).
 pub(crate) fn csrf_token(s: &AppState, jar: CookieJar) -> (CookieJar, String) {
     let name = cookie_names(s.secure()).csrf;
-    let keys = s.provider.keys();
-    // Kept while valid under any current key, so pages open in other tabs keep working.
-    if let Some(c) = jar.get(name).filter(|c| csrf_valid(&keys, c.value())) {
+    let key = &s.provider.server_key;
+    // Kept while valid, so pages open in other tabs keep working.
+    if let Some(c) = jar.get(name).filter(|c| csrf_valid(key, c.value())) {
         let v = c.value().to_owned();
         return (jar, v);
     }
     let nonce = random_token();
-    // New tokens: the oldest active key, the same choice on every instance, which a rotation of
-    // another algorithm's key leaves alone. Provider::open makes sure there is one.
-    let signer =
-        keys.keys().iter().filter(|k| k.active).min_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
-    let v = match signer {
-        Some(k) => format!("{nonce}.{}", csrf_mac(k, &nonce)),
-        // No key, no valid token: the form is refused rather than left unprotected.
-        None => nonce,
-    };
+    let v = format!("{nonce}.{}", URL_SAFE_NO_PAD.encode(key.mac(CSRF_PURPOSE, nonce.as_bytes())));
     (jar.add(build_cookie(name, v.clone(), None, s.secure())), v)
 }
 
-/// What the MAC of a CSRF token is made for: no other use of the derived secret can yield one.
+/// What the MAC of a CSRF token is made for: no other use of the server key can yield one.
 const CSRF_PURPOSE: &str = "latchkey csrf-token v1";
 
-fn csrf_mac(key: &latchkey_core::keys::SigningKey, nonce: &str) -> String {
-    URL_SAFE_NO_PAD.encode(key.mac(CSRF_PURPOSE, nonce.as_bytes()))
-}
-
-/// `nonce.mac` with a 256-bit nonce and a MAC under one of the current keys, compared in constant
-/// time. A key that has left the set (purged after a rotation) voids its tokens: the form is then
-/// refused once and the next page carries a new token.
-fn csrf_valid(keys: &latchkey_core::keys::KeySet, token: &str) -> bool {
+/// `nonce.mac` with a 256-bit nonce and its MAC under the server key, compared in constant time.
+fn csrf_valid(key: &latchkey_core::server_key::ServerKey, token: &str) -> bool {
     let Some((nonce, mac)) = token.split_once('.') else { return false };
     if nonce.len() != 43 || mac.len() != 43 {
         return false;
     }
-    keys.keys().iter().any(|k| bool::from(csrf_mac(k, nonce).as_bytes().ct_eq(mac.as_bytes())))
+    URL_SAFE_NO_PAD.decode(mac).is_ok_and(|tag| key.verify(CSRF_PURPOSE, nonce.as_bytes(), &tag))
 }
 
 pub(crate) fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
     match (jar.get(cookie_names(s.secure()).csrf), params.get("csrf")) {
         (Some(c), Some(f)) => {
-            bool::from(c.value().as_bytes().ct_eq(f.as_bytes())) && csrf_valid(&s.provider.keys(), c.value())
+            bool::from(c.value().as_bytes().ct_eq(f.as_bytes())) && csrf_valid(&s.provider.server_key, c.value())
         }
         _ => false,
     }

@@ -337,6 +337,7 @@ async fn a_client_id_cannot_be_a_users_subject_identifier() {
             id_token_signed_response_alg: Default::default(),
             post_logout_redirect_uris: vec![],
             audiences: vec![],
+            origin: Default::default(),
         })
         .await
         .unwrap();

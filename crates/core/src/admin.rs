@@ -141,6 +141,7 @@ pub async fn add_client(
         id_token_signed_response_alg: new.id_token_alg,
         post_logout_redirect_uris,
         audiences: new.audiences,
+        origin: Default::default(),
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {

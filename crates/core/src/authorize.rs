@@ -597,6 +597,7 @@ mod tests {
             id_token_signed_response_alg: Default::default(),
             post_logout_redirect_uris: vec![],
             audiences: vec![],
+            origin: Default::default(),
         }
     }
 

@@ -82,6 +82,25 @@ pub struct ClientRecord {
     /// the audiences whose tokens it may introspect.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Who vouched for this client: an administrator, or nobody (self-registered, or described by
+    /// a metadata document at its own URL).
+    #[serde(default)]
+    pub origin: ClientOrigin,
+}
+
+/// Where a client came from. Only an administrator vets a client; the others are shown to the
+/// user as unverified and never treated as first-party, whatever name they chose for themselves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientOrigin {
+    /// `latchkey client add`, or imported.
+    #[default]
+    Admin,
+    /// RFC 7591 dynamic registration at `/register`.
+    Registered,
+    /// draft-ietf-oauth-client-id-metadata-document: the `client_id` is the https URL of its
+    /// metadata document, fetched by the server.
+    MetadataDocument,
 }
 
 /// The JWS algorithms Latchkey signs with.
@@ -116,6 +135,10 @@ impl ClientRecord {
     }
     pub fn allows(&self, g: GrantType) -> bool {
         self.grant_types.contains(&g)
+    }
+    /// Registered by an administrator, so its name and redirect URIs were checked by a person.
+    pub fn vetted(&self) -> bool {
+        matches!(self.origin, ClientOrigin::Admin)
     }
 }
 

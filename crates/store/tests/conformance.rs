@@ -45,6 +45,7 @@ fn client(id: &str) -> ClientRecord {
         id_token_signed_response_alg: SigningAlg::ES256,
         post_logout_redirect_uris: vec![RedirectUri::parse("https://app.example/bye").unwrap()],
         audiences: vec!["https://api.example".into()],
+        origin: Default::default(),
     }
 }
 

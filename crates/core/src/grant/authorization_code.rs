@@ -149,6 +149,7 @@ mod tests {
             id_token_signed_response_alg: Default::default(),
             post_logout_redirect_uris: vec![],
             audiences: vec![],
+            origin: Default::default(),
         };
         let code = CodeRecord {
             hash: TokenHash::of("c"),

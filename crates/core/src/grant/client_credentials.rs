@@ -114,6 +114,7 @@ mod tests {
             id_token_signed_response_alg: Default::default(),
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://api.example".into(), "https://other.example".into()],
+            origin: Default::default(),
         }
     }
 

@@ -96,6 +96,7 @@ fn code_record(hash: TokenHash) -> CodeRecord {
         expires_at: i64::MAX / 2,
         used_at: None,
         grant_id: None,
+        resource: None,
     }
 }
 
@@ -113,6 +114,7 @@ fn issuance(n: u64) -> Issuance {
             created_at: 1,
             expires_at: i64::MAX / 2,
             revoked_at: None,
+            resource: None,
         },
         refresh: Some(refresh_record(&grant_id, &format!("rt-{n}-0"))),
         access: AccessRecord { jti: format!("jti-{n}-0"), grant_id, expires_at: i64::MAX / 2, revoked_at: None },

@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub session_lifetime: Option<u64>,
     pub audit_retention: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub allow_unregistered_resources: Option<bool>,
 }
 
 /// Every setting, resolved.
@@ -53,6 +54,8 @@ pub struct Settings {
     /// Seconds the audit log keeps a record; 0 keeps them forever.
     pub audit_retention: u64,
     pub log_format: LogFormat,
+    /// Accept any https `resource` (RFC 8707), registered or not (logged at start-up).
+    pub allow_unregistered_resources: bool,
     /// `--allow-insecure-db-permissions`: open a SQLite file others can read (logged loudly).
     pub allow_insecure_db_permissions: bool,
     /// Seals the private signing keys at rest (`LATCHKEY_KEY_ENCRYPTION_KEY` or
@@ -69,12 +72,14 @@ pub enum Warning {
     PlainHttpIssuer(String),
     /// `--database` carries a password: every local user sees it in `ps`.
     PasswordInDatabaseFlag,
+    /// `allow_unregistered_resources`: tokens may be minted for any https audience.
+    UnregisteredResourcesAllowed,
 }
 
 impl Warning {
     /// Whether `command` should show it: the issuer matters only to `serve`.
     pub fn applies_to_serve_only(&self) -> bool {
-        matches!(self, Self::PlainHttpIssuer(_))
+        matches!(self, Self::PlainHttpIssuer(_) | Self::UnregisteredResourcesAllowed)
     }
 }
 
@@ -87,6 +92,9 @@ impl std::fmt::Display for Warning {
             ),
             Self::PasswordInDatabaseFlag => f.write_str(
                 "--database contains a password, which every local user can read in the process list; set LATCHKEY_DATABASE (or the config file) instead",
+            ),
+            Self::UnregisteredResourcesAllowed => f.write_str(
+                "allow_unregistered_resources: tokens are issued for any https resource a client names, registered or not; register resources with `latchkey resource add` instead",
             ),
         }
     }
@@ -184,6 +192,15 @@ impl Settings {
         if flags.database.as_deref().is_some_and(has_password) {
             warnings.push(Warning::PasswordInDatabaseFlag);
         }
+        let allow_unregistered_resources = match ours.get("ALLOW_UNREGISTERED_RESOURCES").map(String::as_str) {
+            Some("1" | "true") => true,
+            Some("0" | "false") => false,
+            Some(other) => bail!("LATCHKEY_ALLOW_UNREGISTERED_RESOURCES must be true or false, not {other:?}"),
+            None => file.allow_unregistered_resources.unwrap_or(false),
+        };
+        if allow_unregistered_resources {
+            warnings.push(Warning::UnregisteredResourcesAllowed);
+        }
         let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
         if code_lifetime > 600 {
             bail!("code_lifetime may be at most 600 seconds (RFC 6749 §4.1.2)");
@@ -217,6 +234,7 @@ impl Settings {
             // 0 is meaningful: keep the audit log forever.
             audit_retention: num0("AUDIT_RETENTION", file.audit_retention, 90 * 24 * 3600)?,
             log_format,
+            allow_unregistered_resources,
             allow_insecure_db_permissions: flags.allow_insecure_db_permissions,
             key_encryption_key: crate::kek::resolve(
                 ours.get("KEY_ENCRYPTION_KEY").map(String::as_str),
@@ -243,6 +261,7 @@ impl Settings {
         c.access_token_alg = self.access_token_signing_alg;
         c.session_ttl = self.session_lifetime;
         c.audit_retention = self.audit_retention;
+        c.allow_unregistered_resources = self.allow_unregistered_resources;
         c.key_encryption_key = self.key_encryption_key.clone();
         c
     }

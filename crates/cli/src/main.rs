@@ -10,6 +10,7 @@ mod kek;
 mod login;
 mod logout;
 mod pkce;
+mod resource;
 mod rp;
 mod serve;
 mod token;
@@ -53,6 +54,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Register the protected resources (APIs, MCP servers) tokens may be issued for (RFC 8707).
+    #[command(subcommand)]
+    Resource(resource::ResourceCommand),
     /// Rotate and list signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
             }
             Command::Client(c) => admin::client(&settings, c).await,
             Command::User(c) => admin::user(&settings, c).await,
+            Command::Resource(c) => resource::run(&settings, c).await,
             Command::Keys(c) => admin::keys(&settings, c).await,
             Command::Migrate => db::migrate(&settings).await,
             Command::Db(c) => db::run(&settings, c).await,

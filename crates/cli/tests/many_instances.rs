@@ -304,6 +304,7 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         expires_at: 2,
         used_at: None,
         grant_id: None,
+        resource: None,
     };
     store.insert_code(&planted).await.unwrap();
     let old = SessionRecord {

@@ -273,6 +273,52 @@ pub async fn remove_client(store: &dyn Store, client_id: &ClientId, now: UnixTim
     Ok(removed)
 }
 
+/// Registers a protected resource (RFC 8707): its URI is the audience of its tokens, its scopes
+/// are what unvetted clients may ask for when they target it.
+pub async fn add_resource(
+    store: &dyn Store,
+    uri: &str,
+    name: Option<String>,
+    scopes: &[String],
+    now: UnixTime,
+) -> Result<crate::resource::ResourceRecord, AdminError> {
+    let invalid = |e: latchkey_proto::OAuthError| AdminError::Invalid(e.description.into_owned());
+    let uri = latchkey_proto::ResourceUri::parse(uri).map_err(invalid)?;
+    let scopes = Scope::parse(&scopes.join(" ")).map_err(invalid)?;
+    // The OpenID Connect scopes are the server's, not an API's: an API claiming `openid` would let
+    // any self-registered client targeting it ask for the user's identity as if it were the API's.
+    if let Some(s) = scopes.iter().find(|s| crate::provider::STANDARD_SCOPES.contains(s)) {
+        return Err(AdminError::Invalid(format!(
+            "scope {s} is an OpenID Connect scope of the server itself; give the API's own scopes (such as mcp:tools)"
+        )));
+    }
+    let name = name.unwrap_or_else(|| uri.to_string());
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(AdminError::Invalid("a resource name has 1 to 100 printable characters".into()));
+    }
+    let record = crate::resource::ResourceRecord { uri, name, scopes, created_at: now };
+    store.insert_resource(&record).await?;
+    let e = crate::audit::Event {
+        detail: Some(serde_json::json!({ "resource": record.uri, "scope": record.scopes.to_string() })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "resource_added", e).await;
+    Ok(record)
+}
+
+/// Unregisters a resource: new authorizations for it are refused with `invalid_target`. Grants
+/// already bound to it keep working until they end, as their tokens name it anyway; revoke them
+/// per user or client to stop them sooner.
+pub async fn remove_resource(store: &dyn Store, uri: &str, now: UnixTime) -> Result<bool, AdminError> {
+    let uri = latchkey_proto::ResourceUri::parse(uri).map_err(|e| AdminError::Invalid(e.description.into_owned()))?;
+    let removed = store.remove_resource(&uri).await?;
+    if removed {
+        let e = crate::audit::Event { detail: Some(serde_json::json!({ "resource": uri })), ..Default::default() };
+        crate::audit::record(store, now, "resource_removed", e).await;
+    }
+    Ok(removed)
+}
+
 /// Removes a user, their sessions and everything issued to them.
 pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
     let id = store.user_by_username(username).await?.map(|u| u.id);

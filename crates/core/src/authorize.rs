@@ -3,8 +3,8 @@
 
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{
-    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, Password, RedirectUri, Scope,
-    SessionToken, State, TokenHash,
+    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, Password, RedirectUri,
+    ResourceUri, Scope, SessionToken, State, TokenHash,
 };
 use url::Url;
 
@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
+use crate::resource::{self, ResourceRecord};
 use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, PendingLimits, Reservation, SessionRecord};
 use crate::{Error, Provider, UnixTime, audit, throttle};
 
@@ -79,12 +80,16 @@ fn with_params(redirect_uri: &RedirectUri, params: &[(&str, Option<&str>)]) -> S
 ///
 /// Order matters (RFC 6749 §4.1.2.1): until the client and the redirect URI are known good, errors
 /// go to an error page, never to the redirect URI, or the server becomes an open redirector.
+/// `registered` is the registry's record of the `resource` parameter's URI, if any;
+/// `allow_unregistered` is the deployment's `allow_unregistered_resources`.
 pub fn validate(
     params: &Params,
     client: Option<&ClientRecord>,
     issuer: &str,
     now: UnixTime,
     pending_ttl: u64,
+    registered: Option<&ResourceRecord>,
+    allow_unregistered: bool,
 ) -> Result<ValidRequest, Step> {
     let page = |e: OAuthError| Step::ErrorPage(e);
     let client_id = params
@@ -136,11 +141,16 @@ pub fn validate(
     }
     let code_challenge =
         CodeChallenge::parse_s256(params.get("code_challenge"), params.get("code_challenge_method")).map_err(fail)?;
+    // RFC 8707: the API the token will be for. Decided before the scope, whose allowance may
+    // depend on it (`resource::allowed_scope`).
+    let requested = params.get("resource").map(ResourceUri::parse).transpose().map_err(fail)?;
+    let target = resource::decide_target(client, requested.as_ref(), registered, allow_unregistered).map_err(fail)?;
+    let allowed = resource::allowed_scope(client, &target);
     let scope = Scope::parse(params.get("scope").unwrap_or("")).map_err(fail)?;
-    if !scope.is_subset(&client.allowed_scope) {
+    if !scope.is_subset(&allowed) {
         return Err(fail(OAuthError::invalid_scope(format!(
             "scope not allowed for this client: {}",
-            scope.missing_from(&client.allowed_scope)
+            scope.missing_from(&allowed)
         ))));
     }
     let nonce = params.get("nonce").map(Nonce::parse).transpose().map_err(fail)?;
@@ -172,6 +182,7 @@ pub fn validate(
             login_hint,
             force_consent: prompt.consent,
             auth_after,
+            resource: target.resource,
         },
         prompt,
         max_age,
@@ -257,7 +268,20 @@ impl Provider {
             Some(Ok(id)) => self.store.client(&id).await?,
             _ => None,
         };
-        let req = match validate(params, client.as_ref(), self.issuer(), now, self.config.pending_ttl) {
+        let registered = match (&client, params.get("resource").map(ResourceUri::parse)) {
+            (Some(_), Some(Ok(uri))) => self.store.resource(&uri).await?,
+            _ => None,
+        };
+        let cfg = &self.config;
+        let req = match validate(
+            params,
+            client.as_ref(),
+            self.issuer(),
+            now,
+            cfg.pending_ttl,
+            registered.as_ref(),
+            cfg.allow_unregistered_resources,
+        ) {
             Ok(r) => r,
             Err(step) => return Ok(step),
         };
@@ -564,6 +588,7 @@ impl Provider {
                 expires_at: now + self.config.code_ttl as UnixTime,
                 used_at: None,
                 grant_id: None,
+                resource: req.resource.clone(),
             })
             .await?;
         Ok(with_params(
@@ -602,7 +627,7 @@ mod tests {
     }
 
     fn run(q: &str) -> Result<ValidRequest, Step> {
-        validate(&Params::parse(q.as_bytes()).unwrap(), Some(&client()), ISS, 0, 600)
+        validate(&Params::parse(q.as_bytes()).unwrap(), Some(&client()), ISS, 0, 600, None, false)
     }
 
     const GOOD: &str = "response_type=code&client_id=spa&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&scope=openid%20profile%20email&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=xyz";
@@ -642,7 +667,7 @@ mod tests {
         ] {
             assert!(matches!(run(&q), Err(Step::ErrorPage(_))), "{q}");
         }
-        let unknown = validate(&Params::parse(GOOD.as_bytes()).unwrap(), None, ISS, 0, 600);
+        let unknown = validate(&Params::parse(GOOD.as_bytes()).unwrap(), None, ISS, 0, 600, None, false);
         assert!(matches!(unknown, Err(Step::ErrorPage(e)) if e.description.contains("unknown client_id")));
     }
 

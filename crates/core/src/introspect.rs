@@ -58,7 +58,7 @@ impl Provider {
         if resource_server.audiences.is_empty() {
             aud == self.config.audience
         } else {
-            resource_server.audiences.iter().any(|a| a == aud)
+            resource_server.audiences.iter().any(|a| latchkey_proto::resource::same_audience(a, aud))
         }
     }
 

@@ -15,8 +15,12 @@ use crate::store::{SigningAlg, Store};
 pub struct ProviderConfig {
     /// The issuer identifier (OpenID Connect Discovery §3): https URL, no query or fragment, no trailing slash.
     pub issuer: String,
-    /// The `aud` of access tokens (RFC 9068 §3): the resource servers that accept them check it.
+    /// The `aud` of access tokens for requests that name no resource (RFC 9068 §3): the resource
+    /// servers that accept them check it.
     pub audience: String,
+    /// Accept any https `resource` (RFC 8707), registered or not. Off by default: an unregistered
+    /// resource is refused with `invalid_target`.
+    pub allow_unregistered_resources: bool,
     /// Authorization codes: short, since they travel through the browser (RFC 6749 §4.1.2 says at most 10 min).
     pub code_ttl: u64,
     pub access_token_ttl: u64,
@@ -62,6 +66,7 @@ impl ProviderConfig {
         let issuer = issuer.trim_end_matches('/').to_owned();
         Self {
             audience: issuer.clone(),
+            allow_unregistered_resources: false,
             issuer,
             code_ttl: 60,
             access_token_ttl: 600,

@@ -5,7 +5,7 @@
 //! atomic operations here, so that they hold under concurrency and across server instances.
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, State, TokenHash};
+use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash};
 use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;
@@ -202,6 +202,9 @@ pub struct PendingAuthorization {
     /// checked at every step, not only at `/authorize`.
     #[serde(default)]
     pub auth_after: Option<UnixTime>,
+    /// RFC 8707: the resource the client asked for, checked against the registry.
+    #[serde(default)]
+    pub resource: Option<ResourceUri>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +232,8 @@ pub struct CodeRecord {
     pub used_at: Option<UnixTime>,
     /// The grant created when the code was redeemed: what a replay revokes.
     pub grant_id: Option<String>,
+    /// RFC 8707: the resource of the authorization request; the token can only be for it.
+    pub resource: Option<ResourceUri>,
 }
 
 /// One authorization: what a user granted a client. Refresh tokens form a family under it.
@@ -245,6 +250,9 @@ pub struct GrantRecord {
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+    /// RFC 8707: the resource every access token of this grant is for; `None`, the default
+    /// audience. Never changes: a refresh cannot widen it.
+    pub resource: Option<ResourceUri>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,7 +349,7 @@ pub struct AuditRecord {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::resource::ResourceStore + Send + Sync + 'static {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
@@ -580,4 +588,5 @@ pub struct Snapshot {
     pub access_tokens: Vec<AccessRecord>,
     /// Oldest first.
     pub audit_events: Vec<AuditRecord>,
+    pub resources: Vec<crate::resource::ResourceRecord>,
 }

@@ -38,6 +38,14 @@ impl Params {
                 continue;
             }
             if out.iter().any(|(seen, _)| *seen == k) {
+                if k == "resource" {
+                    // RFC 8707 §2 allows several; Latchkey binds each grant to one API, so that
+                    // every token it issues is valid at exactly one.
+                    return Err(OAuthError::new(
+                        crate::ErrorCode::InvalidTarget,
+                        "send one resource parameter: Latchkey binds each authorization to one resource",
+                    ));
+                }
                 return Err(OAuthError::invalid_request(format!(
                     "parameter `{}` was sent more than once (RFC 6749 §3.1)",
                     printable(&k)

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use crate::error::{ErrorCode, OAuthError};
 use crate::params::Params;
 use crate::pkce::CodeVerifier;
+use crate::resource::ResourceUri;
 use crate::secret::{AuthorizationCode, ClientSecret, RefreshToken};
 use crate::types::{ClientId, Scope};
 
@@ -51,9 +52,11 @@ pub enum GrantRequest {
         /// Kept raw: whether it is present and equal to the authorization request's is a core decision.
         redirect_uri: Option<String>,
         code_verifier: Option<CodeVerifier>,
+        /// RFC 8707 §2.2: the resource the access token is for.
+        resource: Option<ResourceUri>,
     },
-    /// RFC 6749 §6.
-    RefreshToken { refresh_token: RefreshToken, scope: Option<Scope> },
+    /// RFC 6749 §6, with RFC 8707 `resource` to narrow the token to one granted resource.
+    RefreshToken { refresh_token: RefreshToken, scope: Option<Scope>, resource: Option<ResourceUri> },
     /// RFC 6749 §4.4, with the audience named by `audience` or RFC 8707 `resource`.
     ClientCredentials { scope: Option<Scope>, audience: Option<String> },
 }
@@ -92,6 +95,7 @@ impl TokenRequest {
                     code: AuthorizationCode::new(code),
                     redirect_uri: params.get("redirect_uri").map(str::to_owned),
                     code_verifier,
+                    resource: params.get("resource").map(ResourceUri::parse).transpose()?,
                 }
             }
             "refresh_token" => {
@@ -102,20 +106,23 @@ impl TokenRequest {
                 GrantRequest::RefreshToken {
                     refresh_token: RefreshToken::new(token),
                     scope: params.get("scope").map(Scope::parse).transpose()?,
+                    resource: params.get("resource").map(ResourceUri::parse).transpose()?,
                 }
             }
             "client_credentials" => {
                 if params.contains("audience") && params.contains("resource") {
                     return Err(OAuthError::invalid_request("send either audience or resource, not both"));
                 }
-                let audience = params.get("audience").or_else(|| params.get("resource"));
-                if audience.is_some_and(|a| a.len() > 512) {
+                // `audience` is a free-form name; `resource` is an RFC 8707 URI, canonicalized.
+                let audience = match (params.get("audience"), params.get("resource")) {
+                    (Some(a), _) => Some(a.to_owned()),
+                    (None, Some(r)) => Some(ResourceUri::parse(r)?.to_string()),
+                    (None, None) => None,
+                };
+                if audience.as_ref().is_some_and(|a| a.len() > 512) {
                     return Err(OAuthError::invalid_request("audience is too long"));
                 }
-                GrantRequest::ClientCredentials {
-                    scope: params.get("scope").map(Scope::parse).transpose()?,
-                    audience: audience.map(str::to_owned),
-                }
+                GrantRequest::ClientCredentials { scope: params.get("scope").map(Scope::parse).transpose()?, audience }
             }
             other => {
                 let shown: String = other.chars().filter(char::is_ascii_graphic).take(40).collect();

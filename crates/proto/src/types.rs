@@ -234,6 +234,9 @@ impl Scope {
     pub fn intersection(&self, other: &Scope) -> Scope {
         Scope(self.0.intersection(&other.0).cloned().collect())
     }
+    pub fn union(&self, other: &Scope) -> Scope {
+        Scope(self.0.union(&other.0).cloned().collect())
+    }
 }
 
 impl fmt::Display for Scope {

@@ -7,11 +7,13 @@
 
 mod postgres;
 mod postgres_maint;
+mod postgres_resources;
 mod postgres_schema;
 mod purge_sql;
 mod sqlite;
 mod sqlite_conn;
 mod sqlite_maint;
+mod sqlite_resources;
 mod sqlite_schema;
 #[cfg(feature = "test-util")]
 pub mod testing;

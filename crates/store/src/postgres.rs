@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use latchkey_core::UnixTime;
 use latchkey_core::store::*;
-use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHash};
+use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
@@ -82,7 +82,7 @@ fn retryable(e: &anyhow::Error) -> bool {
         .is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
-fn is_unique_violation(e: &anyhow::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(|c| *c == SqlState::UNIQUE_VIOLATION)
 }
 
@@ -142,7 +142,12 @@ impl PostgresStore {
         Ok(MIGRATIONS.len())
     }
 
-    async fn opt<T>(&self, sql: &str, p: Params<'_>, f: impl Fn(&Row) -> anyhow::Result<T>) -> StoreResult<Option<T>> {
+    pub(crate) async fn opt<T>(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+        f: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> StoreResult<Option<T>> {
         let run = async {
             let c = self.conn().await?;
             let stmt = c.prepare_cached(sql).await?;
@@ -151,7 +156,12 @@ impl PostgresStore {
         run.await.map_err(StoreError::Backend)
     }
 
-    async fn all<T>(&self, sql: &str, p: Params<'_>, f: impl Fn(&Row) -> anyhow::Result<T>) -> StoreResult<Vec<T>> {
+    pub(crate) async fn all<T>(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+        f: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> StoreResult<Vec<T>> {
         let run = async {
             let c = self.conn().await?;
             let stmt = c.prepare_cached(sql).await?;
@@ -160,7 +170,7 @@ impl PostgresStore {
         run.await.map_err(StoreError::Backend)
     }
 
-    async fn exec(&self, sql: &str, p: Params<'_>) -> anyhow::Result<u64> {
+    pub(crate) async fn exec(&self, sql: &str, p: Params<'_>) -> anyhow::Result<u64> {
         let c = self.conn().await?;
         let stmt = c.prepare_cached(sql).await?;
         Ok(c.execute(&stmt, p).await?)
@@ -467,6 +477,9 @@ fn bad(what: &str, e: latchkey_proto::OAuthError) -> anyhow::Error {
 pub(crate) fn scope_of(s: String) -> anyhow::Result<Scope> {
     Scope::parse(&s).map_err(|e| bad("scope", e))
 }
+pub(crate) fn resource_of(s: Option<String>) -> anyhow::Result<Option<ResourceUri>> {
+    s.map(|s| ResourceUri::parse(&s).map_err(|e| bad("resource", e))).transpose()
+}
 pub(crate) fn client_id_of(s: String) -> anyhow::Result<ClientId> {
     ClientId::parse(&s).map_err(|e| bad("client_id", e))
 }
@@ -485,6 +498,7 @@ pub(crate) fn code_row(r: &Row) -> anyhow::Result<CodeRecord> {
         expires_at: r.try_get(9)?,
         used_at: r.try_get(10)?,
         grant_id: r.try_get(11)?,
+        resource: resource_of(r.try_get(12)?)?,
     })
 }
 
@@ -500,6 +514,7 @@ pub(crate) fn grant_row(r: &Row, o: usize) -> anyhow::Result<GrantRecord> {
         created_at: r.try_get(o + 7)?,
         expires_at: r.try_get(o + 8)?,
         revoked_at: r.try_get(o + 9)?,
+        resource: resource_of(r.try_get(o + 10)?)?,
     })
 }
 
@@ -595,8 +610,8 @@ pub(crate) async fn insert_access(tx: &deadpool_postgres::Transaction<'_>, a: &A
 pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g: &GrantRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .await?;
     tx.execute(
@@ -612,6 +627,7 @@ pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g:
             &g.created_at,
             &g.expires_at,
             &g.revoked_at,
+            &g.resource.as_ref().map(|r| r.as_str()),
         ],
     )
     .await?;
@@ -641,7 +657,7 @@ pub(crate) async fn insert_refresh(tx: &deadpool_postgres::Transaction<'_>, r: &
 pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: &CodeRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         ))
         .await?;
     tx.execute(
@@ -659,6 +675,7 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
             &k.expires_at,
             &k.used_at,
             &k.grant_id,
+            &k.resource.as_ref().map(|r| r.as_str()),
         ],
     )
     .await?;

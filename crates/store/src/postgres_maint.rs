@@ -7,8 +7,10 @@ use latchkey_proto::TokenHash;
 use tokio_postgres::IsolationLevel;
 
 use crate::postgres::*;
+use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
 use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+use crate::sqlite_resources::RESOURCE_COLS;
 
 pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
     let mut c = s.object().await?;
@@ -87,6 +89,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             "SELECT at, event, user_id, client_id, ip, detail FROM audit_events ORDER BY id",
             audit_row
         ),
+        resources: rows!(&format!("SELECT {RESOURCE_COLS} FROM resources ORDER BY uri"), resource_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -109,6 +112,11 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     }
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
+    }
+    for r in &snap.resources {
+        tx.execute(INSERT_RESOURCE, &[&r.uri.as_str(), &r.name, &r.scopes.to_string(), &r.created_at])
+            .await
+            .with_context(|| format!("resource {}", r.uri))?;
     }
     let stmt = tx
         .prepare("INSERT INTO pending_authorizations (id_hash, data, expires_at, client_id) VALUES ($1, $2, $3, $4)")

@@ -137,4 +137,15 @@ pub const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     "#,
+    // 3: RFC 8707 resource indicators (SQLite 6).
+    r#"
+    ALTER TABLE codes ADD COLUMN resource TEXT;
+    ALTER TABLE grants ADD COLUMN resource TEXT;
+    CREATE TABLE resources (
+        uri TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    "#,
 ];

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::store::*;
-use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, Scope, TokenHash};
+use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -42,7 +42,7 @@ impl SqliteStore {
     }
 
     /// A point lookup by key: runs on the calling task (see [`Pool::lookup`]).
-    async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -51,7 +51,7 @@ impl SqliteStore {
     }
 
     /// A read of many rows: runs on the blocking pool.
-    async fn scan<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn scan<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -60,7 +60,7 @@ impl SqliteStore {
     }
 
     /// `f` runs inside the writer's group transaction: it uses savepoints, never transactions.
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -94,7 +94,7 @@ fn throttle_rows(c: &Connection, keys: &[String]) -> rusqlite::Result<Vec<Thrott
     Ok(out)
 }
 
-fn is_unique_violation(e: &StoreError) -> bool {
+pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Backend(a) if a.downcast_ref::<rusqlite::Error>().is_some_and(|e| matches!(
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
@@ -131,11 +131,17 @@ impl std::error::Error for Invalid {}
 pub(crate) fn scope_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Scope> {
     Scope::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
+pub(crate) fn resource_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<ResourceUri>> {
+    r.get::<_, Option<String>>(i)?
+        .map(|s| ResourceUri::parse(&s))
+        .transpose()
+        .map_err(|e| conv(i)(Invalid(e.description.into_owned())))
+}
 pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> {
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -155,11 +161,11 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         expires_at: r.get(9)?,
         used_at: r.get(10)?,
         grant_id: r.get(11)?,
+        resource: resource_at(r, 12)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str =
-    "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -172,6 +178,7 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
         created_at: r.get(o + 7)?,
         expires_at: r.get(o + 8)?,
         revoked_at: r.get(o + 9)?,
+        resource: resource_at(r, o + 10)?,
     })
 }
 
@@ -279,8 +286,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         g.id,
@@ -292,14 +299,15 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.auth_time,
         g.created_at,
         g.expires_at,
-        g.revoked_at
+        g.revoked_at,
+        g.resource.as_ref().map(ResourceUri::as_str)
     ])?;
     Ok(())
 }
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -313,7 +321,8 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.auth_time,
         k.expires_at,
         k.used_at,
-        k.grant_id
+        k.grant_id,
+        k.resource.as_ref().map(ResourceUri::as_str)
     ])?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use rusqlite::{Connection, params};
 
 use crate::purge_sql::{self, Param};
 use crate::sqlite::*;
+use crate::sqlite_resources::{RESOURCE_COLS, insert_resource_row, resource_row};
 
 /// Runs in the writer's group transaction, hence a savepoint.
 pub(crate) fn purge(c: &mut Connection, now: UnixTime, policy: &PurgePolicy) -> rusqlite::Result<TableCounts> {
@@ -97,6 +98,10 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .prepare("SELECT at, event, user_id, client_id, ip, detail FROM audit_events ORDER BY id")?
             .query_map([], audit_row)?
             .collect::<rusqlite::Result<_>>()?,
+        resources: tx
+            .prepare(&format!("SELECT {RESOURCE_COLS} FROM resources ORDER BY uri"))?
+            .query_map([], resource_row)?
+            .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;
     Ok(s)
@@ -114,6 +119,9 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     }
     for u in &s.users {
         insert_user_row(&tx, u)?;
+    }
+    for r in &s.resources {
+        insert_resource_row(&tx, r)?;
     }
     for k in &s.signing_keys {
         insert_key(&tx, k)?;

@@ -133,4 +133,16 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 6: RFC 8707 resource indicators: the registry of protected resources, and the resource each
+    // code and grant is bound to (NULL: the default audience).
+    r#"
+    ALTER TABLE codes ADD COLUMN resource TEXT;
+    ALTER TABLE grants ADD COLUMN resource TEXT;
+    CREATE TABLE resources (
+        uri TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
+use latchkey_core::resource::ResourceRecord;
 use latchkey_core::store::*;
 use latchkey_core::{Store, UnixTime, throttle};
-use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, Scope, TokenHash};
+use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, ResourceUri, Scope, TokenHash};
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
 
@@ -26,6 +27,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         login_hint: None,
         force_consent: false,
         auth_after: None,
+        resource: None,
     }
 }
 
@@ -77,6 +79,7 @@ fn code(hash: &str) -> CodeRecord {
         expires_at: 70,
         used_at: None,
         grant_id: None,
+        resource: None,
     }
 }
 
@@ -93,6 +96,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             created_at: 20,
             expires_at: 1000,
             revoked_at: None,
+            resource: None,
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -172,6 +176,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         login_hint: Some("alice".into()),
         force_consent: true,
         auth_after: Some(42),
+        resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -521,6 +526,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
 
 async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Arc<dyn Store>) {
     a_deployment_with_live_and_dead_records(&source).await;
+    source.insert_resource(&mcp_resource("https://a.example/mcp")).await.unwrap();
     let snapshot = source.export().await.unwrap();
     assert_eq!(snapshot.grants.len(), 8);
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
@@ -799,6 +805,41 @@ async fn a_private_key_is_replaced_only_if_unchanged(s: Arc<dyn Store>) {
     assert_eq!(s.signing_keys().await.unwrap()[0].private_pkcs8_b64, "enc:v1:sealed");
 }
 
+fn mcp_resource(uri: &str) -> ResourceRecord {
+    ResourceRecord {
+        uri: ResourceUri::parse(uri).unwrap(),
+        name: "MCP".into(),
+        scopes: Scope::parse("mcp:tools mcp:admin").unwrap(),
+        created_at: 5,
+    }
+}
+
+/// RFC 8707: the registry, and the resource a code and a grant are bound to, read back as stored.
+async fn resources_are_registered_once_and_bind_codes_and_grants(s: Arc<dyn Store>) {
+    let a = mcp_resource("https://a.example/mcp");
+    s.insert_resource(&a).await.unwrap();
+    assert!(matches!(s.insert_resource(&a).await, Err(StoreError::AlreadyExists(_))));
+    s.insert_resource(&mcp_resource("https://b.example/")).await.unwrap();
+    assert_eq!(s.resource(&a.uri).await.unwrap(), Some(a.clone()));
+    let all: Vec<_> = s.resources().await.unwrap().into_iter().map(|r| r.uri.to_string()).collect();
+    assert_eq!(all, ["https://a.example/mcp", "https://b.example/"]);
+
+    let bound = CodeRecord { resource: Some(a.uri.clone()), ..code("bound") };
+    s.insert_code(&bound).await.unwrap();
+    assert_eq!(s.code(&TokenHash::of("bound")).await.unwrap().unwrap().resource, Some(a.uri.clone()));
+    let mut issue = issuance("g-bound", "r-bound");
+    issue.grant.resource = Some(a.uri.clone());
+    assert_eq!(s.redeem_code(&TokenHash::of("bound"), 30, &issue).await.unwrap(), Redeemed::Issued);
+    let (_, grant) = s.refresh_token(&TokenHash::of("r-bound")).await.unwrap().unwrap();
+    assert_eq!(grant.resource, Some(a.uri.clone()));
+    let (_, grant) = s.access_token("jti-g-bound").await.unwrap().unwrap();
+    assert_eq!(grant.resource, Some(a.uri.clone()));
+
+    assert!(s.remove_resource(&a.uri).await.unwrap());
+    assert!(!s.remove_resource(&a.uri).await.unwrap());
+    assert_eq!(s.resource(&a.uri).await.unwrap(), None);
+}
+
 /// Runs every check, each on a fresh store from `make`.
 async fn suite<F, Fut>(make: F)
 where
@@ -826,6 +867,7 @@ where
     a_password_change_revokes_every_grant_of_the_user_in_one_step(make().await).await;
     revoking_a_users_tokens_keeps_their_password(make().await).await;
     a_private_key_is_replaced_only_if_unchanged(make().await).await;
+    resources_are_registered_once_and_bind_codes_and_grants(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -873,7 +915,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 2);
+    assert_eq!(s.migrate().await.unwrap(), 3);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(

@@ -2,8 +2,9 @@
 
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::secret::random_token;
-use latchkey_proto::{AuthorizationCode, CodeVerifier, OAuthError};
+use latchkey_proto::{AuthorizationCode, CodeVerifier, OAuthError, ResourceUri};
 
+use crate::resource;
 use crate::store::{ClientRecord, CodeRecord, GrantRecord, GrantType, Issuance, Redeemed};
 use crate::{Error, Provider, UnixTime};
 
@@ -58,6 +59,7 @@ pub async fn exchange(
     code: &AuthorizationCode,
     redirect_uri: Option<&str>,
     verifier: Option<&CodeVerifier>,
+    requested: Option<&ResourceUri>,
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
     if !client.allows(GrantType::AuthorizationCode) {
@@ -82,6 +84,19 @@ pub async fn exchange(
     // therefore revokes nothing, whoever presents it (review finding 13): it gets `invalid_grant`
     // and has no side effect.
     check(&record, client, redirect_uri, verifier, now)?;
+    let resource = match (&record.resource, requested) {
+        (None, Some(r)) => {
+            // RFC 8707 §2.2: the token request may name the resource the authorization request
+            // left out; it is checked as it would have been there.
+            let registered = p.store.resource(r).await?;
+            let allow = p.config.allow_unregistered_resources;
+            resource::decide_target(client, Some(r), registered.as_ref(), allow)?.resource
+        }
+        (granted, r) => {
+            resource::narrow(granted.as_ref(), r)?;
+            granted.clone()
+        }
+    };
     if record.used_at.is_some() {
         return Err(replayed(p, &record.client_id, record.grant_id.as_deref(), now).await);
     }
@@ -97,9 +112,10 @@ pub async fn exchange(
         created_at: now,
         expires_at: now + p.config.refresh_token_ttl as UnixTime,
         revoked_at: None,
+        resource,
     };
-    let opts =
-        super::MintOptions { aud: &p.config.audience, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
+    let aud = super::audience_of(p, client, &grant);
+    let opts = super::MintOptions { aud: &aud, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
     let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {
@@ -164,6 +180,7 @@ mod tests {
             expires_at: 160,
             used_at: None,
             grant_id: None,
+            resource: None,
         };
         (code, client, verifier)
     }

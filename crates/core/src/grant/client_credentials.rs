@@ -9,6 +9,7 @@
 //! and `issue` refuses to mint for a client registered before that check (or imported).
 
 use latchkey_proto::metadata::TokenResponse;
+use latchkey_proto::resource::same_audience;
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{ErrorCode, OAuthError, Scope};
 
@@ -49,7 +50,8 @@ pub fn decide(
         }
     };
     let aud = match (audience, client.audiences.first()) {
-        (Some(a), _) if client.audiences.iter().any(|x| x == a) => a.to_owned(),
+        // The administrator's spelling is the audience: `https://h` and `https://h/` are one.
+        (Some(a), _) if let Some(x) = client.audiences.iter().find(|x| same_audience(x, a)) => x.clone(),
         (Some(_), _) => {
             return Err(OAuthError::new(
                 ErrorCode::InvalidTarget,
@@ -88,6 +90,8 @@ pub async fn issue(
         created_at: now,
         expires_at: now + p.config.access_token_ttl as UnixTime,
         revoked_at: None,
+        // No refresh token, so nothing reads it back: the token's `aud` is decided above.
+        resource: None,
     };
     let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;

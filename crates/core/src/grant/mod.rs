@@ -74,6 +74,14 @@ pub(crate) struct MintOptions<'a> {
     pub refresh: bool,
 }
 
+/// The `aud` of access tokens under `grant`: its resource, or the default audience.
+pub(crate) fn audience_of(p: &Provider, client: &ClientRecord, grant: &GrantRecord) -> String {
+    match &grant.resource {
+        Some(r) => r.to_string(),
+        None => crate::resource::default_audience(client, &p.config.audience).to_owned(),
+    }
+}
+
 /// Signs the access token (and the id_token when `openid` is in scope) and draws a refresh token
 /// when the client is registered for the refresh grant.
 pub(crate) fn mint(
@@ -148,12 +156,12 @@ pub(crate) fn mint(
 pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(ClientId, TokenResponse), Error> {
     let client = client_auth::authenticate(p, &req.client).await?;
     let response = match req.grant {
-        latchkey_proto::GrantRequest::AuthorizationCode { code, redirect_uri, code_verifier } => {
-            authorization_code::exchange(p, &client, &code, redirect_uri.as_deref(), code_verifier.as_ref(), now)
-                .await?
+        latchkey_proto::GrantRequest::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
+            let (redirect, verifier) = (redirect_uri.as_deref(), code_verifier.as_ref());
+            authorization_code::exchange(p, &client, &code, redirect, verifier, resource.as_ref(), now).await?
         }
-        latchkey_proto::GrantRequest::RefreshToken { refresh_token, scope } => {
-            refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), now).await?
+        latchkey_proto::GrantRequest::RefreshToken { refresh_token, scope, resource } => {
+            refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), resource.as_ref(), now).await?
         }
         latchkey_proto::GrantRequest::ClientCredentials { scope, audience } => {
             client_credentials::issue(p, &client, scope.as_ref(), audience.as_deref(), now).await?

@@ -13,7 +13,7 @@
 //! client that made the first request may still hold the successor.
 
 use latchkey_proto::metadata::TokenResponse;
-use latchkey_proto::{ErrorCode, OAuthError, RefreshToken, Scope};
+use latchkey_proto::{ErrorCode, OAuthError, RefreshToken, ResourceUri, Scope};
 
 use super::grace;
 use crate::store::{ClientRecord, GrantRecord, GrantType, RefreshRecord, Rotated};
@@ -106,6 +106,7 @@ pub async fn refresh(
     client: &ClientRecord,
     presented: &RefreshToken,
     requested: Option<&Scope>,
+    resource: Option<&ResourceUri>,
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
     let hash = presented.hash();
@@ -120,6 +121,8 @@ pub async fn refresh(
     if grant.revoked_at.is_some() {
         return Err(OAuthError::invalid_grant("the refresh token has been revoked").into());
     }
+    // RFC 8707 §2.2: the grant's resource again, or none; never another.
+    crate::resource::narrow(grant.resource.as_ref(), resource)?;
     let request = fingerprint(client, &token, requested);
     if let Some(consumed_at) = token.consumed_at {
         let cached = token.cached_response.as_deref();
@@ -127,7 +130,8 @@ pub async fn refresh(
     }
     let session_alive = session_alive(p, &grant, now).await?;
     let scope = check(&token, &grant, client, requested, session_alive, now)?;
-    let opts = super::MintOptions { aud: &p.config.audience, nonce: None, id_token: true, refresh: true };
+    let aud = super::audience_of(p, client, &grant);
+    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: true, refresh: true };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
     // The successor keeps the family's scope, so that a narrowed refresh can be widened back up
     // to what was originally granted (RFC 6749 §6).
@@ -223,6 +227,7 @@ mod tests {
             created_at: 0,
             expires_at: 1000,
             revoked_at: None,
+            resource: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

@@ -95,6 +95,16 @@ impl Req {
         }
     }
 
+    /// A POST with a JSON body.
+    pub fn json(path: impl Into<String>, body: &serde_json::Value) -> Self {
+        Self {
+            method: Method::POST,
+            path: path.into(),
+            headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
     pub fn header(mut self, name: header::HeaderName, value: &str) -> Result<Self, OpError> {
         let v = HeaderValue::from_str(value).map_err(|_| OpError::Protocol("a header value is not valid HTTP"))?;
         self.headers.push((name, v));

@@ -91,6 +91,11 @@ pub struct Workload {
     /// Send load to a non-loopback address. A load generator pointed at a server that is not yours
     /// is an attack: the default refuses.
     pub allow_non_loopback: bool,
+    /// An RFC 8707 resource: when set, codes are also issued and exchanged for it, and the access
+    /// token must name it as `aud`.
+    pub resource: Option<String>,
+    /// Dynamic client registrations per run (0: none), where the provider has an endpoint.
+    pub registrations: usize,
 }
 
 impl Workload {
@@ -112,6 +117,8 @@ impl Workload {
             op_timeout: Duration::from_secs(30),
             userinfo_during_logins: true,
             allow_non_loopback: false,
+            resource: None,
+            registrations: 0,
         }
     }
 }

@@ -76,6 +76,13 @@ struct RunArgs {
     /// Allow load on non-loopback addresses. Only ever point this at servers you run.
     #[arg(long)]
     allow_non_loopback: bool,
+    /// Also issue and exchange codes for this RFC 8707 resource (the MCP flow); the providers
+    /// must know it (`seed-latchkey` registers its default).
+    #[arg(long, value_name = "URI")]
+    resource: Option<String>,
+    /// Dynamic client registrations (RFC 7591) per run, on providers that advertise an endpoint.
+    #[arg(long, default_value_t = 0)]
+    registrations: usize,
     /// Write JSON lines (one per phase and run, medians, checks) to this file.
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -161,6 +168,8 @@ async fn run(a: RunArgs) -> anyhow::Result<bool> {
         max_phase_time: Duration::from_secs(a.max_phase_seconds),
         userinfo_during_logins: !a.no_userinfo_during_logins,
         allow_non_loopback: a.allow_non_loopback,
+        resource: a.resource,
+        registrations: a.registrations,
         ..Workload::standard()
     };
     if w.allow_non_loopback {

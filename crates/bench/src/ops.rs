@@ -27,6 +27,8 @@ pub struct Client {
     /// Path of the authorization endpoint on the issuer's origin.
     pub authorize_path: String,
     pub token_path: String,
+    /// RFC 8707 `resource`, sent on the authorization and the token request.
+    pub resource: Option<String>,
 }
 
 /// A PKCE pair (RFC 7636 §4.1-4.2): 32 random bytes as the verifier, its S256 challenge.
@@ -54,15 +56,19 @@ impl Client {
     pub fn authorization_request(&self) -> (String, String, String) {
         let pkce = Pkce::generate();
         let state = random_b64(12);
-        let query = form_urlencoded::Serializer::new(String::new())
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", &self.redirect_uri)
             .append_pair("scope", &self.scope)
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256")
-            .append_pair("state", &state)
-            .finish();
+            .append_pair("state", &state);
+        if let Some(r) = &self.resource {
+            query.append_pair("resource", r);
+        }
+        let query = query.finish();
         (format!("{}?{query}", self.authorize_path), pkce.verifier, state)
     }
 
@@ -183,17 +189,29 @@ impl Op for Exchange {
     type Out = Tokens;
     async fn call(&self, conn: &mut Conn, i: usize) -> Result<(Tokens, usize), OpError> {
         let c = &self.codes[i];
-        let req = Req::form(
-            self.client.token_path.clone(),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &c.code),
-                ("redirect_uri", &self.client.redirect_uri),
-                ("client_id", &self.client.client_id),
-                ("code_verifier", &c.verifier),
-            ],
-        );
-        let (body, tokens) = token_response(conn.send(req).await?)?;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", c.code.as_str()),
+            ("redirect_uri", self.client.redirect_uri.as_str()),
+            ("client_id", self.client.client_id.as_str()),
+            ("code_verifier", c.verifier.as_str()),
+        ];
+        if let Some(r) = &self.client.resource {
+            form.push(("resource", r.as_str()));
+        }
+        let (body, tokens) = token_response(conn.send(Req::form(self.client.token_path.clone(), &form)).await?)?;
+        if let Some(r) = &self.client.resource {
+            // The point of the resource: the token is for it, and for nothing else.
+            let aud = jwt_claims(&tokens.access)?.get("aud").cloned();
+            let bound = match aud {
+                Some(serde_json::Value::String(a)) => a == *r,
+                Some(serde_json::Value::Array(a)) => a.len() == 1 && a[0].as_str() == Some(r.as_str()),
+                _ => false,
+            };
+            if !bound {
+                return Err(OpError::Protocol("the access token's aud is not the requested resource"));
+            }
+        }
         let claims = jwt_claims(&string_field(&body, "id_token")?)?;
         if claims.get("iss").and_then(|v| v.as_str()) != Some(self.client.issuer.as_str()) {
             return Err(OpError::Protocol("the id_token's iss is not the issuer"));
@@ -280,6 +298,38 @@ impl Op for Fetch {
     }
 }
 
+/// RFC 7591 registration of a public client, each with its own redirect URI (identical metadata
+/// could be answered with the existing client, which measures a lookup, not a registration).
+pub struct Register {
+    pub path: String,
+}
+
+#[async_trait]
+impl Op for Register {
+    type Out = ();
+    async fn call(&self, conn: &mut Conn, i: usize) -> Result<((), usize), OpError> {
+        let nonce = random_b64(6);
+        let body = serde_json::json!({
+            "client_name": format!("bench host {i}"),
+            "redirect_uris": [format!("http://127.0.0.1:{}/callback/{nonce}", 20000 + i % 40000)],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "application_type": "native",
+        });
+        let res = conn.send(Req::json(self.path.clone(), &body)).await?;
+        if res.status != StatusCode::CREATED && res.status != StatusCode::OK {
+            return Err(OpError::Status {
+                want: 201,
+                got: res.status.as_u16(),
+                body: String::from_utf8_lossy(&res.body).chars().take(200).collect(),
+            });
+        }
+        string_field(&res.json()?, "client_id")?;
+        Ok(((), 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +353,7 @@ mod tests {
             scope: "openid profile email".into(),
             authorize_path: "/authorize".into(),
             token_path: "/token".into(),
+            resource: None,
         };
         let (a, va, sa) = c.authorization_request();
         let (b, vb, sb) = c.authorization_request();

@@ -20,10 +20,16 @@ pub enum Phase {
     Hello,
     Login,
     UserinfoDuringLogins,
+    /// Authorization naming an RFC 8707 `resource`, and the exchange of its code: the token is
+    /// bound to that resource (the MCP flow).
+    AuthorizeResource,
+    ExchangeResource,
+    /// RFC 7591 dynamic client registration of a public client.
+    Register,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Authorize,
         Phase::Exchange,
         Phase::Refresh,
@@ -33,6 +39,9 @@ impl Phase {
         Phase::Hello,
         Phase::Login,
         Phase::UserinfoDuringLogins,
+        Phase::AuthorizeResource,
+        Phase::ExchangeResource,
+        Phase::Register,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +55,9 @@ impl Phase {
             Phase::Hello => "bare hyper hello",
             Phase::Login => "full login (Argon2id)",
             Phase::UserinfoDuringLogins => "userinfo during logins",
+            Phase::AuthorizeResource => "authorization with resource (RFC 8707)",
+            Phase::ExchangeResource => "code exchange with resource",
+            Phase::Register => "dynamic registration (RFC 7591)",
         }
     }
 }

@@ -5,7 +5,7 @@ use hyper::StatusCode;
 use std::sync::Arc;
 
 use crate::http::{Conn, Origin, Req};
-use crate::ops::{Authorize, Client, Exchange, Fetch, IssuedCode, Login, Refresh, Tokens, User, Userinfo};
+use crate::ops::{Authorize, Client, Exchange, Fetch, IssuedCode, Login, Refresh, Register, Tokens, User, Userinfo};
 use crate::phase::{self, Measured, Op, Spec};
 use crate::procfs;
 use crate::report::{Background, Check, Phase, PhaseResult, Report};
@@ -19,6 +19,8 @@ struct Prepared {
     userinfo_path: String,
     discovery_path: String,
     jwks_path: String,
+    /// The RFC 7591 registration endpoint, if the provider has one.
+    registration_path: Option<String>,
     users: Arc<Vec<User>>,
     sessions: Arc<Vec<String>>,
     /// (presented, successor) refresh tokens of the last refresh phase, for the rotation check.
@@ -124,7 +126,9 @@ async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> 
         scope: w.scope.clone(),
         authorize_path: endpoint("authorization_endpoint")?,
         token_path: endpoint("token_endpoint")?,
+        resource: None,
     };
+    let registration_path = endpoint("registration_endpoint").ok();
     let (userinfo_path, jwks_path) = (endpoint("userinfo_endpoint")?, endpoint("jwks_uri")?);
     let users: Arc<Vec<User>> = Arc::new(
         (0..w.users)
@@ -155,6 +159,7 @@ async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> 
         userinfo_path,
         discovery_path: well_known,
         jwks_path,
+        registration_path,
         origin,
         users,
         sessions: Arc::new(out.outputs.into_iter().map(|(_, s)| s).collect()),
@@ -264,6 +269,22 @@ async fn run_target(
         Arc::new(t.into_iter().map(|(_, t)| t).collect())
     };
 
+    if let Some(resource) = &w.resource {
+        let client = Client { resource: Some(resource.clone()), ..p.client.clone() };
+        let op = Arc::new(Authorize { client: client.clone(), sessions: p.sessions.clone() });
+        let (r, codes) = measure(&ctx, Phase::AuthorizeResource, op, &p.origin, &spec(w, n, c), none.clone()).await;
+        push(r, &mut out);
+        let codes: Arc<Vec<IssuedCode>> = Arc::new(codes.into_iter().map(|(_, c)| c).collect());
+        if codes.is_empty() {
+            push(skipped(&ctx, Phase::ExchangeResource, "no code was issued for the resource"), &mut out);
+        } else {
+            let op = Arc::new(Exchange { client, codes: codes.clone() });
+            let (r, _) =
+                measure(&ctx, Phase::ExchangeResource, op, &p.origin, &spec(w, codes.len(), c), none.clone()).await;
+            push(r, &mut out);
+        }
+    }
+
     let fresh: Vec<Tokens> = if tokens.is_empty() {
         push(skipped(&ctx, Phase::Refresh, "no token was issued"), &mut out);
         Vec::new()
@@ -288,6 +309,18 @@ async fn run_target(
         let op = Arc::new(Fetch { path: path.clone(), first_byte: Some(b'{') });
         let (r, _) = measure(&ctx, phase, op, &p.origin, &spec(w, n, c), none.clone()).await;
         push(r, &mut out);
+    }
+
+    if w.registrations > 0 {
+        match &p.registration_path {
+            Some(path) => {
+                let op = Arc::new(Register { path: path.clone() });
+                let count = if warmup { (w.registrations / 10).max(1) } else { w.registrations };
+                let (r, _) = measure(&ctx, Phase::Register, op, &p.origin, &spec(w, count, c), none.clone()).await;
+                push(r, &mut out);
+            }
+            None => push(skipped(&ctx, Phase::Register, "no registration_endpoint in its metadata"), &mut out),
+        }
     }
 
     let login = Arc::new(Login {

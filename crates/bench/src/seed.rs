@@ -34,6 +34,9 @@ fn now() -> i64 {
 }
 
 /// Creates what is missing; what exists already is kept (so a seeded database can be reused).
+/// The protected resource `seed-latchkey` registers, for `run --resource`.
+pub const BENCH_RESOURCE: &str = "https://api.bench.example/mcp";
+
 pub async fn seed(s: &Seed) -> anyhow::Result<Seeded> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&s.database)?);
     seed_store(store, s).await
@@ -46,6 +49,12 @@ pub async fn seed_store(store: Arc<dyn Store>, s: &Seed) -> anyhow::Result<Seede
     match add_client(store.as_ref(), client, now()).await {
         Ok(_) => out.client_created = true,
         Err(AdminError::Store(StoreError::AlreadyExists(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // The resource of the "with resource" phases (`run --resource`).
+    let resource = latchkey_core::admin::add_resource(store.as_ref(), BENCH_RESOURCE, None, &[], now()).await;
+    match resource {
+        Ok(_) | Err(AdminError::Store(StoreError::AlreadyExists(_))) => {}
         Err(e) => return Err(e.into()),
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

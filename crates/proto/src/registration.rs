@@ -84,7 +84,7 @@ struct Raw {
 
 /// Validated client metadata. Lists are de-duplicated and sorted, so that two registrations that
 /// differ only in order are the same registration (see the fingerprint in `latchkey-core`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientMetadata {
     pub redirect_uris: Vec<RedirectUri>,
     pub token_endpoint_auth_method: AuthMethod,

@@ -101,14 +101,35 @@ async fn an_mcp_host_registers_authorizes_on_any_loopback_port_sees_an_unverifie
     assert_eq!(status, 200, "{tokens}");
     assert!(tokens["refresh_token"].is_string());
 
-    // The same user, signed in and having consented: the page comes again (never skipped for a
-    // client nobody vetted). Denying it sends the error back with `iss` (RFC 9207).
+    // Denying sends the error back to the client with `iss` (RFC 9207).
     let again = b.get(&authorize_url(&s, &client_id, redirect, &CodeVerifier::generate())).await;
-    assert!(again.location().starts_with("/consent"), "consent is asked again: {} {}", again.status, again.location());
-    let page = b.get(&s.url(&again.location())).await;
-    let denied = b.submit_consent(&s.base, &page.body, "deny").await;
+    assert_eq!(again.status, 200, "the consent page: {}", again.location());
+    let denied = b.submit_consent(&s.base, &again.body, "deny").await;
     let q = query(&denied.location());
     assert_eq!((q["error"].as_str(), q["iss"].as_str()), ("access_denied", s.base.as_str()));
+}
+
+/// A web client (https redirect) nobody vetted: remembered consent does not skip the page, which
+/// a vetted client's would (RFC 8252 §8.6 alone only covers loopback and custom schemes).
+#[tokio::test]
+async fn an_unverified_client_gets_the_consent_page_every_time() {
+    let s = TestServer::start().await;
+    let redirect = "https://app.example/cb";
+    let body = json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "Google Drive"});
+    let (_, reg) = register(&s, &body, None).await;
+    let id = reg["client_id"].as_str().unwrap();
+    let b = s.browser();
+    let login = b.get(&authorize_url(&s, id, redirect, &CodeVerifier::generate())).await;
+    let res = b.submit_login(&s.base, &login.body, "alice", PASSWORD).await;
+    let consent = b.get(&s.url(&res.location())).await;
+    assert!(consent.body.contains("Google Drive</strong> (unverified)"), "{}", consent.body);
+    assert!(consent.body.contains("<strong>app.example</strong>"));
+    assert!(!consent.body.contains("an app on this device"), "no loopback warning for https");
+    let done = b.submit_consent(&s.base, &consent.body, "allow").await;
+    assert!(done.location().starts_with(redirect), "{}", done.location());
+    let again = b.get(&authorize_url(&s, id, redirect, &CodeVerifier::generate())).await;
+    assert_eq!(again.status, 200, "asked again, not redirected: {}", again.location());
+    assert!(again.body.contains("Unverified application"), "{}", again.body);
 }
 
 #[tokio::test]
@@ -130,7 +151,7 @@ async fn every_bad_registration_is_refused_with_a_precise_error() {
         (base(json!({"grant_types": ["password"]})), "invalid_client_metadata", "password"),
         (base(json!({"grant_types": ["client_credentials"]})), "invalid_client_metadata", "confidential client"),
         (base(json!({"response_types": ["token"]})), "invalid_client_metadata", "token"),
-        (base(json!({"token_endpoint_auth_method": "private_key_jwt"})), "invalid_client_metadata", "private_key_jwt"),
+        (base(json!({"token_endpoint_auth_method": "private_key_jwt"})), "invalid_client_metadata", "token_endpoint_auth_method"),
         (base(json!({"client_name": "x".repeat(201)})), "invalid_client_metadata", "client_name"),
         (base(json!({"redirect_uris": "https://app.example/cb"})), "invalid_client_metadata", "JSON object"),
     ];

@@ -1,5 +1,5 @@
-//! CORS for the endpoints a single-page app calls from JavaScript (`/token`, `/revoke`,
-//! `/userinfo`): allowed only for the origins of registered redirect URIs. No cookies are involved
+//! CORS. `/userinfo` ([`layer`]): allowed only for the origins of registered redirect URIs. The
+//! metadata documents, `/register`, `/token` and `/revoke` ([`open_layer`]): any origin. No cookies are involved
 //! (`Access-Control-Allow-Credentials` is never sent), so a CORS response never exposes a session.
 
 use axum::extract::{Request, State};
@@ -62,7 +62,7 @@ const OPEN_ALLOW_HEADERS: &str = "authorization, content-type, mcp-protocol-vers
 /// the login session cookie to such a request. The login and consent pages, which do use the
 /// session, get no CORS at all; `/userinfo` keeps the registered-origins rule of [`layer`].
 pub async fn open_layer(req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned();
+    let cross_origin = req.headers().contains_key(header::ORIGIN);
     let preflight =
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut res = if preflight {
@@ -76,9 +76,11 @@ pub async fn open_layer(req: Request, next: Next) -> Response {
         next.run(req).await
     };
     let h = res.headers_mut();
-    if let Some(origin) = origin {
-        h.append(header::VARY, HeaderValue::from_static("origin"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    if cross_origin {
+        // `*` rather than the echoed origin: with `*` a browser refuses to send credentials at
+        // all (Fetch standard, CORS check), whatever a future handler might add; and the
+        // client's Origin text is never copied into a response.
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("www-authenticate"));
     }
     // Whatever a handler may have set: this layer never lets credentials through.

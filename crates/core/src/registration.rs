@@ -376,7 +376,7 @@ mod tests {
         let n = decide(m, 1000).unwrap();
         assert_eq!(n.client.origin, ClientOrigin::Registered);
         assert!(!n.client.first_party && !n.client.vetted() && n.client.is_public());
-        assert_eq!(n.client.allowed_scope.to_string(), DEFAULT_SCOPE);
+        assert_eq!(n.client.allowed_scope, Scope::parse(DEFAULT_SCOPE).unwrap());
         assert!(n.secret.is_none());
         assert!(n.record.fingerprint.is_some());
         assert_eq!(n.record.access_hash, n.token.hash());

@@ -1045,7 +1045,7 @@ async fn identical_registrations_across(instances: &[Arc<dyn Store>]) {
     for t in tasks {
         let (c, id) = t.await.unwrap();
         created += usize::from(c);
-        ids.insert(id);
+        ids.insert(id.as_str().to_owned());
     }
     assert_eq!((created, ids.len()), (1, 1), "exactly one client, handed to all");
     assert_eq!(instances[0].clients().await.unwrap().len(), 1);

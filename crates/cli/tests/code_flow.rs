@@ -291,10 +291,17 @@ async fn cors_is_allowed_only_for_origins_of_registered_redirect_uris() {
     // (`/token`, `/revoke` and `/register` answer any origin: tests/registration.rs.)
     let (_, tokens) = s.tokens_for("spa").await;
     let access = tokens["access_token"].as_str().unwrap();
-    let res = http.get(s.url("/userinfo")).header("origin", "http://127.0.0.1:8765").bearer_auth(access).send().await.unwrap();
+    let res = http
+        .get(s.url("/userinfo"))
+        .header("origin", "http://127.0.0.1:8765")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["access-control-allow-origin"], "http://127.0.0.1:8765");
-    let res = http.get(s.url("/userinfo")).header("origin", "https://evil.example").bearer_auth(access).send().await.unwrap();
+    let res =
+        http.get(s.url("/userinfo")).header("origin", "https://evil.example").bearer_auth(access).send().await.unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
     // A client registered later is allowed without a restart.
     latchkey_core::admin::add_client(

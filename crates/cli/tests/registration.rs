@@ -59,7 +59,14 @@ async fn an_mcp_host_registers_authorizes_on_any_loopback_port_sees_an_unverifie
     let text = reg.to_string();
     assert!(!text.contains("null"), "never null: {text}");
     assert!(!text.contains("some_future_field"), "unknown fields are ignored");
-    for field in ["client_id", "token_endpoint_auth_method", "redirect_uris", "grant_types", "response_types", "client_id_issued_at"] {
+    for field in [
+        "client_id",
+        "token_endpoint_auth_method",
+        "redirect_uris",
+        "grant_types",
+        "response_types",
+        "client_id_issued_at",
+    ] {
         assert!(reg.get(field).is_some(), "{field} missing: {reg}");
     }
     assert_eq!(reg["token_endpoint_auth_method"], "none");
@@ -73,7 +80,8 @@ async fn an_mcp_host_registers_authorizes_on_any_loopback_port_sees_an_unverifie
     // Any port on the registered loopback host (RFC 8252 §7.3), but not another path.
     let redirect = "http://localhost:54321/callback";
     let b = s.browser();
-    let wrong_path = b.get(&authorize_url(&s, &client_id, "http://localhost:54321/other", &CodeVerifier::generate())).await;
+    let wrong_path =
+        b.get(&authorize_url(&s, &client_id, "http://localhost:54321/other", &CodeVerifier::generate())).await;
     assert_eq!(wrong_path.status, 400, "an unregistered redirect gets an error page, never a redirect");
     let v = CodeVerifier::generate();
     let login = b.get(&authorize_url(&s, &client_id, redirect, &v)).await;
@@ -115,7 +123,8 @@ async fn an_mcp_host_registers_authorizes_on_any_loopback_port_sees_an_unverifie
 async fn an_unverified_client_gets_the_consent_page_every_time() {
     let s = TestServer::start().await;
     let redirect = "https://app.example/cb";
-    let body = json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "Google Drive"});
+    let body =
+        json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "Google Drive"});
     let (_, reg) = register(&s, &body, None).await;
     let id = reg["client_id"].as_str().unwrap();
     let b = s.browser();
@@ -151,7 +160,11 @@ async fn every_bad_registration_is_refused_with_a_precise_error() {
         (base(json!({"grant_types": ["password"]})), "invalid_client_metadata", "password"),
         (base(json!({"grant_types": ["client_credentials"]})), "invalid_client_metadata", "confidential client"),
         (base(json!({"response_types": ["token"]})), "invalid_client_metadata", "token"),
-        (base(json!({"token_endpoint_auth_method": "private_key_jwt"})), "invalid_client_metadata", "token_endpoint_auth_method"),
+        (
+            base(json!({"token_endpoint_auth_method": "private_key_jwt"})),
+            "invalid_client_metadata",
+            "token_endpoint_auth_method",
+        ),
         (base(json!({"client_name": "x".repeat(201)})), "invalid_client_metadata", "client_name"),
         (base(json!({"redirect_uris": "https://app.example/cb"})), "invalid_client_metadata", "JSON object"),
     ];
@@ -258,7 +271,8 @@ async fn a_shared_registration_cannot_be_taken_over_by_its_first_registrant() {
     let (_, first) = register(&s, &claude_code(), None).await;
     let (_, second) = register(&s, &claude_code(), None).await;
     assert_eq!(first["client_id"], second["client_id"]);
-    let (uri, token) = (first["registration_client_uri"].as_str().unwrap(), first["registration_access_token"].as_str().unwrap());
+    let (uri, token) =
+        (first["registration_client_uri"].as_str().unwrap(), first["registration_access_token"].as_str().unwrap());
     let mut evil = claude_code();
     evil["redirect_uris"] = json!(["https://attacker.example/cb"]);
     let res = s.http.put(uri).bearer_auth(token).json(&evil).send().await.unwrap();
@@ -282,7 +296,8 @@ async fn with_the_token_policy_registration_needs_the_initial_access_token() {
     assert_eq!(status, 401, "without the token nothing about the metadata is said");
     let (status, reg) = register(&s, &claude_code(), Some(initial)).await;
     assert_eq!(status, 201, "{reg}");
-    let meta: Value = s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    let meta: Value =
+        s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["registration_endpoint"], s.url("/register"));
 }
 
@@ -291,7 +306,8 @@ async fn with_registration_off_there_is_no_endpoint() {
     let s = TestServer::start_with(|c| c.registration = RegistrationPolicy::Off).await;
     let (status, res) = register(&s, &claude_code(), None).await;
     assert_eq!((status, res["error"].as_str()), (404, Some("invalid_request")), "{res}");
-    let meta: Value = s.http.get(s.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let meta: Value =
+        s.http.get(s.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
     assert!(meta.get("registration_endpoint").is_none(), "{meta}");
     assert_eq!(s.http.get(s.url("/register/x")).send().await.unwrap().status(), 404);
 }
@@ -314,7 +330,12 @@ async fn registrations_from_one_network_hit_a_ceiling_per_minute() {
 #[tokio::test]
 async fn idle_self_registered_clients_are_purged_and_busy_ones_kept() {
     let s = TestServer::start_with(|c| c.registration_idle_ttl = 100).await;
-    let (_, idle) = register(&s, &json!({"redirect_uris": ["https://idle.example/cb"], "token_endpoint_auth_method": "none"}), None).await;
+    let (_, idle) = register(
+        &s,
+        &json!({"redirect_uris": ["https://idle.example/cb"], "token_endpoint_auth_method": "none"}),
+        None,
+    )
+    .await;
     s.advance(101);
     let counts = s.provider.purge_expired(s.now()).await.unwrap();
     assert_eq!(counts.clients, 1);
@@ -327,7 +348,13 @@ async fn idle_self_registered_clients_are_purged_and_busy_ones_kept() {
 async fn browser_hosts_get_cors_from_any_origin_without_credentials() {
     let s = TestServer::start().await;
     let origin = "http://localhost:6274";
-    for path in ["/register", "/token", "/revoke", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"] {
+    for path in [
+        "/register",
+        "/token",
+        "/revoke",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
         let res = s
             .http
             .request(reqwest::Method::OPTIONS, s.url(path))
@@ -362,7 +389,8 @@ async fn browser_hosts_get_cors_from_any_origin_without_credentials() {
 #[tokio::test]
 async fn the_metadata_lists_what_mcp_clients_look_for() {
     let s = TestServer::start().await;
-    let meta: Value = s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    let meta: Value =
+        s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["registration_endpoint"], s.url("/register"));
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert!(meta["scopes_supported"].as_array().unwrap().contains(&json!("openid")));

@@ -16,12 +16,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::UnixTime;
 use crate::audit;
 use crate::error::Error;
 use crate::provider::Provider;
 use crate::store::{ClientKind, ClientOrigin, ClientRecord, GrantType, Registered, RegistrationRecord, SigningAlg};
 use crate::throttle;
-use crate::UnixTime;
 
 /// Who may register (config `registration`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -372,7 +372,9 @@ mod tests {
 
     #[test]
     fn a_public_client_is_registered_unvetted_with_the_default_scope() {
-        let m = meta(r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"client_name":"Claude Code"}"#);
+        let m = meta(
+            r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"client_name":"Claude Code"}"#,
+        );
         let n = decide(m, 1000).unwrap();
         assert_eq!(n.client.origin, ClientOrigin::Registered);
         assert!(!n.client.first_party && !n.client.vetted() && n.client.is_public());
@@ -402,22 +404,32 @@ mod tests {
 
     #[test]
     fn a_public_client_cannot_register_for_client_credentials() {
-        let m = meta(r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","client_credentials"]}"#);
+        let m = meta(
+            r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","client_credentials"]}"#,
+        );
         assert_eq!(decide(m, 1).unwrap_err().code, ErrorCode::InvalidClientMetadata);
     }
 
     #[test]
     fn identical_metadata_has_one_fingerprint_and_different_metadata_another() {
-        let a = meta(r#"{"redirect_uris":["https://a.example/cb","http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}"#);
-        let b = meta(r#"{"redirect_uris":["http://127.0.0.1/cb","https://a.example/cb"],"token_endpoint_auth_method":"none"}"#);
-        let c = meta(r#"{"redirect_uris":["https://a.example/cb","http://127.0.0.1/cb"],"token_endpoint_auth_method":"none","client_name":"x"}"#);
+        let a = meta(
+            r#"{"redirect_uris":["https://a.example/cb","http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}"#,
+        );
+        let b = meta(
+            r#"{"redirect_uris":["http://127.0.0.1/cb","https://a.example/cb"],"token_endpoint_auth_method":"none"}"#,
+        );
+        let c = meta(
+            r#"{"redirect_uris":["https://a.example/cb","http://127.0.0.1/cb"],"token_endpoint_auth_method":"none","client_name":"x"}"#,
+        );
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));
     }
 
     #[test]
     fn the_consent_page_facts_of_an_unverified_client() {
-        let n = decide(meta(r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none"}"#), 1).unwrap();
+        let n =
+            decide(meta(r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none"}"#), 1)
+                .unwrap();
         let r = latchkey_proto::RedirectUri::parse("http://localhost:54321/callback").unwrap();
         let u = unverified(&n.client, &r).unwrap();
         assert_eq!(u, Unverified { redirect_host: "localhost".into(), client_id_host: None, loopback: true });

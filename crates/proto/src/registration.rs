@@ -138,9 +138,7 @@ fn web_url(field: &str, v: Option<String>) -> Result<Option<String>, OAuthError>
 pub fn self_registered_redirect(s: &str) -> Result<RedirectUri, OAuthError> {
     let reject = |why: &str| OAuthError::invalid_redirect_uri(format!("redirect URI {s:?}: {why}"));
     if s.len() > MAX_URI_LEN {
-        return Err(OAuthError::invalid_redirect_uri(format!(
-            "a redirect URI is longer than {MAX_URI_LEN} bytes"
-        )));
+        return Err(OAuthError::invalid_redirect_uri(format!("a redirect URI is longer than {MAX_URI_LEN} bytes")));
     }
     let url = Url::parse(s).map_err(|_| reject("not an absolute URI"))?;
     if url.fragment().is_some() {
@@ -217,9 +215,7 @@ impl ClientMetadata {
         response_types.dedup();
         // RFC 7591 §2.1: grant_types and response_types must agree.
         if has_code != !response_types.is_empty() {
-            return Err(bad(
-                "grant type authorization_code and response type code go together (RFC 7591 §2.1)",
-            ));
+            return Err(bad("grant type authorization_code and response type code go together (RFC 7591 §2.1)"));
         }
         if has_code && redirect_uris.is_empty() {
             return Err(OAuthError::invalid_redirect_uri(
@@ -363,7 +359,13 @@ mod tests {
 
     #[test]
     fn redirect_uris_of_each_kind() {
-        for ok in ["https://a.example/cb", "http://127.0.0.1/cb", "http://[::1]:8080/cb", "http://localhost/callback", "com.example.app:/oauth"] {
+        for ok in [
+            "https://a.example/cb",
+            "http://127.0.0.1/cb",
+            "http://[::1]:8080/cb",
+            "http://localhost/callback",
+            "com.example.app:/oauth",
+        ] {
             assert!(self_registered_redirect(ok).is_ok(), "{ok}");
         }
         for bad in [

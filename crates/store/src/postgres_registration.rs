@@ -51,7 +51,8 @@ impl PostgresStore {
                 let mut e = registration_row(&row)?;
                 tx.execute(sql::MARK_SHARED, &[&e.client_id.as_str()]).await?;
                 e.shared = true;
-                let cl = tx.query_one("SELECT data FROM clients WHERE client_id = $1", &[&e.client_id.as_str()]).await?;
+                let cl =
+                    tx.query_one("SELECT data FROM clients WHERE client_id = $1", &[&e.client_id.as_str()]).await?;
                 let cl: ClientRecord = json_of(&cl, 0)?;
                 tx.commit().await?;
                 return Ok(Registered::Existing(Box::new((cl, e))));
@@ -72,7 +73,14 @@ impl PostgresStore {
         .await?;
         tx.execute(
             sql::INSERT,
-            &[&reg.client_id.as_str(), &reg.access_hash.as_str(), &reg.fingerprint, &reg.shared, &meta, &reg.created_at],
+            &[
+                &reg.client_id.as_str(),
+                &reg.access_hash.as_str(),
+                &reg.fingerprint,
+                &reg.shared,
+                &meta,
+                &reg.created_at,
+            ],
         )
         .await?;
         tx.commit().await?;

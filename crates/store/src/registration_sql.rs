@@ -5,8 +5,7 @@ pub const INSERT: &str = "INSERT INTO registrations (client_id, access_hash, fin
     VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// The registration with fingerprint `$1`.
-pub const BY_FINGERPRINT: &str =
-    "SELECT client_id, access_hash, fingerprint, shared, metadata, created_at FROM registrations WHERE fingerprint = $1";
+pub const BY_FINGERPRINT: &str = "SELECT client_id, access_hash, fingerprint, shared, metadata, created_at FROM registrations WHERE fingerprint = $1";
 
 pub const BY_CLIENT: &str =
     "SELECT client_id, access_hash, fingerprint, shared, metadata, created_at FROM registrations WHERE client_id = $1";

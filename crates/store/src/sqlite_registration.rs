@@ -69,7 +69,14 @@ impl RegistrationStore for SqliteStore {
             )?;
             tx.execute(
                 sql::INSERT,
-                params![reg.client_id.as_str(), reg.access_hash.as_str(), reg.fingerprint, reg.shared, meta, reg.created_at],
+                params![
+                    reg.client_id.as_str(),
+                    reg.access_hash.as_str(),
+                    reg.fingerprint,
+                    reg.shared,
+                    meta,
+                    reg.created_at
+                ],
             )?;
             tx.commit()?;
             Ok(Registered::Created)

@@ -947,13 +947,19 @@ fn registration(json: &str, now: UnixTime) -> latchkey_core::registration::NewRe
     latchkey_core::registration::decide(meta, now).unwrap()
 }
 
-const PUBLIC: &str = r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none","client_name":"Claude"}"#;
+const PUBLIC: &str =
+    r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none","client_name":"Claude"}"#;
 
 fn confidential(i: usize) -> String {
     format!(r#"{{"redirect_uris":["https://app{i}.example/cb"],"token_endpoint_auth_method":"client_secret_post"}}"#)
 }
 
-async fn register(s: &Arc<dyn Store>, n: &latchkey_core::registration::NewRegistration, source: &str, now: UnixTime) -> Registered {
+async fn register(
+    s: &Arc<dyn Store>,
+    n: &latchkey_core::registration::NewRegistration,
+    source: &str,
+    now: UnixTime,
+) -> Registered {
     s.register_client(&n.client, &n.record, source, 3, now).await.unwrap()
 }
 

@@ -33,7 +33,7 @@ pub enum Step {
         username: String,
         /// Set for a client nobody vetted (self-registered, metadata document): what the page
         /// must show so that a borrowed name does not pass for the real application.
-        unverified: Option<crate::registration::Unverified>,
+        unverified: Option<Box<crate::registration::Unverified>>,
     },
 }
 
@@ -516,7 +516,7 @@ impl Provider {
         session: &SessionRecord,
     ) -> Result<Step, Error> {
         let username = self.store.user(&session.user_id).await?.map(|u| u.username).unwrap_or_default();
-        let unverified = crate::registration::unverified(client, &req.redirect_uri);
+        let unverified = crate::registration::unverified(client, &req.redirect_uri).map(Box::new);
         Ok(Step::Consent { pending, client_name: client.name.clone(), scope: req.scope.clone(), username, unverified })
     }
 

@@ -214,7 +214,7 @@ impl ClientMetadata {
         }
         response_types.dedup();
         // RFC 7591 §2.1: grant_types and response_types must agree.
-        if has_code != !response_types.is_empty() {
+        if has_code == response_types.is_empty() {
             return Err(bad("grant type authorization_code and response type code go together (RFC 7591 §2.1)"));
         }
         if has_code && redirect_uris.is_empty() {

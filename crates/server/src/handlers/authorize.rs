@@ -89,7 +89,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
                 csrf: &csrf,
                 username: &username,
                 scope: &scope,
-                unverified: unverified.as_ref(),
+                unverified: unverified.as_deref(),
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }

@@ -413,4 +413,40 @@ mod tests {
             .to_string();
         assert!(err.contains("LATCHKEY_CODE_LIFETIME"), "{err}");
     }
+
+    #[test]
+    fn registration_defaults_to_open_and_the_token_file_must_be_private() {
+        use latchkey_core::registration::RegistrationPolicy;
+        use std::os::unix::fs::PermissionsExt;
+        let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.registration, RegistrationPolicy::Open);
+        assert_eq!((s.registration_idle_ttl, s.registrations_per_minute), (30 * 24 * 3600, 60));
+        let off = Settings::resolve(None, &env(&[("LATCHKEY_REGISTRATION", "off")]), &Overrides::default()).unwrap();
+        assert_eq!(off.registration, RegistrationPolicy::Off);
+        let err = Settings::resolve(None, &env(&[("LATCHKEY_REGISTRATION", "closed")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("open, token or off"), "{err}");
+        let err = Settings::resolve(None, &env(&[("LATCHKEY_REGISTRATION", "token")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--registration-token-file"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("initial-token");
+        std::fs::write(&file, "an-initial-access-token-0123456789\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let flags = Overrides {
+            registration: Some("token".into()),
+            registration_token_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(None, &env(&[]), &flags).unwrap_err().to_string();
+        assert!(err.contains("can be read by others"), "a world-readable credential is refused: {err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = Settings::resolve(None, &env(&[]), &flags).unwrap();
+        let hash = latchkey_proto::TokenHash::of("an-initial-access-token-0123456789");
+        assert_eq!(s.registration, RegistrationPolicy::Token(hash), "trimmed, kept only as its hash");
+        assert_eq!(s.provider_config().registration, s.registration);
+    }
 }

@@ -83,6 +83,7 @@ status=0
   --target "node-oidc-provider=http://127.0.0.1:$PORT_PEER,pid=$PEER_PID" \
   --hello "http://127.0.0.1:$PORT_HELLO/,pid=$HELLO_PID" \
   --users "$USERS" --codes "$CODES" --connections "$CONNECTIONS" --logins "$LOGINS" --runs "$RUNS" \
+  --resource https://api.bench.example/mcp --registrations "${REGISTRATIONS:-2000}" \
   --json-out "$OUT/results.jsonl" --markdown-out "$OUT/results.md" "${update[@]}" "$@" || status=$?
 echo "JSON lines: $OUT/results.jsonl; Markdown: $OUT/results.md"
 exit $status

@@ -154,7 +154,8 @@ const provider = new Provider(issuer, {
     profile: ['name', 'preferred_username'],
     email: ['email', 'email_verified'],
   },
-  features: { devInteractions: { enabled: false } },
+  // RFC 7591 registration, open as Latchkey's default, for the registration phase.
+  features: { devInteractions: { enabled: false }, registration: { enabled: true } },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   pkce: { required: () => true },
   // Latchkey issues refresh tokens to every client registered for the grant, bound to the login

@@ -4,6 +4,7 @@
 use hyper::StatusCode;
 use std::sync::Arc;
 
+use crate::adapter::Adapter;
 use crate::http::{Conn, Origin, Req};
 use crate::ops::{Authorize, Client, Exchange, Fetch, IssuedCode, Login, Refresh, Register, Tokens, User, Userinfo};
 use crate::phase::{self, Measured, Op, Spec};
@@ -269,7 +270,13 @@ async fn run_target(
         Arc::new(t.into_iter().map(|(_, t)| t).collect())
     };
 
-    if let Some(resource) = &w.resource {
+    let resource = w.resource.as_ref().filter(|_| p.target.adapter == Adapter::Latchkey);
+    if w.resource.is_some() && resource.is_none() {
+        // node-oidc-provider needs a resource server per resource and grants that carry its
+        // scopes; the peer set-up in bench/peer does not configure that (yet).
+        push(skipped(&ctx, Phase::AuthorizeResource, "resource indicators are not configured on this peer"), &mut out);
+    }
+    if let Some(resource) = resource {
         let client = Client { resource: Some(resource.clone()), ..p.client.clone() };
         let op = Arc::new(Authorize { client: client.clone(), sessions: p.sessions.clone() });
         let (r, codes) = measure(&ctx, Phase::AuthorizeResource, op, &p.origin, &spec(w, n, c), none.clone()).await;

@@ -35,6 +35,12 @@ pub struct FileConfig {
     pub audit_retention: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub allow_unregistered_resources: Option<bool>,
+    /// `open` (default), `token` or `off` (RFC 7591 dynamic client registration).
+    pub registration: Option<String>,
+    /// With `registration = "token"`: the file (mode 0600) holding the initial access token.
+    pub registration_token_file: Option<std::path::PathBuf>,
+    pub registration_idle_ttl: Option<u64>,
+    pub registrations_per_minute: Option<u64>,
 }
 
 /// Every setting, resolved.
@@ -61,6 +67,11 @@ pub struct Settings {
     /// Seals the private signing keys at rest (`LATCHKEY_KEY_ENCRYPTION_KEY` or
     /// `--key-encryption-key-file`); `None`: they are stored as they are.
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// Who may register clients at `/register`.
+    pub registration: latchkey_core::registration::RegistrationPolicy,
+    /// Seconds after which a self-registered client with no live grant is removed.
+    pub registration_idle_ttl: u64,
+    pub registrations_per_minute: u32,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -108,6 +119,10 @@ pub struct Overrides {
     pub database: Option<String>,
     pub allow_insecure_db_permissions: bool,
     pub key_encryption_key_file: Option<std::path::PathBuf>,
+    /// `--registration open|token|off`.
+    pub registration: Option<String>,
+    /// `--registration-token-file FILE`.
+    pub registration_token_file: Option<std::path::PathBuf>,
 }
 
 const ENV_KEYS: &[&str] = &[
@@ -126,6 +141,10 @@ const ENV_KEYS: &[&str] = &[
     "SESSION_LIFETIME",
     "LOG_FORMAT",
     "KEY_ENCRYPTION_KEY",
+    "REGISTRATION",
+    "REGISTRATION_TOKEN_FILE",
+    "REGISTRATION_IDLE_TTL",
+    "REGISTRATIONS_PER_MINUTE",
 ];
 
 impl Settings {
@@ -205,7 +224,19 @@ impl Settings {
         if code_lifetime > 600 {
             bail!("code_lifetime may be at most 600 seconds (RFC 6749 §4.1.2)");
         }
+        let registration = registration_policy(
+            flags.registration.clone().or_else(|| ours.get("REGISTRATION").cloned()).or(file.registration),
+            flags
+                .registration_token_file
+                .clone()
+                .or_else(|| ours.get("REGISTRATION_TOKEN_FILE").map(Into::into))
+                .or(file.registration_token_file),
+        )?;
+        let per_minute = num("REGISTRATIONS_PER_MINUTE", file.registrations_per_minute, 60)?;
         Ok(Self {
+            registration,
+            registration_idle_ttl: num("REGISTRATION_IDLE_TTL", file.registration_idle_ttl, 30 * 24 * 3600)?,
+            registrations_per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
             issuer,
             listen,
             database: pick(&flags.database, "DATABASE", &file.database).unwrap_or_else(|| "latchkey.db".into()),
@@ -263,7 +294,51 @@ impl Settings {
         c.audit_retention = self.audit_retention;
         c.allow_unregistered_resources = self.allow_unregistered_resources;
         c.key_encryption_key = self.key_encryption_key.clone();
+        c.registration = self.registration.clone();
+        c.registration_idle_ttl = self.registration_idle_ttl;
+        c.registrations_per_minute = self.registrations_per_minute;
         c
+    }
+}
+
+/// `registration = open | token | off`; with `token`, the initial access token is read from
+/// `token_file`, which only its owner may read (it is a credential), and only its hash is kept.
+fn registration_policy(
+    mode: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<latchkey_core::registration::RegistrationPolicy> {
+    use latchkey_core::registration::RegistrationPolicy;
+    match mode.as_deref().unwrap_or("open") {
+        "open" => Ok(RegistrationPolicy::Open),
+        "off" => Ok(RegistrationPolicy::Off),
+        "token" => {
+            let path = token_file.ok_or_else(|| {
+                anyhow!("registration = \"token\" needs --registration-token-file (LATCHKEY_REGISTRATION_TOKEN_FILE)")
+            })?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path)
+                    .with_context(|| format!("reading the registration token file {}", path.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    bail!(
+                        "the registration token file {} can be read by others (mode {:o}); chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+            }
+            let token = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the registration token file {}", path.display()))?;
+            let token = token.trim();
+            if token.len() < 16 {
+                bail!("the initial access token in {} must be at least 16 characters", path.display());
+            }
+            Ok(RegistrationPolicy::Token(latchkey_proto::TokenHash::of(token)))
+        }
+        other => bail!("registration must be open, token or off, not {other:?}"),
     }
 }
 
@@ -356,5 +431,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("LATCHKEY_CODE_LIFETIME"), "{err}");
+    }
+
+    #[test]
+    fn registration_defaults_to_open_and_the_token_file_must_be_private() {
+        use latchkey_core::registration::RegistrationPolicy;
+        use std::os::unix::fs::PermissionsExt;
+        let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.registration, RegistrationPolicy::Open);
+        assert_eq!((s.registration_idle_ttl, s.registrations_per_minute), (30 * 24 * 3600, 60));
+        let off = Settings::resolve(None, &env(&[("LATCHKEY_REGISTRATION", "off")]), &Overrides::default()).unwrap();
+        assert_eq!(off.registration, RegistrationPolicy::Off);
+        let err = Settings::resolve(None, &env(&[("LATCHKEY_REGISTRATION", "closed")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("open, token or off"), "{err}");
+        let err = Settings::resolve(None, &env(&[("LATCHKEY_REGISTRATION", "token")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--registration-token-file"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("initial-token");
+        std::fs::write(&file, "an-initial-access-token-0123456789\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let flags = Overrides {
+            registration: Some("token".into()),
+            registration_token_file: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(None, &env(&[]), &flags).unwrap_err().to_string();
+        assert!(err.contains("can be read by others"), "a world-readable credential is refused: {err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = Settings::resolve(None, &env(&[]), &flags).unwrap();
+        let hash = latchkey_proto::TokenHash::of("an-initial-access-token-0123456789");
+        assert_eq!(s.registration, RegistrationPolicy::Token(hash), "trimmed, kept only as its hash");
+        assert_eq!(s.provider_config().registration, s.registration);
     }
 }

@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// Seconds between re-reads of the signing keys, so a rotation made elsewhere is published.
     #[arg(long, hide = true, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     key_reload_interval: u64,
+    /// Who may register clients (RFC 7591): open (default), token, or off.
+    #[arg(long, value_name = "open|token|off")]
+    registration: Option<String>,
+    /// With --registration token: a file (mode 0600) holding the initial access token.
+    #[arg(long, value_name = "FILE")]
+    registration_token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -129,12 +135,18 @@ fn main() -> ExitCode {
         Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
         _ => (None, None),
     };
+    let registration = match &cli.command {
+        Command::Serve(a) => (a.registration.clone(), a.registration_token_file.clone()),
+        _ => (None, None),
+    };
     let flags = config::Overrides {
         issuer: listen_issuer.1,
         listen: listen_issuer.0,
         database: cli.database.clone(),
         allow_insecure_db_permissions: cli.allow_insecure_db_permissions,
         key_encryption_key_file: cli.key_encryption_key_file.clone(),
+        registration: registration.0,
+        registration_token_file: registration.1,
     };
     let settings = match config::Settings::resolve(cli.config.as_deref(), &env, &flags) {
         Ok(s) => s,

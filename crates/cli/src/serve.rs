@@ -56,6 +56,16 @@ pub async fn run(
     let store = open_store(&settings.database, settings.store_options()).await?;
     let clock = Clock::system();
     let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
+    match &settings.registration {
+        latchkey_core::registration::RegistrationPolicy::Open => tracing::info!(
+            per_minute = settings.registrations_per_minute,
+            "open client registration at /register (RFC 7591): anyone may register a client, shown to users as unverified"
+        ),
+        latchkey_core::registration::RegistrationPolicy::Token(_) => {
+            tracing::info!("client registration at /register needs the initial access token")
+        }
+        latchkey_core::registration::RegistrationPolicy::Off => tracing::info!("client registration is off"),
+    }
     // Set-up happens before the port opens: once it accepts connections, the server is ready.
     if dev {
         dev_bootstrap(&provider, &clock).await?;

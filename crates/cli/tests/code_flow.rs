@@ -272,7 +272,7 @@ async fn cors_is_allowed_only_for_origins_of_registered_redirect_uris() {
     let s = TestServer::start().await;
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
-        http.request(reqwest::Method::OPTIONS, s.url("/token"))
+        http.request(reqwest::Method::OPTIONS, s.url("/userinfo"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header("access-control-request-headers", "content-type")
@@ -287,31 +287,21 @@ async fn cors_is_allowed_only_for_origins_of_registered_redirect_uris() {
     assert_eq!(denied.status(), 403);
     assert!(denied.headers().get("access-control-allow-origin").is_none());
 
-    // The actual request: the token exchange from the SPA's origin carries the header; an error too.
-    let v = CodeVerifier::generate();
-    let (_, code) = s.code_for("spa", &v).await;
+    // The actual request: userinfo from the SPA's origin carries the header; from another, not.
+    // (`/token`, `/revoke` and `/register` answer any origin: tests/registration.rs.)
+    let (_, tokens) = s.tokens_for("spa").await;
+    let access = tokens["access_token"].as_str().unwrap();
     let res = http
-        .post(s.url("/token"))
+        .get(s.url("/userinfo"))
         .header("origin", "http://127.0.0.1:8765")
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", "spa"),
-            ("code_verifier", v.expose_secret()),
-        ])
+        .bearer_auth(access)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["access-control-allow-origin"], "http://127.0.0.1:8765");
-    let res = http
-        .post(s.url("/token"))
-        .header("origin", "https://evil.example")
-        .form(&[("grant_type", "x")])
-        .send()
-        .await
-        .unwrap();
+    let res =
+        http.get(s.url("/userinfo")).header("origin", "https://evil.example").bearer_auth(access).send().await.unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
     // A client registered later is allowed without a restart.
     latchkey_core::admin::add_client(

@@ -576,7 +576,7 @@ async fn request_text_cannot_forge_fields_of_the_text_log() {
     let forged = r#"https://x.example event="login_success" user_id="admin""#;
     let http = reqwest::Client::new();
     let res = http
-        .request(reqwest::Method::OPTIONS, format!("http://{listen}/token"))
+        .request(reqwest::Method::OPTIONS, format!("http://{listen}/userinfo"))
         .header("origin", forged)
         .header("access-control-request-method", "POST")
         .send()

@@ -27,7 +27,15 @@ pub enum Step {
     /// Ask for the user's credentials; `pending` is the id of the stored request.
     Login { pending: String, client_name: String, login_hint: Option<String> },
     /// Ask the logged-in user to approve the scopes for this client.
-    Consent { pending: String, client_name: String, scope: Scope, username: String },
+    Consent {
+        pending: String,
+        client_name: String,
+        scope: Scope,
+        username: String,
+        /// Set for a client nobody vetted (self-registered, metadata document): what the page
+        /// must show so that a borrowed name does not pass for the real application.
+        unverified: Option<Box<crate::registration::Unverified>>,
+    },
 }
 
 /// The `prompt` parameter (OpenID Connect Core §3.1.2.1).
@@ -513,6 +521,11 @@ impl Provider {
     }
 
     async fn has_consent(&self, client: &ClientRecord, user_id: &str, scope: &Scope) -> Result<bool, Error> {
+        // Issue 12: a client nobody vetted always gets the consent page, remembered consent or not:
+        // anyone can register a client under a trusted name, and only the page shows who it is.
+        if !client.vetted() {
+            return Ok(false);
+        }
         if client.first_party {
             return Ok(true);
         }
@@ -527,7 +540,8 @@ impl Provider {
         session: &SessionRecord,
     ) -> Result<Step, Error> {
         let username = self.store.user(&session.user_id).await?.map(|u| u.username).unwrap_or_default();
-        Ok(Step::Consent { pending, client_name: client.name.clone(), scope: req.scope.clone(), username })
+        let unverified = crate::registration::unverified(client, &req.redirect_uri).map(Box::new);
+        Ok(Step::Consent { pending, client_name: client.name.clone(), scope: req.scope.clone(), username, unverified })
     }
 
     async fn save_pending(&self, p: &PendingAuthorization, ip: Option<IpAddr>, now: UnixTime) -> Result<String, Error> {

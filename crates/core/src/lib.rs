@@ -16,6 +16,7 @@ pub mod keys;
 pub mod logout;
 pub mod password;
 pub mod provider;
+pub mod registration;
 pub mod resource;
 pub mod revoke;
 pub mod server_key;

@@ -56,6 +56,15 @@ pub struct ProviderConfig {
     /// Seals the private signing keys at rest: new keys are stored sealed, sealed keys are opened
     /// with it. `None`: keys are stored as they are, and a sealed key refuses to load.
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// Who may register clients at `/register` (RFC 7591): anyone (the default, what MCP hosts
+    /// need), holders of an initial access token, or nobody.
+    pub registration: crate::registration::RegistrationPolicy,
+    /// A self-registered client with no live grant is removed this long after it registered, so
+    /// that abandoned registrations do not pile up.
+    pub registration_idle_ttl: u64,
+    /// Registrations allowed per source network (an IPv4 address, an IPv6 /64) per minute: a
+    /// ceiling against floods only, generous because hosted MCP connectors share egress addresses.
+    pub registrations_per_minute: u32,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -81,6 +90,9 @@ impl ProviderConfig {
             max_sessions_per_user: 32,
             audit_retention: 90 * 24 * 3600,
             key_encryption_key: None,
+            registration: Default::default(),
+            registration_idle_ttl: 30 * 24 * 3600,
+            registrations_per_minute: 60,
         }
     }
 }
@@ -177,7 +189,12 @@ impl Provider {
             key_publish_window: self.key_publish_window(),
             audit_retention: self.config.audit_retention,
         };
-        Ok(self.store.purge_expired(now, &policy).await?)
+        let mut counts = self.store.purge_expired(now, &policy).await?;
+        let idle = i64::try_from(self.config.registration_idle_ttl).unwrap_or(i64::MAX);
+        let (clients, counters) = self.store.purge_idle_registrations(now, now.saturating_sub(idle)).await?;
+        counts.clients += clients;
+        counts.login_throttle += counters;
+        Ok(counts)
     }
 
     /// How long a retired key stays in the JWKS: the longest life of a token it signed, plus a
@@ -212,6 +229,7 @@ impl Provider {
             revocation_endpoint: format!("{i}/revoke"),
             introspection_endpoint: format!("{i}/introspect"),
             end_session_endpoint: format!("{i}/logout"),
+            registration_endpoint: self.registration_enabled().then(|| format!("{i}/register")),
             scopes_supported: v(STANDARD_SCOPES),
             response_types_supported: v(&["code"]),
             response_modes_supported: v(&["query"]),

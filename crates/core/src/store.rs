@@ -348,8 +348,72 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
+/// The RFC 7591 / 7592 state of a self-registered client (`ClientOrigin::Registered`), kept next
+/// to its [`ClientRecord`] and deleted with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    pub client_id: ClientId,
+    /// SHA-256 of the registration access token (RFC 7592 §3): the token itself is never stored.
+    pub access_hash: TokenHash,
+    /// Public clients only: the hash of their normalized metadata. A second registration with the
+    /// same fingerprint gets this client instead of a new one (Claude.ai registers on every
+    /// connect), so that repeated registrations do not grow the store.
+    pub fingerprint: Option<String>,
+    /// This client was handed to another, identical registration: its registration access token
+    /// may read it but no longer change or delete it, since it is no longer its holder's alone.
+    pub shared: bool,
+    /// The metadata as registered, echoed by RFC 7592 reads.
+    pub metadata: latchkey_proto::registration::ClientMetadata,
+    pub created_at: UnixTime,
+}
+
+/// The outcome of [`RegistrationStore::register_client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registered {
+    /// The client and its registration were stored.
+    Created,
+    /// A public client with the same fingerprint exists: here it is (now marked shared).
+    Existing(Box<(ClientRecord, RegistrationRecord)>),
+    /// The source network has registered `per_minute` clients in the current minute.
+    Throttled,
+}
+
+/// Self-registered clients (RFC 7591 / 7592). Every operation is one atomic step on every backend.
 #[async_trait]
-pub trait Store: crate::resource::ResourceStore + Send + Sync + 'static {
+pub trait RegistrationStore: Send + Sync + 'static {
+    /// In one atomic step, also across instances: if `reg.fingerprint` is that of a stored
+    /// registration, marks it shared and returns it (nothing is counted: nothing is allocated);
+    /// else, if `source` has already registered `per_minute` clients in the minute that started at
+    /// its first one, returns `Throttled`; else stores `client` and `reg` and counts one under
+    /// `source`.
+    async fn register_client(
+        &self,
+        client: &ClientRecord,
+        reg: &RegistrationRecord,
+        source: &str,
+        per_minute: u32,
+        now: UnixTime,
+    ) -> StoreResult<Registered>;
+    async fn registration(&self, client_id: &ClientId) -> StoreResult<Option<RegistrationRecord>>;
+    /// RFC 7592 update: replaces the client and its registered metadata if the registration exists
+    /// and is not shared; the fingerprint is cleared (an updated client is its holder's own).
+    /// Returns whether it was replaced.
+    async fn update_registered_client(
+        &self,
+        client: &ClientRecord,
+        metadata: &latchkey_proto::registration::ClientMetadata,
+    ) -> StoreResult<bool>;
+    /// RFC 7592 delete: removes the client as [`Store::remove_client`] does (with everything issued
+    /// to it) if its registration exists and is not shared. Returns whether it was removed.
+    async fn delete_registered_client(&self, client_id: &ClientId) -> StoreResult<bool>;
+    /// Removes self-registered clients created before `created_before` that have no live grant
+    /// (unrevoked and unexpired at `now`), and registration throttle counters whose minute has
+    /// passed. Returns (clients removed, counters removed).
+    async fn purge_idle_registrations(&self, now: UnixTime, created_before: UnixTime) -> StoreResult<(u64, u64)>;
+}
+
+#[async_trait]
+pub trait Store: RegistrationStore + crate::resource::ResourceStore + Send + Sync + 'static {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
@@ -503,7 +567,8 @@ pub trait Store: crate::resource::ResourceStore + Send + Sync + 'static {
 /// Rows per table. As the result of [`Store::purge_expired`], the rows deleted, by this policy:
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TableCounts {
-    /// Never purged: removed by `client remove`.
+    /// Removed by `client remove`; self-registered clients (RFC 7591) also by the purge once they
+    /// are older than `registration_idle_ttl` and have no live grant (counted here).
     pub clients: u64,
     /// Never purged: removed by `user remove`.
     pub users: u64,
@@ -530,7 +595,7 @@ pub struct TableCounts {
     /// Expired access-token records (an expired JWT is refused before its record is looked up).
     pub access_tokens: u64,
     /// Failure counters whose last failure is older than `throttle::FORGET_AFTER`: they would
-    /// start again from zero anyway.
+    /// start again from zero anyway; and registration counters whose minute has passed.
     pub login_throttle: u64,
     /// Records older than [`PurgePolicy::audit_retention`] (90 days by default; 0 keeps them
     /// forever). Repeated refusals are aggregated before they are written (`throttle`), so an

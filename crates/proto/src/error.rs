@@ -27,6 +27,10 @@ pub enum ErrorCode {
     RequestUriNotSupported,
     /// RFC 8707 §2: the requested resource or audience is not one this client may target.
     InvalidTarget,
+    /// RFC 7591 §3.2.2: a redirect URI in a registration request is not acceptable.
+    InvalidRedirectUri,
+    /// RFC 7591 §3.2.2: some other client metadata field is invalid or not allowed.
+    InvalidClientMetadata,
 }
 
 impl ErrorCode {
@@ -52,6 +56,8 @@ impl ErrorCode {
             Self::RequestNotSupported => "request_not_supported",
             Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
         }
     }
 }
@@ -87,6 +93,12 @@ impl OAuthError {
     }
     pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidScope, d)
+    }
+    pub fn invalid_client_metadata(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClientMetadata, d)
+    }
+    pub fn invalid_redirect_uri(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRedirectUri, d)
     }
     pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidToken, d)
@@ -124,5 +136,7 @@ mod tests {
         assert_eq!(ErrorCode::InvalidGrant.as_str(), "invalid_grant");
         assert_eq!(ErrorCode::UnsupportedGrantType.as_str(), "unsupported_grant_type");
         assert_eq!(ErrorCode::LoginRequired.to_string(), "login_required");
+        assert_eq!(ErrorCode::InvalidRedirectUri.as_str(), "invalid_redirect_uri");
+        assert_eq!(ErrorCode::InvalidClientMetadata.as_str(), "invalid_client_metadata");
     }
 }

@@ -10,6 +10,7 @@ pub mod jose;
 pub mod metadata;
 pub mod params;
 pub mod pkce;
+pub mod registration;
 pub mod resource;
 pub mod secret;
 pub mod token;

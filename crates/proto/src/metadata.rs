@@ -36,6 +36,9 @@ pub struct ProviderMetadata {
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub end_session_endpoint: String,
+    /// RFC 7591 §3, RFC 8414 §2: absent when registration is turned off.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub registration_endpoint: Option<String>,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,

@@ -97,6 +97,17 @@ secret_type!(
     AccessToken
 );
 
+secret_type!(
+    /// An RFC 7592 registration access token: manages one self-registered client's registration.
+    RegistrationAccessToken
+);
+
+impl RegistrationAccessToken {
+    pub fn generate() -> Self {
+        Self(random_token())
+    }
+}
+
 impl AuthorizationCode {
     pub fn generate() -> Self {
         Self(random_token())

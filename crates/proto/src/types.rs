@@ -142,8 +142,11 @@ impl RedirectUri {
     }
 
     /// Whether this requested URI is allowed by a registered one. Exact string comparison
-    /// (RFC 9700 §4.1.3), with the one exception of RFC 8252 §7.3: for a registered loopback IP
-    /// literal over http, any port is accepted, since native apps get an ephemeral port at run time.
+    /// (RFC 9700 §4.1.3), with the one exception of RFC 8252 §7.3: for a registered loopback host
+    /// over http, any port is accepted, since native apps get an ephemeral port at run time. The
+    /// host itself must match: `localhost` only for `localhost` (Claude Code registers
+    /// `http://localhost/callback` and sends `http://localhost:54321/callback`), an IP literal only
+    /// for the same literal. Whatever the port, the code stays on this device.
     pub fn matches_registered(&self, registered: &RedirectUri) -> bool {
         if self.0 == registered.0 {
             return true;
@@ -151,7 +154,8 @@ impl RedirectUri {
         let (Ok(req), Ok(reg)) = (Url::parse(&self.0), Url::parse(&registered.0)) else {
             return false;
         };
-        let loopback_ip = |u: &Url| u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]"));
+        let loopback_ip =
+            |u: &Url| u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
         loopback_ip(&reg)
             && loopback_ip(&req)
             && req.host_str() == reg.host_str()
@@ -296,11 +300,26 @@ mod tests {
         let reg6 = RedirectUri::parse_registration("http://[::1]:8765/cb").unwrap();
         assert!(uri("http://[::1]:1/cb").matches_registered(&reg6));
         assert!(!uri("http://127.0.0.1:1/cb").matches_registered(&reg6));
-        // localhost (a name, not an IP literal) gets no port exception: RFC 8252 §8.3. (It cannot
-        // be registered any more, but clients registered before keep their exact match.)
-        let host = uri("http://localhost:8765/cb");
-        assert!(!uri("http://localhost:9999/cb").matches_registered(&host));
-        assert!(uri("http://localhost:8765/cb").matches_registered(&host));
+        // localhost: any port too (issue 12: Claude Code registers http://localhost/callback and
+        // sends an ephemeral port), but only for the name localhost, never for another host.
+        let host = uri("http://localhost/callback");
+        assert!(uri("http://localhost:54321/callback").matches_registered(&host));
+        assert!(uri("http://localhost/callback").matches_registered(&host));
+        assert!(!uri("http://127.0.0.1:54321/callback").matches_registered(&host));
+        assert!(!uri("http://localhost.evil.example:54321/callback").matches_registered(&host));
+        assert!(!uri("http://localhost:54321/callback/x").matches_registered(&host));
+        assert!(!uri("https://localhost:54321/callback").matches_registered(&host));
+        assert!(!uri("http://user@localhost:54321/callback").matches_registered(&host));
+    }
+
+    #[test]
+    fn everything_but_loopback_http_is_matched_exactly() {
+        let reg = uri("https://app.example.com/cb");
+        assert!(!uri("https://app.example.com:8443/cb").matches_registered(&reg));
+        let custom = uri("com.example.app://cb");
+        assert!(!uri("com.example.app://cb:1").matches_registered(&custom));
+        let https_local = uri("https://localhost/cb");
+        assert!(!uri("https://localhost:8443/cb").matches_registered(&https_local), "https loopback keeps exact match");
     }
 
     #[test]

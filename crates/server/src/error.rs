@@ -30,7 +30,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InteractionRequired
         | ErrorCode::RequestNotSupported
         | ErrorCode::RequestUriNotSupported
-        | ErrorCode::InvalidTarget => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidTarget
+        | ErrorCode::InvalidRedirectUri
+        | ErrorCode::InvalidClientMetadata => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -109,6 +111,8 @@ impl IntoResponse for ApiError {
 pub enum Refusal {
     /// The body is larger than [`crate::MAX_BODY`] (RFC 9110 §15.5.14).
     BodyTooLarge,
+    /// Client metadata (RFC 7591) larger than this many bytes.
+    MetadataTooLarge(usize),
     /// The body could not be read: the client broke the framing (e.g. bad chunked encoding).
     BodyUnreadable,
     /// The route exists, this method does not (RFC 9110 §15.5.6; axum adds the `Allow` header).
@@ -118,7 +122,7 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooLarge | Self::MetadataTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -128,6 +132,9 @@ impl Refusal {
         match self {
             Self::BodyTooLarge => {
                 format!("the request body is larger than {} bytes; OAuth requests are far smaller", crate::MAX_BODY)
+            }
+            Self::MetadataTooLarge(n) => {
+                format!("the client metadata is larger than {n} bytes; a registration is far smaller")
             }
             Self::BodyUnreadable => "the request body could not be read (broken framing or encoding)".to_owned(),
             Self::MethodNotAllowed(m) => {

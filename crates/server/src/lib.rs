@@ -70,26 +70,42 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let ids = SequentialIds::new();
     let secure = state.secure();
-    // What a single-page app calls from JavaScript: CORS for registered origins only.
+    // `/userinfo` answers with a user's data to a bearer token: CORS for registered origins only.
     let preflight = || async { StatusCode::NO_CONTENT };
     let cors_api = Router::new()
-        .route("/token", api(post(handlers::token::token).options(preflight)))
-        .route("/revoke", api(post(handlers::revoke::revoke).options(preflight)))
         .route(
             "/userinfo",
             api(get(handlers::userinfo::userinfo).post(handlers::userinfo::userinfo).options(preflight)),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer));
+    // What a browser-based MCP host calls before it has a registered origin: CORS for any origin,
+    // never with credentials (`cors::open_layer` says why that is safe).
+    let register_routes = Router::new()
+        .route("/register", api(post(handlers::register::register).options(preflight)))
+        .route(
+            "/register/{client_id}",
+            api(get(handlers::register::read)
+                .put(handlers::register::update)
+                .delete(handlers::register::delete)
+                .options(preflight)),
+        )
+        .layer(DefaultBodyLimit::max(handlers::register::MAX_METADATA));
+    let open_api = Router::new()
+        .route("/token", api(post(handlers::token::token).options(preflight)))
+        .route("/revoke", api(post(handlers::revoke::revoke).options(preflight)))
+        .route("/.well-known/openid-configuration", api(get(handlers::discovery::metadata).options(preflight)))
+        .route("/.well-known/oauth-authorization-server", api(get(handlers::discovery::metadata).options(preflight)))
+        .route("/jwks.json", api(get(handlers::discovery::jwks).options(preflight)))
+        .merge(register_routes)
+        .route_layer(axum::middleware::from_fn(cors::open_layer));
     let router = Router::new()
         .merge(cors_api)
+        .merge(open_api)
         .route("/authorize", page(get(handlers::authorize::get).post(handlers::authorize::post)))
         .route("/login", page(post(handlers::authorize::login)))
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
-        .route("/.well-known/openid-configuration", api(get(handlers::discovery::metadata)))
-        .route("/.well-known/oauth-authorization-server", api(get(handlers::discovery::metadata)))
-        .route("/jwks.json", api(get(handlers::discovery::jwks)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -99,6 +99,31 @@ pub struct ConsentPage<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub scope: &'a Scope,
+    /// A client nobody vetted (issue 12): marked unverified, with where it sends the user.
+    pub unverified: Option<&'a latchkey_core::registration::Unverified>,
+}
+
+/// The warning block for an unverified client: its name is its own choice, so the page shows the
+/// facts a name cannot fake (the redirect host, the metadata document's host). Every value is
+/// escaped; `logo_uri` is never shown (a stranger's logo would lend the page a known brand).
+fn unverified_notice(u: &latchkey_core::registration::Unverified) -> String {
+    let mut s = format!(
+        r#"<div class="warning" role="alert">
+<p><strong>Unverified application.</strong> Nobody at this site has checked it; its name is the one it gave itself.</p>
+<p>After you answer, you will be sent to <strong>{}</strong>.</p>
+"#,
+        text(&u.redirect_host)
+    );
+    if let Some(h) = &u.client_id_host {
+        s.push_str(&format!("<p>It is described by a document published at <strong>{}</strong>.</p>\n", text(h)));
+    }
+    if u.loopback {
+        s.push_str(
+            "<p>This goes to an app on this device (a loopback address). Allow only if you just started this app yourself.</p>\n",
+        );
+    }
+    s.push_str("</div>\n");
+    s
 }
 
 pub fn consent(p: &ConsentPage<'_>) -> String {
@@ -113,7 +138,7 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
         &format!(
             r#"<h1>Allow access?</h1>
 <p class="sub">Signed in as <strong>{user}</strong></p>
-<p><strong>{client}</strong> would like to:</p>
+{notice}<p><strong>{client}</strong>{mark} would like to:</p>
 <ul class="scopes">
 {items}</ul>
 <form method="post" action="/consent">
@@ -124,6 +149,8 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
 </form>"#,
             user = text(p.username),
             client = text(p.client_name),
+            notice = p.unverified.map(unverified_notice).unwrap_or_default(),
+            mark = if p.unverified.is_some() { " (unverified)" } else { "" },
             pending = attr(p.pending),
             csrf = attr(p.csrf),
         ),

@@ -7,12 +7,15 @@
 
 mod postgres;
 mod postgres_maint;
+mod postgres_registration;
 mod postgres_resources;
 mod postgres_schema;
 mod purge_sql;
+mod registration_sql;
 mod sqlite;
 mod sqlite_conn;
 mod sqlite_maint;
+mod sqlite_registration;
 mod sqlite_resources;
 mod sqlite_schema;
 #[cfg(feature = "test-util")]

@@ -148,4 +148,22 @@ pub const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     "#,
+    // 4: RFC 7591 registrations, deleted with their client, and the per-source registration
+    // ceiling (SQLite 7).
+    r#"
+    CREATE TABLE registrations (
+        client_id TEXT PRIMARY KEY REFERENCES clients (client_id) ON DELETE CASCADE,
+        access_hash TEXT NOT NULL,
+        fingerprint TEXT UNIQUE,
+        shared BOOLEAN NOT NULL DEFAULT FALSE,
+        metadata TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX registrations_by_age ON registrations (created_at);
+    CREATE TABLE registration_throttle (
+        source TEXT PRIMARY KEY,
+        window_start BIGINT NOT NULL,
+        count BIGINT NOT NULL
+    );
+    "#,
 ];

@@ -145,4 +145,22 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 7: RFC 7591 registrations, deleted with their client, and the per-source registration
+    // ceiling.
+    r#"
+    CREATE TABLE registrations (
+        client_id TEXT PRIMARY KEY REFERENCES clients (client_id) ON DELETE CASCADE,
+        access_hash TEXT NOT NULL,
+        fingerprint TEXT UNIQUE,
+        shared INTEGER NOT NULL DEFAULT 0,
+        metadata TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX registrations_by_age ON registrations (created_at);
+    CREATE TABLE registration_throttle (
+        source TEXT PRIMARY KEY,
+        window_start INTEGER NOT NULL,
+        count INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -868,6 +868,8 @@ where
     revoking_a_users_tokens_keeps_their_password(make().await).await;
     a_private_key_is_replaced_only_if_unchanged(make().await).await;
     resources_are_registered_once_and_bind_codes_and_grants(make().await).await;
+    registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
+    identical_registrations_at_once_create_one_client(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -915,7 +917,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 3);
+    assert_eq!(s.migrate().await.unwrap(), 4);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -979,4 +981,132 @@ async fn postgres_login_attempts_are_reserved_as_one_across_instances() {
     let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
     concurrent_reservations(&[a, b]).await;
+}
+
+/// A registration decided from `json` metadata (RFC 7591) at `now`.
+fn registration(json: &str, now: UnixTime) -> latchkey_core::registration::NewRegistration {
+    let meta = latchkey_proto::registration::ClientMetadata::parse(json.as_bytes()).unwrap();
+    latchkey_core::registration::decide(meta, now).unwrap()
+}
+
+const PUBLIC: &str =
+    r#"{"redirect_uris":["http://localhost/callback"],"token_endpoint_auth_method":"none","client_name":"Claude"}"#;
+
+fn confidential(i: usize) -> String {
+    format!(r#"{{"redirect_uris":["https://app{i}.example/cb"],"token_endpoint_auth_method":"client_secret_post"}}"#)
+}
+
+async fn register(
+    s: &Arc<dyn Store>,
+    n: &latchkey_core::registration::NewRegistration,
+    source: &str,
+    now: UnixTime,
+) -> Registered {
+    s.register_client(&n.client, &n.record, source, 3, now).await.unwrap()
+}
+
+async fn registrations_are_deduplicated_managed_throttled_and_purged(s: Arc<dyn Store>) {
+    // Identical public metadata: the second registration gets the first client, marked shared,
+    // and nothing new is stored or counted.
+    let first = registration(PUBLIC, 100);
+    assert_eq!(register(&s, &first, "198.51.100.1", 100).await, Registered::Created);
+    let stored = s.registration(&first.client.client_id).await.unwrap().unwrap();
+    assert_eq!(stored, first.record);
+    assert_eq!(s.client(&first.client.client_id).await.unwrap().unwrap(), first.client);
+    let again = registration(PUBLIC, 101);
+    let Registered::Existing(existing) = register(&s, &again, "198.51.100.1", 101).await else { panic!("not merged") };
+    assert_eq!(existing.0, first.client);
+    assert_eq!(existing.1, RegistrationRecord { shared: true, ..first.record.clone() });
+    assert_eq!(s.clients().await.unwrap().len(), 1);
+    // A shared registration can no longer be changed or deleted by its token's holder.
+    assert!(!s.update_registered_client(&first.client, &first.record.metadata).await.unwrap());
+    assert!(!s.delete_registered_client(&first.client.client_id).await.unwrap());
+    assert!(s.client(&first.client.client_id).await.unwrap().is_some());
+
+    // An unshared one can: the update replaces client and metadata and ends its fingerprint.
+    let own = registration(&confidential(0), 100);
+    assert_eq!(register(&s, &own, "198.51.100.1", 100).await, Registered::Created);
+    let mut changed = own.client.clone();
+    changed.name = "Renamed".into();
+    let meta = latchkey_proto::registration::ClientMetadata::parse(confidential(9).as_bytes()).unwrap();
+    assert!(s.update_registered_client(&changed, &meta).await.unwrap());
+    assert_eq!(s.client(&own.client.client_id).await.unwrap().unwrap().name, "Renamed");
+    let reg = s.registration(&own.client.client_id).await.unwrap().unwrap();
+    assert_eq!((reg.metadata, reg.fingerprint), (meta, None));
+    assert!(s.delete_registered_client(&own.client.client_id).await.unwrap());
+    assert_eq!(s.client(&own.client.client_id).await.unwrap(), None);
+    assert_eq!(s.registration(&own.client.client_id).await.unwrap(), None, "deleted with its client");
+
+    // The ceiling: 3 per source per minute (2 used above), other sources apart, a new minute anew.
+    let fresh = |i| registration(&confidential(i), 110);
+    assert_eq!(register(&s, &fresh(1), "198.51.100.1", 110).await, Registered::Created);
+    let refused = fresh(2);
+    assert_eq!(register(&s, &refused, "198.51.100.1", 120).await, Registered::Throttled);
+    assert_eq!(register(&s, &fresh(3), "203.0.113.7", 120).await, Registered::Created);
+    assert_eq!(register(&s, &fresh(4), "198.51.100.1", 160).await, Registered::Created, "the minute is over");
+    assert!(s.client(&refused.client.client_id).await.unwrap().is_none(), "a refused one stores nothing");
+
+    // The idle purge: registered before the cut-off and no live grant. A live grant keeps a
+    // client, an administrator's client is never touched, and ended minutes' counters go.
+    s.insert_client(&client("app")).await.unwrap();
+    let busy = registration(&confidential(5), 100);
+    assert_eq!(register(&s, &busy, "192.0.2.9", 100).await, Registered::Created);
+    let mut grant = issuance("g-busy", "r-busy");
+    grant.grant.client_id = busy.client.client_id.clone();
+    s.insert_grant(&grant).await.unwrap();
+    let before = s.clients().await.unwrap().len();
+    let (removed, counters) = s.purge_idle_registrations(500, 200).await.unwrap();
+    assert_eq!(counters, 3, "every source's minute has passed");
+    let left: Vec<ClientId> = s.clients().await.unwrap().into_iter().map(|c| c.client_id).collect();
+    assert_eq!(removed as usize, before - left.len());
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&ClientId::parse("app").unwrap()) && left.contains(&busy.client.client_id));
+    assert_eq!(s.purge_idle_registrations(500, 200).await.unwrap(), (0, 0));
+    // Once its grant is revoked, the busy client is idle too.
+    s.revoke_grant("g-busy", 501).await.unwrap();
+    assert_eq!(s.purge_idle_registrations(502, 200).await.unwrap().0, 1);
+    assert!(s.client(&busy.client.client_id).await.unwrap().is_none());
+}
+
+/// Claude.ai registers on every connect: 50 identical registrations at once store one client.
+async fn identical_registrations_at_once_create_one_client(s: Arc<dyn Store>) {
+    identical_registrations_across(&[s.clone(), s]).await;
+}
+
+async fn identical_registrations_across(instances: &[Arc<dyn Store>]) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = instances[i % instances.len()].clone();
+            tokio::spawn(async move {
+                let n = registration(PUBLIC, 100);
+                let source = format!("198.51.100.{i}");
+                match s.register_client(&n.client, &n.record, &source, 60, 100).await.unwrap() {
+                    Registered::Created => (true, n.client.client_id),
+                    Registered::Existing(e) => (false, e.0.client_id),
+                    Registered::Throttled => panic!("not throttled"),
+                }
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (c, id) = t.await.unwrap();
+        created += usize::from(c);
+        ids.insert(id.as_str().to_owned());
+    }
+    assert_eq!((created, ids.len()), (1, 1), "exactly one client, handed to all");
+    assert_eq!(instances[0].clients().await.unwrap().len(), 1);
+}
+
+/// Two pools on one database: one registration seen by both, and the idempotent insert holds
+/// across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_registrations_are_one_across_instances() {
+    let Some(db) = TestDatabase::create("registrations").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    identical_registrations_across(&[a.clone(), b.clone()]).await;
+    let id = a.clients().await.unwrap()[0].client_id.clone();
+    assert!(b.registration(&id).await.unwrap().unwrap().shared);
 }

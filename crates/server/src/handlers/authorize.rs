@@ -81,7 +81,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
-        Step::Consent { pending, client_name, scope, username } => {
+        Step::Consent { pending, client_name, scope, username, unverified } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::consent(&pages::ConsentPage {
                 client_name: &client_name,
@@ -89,6 +89,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
                 csrf: &csrf,
                 username: &username,
                 scope: &scope,
+                unverified: unverified.as_deref(),
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }

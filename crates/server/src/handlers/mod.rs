@@ -1,6 +1,7 @@
 pub mod authorize;
 pub mod discovery;
 pub mod logout;
+pub mod register;
 pub mod revoke;
 pub mod token;
 pub mod userinfo;

@@ -142,7 +142,12 @@ impl PostgresStore {
         Ok(MIGRATIONS.len())
     }
 
-    pub(crate) async fn opt<T>(&self, sql: &str, p: Params<'_>, f: impl Fn(&Row) -> anyhow::Result<T>) -> StoreResult<Option<T>> {
+    pub(crate) async fn opt<T>(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+        f: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> StoreResult<Option<T>> {
         let run = async {
             let c = self.conn().await?;
             let stmt = c.prepare_cached(sql).await?;

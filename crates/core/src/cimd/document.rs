@@ -50,7 +50,10 @@ impl DocumentUrl {
         if url.scheme() != "https" || !client_id.starts_with("https://") {
             return Err(bad("it must use the https scheme, written in lower case"));
         }
-        if !url.username().is_empty() || url.password().is_some() || client_id[8..].split('/').next().is_some_and(|a| a.contains('@')) {
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || client_id[8..].split('/').next().is_some_and(|a| a.contains('@'))
+        {
             return Err(bad("it must not contain user information"));
         }
         if url.fragment().is_some() || client_id.contains('#') {
@@ -184,7 +187,9 @@ pub fn client_from_document(url: &DocumentUrl, body: &[u8], fetched_at: UnixTime
     let post_logout_redirect_uris = match doc.get("post_logout_redirect_uris") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(a)) if a.len() <= MAX_REDIRECT_URIS => uri_list(a, "post_logout_redirect_uris")?,
-        Some(_) => return invalid(format!("post_logout_redirect_uris must be an array of at most {MAX_REDIRECT_URIS} URIs")),
+        Some(_) => {
+            return invalid(format!("post_logout_redirect_uris must be an array of at most {MAX_REDIRECT_URIS} URIs"));
+        }
     };
 
     // RFC 7591 §2: grant_types defaults to authorization_code. A public client may use the code
@@ -215,7 +220,8 @@ pub fn client_from_document(url: &DocumentUrl, body: &[u8], fetched_at: UnixTime
             return invalid("response_types must include code".into());
         }
     }
-    let default_scope = || Scope::parse(DEFAULT_SCOPE).map_err(|e| CimdError::InvalidMetadata(e.description.into_owned()));
+    let default_scope =
+        || Scope::parse(DEFAULT_SCOPE).map_err(|e| CimdError::InvalidMetadata(e.description.into_owned()));
     let allowed_scope = match doc.get("scope") {
         None | Some(Value::Null) => default_scope()?,
         Some(Value::String(s)) if s.trim().is_empty() => default_scope()?,
@@ -271,15 +277,20 @@ fn uri_list(uris: &[Value], field: &str) -> Result<Vec<RedirectUri>, CimdError> 
 /// and `none` chosen if listed. Nothing said at all also means `none`: a document cannot carry
 /// the secret RFC 7591's default (`client_secret_basic`) would need.
 fn pick_auth_method(doc: &serde_json::Map<String, Value>) -> Result<(), CimdError> {
-    let methods: Vec<&str> = match (doc.get("token_endpoint_auth_method"), doc.get("token_endpoint_auth_methods_supported")) {
-        (Some(Value::String(m)), _) => vec![m.as_str()],
-        (Some(_), _) => return Err(CimdError::InvalidMetadata("token_endpoint_auth_method must be a string".into())),
-        (None, Some(Value::Array(a))) => a.iter().filter_map(Value::as_str).collect(),
-        (None, Some(_)) => {
-            return Err(CimdError::InvalidMetadata("token_endpoint_auth_methods_supported must be an array".into()));
-        }
-        (None, None) => return Ok(()),
-    };
+    let methods: Vec<&str> =
+        match (doc.get("token_endpoint_auth_method"), doc.get("token_endpoint_auth_methods_supported")) {
+            (Some(Value::String(m)), _) => vec![m.as_str()],
+            (Some(_), _) => {
+                return Err(CimdError::InvalidMetadata("token_endpoint_auth_method must be a string".into()));
+            }
+            (None, Some(Value::Array(a))) => a.iter().filter_map(Value::as_str).collect(),
+            (None, Some(_)) => {
+                return Err(CimdError::InvalidMetadata(
+                    "token_endpoint_auth_methods_supported must be an array".into(),
+                ));
+            }
+            (None, None) => return Ok(()),
+        };
     if let Some(m) = methods.iter().find(|m| SHARED_SECRET_METHODS.contains(m)) {
         return Err(CimdError::SharedSecretMethod((*m).to_owned()));
     }
@@ -371,8 +382,14 @@ mod tests {
 
     #[test]
     fn client_id_must_equal_the_url_exactly() {
-        assert!(matches!(check(json!({"client_id": "https://evil.example/oauth/client.json"})), Err(CimdError::ClientIdMismatch(_))));
-        assert!(matches!(check(json!({"client_id": "https://app.example:443/oauth/client.json"})), Err(CimdError::ClientIdMismatch(_))));
+        assert!(matches!(
+            check(json!({"client_id": "https://evil.example/oauth/client.json"})),
+            Err(CimdError::ClientIdMismatch(_))
+        ));
+        assert!(matches!(
+            check(json!({"client_id": "https://app.example:443/oauth/client.json"})),
+            Err(CimdError::ClientIdMismatch(_))
+        ));
         assert!(matches!(check(json!({"client_id": null})), Err(CimdError::ClientIdMismatch(_))));
     }
 
@@ -381,9 +398,15 @@ mod tests {
         assert_eq!(check(json!({"client_secret": "s"})).unwrap_err(), CimdError::SecretInDocument);
         assert_eq!(check(json!({"client_secret_expires_at": 0})).unwrap_err(), CimdError::SecretInDocument);
         for m in SHARED_SECRET_METHODS {
-            assert_eq!(check(json!({"token_endpoint_auth_method": m})).unwrap_err(), CimdError::SharedSecretMethod((*m).into()));
             assert_eq!(
-                check(json!({"token_endpoint_auth_method": null, "token_endpoint_auth_methods_supported": ["none", m]})).unwrap_err(),
+                check(json!({"token_endpoint_auth_method": m})).unwrap_err(),
+                CimdError::SharedSecretMethod((*m).into())
+            );
+            assert_eq!(
+                check(
+                    json!({"token_endpoint_auth_method": null, "token_endpoint_auth_methods_supported": ["none", m]})
+                )
+                .unwrap_err(),
                 CimdError::SharedSecretMethod((*m).into())
             );
         }
@@ -392,7 +415,9 @@ mod tests {
     #[test]
     fn auth_method_none_is_picked_from_the_supported_list() {
         // ChatGPT's form.
-        let c = check(json!({"token_endpoint_auth_method": null, "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"]}));
+        let c = check(
+            json!({"token_endpoint_auth_method": null, "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"]}),
+        );
         assert!(c.unwrap().is_public());
         assert!(check(json!({"token_endpoint_auth_method": null})).is_ok(), "nothing said means none");
         assert_eq!(
@@ -407,15 +432,23 @@ mod tests {
 
     #[test]
     fn redirect_uris_are_required_and_checked() {
-        assert!(matches!(check(json!({"redirect_uris": null})), Err(CimdError::InvalidMetadata(d)) if d.contains("redirect_uris is missing")));
+        assert!(
+            matches!(check(json!({"redirect_uris": null})), Err(CimdError::InvalidMetadata(d)) if d.contains("redirect_uris is missing"))
+        );
         assert!(matches!(check(json!({"redirect_uris": []})), Err(CimdError::InvalidMetadata(_))));
         for bad in ["http://app.example/cb", "javascript:alert(1)", "https://app.example/cb#x", "relative/cb"] {
-            assert!(matches!(check(json!({"redirect_uris": [bad]})), Err(CimdError::InvalidMetadata(d)) if d.contains("redirect_uris")), "{bad}");
+            assert!(
+                matches!(check(json!({"redirect_uris": [bad]})), Err(CimdError::InvalidMetadata(d)) if d.contains("redirect_uris")),
+                "{bad}"
+            );
         }
         let many: Vec<String> = (0..21).map(|i| format!("https://app.example/cb{i}")).collect();
         assert!(check(json!({"redirect_uris": many})).is_err());
         // Loopback, https and private-use schemes are fine.
-        assert!(check(json!({"redirect_uris": ["http://[::1]/cb", "https://a.example/cb", "com.example.app:/oauth"]})).is_ok());
+        assert!(
+            check(json!({"redirect_uris": ["http://[::1]/cb", "https://a.example/cb", "com.example.app:/oauth"]}))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -428,7 +461,10 @@ mod tests {
 
     #[test]
     fn scope_name_and_size() {
-        assert_eq!(check(json!({"scope": "openid mcp:tools"})).unwrap().allowed_scope, Scope::parse("mcp:tools openid").unwrap());
+        assert_eq!(
+            check(json!({"scope": "openid mcp:tools"})).unwrap().allowed_scope,
+            Scope::parse("mcp:tools openid").unwrap()
+        );
         assert_eq!(check(json!({"scope": ""})).unwrap().allowed_scope, Scope::parse(DEFAULT_SCOPE).unwrap());
         assert!(check(json!({"scope": "bad\"scope"})).is_err());
         let long = "N".repeat(500);

@@ -115,15 +115,24 @@ impl CimdError {
     pub fn description(&self) -> String {
         let doc = "the client's metadata document (at its client_id URL)";
         match self {
-            Self::InvalidUrl(why) => format!("the client_id is an https URL but not a valid client ID metadata document URL: {why}"),
-            Self::Disabled => "this server does not accept client ID metadata documents (cimd = false): use a registered client_id".into(),
+            Self::InvalidUrl(why) => {
+                format!("the client_id is an https URL but not a valid client ID metadata document URL: {why}")
+            }
+            Self::Disabled => {
+                "this server does not accept client ID metadata documents (cimd = false): use a registered client_id"
+                    .into()
+            }
             Self::Fetch(FetchError::ForbiddenAddress { host, ip, kind }) => format!(
                 "{doc} was not fetched: its host {host} resolves to {ip}, {}, which this server never connects to (server-side request forgery protection)",
                 kind.as_str()
             ),
-            Self::Fetch(FetchError::Unresolvable { host }) => format!("{doc} could not be fetched: the host name {host} does not resolve"),
+            Self::Fetch(FetchError::Unresolvable { host }) => {
+                format!("{doc} could not be fetched: the host name {host} does not resolve")
+            }
             Self::Fetch(FetchError::Unreachable(why)) => format!("{doc} could not be fetched: no connection ({why})"),
-            Self::Fetch(FetchError::Timeout) => format!("{doc} could not be fetched: the server did not answer in time"),
+            Self::Fetch(FetchError::Timeout) => {
+                format!("{doc} could not be fetched: the server did not answer in time")
+            }
             Self::Fetch(FetchError::Redirect { status }) => format!(
                 "{doc} answered with a redirect (HTTP {status}); redirects are not followed: serve the document at the client_id URL itself"
             ),
@@ -131,9 +140,9 @@ impl CimdError {
             Self::Fetch(FetchError::Status(s)) => format!("{doc} answered HTTP {s}; only 200 is accepted"),
             Self::Fetch(FetchError::TooLarge) => format!("{doc} is larger than {MAX_DOCUMENT_BYTES} bytes"),
             Self::NotJson(why) => format!("{doc} is not a JSON object: {why}"),
-            Self::ClientIdMismatch(found) => format!(
-                "the client_id in {doc} ({found}) is not exactly the URL it was fetched from"
-            ),
+            Self::ClientIdMismatch(found) => {
+                format!("the client_id in {doc} ({found}) is not exactly the URL it was fetched from")
+            }
             Self::SecretInDocument => format!(
                 "{doc} contains client_secret or client_secret_expires_at: a public document cannot hold a secret"
             ),
@@ -144,7 +153,9 @@ impl CimdError {
                 "{doc} asks for token endpoint authentication method {m:?}, which this server does not support for metadata-document clients; use none (a public client with PKCE)"
             ),
             Self::InvalidMetadata(why) => format!("{doc} is invalid: {why}"),
-            Self::Busy => "too many client metadata documents are being fetched right now; try again in a moment".into(),
+            Self::Busy => {
+                "too many client metadata documents are being fetched right now; try again in a moment".into()
+            }
         }
     }
 
@@ -163,7 +174,9 @@ impl CimdError {
 /// 401 (which would need an HTTP authentication challenge).
 pub fn for_page(e: Error) -> Error {
     match e {
-        Error::OAuth(o) if o.code == ErrorCode::InvalidClient => Error::OAuth(OAuthError::invalid_request(o.description)),
+        Error::OAuth(o) if o.code == ErrorCode::InvalidClient => {
+            Error::OAuth(OAuthError::invalid_request(o.description))
+        }
         other => other,
     }
 }

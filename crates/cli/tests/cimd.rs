@@ -154,6 +154,10 @@ impl Drop for Latchkey {
 impl Latchkey {
     /// With the test CA trusted and, if `loopback`, loopback fetches allowed.
     fn start(docs: &DocServer, loopback: bool) -> Self {
+        Self::start_with_env(docs, loopback, &[])
+    }
+
+    fn start_with_env(docs: &DocServer, loopback: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("cimd.db");
         let ca = dir.path().join("ca.pem");
@@ -175,6 +179,7 @@ impl Latchkey {
             .arg("--database")
             .arg(&db)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
         if loopback {
@@ -424,4 +429,17 @@ async fn a_document_server_that_does_not_answer_in_time_is_a_timeout() {
     let started = Instant::now();
     assert_error_page(&lk.authorize(&id).await, "did not answer in time");
     assert!(started.elapsed() < Duration::from_secs(7), "the fetch timeout (5 s) applies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cimd_off_url_client_ids_are_refused_and_not_advertised() {
+    let docs = DocServer::start().await;
+    let lk = Latchkey::start_with_env(&docs, true, &[("LATCHKEY_CIMD", "false")]);
+    let meta: serde_json::Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", lk.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(meta["client_id_metadata_document_supported"], false);
+    let id = docs.url("127.0.0.1", "/off.json");
+    docs.set("/off.json", Reply::json(DocServer::document(&id)));
+    assert_error_page(&lk.authorize(&id).await, "cimd = false");
+    assert_eq!(docs.hits("/off.json"), 0);
 }

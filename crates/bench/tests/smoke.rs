@@ -29,6 +29,8 @@ async fn every_phase_runs_without_errors() {
         runs: 1,
         warmup: false,
         max_phase_time: Duration::from_secs(60),
+        resource: Some(latchkey_bench::seed::BENCH_RESOURCE.into()),
+        registrations: 12,
         ..Workload::standard()
     };
     let seed = Seed {
@@ -72,6 +74,8 @@ async fn every_phase_runs_without_errors() {
         assert!(!r.incomplete(), "{phase:?} stopped at its time limit");
     }
     assert_eq!(report.results.iter().find(|r| r.phase == Phase::Authorize).unwrap().ops, 24);
+    assert_eq!(report.results.iter().find(|r| r.phase == Phase::ExchangeResource).unwrap().ops, 24);
+    assert_eq!(report.results.iter().find(|r| r.phase == Phase::Register).unwrap().ops, 12);
     assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
     assert!(report.passed(), "{}", report.table());
     // Every output renders; the Markdown names the phases.

@@ -41,6 +41,12 @@ pub struct FileConfig {
     pub registration_token_file: Option<std::path::PathBuf>,
     pub registration_idle_ttl: Option<u64>,
     pub registrations_per_minute: Option<u64>,
+    /// Resolve https URL client ids as client ID metadata documents (default true).
+    pub cimd: Option<bool>,
+    /// Tests only: metadata documents may be fetched from loopback addresses and `localhost`.
+    pub insecure_cimd_loopback: Option<bool>,
+    /// Tests only: a PEM root CA trusted for fetching metadata documents.
+    pub insecure_cimd_ca: Option<std::path::PathBuf>,
 }
 
 /// Every setting, resolved.
@@ -72,6 +78,12 @@ pub struct Settings {
     /// Seconds after which a self-registered client with no live grant is removed.
     pub registration_idle_ttl: u64,
     pub registrations_per_minute: u32,
+    /// `cimd`: resolve https URL client ids as client ID metadata documents.
+    pub cimd: bool,
+    /// `insecure_cimd_loopback` (tests only, logged loudly).
+    pub insecure_cimd_loopback: bool,
+    /// `insecure_cimd_ca` (tests only, logged loudly): an extra trusted root for fetching documents.
+    pub insecure_cimd_ca: Option<std::path::PathBuf>,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -85,12 +97,22 @@ pub enum Warning {
     PasswordInDatabaseFlag,
     /// `allow_unregistered_resources`: tokens may be minted for any https audience.
     UnregisteredResourcesAllowed,
+    /// `insecure_cimd_loopback`: metadata-document URLs may point at this machine.
+    InsecureCimdLoopback,
+    /// `insecure_cimd_ca`: a root trusted only for metadata documents, beyond the public ones.
+    InsecureCimdCa(String),
 }
 
 impl Warning {
     /// Whether `command` should show it: the issuer matters only to `serve`.
     pub fn applies_to_serve_only(&self) -> bool {
-        matches!(self, Self::PlainHttpIssuer(_) | Self::UnregisteredResourcesAllowed)
+        matches!(
+            self,
+            Self::PlainHttpIssuer(_)
+                | Self::UnregisteredResourcesAllowed
+                | Self::InsecureCimdLoopback
+                | Self::InsecureCimdCa(_)
+        )
     }
 }
 
@@ -106,6 +128,13 @@ impl std::fmt::Display for Warning {
             ),
             Self::UnregisteredResourcesAllowed => f.write_str(
                 "allow_unregistered_resources: tokens are issued for any https resource a client names, registered or not; register resources with `latchkey resource add` instead",
+            ),
+            Self::InsecureCimdLoopback => f.write_str(
+                "insecure_cimd_loopback is on: anyone can make this server fetch URLs on its own loopback interface (client ID metadata documents); for tests only, never in production",
+            ),
+            Self::InsecureCimdCa(path) => write!(
+                f,
+                "insecure_cimd_ca is set: client ID metadata documents are also trusted when signed by the CA in {path}; for tests only, never in production"
             ),
         }
     }
@@ -123,6 +152,10 @@ pub struct Overrides {
     pub registration: Option<String>,
     /// `--registration-token-file FILE`.
     pub registration_token_file: Option<std::path::PathBuf>,
+    /// `serve --insecure-cimd-loopback`.
+    pub insecure_cimd_loopback: bool,
+    /// `serve --insecure-cimd-ca`.
+    pub insecure_cimd_ca: Option<std::path::PathBuf>,
 }
 
 const ENV_KEYS: &[&str] = &[
@@ -145,7 +178,19 @@ const ENV_KEYS: &[&str] = &[
     "REGISTRATION_TOKEN_FILE",
     "REGISTRATION_IDLE_TTL",
     "REGISTRATIONS_PER_MINUTE",
+    "CIMD",
+    "INSECURE_CIMD_LOOPBACK",
+    "INSECURE_CIMD_CA",
 ];
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("LATCHKEY_{key} must be true or false, not {v:?}"),
+    }
+}
 
 impl Settings {
     /// `env` is the process environment (a map in tests).
@@ -220,6 +265,26 @@ impl Settings {
         if allow_unregistered_resources {
             warnings.push(Warning::UnregisteredResourcesAllowed);
         }
+        let flag_or = |key: &str, file_v: Option<bool>, default: bool| -> anyhow::Result<bool> {
+            match ours.get(key) {
+                Some(v) => parse_bool(key, v),
+                None => Ok(file_v.unwrap_or(default)),
+            }
+        };
+        let cimd = flag_or("CIMD", file.cimd, true)?;
+        let insecure_cimd_loopback =
+            flags.insecure_cimd_loopback || flag_or("INSECURE_CIMD_LOOPBACK", file.insecure_cimd_loopback, false)?;
+        let insecure_cimd_ca = flags
+            .insecure_cimd_ca
+            .clone()
+            .or_else(|| ours.get("INSECURE_CIMD_CA").map(Into::into))
+            .or(file.insecure_cimd_ca);
+        if cimd && insecure_cimd_loopback {
+            warnings.push(Warning::InsecureCimdLoopback);
+        }
+        if let Some(ca) = insecure_cimd_ca.as_ref().filter(|_| cimd) {
+            warnings.push(Warning::InsecureCimdCa(ca.display().to_string()));
+        }
         let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
         if code_lifetime > 600 {
             bail!("code_lifetime may be at most 600 seconds (RFC 6749 §4.1.2)");
@@ -271,6 +336,9 @@ impl Settings {
                 ours.get("KEY_ENCRYPTION_KEY").map(String::as_str),
                 flags.key_encryption_key_file.as_deref(),
             )?,
+            cimd,
+            insecure_cimd_loopback,
+            insecure_cimd_ca,
             warnings,
         })
     }
@@ -297,6 +365,7 @@ impl Settings {
         c.registration = self.registration.clone();
         c.registration_idle_ttl = self.registration_idle_ttl;
         c.registrations_per_minute = self.registrations_per_minute;
+        c.cimd = self.cimd;
         c
     }
 }
@@ -415,6 +484,29 @@ mod tests {
         assert!(has_password("postgres://db.internal/latchkey?user=l&password=x"));
         assert!(!has_password("postgres://latchkey@db.internal/latchkey"));
         assert!(!has_password("latchkey.db"));
+    }
+
+    #[test]
+    fn cimd_settings_and_their_warnings() {
+        let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
+        assert!(s.cimd && !s.insecure_cimd_loopback && s.insecure_cimd_ca.is_none());
+        assert!(s.warnings.is_empty());
+        let e = env(&[("LATCHKEY_INSECURE_CIMD_LOOPBACK", "1"), ("LATCHKEY_INSECURE_CIMD_CA", "/tmp/ca.pem")]);
+        let s = Settings::resolve(None, &e, &Overrides::default()).unwrap();
+        assert!(s.insecure_cimd_loopback);
+        assert_eq!(s.warnings, vec![Warning::InsecureCimdLoopback, Warning::InsecureCimdCa("/tmp/ca.pem".into())]);
+        assert!(s.warnings.iter().all(Warning::applies_to_serve_only));
+        let flags = Overrides { insecure_cimd_loopback: true, ..Default::default() };
+        assert!(Settings::resolve(None, &env(&[]), &flags).unwrap().insecure_cimd_loopback);
+        let off = Settings::resolve(None, &env(&[("LATCHKEY_CIMD", "false")]), &Overrides::default()).unwrap();
+        assert!(!off.cimd && !off.provider_config().cimd);
+        assert!(Settings::resolve(None, &env(&[("LATCHKEY_CIMD", "maybe")]), &Overrides::default()).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("latchkey.toml");
+        std::fs::write(&p, "cimd = false\ninsecure_cimd_loopback = true\n").unwrap();
+        let s = Settings::resolve(Some(&p), &env(&[]), &Overrides::default()).unwrap();
+        assert!(!s.cimd && s.insecure_cimd_loopback);
+        assert!(s.warnings.is_empty(), "nothing is fetched with cimd off");
     }
 
     #[test]

@@ -95,6 +95,13 @@ pub struct ServeArgs {
     /// With --registration token: a file (mode 0600) holding the initial access token.
     #[arg(long, value_name = "FILE")]
     registration_token_file: Option<std::path::PathBuf>,
+    /// Tests only: let client ID metadata documents be fetched from loopback addresses and
+    /// `localhost` (anyone could then make the server fetch from this machine).
+    #[arg(long)]
+    insecure_cimd_loopback: bool,
+    /// Tests only: also trust this PEM root CA when fetching client ID metadata documents.
+    #[arg(long, value_name = "PEM")]
+    insecure_cimd_ca: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -131,9 +138,11 @@ fn main() -> ExitCode {
         return rp::main(c);
     }
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let listen_issuer = match &cli.command {
-        Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
-        _ => (None, None),
+    let (listen_issuer, cimd_flags) = match &cli.command {
+        Command::Serve(a) => {
+            ((a.listen.clone(), a.issuer.clone()), (a.insecure_cimd_loopback, a.insecure_cimd_ca.clone()))
+        }
+        _ => ((None, None), (false, None)),
     };
     let registration = match &cli.command {
         Command::Serve(a) => (a.registration.clone(), a.registration_token_file.clone()),
@@ -147,6 +156,8 @@ fn main() -> ExitCode {
         key_encryption_key_file: cli.key_encryption_key_file.clone(),
         registration: registration.0,
         registration_token_file: registration.1,
+        insecure_cimd_loopback: cimd_flags.0,
+        insecure_cimd_ca: cimd_flags.1,
     };
     let settings = match config::Settings::resolve(cli.config.as_deref(), &env, &flags) {
         Ok(s) => s,

@@ -65,6 +65,9 @@ pub struct ProviderConfig {
     /// Registrations allowed per source network (an IPv4 address, an IPv6 /64) per minute: a
     /// ceiling against floods only, generous because hosted MCP connectors share egress addresses.
     pub registrations_per_minute: u32,
+    /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
+    /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
+    pub cimd: bool,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -93,6 +96,7 @@ impl ProviderConfig {
             registration: Default::default(),
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
+            cimd: true,
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct Provider {
     pub(crate) origins: crate::cors::OriginCache,
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
+    pub(crate) cimd: crate::cimd::CimdState,
 }
 
 impl std::fmt::Debug for Provider {
@@ -158,6 +163,7 @@ impl Provider {
             keys: RwLock::new(Arc::new(keys)),
             origins: Default::default(),
             server_key,
+            cimd: Default::default(),
         })
     }
 
@@ -263,6 +269,7 @@ impl Provider {
             claims_parameter_supported: false,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
+            client_id_metadata_document_supported: self.metadata_documents_supported(),
         }
     }
 }

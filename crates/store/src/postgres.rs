@@ -177,7 +177,7 @@ impl PostgresStore {
     }
 
     /// Runs `statements` in one READ COMMITTED transaction; returns the rows each touched.
-    async fn tx_exec(&self, statements: &[(&str, Params<'_>)]) -> anyhow::Result<Vec<u64>> {
+    pub(crate) async fn tx_exec(&self, statements: &[(&str, Params<'_>)]) -> anyhow::Result<Vec<u64>> {
         let mut c = self.conn().await?;
         let tx = c.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start().await?;
         let mut out = Vec::with_capacity(statements.len());

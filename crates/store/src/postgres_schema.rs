@@ -166,4 +166,14 @@ pub const MIGRATIONS: &[&str] = &[
         count BIGINT NOT NULL
     );
     "#,
+    // 5 (SQLite 8): cached client ID metadata documents, shared by every instance.
+    r#"
+    CREATE TABLE client_metadata_documents (
+        url TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        fetched_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
+    "#,
 ];

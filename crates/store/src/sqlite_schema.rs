@@ -163,4 +163,15 @@ pub const MIGRATIONS: &[&str] = &[
         count INTEGER NOT NULL
     );
     "#,
+    // 8: cached client ID metadata documents (draft-ietf-oauth-client-id-metadata-document).
+    // Shared by every process on the file; the expiry index serves the purge and the eviction.
+    r#"
+    CREATE TABLE client_metadata_documents (
+        url TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
+    "#,
 ];

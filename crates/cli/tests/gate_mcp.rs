@@ -84,6 +84,22 @@ async fn serve_one(tcp: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, go_on: Arc<Notif
     let mut body = vec![0; length];
     reader.read_exact(&mut body).await.unwrap();
     seen.lock().unwrap().push(seen_now);
+    if path == "/mcp/upload" {
+        // A chunked request body: say when the first chunk is here, then read to the end.
+        let mut size = String::new();
+        reader.read_line(&mut size).await.unwrap();
+        let mut first = vec![0; usize::from_str_radix(size.trim(), 16).unwrap() + 2];
+        reader.read_exact(&mut first).await.unwrap();
+        go_on.notify_one();
+        let mut rest = Vec::new();
+        while !rest.ends_with(b"0\r\n\r\n") {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                break;
+            }
+            rest.extend_from_slice(&line);
+        }
+    }
     let mut tcp = reader.into_inner();
     if path == "/mcp/stream" {
         let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
@@ -286,4 +302,24 @@ async fn server_sent_events_stream_through_the_gate_as_the_upstream_sends_them()
         got.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     assert_eq!(got, "id: 1\ndata: {\"event\":1}\n\nid: 2\ndata: {\"event\":2}\n\n");
+}
+
+#[tokio::test]
+async fn request_bodies_stream_to_the_upstream() {
+    let s = setup().await;
+    let good = token(&s.server, "good", RESOURCE, "mcp:tools").await;
+    let mut tcp = TcpStream::connect(s.gate.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /mcp/upload HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {good}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nfirst\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The upstream must see the first chunk while the client still holds the rest back.
+    tokio::time::timeout(Duration::from_secs(10), s.up.go_on.notified())
+        .await
+        .expect("the first chunk did not reach the upstream: the gate buffers request bodies");
+    tcp.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

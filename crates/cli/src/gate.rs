@@ -3,6 +3,20 @@
 //! the caller is in headers that it first strips from the incoming request, so a client cannot
 //! forge them. The client's address reaches the upstream only as the gate saw it (TCP peer), and
 //! the request path cannot leave the upstream's base path.
+//!
+//! With `--resource` it fronts an MCP server (or any API) as RFC 9728 asks: it serves the
+//! protected resource metadata itself at both well-known paths, its challenges carry
+//! `resource_metadata` and `scope`, and it accepts only tokens whose `aud` is the resource.
+//!
+//! Responses are streamed, never buffered: each chunk of the upstream's body (each event of a
+//! Streamable HTTP `text/event-stream`) is written to the client as it arrives, and request
+//! bodies are streamed to the upstream. Nothing in between buffers or cuts a stream: no
+//! compression (reqwest is built without it, so bytes pass as the upstream encoded them), no
+//! body limit (the body is never collected), and the request timeout ends when the upstream's
+//! response head arrives (tower-http's `TimeoutLayer` bounds the response future, not the body),
+//! so a long-lived SSE stream stays open. No idle timeout on response bodies either: an MCP
+//! server's GET stream may be silent for minutes by design; `--max-connections` bounds what
+//! idle streams can hold.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +29,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clap::Args;
-use latchkey_resource::{Claims, Refusal, Scope, TokenError, Verifier};
+use latchkey_resource::{Claims, ProtectedResourceMetadata, Refusal, Scope, TokenError, Verifier};
 
 /// Every incoming header with this prefix is removed before forwarding.
 pub const HEADER_PREFIX: &str = "x-latchkey-";
@@ -40,6 +54,18 @@ pub struct GateArgs {
     /// A scope every request needs (repeatable).
     #[arg(long, value_name = "SCOPE")]
     pub require_scope: Vec<String>,
+    /// This API's canonical resource URI (RFC 8707), e.g. https://mcp.example.com/mcp: tokens must
+    /// name it in `aud`, and the gate serves its RFC 9728 metadata at
+    /// /.well-known/oauth-protected-resource<path> and /.well-known/oauth-protected-resource.
+    #[arg(long, value_name = "URI")]
+    pub resource: Option<String>,
+    /// A scope listed in the metadata's `scopes_supported` (repeatable; default: the
+    /// --require-scope values). Needs --resource.
+    #[arg(long, value_name = "SCOPE", requires = "resource")]
+    pub scope: Vec<String>,
+    /// The human-readable `resource_name` of the metadata. Needs --resource.
+    #[arg(long, value_name = "NAME", requires = "resource")]
+    pub resource_name: Option<String>,
     /// Also forward the Authorization header (by default the upstream never sees the token).
     #[arg(long)]
     pub pass_token: bool,
@@ -61,12 +87,16 @@ pub async fn run(a: GateArgs) -> anyhow::Result<()> {
         bail!("--upstream must be an http(s) URL without a query");
     }
     let mut builder = Verifier::builder(&a.issuer);
+    if let Some(r) = &a.resource {
+        builder = builder.resource(r);
+    }
     for aud in &a.audience {
         builder = builder.audience(aud);
     }
     let verifier = builder.build()?;
     let scope =
         Scope::parse(&a.require_scope.join(" ")).map_err(|e| anyhow::anyhow!("--require-scope: {}", e.description))?;
+    let metadata = protected_resource_metadata(&verifier, &a, &scope)?;
     match verifier.refresh_keys().await {
         Ok(n) => tracing::info!(issuer = %a.issuer, keys = n, "fetched the issuer's signing keys"),
         Err(e) => {
@@ -81,12 +111,46 @@ pub async fn run(a: GateArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     println!("latchkey gate listening on http://{addr}, forwarding to {upstream} (issuer {})", a.issuer);
+    if let Some(url) = verifier.resource_metadata_url() {
+        tracing::info!(resource = ?verifier.resource(), metadata = %url, "serving protected resource metadata");
+    }
     let state = Arc::new(Gate { verifier, scope, upstream, http, pass_token: a.pass_token });
     let limits = a.limits.limits();
     // The request timeout covers streaming the body to the upstream and its answer's headers.
-    let app = Router::new().fallback(forward).with_state(state).layer(latchkey_server::conn::request_timeout(&limits));
+    let app = gate_router(state, metadata).layer(latchkey_server::conn::request_timeout(&limits));
     latchkey_server::conn::serve_router(listener, app, &limits, crate::serve::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The metadata document (RFC 9728 §2) when a resource is set: `scopes_supported` from `--scope`,
+/// else the required scopes; the issuer exactly as configured.
+fn protected_resource_metadata(
+    verifier: &Verifier,
+    a: &GateArgs,
+    required: &Scope,
+) -> anyhow::Result<Option<ProtectedResourceMetadata>> {
+    let supported: Vec<String> = if a.scope.is_empty() {
+        required.iter().map(str::to_owned).collect()
+    } else {
+        // Validated like any scope, so the document never lists a token a client cannot request.
+        Scope::parse(&a.scope.join(" ")).map_err(|e| anyhow::anyhow!("--scope: {}", e.description))?;
+        a.scope.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    let Some(mut doc) = verifier.protected_resource_metadata(supported) else {
+        return Ok(None);
+    };
+    doc.resource_name = a.resource_name.clone();
+    Ok(Some(doc))
+}
+
+/// The metadata at its well-known paths (answered by the gate, no token needed, never
+/// forwarded), everything else through [`forward`].
+fn gate_router(state: Arc<Gate>, metadata: Option<ProtectedResourceMetadata>) -> Router {
+    let router = match metadata {
+        Some(doc) => doc.router(),
+        None => Router::new(),
+    };
+    router.fallback(forward).with_state(state)
 }
 
 /// Why the gate refuses a request before any token check.
@@ -138,14 +202,14 @@ async fn forward(State(gate): State<Arc<Gate>>, ConnectInfo(peer): ConnectInfo<S
     };
     let claims = match gate.verifier.verify_request(&parts.headers, &parts.uri).await {
         Ok(c) => c,
-        Err(r) => return r.to_response(gate.verifier.realm()),
+        Err(r) => return gate.verifier.refuse(&r, &gate.scope),
     };
     if let Err(r) = claims.require_scope(&gate.scope) {
-        return r.to_response(gate.verifier.realm());
+        return gate.verifier.refuse(&r, &gate.scope);
     }
     let identity = match identity_headers(&claims) {
         Ok(h) => h,
-        Err(r) => return r.to_response(gate.verifier.realm()),
+        Err(r) => return gate.verifier.refuse(&r, &gate.scope),
     };
     let mut headers = forwarded_headers(&parts.headers, gate.pass_token);
     set_forwarded_for(&mut headers, peer);

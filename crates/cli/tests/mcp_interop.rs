@@ -197,7 +197,6 @@ fn serve_documents(
     pki: &TestPki,
     documents: Vec<(String, Value)>,
 ) -> Arc<Mutex<Vec<String>>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pki.leaf_key_der.clone().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -209,39 +208,53 @@ fn serve_documents(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let fetched = Arc::new(Mutex::new(Vec::new()));
     let seen = fetched.clone();
-    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
-    rt.spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, documents, seen) = (acceptor.clone(), documents.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 2048];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                seen.lock().unwrap().push(path.clone());
-                let response = match documents.iter().find(|(p, _)| *p == path) {
-                    Some((_, doc)) => {
-                        let body = doc.to_string();
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: max-age=300\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    }
-                    None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
-                };
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
+    // `localhost` may resolve to either loopback address: listen on both (::1 where there is IPv6).
+    let mut listeners = vec![rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap()];
+    listeners.extend(rt.block_on(tokio::net::TcpListener::bind(("::1", port))).ok());
+    for listener in listeners {
+        let (acceptor, documents, seen) = (acceptor.clone(), documents.clone(), seen.clone());
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, documents, seen) = (acceptor.clone(), documents.clone(), seen.clone());
+                tokio::spawn(answer(acceptor, tcp, documents, seen));
+            }
+        });
+    }
     fetched
+}
+
+/// One request of the document server: the document at the request's path, or 404.
+async fn answer(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    documents: Vec<(String, Value)>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+    seen.lock().unwrap().push(path.clone());
+    let response = match documents.iter().find(|(p, _)| *p == path) {
+        Some((_, doc)) => {
+            let body = doc.to_string();
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: max-age=300\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+    };
+    let _ = tls.write_all(response.as_bytes()).await;
+    let _ = tls.shutdown().await;
 }
 
 /// Everything the tests talk to, started once.
@@ -564,7 +577,13 @@ fn on_latchkey_resource(sdk: Sdk, run_name: &str) {
         return;
     }
     let e = env();
-    let r = run(sdk, Mode::Dcr, run_name, &e.rust, &["--other-server", &e.gate, "--refresh", "--step-up-tool", "admin_reset"]);
+    let r = run(
+        sdk,
+        Mode::Dcr,
+        run_name,
+        &e.rust,
+        &["--other-server", &e.gate, "--refresh", "--step-up-tool", "admin_reset"],
+    );
     let ctx = pretty(&r);
     assert_common(&r, Mode::Dcr, &e.rust, &e.gate);
 
@@ -572,10 +591,15 @@ fn on_latchkey_resource(sdk: Sdk, run_name: &str) {
     assert_eq!(refresh["expired"]["status"], 401, "{ctx}");
     let grants = refresh["grants"].as_array().unwrap();
     assert!(
-        grants.iter().any(|g| g["grant_type"] == "refresh_token" && g["status"] == 200 && g["resource"] == e.rust.as_str()),
+        grants
+            .iter()
+            .any(|g| g["grant_type"] == "refresh_token" && g["status"] == 200 && g["resource"] == e.rust.as_str()),
         "the SDK refreshed, with `resource`: {ctx}"
     );
-    assert!(grants.iter().all(|g| g["grant_type"] != "authorization_code"), "no new authorization for a refresh: {ctx}");
+    assert!(
+        grants.iter().all(|g| g["grant_type"] != "authorization_code"),
+        "no new authorization for a refresh: {ctx}"
+    );
     assert_eq!(refresh["is_error"], false, "{ctx}");
     assert_eq!(refresh["new_access_token"], true, "{ctx}");
     assert_eq!(refresh["rotated_refresh_token"], true, "public clients' refresh tokens rotate: {ctx}");

@@ -2,7 +2,7 @@
 // package-lock.json): `StreamableHTTPClientTransport` with an `OAuthClientProvider`, so discovery
 // (RFC 9728, RFC 8414), registration (DCR, CIMD or none), PKCE, `resource` (RFC 8707), the token
 // requests and the refresh are the SDK's own code. The person is played over plain HTTP against
-// Latchkey's real pages (browser.mjs): the login form, then the consent page, whose "allow" redirects
+// Latchkey's real pages (person.mjs): the login form, then the consent page, whose "allow" redirects
 // to the loopback redirect URI; the code goes back to the SDK through `finishAuth`.
 //
 // Run by crates/cli/tests/mcp_interop.rs:
@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
-import { Browser, waitUntilRefused } from './browser.mjs';
+import { Person, waitUntilRefused } from './person.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -59,7 +59,7 @@ async function recordingFetch(input, init) {
 
 // The person at the browser: one user agent (cookie jar) for the whole run, as a real browser keeps
 // its Latchkey session between two authorizations.
-const browser = new Browser({ user: opt.user, password: opt.password, redirect: opt.redirect });
+const person = new Person({ user: opt.user, password: opt.password, redirect: opt.redirect });
 let pendingCode = null;
 
 class Provider {
@@ -119,7 +119,7 @@ class Provider {
       code_challenge_method: q.get('code_challenge_method'),
     };
     result.authorizations.push(entry);
-    const back = await browser.authorize(url, entry);
+    const back = await person.authorize(url, entry);
     // RFC 6749 §10.12 and RFC 9207: the host checks the state and the issuer of the response.
     entry.state_ok = back.get('state') === this.lastState;
     entry.iss = back.get('iss');

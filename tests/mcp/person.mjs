@@ -38,7 +38,7 @@ function form(html, action) {
   return fields;
 }
 
-export class Browser {
+export class Person {
   constructor({ user, password, redirect }) {
     this.user = user;
     this.password = password;

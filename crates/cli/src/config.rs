@@ -34,6 +34,12 @@ pub struct FileConfig {
     pub session_lifetime: Option<u64>,
     pub audit_retention: Option<u64>,
     pub log_format: Option<LogFormat>,
+    /// Resolve https URL client ids as client ID metadata documents (default true).
+    pub cimd: Option<bool>,
+    /// Tests only: metadata documents may be fetched from loopback addresses and `localhost`.
+    pub insecure_cimd_loopback: Option<bool>,
+    /// Tests only: a PEM root CA trusted for fetching metadata documents.
+    pub insecure_cimd_ca: Option<std::path::PathBuf>,
 }
 
 /// Every setting, resolved.
@@ -58,6 +64,12 @@ pub struct Settings {
     /// Seals the private signing keys at rest (`LATCHKEY_KEY_ENCRYPTION_KEY` or
     /// `--key-encryption-key-file`); `None`: they are stored as they are.
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// `cimd`: resolve https URL client ids as client ID metadata documents.
+    pub cimd: bool,
+    /// `insecure_cimd_loopback` (tests only, logged loudly).
+    pub insecure_cimd_loopback: bool,
+    /// `insecure_cimd_ca` (tests only, logged loudly): an extra trusted root for fetching documents.
+    pub insecure_cimd_ca: Option<std::path::PathBuf>,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -69,12 +81,16 @@ pub enum Warning {
     PlainHttpIssuer(String),
     /// `--database` carries a password: every local user sees it in `ps`.
     PasswordInDatabaseFlag,
+    /// `insecure_cimd_loopback`: metadata-document URLs may point at this machine.
+    InsecureCimdLoopback,
+    /// `insecure_cimd_ca`: a root trusted only for metadata documents, beyond the public ones.
+    InsecureCimdCa(String),
 }
 
 impl Warning {
     /// Whether `command` should show it: the issuer matters only to `serve`.
     pub fn applies_to_serve_only(&self) -> bool {
-        matches!(self, Self::PlainHttpIssuer(_))
+        matches!(self, Self::PlainHttpIssuer(_) | Self::InsecureCimdLoopback | Self::InsecureCimdCa(_))
     }
 }
 
@@ -88,6 +104,13 @@ impl std::fmt::Display for Warning {
             Self::PasswordInDatabaseFlag => f.write_str(
                 "--database contains a password, which every local user can read in the process list; set LATCHKEY_DATABASE (or the config file) instead",
             ),
+            Self::InsecureCimdLoopback => f.write_str(
+                "insecure_cimd_loopback is on: anyone can make this server fetch URLs on its own loopback interface (client ID metadata documents); for tests only, never in production",
+            ),
+            Self::InsecureCimdCa(path) => write!(
+                f,
+                "insecure_cimd_ca is set: client ID metadata documents are also trusted when signed by the CA in {path}; for tests only, never in production"
+            ),
         }
     }
 }
@@ -100,6 +123,10 @@ pub struct Overrides {
     pub database: Option<String>,
     pub allow_insecure_db_permissions: bool,
     pub key_encryption_key_file: Option<std::path::PathBuf>,
+    /// `serve --insecure-cimd-loopback`.
+    pub insecure_cimd_loopback: bool,
+    /// `serve --insecure-cimd-ca`.
+    pub insecure_cimd_ca: Option<std::path::PathBuf>,
 }
 
 const ENV_KEYS: &[&str] = &[
@@ -118,7 +145,19 @@ const ENV_KEYS: &[&str] = &[
     "SESSION_LIFETIME",
     "LOG_FORMAT",
     "KEY_ENCRYPTION_KEY",
+    "CIMD",
+    "INSECURE_CIMD_LOOPBACK",
+    "INSECURE_CIMD_CA",
 ];
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("LATCHKEY_{key} must be true or false, not {v:?}"),
+    }
+}
 
 impl Settings {
     /// `env` is the process environment (a map in tests).
@@ -184,6 +223,26 @@ impl Settings {
         if flags.database.as_deref().is_some_and(has_password) {
             warnings.push(Warning::PasswordInDatabaseFlag);
         }
+        let flag_or = |key: &str, file_v: Option<bool>, default: bool| -> anyhow::Result<bool> {
+            match ours.get(key) {
+                Some(v) => parse_bool(key, v),
+                None => Ok(file_v.unwrap_or(default)),
+            }
+        };
+        let cimd = flag_or("CIMD", file.cimd, true)?;
+        let insecure_cimd_loopback =
+            flags.insecure_cimd_loopback || flag_or("INSECURE_CIMD_LOOPBACK", file.insecure_cimd_loopback, false)?;
+        let insecure_cimd_ca = flags
+            .insecure_cimd_ca
+            .clone()
+            .or_else(|| ours.get("INSECURE_CIMD_CA").map(Into::into))
+            .or(file.insecure_cimd_ca);
+        if cimd && insecure_cimd_loopback {
+            warnings.push(Warning::InsecureCimdLoopback);
+        }
+        if let Some(ca) = insecure_cimd_ca.as_ref().filter(|_| cimd) {
+            warnings.push(Warning::InsecureCimdCa(ca.display().to_string()));
+        }
         let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
         if code_lifetime > 600 {
             bail!("code_lifetime may be at most 600 seconds (RFC 6749 §4.1.2)");
@@ -222,6 +281,9 @@ impl Settings {
                 ours.get("KEY_ENCRYPTION_KEY").map(String::as_str),
                 flags.key_encryption_key_file.as_deref(),
             )?,
+            cimd,
+            insecure_cimd_loopback,
+            insecure_cimd_ca,
             warnings,
         })
     }
@@ -244,6 +306,7 @@ impl Settings {
         c.session_ttl = self.session_lifetime;
         c.audit_retention = self.audit_retention;
         c.key_encryption_key = self.key_encryption_key.clone();
+        c.cimd = self.cimd;
         c
     }
 }
@@ -321,6 +384,29 @@ mod tests {
         assert!(has_password("postgres://db.internal/latchkey?user=l&password=x"));
         assert!(!has_password("postgres://latchkey@db.internal/latchkey"));
         assert!(!has_password("latchkey.db"));
+    }
+
+    #[test]
+    fn cimd_settings_and_their_warnings() {
+        let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
+        assert!(s.cimd && !s.insecure_cimd_loopback && s.insecure_cimd_ca.is_none());
+        assert!(s.warnings.is_empty());
+        let e = env(&[("LATCHKEY_INSECURE_CIMD_LOOPBACK", "1"), ("LATCHKEY_INSECURE_CIMD_CA", "/tmp/ca.pem")]);
+        let s = Settings::resolve(None, &e, &Overrides::default()).unwrap();
+        assert!(s.insecure_cimd_loopback);
+        assert_eq!(s.warnings, vec![Warning::InsecureCimdLoopback, Warning::InsecureCimdCa("/tmp/ca.pem".into())]);
+        assert!(s.warnings.iter().all(Warning::applies_to_serve_only));
+        let flags = Overrides { insecure_cimd_loopback: true, ..Default::default() };
+        assert!(Settings::resolve(None, &env(&[]), &flags).unwrap().insecure_cimd_loopback);
+        let off = Settings::resolve(None, &env(&[("LATCHKEY_CIMD", "false")]), &Overrides::default()).unwrap();
+        assert!(!off.cimd && !off.provider_config().cimd);
+        assert!(Settings::resolve(None, &env(&[("LATCHKEY_CIMD", "maybe")]), &Overrides::default()).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("latchkey.toml");
+        std::fs::write(&p, "cimd = false\ninsecure_cimd_loopback = true\n").unwrap();
+        let s = Settings::resolve(Some(&p), &env(&[]), &Overrides::default()).unwrap();
+        assert!(!s.cimd && s.insecure_cimd_loopback);
+        assert!(s.warnings.is_empty(), "nothing is fetched with cimd off");
     }
 
     #[test]

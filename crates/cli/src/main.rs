@@ -85,6 +85,13 @@ pub struct ServeArgs {
     /// Seconds between re-reads of the signing keys, so a rotation made elsewhere is published.
     #[arg(long, hide = true, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     key_reload_interval: u64,
+    /// Tests only: let client ID metadata documents be fetched from loopback addresses and
+    /// `localhost` (anyone could then make the server fetch from this machine).
+    #[arg(long)]
+    insecure_cimd_loopback: bool,
+    /// Tests only: also trust this PEM root CA when fetching client ID metadata documents.
+    #[arg(long, value_name = "PEM")]
+    insecure_cimd_ca: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -121,9 +128,11 @@ fn main() -> ExitCode {
         return rp::main(c);
     }
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let listen_issuer = match &cli.command {
-        Command::Serve(a) => (a.listen.clone(), a.issuer.clone()),
-        _ => (None, None),
+    let (listen_issuer, cimd_flags) = match &cli.command {
+        Command::Serve(a) => {
+            ((a.listen.clone(), a.issuer.clone()), (a.insecure_cimd_loopback, a.insecure_cimd_ca.clone()))
+        }
+        _ => ((None, None), (false, None)),
     };
     let flags = config::Overrides {
         issuer: listen_issuer.1,
@@ -131,6 +140,8 @@ fn main() -> ExitCode {
         database: cli.database.clone(),
         allow_insecure_db_permissions: cli.allow_insecure_db_permissions,
         key_encryption_key_file: cli.key_encryption_key_file.clone(),
+        insecure_cimd_loopback: cimd_flags.0,
+        insecure_cimd_ca: cimd_flags.1,
     };
     let settings = match config::Settings::resolve(cli.config.as_deref(), &env, &flags) {
         Ok(s) => s,

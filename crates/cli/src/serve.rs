@@ -55,7 +55,11 @@ pub async fn run(
     }
     let store = open_store(&settings.database, settings.store_options()).await?;
     let clock = Clock::system();
-    let provider = Arc::new(Provider::open(store.clone(), settings.provider_config(), clock.now()).await?);
+    let mut provider = Provider::open(store.clone(), settings.provider_config(), clock.now()).await?;
+    if settings.cimd {
+        provider = provider.with_metadata_fetcher(Arc::new(metadata_fetcher(&settings)?));
+    }
+    let provider = Arc::new(provider);
     // Set-up happens before the port opens: once it accepts connections, the server is ready.
     if dev {
         dev_bootstrap(&provider, &clock).await?;
@@ -117,6 +121,19 @@ pub async fn run(
     latchkey_server::serve_with(listener, AppState::new(provider, clock), limits, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The https client that fetches client ID metadata documents, with the test-only settings.
+fn metadata_fetcher(settings: &Settings) -> anyhow::Result<latchkey_server::cimd_fetch::HttpFetcher> {
+    let pem = match &settings.insecure_cimd_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading insecure_cimd_ca {}", p.display()))?),
+        None => None,
+    };
+    latchkey_server::cimd_fetch::HttpFetcher::new(&latchkey_server::cimd_fetch::FetcherSettings {
+        insecure_allow_loopback: settings.insecure_cimd_loopback,
+        insecure_extra_root_pem: pem,
+        timeout: None,
+    })
 }
 
 /// SIGINT or SIGTERM: stop accepting, let in-flight requests finish.

@@ -254,7 +254,7 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Step, Error> {
         let client = match params.get("client_id").map(ClientId::parse) {
-            Some(Ok(id)) => self.store.client(&id).await?,
+            Some(Ok(id)) => self.client(&id, now).await.map_err(crate::cimd::for_page)?,
             _ => None,
         };
         let req = match validate(params, client.as_ref(), self.issuer(), now, self.config.pending_ttl) {
@@ -535,7 +535,7 @@ impl Provider {
         let Some(p) = self.store.pending(&TokenHash::of(id), now).await? else {
             return Ok(Err(expired()));
         };
-        let Some(client) = self.store.client(&p.client_id).await? else {
+        let Some(client) = self.client(&p.client_id, now).await.map_err(crate::cimd::for_page)? else {
             return Ok(Err(expired()));
         };
         Ok(Ok((p, client)))

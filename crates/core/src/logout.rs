@@ -60,7 +60,7 @@ impl Provider {
             (None, None) => None,
         };
         let client = match &client_id {
-            Some(id) => match self.store.client(id).await? {
+            Some(id) => match self.client(id, now).await? {
                 Some(c) => Some(c),
                 None => return page("unknown client_id"),
             },

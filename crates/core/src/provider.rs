@@ -52,6 +52,9 @@ pub struct ProviderConfig {
     /// Seals the private signing keys at rest: new keys are stored sealed, sealed keys are opened
     /// with it. `None`: keys are stored as they are, and a sealed key refuses to load.
     pub key_encryption_key: Option<KeyEncryptionKey>,
+    /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
+    /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
+    pub cimd: bool,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -76,6 +79,7 @@ impl ProviderConfig {
             max_sessions_per_user: 32,
             audit_retention: 90 * 24 * 3600,
             key_encryption_key: None,
+            cimd: true,
         }
     }
 }
@@ -88,6 +92,7 @@ pub struct Provider {
     pub(crate) origins: crate::cors::OriginCache,
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
+    pub(crate) cimd: crate::cimd::CimdState,
 }
 
 impl std::fmt::Debug for Provider {
@@ -141,6 +146,7 @@ impl Provider {
             keys: RwLock::new(Arc::new(keys)),
             origins: Default::default(),
             server_key,
+            cimd: Default::default(),
         })
     }
 
@@ -240,6 +246,7 @@ impl Provider {
             claims_parameter_supported: false,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
+            client_id_metadata_document_supported: self.metadata_documents_supported(),
         }
     }
 }

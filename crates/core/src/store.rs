@@ -340,8 +340,32 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
+/// A validated client ID metadata document, cached (`crate::cimd`). Only documents that passed
+/// validation are stored: errors and invalid documents never are (draft §4.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedDocument {
+    /// The document's URL, which is the client's `client_id`.
+    pub url: String,
+    /// The JSON as served (at most `cimd::MAX_DOCUMENT_BYTES`).
+    pub body: String,
+    pub fetched_at: UnixTime,
+    /// The response's own cache lifetime, within the server's bounds.
+    pub expires_at: UnixTime,
+}
+
+/// The cache of client ID metadata documents, shared by every instance on one database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait MetadataDocumentCache: Send + Sync {
+    /// The document cached for `url`, if it has not expired at `now`.
+    async fn cached_metadata_document(&self, url: &str, now: UnixTime) -> StoreResult<Option<CachedDocument>>;
+    /// Stores `doc`, replacing what was cached for its URL; then, if more than `max_rows`
+    /// documents are cached, evicts those expiring soonest, so the table stays bounded whatever
+    /// URLs unauthenticated requests name. Expired documents go in [`Store::purge_expired`].
+    async fn cache_metadata_document(&self, doc: &CachedDocument, max_rows: u64) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait Store: MetadataDocumentCache + Send + Sync + 'static {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
     async fn client(&self, id: &ClientId) -> StoreResult<Option<ClientRecord>>;
@@ -528,6 +552,8 @@ pub struct TableCounts {
     /// forever). Repeated refusals are aggregated before they are written (`throttle`), so an
     /// attacker cannot grow the table faster than the login back-off allows.
     pub audit_events: u64,
+    /// Cached client metadata documents once expired; at most `cimd::MAX_CACHED_DOCUMENTS` rows.
+    pub client_metadata_documents: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -553,6 +579,7 @@ impl TableCounts {
             + self.access_tokens
             + self.login_throttle
             + self.audit_events
+            + self.client_metadata_documents
     }
 }
 

@@ -54,4 +54,7 @@ pub struct ProviderMetadata {
     pub claims_parameter_supported: bool,
     pub request_parameter_supported: bool,
     pub request_uri_parameter_supported: bool,
+    /// draft-ietf-oauth-client-id-metadata-document §5: an https URL `client_id` is fetched as
+    /// the client's metadata document.
+    pub client_id_metadata_document_supported: bool,
 }

@@ -5,11 +5,14 @@
 //! `sqlite://PATH` for SQLite, `postgres://…` (or `postgresql://…`) for PostgreSQL. Everything
 //! above it sees only the `Store` trait.
 
+mod cimd_sql;
 mod postgres;
+mod postgres_cimd;
 mod postgres_maint;
 mod postgres_schema;
 mod purge_sql;
 mod sqlite;
+mod sqlite_cimd;
 mod sqlite_conn;
 mod sqlite_maint;
 mod sqlite_schema;

@@ -142,7 +142,12 @@ impl PostgresStore {
         Ok(MIGRATIONS.len())
     }
 
-    async fn opt<T>(&self, sql: &str, p: Params<'_>, f: impl Fn(&Row) -> anyhow::Result<T>) -> StoreResult<Option<T>> {
+    pub(crate) async fn opt<T>(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+        f: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> StoreResult<Option<T>> {
         let run = async {
             let c = self.conn().await?;
             let stmt = c.prepare_cached(sql).await?;
@@ -167,7 +172,7 @@ impl PostgresStore {
     }
 
     /// Runs `statements` in one READ COMMITTED transaction; returns the rows each touched.
-    async fn tx_exec(&self, statements: &[(&str, Params<'_>)]) -> anyhow::Result<Vec<u64>> {
+    pub(crate) async fn tx_exec(&self, statements: &[(&str, Params<'_>)]) -> anyhow::Result<Vec<u64>> {
         let mut c = self.conn().await?;
         let tx = c.build_transaction().isolation_level(IsolationLevel::ReadCommitted).start().await?;
         let mut out = Vec::with_capacity(statements.len());

@@ -137,4 +137,18 @@ pub const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL
     );
     "#,
+    // 3 and 4: reserved for the resource registry (lead) and dynamic registration (mcp-dcr),
+    // replaced by theirs when the branches merge.
+    "-- 3: reserved",
+    "-- 4: reserved",
+    // 5 (SQLite 8): cached client ID metadata documents, shared by every instance.
+    r#"
+    CREATE TABLE client_metadata_documents (
+        url TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        fetched_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
+    "#,
 ];

@@ -70,6 +70,11 @@ pub fn statements() -> Vec<(Field, Param, String)> {
         ),
         (|c| &mut c.login_throttle, Param::ThrottleCutoff, "DELETE FROM login_throttle WHERE last_failure <= $1".into()),
         (|c| &mut c.audit_events, Param::AuditCutoff, "DELETE FROM audit_events WHERE at < $1".into()),
+        (
+            |c| &mut c.client_metadata_documents,
+            Param::Now,
+            "DELETE FROM client_metadata_documents WHERE expires_at <= $1".into(),
+        ),
     ]
 }
 
@@ -82,7 +87,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 12;
+pub const COUNTED: usize = 13;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -94,7 +99,8 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM clients), (SELECT count(*) FROM users), (SELECT count(*) FROM signing_keys),
     (SELECT count(*) FROM pending_authorizations), (SELECT count(*) FROM sessions), (SELECT count(*) FROM consents),
     (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
-    (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events)";
+    (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events),
+    (SELECT count(*) FROM client_metadata_documents)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -112,5 +118,6 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         access_tokens: u(9),
         login_throttle: u(10),
         audit_events: u(11),
+        client_metadata_documents: u(12),
     }
 }

@@ -42,7 +42,7 @@ impl SqliteStore {
     }
 
     /// A point lookup by key: runs on the calling task (see [`Pool::lookup`]).
-    async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn lookup<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -60,7 +60,7 @@ impl SqliteStore {
     }
 
     /// `f` runs inside the writer's group transaction: it uses savepoints, never transactions.
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,

@@ -133,4 +133,19 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 6 and 7: reserved for the resource registry (lead) and dynamic registration (mcp-dcr),
+    // replaced by theirs when the branches merge.
+    "-- 6: reserved",
+    "-- 7: reserved",
+    // 8: cached client ID metadata documents (draft-ietf-oauth-client-id-metadata-document).
+    // Shared by every process on the file; the expiry index serves the purge and the eviction.
+    r#"
+    CREATE TABLE client_metadata_documents (
+        url TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
+    "#,
 ];

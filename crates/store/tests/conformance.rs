@@ -443,6 +443,9 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     s.insert_signing_key(&KeyRecord { active: false, retired_at: Some(650), ..key("k-recent", "RS256", 1) })
         .await
         .unwrap();
+    // Cached metadata documents: expired at 700, and fresh.
+    s.cache_metadata_document(&document("https://old.example/c", 100, 700), 100).await.unwrap();
+    s.cache_metadata_document(&document("https://new.example/c", 600, 4200), 100).await.unwrap();
     now
 }
 
@@ -464,6 +467,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             access_tokens: 9,
             login_throttle: 1,
             audit_events: 1,
+            client_metadata_documents: 2,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -482,6 +486,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             access_tokens: 8,
             login_throttle: 0,
             audit_events: 0,
+            client_metadata_documents: 1,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -529,8 +534,8 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     let source_counts = source.table_counts().await.unwrap();
     assert_eq!(
         target.table_counts().await.unwrap(),
-        TableCounts { login_throttle: 0, ..source_counts },
-        "everything but the transient login-throttle counters"
+        TableCounts { login_throttle: 0, client_metadata_documents: 0, ..source_counts },
+        "everything but the transient login-throttle counters and the metadata-document cache"
     );
     // An import that conflicts fails whole.
     // Users are written before keys: bob would stay if the import were not one transaction.
@@ -799,6 +804,33 @@ async fn a_private_key_is_replaced_only_if_unchanged(s: Arc<dyn Store>) {
     assert_eq!(s.signing_keys().await.unwrap()[0].private_pkcs8_b64, "enc:v1:sealed");
 }
 
+fn document(url: &str, fetched_at: i64, expires_at: i64) -> CachedDocument {
+    CachedDocument { url: url.into(), body: format!(r#"{{"client_id":"{url}"}}"#), fetched_at, expires_at }
+}
+
+/// The client ID metadata document cache: served until it expires, replaced on a re-fetch,
+/// bounded by evicting the documents expiring soonest, purged once expired.
+async fn metadata_documents_are_cached_until_they_expire_and_bounded(s: Arc<dyn Store>) {
+    let a = "https://a.example/client.json";
+    assert_eq!(s.cached_metadata_document(a, 0).await.unwrap(), None);
+    s.cache_metadata_document(&document(a, 10, 100), 3).await.unwrap();
+    assert_eq!(s.cached_metadata_document(a, 99).await.unwrap(), Some(document(a, 10, 100)));
+    assert_eq!(s.cached_metadata_document(a, 100).await.unwrap(), None, "expired at expires_at");
+    // A re-fetch replaces the entry.
+    s.cache_metadata_document(&document(a, 100, 500), 3).await.unwrap();
+    assert_eq!(s.cached_metadata_document(a, 200).await.unwrap().unwrap().fetched_at, 100);
+    // Past the cap, those expiring soonest go.
+    for (i, exp) in [(1, 400), (2, 600), (3, 700)] {
+        s.cache_metadata_document(&document(&format!("https://{i}.example/c"), 100, exp), 3).await.unwrap();
+    }
+    assert_eq!(s.table_counts().await.unwrap().client_metadata_documents, 3);
+    assert!(s.cached_metadata_document("https://1.example/c", 200).await.unwrap().is_none(), "soonest evicted");
+    assert!(s.cached_metadata_document(a, 200).await.unwrap().is_some());
+    let purged = s.purge_expired(650, &POLICY).await.unwrap();
+    assert_eq!(purged.client_metadata_documents, 2);
+    assert!(s.cached_metadata_document("https://3.example/c", 650).await.unwrap().is_some());
+}
+
 /// Runs every check, each on a fresh store from `make`.
 async fn suite<F, Fut>(make: F)
 where
@@ -826,6 +858,7 @@ where
     a_password_change_revokes_every_grant_of_the_user_in_one_step(make().await).await;
     revoking_a_users_tokens_keeps_their_password(make().await).await;
     a_private_key_is_replaced_only_if_unchanged(make().await).await;
+    metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -873,7 +906,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 2);
+    assert_eq!(s.migrate().await.unwrap(), 5);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -937,4 +970,29 @@ async fn postgres_login_attempts_are_reserved_as_one_across_instances() {
     let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
     concurrent_reservations(&[a, b]).await;
+}
+
+/// Two pools on one database stand for two instances: a document one of them fetched and cached is
+/// served to the other, so a fleet fetches each document once per lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_instances_share_cached_metadata_documents() {
+    let Some(db) = TestDatabase::create("cimd").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let url = "https://mcp.example/client.json";
+    assert!(b.cached_metadata_document(url, 10).await.unwrap().is_none());
+    a.cache_metadata_document(&document(url, 10, 3610), 100).await.unwrap();
+    assert_eq!(b.cached_metadata_document(url, 20).await.unwrap(), Some(document(url, 10, 3610)));
+    // Both instances storing one document at once (each fetched it) is not an error.
+    let writes: Vec<_> = (0..16)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.cache_metadata_document(&document(url, 20 + i, 4000 + i), 100).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert!(a.cached_metadata_document(url, 30).await.unwrap().is_some());
+    assert_eq!(b.table_counts().await.unwrap().client_metadata_documents, 1);
 }

@@ -96,14 +96,15 @@ impl RawClaims {
     pub(crate) fn check(self, want: &Expect<'_>) -> Result<Claims, TokenError> {
         let iss = self.iss.ok_or(TokenError::MissingClaim("iss"))?;
         if iss != want.issuer {
-            return Err(TokenError::Issuer(iss.chars().filter(|c| !c.is_control()).take(100).collect()));
+            return Err(TokenError::Issuer(printable(&iss)));
         }
         let aud = match self.aud.ok_or(TokenError::MissingClaim("aud"))? {
             Audience::One(a) => vec![a],
             Audience::Many(a) => a,
         };
-        if !aud.iter().any(|a| want.audiences.contains(a)) {
-            return Err(TokenError::Audience);
+        // RFC 8707 / RFC 9068 §4: a token for another API behind the same issuer is refused.
+        if !aud.iter().any(|a| want.audiences.iter().any(|w| crate::prm::same_resource(w, a))) {
+            return Err(TokenError::Audience { token: printable(&aud.join(" ")), accepted: want.audiences.join(" ") });
         }
         let exp = self.exp.ok_or(TokenError::MissingClaim("exp"))?;
         if want.now >= exp.saturating_add(want.leeway) {
@@ -123,6 +124,11 @@ impl RawClaims {
         };
         Ok(Claims { sub, scope, client_id, iss, aud, exp, iat: self.iat, jti: self.jti, extra: self.extra })
     }
+}
+
+/// A claim echoed in a description: no control characters, at most 100 of them.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
 #[cfg(test)]
@@ -169,7 +175,7 @@ mod tests {
         assert!(matches!(check(v, 500).unwrap_err(), TokenError::Issuer(_)));
         let mut v = good();
         v["aud"] = "other".into();
-        assert_eq!(check(v, 500).unwrap_err(), TokenError::Audience);
+        assert!(matches!(check(v, 500).unwrap_err(), TokenError::Audience { .. }));
         for claim in ["iss", "aud", "exp", "sub", "client_id"] {
             let mut v = good();
             v.as_object_mut().unwrap().remove(claim);

@@ -205,6 +205,9 @@ mod tests {
         let bare = answer(json!({"aud": null, "token_type": null}));
         assert_eq!(accept(true, bare).unwrap_err(), TokenError::MissingClaim("token_type"));
         // A present aud is checked as always, allowed or not.
-        assert_eq!(accept(true, answer(json!({"aud": "https://other.example"}))).unwrap_err(), TokenError::Audience);
+        assert!(matches!(
+            accept(true, answer(json!({"aud": "https://other.example"}))).unwrap_err(),
+            TokenError::Audience { .. }
+        ));
     }
 }

@@ -27,13 +27,15 @@ mod bearer;
 mod claims;
 mod introspection;
 mod middleware;
+pub mod prm;
 mod refusal;
 mod verifier;
 
 pub use bearer::bearer_token;
 pub use claims::Claims;
 pub use middleware::{RequireToken, RequireTokenLayer};
-pub use refusal::{Refusal, TokenError};
+pub use prm::ProtectedResourceMetadata;
+pub use refusal::{Challenge, Refusal, TokenError};
 pub use verifier::{ConfigError, Verifier, VerifierBuilder};
 
 pub use jsonwebtoken::Algorithm;

@@ -76,7 +76,7 @@ where
                     parts.extensions.insert(verifier);
                     inner.call(Request::from_parts(parts, body)).await
                 }
-                Err(refusal) => Ok(refusal.to_response(verifier.realm())),
+                Err(refusal) => Ok(verifier.refuse(&refusal, &scope)),
             }
         })
     }
@@ -98,6 +98,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Claims {
             )
             .into_response());
         };
-        verifier.verify_request(&parts.headers, &parts.uri).await.map_err(|r| r.to_response(verifier.realm()))
+        verifier.verify_request(&parts.headers, &parts.uri).await.map_err(|r| verifier.refuse(&r, &Scope::default()))
     }
 }

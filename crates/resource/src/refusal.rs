@@ -42,8 +42,13 @@ pub enum TokenError {
     WrongType(Option<String>),
     #[error("the token was issued by {0:?}, not by the issuer this API trusts")]
     Issuer(String),
-    #[error("the token's audience does not include this API")]
-    Audience,
+    /// RFC 8707 / RFC 9068 §4: `aud` names another API. Both sides are named: the token's
+    /// audience is its holder's own information, the accepted one is public (it is this API's
+    /// resource identifier).
+    #[error(
+        "the token's audience is {token:?}, not this API ({accepted}): ask the issuer for a token for this resource (RFC 8707)"
+    )]
+    Audience { token: String, accepted: String },
     #[error("the access token expired")]
     Expired,
     #[error("the access token is not valid yet (nbf)")]
@@ -100,28 +105,51 @@ impl Refusal {
 
     /// The `WWW-Authenticate` challenge (RFC 6750 §3), for the refusals that carry one.
     pub fn challenge(&self, realm: Option<&str>) -> Option<String> {
+        self.challenge_with(&Challenge { realm, ..Challenge::default() })
+    }
+
+    /// The challenge with every parameter the API knows. Order: `realm`, `error`,
+    /// `error_description`, `resource_metadata`, `scope`. `resource_metadata` (RFC 9728 §5.1)
+    /// goes on every challenge; `scope` on 401s names what the route needs (so a client asks for
+    /// it at once), on 403 `insufficient_scope` every scope the request needs, granted ones
+    /// included (the MCP step-up asks for exactly that set; naming only the missing ones would
+    /// make the client drop the others).
+    pub fn challenge_with(&self, c: &Challenge<'_>) -> Option<String> {
         let mut params = Vec::new();
-        if let Some(r) = realm {
+        if let Some(r) = c.realm {
             params.push(format!("realm=\"{}\"", quoted(r)));
         }
-        match self {
-            Self::NoToken => {}
+        let scope = match self {
+            Self::NoToken => c.scope.filter(|s| !s.is_empty()),
             Self::InvalidRequest(_) | Self::InvalidToken(_) => {
                 params.push(format!("error=\"{}\"", self.error_code().unwrap_or_default()));
-                params.push(format!("error_description=\"{}\"", quoted(&self.description())));
+                params.push(format!("error_description=\"{}\"", described(&self.description())));
+                c.scope.filter(|s| !s.is_empty())
             }
             Self::InsufficientScope { required, .. } => {
                 params.push("error=\"insufficient_scope\"".into());
-                params.push(format!("error_description=\"{}\"", quoted(&self.description())));
-                params.push(format!("scope=\"{}\"", quoted(&required.to_string())));
+                params.push(format!("error_description=\"{}\"", described(&self.description())));
+                Some(required)
             }
             Self::Unavailable(_) | Self::Misconfigured(_) => return None,
+        };
+        if let Some(url) = c.resource_metadata {
+            params.push(format!("resource_metadata=\"{}\"", quoted(url)));
+        }
+        // Never `scope=""`: clients' parsers read an empty quoted value as the two quote marks.
+        if let Some(s) = scope.filter(|s| !s.is_empty()) {
+            params.push(format!("scope=\"{}\"", quoted(&s.to_string())));
         }
         Some(if params.is_empty() { "Bearer".into() } else { format!("Bearer {}", params.join(", ")) })
     }
 
     /// The response, with the challenge's realm.
     pub fn to_response(&self, realm: Option<&str>) -> Response {
+        self.to_response_with(&Challenge { realm, ..Challenge::default() })
+    }
+
+    /// The response, with every challenge parameter of `c`.
+    pub fn to_response_with(&self, c: &Challenge<'_>) -> Response {
         match self {
             Self::Misconfigured(detail) => tracing::error!(%detail, "latchkey-resource is misconfigured"),
             Self::Unavailable(detail) => tracing::warn!(%detail, "cannot check access tokens"),
@@ -134,7 +162,7 @@ impl Refusal {
         body.insert("error_description".into(), self.description().into());
         let mut res = (self.status(), axum::Json(body)).into_response();
         let h = res.headers_mut();
-        if let Some(c) = self.challenge(realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(c) = self.challenge_with(c).and_then(|c| HeaderValue::from_str(&c).ok()) {
             h.insert(header::WWW_AUTHENTICATE, c);
         }
         if matches!(self, Self::Unavailable(_)) {
@@ -145,10 +173,28 @@ impl Refusal {
     }
 }
 
+/// What a challenge says besides the refusal itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Challenge<'a> {
+    /// RFC 6750 §3 `realm`.
+    pub realm: Option<&'a str>,
+    /// RFC 9728 §5.1: where the client finds this API's protected resource metadata.
+    pub resource_metadata: Option<&'a str>,
+    /// The scope the request needs, for 401 challenges (403s carry their own).
+    pub scope: Option<&'a Scope>,
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         self.to_response(None)
     }
+}
+
+/// An `error_description` value: [`quoted`], and without `=`, so that the naive
+/// `name="value"` searches of MCP SDK clients cannot find a `scope=` or `resource_metadata=`
+/// inside a description that echoes a claim.
+fn described(s: &str) -> String {
+    quoted(s).replace('=', ":")
 }
 
 /// RFC 6750 §3: error_description and scope are restricted to %x20-21 / %x23-5B / %x5D-7E, so
@@ -174,5 +220,6 @@ mod tests {
         assert_eq!(s.status(), StatusCode::FORBIDDEN);
         assert!(Refusal::Unavailable("x".into()).challenge(None).is_none());
         assert_eq!(quoted("a\"b\\c\u{e9}\n"), "a'bc");
+        assert_eq!(described("aud https://x/?scope=admin"), "aud https://x/?scope:admin");
     }
 }

@@ -4,6 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use latchkey_proto::discovery::{IssuerMetadata, well_known_urls};
 use latchkey_proto::jose::{ASYMMETRIC_ALGORITHMS, JwsHeader, KeySet};
@@ -11,7 +12,7 @@ use latchkey_proto::{ClientSecret, Scope};
 
 use crate::claims::{Expect, RawClaims};
 use crate::introspection::Introspector;
-use crate::{Claims, Clock, Refusal, RequireTokenLayer, TokenError};
+use crate::{Challenge, Claims, Clock, ProtectedResourceMetadata, Refusal, RequireTokenLayer, TokenError};
 
 /// After a failed first fetch (no keys at all), how soon to try again. Short, so an API started
 /// before its issuer works as soon as the issuer is up, yet a down issuer is not hammered.
@@ -29,6 +30,8 @@ pub(crate) struct Inner {
     pub refetch_interval: i64,
     pub max_key_age: i64,
     pub realm: Option<String>,
+    /// The canonical resource URI (RFC 8707 / RFC 9728) and its metadata URL, when configured.
+    pub resource: Option<(String, String)>,
     pub clock: Clock,
     pub http: reqwest::Client,
     state: RwLock<KeyState>,
@@ -62,6 +65,10 @@ pub enum ConfigError {
         "invalid issuer {0:?}: an https URL (plain http only for 127.0.0.1, [::1] or localhost), without query or fragment"
     )]
     Issuer(String),
+    #[error(
+        "invalid resource {0:?}: an absolute https URL (plain http only for 127.0.0.1, [::1] or localhost), without query or fragment (RFC 8707 §2)"
+    )]
+    Resource(String),
     #[error("no algorithm left to accept: only asymmetric JWS algorithms (RS*, PS*, ES*, EdDSA) can be allowed")]
     NoAlgorithm,
 }
@@ -75,6 +82,7 @@ pub struct VerifierBuilder {
     refetch_interval: Duration,
     max_key_age: Duration,
     realm: Option<String>,
+    resource: Option<String>,
     clock: Clock,
     http: Option<reqwest::Client>,
     introspection: Option<(String, ClientSecret)>,
@@ -87,6 +95,18 @@ impl VerifierBuilder {
     /// itself, which is Latchkey's default `audience`.
     pub fn audience(mut self, aud: impl Into<String>) -> Self {
         self.audiences.push(aud.into());
+        self
+    }
+    /// This API's canonical resource identifier (RFC 8707 §2, RFC 9728), e.g.
+    /// `https://mcp.example.com/mcp`: the URI clients send as `resource` when they ask for a
+    /// token. Tokens must then name it in `aud` (so a token minted for another API behind the same
+    /// issuer is refused; `https://h` and `https://h/` count as one resource, nothing else is
+    /// normalized), the issuer is no longer a default audience, and every challenge carries
+    /// `resource_metadata` pointing at the metadata of [`Verifier::protected_resource_metadata`]
+    /// and, on 401, the `scope` the route needs. Further [`VerifierBuilder::audience`]s are still
+    /// accepted besides it.
+    pub fn resource(mut self, uri: impl Into<String>) -> Self {
+        self.resource = Some(uri.into());
         self
     }
     /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default 30 s.
@@ -155,7 +175,15 @@ impl VerifierBuilder {
         if self.algorithms.is_empty() {
             return Err(ConfigError::NoAlgorithm);
         }
-        let audiences = if self.audiences.is_empty() { vec![self.issuer.clone()] } else { self.audiences };
+        if let Some(r) = &self.resource {
+            check_resource(r)?;
+        }
+        // The resource comes first: introspection's allow_missing_audience takes the first one.
+        let audiences = match (&self.resource, self.audiences.is_empty()) {
+            (Some(r), _) => std::iter::once(r.clone()).chain(self.audiences).collect(),
+            (None, true) => vec![self.issuer.clone()],
+            (None, false) => self.audiences,
+        };
         if self.allow_missing_audience {
             tracing::warn!(
                 issuer = %self.issuer,
@@ -173,6 +201,10 @@ impl VerifierBuilder {
             refetch_interval: secs(self.refetch_interval),
             max_key_age: secs(self.max_key_age),
             realm: self.realm,
+            resource: self.resource.map(|r| {
+                let url = crate::prm::metadata_url(&r);
+                (r, url)
+            }),
             clock: self.clock,
             http: self.http.unwrap_or_else(default_http),
             state: RwLock::new(KeyState::default()),
@@ -195,18 +227,31 @@ fn default_http() -> reqwest::Client {
 }
 
 fn check_issuer(issuer: &str) -> Result<(), ConfigError> {
-    let bad = || ConfigError::Issuer(issuer.to_owned());
-    let url = url::Url::parse(issuer).map_err(|_| bad())?;
+    if https_or_loopback(issuer) { Ok(()) } else { Err(ConfigError::Issuer(issuer.to_owned())) }
+}
+
+/// RFC 8707 §2: absolute, no fragment; no query either (RFC 9728 §3.1 would have to carry it
+/// into the metadata URL, and RFC 8707 says it SHOULD NOT be there). No userinfo.
+fn check_resource(resource: &str) -> Result<(), ConfigError> {
+    let ok = https_or_loopback(resource)
+        && url::Url::parse(resource).is_ok_and(|u| u.username().is_empty() && u.password().is_none())
+        && !resource.contains(['?', '#']);
+    if ok { Ok(()) } else { Err(ConfigError::Resource(resource.to_owned())) }
+}
+
+fn https_or_loopback(uri: &str) -> bool {
+    let Ok(url) = url::Url::parse(uri) else {
+        return false;
+    };
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
     };
-    let ok = (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+    (url.scheme() == "https" || (url.scheme() == "http" && loopback))
         && url.query().is_none()
-        && url.fragment().is_none();
-    if ok { Ok(()) } else { Err(bad()) }
+        && url.fragment().is_none()
 }
 
 impl Verifier {
@@ -219,6 +264,7 @@ impl Verifier {
             refetch_interval: Duration::from_secs(30),
             max_key_age: Duration::from_secs(3600),
             realm: None,
+            resource: None,
             clock: Clock::system(),
             http: None,
             introspection: None,
@@ -232,6 +278,38 @@ impl Verifier {
     }
     pub fn realm(&self) -> Option<&str> {
         self.0.realm.as_deref()
+    }
+    /// The canonical resource URI set with [`VerifierBuilder::resource`].
+    pub fn resource(&self) -> Option<&str> {
+        self.0.resource.as_ref().map(|(r, _)| r.as_str())
+    }
+    /// The URL of this API's protected resource metadata (RFC 9728 §3.1, path-inserted form).
+    pub fn resource_metadata_url(&self) -> Option<&str> {
+        self.0.resource.as_ref().map(|(_, u)| u.as_str())
+    }
+
+    /// The RFC 9728 document for this API: its resource, the issuer exactly as configured, and
+    /// `scopes_supported`. Serve it with [`ProtectedResourceMetadata::router`]. `None` without a
+    /// [`VerifierBuilder::resource`].
+    pub fn protected_resource_metadata<I, S>(&self, scopes_supported: I) -> Option<ProtectedResourceMetadata>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let r = self.resource()?;
+        Some(ProtectedResourceMetadata::new(r, &self.0.issuer).scopes_supported(scopes_supported))
+    }
+
+    /// The response for a refused request to a route that needs `scope`: the challenge has this
+    /// API's realm, and with a resource configured, its `resource_metadata` and (on 401) the scope.
+    /// Without a resource the challenge is as before (RFC 6750 alone).
+    pub fn refuse(&self, refusal: &Refusal, scope: &Scope) -> Response {
+        let resource_metadata = self.resource_metadata_url();
+        refusal.to_response_with(&Challenge {
+            realm: self.realm(),
+            resource_metadata,
+            scope: resource_metadata.map(|_| scope),
+        })
     }
 
     /// A tower layer that lets through only requests with a valid token carrying every scope in

@@ -70,9 +70,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A background process that dies with this test binary, however it ends: `sh` runs it and waits
-/// on its own standard input, a pipe whose writing end only this process holds; when the test
-/// binary exits, the pipe closes and `sh` kills the child. (A static environment is never dropped,
+/// A background process that dies with this test binary, however it ends: `sh` runs it (with the
+/// same standard input) and waits on its standard input, a pipe whose writing end only this process
+/// holds; when the test binary exits, the pipe closes and `sh` kills the child. (A static environment is never dropped,
 /// so `Drop` cannot do it.)
 struct Watched {
     _sh: Child,
@@ -83,7 +83,7 @@ fn spawn_watched(program: &Path, args: &[&str], envs: &[(&str, &str)], log: &Pat
     let file = std::fs::File::create(log).unwrap();
     let sh = Command::new("sh")
         .arg("-c")
-        .arg(r#""$@" </dev/null & child=$!; cat >/dev/null; kill "$child" 2>/dev/null; wait "$child""#)
+        .arg(r#"exec 3<&0; "$@" <&3 3<&- & child=$!; cat >/dev/null; kill "$child" 2>/dev/null; wait "$child""#)
         .arg("sh")
         .arg(program)
         .args(args)

@@ -4,6 +4,8 @@
 //! - `pages.test.mjs`: the login, consent, sign-out and error pages.
 //! - `spa.test.mjs`: the SPA example (`examples/spa`) end to end, with the protected-api example as
 //!   its API.
+//! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
+//!   registration, authorization, code exchange and revocation across origins (CORS).
 //!
 //! Screenshots of each page are kept in `artifacts/screenshots/`. Outside CI the tests are skipped,
 //! with a message, when node, Chromium or the npm packages are missing; in CI (`CI` set) they must
@@ -287,4 +289,15 @@ fn spa_example_signs_in_calls_the_api_refreshes_and_signs_out_in_headless_chromi
         ],
         dir.path(),
     );
+}
+
+#[test]
+fn a_browser_mcp_host_registers_and_authorizes_across_origins_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = serve(&dir.path().join("mcp-host.db"), &dir.path().join("server.log"));
+    run_node("mcp_host.test.mjs", &[("LATCHKEY_BASE", &base)], &["mcp-host-consent"], dir.path());
 }

@@ -265,8 +265,12 @@ fn uri_list(uris: &[Value], field: &str) -> Result<Vec<RedirectUri>, CimdError> 
     uris.iter()
         .map(|u| {
             let s = u.as_str().ok_or_else(|| CimdError::InvalidMetadata(format!("{field} must hold strings")))?;
-            RedirectUri::parse_registration(s)
-                .map_err(|e| CimdError::InvalidMetadata(format!("{field}: {:?} is refused: {e}", shorten(s, 100))))
+            // The rules of self-registered clients (RFC 8252): loopback including the name
+            // `localhost` (Claude Code's document lists http://localhost/callback), https, or a
+            // reverse-domain private-use scheme.
+            latchkey_proto::registration::self_registered_redirect(s).map_err(|e| {
+                CimdError::InvalidMetadata(format!("{field}: {:?} is refused: {}", shorten(s, 100), e.description))
+            })
         })
         .collect()
 }
@@ -436,7 +440,9 @@ mod tests {
             matches!(check(json!({"redirect_uris": null})), Err(CimdError::InvalidMetadata(d)) if d.contains("redirect_uris is missing"))
         );
         assert!(matches!(check(json!({"redirect_uris": []})), Err(CimdError::InvalidMetadata(_))));
-        for bad in ["http://app.example/cb", "javascript:alert(1)", "https://app.example/cb#x", "relative/cb"] {
+        for bad in
+            ["http://app.example/cb", "javascript:alert(1)", "myapp:/cb", "https://app.example/cb#x", "relative/cb"]
+        {
             assert!(
                 matches!(check(json!({"redirect_uris": [bad]})), Err(CimdError::InvalidMetadata(d)) if d.contains("redirect_uris")),
                 "{bad}"
@@ -444,11 +450,10 @@ mod tests {
         }
         let many: Vec<String> = (0..21).map(|i| format!("https://app.example/cb{i}")).collect();
         assert!(check(json!({"redirect_uris": many})).is_err());
-        // Loopback, https and private-use schemes are fine.
-        assert!(
-            check(json!({"redirect_uris": ["http://[::1]/cb", "https://a.example/cb", "com.example.app:/oauth"]}))
-                .is_ok()
-        );
+        // Loopback (the name localhost too: Claude Code's document), https and reverse-domain
+        // private-use schemes are fine.
+        let uris = ["http://[::1]/cb", "http://localhost/callback", "https://a.example/cb", "com.example.app:/oauth"];
+        assert!(check(json!({ "redirect_uris": uris })).is_ok());
     }
 
     #[test]

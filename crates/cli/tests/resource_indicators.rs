@@ -106,11 +106,11 @@ async fn a_token_for_resource_a_is_refused_by_resource_b() {
     assert_eq!(aud(&t), A, "aud is exactly the requested resource");
     assert!(verifier(&s, A).verify(t["access_token"].as_str().unwrap()).await.is_ok());
     let e = verifier(&s, B).verify(t["access_token"].as_str().unwrap()).await.unwrap_err();
-    assert!(matches!(e, Refusal::InvalidToken(TokenError::Audience)), "{e:?}");
+    assert!(matches!(e, Refusal::InvalidToken(TokenError::Audience { .. })), "{e:?}");
     // Nor does it pass for the deployment's default audience (the issuer), which a token without
     // a resource would carry.
     let e = verifier(&s, &s.base).verify(t["access_token"].as_str().unwrap()).await.unwrap_err();
-    assert!(matches!(e, Refusal::InvalidToken(TokenError::Audience)), "{e:?}");
+    assert!(matches!(e, Refusal::InvalidToken(TokenError::Audience { .. })), "{e:?}");
 }
 
 #[tokio::test]
@@ -266,6 +266,12 @@ async fn an_unvetted_client_gets_the_scopes_of_its_target_only() {
     let page = b.submit_login(&s.base, &page.body, "alice", PASSWORD).await;
     assert!(page.location().starts_with("/consent"), "an unvetted client always gets the consent page");
     let consent = b.get(&s.url(&page.location())).await;
+    // The user sees which API the access is for.
+    assert!(
+        consent.body.contains("<strong>Server A</strong> (<code>https://a.example/mcp</code>)"),
+        "{}",
+        consent.body
+    );
     let q = b.submit_consent(&s.base, &consent.body, "allow").await.redirect_query();
     let (st, t) = exchange(&s, "dcr-1", &q["code"], &v, Some(A)).await;
     assert_eq!(st, 200, "{t}");

@@ -35,6 +35,8 @@ pub enum Step {
         /// Set for a client nobody vetted (self-registered, metadata document): what the page
         /// must show so that a borrowed name does not pass for the real application.
         unverified: Option<Box<crate::registration::Unverified>>,
+        /// RFC 8707: the API the access will be for, as registered (its name, its URI).
+        resource: Option<(String, String)>,
     },
 }
 
@@ -541,7 +543,15 @@ impl Provider {
     ) -> Result<Step, Error> {
         let username = self.store.user(&session.user_id).await?.map(|u| u.username).unwrap_or_default();
         let unverified = crate::registration::unverified(client, &req.redirect_uri).map(Box::new);
-        Ok(Step::Consent { pending, client_name: client.name.clone(), scope: req.scope.clone(), username, unverified })
+        let resource = match &req.resource {
+            Some(uri) => {
+                let name = self.store.resource(uri).await?.map(|r| r.name).unwrap_or_else(|| uri.to_string());
+                Some((name, uri.to_string()))
+            }
+            None => None,
+        };
+        let scope = req.scope.clone();
+        Ok(Step::Consent { pending, client_name: client.name.clone(), scope, username, unverified, resource })
     }
 
     async fn save_pending(&self, p: &PendingAuthorization, ip: Option<IpAddr>, now: UnixTime) -> Result<String, Error> {

@@ -101,6 +101,8 @@ pub struct ConsentPage<'a> {
     pub scope: &'a Scope,
     /// A client nobody vetted (issue 12): marked unverified, with where it sends the user.
     pub unverified: Option<&'a latchkey_core::registration::Unverified>,
+    /// RFC 8707: the API (name, URI) the access is for; tokens will be valid there only.
+    pub resource: Option<(&'a str, &'a str)>,
 }
 
 /// The warning block for an unverified client: its name is its own choice, so the page shows the
@@ -141,7 +143,7 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
 {notice}<p><strong>{client}</strong>{mark} would like to:</p>
 <ul class="scopes">
 {items}</ul>
-<form method="post" action="/consent">
+{resource}<form method="post" action="/consent">
 <input type="hidden" name="req" value="{pending}">
 <input type="hidden" name="csrf" value="{csrf}">
 <button type="submit" name="decision" value="allow" autofocus>Allow</button>
@@ -151,6 +153,17 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
             client = text(p.client_name),
             notice = p.unverified.map(unverified_notice).unwrap_or_default(),
             mark = if p.unverified.is_some() { " (unverified)" } else { "" },
+            resource = p
+                .resource
+                .map(|(name, uri)| {
+                    let at = if name == uri {
+                        format!("<code>{}</code>", text(uri))
+                    } else {
+                        format!("<strong>{}</strong> (<code>{}</code>)", text(name), text(uri))
+                    };
+                    format!("<p>This access is for {at} only.</p>\n")
+                })
+                .unwrap_or_default(),
             pending = attr(p.pending),
             csrf = attr(p.csrf),
         ),

@@ -81,7 +81,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
-        Step::Consent { pending, client_name, scope, username, unverified } => {
+        Step::Consent { pending, client_name, scope, username, unverified, resource } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::consent(&pages::ConsentPage {
                 client_name: &client_name,
@@ -90,6 +90,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
                 username: &username,
                 scope: &scope,
                 unverified: unverified.as_deref(),
+                resource: resource.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }

@@ -46,7 +46,7 @@ wait_for() {
 
 echo "== build (release)"
 cargo build --release --locked -p latchkey -p latchkey-bench
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 echo "== the peer: node-oidc-provider from npm ($(node --version))"
 (cd bench/peer && npm ci --no-audit --no-fund --loglevel=error)

@@ -158,8 +158,8 @@ async fn a_wrong_method_is_405_with_allow_in_the_endpoints_format() {
         (Method::GET, "/token", "POST,OPTIONS"),
         (Method::PUT, "/token", "POST,OPTIONS"),
         (Method::DELETE, "/userinfo", "GET,HEAD,POST,OPTIONS"),
-        (Method::POST, "/jwks.json", "GET,HEAD"),
-        (Method::PATCH, "/.well-known/openid-configuration", "GET,HEAD"),
+        (Method::POST, "/jwks.json", "GET,HEAD,OPTIONS"),
+        (Method::PATCH, "/.well-known/openid-configuration", "GET,HEAD,OPTIONS"),
     ] {
         let r = send(&f, Request::builder().method(method.clone()).uri(path).body(Body::empty()).unwrap()).await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");

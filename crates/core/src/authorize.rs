@@ -36,7 +36,7 @@ pub enum Step {
         /// must show so that a borrowed name does not pass for the real application.
         unverified: Option<Box<crate::registration::Unverified>>,
         /// RFC 8707: the API the access will be for, as registered (its name, its URI).
-        resource: Option<(String, String)>,
+        resource: Option<Box<(String, String)>>,
     },
 }
 
@@ -546,7 +546,7 @@ impl Provider {
         let resource = match &req.resource {
             Some(uri) => {
                 let name = self.store.resource(uri).await?.map(|r| r.name).unwrap_or_else(|| uri.to_string());
-                Some((name, uri.to_string()))
+                Some(Box::new((name, uri.to_string())))
             }
             None => None,
         };

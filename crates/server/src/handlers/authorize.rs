@@ -90,7 +90,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
                 username: &username,
                 scope: &scope,
                 unverified: unverified.as_deref(),
-                resource: resource.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+                resource: resource.as_deref().map(|(n, u)| (n.as_str(), u.as_str())),
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }

@@ -683,4 +683,6 @@ pub struct Snapshot {
     /// Oldest first.
     pub audit_events: Vec<AuditRecord>,
     pub resources: Vec<crate::resource::ResourceRecord>,
+    /// The RFC 7591 state of self-registered clients (their clients are in `clients`).
+    pub registrations: Vec<RegistrationRecord>,
 }

@@ -90,6 +90,10 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             audit_row
         ),
         resources: rows!(&format!("SELECT {RESOURCE_COLS} FROM resources ORDER BY uri"), resource_row),
+        registrations: rows!(
+            &format!("{} ORDER BY client_id", crate::registration_sql::ALL),
+            crate::postgres_registration::registration_row
+        ),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -112,6 +116,15 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     }
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
+    }
+    // After the clients: a registration belongs to one.
+    for r in &snap.registrations {
+        let meta = serde_json::to_string(&r.metadata)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&r.client_id.as_str(), &r.access_hash.as_str(), &r.fingerprint, &r.shared, &meta, &r.created_at];
+        tx.execute(crate::registration_sql::INSERT, &params)
+            .await
+            .with_context(|| format!("registration {}", r.client_id))?;
     }
     for r in &snap.resources {
         tx.execute(INSERT_RESOURCE, &[&r.uri.as_str(), &r.name, &r.scopes.to_string(), &r.created_at])

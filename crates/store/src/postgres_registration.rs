@@ -17,7 +17,7 @@ use crate::registration_sql as sql;
 const FINGERPRINT_LOCK: i64 = 12;
 const SOURCE_LOCK: i64 = 13;
 
-fn registration_row(r: &Row) -> anyhow::Result<RegistrationRecord> {
+pub(crate) fn registration_row(r: &Row) -> anyhow::Result<RegistrationRecord> {
     Ok(RegistrationRecord {
         client_id: ClientId::parse(r.try_get(0)?)?,
         access_hash: TokenHash::from_stored(r.try_get(1)?),

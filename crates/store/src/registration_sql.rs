@@ -7,6 +7,9 @@ pub const INSERT: &str = "INSERT INTO registrations (client_id, access_hash, fin
 /// The registration with fingerprint `$1`.
 pub const BY_FINGERPRINT: &str = "SELECT client_id, access_hash, fingerprint, shared, metadata, created_at FROM registrations WHERE fingerprint = $1";
 
+/// Every registration, for `db copy` (the caller adds its ORDER BY).
+pub const ALL: &str = "SELECT client_id, access_hash, fingerprint, shared, metadata, created_at FROM registrations";
+
 pub const BY_CLIENT: &str =
     "SELECT client_id, access_hash, fingerprint, shared, metadata, created_at FROM registrations WHERE client_id = $1";
 

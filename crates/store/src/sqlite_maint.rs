@@ -102,6 +102,10 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .prepare(&format!("SELECT {RESOURCE_COLS} FROM resources ORDER BY uri"))?
             .query_map([], resource_row)?
             .collect::<rusqlite::Result<_>>()?,
+        registrations: tx
+            .prepare(&format!("{} ORDER BY client_id", crate::registration_sql::ALL))?
+            .query_map([], crate::sqlite_registration::registration_row)?
+            .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;
     Ok(s)
@@ -115,6 +119,14 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO clients (client_id, data, created_at) VALUES (?1, ?2, ?3)",
             params![client.client_id.as_str(), data, client.created_at],
+        )?;
+    }
+    // After the clients: a registration belongs to one.
+    for r in &s.registrations {
+        let meta = serde_json::to_string(&r.metadata).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        tx.execute(
+            crate::registration_sql::INSERT,
+            params![r.client_id.as_str(), r.access_hash.as_str(), r.fingerprint, r.shared, meta, r.created_at],
         )?;
     }
     for u in &s.users {

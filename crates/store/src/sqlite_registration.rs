@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::registration_sql as sql;
 use crate::sqlite::{SqliteStore, client_id_at, json_col, to_json};
 
-fn registration_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
+pub(crate) fn registration_row(r: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
     Ok(RegistrationRecord {
         client_id: client_id_at(r, 0)?,
         access_hash: TokenHash::from_stored(r.get(1)?),

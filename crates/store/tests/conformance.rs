@@ -532,8 +532,11 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
 async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Arc<dyn Store>) {
     a_deployment_with_live_and_dead_records(&source).await;
     source.insert_resource(&mcp_resource("https://a.example/mcp")).await.unwrap();
+    let reg = registration(PUBLIC, 100);
+    assert_eq!(register(&source, &reg, "198.51.100.1", 100).await, Registered::Created);
     let snapshot = source.export().await.unwrap();
     assert_eq!(snapshot.grants.len(), 8);
+    assert_eq!(snapshot.registrations, [reg.record.clone()], "a self-registered client keeps its registration");
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
     target.import(&snapshot).await.unwrap();
     assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");

@@ -20,10 +20,11 @@ fuzz_target!(|data: &[u8]| {
         && q.matches_registered(r)
         && q.as_str() != r.as_str()
     {
-        // The only inexact match allowed: the port of a loopback IP literal over http.
+        // The only inexact match allowed: the port of a loopback host over http (the IP literals,
+        // and `localhost`, which self-registered clients may register).
         for u in [q.as_str(), r.as_str()] {
             assert!(
-                u.starts_with("http://127.0.0.1") || u.starts_with("http://[::1]"),
+                u.starts_with("http://127.0.0.1") || u.starts_with("http://[::1]") || u.starts_with("http://localhost"),
                 "inexact match outside loopback: {q} ~ {r}"
             );
         }

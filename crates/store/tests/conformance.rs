@@ -536,7 +536,11 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     assert_eq!(register(&source, &reg, "198.51.100.1", 100).await, Registered::Created);
     let snapshot = source.export().await.unwrap();
     assert_eq!(snapshot.grants.len(), 8);
-    assert_eq!(snapshot.registrations, [reg.record.clone()], "a self-registered client keeps its registration");
+    assert_eq!(
+        snapshot.registrations,
+        std::slice::from_ref(&reg.record),
+        "a self-registered client keeps its registration"
+    );
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
     target.import(&snapshot).await.unwrap();
     assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");

@@ -222,7 +222,7 @@ fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
     Ok(p)
 }
 
-fn expired_step() -> Step {
+pub(crate) fn expired_step() -> Step {
     Step::ErrorPage(OAuthError::invalid_request(
         "this sign-in request has expired or was already completed; go back to the application and start again",
     ))
@@ -532,7 +532,7 @@ impl Provider {
         })
     }
 
-    async fn has_consent(&self, client: &ClientRecord, user_id: &str, scope: &Scope) -> Result<bool, Error> {
+    pub(crate) async fn has_consent(&self, client: &ClientRecord, user_id: &str, scope: &Scope) -> Result<bool, Error> {
         // Issue 12: a client nobody vetted always gets the consent page, remembered consent or not:
         // anyone can register a client under a trusted name, and only the page shows who it is.
         if !client.vetted() {
@@ -544,7 +544,7 @@ impl Provider {
         Ok(self.store.consent(user_id, &client.client_id).await?.is_some_and(|s| scope.is_subset(&s)))
     }
 
-    async fn consent_step(
+    pub(crate) async fn consent_step(
         &self,
         pending: String,
         client: &ClientRecord,
@@ -586,7 +586,7 @@ impl Provider {
         Ok(id)
     }
 
-    async fn load_pending(
+    pub(crate) async fn load_pending(
         &self,
         id: &str,
         now: UnixTime,
@@ -609,7 +609,7 @@ impl Provider {
 
     /// Issues a code for a request the user has authorised and returns the redirect (RFC 6749
     /// §4.1.2, with `iss` per RFC 9207 so the client can detect mix-up attacks).
-    async fn issue_code(
+    pub(crate) async fn issue_code(
         &self,
         req: &PendingAuthorization,
         session: &SessionRecord,

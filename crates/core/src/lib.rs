@@ -16,6 +16,7 @@ pub mod grant;
 pub mod introspect;
 pub mod keys;
 pub mod logout;
+pub mod passkey;
 pub mod password;
 pub mod provider;
 pub mod registration;

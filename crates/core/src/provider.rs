@@ -68,6 +68,8 @@ pub struct ProviderConfig {
     /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
     /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
     pub cimd: bool,
+    /// `[webauthn]`: passkeys' relying party and the bounds of their ceremonies.
+    pub passkeys: crate::passkey::PasskeyConfig,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -97,6 +99,7 @@ impl ProviderConfig {
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
             cimd: true,
+            passkeys: Default::default(),
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct Provider {
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
     pub(crate) cimd: crate::cimd::CimdState,
+    /// The WebAuthn relying party; `None` when the issuer has no domain name (`crate::passkey`).
+    pub(crate) passkeys: Option<crate::passkey::RelyingParty>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -124,6 +129,8 @@ pub const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "address", 
 impl Provider {
     /// Loads the signing keys, generating and storing one for each algorithm that has none.
     pub async fn open(store: Arc<dyn Store>, config: ProviderConfig, now: UnixTime) -> anyhow::Result<Self> {
+        // A bad `[webauthn]` setting stops the start-up, before anything is written.
+        let passkeys = crate::passkey::RelyingParty::new(&config.issuer, &config.passkeys)?;
         let records = store.signing_keys().await?;
         for alg in SigningAlg::ALL {
             if !records.iter().any(|r| r.active && r.alg == alg.as_str()) {
@@ -164,6 +171,7 @@ impl Provider {
             origins: Default::default(),
             server_key,
             cimd: Default::default(),
+            passkeys,
         })
     }
 

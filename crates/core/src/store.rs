@@ -441,7 +441,13 @@ pub trait MetadataDocumentCache: Send + Sync {
 
 #[async_trait]
 pub trait Store:
-    RegistrationStore + crate::resource::ResourceStore + MetadataDocumentCache + Send + Sync + 'static
+    RegistrationStore
+    + crate::resource::ResourceStore
+    + MetadataDocumentCache
+    + crate::passkey::store::PasskeyStore
+    + Send
+    + Sync
+    + 'static
 {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
@@ -632,6 +638,11 @@ pub struct TableCounts {
     pub audit_events: u64,
     /// Cached client metadata documents once expired; at most `cimd::MAX_CACHED_DOCUMENTS` rows.
     pub client_metadata_documents: u64,
+    /// Removed by their user (the account page), with their user, or by `user reset-factors`.
+    pub passkeys: u64,
+    /// WebAuthn ceremonies in progress, once expired (a finished one is deleted when it is
+    /// taken); at most `PasskeyConfig::max_ceremonies` rows.
+    pub webauthn_ceremonies: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -658,6 +669,8 @@ impl TableCounts {
             + self.login_throttle
             + self.audit_events
             + self.client_metadata_documents
+            + self.passkeys
+            + self.webauthn_ceremonies
     }
 }
 
@@ -688,4 +701,6 @@ pub struct Snapshot {
     pub resources: Vec<crate::resource::ResourceRecord>,
     /// The RFC 7591 state of self-registered clients (their clients are in `clients`).
     pub registrations: Vec<RegistrationRecord>,
+    /// Registered passkeys (ceremonies in progress are transient and not part of it).
+    pub passkeys: Vec<crate::passkey::store::PasskeyRecord>,
 }

@@ -47,6 +47,10 @@ impl AppState {
     pub fn login_links(&self) -> Vec<pages::Link> {
         Vec::new()
     }
+    /// The login page offers "Sign in with a passkey" (the issuer has a domain name).
+    pub fn passkeys_offered(&self) -> bool {
+        self.provider.passkeys().is_some()
+    }
 }
 
 /// Form bodies and queries larger than this are not OAuth requests.
@@ -113,6 +117,14 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
         .route("/account", page(get(handlers::account::overview)))
+        .route("/account/passkeys", page(get(handlers::passkeys::page).post(handlers::passkeys::register)))
+        .route("/account/passkeys/options", page(post(handlers::passkeys::register_options)))
+        .route("/account/passkeys/rename", page(post(handlers::passkeys::rename)))
+        .route("/account/passkeys/remove", page(post(handlers::passkeys::remove)))
+        .route("/account/passkeys/reauth", page(post(handlers::passkeys::reauth)))
+        .route("/login/passkey/options", page(post(handlers::passkeys::sign_in_options)))
+        .route("/login/passkey", page(post(handlers::passkeys::sign_in)))
+        .route("/assets/passkey.js", page(get(handlers::discovery::passkey_script)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

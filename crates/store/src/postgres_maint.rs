@@ -94,6 +94,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             &format!("{} ORDER BY client_id", crate::registration_sql::ALL),
             crate::postgres_registration::registration_row
         ),
+        passkeys: rows!(&crate::passkey_sql::all(), crate::postgres_passkey::passkey_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -113,6 +114,15 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         tx.prepare(&format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")).await?;
     for u in &snap.users {
         tx.execute(&stmt, &user_params(u)).await.with_context(|| format!("user {}", u.username))?;
+    }
+    // After the users: a passkey belongs to one. A credential id already there fails the import.
+    for p in &snap.passkeys {
+        let count = i64::from(p.sign_count);
+        let n = tx
+            .execute(crate::passkey_sql::INSERT, &crate::postgres_passkey::insert_params(p, &count))
+            .await
+            .with_context(|| format!("passkey {}", p.cred_id))?;
+        anyhow::ensure!(n == 1, "passkey {} already exists", p.cred_id);
     }
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;

@@ -176,4 +176,28 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
     "#,
+    // Passkeys (issue 13, part "passkey"; SQLite's passkey migration; the lead renumbers at merge).
+    r#"
+    CREATE TABLE passkeys (
+        cred_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        user_handle TEXT NOT NULL,
+        name TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        sign_count BIGINT NOT NULL,
+        backup_eligible BOOLEAN NOT NULL,
+        backup_state BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT
+    );
+    CREATE INDEX passkeys_by_user ON passkeys (user_id, created_at);
+    CREATE TABLE webauthn_ceremonies (
+        id_hash TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        source TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX webauthn_ceremonies_by_source ON webauthn_ceremonies (source, expires_at);
+    CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies (expires_at);
+    "#,
 ];

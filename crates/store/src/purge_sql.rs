@@ -75,6 +75,7 @@ pub fn statements() -> Vec<(Field, Param, String)> {
             Param::Now,
             "DELETE FROM client_metadata_documents WHERE expires_at <= $1".into(),
         ),
+        (|c| &mut c.webauthn_ceremonies, Param::Now, crate::passkey_sql::DELETE_EXPIRED_CEREMONIES.into()),
     ]
 }
 
@@ -87,7 +88,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 13;
+pub const COUNTED: usize = 15;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -100,7 +101,8 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM pending_authorizations), (SELECT count(*) FROM sessions), (SELECT count(*) FROM consents),
     (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
     (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events),
-    (SELECT count(*) FROM client_metadata_documents)";
+    (SELECT count(*) FROM client_metadata_documents), (SELECT count(*) FROM passkeys),
+    (SELECT count(*) FROM webauthn_ceremonies)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -119,5 +121,7 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         login_throttle: u(10),
         audit_events: u(11),
         client_metadata_documents: u(12),
+        passkeys: u(13),
+        webauthn_ceremonies: u(14),
     }
 }

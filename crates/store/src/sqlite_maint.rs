@@ -106,6 +106,10 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .prepare(&format!("{} ORDER BY client_id", crate::registration_sql::ALL))?
             .query_map([], crate::sqlite_registration::registration_row)?
             .collect::<rusqlite::Result<_>>()?,
+        passkeys: tx
+            .prepare(&crate::passkey_sql::all())?
+            .query_map([], crate::sqlite_passkey::passkey_row)?
+            .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;
     Ok(s)
@@ -131,6 +135,12 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     }
     for u in &s.users {
         insert_user_row(&tx, u)?;
+    }
+    // After the users: a passkey belongs to one.
+    for p in &s.passkeys {
+        if crate::sqlite_passkey::insert_passkey_row(&tx, p)? == 0 {
+            return Err(rusqlite::Error::StatementChangedRows(0));
+        }
     }
     for r in &s.resources {
         insert_resource_row(&tx, r)?;

@@ -13,6 +13,9 @@ use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, ResourceUri, Scope, To
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
 
+#[path = "conformance/passkeys.rs"]
+mod passkeys;
+
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
     let c = code("x");
@@ -475,6 +478,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             login_throttle: 1,
             audit_events: 1,
             client_metadata_documents: 2,
+            passkeys: 0,
+            webauthn_ceremonies: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -494,6 +499,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             login_throttle: 0,
             audit_events: 0,
             client_metadata_documents: 1,
+            passkeys: 0,
+            webauthn_ceremonies: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -912,6 +919,7 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    passkeys::suite(&make).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1176,4 +1184,12 @@ async fn postgres_instances_share_cached_metadata_documents() {
     }
     assert!(a.cached_metadata_document(url, 30).await.unwrap().is_some());
     assert_eq!(b.table_counts().await.unwrap().client_metadata_documents, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passkey_rules_hold_across_instances() {
+    let Some(db) = TestDatabase::create("passkeys").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    passkeys::across_instances(a, b).await;
 }

@@ -2,6 +2,7 @@ pub mod account;
 pub mod authorize;
 pub mod discovery;
 pub mod logout;
+pub mod passkeys;
 pub mod register;
 pub mod revoke;
 pub mod token;

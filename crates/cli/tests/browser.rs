@@ -4,6 +4,9 @@
 //! - `pages.test.mjs`: the login, consent, sign-out and error pages.
 //! - `spa.test.mjs`: the SPA example (`examples/spa`) end to end, with the protected-api example as
 //!   its API.
+//! - `passkeys.test.mjs`: passkeys with a CDP virtual authenticator: enrolment from the account
+//!   page, the username-less sign-in, user verification refused, a removed passkey, keyboard-only
+//!   and 360 px runs.
 //! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
 //!   registration, authorization, code exchange and revocation across origins (CORS).
 //!
@@ -90,10 +93,17 @@ fn free_port() -> u16 {
 
 /// `latchkey serve --dev` on 127.0.0.1 with `db`; returns its base URL.
 fn serve(db: &Path, log: &Path) -> (Running, String) {
+    serve_as(db, log, "127.0.0.1")
+}
+
+/// [`serve`] with the issuer `http://HOST:PORT`: `localhost` for WebAuthn, which needs a domain
+/// name (the server still listens on 127.0.0.1, where browsers send `localhost`).
+fn serve_as(db: &Path, log: &Path, host: &str) -> (Running, String) {
     let port = free_port();
+    let issuer = format!("http://{host}:{port}");
     let server = Running(
         Command::new(BIN)
-            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database"])
+            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--issuer", &issuer, "--database"])
             .arg(db)
             .env_remove("LATCHKEY_CONFIG")
             .stdout(Stdio::null())
@@ -106,7 +116,7 @@ fn serve(db: &Path, log: &Path) -> (Running, String) {
         assert!(Instant::now() < deadline, "server did not start: {}", std::fs::read_to_string(log).unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
-    (server, format!("http://127.0.0.1:{port}"))
+    (server, issuer)
 }
 
 /// The protected-api example's binary, built now. `CARGO_BIN_EXE_*` only names this package's
@@ -300,4 +310,43 @@ fn a_browser_mcp_host_registers_and_authorizes_across_origins_in_headless_chromi
     let dir = tempfile::tempdir().unwrap();
     let (_server, base) = serve(&dir.path().join("mcp-host.db"), &dir.path().join("server.log"));
     run_node("mcp_host.test.mjs", &[("LATCHKEY_BASE", &base)], &["mcp-host-consent"], dir.path());
+}
+
+#[test]
+fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("passkeys.db");
+    latchkey(
+        &db,
+        &[
+            "client",
+            "add",
+            "--public",
+            "--client-id",
+            "browser-test",
+            "--name",
+            "Browser Test App",
+            "--redirect-uri",
+            "http://127.0.0.1/callback",
+        ],
+    );
+    let (_server, base) = serve_as(&db, &dir.path().join("server.log"), "localhost");
+    run_node(
+        "passkeys.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test")],
+        &[
+            "passkeys-empty",
+            "passkeys-added",
+            "login-passkey",
+            "login-passkey-refused",
+            "phone-login-passkey",
+            "phone-passkeys",
+            "phone-passkeys-removed",
+        ],
+        dir.path(),
+    );
 }

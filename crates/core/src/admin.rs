@@ -27,6 +27,10 @@ pub struct NewClient {
     pub client_credentials: bool,
     /// A credential for a resource server: it can only introspect, it obtains no tokens.
     pub resource_server: bool,
+    /// Back-Channel Logout 1.0 `backchannel_logout_uri`.
+    pub backchannel_logout_uri: Option<String>,
+    /// `backchannel_logout_session_required` (only with a URI).
+    pub backchannel_logout_session_required: bool,
 }
 
 impl NewClient {
@@ -45,6 +49,8 @@ impl NewClient {
             audiences: vec![],
             client_credentials: false,
             resource_server: false,
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
         }
     }
 }
@@ -104,6 +110,25 @@ pub async fn add_client(
             return Err(AdminError::Invalid(format!("audience {a}: must be an absolute URI without a fragment")));
         }
     }
+    let backchannel_logout = match &new.backchannel_logout_uri {
+        Some(u) => {
+            // Logout tokens go to clients that got ID tokens in a login session: a client without
+            // a redirect URI (client credentials, a resource server) never takes part in one.
+            if new.redirect_uris.is_empty() {
+                return Err(AdminError::Invalid(
+                    "a back-channel logout URI is for a client that signs users in: it needs a redirect URI".into(),
+                ));
+            }
+            let uri = latchkey_proto::registration::backchannel_logout_uri(u, true).map_err(AdminError::Invalid)?;
+            Some(crate::store::BackchannelLogout { uri, session_required: new.backchannel_logout_session_required })
+        }
+        None if new.backchannel_logout_session_required => {
+            return Err(AdminError::Invalid(
+                "--backchannel-logout-session-required needs --backchannel-logout-uri".into(),
+            ));
+        }
+        None => None,
+    };
     let mut redirect_uris = Vec::new();
     for r in &new.redirect_uris {
         redirect_uris.push(
@@ -142,6 +167,7 @@ pub async fn add_client(
         post_logout_redirect_uris,
         audiences: new.audiences,
         origin: Default::default(),
+        backchannel_logout,
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {
@@ -224,6 +250,7 @@ pub async fn set_password(
     let revoke_at = (grants == ExistingGrants::Revoke).then_some(now);
     let done = store.set_password_hash(username, &hash, revoke_at).await?;
     if let Some(r) = &done {
+        crate::backchannel::sessions_ended(store, &r.ended, now).await;
         let e = crate::audit::Event {
             user_id: Some(&r.user_id),
             detail: Some(serde_json::json!({
@@ -249,6 +276,7 @@ pub async fn revoke_user_tokens(
 ) -> Result<Option<UserRevocation>, AdminError> {
     let done = store.revoke_user_tokens(username, now).await?;
     if let Some(r) = &done {
+        crate::backchannel::sessions_ended(store, &r.ended, now).await;
         let e = crate::audit::Event {
             user_id: Some(&r.user_id),
             detail: Some(serde_json::json!({
@@ -322,16 +350,15 @@ pub async fn remove_resource(store: &dyn Store, uri: &str, now: UnixTime) -> Res
 /// Removes a user, their sessions and everything issued to them.
 pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
     let id = store.user_by_username(username).await?.map(|u| u.id);
-    let removed = store.remove_user(username).await?;
-    if removed {
-        let e = crate::audit::Event {
-            user_id: id.as_deref(),
-            detail: Some(serde_json::json!({ "username": username })),
-            ..Default::default()
-        };
-        crate::audit::record(store, now, "user_removed", e).await;
-    }
-    Ok(removed)
+    let Some(ended) = store.remove_user(username).await? else { return Ok(false) };
+    crate::backchannel::sessions_ended(store, &ended, now).await;
+    let e = crate::audit::Event {
+        user_id: id.as_deref(),
+        detail: Some(serde_json::json!({ "username": username })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "user_removed", e).await;
+    Ok(true)
 }
 
 /// NIST SP 800-63B §5.1.1.2: at least 8 characters; no composition rules.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod audit;
 pub mod authorize;
+pub mod backchannel;
 pub mod cimd;
 pub mod cors;
 pub mod device;

@@ -282,7 +282,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<()> {
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         tx.execute(
@@ -297,9 +297,10 @@ impl PostgresStore {
                 &[&s.user_id, &i64::from(keep)],
             )
             .await?;
+        let mut ended = Vec::new();
         for row in evicted {
             let sid: String = row.try_get(0)?;
-            tx.execute("DELETE FROM sessions WHERE sid = $1", &[&sid]).await?;
+            ended.extend(take_session(&tx, &sid).await?);
             tx.execute(
                 "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
                 &[&sid, &s.auth_time],
@@ -307,7 +308,7 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(EndedSessions(ended))
     }
 
     async fn throttle_reserve_once(
@@ -397,17 +398,10 @@ impl PostgresStore {
         Ok(true)
     }
 
-    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<Option<SessionRecord>> {
+    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        let session = tx
-            .query_opt(
-                "DELETE FROM sessions WHERE sid = $1 RETURNING hash, sid, user_id, auth_time, expires_at",
-                &[&sid],
-            )
-            .await?
-            .map(|r| session_row(&r))
-            .transpose()?;
+        let ended = take_session(&tx, sid).await?;
         // Refresh tokens without offline_access live only as long as the login session.
         tx.execute(
             "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
@@ -415,7 +409,7 @@ impl PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(session)
+        Ok(EndedSessions(ended.into_iter().collect()))
     }
 
     /// One transaction: sets the password hash (if given), ends the user's sessions and, with
@@ -438,7 +432,7 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let sessions_ended = tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&id]).await?;
+        let ended = end_user_sessions(&tx, &id).await?;
         let mut grants_revoked = 0;
         if let Some(now) = revoke_at {
             grants_revoked = tx
@@ -447,28 +441,58 @@ impl PostgresStore {
             tx.execute("DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL", &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(Some(UserRevocation { user_id: id, sessions_ended, grants_revoked }))
+        Ok(Some(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended }))
     }
 
-    async fn remove_user_once(&self, name: &str) -> anyhow::Result<bool> {
+    async fn remove_user_once(&self, name: &str) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         let Some(row) = tx.query_opt("SELECT id FROM users WHERE username = $1 FOR UPDATE", &[&name]).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let id: String = row.get(0);
+        // Sessions first: their clients are read from the grants deleted next.
+        let ended = end_user_sessions(&tx, &id).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
-            "DELETE FROM sessions WHERE user_id = $1",
             "DELETE FROM consents WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
             tx.execute(sql, &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
     }
+}
+
+/// Deletes session `sid` in `tx`; if this statement deleted it (a concurrent one that got there
+/// first leaves it nothing), returns it as ended, with its clients.
+async fn take_session(tx: &deadpool_postgres::Transaction<'_>, sid: &str) -> anyhow::Result<Option<EndedSession>> {
+    let Some(row) = tx.query_opt(crate::session_end_sql::DELETE_SESSION, &[&sid]).await? else {
+        return Ok(None);
+    };
+    let user_id: String = row.try_get(0)?;
+    let clients = session_clients(tx, sid).await?;
+    Ok(Some(EndedSession { sid: sid.to_owned(), user_id, clients }))
+}
+
+/// Deletes every session of user `id` in `tx`; returns those this statement deleted.
+async fn end_user_sessions(tx: &deadpool_postgres::Transaction<'_>, id: &str) -> anyhow::Result<EndedSessions> {
+    let rows = tx.query(crate::session_end_sql::DELETE_USER_SESSIONS, &[&id]).await?;
+    let mut sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+    sids.sort();
+    let mut out = Vec::with_capacity(sids.len());
+    for sid in sids {
+        let clients = session_clients(tx, &sid).await?;
+        out.push(EndedSession { sid, user_id: id.to_owned(), clients });
+    }
+    Ok(EndedSessions(out))
+}
+
+async fn session_clients(tx: &deadpool_postgres::Transaction<'_>, sid: &str) -> anyhow::Result<Vec<ClientId>> {
+    let rows = tx.query(crate::session_end_sql::SESSION_CLIENTS, &[&sid]).await?;
+    rows.iter().map(|r| client_id_of(r.try_get(0)?)).collect()
 }
 
 fn bad(what: &str, e: latchkey_proto::OAuthError) -> anyhow::Error {
@@ -777,7 +801,7 @@ impl Store for PostgresStore {
         self.all(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"), &[], user_row).await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+    async fn remove_user(&self, username: &str) -> StoreResult<Option<EndedSessions>> {
         retrying!(self.remove_user_once(username))
     }
 
@@ -856,7 +880,7 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
         retrying!(self.insert_session_once(s, keep))
     }
 
@@ -885,7 +909,7 @@ impl Store for PostgresStore {
             .map_err(StoreError::Backend)
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         retrying!(self.end_session_once(sid, now))
     }
 

@@ -104,7 +104,11 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
 /// and deletes their unredeemed codes, which would otherwise mint a new grant within their
 /// minute. Runs inside the caller's savepoint.
 fn end_user_access(c: &Connection, id: String, revoke_at: Option<UnixTime>) -> rusqlite::Result<UserRevocation> {
-    let sessions_ended = c.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])? as u64;
+    let sids: Vec<String> = c
+        .prepare_cached(crate::session_end_sql::DELETE_USER_SESSIONS)?
+        .query_map([&id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let ended = ended_sessions(c, &id, sids)?;
     let mut grants_revoked = 0;
     if let Some(now) = revoke_at {
         grants_revoked = c
@@ -112,7 +116,29 @@ fn end_user_access(c: &Connection, id: String, revoke_at: Option<UnixTime>) -> r
             as u64;
         c.execute("DELETE FROM codes WHERE user_id = ?1 AND used_at IS NULL", [&id])?;
     }
-    Ok(UserRevocation { user_id: id, sessions_ended, grants_revoked })
+    Ok(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended })
+}
+
+/// The sessions `sids` of `user_id`, just deleted in this transaction, with their clients.
+fn ended_sessions(c: &Connection, user_id: &str, mut sids: Vec<String>) -> rusqlite::Result<EndedSessions> {
+    sids.sort();
+    let mut out = Vec::with_capacity(sids.len());
+    for sid in sids {
+        let clients = c
+            .prepare_cached(crate::session_end_sql::SESSION_CLIENTS)?
+            .query_map([&sid], |r| client_id_at(r, 0))?
+            .collect::<rusqlite::Result<_>>()?;
+        out.push(EndedSession { sid, user_id: user_id.to_owned(), clients });
+    }
+    Ok(EndedSessions(out))
+}
+
+/// Deletes session `sid`; if this call deleted it, returns it as ended, with its clients.
+fn take_session(c: &Connection, sid: &str) -> rusqlite::Result<Option<EndedSession>> {
+    let user: Option<String> =
+        c.prepare_cached(crate::session_end_sql::DELETE_SESSION)?.query_row([sid], |r| r.get(0)).optional()?;
+    let Some(user_id) = user else { return Ok(None) };
+    Ok(ended_sessions(c, &user_id, vec![sid.to_owned()])?.0.pop())
 }
 
 fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
@@ -437,24 +463,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+    async fn remove_user(&self, username: &str) -> StoreResult<Option<EndedSessions>> {
         let name = username.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
-            let Some(id) = id else { return Ok(false) };
+            let Some(id) = id else { return Ok(None) };
+            // Sessions first: their clients are read from the grants deleted next.
+            let sids: Vec<String> = tx
+                .prepare_cached(crate::session_end_sql::DELETE_USER_SESSIONS)?
+                .query_map([&id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let ended = ended_sessions(&tx, &id, sids)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
-                "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM consents WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1",
             ] {
                 tx.execute(sql, [&id])?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(ended))
         })
         .await
     }
@@ -621,7 +652,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
@@ -635,14 +666,16 @@ impl Store for SqliteStore {
                 )?
                 .query_map(params![s.user_id, keep], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut ended = Vec::new();
             for sid in evicted {
-                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                ended.extend(take_session(&tx, &sid)?);
                 tx.execute(
                     "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                     params![sid, s.auth_time],
                 )?;
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(EndedSessions(ended))
         })
         .await
     }
@@ -676,25 +709,18 @@ impl Store for SqliteStore {
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         let sid = sid.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let session = tx
-                .query_row(
-                    "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
-                    [&sid],
-                    session_row,
-                )
-                .optional()?;
-            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            let ended = take_session(&tx, &sid)?;
             // Refresh tokens without offline_access live only as long as the login session.
             tx.execute(
                 "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                 params![sid, now],
             )?;
             tx.commit()?;
-            Ok(session)
+            Ok(EndedSessions(ended.into_iter().collect()))
         })
         .await
     }

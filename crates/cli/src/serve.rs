@@ -128,6 +128,14 @@ pub async fn run(
             }
         }
     });
+    // Outgoing mail and other queued jobs (`latchkey_core::outbox`): every instance runs a worker;
+    // claims are exclusive, so they share the queue.
+    latchkey_server::outbox_worker::spawn(
+        provider.clone(),
+        Arc::new(latchkey_core::outbox::NoTransport),
+        clock.clone(),
+        Default::default(),
+    );
     latchkey_server::serve_with(listener, AppState::new(provider, clock), limits, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -32,6 +32,7 @@ use latchkey_proto::ClientId;
 use latchkey_proto::secret::random_token;
 use serde::{Deserialize, Serialize};
 
+use crate::outbox::{Deliver, DeliveryError, Job};
 use crate::store::{ClientRecord, EndedSessions, Store};
 use crate::{Error, Provider, UnixTime};
 
@@ -148,7 +149,9 @@ pub async fn sessions_ended(store: &dyn Store, ended: &EndedSessions, now: UnixT
     }
     let mut queued = 0;
     for n in notices(ended, |c| wants.get(c).copied().unwrap_or(false)) {
-        match Ok::<(), crate::store::StoreError>(()) {
+        // Not capped like the work of unauthenticated requests: every session ending here was a
+        // login (throttled) and reaches at most the clients that took part in it.
+        match store.enqueue(&Job::BackchannelLogout(n.clone()), now).await {
             Ok(_) => queued += 1,
             Err(e) => tracing::error!(
                 client_id = %n.client_id, sid = %n.sid, error = %e,
@@ -170,9 +173,34 @@ fn wants_logout_tokens(client: &ClientRecord) -> bool {
 }
 
 impl Provider {
-    /// Queues the logout notices owed for `ended` (see [`sessions_ended`]).
+    /// Queues the logout notices owed for `ended` (see [`sessions_ended`]) and wakes this
+    /// process's outbox worker.
     pub async fn sessions_ended(&self, ended: &EndedSessions, now: UnixTime) -> usize {
-        sessions_ended(self.store.as_ref(), ended, now).await
+        let queued = sessions_ended(self.store.as_ref(), ended, now).await;
+        if queued > 0 {
+            self.outbox_wake.notify_one();
+        }
+        queued
+    }
+
+    /// The outbox job [`Job::BackchannelLogout`]: one attempt at delivering `notice`.
+    pub(crate) async fn send_logout_token(
+        &self,
+        notice: &LogoutNotice,
+        deliver: &dyn Deliver,
+        now: UnixTime,
+    ) -> Result<(), DeliveryError> {
+        let delivery = self.logout_delivery(notice, now).await.map_err(|e| {
+            tracing::error!(error = %e, client_id = %notice.client_id, "back-channel logout: cannot build the logout token");
+            DeliveryError::transient("cannot build the logout token (see the server log)")
+        })?;
+        let Some(d) = delivery else {
+            tracing::info!(client_id = %notice.client_id, "back-channel logout: the client is gone or no longer wants logout tokens");
+            return Ok(());
+        };
+        deliver.post_logout_token(&d).await?;
+        tracing::info!(client_id = %notice.client_id, sid = %notice.sid, "back-channel logout token delivered");
+        Ok(())
     }
 
     /// What to send for `notice` at `now`: the logout token, signed now with the client's ID

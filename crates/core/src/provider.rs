@@ -68,6 +68,8 @@ pub struct ProviderConfig {
     /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
     /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
     pub cimd: bool,
+    /// Outgoing mail and the flows that need it (reset, verification, self-registration).
+    pub email: crate::mail::EmailConfig,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -97,6 +99,7 @@ impl ProviderConfig {
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
             cimd: true,
+            email: Default::default(),
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct Provider {
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
     pub(crate) cimd: crate::cimd::CimdState,
+    /// Wakes this process's outbox worker when a job is queued here (`crate::outbox`).
+    pub outbox_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Provider {
@@ -164,6 +169,7 @@ impl Provider {
             origins: Default::default(),
             server_key,
             cimd: Default::default(),
+            outbox_wake: Default::default(),
         })
     }
 

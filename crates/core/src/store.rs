@@ -486,7 +486,13 @@ pub trait MetadataDocumentCache: Send + Sync {
 
 #[async_trait]
 pub trait Store:
-    RegistrationStore + crate::resource::ResourceStore + MetadataDocumentCache + Send + Sync + 'static
+    RegistrationStore
+    + crate::resource::ResourceStore
+    + MetadataDocumentCache
+    + crate::outbox::OutboxStore
+    + Send
+    + Sync
+    + 'static
 {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
@@ -680,6 +686,9 @@ pub struct TableCounts {
     pub audit_events: u64,
     /// Cached client metadata documents once expired; at most `cimd::MAX_CACHED_DOCUMENTS` rows.
     pub client_metadata_documents: u64,
+    /// Outgoing jobs (`crate::outbox`): delivered ones a day after delivery, dead ones a week
+    /// after they were given up. Queued ones are bounded by `EmailConfig::max_queued`.
+    pub outbox: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -706,6 +715,7 @@ impl TableCounts {
             + self.login_throttle
             + self.audit_events
             + self.client_metadata_documents
+            + self.outbox
     }
 }
 
@@ -736,4 +746,6 @@ pub struct Snapshot {
     pub resources: Vec<crate::resource::ResourceRecord>,
     /// The RFC 7591 state of self-registered clients (their clients are in `clients`).
     pub registrations: Vec<RegistrationRecord>,
+    /// Jobs not yet purged from the outbox, oldest first (given new ids on import).
+    pub outbox: Vec<crate::outbox::OutboxRecord>,
 }

@@ -16,9 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use latchkey_core::backchannel::LogoutDelivery;
 use latchkey_core::cimd::address;
-use latchkey_core::outbox::DeliveryError;
+use latchkey_core::outbox::{Deliver, DeliveryError};
 
 use crate::cimd_fetch::{GuardedResolver, refusal};
 
@@ -115,5 +116,22 @@ impl LogoutSender {
             }
             s => Err(DeliveryError::transient(format!("{}: answered {s}, not 200", d.uri))),
         }
+    }
+}
+
+/// The transports of `latchkey serve`'s outbox worker: mail through `mail` (the configured SMTP
+/// transport), logout tokens through `logouts`.
+pub struct Transports {
+    pub mail: Arc<dyn Deliver>,
+    pub logouts: LogoutSender,
+}
+
+#[async_trait]
+impl Deliver for Transports {
+    async fn send_mail(&self, mail: &latchkey_core::mail::Mail) -> Result<(), DeliveryError> {
+        self.mail.send_mail(mail).await
+    }
+    async fn post_logout_token(&self, d: &LogoutDelivery) -> Result<(), DeliveryError> {
+        self.logouts.send(d).await
     }
 }

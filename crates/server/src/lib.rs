@@ -11,6 +11,7 @@ mod documents;
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod outbox_worker;
 pub mod pages;
 
 use std::sync::Arc;

@@ -6,9 +6,11 @@
 //! above it sees only the `Store` trait.
 
 mod cimd_sql;
+mod outbox_sql;
 mod postgres;
 mod postgres_cimd;
 mod postgres_maint;
+mod postgres_outbox;
 mod postgres_registration;
 mod postgres_resources;
 mod postgres_schema;
@@ -19,6 +21,7 @@ mod sqlite;
 mod sqlite_cimd;
 mod sqlite_conn;
 mod sqlite_maint;
+mod sqlite_outbox;
 mod sqlite_registration;
 mod sqlite_resources;
 mod sqlite_schema;

@@ -94,6 +94,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             &format!("{} ORDER BY client_id", crate::registration_sql::ALL),
             crate::postgres_registration::registration_row
         ),
+        outbox: rows!(crate::outbox_sql::ALL, crate::postgres_outbox::outbox_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -166,6 +167,13 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         .await?;
     for e in &snap.audit_events {
         tx.execute(&stmt, &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()]).await?;
+    }
+    for j in &snap.outbox {
+        let attempts = i32::try_from(j.attempts).unwrap_or(i32::MAX);
+        let (kind, payload) = (j.job.kind(), j.job.to_stored());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&kind, &payload, &attempts, &j.next_attempt_at, &j.created_at, &j.last_error, &j.dead, &j.completed_at];
+        tx.execute(crate::outbox_sql::IMPORT, &params).await.with_context(|| format!("outbox job {}", j.id))?;
     }
     tx.commit().await?;
     Ok(())

@@ -176,4 +176,19 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
     "#,
+    // 6 (SQLite 9; delivery): the durable outbox.
+    r#"
+    CREATE TABLE outbox (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_error TEXT,
+        dead BOOLEAN NOT NULL DEFAULT FALSE,
+        completed_at BIGINT
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE completed_at IS NULL AND NOT dead;
+    "#,
 ];

@@ -75,6 +75,15 @@ pub fn statements() -> Vec<(Field, Param, String)> {
             Param::Now,
             "DELETE FROM client_metadata_documents WHERE expires_at <= $1".into(),
         ),
+        // Delivered jobs are kept a day, dead ones a week (for `latchkey outbox list`): they hold
+        // email addresses, which are not kept longer than that serves.
+        (
+            |c| &mut c.outbox,
+            Param::Now,
+            "DELETE FROM outbox WHERE (completed_at IS NOT NULL AND completed_at + 86400 <= $1)
+               OR (dead = TRUE AND next_attempt_at + 604800 <= $1)"
+                .into(),
+        ),
     ]
 }
 
@@ -87,7 +96,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 13;
+pub const COUNTED: usize = 14;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -100,7 +109,7 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM pending_authorizations), (SELECT count(*) FROM sessions), (SELECT count(*) FROM consents),
     (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
     (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events),
-    (SELECT count(*) FROM client_metadata_documents)";
+    (SELECT count(*) FROM client_metadata_documents), (SELECT count(*) FROM outbox)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -119,5 +128,6 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         login_throttle: u(10),
         audit_events: u(11),
         client_metadata_documents: u(12),
+        outbox: u(13),
     }
 }

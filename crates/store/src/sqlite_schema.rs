@@ -174,4 +174,20 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
     "#,
+    // 9 (delivery: the durable outbox): jobs that leave the server (mail), delivered by a worker
+    // with leases and back-off; completed and dead jobs are kept a while for the administrator.
+    r#"
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_error TEXT,
+        dead INTEGER NOT NULL DEFAULT 0,
+        completed_at INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE completed_at IS NULL AND dead = 0;
+    "#,
 ];

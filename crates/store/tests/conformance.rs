@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use latchkey_core::mail::{MailJob, Notice};
+use latchkey_core::outbox::{Job, OutboxFilter};
 use latchkey_core::resource::ResourceRecord;
 use latchkey_core::store::*;
 use latchkey_core::{Store, UnixTime, throttle};
@@ -457,6 +459,8 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     // Cached metadata documents: expired at 700, and fresh.
     s.cache_metadata_document(&document("https://old.example/c", 100, 700), 100).await.unwrap();
     s.cache_metadata_document(&document("https://new.example/c", 600, 4200), 100).await.unwrap();
+    // A queued outbox job (delivered ones are kept a day, so none is purged at these times).
+    s.enqueue(&notice("alice@example.com"), 650).await.unwrap();
     now
 }
 
@@ -479,6 +483,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             login_throttle: 1,
             audit_events: 1,
             client_metadata_documents: 2,
+            outbox: 1,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -498,6 +503,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             login_throttle: 0,
             audit_events: 0,
             client_metadata_documents: 1,
+            outbox: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -525,8 +531,16 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
     let end = s.table_counts().await.unwrap();
     assert_eq!(
         end,
-        TableCounts { clients: 1, users: 1, signing_keys: 1, consents: 1, audit_events: 1, ..TableCounts::default() },
-        "only clients, users, their consent, the active key and the audit log remain"
+        TableCounts {
+            clients: 1,
+            users: 1,
+            signing_keys: 1,
+            consents: 1,
+            audit_events: 1,
+            outbox: 1,
+            ..TableCounts::default()
+        },
+        "only clients, users, their consent, the active key, the audit log and the undelivered job remain"
     );
     // With a retention, audit records older than it go too.
     let kept_a_year = PurgePolicy { audit_retention: 4995, ..POLICY };
@@ -548,6 +562,7 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
         "a self-registered client keeps its registration"
     );
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
+    assert_eq!(snapshot.outbox.len(), 1, "undelivered mail survives a copy");
     target.import(&snapshot).await.unwrap();
     assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");
     let source_counts = source.table_counts().await.unwrap();
@@ -935,6 +950,9 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    outbox_jobs_are_claimed_retried_buried_and_completed(make().await).await;
+    the_outbox_cap_holds_under_a_burst(make().await).await;
+    outbox_claims_are_exclusive(&[make().await]).await;
     ended_sessions::removing_a_user_reports_their_sessions_with_clients(make().await).await;
     ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
 }
@@ -1211,4 +1229,147 @@ async fn postgres_instances_share_cached_metadata_documents() {
     }
     assert!(a.cached_metadata_document(url, 30).await.unwrap().is_some());
     assert_eq!(b.table_counts().await.unwrap().client_metadata_documents, 1);
+}
+
+fn notice(to: &str) -> Job {
+    Job::Mail(MailJob { to: to.into(), notice: Notice::Test })
+}
+
+async fn outbox_jobs_are_claimed_retried_buried_and_completed(s: Arc<dyn Store>) {
+    let (a, b, c) = (notice("a@example.com"), notice("b@example.com"), notice("c@example.com"));
+    let ids = [s.enqueue(&a, 100).await.unwrap(), s.enqueue(&b, 100).await.unwrap(), s.enqueue(&c, 101).await.unwrap()];
+    assert!(s.claim_due(99, 400, 10).await.unwrap().is_empty(), "nothing is due before it was queued");
+    let first = s.claim_due(101, 401, 2).await.unwrap();
+    assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2], "oldest due first, at most the limit");
+    assert_eq!(first[0].job, a);
+    assert_eq!((first[0].attempts, first[0].next_attempt_at, first[0].created_at), (1, 401, 100));
+    let second = s.claim_due(101, 401, 10).await.unwrap();
+    assert_eq!(second.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2]], "claimed jobs are leased to their claimer");
+    assert!(s.claim_due(400, 700, 10).await.unwrap().is_empty(), "every lease still holds");
+    // a is delivered, b failed and waits, c is given up.
+    s.complete(ids[0], 150).await.unwrap();
+    s.retry(ids[1], 200, "421 try later").await.unwrap();
+    s.bury(ids[2], 150, "550 no such user").await.unwrap();
+    assert!(s.claim_due(199, 500, 10).await.unwrap().is_empty());
+    let again = s.claim_due(200, 500, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (ids[1], 2));
+    assert_eq!(again[0].last_error.as_deref(), Some("421 try later"));
+    // Its claimer dies: once the lease ends, the job is due again for anyone.
+    assert!(s.claim_due(499, 800, 10).await.unwrap().is_empty());
+    let taken_over = s.claim_due(500, 800, 10).await.unwrap();
+    assert_eq!((taken_over[0].id, taken_over[0].attempts), (ids[1], 3));
+    let dead = s.outbox_jobs(OutboxFilter::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].dead && dead[0].last_error.as_deref() == Some("550 no such user"));
+    let done = s.outbox_jobs(OutboxFilter::Completed, 10).await.unwrap();
+    assert_eq!((done[0].id, done[0].completed_at), (ids[0], Some(150)));
+    assert_eq!(s.outbox_jobs(OutboxFilter::Queued, 10).await.unwrap().len(), 1);
+    // A late retry of a delivered job changes nothing.
+    s.retry(ids[0], 900, "late").await.unwrap();
+    assert!(s.claim_due(1000, 1300, 10).await.unwrap().iter().all(|r| r.id != ids[0]));
+    // The administrator revives the dead job.
+    assert!(s.revive(ids[2], 1000).await.unwrap());
+    assert!(!s.revive(ids[2], 1000).await.unwrap(), "only a dead job");
+    let revived = s.claim_due(1000, 1300, 10).await.unwrap();
+    assert_eq!((revived.len(), revived[0].id, revived[0].attempts), (1, ids[2], 1));
+    s.bury(ids[2], 1000, "still refused").await.unwrap();
+    // A job of a kind this version does not know is kept as it was.
+    let future = Job::Unreadable { payload: r#"{"kind":"pigeon"}"#.into() };
+    s.enqueue(&future, 1000).await.unwrap();
+    let got = s.claim_due(1300, 1600, 10).await.unwrap();
+    assert!(got.iter().any(|r| r.job == future), "{got:?}");
+    // Delivered jobs go a day after delivery, dead ones a week after they were given up.
+    assert_eq!(s.table_counts().await.unwrap().outbox, 4);
+    assert_eq!(s.purge_expired(150 + 86399, &POLICY).await.unwrap().outbox, 0);
+    assert_eq!(s.purge_expired(150 + 86400, &POLICY).await.unwrap().outbox, 1, "the delivered one");
+    assert_eq!(s.purge_expired(1000 + 604800, &POLICY).await.unwrap().outbox, 1, "the dead one");
+    assert_eq!(s.table_counts().await.unwrap().outbox, 2, "queued jobs are never purged");
+}
+
+/// Unauthenticated requests may not fill the queue: of a burst of capped inserts, exactly as many
+/// as the cap allows get in, however they interleave.
+async fn the_outbox_cap_holds_under_a_burst(s: Arc<dyn Store>) {
+    s.enqueue(&notice("admin@example.com"), 1).await.unwrap();
+    let tries: Vec<_> = (0..40)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.enqueue_capped(&notice(&format!("u{i}@example.com")), 10, 10).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tries {
+        accepted += usize::from(t.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(accepted, 9, "the cap counts every queued job, the admin's too");
+    // Delivered jobs make room.
+    for r in s.claim_due(10, 100, 100).await.unwrap().iter().take(3) {
+        s.complete(r.id, 11).await.unwrap();
+    }
+    assert!(s.enqueue_capped(&notice("late@example.com"), 12, 10).await.unwrap().is_some());
+}
+
+/// Workers claiming at once (on one store or on several instances of one database) share the
+/// queue without ever holding the same job.
+async fn outbox_claims_are_exclusive(instances: &[Arc<dyn Store>]) {
+    let s = &instances[0];
+    for i in 0..120 {
+        s.enqueue(&notice(&format!("u{i}@example.com")), 5).await.unwrap();
+    }
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = instances[w % instances.len()].clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = s.claim_due(10, 1000, 7).await.unwrap();
+                    if got.is_empty() {
+                        break mine;
+                    }
+                    mine.extend(got.into_iter().map(|r| r.id));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(n, all.len(), "a job was claimed twice");
+    assert_eq!(n, 120, "every job was claimed");
+}
+
+/// Two pools on one database stand for two instances: their workers never claim the same job, and
+/// their capped inserts share one cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outbox_claims_are_exclusive_across_instances() {
+    let Some(db) = TestDatabase::create("outbox").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    outbox_claims_are_exclusive(&[a.clone(), b.clone()]).await;
+    let tries: Vec<_> = (0..30)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.enqueue_capped(&notice("x@example.com"), 2000, 130).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tries {
+        accepted += usize::from(t.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(accepted, 10, "one cap across instances (the 120 claimed jobs are not delivered: they count)");
+}
+
+/// Two processes on one SQLite file: the claim is exclusive there too (the file's write lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_outbox_claims_are_exclusive_across_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.sqlite");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    outbox_claims_are_exclusive(&[a, b]).await;
 }

@@ -247,10 +247,8 @@ pub async fn set_password(
 ) -> Result<Option<UserRevocation>, AdminError> {
     check_password(&password)?;
     let hash = hasher.hash(password.expose_secret().to_owned()).await?;
-    let revoke_at = (grants == ExistingGrants::Revoke).then_some(now);
-    let done = store.set_password_hash(username, &hash, revoke_at).await?;
+    let done = store.set_password_hash(username, &hash, grants == ExistingGrants::Revoke, now).await?;
     if let Some(r) = &done {
-        crate::backchannel::sessions_ended(store, &r.ended, now).await;
         let e = crate::audit::Event {
             user_id: Some(&r.user_id),
             detail: Some(serde_json::json!({
@@ -276,7 +274,6 @@ pub async fn revoke_user_tokens(
 ) -> Result<Option<UserRevocation>, AdminError> {
     let done = store.revoke_user_tokens(username, now).await?;
     if let Some(r) = &done {
-        crate::backchannel::sessions_ended(store, &r.ended, now).await;
         let e = crate::audit::Event {
             user_id: Some(&r.user_id),
             detail: Some(serde_json::json!({
@@ -350,11 +347,10 @@ pub async fn remove_resource(store: &dyn Store, uri: &str, now: UnixTime) -> Res
 /// Removes a user, their sessions and everything issued to them.
 pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
     let id = store.user_by_username(username).await?.map(|u| u.id);
-    let Some(ended) = store.remove_user(username).await? else { return Ok(false) };
-    crate::backchannel::sessions_ended(store, &ended, now).await;
+    let Some(ended) = store.remove_user(username, now).await? else { return Ok(false) };
     let e = crate::audit::Event {
         user_id: id.as_deref(),
-        detail: Some(serde_json::json!({ "username": username })),
+        detail: Some(serde_json::json!({ "username": username, "sessions_ended": ended.len() })),
         ..Default::default()
     };
     crate::audit::record(store, now, "user_removed", e).await;

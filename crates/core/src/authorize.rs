@@ -417,7 +417,7 @@ impl Provider {
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
         };
-        self.start_session(&session, now).await?;
+        self.start_session(&session).await?;
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
         let next = if !pending.force_consent && self.has_consent(&client, &user.id, &pending.scope).await? {
             if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
@@ -514,9 +514,9 @@ impl Provider {
     /// Stores a new login session. The user's oldest sessions beyond `max_sessions_per_user` end
     /// in the same step, and their clients are told (Back-Channel Logout). Every way of signing
     /// in goes through here.
-    pub async fn start_session(&self, session: &SessionRecord, now: UnixTime) -> Result<(), Error> {
+    pub async fn start_session(&self, session: &SessionRecord) -> Result<(), Error> {
         let evicted = self.store.insert_session(session, self.config.max_sessions_per_user).await?;
-        self.sessions_ended(&evicted, now).await;
+        self.sessions_ended(&evicted);
         Ok(())
     }
 

@@ -2,13 +2,18 @@
 //! in it and registered a `backchannel_logout_uri` is sent a signed logout token, server to server.
 //!
 //! The flow:
-//! - every store operation that ends sessions returns them ([`EndedSessions`]), read in the same
-//!   transaction that deleted them: of concurrent operations ending one session (a logout racing
-//!   a password change, on two instances), exactly one reports it, so each client is told once;
-//! - its caller hands them to [`sessions_ended`], which queues one [`LogoutNotice`] per session and
-//!   client in the durable outbox;
-//! - the outbox worker performs the notice: [`crate::Provider::logout_delivery`] builds the token,
-//!   the server's transport POSTs it, and a refusal or an unreachable client is retried with the
+//! - every store operation that ends sessions finds, in the same transaction, the clients that
+//!   took part in each (through the grants made in it, which carry its `sid`), and queues in the
+//!   durable outbox one [`LogoutNotice`] per session and client that asked ([`logout_jobs`]
+//!   decides which). Ending and queueing commit together: a crash or a failed write cannot end a
+//!   session without its notices. A session ended by several concurrent operations (a logout
+//!   racing a password change, on two instances) is ended, and queued for, by exactly one, the
+//!   one whose `DELETE` removed it;
+//! - the operation returns what it ended ([`EndedSessions`]); the server's paths pass it to
+//!   [`crate::Provider::sessions_ended`], which wakes the outbox worker (an admin command's
+//!   notices are found by the server's next poll);
+//! - the worker performs each notice: [`crate::Provider::logout_delivery`] builds the token, the
+//!   server's transport POSTs it, and a refusal or an unreachable client is retried with the
 //!   outbox's back-off.
 //!
 //! The token is built when it is sent, not when it is queued: its `exp` stays short (two minutes)
@@ -21,10 +26,10 @@
 //!
 //! Sessions end, and clients are told, on: RP-initiated logout, a password change or reset
 //! (`admin::set_password`), `latchkey user revoke-tokens`, `latchkey user remove`, the eviction of
-//! a user's oldest session beyond `max_sessions_per_user`, and whatever else calls
-//! [`sessions_ended`] with what a store operation returned (the account page). A session that
-//! merely expires is not announced: no operation observes the moment, the spec does not ask for it
-//! (§2.7 is about logouts), and the client's own session has its own lifetime.
+//! a user's oldest session beyond `max_sessions_per_user`, and any other caller of those store
+//! operations (the account page). A session that merely expires is not announced: no operation
+//! observes the moment, the spec does not ask for it (§2.7 is about logouts), and the client's own
+//! session has its own lifetime.
 
 use std::collections::HashMap;
 
@@ -33,7 +38,7 @@ use latchkey_proto::secret::random_token;
 use serde::{Deserialize, Serialize};
 
 use crate::outbox::{Deliver, DeliveryError, Job};
-use crate::store::{ClientRecord, EndedSessions, Store};
+use crate::store::{ClientRecord, EndedSessions};
 use crate::{Error, Provider, UnixTime};
 
 /// The `typ` header of logout tokens (§2.4, recommended; §4.1 explicit typing): no ID token or
@@ -126,61 +131,32 @@ pub fn notices(ended: &EndedSessions, wants: impl Fn(&ClientId) -> bool) -> Vec<
         .collect()
 }
 
-/// Queues the logout notices owed for `ended` in the outbox; returns how many. Never fails the
-/// operation that ended the sessions, which has happened: a store fault is logged loudly.
-pub async fn sessions_ended(store: &dyn Store, ended: &EndedSessions, now: UnixTime) -> usize {
-    if ended.is_empty() {
-        return 0;
-    }
-    // Each client's record once, however many of the ended sessions it took part in.
-    let mut wants: HashMap<ClientId, bool> = HashMap::new();
-    for id in ended.iter().flat_map(|s| s.clients.iter()) {
-        if wants.contains_key(id) {
-            continue;
-        }
-        let has_uri = match store.client(id).await {
-            Ok(c) => c.as_ref().is_some_and(wants_logout_tokens),
-            Err(e) => {
-                tracing::error!(client_id = %id, error = %e, "back-channel logout: cannot read the client; it is not told of the logout");
-                false
-            }
-        };
-        wants.insert(id.clone(), has_uri);
-    }
-    let mut queued = 0;
-    for n in notices(ended, |c| wants.get(c).copied().unwrap_or(false)) {
-        // Not capped like the work of unauthenticated requests: every session ending here was a
-        // login (throttled) and reaches at most the clients that took part in it.
-        match store.enqueue(&Job::BackchannelLogout(n.clone()), now).await {
-            Ok(_) => queued += 1,
-            Err(e) => tracing::error!(
-                client_id = %n.client_id, sid = %n.sid, error = %e,
-                "back-channel logout: cannot queue the logout token; the client is not told"
-            ),
-        }
-    }
-    if queued > 0 {
-        tracing::info!(sessions = ended.len(), queued, "back-channel logout tokens queued");
-    }
-    queued
-}
-
-/// Whether `client` registered for logout tokens. Only clients in the store: a client known by
-/// its metadata document is never sent one (it is public and unvetted, its document could name
-/// any address, and it has no record to find it by when the token is sent).
-fn wants_logout_tokens(client: &ClientRecord) -> bool {
-    client.backchannel_logout.is_some()
+/// The outbox jobs owed for `ended`: one [`Job::BackchannelLogout`] per session and client, for
+/// the clients in `clients` that registered a back-channel logout URI (one missing from it was
+/// removed: nothing is owed). Pure: the store calls it in the transaction that ended the sessions.
+///
+/// Only clients in the store get logout tokens: a client known by its metadata document is never
+/// sent one (it is public and unvetted, its document could name any address, and there is no
+/// record of it to read when the token is sent).
+pub fn logout_jobs(ended: &EndedSessions, clients: &HashMap<ClientId, ClientRecord>) -> Vec<Job> {
+    notices(ended, |c| clients.get(c).is_some_and(|c| c.backchannel_logout.is_some()))
+        .into_iter()
+        .map(Job::BackchannelLogout)
+        .collect()
 }
 
 impl Provider {
-    /// Queues the logout notices owed for `ended` (see [`sessions_ended`]) and wakes this
-    /// process's outbox worker.
-    pub async fn sessions_ended(&self, ended: &EndedSessions, now: UnixTime) -> usize {
-        let queued = sessions_ended(self.store.as_ref(), ended, now).await;
-        if queued > 0 {
+    /// The one call every session-ending path makes with what its store operation returned. The
+    /// store has queued the logout tokens owed, in the transaction that ended the sessions; this
+    /// wakes this process's outbox worker so that they leave now.
+    pub fn sessions_ended(&self, ended: &EndedSessions) {
+        if !ended.is_empty() {
+            tracing::debug!(
+                sessions = ended.len(),
+                "sessions ended; back-channel logout tokens queued for their clients"
+            );
             self.outbox_wake.notify_one();
         }
-        queued
     }
 
     /// The outbox job [`Job::BackchannelLogout`]: one attempt at delivering `notice`.
@@ -241,6 +217,41 @@ mod tests {
         });
         assert_eq!(got, want);
         assert!(notices(&ended, |_| false).is_empty(), "no client asked: nothing is queued");
+    }
+
+    #[test]
+    fn jobs_go_to_clients_with_a_logout_uri_that_still_exist() {
+        let ended = EndedSessions(vec![EndedSession {
+            sid: "s1".into(),
+            user_id: "u".into(),
+            clients: vec![id("wants"), id("plain"), id("removed")],
+        }]);
+        let record = |cid: &str, uri: bool| crate::store::ClientRecord {
+            client_id: id(cid),
+            name: cid.into(),
+            kind: crate::store::ClientKind::Public,
+            redirect_uris: vec![],
+            grant_types: vec![],
+            allowed_scope: latchkey_proto::Scope::parse("openid").unwrap(),
+            first_party: false,
+            created_at: 0,
+            id_token_signed_response_alg: SigningAlg::RS256,
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
+            origin: Default::default(),
+            backchannel_logout: uri.then(|| crate::store::BackchannelLogout {
+                uri: "https://rp.example/bcl".into(),
+                session_required: false,
+            }),
+        };
+        let clients: HashMap<_, _> =
+            [record("wants", true), record("plain", false)].into_iter().map(|c| (c.client_id.clone(), c)).collect();
+        let want = LogoutNotice { client_id: id("wants"), sub: "u".into(), sid: "s1".into() };
+        assert_eq!(logout_jobs(&ended, &clients), vec![Job::BackchannelLogout(want.clone())]);
+        // Stored as a tagged outbox job, and read back.
+        let stored = Job::BackchannelLogout(want.clone()).to_stored();
+        assert!(stored.contains(r#""kind":"backchannel_logout""#), "{stored}");
+        assert_eq!(Job::from_stored(&stored), Job::BackchannelLogout(want));
     }
 
     #[test]

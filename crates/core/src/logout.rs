@@ -98,9 +98,9 @@ impl Provider {
                 return Ok(LogoutStep::Confirm { client_name: client.map(|c| c.name) });
             }
             let gone = self.store.end_session(&session.sid, now).await?;
-            // Back-Channel Logout: the clients that took part in this session are told, by the
-            // one request that ended it.
-            self.sessions_ended(&gone, now).await;
+            // Back-Channel Logout: the store queued the tokens owed to the clients that took part
+            // in this session (once, whoever else ends it at the same time); send them now.
+            self.sessions_ended(&gone);
             ended = true;
             let e = crate::audit::Event {
                 user_id: Some(&session.user_id),

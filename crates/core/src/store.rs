@@ -186,7 +186,8 @@ pub struct UserRevocation {
 
 /// A login session that a store operation ended, with the clients that took part in it: read in
 /// the same transaction that deleted it, so that of any number of concurrent operations ending one
-/// session (a logout, a password change, an eviction, on any instance), exactly one reports it.
+/// session (a logout, a password change, an eviction, on any instance), exactly one reports it
+/// and queues the logout tokens owed for it (`crate::backchannel`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndedSession {
     pub sid: String,
@@ -197,10 +198,10 @@ pub struct EndedSession {
     pub clients: Vec<ClientId>,
 }
 
-/// The sessions a store operation ended. Every caller hands them to
-/// `Provider::sessions_ended` (`crate::backchannel`), which tells the clients that asked
-/// (OpenID Connect Back-Channel Logout); dropping them silently skips that.
-#[must_use = "pass ended sessions to backchannel::sessions_ended, or the clients are never told of the logout"]
+/// The sessions a store operation ended. The operation queued, in the same transaction, the
+/// back-channel logout tokens owed to their clients (`crate::backchannel::logout_jobs`); a server
+/// path hands them to `Provider::sessions_ended`, which wakes the outbox worker to send them now.
+#[must_use = "pass ended sessions to Provider::sessions_ended, so that their logout tokens leave now"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndedSessions(pub Vec<EndedSession>);
 
@@ -505,22 +506,25 @@ pub trait Store:
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn users(&self) -> StoreResult<Vec<UserRecord>>;
-    /// Removes the user and, in the same transaction, their sessions (returned as ended), grants,
-    /// codes and consents. `None` when there is no such user.
-    async fn remove_user(&self, username: &str) -> StoreResult<Option<EndedSessions>>;
+    /// Removes the user and, in the same transaction, their sessions (returned as ended, with the
+    /// logout tokens owed queued at `now`), grants, codes and consents. `None` when there is no
+    /// such user.
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>>;
     /// Sets the user's password hash and, in the same transaction, ends every session of the user
-    /// and, with `revoke_grants_at`, does what [`Store::revoke_user_tokens`] does: a changed
-    /// password must not leave a thief's `offline_access` refresh tokens working. `None` when there
-    /// is no such user.
+    /// (queueing the logout tokens owed at `now`) and, with `revoke_grants`, does what
+    /// [`Store::revoke_user_tokens`] does: a changed password must not leave a thief's
+    /// `offline_access` refresh tokens working. `None` when there is no such user.
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>>;
-    /// Ends every session of the user and, in the same transaction, revokes every live grant of the
-    /// user at `now` (their refresh-token families and access tokens die with them, offline ones
-    /// included) and deletes their unredeemed codes. `None` when there is no such user.
+    /// Ends every session of the user (queueing the logout tokens owed) and, in the same
+    /// transaction, revokes every live grant of the user at `now` (their refresh-token families
+    /// and access tokens die with them, offline ones included) and deletes their unredeemed codes.
+    /// `None` when there is no such user.
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>>;
 
     // Signing keys.
@@ -562,14 +566,15 @@ pub trait Store:
 
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
-    /// the newest `keep` (their session-bound grants are revoked, as at logout). Returns those.
+    /// the newest `keep` (their session-bound grants are revoked and their logout tokens queued,
+    /// as at logout, at the new session's `auth_time`). Returns those.
     async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
     /// Logout: deletes the session and, in the same transaction, revokes the grants bound to it
-    /// (those without `offline_access`). Returns it as ended if this call deleted it (at most one
-    /// of concurrent calls does).
+    /// (those without `offline_access`) and queues the logout tokens owed to its clients. Returns
+    /// it as ended if this call deleted it (at most one of concurrent calls does).
     async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions>;
 
     // Consent, remembered per user and client.

@@ -300,7 +300,7 @@ impl PostgresStore {
         let mut ended = Vec::new();
         for row in evicted {
             let sid: String = row.try_get(0)?;
-            ended.extend(take_session(&tx, &sid).await?);
+            ended.extend(take_session(&tx, &sid, s.auth_time).await?.0);
             tx.execute(
                 "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
                 &[&sid, &s.auth_time],
@@ -401,7 +401,7 @@ impl PostgresStore {
     async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        let ended = take_session(&tx, sid).await?;
+        let ended = take_session(&tx, sid, now).await?;
         // Refresh tokens without offline_access live only as long as the login session.
         tx.execute(
             "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
@@ -409,18 +409,19 @@ impl PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(EndedSessions(ended.into_iter().collect()))
+        Ok(ended)
     }
 
-    /// One transaction: sets the password hash (if given), ends the user's sessions and, with
-    /// `revoke_at`, revokes their live grants (a revoked grant stops its refresh family at `/token`
+    /// One transaction: sets the password hash (if given), ends the user's sessions (queueing their
+    /// logout tokens) and, with `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token`
     /// and its access tokens at userinfo and introspection) and deletes their unredeemed codes,
     /// which would otherwise mint a new grant within their minute.
     async fn end_user_access_once(
         &self,
         name: &str,
         hash: Option<&str>,
-        revoke_at: Option<UnixTime>,
+        revoke: bool,
+        now: UnixTime,
     ) -> anyhow::Result<Option<UserRevocation>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -432,9 +433,9 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let ended = end_user_sessions(&tx, &id).await?;
+        let ended = end_user_sessions(&tx, &id, now).await?;
         let mut grants_revoked = 0;
-        if let Some(now) = revoke_at {
+        if revoke {
             grants_revoked = tx
                 .execute("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[&id, &now])
                 .await?;
@@ -444,7 +445,7 @@ impl PostgresStore {
         Ok(Some(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended }))
     }
 
-    async fn remove_user_once(&self, name: &str) -> anyhow::Result<Option<EndedSessions>> {
+    async fn remove_user_once(&self, name: &str, now: UnixTime) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         let Some(row) = tx.query_opt("SELECT id FROM users WHERE username = $1 FOR UPDATE", &[&name]).await? else {
@@ -452,7 +453,7 @@ impl PostgresStore {
         };
         let id: String = row.get(0);
         // Sessions first: their clients are read from the grants deleted next.
-        let ended = end_user_sessions(&tx, &id).await?;
+        let ended = end_user_sessions(&tx, &id, now).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
@@ -467,18 +468,29 @@ impl PostgresStore {
 }
 
 /// Deletes session `sid` in `tx`; if this statement deleted it (a concurrent one that got there
-/// first leaves it nothing), returns it as ended, with its clients.
-async fn take_session(tx: &deadpool_postgres::Transaction<'_>, sid: &str) -> anyhow::Result<Option<EndedSession>> {
+/// first leaves it nothing), returns it as ended, its logout tokens queued at `now`.
+async fn take_session(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sid: &str,
+    now: UnixTime,
+) -> anyhow::Result<EndedSessions> {
     let Some(row) = tx.query_opt(crate::session_end_sql::DELETE_SESSION, &[&sid]).await? else {
-        return Ok(None);
+        return Ok(EndedSessions::default());
     };
     let user_id: String = row.try_get(0)?;
     let clients = session_clients(tx, sid).await?;
-    Ok(Some(EndedSession { sid: sid.to_owned(), user_id, clients }))
+    let ended = EndedSessions(vec![EndedSession { sid: sid.to_owned(), user_id, clients }]);
+    queue_logout_tokens(tx, &ended, now).await?;
+    Ok(ended)
 }
 
-/// Deletes every session of user `id` in `tx`; returns those this statement deleted.
-async fn end_user_sessions(tx: &deadpool_postgres::Transaction<'_>, id: &str) -> anyhow::Result<EndedSessions> {
+/// Deletes every session of user `id` in `tx`; returns those this statement deleted, their
+/// logout tokens queued at `now`.
+async fn end_user_sessions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+    now: UnixTime,
+) -> anyhow::Result<EndedSessions> {
     let rows = tx.query(crate::session_end_sql::DELETE_USER_SESSIONS, &[&id]).await?;
     let mut sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
     sids.sort();
@@ -487,12 +499,36 @@ async fn end_user_sessions(tx: &deadpool_postgres::Transaction<'_>, id: &str) ->
         let clients = session_clients(tx, &sid).await?;
         out.push(EndedSession { sid, user_id: id.to_owned(), clients });
     }
-    Ok(EndedSessions(out))
+    let ended = EndedSessions(out);
+    queue_logout_tokens(tx, &ended, now).await?;
+    Ok(ended)
 }
 
 async fn session_clients(tx: &deadpool_postgres::Transaction<'_>, sid: &str) -> anyhow::Result<Vec<ClientId>> {
     let rows = tx.query(crate::session_end_sql::SESSION_CLIENTS, &[&sid]).await?;
     rows.iter().map(|r| client_id_of(r.try_get(0)?)).collect()
+}
+
+/// Queues in the outbox, in `tx`, the back-channel logout tokens owed for `ended`
+/// (`backchannel::logout_jobs` decides), due at `now`.
+async fn queue_logout_tokens(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ended: &EndedSessions,
+    now: UnixTime,
+) -> anyhow::Result<()> {
+    let mut clients = std::collections::HashMap::new();
+    for id in ended.iter().flat_map(|s| s.clients.iter()) {
+        if clients.contains_key(id) {
+            continue;
+        }
+        if let Some(row) = tx.query_opt(crate::session_end_sql::CLIENT_DATA, &[&id.as_str()]).await? {
+            clients.insert(id.clone(), json_of::<ClientRecord>(&row, 0)?);
+        }
+    }
+    for job in latchkey_core::backchannel::logout_jobs(ended, &clients) {
+        tx.query_one(crate::outbox_sql::INSERT, &[&job.kind(), &job.to_stored(), &now]).await?;
+    }
+    Ok(())
 }
 
 fn bad(what: &str, e: latchkey_proto::OAuthError) -> anyhow::Error {
@@ -801,21 +837,22 @@ impl Store for PostgresStore {
         self.all(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"), &[], user_row).await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<Option<EndedSessions>> {
-        retrying!(self.remove_user_once(username))
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
+        retrying!(self.remove_user_once(username, now))
     }
 
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at))
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants, now))
     }
 
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, None, Some(now)))
+        retrying!(self.end_user_access_once(username, None, true, now))
     }
 
     async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {

@@ -146,11 +146,11 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
-    assert!(s.set_password_hash("alice", "$new", None).await.unwrap().is_some());
+    assert!(s.set_password_hash("alice", "$new", false, 1).await.unwrap().is_some());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
-    assert_eq!(s.set_password_hash("nobody", "$new", Some(5)).await.unwrap(), None);
-    assert_eq!(s.remove_user("alice").await.unwrap(), Some(EndedSessions::default()), "removed; no session ended");
-    assert_eq!(s.remove_user("alice").await.unwrap(), None);
+    assert_eq!(s.set_password_hash("nobody", "$new", true, 5).await.unwrap(), None);
+    assert_eq!(s.remove_user("alice", 1).await.unwrap(), Some(EndedSessions::default()), "removed; no session ended");
+    assert_eq!(s.remove_user("alice", 1).await.unwrap(), None);
     assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
     assert!(s.client(&ClientId::parse("app").unwrap()).await.unwrap().is_none());
 }
@@ -805,7 +805,7 @@ fn grant_revoked_at(g: Option<(AccessRecord, GrantRecord)>) -> Option<i64> {
 
 async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
-    let done = s.set_password_hash("alice", "$new", Some(70)).await.unwrap();
+    let done = s.set_password_hash("alice", "$new", true, 70).await.unwrap();
     assert_eq!(
         done,
         Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2, ended: alice_ended() }),
@@ -827,7 +827,7 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 
     // --keep-grants: the password changes and sessions end, grants stay.
     s.insert_grant(&family("later", |i| i.grant.offline = true)).await.unwrap();
-    let done = s.set_password_hash("alice", "$newer", None).await.unwrap().unwrap();
+    let done = s.set_password_hash("alice", "$newer", false, 1).await.unwrap().unwrap();
     assert_eq!((done.sessions_ended, done.grants_revoked), (0, 0));
     assert_eq!(grant_revoked_at(s.access_token("jti-later").await.unwrap()), None);
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$newer");
@@ -955,6 +955,7 @@ where
     outbox_claims_are_exclusive(&[make().await]).await;
     ended_sessions::removing_a_user_reports_their_sessions_with_clients(make().await).await;
     ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
+    ended_sessions::ending_sessions_queues_logout_tokens_for_clients_that_asked(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -290,11 +290,12 @@ impl PostgresStore {
             &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at],
         )
         .await?;
-        // The user's sessions beyond the newest `keep` end, as at logout.
+        // The user's sessions beyond the newest `keep` end, as at logout; the new one always stays,
+        // even beside one logged in within the same second.
         let evicted = tx
             .query(
-                "SELECT sid FROM sessions WHERE user_id = $1 ORDER BY auth_time DESC, sid OFFSET $2",
-                &[&s.user_id, &i64::from(keep)],
+                "SELECT sid FROM sessions WHERE user_id = $1 AND sid <> $3 ORDER BY auth_time DESC, sid OFFSET $2",
+                &[&s.user_id, &i64::from(keep.saturating_sub(1)), &s.sid],
             )
             .await?;
         let mut ended = Vec::new();

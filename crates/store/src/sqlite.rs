@@ -685,11 +685,14 @@ impl Store for SqliteStore {
                 "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            // The new session always stays, even beside one logged in within the same second: the
+            // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
                 .prepare_cached(
-                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                    "SELECT sid FROM sessions WHERE user_id = ?1 AND sid <> ?3
+                     ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
                 )?
-                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .query_map(params![s.user_id, keep.saturating_sub(1), s.sid], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut ended = Vec::new();
             for sid in evicted {

@@ -956,6 +956,7 @@ where
     ended_sessions::removing_a_user_reports_their_sessions_with_clients(make().await).await;
     ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
     ended_sessions::ending_sessions_queues_logout_tokens_for_clients_that_asked(make().await).await;
+    ended_sessions::a_new_session_outlives_an_older_one_of_the_same_second(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

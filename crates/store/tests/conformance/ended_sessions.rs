@@ -164,3 +164,12 @@ pub(crate) async fn concurrent_enders(instances: &[Arc<dyn Store>]) {
     let want: Vec<(String, String)> = sids.iter().map(|sid| ("app".to_owned(), sid.clone())).collect();
     assert_eq!(queued_notices(s).await, want, "one logout token per ended session, for the client that asked");
 }
+
+/// A new login never evicts itself, even beside a session logged in within the same second (the
+/// tie on `auth_time` used to fall to the `sid` order).
+pub(crate) async fn a_new_session_outlives_an_older_one_of_the_same_second(s: Arc<dyn Store>) {
+    assert!(s.insert_session(&session("a", 5), 1).await.unwrap().is_empty());
+    let evicted = s.insert_session(&session("z", 5), 1).await.unwrap();
+    assert_eq!(evicted.iter().map(|e| e.sid.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert!(s.session_by_sid("z", 6).await.unwrap().is_some(), "the new session is the one kept");
+}

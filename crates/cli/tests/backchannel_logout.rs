@@ -29,12 +29,16 @@ use serde_json::{Value, json};
 
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
+/// One logout token as the relying party saw it: its client, and the verified claims or why
+/// it was refused.
+type Received = (String, Result<Value, String>);
+
 /// A relying party's back-channel logout endpoint, `POST /bcl/{client_id}`.
 #[derive(Clone)]
 struct Rp {
     issuer: String,
     /// What arrived, per client: the verified claims, or why the token was refused.
-    received: Arc<Mutex<Vec<(String, Result<Value, String>)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Rp {

@@ -46,7 +46,16 @@ impl Rp {
     fn serve(issuer: &str, listener: tokio::net::TcpListener) -> (Self, String) {
         let rp = Self { issuer: issuer.to_owned(), received: Default::default() };
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new().route("/bcl/{client}", axum::routing::post(receive)).with_state(rp.clone());
+        let app = axum::Router::new()
+            .route("/bcl/{client}", axum::routing::post(receive))
+            // A 307 keeps the method and body: followed, it would deliver the token elsewhere.
+            .route(
+                "/moved/{client}",
+                axum::routing::post(|Path(c): Path<String>| async move {
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", format!("/bcl/{c}"))])
+                }),
+            )
+            .with_state(rp.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (rp, base)
     }
@@ -303,7 +312,26 @@ async fn server_on_file() -> (TestServer, Rp, std::path::PathBuf, tempfile::Temp
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
     let s = TestServer::start_on(store, |_| {}).await;
     let (rp, base) = Rp::start(&s.base).await;
-    add_rp(&s, "rp", SigningAlg::RS256, Some(&base)).await;
+    // Registered by the binary, as an operator does.
+    let uri = format!("{base}/bcl/rp");
+    let add = ["client", "add", "--public", "--redirect-uri", REDIRECT];
+    let (ok, out, err) = latchkey(
+        &db,
+        &[&add[..], &["--client-id", "rp", "--backchannel-logout-uri", &uri, "--backchannel-logout-session-required"]]
+            .concat(),
+        None,
+    );
+    assert!(ok, "{out} {err}");
+    let (ok, out, err) = latchkey(&db, &["client", "show", "rp"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("backchannel_logout_uri: {uri}")), "{out}");
+    assert!(out.contains("backchannel_logout_session_required: true"), "{out}");
+    let (ok, _, err) = latchkey(
+        &db,
+        &[&add[..], &["--client-id", "rp2", "--backchannel-logout-uri", "http://rp.example/bcl"]].concat(),
+        None,
+    );
+    assert!(!ok && err.contains("plain http is allowed only to a loopback host"), "{err}");
     (s, rp, db, dir)
 }
 
@@ -391,6 +419,25 @@ async fn a_relying_party_down_at_logout_gets_its_token_when_it_is_back() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["claims"]["sid"], id_claims(&t)["sid"]);
     assert_eq!(got[0]["claims"]["iat"], s.now(), "built when sent, not when queued: a fresh exp");
+}
+
+/// The token goes to the registered URI only: a redirect is a failed attempt, not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_the_logout_uri_is_not_followed() {
+    let s = TestServer::start().await;
+    let (rp, base) = Rp::start(&s.base).await;
+    s.add(NewClient {
+        backchannel_logout_uri: Some(format!("{base}/moved/rp")),
+        ..NewClient::public("rp", "RP", vec![REDIRECT.into()])
+    })
+    .await;
+    let b = s.browser();
+    let t = sign_in(&s, &b, "rp").await;
+    b.get(&logout_url(&s, t["id_token"].as_str().unwrap())).await;
+    assert_eq!(run_jobs(&s).await.retried, 1);
+    assert!(rp.received.lock().unwrap().is_empty(), "the redirect target got nothing");
+    let job = &s.store.outbox_jobs(OutboxFilter::Queued, 10).await.unwrap()[0];
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("redirects are not followed"), "{job:?}");
 }
 
 /// A burst of concurrent logouts of one session, with administrators revoking the user's tokens

@@ -36,6 +36,15 @@ pub type JobId = i64;
 pub enum Job {
     /// A message composed in advance, without any secret in it (notices).
     Mail(crate::mail::MailJob),
+    /// Someone asked for a password reset for this address (normalized). The worker resolves the
+    /// accounts: the request path does the same write whether or not one exists, so its answer
+    /// and its timing cannot tell (`crate::reset`).
+    PasswordReset { email: String },
+    /// Mail a verification link for `email` to the account `user_id` (a new account, or a
+    /// changed address: `crate::verification`).
+    VerifyEmail { user_id: String, email: String },
+    /// Mail an invitation to sign up to `email` (`latchkey user invite`, `crate::signup`).
+    Invitation { email: String },
     /// A stored job this binary cannot read: written by a newer version sharing the database. It
     /// is left for one that can (retried with back-off, buried after the give-up time).
     #[serde(skip)]
@@ -59,6 +68,9 @@ impl Job {
     pub fn kind(&self) -> &'static str {
         match self {
             Job::Mail(_) => "mail",
+            Job::PasswordReset { .. } => "password_reset",
+            Job::VerifyEmail { .. } => "verify_email",
+            Job::Invitation { .. } => "invitation",
             Job::Unreadable { .. } => "unreadable",
         }
     }
@@ -282,9 +294,11 @@ impl crate::Provider {
 
     /// Performs one job: the one dispatch over [`Job`]'s kinds.
     pub async fn perform(&self, job: &Job, deliver: &dyn Deliver, now: UnixTime) -> Result<(), DeliveryError> {
-        let _ = now;
         match job {
             Job::Mail(m) => deliver.send_mail(&m.compose()).await,
+            Job::PasswordReset { email } => self.send_password_reset(email, deliver, now).await,
+            Job::VerifyEmail { user_id, email } => self.send_verification(user_id, email, deliver, now).await,
+            Job::Invitation { email } => self.send_invitation(email, deliver, now).await,
             Job::Unreadable { .. } => Err(DeliveryError::transient("unreadable job")),
         }
     }
@@ -320,7 +334,6 @@ impl crate::Provider {
 }
 
 /// A store error as a failed attempt: retried like a network fault.
-#[allow(dead_code)]
 pub(crate) fn store_fault(e: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::transient(format!("store: {e}"))
 }

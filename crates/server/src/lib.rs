@@ -12,6 +12,7 @@ pub mod extract;
 mod handlers;
 pub mod outbox_worker;
 pub mod pages;
+pub mod smtp;
 
 use std::sync::Arc;
 use std::time::Duration;

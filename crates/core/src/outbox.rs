@@ -314,23 +314,33 @@ impl crate::Provider {
     /// Queues `job` from an unauthenticated request, within [`crate::mail::EmailConfig::max_queued`].
     /// `false`: the queue is full and the job was refused (logged: an operator should look).
     pub async fn enqueue_untrusted(&self, job: &Job, now: UnixTime) -> anyhow::Result<bool> {
-        let cap = self.config.email.max_queued;
-        match self.store.enqueue_capped(job, now, cap).await? {
-            Some(_) => {
-                self.outbox_wake.notify_one();
-                Ok(true)
-            }
-            None => {
-                tracing::error!(
-                    kind = job.kind(),
-                    cap,
-                    "the outbox is full: a {} job from an unauthenticated request was refused; is mail delivery down, or is someone flooding the server?",
-                    job.kind()
-                );
-                Ok(false)
-            }
+        let queued = enqueue_capped(self.store.as_ref(), &self.config.email, job, now).await?;
+        if queued {
+            self.outbox_wake.notify_one();
         }
+        Ok(queued)
     }
+}
+
+/// Queues `job` within `config.max_queued`; `false` (logged) when the queue is full. Wakes no
+/// worker: for processes that have none (admin commands), whose jobs the servers find by polling.
+pub async fn enqueue_capped(
+    store: &dyn crate::Store,
+    config: &crate::mail::EmailConfig,
+    job: &Job,
+    now: UnixTime,
+) -> anyhow::Result<bool> {
+    let cap = config.max_queued;
+    if store.enqueue_capped(job, now, cap).await?.is_some() {
+        return Ok(true);
+    }
+    tracing::error!(
+        kind = job.kind(),
+        cap,
+        "the outbox is full: a {} job was refused; is mail delivery down, or is someone flooding the server?",
+        job.kind()
+    );
+    Ok(false)
 }
 
 /// A store error as a failed attempt: retried like a network fault.

@@ -87,6 +87,29 @@ pub enum SignupOutcome {
     Disabled,
 }
 
+/// `latchkey user invite EMAIL`: queues an invitation (the serving processes' workers mint its
+/// link and mail it).
+pub async fn invite(
+    store: &dyn crate::Store,
+    config: &crate::mail::EmailConfig,
+    email: &str,
+    now: UnixTime,
+) -> anyhow::Result<()> {
+    if !config.enabled {
+        anyhow::bail!("invitations are mailed: configure outgoing mail ([smtp]) first");
+    }
+    if config.signup == SignupMode::Off {
+        anyhow::bail!("self-registration is off: set signup = \"invite\" (or \"open\") to invite people");
+    }
+    let Some(email) = crate::mail::parse_address(email) else {
+        anyhow::bail!("{email:?} is not an email address");
+    };
+    store.enqueue(&Job::Invitation { email: email.clone() }, now).await?;
+    let e = audit::Event { detail: Some(json!({ "invited": email })), ..Default::default() };
+    audit::record(store, now, "invitation_queued", e).await;
+    Ok(())
+}
+
 impl Provider {
     pub fn signup_mode(&self) -> SignupMode {
         if self.config.email.enabled { self.config.email.signup } else { SignupMode::Off }
@@ -202,20 +225,6 @@ impl Provider {
             ..Default::default()
         };
         audit::record(self.store.as_ref(), now, "user_added", e).await;
-    }
-
-    /// `latchkey user invite EMAIL`: queues an invitation (the worker mints its link).
-    pub async fn invite(&self, email: &str, now: UnixTime) -> anyhow::Result<()> {
-        if self.config.email.signup == SignupMode::Off {
-            anyhow::bail!("self-registration is off: set signup = \"invite\" (or \"open\") to invite people");
-        }
-        let Some(email) = crate::mail::parse_address(email) else {
-            anyhow::bail!("{email:?} is not an email address");
-        };
-        self.enqueue(&Job::Invitation { email: email.clone() }, now).await?;
-        let e = audit::Event { detail: Some(json!({ "invited": email })), ..Default::default() };
-        audit::record(self.store.as_ref(), now, "invitation_queued", e).await;
-        Ok(())
     }
 
     /// The worker's half of an invitation.

@@ -37,6 +37,43 @@ pub enum ChangeRequested {
     NoSuchUser,
 }
 
+/// [`Provider::request_email_change`] for a process without a provider (`latchkey user set-email`).
+pub async fn request_email_change(
+    store: &dyn crate::Store,
+    config: &crate::mail::EmailConfig,
+    user_id: &str,
+    new_email: &str,
+    now: UnixTime,
+) -> anyhow::Result<ChangeRequested> {
+    let Some(email) = crate::mail::parse_address(new_email) else { return Ok(ChangeRequested::InvalidAddress) };
+    let Some(user) = store.user(user_id).await? else { return Ok(ChangeRequested::NoSuchUser) };
+    if user.email_verified && crate::mail::normalize(&user.email) == crate::mail::normalize(&email) {
+        return Ok(ChangeRequested::Unchanged);
+    }
+    queue_verification(store, config, &user.id, &email, now).await
+}
+
+/// Queues a verification mail for `email` to account `user_id`, within the account's throttle and
+/// the queue's cap.
+async fn queue_verification(
+    store: &dyn crate::Store,
+    config: &crate::mail::EmailConfig,
+    user_id: &str,
+    email: &str,
+    now: UnixTime,
+) -> anyhow::Result<ChangeRequested> {
+    if !config.enabled {
+        return Ok(ChangeRequested::Unavailable);
+    }
+    let rules = [(format!("verify-user:{user_id}"), PER_ACCOUNT)];
+    if let Reservation::Blocked { until, .. } = store.throttle_reserve(&rules, now).await? {
+        return Ok(ChangeRequested::Throttled { retry_after: u64::try_from(until - now).unwrap_or(1).max(1) });
+    }
+    let job = Job::VerifyEmail { user_id: user_id.to_owned(), email: email.to_owned() };
+    let queued = crate::outbox::enqueue_capped(store, config, &job, now).await?;
+    Ok(if queued { ChangeRequested::Sent } else { ChangeRequested::Unavailable })
+}
+
 impl Provider {
     /// Asks to change `user_id`'s address to `new_email` (or to verify the current one): mails a
     /// verification link there. For the account page and `latchkey user set-email`; throttled per
@@ -47,31 +84,24 @@ impl Provider {
         new_email: &str,
         now: UnixTime,
     ) -> anyhow::Result<ChangeRequested> {
-        let Some(email) = crate::mail::parse_address(new_email) else { return Ok(ChangeRequested::InvalidAddress) };
-        let Some(user) = self.store.user(user_id).await? else { return Ok(ChangeRequested::NoSuchUser) };
-        if user.email_verified && crate::mail::normalize(&user.email) == crate::mail::normalize(&email) {
-            return Ok(ChangeRequested::Unchanged);
+        let r = request_email_change(self.store.as_ref(), &self.config.email, user_id, new_email, now).await?;
+        if r == ChangeRequested::Sent {
+            self.outbox_wake.notify_one();
         }
-        self.queue_verification(&user.id, &email, now).await
+        Ok(r)
     }
 
-    /// Queues a verification mail for `email` to account `user_id`, within the account's throttle
-    /// and the queue's cap.
     pub(crate) async fn queue_verification(
         &self,
         user_id: &str,
         email: &str,
         now: UnixTime,
     ) -> anyhow::Result<ChangeRequested> {
-        if !self.config.email.enabled {
-            return Ok(ChangeRequested::Unavailable);
+        let r = queue_verification(self.store.as_ref(), &self.config.email, user_id, email, now).await?;
+        if r == ChangeRequested::Sent {
+            self.outbox_wake.notify_one();
         }
-        let rules = [(format!("verify-user:{user_id}"), PER_ACCOUNT)];
-        if let Reservation::Blocked { until, .. } = self.store.throttle_reserve(&rules, now).await? {
-            return Ok(ChangeRequested::Throttled { retry_after: u64::try_from(until - now).unwrap_or(1).max(1) });
-        }
-        let job = Job::VerifyEmail { user_id: user_id.to_owned(), email: email.to_owned() };
-        Ok(if self.enqueue_untrusted(&job, now).await? { ChangeRequested::Sent } else { ChangeRequested::Unavailable })
+        Ok(r)
     }
 
     /// The worker's half: a verification link for `email`, mailed there.

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
+use crate::account::SignInPurpose;
 use crate::resource::{self, ResourceRecord};
 use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, PendingLimits, Reservation, SessionRecord};
 use crate::{Error, Provider, UnixTime, audit, throttle};
@@ -193,6 +194,7 @@ pub fn validate(
             force_consent: prompt.consent,
             auth_after,
             resource: target.resource,
+            purpose: Default::default(),
         },
         prompt,
         max_age,
@@ -429,7 +431,13 @@ impl Provider {
         };
         self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
-        let next = if !pending.force_consent && self.has_consent(&client, &user.id, &pending.scope).await? {
+        let next = if let SignInPurpose::Account { next } = &pending.purpose {
+            // One use per sign-in, like an application's request.
+            if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
+                return Ok(Err(expired_step()));
+            }
+            Step::Redirect(next.clone())
+        } else if !pending.force_consent && self.has_consent(&client, &user.id, &pending.scope).await? {
             if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
                 return Ok(Err(expired_step()));
             }
@@ -448,6 +456,7 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Step, Error> {
         let (pending, client) = match self.load_pending(pending_id, now).await? {
+            Ok((p, _)) if p.purpose != SignInPurpose::Authorize => return Ok(expired_step()),
             Ok(x) => x,
             Err(step) => return Ok(step),
         };
@@ -474,6 +483,7 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Step, Error> {
         let (pending, client) = match self.load_pending(pending_id, now).await? {
+            Ok((p, _)) if p.purpose != SignInPurpose::Authorize => return Ok(expired_step()),
             Ok(x) => x,
             Err(step) => return Ok(step),
         };
@@ -564,7 +574,12 @@ impl Provider {
         Ok(Step::Consent { pending, client_name: client.name.clone(), scope, username, unverified, resource })
     }
 
-    async fn save_pending(&self, p: &PendingAuthorization, ip: Option<IpAddr>, now: UnixTime) -> Result<String, Error> {
+    pub(crate) async fn save_pending(
+        &self,
+        p: &PendingAuthorization,
+        ip: Option<IpAddr>,
+        now: UnixTime,
+    ) -> Result<String, Error> {
         let source = ip.map(throttle::source).unwrap_or_else(|| "unknown".to_owned());
         let limits = PendingLimits {
             per_source: self.config.max_pending_per_source,
@@ -593,6 +608,9 @@ impl Provider {
         let Some(p) = self.store.pending(&TokenHash::of(id), now).await? else {
             return Ok(Err(expired()));
         };
+        if let SignInPurpose::Account { .. } = p.purpose {
+            return Ok(Ok((p, crate::account::account_client(now)?)));
+        }
         let Some(client) = self.client(&p.client_id, now).await.map_err(crate::cimd::for_page)? else {
             return Ok(Err(expired()));
         };

@@ -4,6 +4,7 @@
 //! storage only through the [`Store`] trait, so the protocol rules are testable without sockets,
 //! clocks or a database. This crate knows nothing of HTTP frameworks or SQL.
 
+pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod authorize;

@@ -205,6 +205,9 @@ pub struct PendingAuthorization {
     /// RFC 8707: the resource the client asked for, checked against the registry.
     #[serde(default)]
     pub resource: Option<ResourceUri>,
+    /// An application's request, or a sign-in to the account pages ([`crate::account`]).
+    #[serde(default)]
+    pub purpose: crate::account::SignInPurpose,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -44,6 +44,19 @@ impl AppState {
     pub fn secure(&self) -> bool {
         self.provider.issuer().starts_with("https://")
     }
+    /// The links under the login form: the ways forward this deployment offers besides a password
+    /// (password reset, self-registration), each only where it is configured.
+    pub fn login_links(&self) -> Vec<pages::Link> {
+        let mut links = Vec::new();
+        // Only with outgoing mail configured: a reset link nobody can receive is a dead end.
+        if self.provider.password_reset_enabled() {
+            links.push(pages::Link { href: "/reset".into(), text: "Forgot your password?" });
+        }
+        if self.provider.signup_mode() == latchkey_core::signup::SignupMode::Open {
+            links.push(pages::Link { href: "/signup".into(), text: "Create an account" });
+        }
+        links
+    }
 }
 
 /// Form bodies and queries larger than this are not OAuth requests.
@@ -109,6 +122,7 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
+        .route("/account", page(get(handlers::account::overview)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -31,6 +31,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         force_consent: false,
         auth_after: None,
         resource: None,
+        purpose: Default::default(),
     }
 }
 
@@ -180,6 +181,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         force_consent: true,
         auth_after: Some(42),
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
+        purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));

@@ -63,7 +63,7 @@ async fn authorize(
 }
 
 /// Turns a core step into a response. `redirect` is 302 after GET, 303 after POST.
-fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Response {
+pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Response {
     match step {
         Step::ErrorPage(e) => {
             tracing::info!(error = %e.code, "authorization request refused with an error page");
@@ -78,6 +78,7 @@ fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusCode) -> Res
                 csrf: &csrf,
                 username: login_hint.as_deref().unwrap_or(""),
                 error: None,
+                links: s.login_links(),
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
@@ -180,7 +181,12 @@ pub(crate) fn invalid_page(title: &str, description: &str) -> Response {
 /// A form a person submitted: parsed, and carrying the CSRF token of the page it came from.
 /// The refusal is the page to answer with (rare, so its size does not matter).
 #[allow(clippy::result_large_err)]
-fn protected_form(s: &AppState, jar: &CookieJar, headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
+pub(crate) fn protected_form(
+    s: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Params, Response> {
     let params =
         form_params(headers, body).map_err(|e| invalid_page("This sign-in request is invalid", &e.description))?;
     if !csrf_ok(s, jar, &params) {
@@ -233,6 +239,7 @@ pub async fn login(
                 username,
                 // One message for an unknown user and a wrong password: no user enumeration.
                 error: Some("Invalid username or password."),
+                links: s.login_links(),
             });
             pages::html(StatusCode::OK, body)
         }
@@ -247,6 +254,7 @@ pub async fn login(
                 error: Some(
                     "Confirm your email address first: follow the link we sent to it (we have just sent a new one).",
                 ),
+                links: s.login_links(),
             });
             pages::html(StatusCode::FORBIDDEN, body)
         }
@@ -267,6 +275,7 @@ pub async fn login(
                     csrf,
                     username,
                     error: Some(&message),
+                    links: s.login_links(),
                 });
                 pages::html(StatusCode::TOO_MANY_REQUESTS, page)
             };

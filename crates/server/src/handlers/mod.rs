@@ -1,3 +1,4 @@
+pub mod account;
 pub mod authorize;
 pub mod discovery;
 pub mod logout;

@@ -1,0 +1,139 @@
+//! The account pages' own sign-in: a person signs in to manage their account (`/account`) with
+//! the same login page, the same throttling and the same factors as for an application, and the
+//! same session afterwards.
+//!
+//! Such a sign-in is a [`PendingAuthorization`] whose [`SignInPurpose`] is `Account`: it goes
+//! through every step of the login (and of the second factor, where one is needed), and ends in a
+//! redirect to a page of our own instead of a code. It never reaches the consent step nor
+//! [`Provider::issue_code`](crate::Provider): the request fields an application would fill in are
+//! set to values that name the account pages, and nothing reads them.
+
+use std::net::IpAddr;
+
+use latchkey_proto::{ClientId, CodeChallenge, RedirectUri, Scope};
+use serde::{Deserialize, Serialize};
+
+use crate::authorize::Step;
+use crate::store::{ClientKind, ClientRecord, PendingAuthorization, SessionRecord, UserRecord};
+use crate::{Error, Provider, UnixTime};
+
+/// What a pending sign-in leads to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SignInPurpose {
+    /// An application's authorization request (the default: records stored before this existed).
+    #[default]
+    Authorize,
+    /// The account pages: after the login, go to `next` (a path under `/account`).
+    Account { next: String },
+}
+
+/// The name the login page shows for an account sign-in ("to continue to …").
+pub const ACCOUNT_CLIENT_NAME: &str = "your account";
+
+/// The client id the pending record is counted under (`max_pending_per_client`). Not a client:
+/// [`Provider::client`] never returns it, so `/authorize` cannot use it.
+const ACCOUNT_PENDING_ID: &str = "latchkey-account";
+
+/// Where an account sign-in may send the browser after the login: our own account pages only, as
+/// a path, so that the sign-in cannot become an open redirector (RFC 9700 §4.11).
+pub fn safe_next(next: &str) -> String {
+    let ok = (next == "/account" || next.starts_with("/account/"))
+        && next.len() <= 256
+        && !next.contains("//")
+        && !next.contains("..")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic());
+    if ok { next.to_owned() } else { "/account".to_owned() }
+}
+
+/// The stand-in client record for an account sign-in: first-party, public, and never stored.
+pub(crate) fn account_client(now: UnixTime) -> Result<ClientRecord, Error> {
+    Ok(ClientRecord {
+        client_id: ClientId::parse(ACCOUNT_PENDING_ID)?,
+        name: ACCOUNT_CLIENT_NAME.to_owned(),
+        kind: ClientKind::Public,
+        redirect_uris: Vec::new(),
+        grant_types: Vec::new(),
+        allowed_scope: Scope::default(),
+        first_party: true,
+        created_at: now,
+        id_token_signed_response_alg: Default::default(),
+        post_logout_redirect_uris: Vec::new(),
+        audiences: Vec::new(),
+        origin: Default::default(),
+    })
+}
+
+/// Who is signed in to the account pages.
+#[derive(Clone, Debug)]
+pub struct AccountSession {
+    pub session: SessionRecord,
+    pub user: UserRecord,
+}
+
+impl Provider {
+    /// The account pages' session, if the cookie names a live one whose user still exists.
+    pub async fn account_session(
+        &self,
+        cookie: Option<&latchkey_proto::SessionToken>,
+        now: UnixTime,
+    ) -> Result<Option<AccountSession>, Error> {
+        let Some(session) = self.current_session(cookie, now).await? else { return Ok(None) };
+        Ok(self.store.user(&session.user_id).await?.map(|user| AccountSession { session, user }))
+    }
+
+    /// Starts a sign-in for the account pages: the login page, then `next`.
+    pub async fn account_sign_in(&self, next: &str, ip: Option<IpAddr>, now: UnixTime) -> Result<Step, Error> {
+        let next = safe_next(next);
+        let pending = PendingAuthorization {
+            client_id: ClientId::parse(ACCOUNT_PENDING_ID)?,
+            redirect_uri: RedirectUri::parse(&format!("{}{next}", self.issuer()))?,
+            scope: Scope::default(),
+            state: None,
+            nonce: None,
+            // Never compared: an account sign-in issues no code. A well-formed value keeps the
+            // record valid for every reader.
+            code_challenge: CodeChallenge::parse_s256(Some(NO_CHALLENGE), Some("S256"))?,
+            expires_at: now + self.config.pending_ttl as UnixTime,
+            login_hint: None,
+            force_consent: false,
+            auth_after: None,
+            resource: None,
+            purpose: SignInPurpose::Account { next },
+        };
+        let id = self.save_pending(&pending, ip, now).await?;
+        Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })
+    }
+}
+
+/// 43 base64url characters: the shape of an S256 challenge, matching no verifier anyone holds.
+const NO_CHALLENGE: &str = "account-sign-in-issues-no-code-AAAAAAAAAAAA";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_the_account_pages() {
+        assert_eq!(safe_next("/account/passkeys"), "/account/passkeys");
+        assert_eq!(safe_next("/account"), "/account");
+        for evil in [
+            "https://evil.example/",
+            "//evil.example/account",
+            "/accountx",
+            "/account/..\\x",
+            "/account/../authorize",
+            "/authorize?x",
+            "",
+        ] {
+            assert_eq!(safe_next(evil), "/account", "{evil}");
+        }
+    }
+
+    #[test]
+    fn the_placeholder_challenge_is_well_formed() {
+        assert_eq!(NO_CHALLENGE.len(), 43);
+        assert!(CodeChallenge::parse_s256(Some(NO_CHALLENGE), Some("S256")).is_ok());
+    }
+}

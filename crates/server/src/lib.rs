@@ -7,6 +7,7 @@ pub mod cimd_fetch;
 pub mod conn;
 mod cors;
 mod documents;
+pub mod email_pages;
 pub mod error;
 pub mod extract;
 mod handlers;
@@ -122,6 +123,10 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
+        .route("/reset", page(get(handlers::reset::request_page).post(handlers::reset::request)))
+        .route("/reset/confirm", page(get(handlers::reset::confirm_page).post(handlers::reset::confirm)))
+        .route("/verify", page(get(handlers::verify::page_for).post(handlers::verify::confirm)))
+        .route("/signup", page(get(handlers::signup::page_for).post(handlers::signup::submit)))
         .route("/account", page(get(handlers::account::overview)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))

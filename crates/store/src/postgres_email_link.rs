@@ -110,12 +110,9 @@ impl PostgresStore {
         }
         // An administrator's `user add` does not take the lock: a username taken meanwhile fails
         // the insert, which is the same answer.
-        match tx.execute(insert_user_sql().as_str(), &user_params(user)).await {
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                return if is_unique_violation(&e) { Ok(SignupStored::UsernameTaken) } else { Err(e) };
-            }
-            Ok(_) => {}
+        if let Err(e) = tx.execute(insert_user_sql().as_str(), &user_params(user)).await {
+            let e = anyhow::Error::new(e);
+            return if is_unique_violation(&e) { Ok(SignupStored::UsernameTaken) } else { Err(e) };
         }
         tx.execute(sql::INSERT_HOLD, &[&user.id, &now]).await?;
         tx.commit().await?;
@@ -139,12 +136,9 @@ impl PostgresStore {
             return Ok(InvitedStored::EmailTaken { username });
         }
         let verified = UserRecord { email_verified: true, ..user.clone() };
-        match tx.execute(insert_user_sql().as_str(), &user_params(&verified)).await {
-            Err(e) => {
-                let e = anyhow::Error::new(e);
-                return if is_unique_violation(&e) { Ok(InvitedStored::UsernameTaken) } else { Err(e) };
-            }
-            Ok(_) => {}
+        if let Err(e) = tx.execute(insert_user_sql().as_str(), &user_params(&verified)).await {
+            let e = anyhow::Error::new(e);
+            return if is_unique_violation(&e) { Ok(InvitedStored::UsernameTaken) } else { Err(e) };
         }
         tx.commit().await?;
         Ok(InvitedStored::Created)

@@ -81,9 +81,9 @@ impl Provider {
             return Ok(ResetRequested::Disabled);
         }
         let Some(email) = crate::mail::parse_address(email) else { return Ok(ResetRequested::InvalidAddress) };
-        let mut rules = vec![(address_key(&email), PER_ADDRESS)];
+        let mut rules = vec![(address_key(&email), self.config.email.reset_per_address)];
         if let Some(ip) = ip {
-            rules.push((format!("reset-ip:{}", crate::throttle::source(ip)), PER_SOURCE));
+            rules.push((format!("reset-ip:{}", crate::throttle::source(ip)), self.config.email.reset_per_source));
         }
         if let Reservation::Blocked { until, .. } = self.store.throttle_reserve(&rules, now).await? {
             return Ok(ResetRequested::Throttled { retry_after: u64::try_from(until - now).unwrap_or(1).max(1) });

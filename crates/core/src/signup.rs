@@ -155,7 +155,7 @@ impl Provider {
             return Ok(SignupOutcome::Rejected(why));
         }
         if let Some(ip) = ip {
-            let rules = [(format!("signup-ip:{}", crate::throttle::source(ip)), PER_SOURCE)];
+            let rules = [(format!("signup-ip:{}", crate::throttle::source(ip)), self.config.email.signup_per_source)];
             if let Reservation::Blocked { until, .. } = self.store.throttle_reserve(&rules, now).await? {
                 return Ok(SignupOutcome::Throttled { retry_after: u64::try_from(until - now).unwrap_or(1).max(1) });
             }

@@ -580,3 +580,103 @@ async fn wrong_smtp_credentials_or_an_untrusted_certificate_deliver_nothing() {
     SmtpMailer::new(&mail.settings(), &server.base).unwrap().send_mail(&to("z@example.com")).await.unwrap();
     assert_eq!(mail.messages().len(), 1, "only the trusted, authenticated one");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+
+/// `latchkey serve` with a config file, killed when dropped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(cfg: &Path, db: &Path, port: u16, log: &Path) -> Serve {
+    let child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(cfg)
+        .arg("--database")
+        .arg(db)
+        .env("RUST_LOG", "info")
+        .env_remove("LATCHKEY_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start: {}", std::fs::read_to_string(log).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Serve(child)
+}
+
+fn latchkey(cfg: &Path, db: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .arg("--database")
+        .arg(db)
+        .env_remove("LATCHKEY_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_mail_survives_a_serve_restart_and_admin_commands_queue_it() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mail = MailServer::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, db, log) = (dir.path().join("latchkey.toml"), dir.path().join("lk.db"), dir.path().join("serve.log"));
+    std::fs::write(dir.path().join("ca.pem"), &mail.ca_pem).unwrap();
+    let pw = dir.path().join("smtp-password");
+    std::fs::write(&pw, SMTP_PASS).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Without [smtp], self-registration is refused at start-up, with the reason.
+    std::fs::write(&cfg, "signup = \"invite\"\n").unwrap();
+    let out = latchkey(&cfg, &db, &["serve"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[smtp]"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &cfg,
+        format!(
+            "signup = \"invite\"\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nusername = \"{SMTP_USER}\"\npassword_file = \"{}\"\nfrom = \"Latchkey <no-reply@id.example>\"\ninsecure_ca_file = \"{}\"\n",
+            mail.port,
+            pw.display(),
+            dir.path().join("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let first = serve(&cfg, &db, port, &log);
+    // The login page offers the reset now that [smtp] is configured.
+    let b = common::Browser::new();
+    assert_eq!(b.get(&format!("{base}/reset")).await.status, 200);
+    drop(first);
+    // While no server runs, the administrator invites: the job waits in the database.
+    let out = latchkey(&cfg, &db, &["user", "invite", "dave@example.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = latchkey(&cfg, &db, &["outbox", "list", "--json"]);
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs[0]["kind"], "invitation", "{jobs}");
+    assert_eq!(jobs[0]["to"], "dave@example.com");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(mail.count_to("dave@example.com"), 0);
+    // The server starts again: its worker finds the job and sends it.
+    let _second = serve(&cfg, &db, port, &log);
+    let m = mail.nth_to("dave@example.com", 1).await;
+    let link = link_in(&m, &format!("{base}/signup?invite="));
+    let page = b.get(&link).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("dave@example.com"));
+    let out = latchkey(&cfg, &db, &["outbox", "list", "--done", "--json"]);
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
+}

@@ -399,7 +399,15 @@ async fn mail_waits_for_a_stopped_mail_server_with_back_off() {
     server.advance(delay);
     let m = mail.nth_to("alice@example.com", 1).await;
     assert_eq!(m["subject"], "Reset your password at 127.0.0.1");
-    let done = server.store.outbox_jobs(OutboxFilter::Completed, 10).await.unwrap();
+    // The worker marks the job done just after the mail server accepted it: wait for that.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let done = server.store.outbox_jobs(OutboxFilter::Completed, 10).await.unwrap();
+        if !done.is_empty() || Instant::now() > deadline {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].attempts, 3);
 }

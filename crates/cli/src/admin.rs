@@ -127,6 +127,17 @@ pub enum UserCommand {
     /// End every session of a user and revoke every grant: refresh tokens (offline_access ones
     /// included) and the access tokens issued under them. The password stays.
     RevokeTokens { username: String },
+    /// Invite EMAIL to create an account (signup = "invite" or "open"): a running server mails a
+    /// single-use link that signs up that address only.
+    Invite { email: String },
+    /// Change a user's email address. A verification link is mailed to the new address, which
+    /// takes effect when it is followed; --verified sets it at once (you vouch for it).
+    SetEmail {
+        username: String,
+        email: String,
+        #[arg(long)]
+        verified: bool,
+    },
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -352,6 +363,13 @@ fn read_password() -> anyhow::Result<Password> {
 }
 
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
+    match &cmd {
+        UserCommand::Invite { email } => return crate::mail::invite(settings, email).await,
+        UserCommand::SetEmail { username, email, verified } => {
+            return crate::mail::set_email(settings, username, email, *verified).await;
+        }
+        _ => {}
+    }
     let store = open_store(&settings.database, settings.store_options()).await?;
     match cmd {
         UserCommand::Add { username, email, name, phone, address, password_stdin: _ } => {
@@ -424,6 +442,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             println!("revoked the tokens of {username}");
             print_revocation(&done, ExistingGrants::Revoke);
         }
+        UserCommand::Invite { .. } | UserCommand::SetEmail { .. } => {} // handled above
     }
     Ok(())
 }

@@ -195,10 +195,7 @@ pub async fn add_user(
     password: latchkey_proto::Password,
     now: UnixTime,
 ) -> Result<UserRecord, AdminError> {
-    let username = new.username.trim();
-    if username.is_empty() || username.len() > 64 || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(AdminError::Invalid("a username is 1 to 64 characters without spaces".into()));
-    }
+    let username = check_username(&new.username)?;
     if !new.email.contains('@') || new.email.len() > 254 {
         return Err(AdminError::Invalid("--email must be an email address".into()));
     }
@@ -357,8 +354,17 @@ pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Re
     Ok(true)
 }
 
+/// A username: 1 to 64 characters without spaces or control characters (trimmed first).
+pub(crate) fn check_username(name: &str) -> Result<&str, AdminError> {
+    let username = name.trim();
+    if username.is_empty() || username.len() > 64 || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(AdminError::Invalid("a username is 1 to 64 characters without spaces".into()));
+    }
+    Ok(username)
+}
+
 /// NIST SP 800-63B §5.1.1.2: at least 8 characters; no composition rules.
-fn check_password(p: &latchkey_proto::Password) -> Result<(), AdminError> {
+pub(crate) fn check_password(p: &latchkey_proto::Password) -> Result<(), AdminError> {
     let n = p.expose_secret().chars().count();
     if n < 8 {
         return Err(AdminError::Invalid("a password needs at least 8 characters".into()));

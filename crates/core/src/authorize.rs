@@ -235,6 +235,9 @@ pub enum LoginOutcome {
     Failed { client_name: String },
     /// Too many failures: try again after this many seconds (the password was not checked).
     Throttled { client_name: String, retry_after: u64 },
+    /// The password was right, but the account signed itself up and has not verified its
+    /// address yet (`crate::signup`): no session; a fresh verification link was mailed.
+    Unverified { client_name: String },
     /// Logged in: set the session cookie and the known-device cookie (`device`, see
     /// [`crate::device`]), and go on.
     Done { session: SessionToken, max_age: u64, device: String, next: Step },
@@ -408,6 +411,13 @@ impl Provider {
         let (clear, refund): (Vec<String>, Vec<String>) =
             rules.into_iter().map(|(k, _)| k).partition(|k| throttle::is_account_key(k));
         self.store.throttle_settle(&clear, &refund).await?;
+        // A self-registered account signs in only once its address is verified (`crate::signup`).
+        if self.awaiting_verification(&user, now).await? {
+            let e =
+                audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail: None };
+            audit::record(self.store.as_ref(), now, "login_refused_unverified", e).await;
+            return Ok(Ok(LoginOutcome::Unverified { client_name: client.name }));
+        }
         let detail = (refused_before > 0).then(|| json!({ "refused_while_throttled": refused_before }));
         let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail };
         audit::record(self.store.as_ref(), now, "login_success", e).await;

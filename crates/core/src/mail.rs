@@ -27,6 +27,11 @@ pub struct EmailConfig {
     /// sign-ups are refused until the oldest expire (`UNVERIFIED_SIGNUP_TTL`).
     pub max_unverified_signups: u64,
     pub retry: RetryPolicy,
+    /// Reset requests per network and per address (`crate::reset`).
+    pub reset_per_source: crate::throttle::Rule,
+    pub reset_per_address: crate::throttle::Rule,
+    /// Sign-ups per network (`crate::signup`).
+    pub signup_per_source: crate::throttle::Rule,
 }
 
 impl Default for EmailConfig {
@@ -40,6 +45,9 @@ impl Default for EmailConfig {
             max_queued: 10_000,
             max_unverified_signups: 1_000,
             retry: RetryPolicy::default(),
+            reset_per_source: crate::reset::PER_SOURCE,
+            reset_per_address: crate::reset::PER_ADDRESS,
+            signup_per_source: crate::signup::PER_SOURCE,
         }
     }
 }

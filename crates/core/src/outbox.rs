@@ -38,6 +38,15 @@ pub enum Job {
     Mail(crate::mail::MailJob),
     /// A back-channel logout token owed to a client; built when it is sent (`crate::backchannel`).
     BackchannelLogout(crate::backchannel::LogoutNotice),
+    /// Someone asked for a password reset for this address (normalized). The worker resolves the
+    /// accounts: the request path does the same write whether or not one exists, so its answer
+    /// and its timing cannot tell (`crate::reset`).
+    PasswordReset { email: String },
+    /// Mail a verification link for `email` to the account `user_id` (a new account, or a
+    /// changed address: `crate::verification`).
+    VerifyEmail { user_id: String, email: String },
+    /// Mail an invitation to sign up to `email` (`latchkey user invite`, `crate::signup`).
+    Invitation { email: String },
     /// A stored job this binary cannot read: written by a newer version sharing the database. It
     /// is left for one that can (retried with back-off, buried after the give-up time).
     #[serde(skip)]
@@ -62,6 +71,9 @@ impl Job {
         match self {
             Job::Mail(_) => "mail",
             Job::BackchannelLogout(_) => "backchannel_logout",
+            Job::PasswordReset { .. } => "password_reset",
+            Job::VerifyEmail { .. } => "verify_email",
+            Job::Invitation { .. } => "invitation",
             Job::Unreadable { .. } => "unreadable",
         }
     }
@@ -292,6 +304,9 @@ impl crate::Provider {
         match job {
             Job::Mail(m) => deliver.send_mail(&m.compose()).await,
             Job::BackchannelLogout(n) => self.send_logout_token(n, deliver, now).await,
+            Job::PasswordReset { email } => self.send_password_reset(email, deliver, now).await,
+            Job::VerifyEmail { user_id, email } => self.send_verification(user_id, email, deliver, now).await,
+            Job::Invitation { email } => self.send_invitation(email, deliver, now).await,
             Job::Unreadable { .. } => Err(DeliveryError::transient("unreadable job")),
         }
     }
@@ -307,27 +322,36 @@ impl crate::Provider {
     /// Queues `job` from an unauthenticated request, within [`crate::mail::EmailConfig::max_queued`].
     /// `false`: the queue is full and the job was refused (logged: an operator should look).
     pub async fn enqueue_untrusted(&self, job: &Job, now: UnixTime) -> anyhow::Result<bool> {
-        let cap = self.config.email.max_queued;
-        match self.store.enqueue_capped(job, now, cap).await? {
-            Some(_) => {
-                self.outbox_wake.notify_one();
-                Ok(true)
-            }
-            None => {
-                tracing::error!(
-                    kind = job.kind(),
-                    cap,
-                    "the outbox is full: a {} job from an unauthenticated request was refused; is mail delivery down, or is someone flooding the server?",
-                    job.kind()
-                );
-                Ok(false)
-            }
+        let queued = enqueue_capped(self.store.as_ref(), &self.config.email, job, now).await?;
+        if queued {
+            self.outbox_wake.notify_one();
         }
+        Ok(queued)
     }
 }
 
+/// Queues `job` within `config.max_queued`; `false` (logged) when the queue is full. Wakes no
+/// worker: for processes that have none (admin commands), whose jobs the servers find by polling.
+pub async fn enqueue_capped(
+    store: &dyn crate::Store,
+    config: &crate::mail::EmailConfig,
+    job: &Job,
+    now: UnixTime,
+) -> anyhow::Result<bool> {
+    let cap = config.max_queued;
+    if store.enqueue_capped(job, now, cap).await?.is_some() {
+        return Ok(true);
+    }
+    tracing::error!(
+        kind = job.kind(),
+        cap,
+        "the outbox is full: a {} job was refused; is mail delivery down, or is someone flooding the server?",
+        job.kind()
+    );
+    Ok(false)
+}
+
 /// A store error as a failed attempt: retried like a network fault.
-#[allow(dead_code)]
 pub(crate) fn store_fault(e: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::transient(format!("store: {e}"))
 }

@@ -494,6 +494,7 @@ pub trait Store:
     + crate::resource::ResourceStore
     + MetadataDocumentCache
     + crate::outbox::OutboxStore
+    + crate::email_link::EmailLinkStore
     + Send
     + Sync
     + 'static
@@ -661,7 +662,8 @@ pub struct TableCounts {
     /// Removed by `client remove`; self-registered clients (RFC 7591) also by the purge once they
     /// are older than `registration_idle_ttl` and have no live grant (counted here).
     pub clients: u64,
-    /// Never purged: removed by `user remove`.
+    /// Removed by `user remove`; a self-registered account whose address was never verified also
+    /// by the purge, a week after it signed up (`email_link::UNVERIFIED_SIGNUP_TTL`).
     pub users: u64,
     /// Retired keys, once they have been out of the JWKS for `key_publish_window` (every token they
     /// signed has expired). Active keys stay.
@@ -697,6 +699,11 @@ pub struct TableCounts {
     /// Outgoing jobs (`crate::outbox`): delivered ones a day after delivery, dead ones a week
     /// after they were given up. Queued ones are bounded by `EmailConfig::max_queued`.
     pub outbox: u64,
+    /// Links sent by mail, once expired (a used link is deleted when it is used).
+    pub email_links: u64,
+    /// Self-registered accounts waiting for verification; the purge removes those older than
+    /// `email_link::UNVERIFIED_SIGNUP_TTL` with their account (counted under `users`).
+    pub signup_holds: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -724,6 +731,8 @@ impl TableCounts {
             + self.audit_events
             + self.client_metadata_documents
             + self.outbox
+            + self.email_links
+            + self.signup_holds
     }
 }
 
@@ -756,4 +765,8 @@ pub struct Snapshot {
     pub registrations: Vec<RegistrationRecord>,
     /// Jobs not yet purged from the outbox, oldest first (given new ids on import).
     pub outbox: Vec<crate::outbox::OutboxRecord>,
+    /// Unexpired links sent by mail (their hashes).
+    pub email_links: Vec<crate::email_link::EmailLinkRecord>,
+    /// Accounts that may not sign in before their address is verified.
+    pub signup_holds: Vec<crate::email_link::SignupHold>,
 }

@@ -6,9 +6,11 @@
 //! above it sees only the `Store` trait.
 
 mod cimd_sql;
+mod email_link_sql;
 mod outbox_sql;
 mod postgres;
 mod postgres_cimd;
+mod postgres_email_link;
 mod postgres_maint;
 mod postgres_outbox;
 mod postgres_registration;
@@ -21,6 +23,7 @@ mod session_end_sql;
 mod sqlite;
 mod sqlite_cimd;
 mod sqlite_conn;
+mod sqlite_email_link;
 mod sqlite_maint;
 mod sqlite_outbox;
 mod sqlite_registration;

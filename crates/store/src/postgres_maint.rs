@@ -95,6 +95,8 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             crate::postgres_registration::registration_row
         ),
         outbox: rows!(crate::outbox_sql::ALL, crate::postgres_outbox::outbox_row),
+        email_links: rows!(crate::email_link_sql::ALL_LINKS, crate::postgres_email_link::link_row),
+        signup_holds: rows!(crate::email_link_sql::ALL_HOLDS, crate::postgres_email_link::hold_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -167,6 +169,15 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         .await?;
     for e in &snap.audit_events {
         tx.execute(&stmt, &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()]).await?;
+    }
+    // After the users: links and holds belong to one.
+    for l in &snap.email_links {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&l.hash.as_str(), &l.purpose.as_str(), &l.user_id, &l.email, &l.created_at, &l.expires_at];
+        tx.execute(crate::email_link_sql::INSERT_LINK, &params).await.context("email link")?;
+    }
+    for h in &snap.signup_holds {
+        tx.execute(crate::email_link_sql::INSERT_HOLD, &[&h.user_id, &h.created_at]).await.context("sign-up hold")?;
     }
     for j in &snap.outbox {
         let attempts = i32::try_from(j.attempts).unwrap_or(i32::MAX);

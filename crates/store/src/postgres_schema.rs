@@ -190,5 +190,22 @@ pub const MIGRATIONS: &[&str] = &[
         completed_at BIGINT
     );
     CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE completed_at IS NULL AND NOT dead;
+    CREATE TABLE email_links (
+        hash TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        user_id TEXT REFERENCES users (id) ON DELETE CASCADE,
+        email TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX email_links_by_user ON email_links (user_id, purpose);
+    CREATE INDEX email_links_by_address ON email_links (lower(email), purpose);
+    CREATE INDEX email_links_by_expiry ON email_links (expires_at);
+    CREATE TABLE signup_holds (
+        user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX signup_holds_by_age ON signup_holds (created_at);
+    CREATE INDEX users_by_email ON users (lower(email));
     "#,
 ];

@@ -189,5 +189,24 @@ pub const MIGRATIONS: &[&str] = &[
         completed_at INTEGER
     );
     CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE completed_at IS NULL AND dead = 0;
+    -- Single-use links sent by mail (reset, verification, invitation): only the token's hash.
+    CREATE TABLE email_links (
+        hash TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        user_id TEXT REFERENCES users (id) ON DELETE CASCADE,
+        email TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX email_links_by_user ON email_links (user_id, purpose);
+    CREATE INDEX email_links_by_address ON email_links (lower(email), purpose);
+    CREATE INDEX email_links_by_expiry ON email_links (expires_at);
+    -- Self-registered accounts that cannot sign in until their address is verified.
+    CREATE TABLE signup_holds (
+        user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX signup_holds_by_age ON signup_holds (created_at);
+    CREATE INDEX users_by_email ON users (lower(email));
     "#,
 ];

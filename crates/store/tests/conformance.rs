@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use latchkey_core::email_link::*;
 use latchkey_core::mail::{MailJob, Notice};
 use latchkey_core::outbox::{Job, OutboxFilter};
 use latchkey_core::resource::ResourceRecord;
@@ -486,6 +487,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             audit_events: 1,
             client_metadata_documents: 2,
             outbox: 1,
+            email_links: 0,
+            signup_holds: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -506,6 +509,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             audit_events: 0,
             client_metadata_documents: 1,
             outbox: 0,
+            email_links: 0,
+            signup_holds: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -556,6 +561,12 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     source.insert_resource(&mcp_resource("https://a.example/mcp")).await.unwrap();
     let reg = registration(PUBLIC, 100);
     assert_eq!(register(&source, &reg, "198.51.100.1", 100).await, Registered::Created);
+    // An unverified sign-up, which must still be held after a copy, and its link.
+    assert_eq!(source.create_unverified_user(&user("carol"), 10, 100).await.unwrap(), SignupStored::Created);
+    source
+        .issue_link(&link("l-carol", LinkPurpose::VerifyEmail, Some("id-carol"), "carol@example.com", 5000))
+        .await
+        .unwrap();
     let snapshot = source.export().await.unwrap();
     assert_eq!(snapshot.grants.len(), 8);
     assert_eq!(
@@ -565,6 +576,7 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     );
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
     assert_eq!(snapshot.outbox.len(), 1, "undelivered mail survives a copy");
+    assert_eq!((snapshot.email_links.len(), snapshot.signup_holds.len()), (1, 1), "a link and a sign-up hold");
     target.import(&snapshot).await.unwrap();
     assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");
     let source_counts = source.table_counts().await.unwrap();
@@ -959,6 +971,10 @@ where
     ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
     ended_sessions::ending_sessions_queues_logout_tokens_for_clients_that_asked(make().await).await;
     ended_sessions::a_new_session_outlives_an_older_one_of_the_same_second(make().await).await;
+    email_links_are_single_use_replaced_and_expire(make().await).await;
+    verification_sets_the_address_and_lifts_the_hold(make().await).await;
+    open_sign_ups_are_unique_by_address_and_capped(make().await).await;
+    invitations_are_for_their_address_only(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1006,7 +1022,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 5);
+    assert_eq!(s.migrate().await.unwrap(), 6);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -1376,4 +1392,177 @@ async fn sqlite_outbox_claims_are_exclusive_across_connections() {
     let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
     let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
     outbox_claims_are_exclusive(&[a, b]).await;
+}
+
+fn link(token: &str, purpose: LinkPurpose, user_id: Option<&str>, email: &str, expires_at: i64) -> EmailLinkRecord {
+    EmailLinkRecord {
+        hash: TokenHash::of(token),
+        purpose,
+        user_id: user_id.map(str::to_owned),
+        email: email.into(),
+        created_at: 10,
+        expires_at,
+    }
+}
+
+async fn email_links_are_single_use_replaced_and_expire(s: Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    s.insert_user(&UserRecord { email: "ALICE@Example.com".into(), ..user("alice2") }).await.unwrap();
+    let by_email = s.users_by_email("alice@EXAMPLE.com").await.unwrap();
+    assert_eq!(by_email.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["alice", "alice2"], "any case");
+    let reset = LinkPurpose::PasswordReset;
+    s.issue_link(&link("old", reset, Some("id-alice"), "alice@example.com", 1000)).await.unwrap();
+    s.issue_link(&link("other-purpose", LinkPurpose::VerifyEmail, Some("id-alice"), "a@x.example", 1000))
+        .await
+        .unwrap();
+    s.issue_link(&link("new", reset, Some("id-alice"), "alice@example.com", 1000)).await.unwrap();
+    assert!(s.email_link(&TokenHash::of("old"), reset, 20).await.unwrap().is_none(), "a newer link replaces the older");
+    assert!(s.email_link(&TokenHash::of("other-purpose"), LinkPurpose::VerifyEmail, 20).await.unwrap().is_some());
+    assert!(s.email_link(&TokenHash::of("new"), LinkPurpose::VerifyEmail, 20).await.unwrap().is_none(), "purpose");
+    let got = s.email_link(&TokenHash::of("new"), reset, 20).await.unwrap().unwrap();
+    assert_eq!(got, link("new", reset, Some("id-alice"), "alice@example.com", 1000));
+    assert!(s.email_link(&TokenHash::of("new"), reset, 1000).await.unwrap().is_none(), "expired at its time");
+    assert!(s.consume_link(&TokenHash::of("new"), reset, 1000).await.unwrap().is_none());
+    // A burst of uses of one link: exactly one gets it.
+    let uses: Vec<_> = (0..24)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.consume_link(&TokenHash::of("new"), LinkPurpose::PasswordReset, 30).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for u in uses {
+        winners += usize::from(u.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(winners, 1, "a link is used once");
+    // Invitations are replaced per address.
+    let inv = LinkPurpose::Invitation;
+    s.issue_link(&link("i1", inv, None, "Zed@example.com", 1000)).await.unwrap();
+    s.issue_link(&link("i2", inv, None, "zed@example.com", 1000)).await.unwrap();
+    s.issue_link(&link("i3", inv, None, "yan@example.com", 1000)).await.unwrap();
+    assert!(s.email_link(&TokenHash::of("i1"), inv, 20).await.unwrap().is_none());
+    assert!(s.email_link(&TokenHash::of("i2"), inv, 20).await.unwrap().is_some());
+    assert!(s.email_link(&TokenHash::of("i3"), inv, 20).await.unwrap().is_some());
+    // Confirming an address only works while it is the account's.
+    assert!(!s.confirm_address("id-alice", "someone@else.example").await.unwrap());
+    assert!(s.confirm_address("id-alice", "ALICE@example.com").await.unwrap());
+    assert!(s.user("id-alice").await.unwrap().unwrap().email_verified);
+    // Expired links go in the purge; a removed account takes its links along.
+    assert_eq!(s.table_counts().await.unwrap().email_links, 3);
+    assert_eq!(s.purge_expired(999, &POLICY).await.unwrap().email_links, 0);
+    assert_eq!(s.purge_expired(1000, &POLICY).await.unwrap().email_links, 3);
+    s.issue_link(&link("again", reset, Some("id-alice"), "alice@example.com", 5000)).await.unwrap();
+    assert!(s.remove_user("alice", 60).await.unwrap().is_some());
+    assert_eq!(s.table_counts().await.unwrap().email_links, 0);
+}
+
+async fn verification_sets_the_address_and_lifts_the_hold(s: Arc<dyn Store>) {
+    assert_eq!(s.create_unverified_user(&user("bob"), 10, 50).await.unwrap(), SignupStored::Created);
+    assert_eq!(s.signup_hold("id-bob").await.unwrap(), Some(SignupHold { user_id: "id-bob".into(), created_at: 50 }));
+    s.issue_link(&link("v", LinkPurpose::VerifyEmail, Some("id-bob"), "bob@new.example", 1000)).await.unwrap();
+    assert!(s.verify_email(&TokenHash::of("nope"), 60).await.unwrap().is_none());
+    let v = s.verify_email(&TokenHash::of("v"), 60).await.unwrap().unwrap();
+    assert_eq!(
+        v,
+        VerifiedEmail {
+            user_id: "id-bob".into(),
+            username: "bob".into(),
+            previous: "bob@example.com".into(),
+            email: "bob@new.example".into()
+        }
+    );
+    let bob = s.user("id-bob").await.unwrap().unwrap();
+    assert_eq!((bob.email.as_str(), bob.email_verified), ("bob@new.example", true));
+    assert!(s.signup_hold("id-bob").await.unwrap().is_none(), "a verified account may sign in");
+    assert!(s.verify_email(&TokenHash::of("v"), 61).await.unwrap().is_none(), "once");
+    assert!(s.set_email("id-bob", "b@other.example", false).await.unwrap());
+    assert!(!s.set_email("id-nobody", "x@example.com", true).await.unwrap());
+    assert!(!s.user("id-bob").await.unwrap().unwrap().email_verified);
+}
+
+async fn open_sign_ups_are_unique_by_address_and_capped(s: Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    let dana = UserRecord { email: "dana@example.com".into(), ..user("dana") };
+    assert_eq!(
+        s.create_unverified_user(&UserRecord { username: "alice".into(), ..dana.clone() }, 10, 1).await.unwrap(),
+        SignupStored::UsernameTaken
+    );
+    let thief = UserRecord { id: "id-x".into(), email: "ALICE@example.com".into(), ..user("x") };
+    assert_eq!(
+        s.create_unverified_user(&thief, 10, 1).await.unwrap(),
+        SignupStored::EmailTaken { username: "alice".into() },
+        "an address with an account gets no second one"
+    );
+    assert!(s.user("id-x").await.unwrap().is_none(), "nothing was created");
+    // A burst of sign-ups for one address under different names: exactly one account.
+    let tries: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            let u = UserRecord {
+                id: format!("id-e{i}"),
+                username: format!("e{i}"),
+                email: "eve@example.com".into(),
+                ..user("e")
+            };
+            tokio::spawn(async move { s.create_unverified_user(&u, 100, 2).await })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tries {
+        created += usize::from(t.await.unwrap().unwrap() == SignupStored::Created);
+    }
+    assert_eq!(created, 1);
+    // The cap counts accounts waiting for verification.
+    assert_eq!(s.create_unverified_user(&dana, 2, 3).await.unwrap(), SignupStored::Created);
+    let fay = UserRecord { email: "fay@example.com".into(), ..user("fay") };
+    assert_eq!(s.create_unverified_user(&fay, 2, 3).await.unwrap(), SignupStored::Full);
+    assert_eq!(s.table_counts().await.unwrap().signup_holds, 2);
+    // Sign-ups never verified are removed a week on, with their hold; verified accounts stay.
+    assert!(s.confirm_address("id-dana", "dana@example.com").await.unwrap());
+    let week = UNVERIFIED_SIGNUP_TTL;
+    assert_eq!(s.purge_expired(2 + week - 1, &POLICY).await.unwrap().users, 0);
+    assert_eq!(s.purge_expired(2 + week, &POLICY).await.unwrap().users, 1, "eve's unverified account");
+    let c = s.table_counts().await.unwrap();
+    assert_eq!((c.users, c.signup_holds), (2, 0), "alice and dana");
+}
+
+async fn invitations_are_for_their_address_only(s: Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    let inv = LinkPurpose::Invitation;
+    s.issue_link(&link("inv", inv, None, "Gil@example.com", 1000)).await.unwrap();
+    let gil = UserRecord { email: "gil@example.com".into(), ..user("gil") };
+    let other = UserRecord { email: "mallory@example.com".into(), ..gil.clone() };
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv"), &other, 20).await.unwrap(),
+        InvitedStored::InvalidInvitation
+    );
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv"), &gil, 1000).await.unwrap(),
+        InvitedStored::InvalidInvitation,
+        "expired"
+    );
+    let taken = UserRecord { username: "alice".into(), ..gil.clone() };
+    assert_eq!(s.create_invited_user(&TokenHash::of("inv"), &taken, 20).await.unwrap(), InvitedStored::UsernameTaken);
+    assert!(
+        s.email_link(&TokenHash::of("inv"), inv, 20).await.unwrap().is_some(),
+        "a taken name leaves the invitation"
+    );
+    assert_eq!(s.create_invited_user(&TokenHash::of("inv"), &gil, 20).await.unwrap(), InvitedStored::Created);
+    let got = s.user("id-gil").await.unwrap().unwrap();
+    assert!(got.email_verified, "the invitation was mailed to the address");
+    assert!(s.signup_hold("id-gil").await.unwrap().is_none());
+    let again = UserRecord { id: "id-gil2".into(), username: "gil2".into(), ..gil.clone() };
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv"), &again, 21).await.unwrap(),
+        InvitedStored::InvalidInvitation,
+        "once"
+    );
+    // An invitation to an address that has an account meanwhile is used up and creates nothing.
+    s.issue_link(&link("inv2", inv, None, "alice@example.com", 1000)).await.unwrap();
+    let dup = UserRecord { id: "id-al2".into(), username: "al2".into(), ..user("alice") };
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv2"), &dup, 22).await.unwrap(),
+        InvitedStored::EmailTaken { username: "alice".into() }
+    );
+    assert!(s.user("id-al2").await.unwrap().is_none());
 }

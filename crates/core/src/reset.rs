@@ -170,6 +170,8 @@ impl Provider {
         .await
         .map_err(anyhow::Error::new)?;
         let Some(revoked) = done else { return Ok(ResetDone::InvalidLink) };
+        // The ended sessions' back-channel logout tokens were queued with them: send them now.
+        self.sessions_ended(&revoked.ended);
         // Following the link proved the address (if it is still the account's).
         let verified = self.store.confirm_address(&user.id, &link.email).await?;
         let e = audit::Event {

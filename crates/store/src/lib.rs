@@ -16,6 +16,7 @@ mod postgres_outbox;
 mod postgres_registration;
 mod postgres_resources;
 mod postgres_schema;
+mod postgres_session_end;
 mod purge_sql;
 mod registration_sql;
 mod session_end_sql;
@@ -28,6 +29,7 @@ mod sqlite_outbox;
 mod sqlite_registration;
 mod sqlite_resources;
 mod sqlite_schema;
+mod sqlite_session_end;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

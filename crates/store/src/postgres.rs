@@ -22,6 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::postgres_schema::MIGRATIONS;
+use crate::postgres_session_end::{end_user_sessions, take_session};
 use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 
 /// Connections per instance. PostgreSQL's default `max_connections` is 100: room for several
@@ -466,70 +467,6 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(Some(ended))
     }
-}
-
-/// Deletes session `sid` in `tx`; if this statement deleted it (a concurrent one that got there
-/// first leaves it nothing), returns it as ended, its logout tokens queued at `now`.
-async fn take_session(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sid: &str,
-    now: UnixTime,
-) -> anyhow::Result<EndedSessions> {
-    let Some(row) = tx.query_opt(crate::session_end_sql::DELETE_SESSION, &[&sid]).await? else {
-        return Ok(EndedSessions::default());
-    };
-    let user_id: String = row.try_get(0)?;
-    let clients = session_clients(tx, sid).await?;
-    let ended = EndedSessions(vec![EndedSession { sid: sid.to_owned(), user_id, clients }]);
-    queue_logout_tokens(tx, &ended, now).await?;
-    Ok(ended)
-}
-
-/// Deletes every session of user `id` in `tx`; returns those this statement deleted, their
-/// logout tokens queued at `now`.
-async fn end_user_sessions(
-    tx: &deadpool_postgres::Transaction<'_>,
-    id: &str,
-    now: UnixTime,
-) -> anyhow::Result<EndedSessions> {
-    let rows = tx.query(crate::session_end_sql::DELETE_USER_SESSIONS, &[&id]).await?;
-    let mut sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
-    sids.sort();
-    let mut out = Vec::with_capacity(sids.len());
-    for sid in sids {
-        let clients = session_clients(tx, &sid).await?;
-        out.push(EndedSession { sid, user_id: id.to_owned(), clients });
-    }
-    let ended = EndedSessions(out);
-    queue_logout_tokens(tx, &ended, now).await?;
-    Ok(ended)
-}
-
-async fn session_clients(tx: &deadpool_postgres::Transaction<'_>, sid: &str) -> anyhow::Result<Vec<ClientId>> {
-    let rows = tx.query(crate::session_end_sql::SESSION_CLIENTS, &[&sid]).await?;
-    rows.iter().map(|r| client_id_of(r.try_get(0)?)).collect()
-}
-
-/// Queues in the outbox, in `tx`, the back-channel logout tokens owed for `ended`
-/// (`backchannel::logout_jobs` decides), due at `now`.
-async fn queue_logout_tokens(
-    tx: &deadpool_postgres::Transaction<'_>,
-    ended: &EndedSessions,
-    now: UnixTime,
-) -> anyhow::Result<()> {
-    let mut clients = std::collections::HashMap::new();
-    for id in ended.iter().flat_map(|s| s.clients.iter()) {
-        if clients.contains_key(id) {
-            continue;
-        }
-        if let Some(row) = tx.query_opt(crate::session_end_sql::CLIENT_DATA, &[&id.as_str()]).await? {
-            clients.insert(id.clone(), json_of::<ClientRecord>(&row, 0)?);
-        }
-    }
-    for job in latchkey_core::backchannel::logout_jobs(ended, &clients) {
-        tx.query_one(crate::outbox_sql::INSERT, &[&job.kind(), &job.to_stored(), &now]).await?;
-    }
-    Ok(())
 }
 
 fn bad(what: &str, e: latchkey_proto::OAuthError) -> anyhow::Error {

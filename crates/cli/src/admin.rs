@@ -75,6 +75,13 @@ pub struct ClientAdd {
     /// Do not issue refresh tokens to this client.
     #[arg(long)]
     no_refresh: bool,
+    /// OpenID Connect Back-Channel Logout: where a signed logout token is POSTed when a login
+    /// session this client took part in ends (https, or http to a loopback host for development).
+    #[arg(long, value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in logout tokens (Latchkey always sends it; recorded and shown).
+    #[arg(long, requires = "backchannel_logout_uri")]
+    backchannel_logout_session_required: bool,
     #[arg(long)]
     json: bool,
 }
@@ -232,6 +239,8 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "audiences": c.audiences,
         "created_at": c.created_at,
+        "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
+        "backchannel_logout_session_required": c.backchannel_logout.as_ref().map(|b| b.session_required),
     })
 }
 
@@ -259,6 +268,8 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 audiences: a.audiences,
                 client_credentials: a.client_credentials,
                 resource_server: a.resource_server,
+                backchannel_logout_uri: a.backchannel_logout_uri,
+                backchannel_logout_session_required: a.backchannel_logout_session_required,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -320,6 +331,10 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 }
                 for a in &c.audiences {
                     println!("audience: {a}");
+                }
+                if let Some(b) = &c.backchannel_logout {
+                    println!("backchannel_logout_uri: {}", b.uri);
+                    println!("backchannel_logout_session_required: {}", b.session_required);
                 }
             }
         }

@@ -37,6 +37,7 @@ fn recipient(j: &Job) -> String {
     match j {
         Job::Mail(m) => m.to.clone(),
         Job::PasswordReset { email } | Job::Invitation { email } | Job::VerifyEmail { email, .. } => email.clone(),
+        Job::BackchannelLogout(n) => format!("client {}", n.client_id),
         Job::Unreadable { .. } => "-".into(),
     }
 }

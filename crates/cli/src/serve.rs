@@ -148,7 +148,11 @@ pub async fn run(
     });
     // Outgoing mail and other queued jobs (`latchkey_core::outbox`): every instance runs a worker;
     // claims are exclusive, so they share the queue.
-    latchkey_server::outbox_worker::spawn(provider.clone(), mailer, clock.clone(), Default::default());
+    let transports = latchkey_server::backchannel_send::Transports {
+        mail: mailer,
+        logouts: latchkey_server::backchannel_send::LogoutSender::new()?,
+    };
+    latchkey_server::outbox_worker::spawn(provider.clone(), Arc::new(transports), clock.clone(), Default::default());
     latchkey_server::serve_with(listener, AppState::new(provider, clock), limits, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -429,7 +429,7 @@ impl Provider {
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
         };
-        self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
+        self.start_session(&session).await?;
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
         let next = if let SignInPurpose::Account { next } = &pending.purpose {
             // One use per sign-in, like an application's request.
@@ -529,6 +529,15 @@ impl Provider {
         };
         audit::record(self.store.as_ref(), now, "consent_granted", e).await;
         Ok(Step::Redirect(self.issue_code(&pending, &session, now).await?))
+    }
+
+    /// Stores a new login session. The user's oldest sessions beyond `max_sessions_per_user` end
+    /// in the same step, and their clients are told (Back-Channel Logout). Every way of signing
+    /// in goes through here.
+    pub async fn start_session(&self, session: &SessionRecord) -> Result<(), Error> {
+        let evicted = self.store.insert_session(session, self.config.max_sessions_per_user).await?;
+        self.sessions_ended(&evicted);
+        Ok(())
     }
 
     pub async fn current_session(
@@ -675,6 +684,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod authorize;
+pub mod backchannel;
 pub mod cimd;
 pub mod cors;
 pub mod device;

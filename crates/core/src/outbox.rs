@@ -45,6 +45,8 @@ pub enum Job {
     VerifyEmail { user_id: String, email: String },
     /// Mail an invitation to sign up to `email` (`latchkey user invite`, `crate::signup`).
     Invitation { email: String },
+    /// A back-channel logout token owed to a client; built when it is sent (`crate::backchannel`).
+    BackchannelLogout(crate::backchannel::LogoutNotice),
     /// A stored job this binary cannot read: written by a newer version sharing the database. It
     /// is left for one that can (retried with back-off, buried after the give-up time).
     #[serde(skip)]
@@ -71,6 +73,7 @@ impl Job {
             Job::PasswordReset { .. } => "password_reset",
             Job::VerifyEmail { .. } => "verify_email",
             Job::Invitation { .. } => "invitation",
+            Job::BackchannelLogout(_) => "backchannel_logout",
             Job::Unreadable { .. } => "unreadable",
         }
     }
@@ -158,6 +161,10 @@ impl DeliveryError {
 pub trait Deliver: Send + Sync {
     async fn send_mail(&self, _mail: &crate::mail::Mail) -> Result<(), DeliveryError> {
         Err(DeliveryError::transient("no mail transport is configured ([smtp])"))
+    }
+    /// POSTs a logout token (Back-Channel Logout 1.0 §2.5).
+    async fn post_logout_token(&self, _d: &crate::backchannel::LogoutDelivery) -> Result<(), DeliveryError> {
+        Err(DeliveryError::transient("no back-channel logout transport in this process"))
     }
 }
 
@@ -299,6 +306,7 @@ impl crate::Provider {
             Job::PasswordReset { email } => self.send_password_reset(email, deliver, now).await,
             Job::VerifyEmail { user_id, email } => self.send_verification(user_id, email, deliver, now).await,
             Job::Invitation { email } => self.send_invitation(email, deliver, now).await,
+            Job::BackchannelLogout(n) => self.send_logout_token(n, deliver, now).await,
             Job::Unreadable { .. } => Err(DeliveryError::transient("unreadable job")),
         }
     }

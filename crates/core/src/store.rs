@@ -86,6 +86,20 @@ pub struct ClientRecord {
     /// a metadata document at its own URL).
     #[serde(default)]
     pub origin: ClientOrigin,
+    /// OpenID Connect Back-Channel Logout 1.0: where this client wants logout tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout: Option<BackchannelLogout>,
+}
+
+/// A client's back-channel logout registration (Back-Channel Logout 1.0 §2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackchannelLogout {
+    /// `backchannel_logout_uri`, validated by `latchkey_proto::registration::backchannel_logout_uri`.
+    pub uri: String,
+    /// `backchannel_logout_session_required`. Latchkey puts `sid` in every logout token anyway;
+    /// kept to be shown and echoed.
+    #[serde(default)]
+    pub session_required: bool,
 }
 
 /// Where a client came from. Only an administrator vets a client; the others are shown to the
@@ -166,6 +180,41 @@ pub struct UserRevocation {
     pub sessions_ended: u64,
     /// Grants revoked now; grants already revoked are not counted.
     pub grants_revoked: u64,
+    /// The sessions this call ended (`sessions_ended` of them), for back-channel logout.
+    pub ended: EndedSessions,
+}
+
+/// A login session that a store operation ended, with the clients that took part in it: read in
+/// the same transaction that deleted it, so that of any number of concurrent operations ending one
+/// session (a logout, a password change, an eviction, on any instance), exactly one reports it
+/// and queues the logout tokens owed for it (`crate::backchannel`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedSession {
+    pub sid: String,
+    /// The session's user (`sub`).
+    pub user_id: String,
+    /// Each client with a grant made in this session (revoked or not: it got an ID token carrying
+    /// this `sid`), once, in order.
+    pub clients: Vec<ClientId>,
+}
+
+/// The sessions a store operation ended. The operation queued, in the same transaction, the
+/// back-channel logout tokens owed to their clients (`crate::backchannel::logout_jobs`); a server
+/// path hands them to `Provider::sessions_ended`, which wakes the outbox worker to send them now.
+#[must_use = "pass ended sessions to Provider::sessions_ended, so that their logout tokens leave now"]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndedSessions(pub Vec<EndedSession>);
+
+impl EndedSessions {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, EndedSession> {
+        self.0.iter()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -461,20 +510,25 @@ pub trait Store:
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn users(&self) -> StoreResult<Vec<UserRecord>>;
-    async fn remove_user(&self, username: &str) -> StoreResult<bool>;
+    /// Removes the user and, in the same transaction, their sessions (returned as ended, with the
+    /// logout tokens owed queued at `now`), grants, codes and consents. `None` when there is no
+    /// such user.
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>>;
     /// Sets the user's password hash and, in the same transaction, ends every session of the user
-    /// and, with `revoke_grants_at`, does what [`Store::revoke_user_tokens`] does: a changed
-    /// password must not leave a thief's `offline_access` refresh tokens working. `None` when there
-    /// is no such user.
+    /// (queueing the logout tokens owed at `now`) and, with `revoke_grants`, does what
+    /// [`Store::revoke_user_tokens`] does: a changed password must not leave a thief's
+    /// `offline_access` refresh tokens working. `None` when there is no such user.
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>>;
-    /// Ends every session of the user and, in the same transaction, revokes every live grant of the
-    /// user at `now` (their refresh-token families and access tokens die with them, offline ones
-    /// included) and deletes their unredeemed codes. `None` when there is no such user.
+    /// Ends every session of the user (queueing the logout tokens owed) and, in the same
+    /// transaction, revokes every live grant of the user at `now` (their refresh-token families
+    /// and access tokens die with them, offline ones included) and deletes their unredeemed codes.
+    /// `None` when there is no such user.
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>>;
 
     // Signing keys.
@@ -516,14 +570,16 @@ pub trait Store:
 
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
-    /// the newest `keep` (their session-bound grants are revoked, as at logout).
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()>;
+    /// the newest `keep` (their session-bound grants are revoked and their logout tokens queued,
+    /// as at logout, at the new session's `auth_time`). Returns those.
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
     /// Logout: deletes the session and, in the same transaction, revokes the grants bound to it
-    /// (those without `offline_access`). Returns the session if it existed.
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
+    /// (those without `offline_access`) and queues the logout tokens owed to its clients. Returns
+    /// it as ended if this call deleted it (at most one of concurrent calls does).
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions>;
 
     // Consent, remembered per user and client.
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>>;

@@ -3,6 +3,7 @@
 //! Handlers are thin: parse at the edge (extractors), one call into `latchkey-core`, and the one
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
+pub mod backchannel_send;
 pub mod cimd_fetch;
 pub mod conn;
 mod cors;

@@ -18,6 +18,7 @@ mod postgres_resources;
 mod postgres_schema;
 mod purge_sql;
 mod registration_sql;
+mod session_end_sql;
 mod sqlite;
 mod sqlite_cimd;
 mod sqlite_conn;

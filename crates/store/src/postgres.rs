@@ -282,7 +282,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<()> {
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         tx.execute(
@@ -290,16 +290,18 @@ impl PostgresStore {
             &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at],
         )
         .await?;
-        // The user's sessions beyond the newest `keep` end, as at logout.
+        // The user's sessions beyond the newest `keep` end, as at logout; the new one always stays,
+        // even beside one logged in within the same second.
         let evicted = tx
             .query(
-                "SELECT sid FROM sessions WHERE user_id = $1 ORDER BY auth_time DESC, sid OFFSET $2",
-                &[&s.user_id, &i64::from(keep)],
+                "SELECT sid FROM sessions WHERE user_id = $1 AND sid <> $3 ORDER BY auth_time DESC, sid OFFSET $2",
+                &[&s.user_id, &i64::from(keep.saturating_sub(1)), &s.sid],
             )
             .await?;
+        let mut ended = Vec::new();
         for row in evicted {
             let sid: String = row.try_get(0)?;
-            tx.execute("DELETE FROM sessions WHERE sid = $1", &[&sid]).await?;
+            ended.extend(take_session(&tx, &sid, s.auth_time).await?.0);
             tx.execute(
                 "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
                 &[&sid, &s.auth_time],
@@ -307,7 +309,7 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(EndedSessions(ended))
     }
 
     async fn throttle_reserve_once(
@@ -397,17 +399,10 @@ impl PostgresStore {
         Ok(true)
     }
 
-    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<Option<SessionRecord>> {
+    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        let session = tx
-            .query_opt(
-                "DELETE FROM sessions WHERE sid = $1 RETURNING hash, sid, user_id, auth_time, expires_at",
-                &[&sid],
-            )
-            .await?
-            .map(|r| session_row(&r))
-            .transpose()?;
+        let ended = take_session(&tx, sid, now).await?;
         // Refresh tokens without offline_access live only as long as the login session.
         tx.execute(
             "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
@@ -415,18 +410,19 @@ impl PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(session)
+        Ok(ended)
     }
 
-    /// One transaction: sets the password hash (if given), ends the user's sessions and, with
-    /// `revoke_at`, revokes their live grants (a revoked grant stops its refresh family at `/token`
+    /// One transaction: sets the password hash (if given), ends the user's sessions (queueing their
+    /// logout tokens) and, with `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token`
     /// and its access tokens at userinfo and introspection) and deletes their unredeemed codes,
     /// which would otherwise mint a new grant within their minute.
     async fn end_user_access_once(
         &self,
         name: &str,
         hash: Option<&str>,
-        revoke_at: Option<UnixTime>,
+        revoke: bool,
+        now: UnixTime,
     ) -> anyhow::Result<Option<UserRevocation>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -438,37 +434,102 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let sessions_ended = tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&id]).await?;
+        let ended = end_user_sessions(&tx, &id, now).await?;
         let mut grants_revoked = 0;
-        if let Some(now) = revoke_at {
+        if revoke {
             grants_revoked = tx
                 .execute("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[&id, &now])
                 .await?;
             tx.execute("DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL", &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(Some(UserRevocation { user_id: id, sessions_ended, grants_revoked }))
+        Ok(Some(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended }))
     }
 
-    async fn remove_user_once(&self, name: &str) -> anyhow::Result<bool> {
+    async fn remove_user_once(&self, name: &str, now: UnixTime) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         let Some(row) = tx.query_opt("SELECT id FROM users WHERE username = $1 FOR UPDATE", &[&name]).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let id: String = row.get(0);
+        // Sessions first: their clients are read from the grants deleted next.
+        let ended = end_user_sessions(&tx, &id, now).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
-            "DELETE FROM sessions WHERE user_id = $1",
             "DELETE FROM consents WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
             tx.execute(sql, &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
     }
+}
+
+/// Deletes session `sid` in `tx`; if this statement deleted it (a concurrent one that got there
+/// first leaves it nothing), returns it as ended, its logout tokens queued at `now`.
+async fn take_session(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sid: &str,
+    now: UnixTime,
+) -> anyhow::Result<EndedSessions> {
+    let Some(row) = tx.query_opt(crate::session_end_sql::DELETE_SESSION, &[&sid]).await? else {
+        return Ok(EndedSessions::default());
+    };
+    let user_id: String = row.try_get(0)?;
+    let clients = session_clients(tx, sid).await?;
+    let ended = EndedSessions(vec![EndedSession { sid: sid.to_owned(), user_id, clients }]);
+    queue_logout_tokens(tx, &ended, now).await?;
+    Ok(ended)
+}
+
+/// Deletes every session of user `id` in `tx`; returns those this statement deleted, their
+/// logout tokens queued at `now`.
+async fn end_user_sessions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+    now: UnixTime,
+) -> anyhow::Result<EndedSessions> {
+    let rows = tx.query(crate::session_end_sql::DELETE_USER_SESSIONS, &[&id]).await?;
+    let mut sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+    sids.sort();
+    let mut out = Vec::with_capacity(sids.len());
+    for sid in sids {
+        let clients = session_clients(tx, &sid).await?;
+        out.push(EndedSession { sid, user_id: id.to_owned(), clients });
+    }
+    let ended = EndedSessions(out);
+    queue_logout_tokens(tx, &ended, now).await?;
+    Ok(ended)
+}
+
+async fn session_clients(tx: &deadpool_postgres::Transaction<'_>, sid: &str) -> anyhow::Result<Vec<ClientId>> {
+    let rows = tx.query(crate::session_end_sql::SESSION_CLIENTS, &[&sid]).await?;
+    rows.iter().map(|r| client_id_of(r.try_get(0)?)).collect()
+}
+
+/// Queues in the outbox, in `tx`, the back-channel logout tokens owed for `ended`
+/// (`backchannel::logout_jobs` decides), due at `now`.
+async fn queue_logout_tokens(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ended: &EndedSessions,
+    now: UnixTime,
+) -> anyhow::Result<()> {
+    let mut clients = std::collections::HashMap::new();
+    for id in ended.iter().flat_map(|s| s.clients.iter()) {
+        if clients.contains_key(id) {
+            continue;
+        }
+        if let Some(row) = tx.query_opt(crate::session_end_sql::CLIENT_DATA, &[&id.as_str()]).await? {
+            clients.insert(id.clone(), json_of::<ClientRecord>(&row, 0)?);
+        }
+    }
+    for job in latchkey_core::backchannel::logout_jobs(ended, &clients) {
+        tx.query_one(crate::outbox_sql::INSERT, &[&job.kind(), &job.to_stored(), &now]).await?;
+    }
+    Ok(())
 }
 
 fn bad(what: &str, e: latchkey_proto::OAuthError) -> anyhow::Error {
@@ -777,21 +838,22 @@ impl Store for PostgresStore {
         self.all(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"), &[], user_row).await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
-        retrying!(self.remove_user_once(username))
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
+        retrying!(self.remove_user_once(username, now))
     }
 
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at))
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants, now))
     }
 
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, None, Some(now)))
+        retrying!(self.end_user_access_once(username, None, true, now))
     }
 
     async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
@@ -856,7 +918,7 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
         retrying!(self.insert_session_once(s, keep))
     }
 
@@ -885,7 +947,7 @@ impl Store for PostgresStore {
             .map_err(StoreError::Backend)
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         retrying!(self.end_session_once(sid, now))
     }
 

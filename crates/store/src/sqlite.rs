@@ -99,20 +99,74 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
 
-/// Ends the sessions of user `id` and, with `revoke_at`, revokes their live grants (a revoked
-/// grant stops its refresh family at `/token` and its access tokens at userinfo and introspection)
-/// and deletes their unredeemed codes, which would otherwise mint a new grant within their
-/// minute. Runs inside the caller's savepoint.
-fn end_user_access(c: &Connection, id: String, revoke_at: Option<UnixTime>) -> rusqlite::Result<UserRevocation> {
-    let sessions_ended = c.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])? as u64;
+/// Ends the sessions of user `id` (queueing their logout tokens) and, with `revoke`, revokes their
+/// live grants (a revoked grant stops its refresh family at `/token` and its access tokens at
+/// userinfo and introspection) and deletes their unredeemed codes, which would otherwise mint a
+/// new grant within their minute. Runs inside the caller's savepoint.
+fn end_user_access(c: &Connection, id: String, revoke: bool, now: UnixTime) -> rusqlite::Result<UserRevocation> {
+    let ended = end_user_sessions(c, &id, now)?;
     let mut grants_revoked = 0;
-    if let Some(now) = revoke_at {
+    if revoke {
         grants_revoked = c
             .execute("UPDATE grants SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![id, now])?
             as u64;
         c.execute("DELETE FROM codes WHERE user_id = ?1 AND used_at IS NULL", [&id])?;
     }
-    Ok(UserRevocation { user_id: id, sessions_ended, grants_revoked })
+    Ok(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended })
+}
+
+/// Deletes every session of user `id`; returns them as ended, their logout tokens queued.
+fn end_user_sessions(c: &Connection, id: &str, now: UnixTime) -> rusqlite::Result<EndedSessions> {
+    let mut sids: Vec<String> = c
+        .prepare_cached(crate::session_end_sql::DELETE_USER_SESSIONS)?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    sids.sort();
+    let mut out = Vec::with_capacity(sids.len());
+    for sid in sids {
+        let clients = session_clients(c, &sid)?;
+        out.push(EndedSession { sid, user_id: id.to_owned(), clients });
+    }
+    let ended = EndedSessions(out);
+    queue_logout_tokens(c, &ended, now)?;
+    Ok(ended)
+}
+
+/// Deletes session `sid`; if this call deleted it, returns it as ended, its logout tokens queued.
+fn take_session(c: &Connection, sid: &str, now: UnixTime) -> rusqlite::Result<EndedSessions> {
+    let user: Option<String> =
+        c.prepare_cached(crate::session_end_sql::DELETE_SESSION)?.query_row([sid], |r| r.get(0)).optional()?;
+    let Some(user_id) = user else { return Ok(EndedSessions::default()) };
+    let clients = session_clients(c, sid)?;
+    let ended = EndedSessions(vec![EndedSession { sid: sid.to_owned(), user_id, clients }]);
+    queue_logout_tokens(c, &ended, now)?;
+    Ok(ended)
+}
+
+fn session_clients(c: &Connection, sid: &str) -> rusqlite::Result<Vec<ClientId>> {
+    c.prepare_cached(crate::session_end_sql::SESSION_CLIENTS)?.query_map([sid], |r| client_id_at(r, 0))?.collect()
+}
+
+/// Queues in the outbox, in the caller's transaction, the back-channel logout tokens owed for
+/// `ended` (`backchannel::logout_jobs` decides), due at `now`.
+fn queue_logout_tokens(c: &Connection, ended: &EndedSessions, now: UnixTime) -> rusqlite::Result<()> {
+    let mut clients = std::collections::HashMap::new();
+    for id in ended.iter().flat_map(|s| s.clients.iter()) {
+        if clients.contains_key(id) {
+            continue;
+        }
+        let data: Option<String> =
+            c.prepare_cached(crate::session_end_sql::CLIENT_DATA)?.query_row([id.as_str()], |r| r.get(0)).optional()?;
+        if let Some(data) = data {
+            let record: ClientRecord = serde_json::from_str(&data).map_err(|e| conv(0)(e))?;
+            clients.insert(id.clone(), record);
+        }
+    }
+    for job in latchkey_core::backchannel::logout_jobs(ended, &clients) {
+        c.prepare_cached(crate::outbox_sql::INSERT)?
+            .query_row(params![job.kind(), job.to_stored(), now], |r| r.get::<_, i64>(0))?;
+    }
+    Ok(())
 }
 
 fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
@@ -437,24 +491,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
         let name = username.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
-            let Some(id) = id else { return Ok(false) };
+            let Some(id) = id else { return Ok(None) };
+            // Sessions first: their clients are read from the grants deleted next.
+            let ended = end_user_sessions(&tx, &id, now)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
-                "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM consents WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1",
             ] {
                 tx.execute(sql, [&id])?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(ended))
         })
         .await
     }
@@ -463,7 +518,8 @@ impl Store for SqliteStore {
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
@@ -472,7 +528,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
-            let out = end_user_access(&tx, id, revoke_grants_at)?;
+            let out = end_user_access(&tx, id, revoke_grants, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -486,7 +542,7 @@ impl Store for SqliteStore {
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let out = end_user_access(&tx, id, Some(now))?;
+            let out = end_user_access(&tx, id, true, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -621,7 +677,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
@@ -629,20 +685,25 @@ impl Store for SqliteStore {
                 "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            // The new session always stays, even beside one logged in within the same second: the
+            // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
                 .prepare_cached(
-                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                    "SELECT sid FROM sessions WHERE user_id = ?1 AND sid <> ?3
+                     ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
                 )?
-                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .query_map(params![s.user_id, keep.saturating_sub(1), s.sid], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut ended = Vec::new();
             for sid in evicted {
-                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                ended.extend(take_session(&tx, &sid, s.auth_time)?.0);
                 tx.execute(
                     "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                     params![sid, s.auth_time],
                 )?;
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(EndedSessions(ended))
         })
         .await
     }
@@ -676,25 +737,18 @@ impl Store for SqliteStore {
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         let sid = sid.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let session = tx
-                .query_row(
-                    "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
-                    [&sid],
-                    session_row,
-                )
-                .optional()?;
-            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            let ended = take_session(&tx, &sid, now)?;
             // Refresh tokens without offline_access live only as long as the login session.
             tx.execute(
                 "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                 params![sid, now],
             )?;
             tx.commit()?;
-            Ok(session)
+            Ok(ended)
         })
         .await
     }

@@ -16,6 +16,9 @@ use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, ResourceUri, Scope, To
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
 
+#[path = "conformance/ended_sessions.rs"]
+mod ended_sessions;
+
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
     let c = code("x");
@@ -52,6 +55,7 @@ fn client(id: &str) -> ClientRecord {
         post_logout_redirect_uris: vec![RedirectUri::parse("https://app.example/bye").unwrap()],
         audiences: vec!["https://api.example".into()],
         origin: Default::default(),
+        backchannel_logout: None,
     }
 }
 
@@ -144,11 +148,11 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
-    assert!(s.set_password_hash("alice", "$new", None).await.unwrap().is_some());
+    assert!(s.set_password_hash("alice", "$new", false, 1).await.unwrap().is_some());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
-    assert_eq!(s.set_password_hash("nobody", "$new", Some(5)).await.unwrap(), None);
-    assert!(s.remove_user("alice").await.unwrap());
-    assert!(!s.remove_user("alice").await.unwrap());
+    assert_eq!(s.set_password_hash("nobody", "$new", true, 5).await.unwrap(), None);
+    assert_eq!(s.remove_user("alice", 1).await.unwrap(), Some(EndedSessions::default()), "removed; no session ended");
+    assert_eq!(s.remove_user("alice", 1).await.unwrap(), None);
     assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
     assert!(s.client(&ClientId::parse("app").unwrap()).await.unwrap().is_none());
 }
@@ -161,7 +165,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 100,
     };
-    s.insert_session(&sess, 8).await.unwrap();
+    assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
     assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
     assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
@@ -313,12 +317,14 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 1000,
     };
-    s.insert_session(&sess, 8).await.unwrap();
+    assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     let mut offline = issuance("offline", "ro");
     offline.grant.offline = true;
     s.insert_grant(&offline).await.unwrap();
-    assert_eq!(s.end_session("sid", 90).await.unwrap(), Some(sess));
+    let app = ClientId::parse("app").unwrap();
+    let ended = EndedSession { sid: "sid".into(), user_id: "id-alice".into(), clients: vec![app] };
+    assert_eq!(s.end_session("sid", 90).await.unwrap(), EndedSessions(vec![ended]), "with the client of its grants");
     assert!(s.session(&TokenHash::of("s"), 50).await.unwrap().is_none());
     assert_eq!(s.refresh_token(&TokenHash::of("rb")).await.unwrap().unwrap().1.revoked_at, Some(90));
     assert_eq!(
@@ -326,7 +332,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         None,
         "offline_access outlives the session"
     );
-    assert_eq!(s.end_session("sid", 91).await.unwrap(), None);
+    assert!(s.end_session("sid", 91).await.unwrap().is_empty(), "ended once");
 }
 
 async fn signing_keys_rotate_per_algorithm(s: Arc<dyn Store>) {
@@ -400,8 +406,8 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         auth_time: 1,
         expires_at: exp,
     };
-    s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap();
-    s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap();
+    assert!(s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap().is_empty());
+    assert!(s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap().is_empty());
     // A failure counter (forgotten an hour after its last failure) and an audit event (kept).
     s.throttle_reserve(&[("ip:192.0.2.9".to_owned(), throttle::IP)], 600).await.unwrap();
     let event = AuditRecord {
@@ -731,9 +737,16 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
     let mut bound = issuance("g0", "r0");
     bound.grant.sid = "sid0".into();
     s.insert_grant(&bound).await.unwrap();
-    for n in 0..4 {
-        s.insert_session(&sess(n), 3).await.unwrap();
+    for n in 0..3 {
+        assert!(s.insert_session(&sess(n), 3).await.unwrap().is_empty());
     }
+    let evicted = s.insert_session(&sess(3), 3).await.unwrap();
+    let app = ClientId::parse("app").unwrap();
+    assert_eq!(
+        evicted,
+        EndedSessions(vec![EndedSession { sid: "sid0".into(), user_id: "u".into(), clients: vec![app] }]),
+        "the evicted session is reported, with its clients"
+    );
     assert!(s.session_by_sid("sid0", 10).await.unwrap().is_none(), "the oldest was ended");
     for n in 1..4 {
         assert!(s.session_by_sid(&format!("sid{n}"), 10).await.unwrap().is_some());
@@ -781,7 +794,7 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
             auth_time: 1,
             expires_at: 1000,
         };
-        s.insert_session(&sess, 8).await.unwrap();
+        assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
     }
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     s.insert_grant(&family("offline", |i| i.grant.offline = true)).await.unwrap();
@@ -790,16 +803,26 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
     s.insert_code(&code("pending-code")).await.unwrap();
 }
 
+/// Alice's two sessions as ended: `sid`, in which the grants of client `app` were made, and
+/// `sid2`, in which none was.
+fn alice_ended() -> EndedSessions {
+    let app = ClientId::parse("app").unwrap();
+    EndedSessions(vec![
+        EndedSession { sid: "sid".into(), user_id: "id-alice".into(), clients: vec![app] },
+        EndedSession { sid: "sid2".into(), user_id: "id-alice".into(), clients: vec![] },
+    ])
+}
+
 fn grant_revoked_at(g: Option<(AccessRecord, GrantRecord)>) -> Option<i64> {
     g.unwrap().1.revoked_at
 }
 
 async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
-    let done = s.set_password_hash("alice", "$new", Some(70)).await.unwrap();
+    let done = s.set_password_hash("alice", "$new", true, 70).await.unwrap();
     assert_eq!(
         done,
-        Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }),
+        Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2, ended: alice_ended() }),
         "the bound and the offline grant; the one revoked before is not counted"
     );
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
@@ -818,7 +841,7 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 
     // --keep-grants: the password changes and sessions end, grants stay.
     s.insert_grant(&family("later", |i| i.grant.offline = true)).await.unwrap();
-    let done = s.set_password_hash("alice", "$newer", None).await.unwrap().unwrap();
+    let done = s.set_password_hash("alice", "$newer", false, 1).await.unwrap().unwrap();
     assert_eq!((done.sessions_ended, done.grants_revoked), (0, 0));
     assert_eq!(grant_revoked_at(s.access_token("jti-later").await.unwrap()), None);
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$newer");
@@ -827,7 +850,9 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 async fn revoking_a_users_tokens_keeps_their_password(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
     let done = s.revoke_user_tokens("alice", 90).await.unwrap();
-    assert_eq!(done, Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }));
+    let want =
+        UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2, ended: alice_ended() };
+    assert_eq!(done, Some(want));
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$argon2id$stub");
     assert_eq!(grant_revoked_at(s.access_token("jti-offline").await.unwrap()), Some(90));
     assert_eq!(grant_revoked_at(s.access_token("jti-bobs").await.unwrap()), None);
@@ -946,6 +971,10 @@ where
     verification_sets_the_address_and_lifts_the_hold(make().await).await;
     open_sign_ups_are_unique_by_address_and_capped(make().await).await;
     invitations_are_for_their_address_only(make().await).await;
+    ended_sessions::removing_a_user_reports_their_sessions_with_clients(make().await).await;
+    ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
+    ended_sessions::ending_sessions_queues_logout_tokens_for_clients_that_asked(make().await).await;
+    ended_sessions::a_new_session_outlives_an_older_one_of_the_same_second(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1173,6 +1202,16 @@ async fn identical_registrations_across(instances: &[Arc<dyn Store>]) {
     }
     assert_eq!((created, ids.len()), (1, 1), "exactly one client, handed to all");
     assert_eq!(instances[0].clients().await.unwrap().len(), 1);
+}
+
+/// Two pools on one database: a session ended by both at once is reported by one (back-channel
+/// logout tokens go out once per client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_sessions_end_once_across_instances() {
+    let Some(db) = TestDatabase::create("ended_sessions").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    ended_sessions::concurrent_enders(&[a, b]).await;
 }
 
 /// Two pools on one database: one registration seen by both, and the idempotent insert holds
@@ -1413,7 +1452,7 @@ async fn email_links_are_single_use_replaced_and_expire(s: Arc<dyn Store>) {
     assert_eq!(s.purge_expired(999, &POLICY).await.unwrap().email_links, 0);
     assert_eq!(s.purge_expired(1000, &POLICY).await.unwrap().email_links, 3);
     s.issue_link(&link("again", reset, Some("id-alice"), "alice@example.com", 5000)).await.unwrap();
-    assert!(s.remove_user("alice").await.unwrap());
+    assert!(s.remove_user("alice", 30).await.unwrap().is_some());
     assert_eq!(s.table_counts().await.unwrap().email_links, 0);
 }
 

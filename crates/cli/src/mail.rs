@@ -37,7 +37,6 @@ fn recipient(j: &Job) -> String {
     match j {
         Job::Mail(m) => m.to.clone(),
         Job::PasswordReset { email } | Job::Invitation { email } | Job::VerifyEmail { email, .. } => email.clone(),
-        // A logout token goes to the client's back-channel logout URI.
         Job::BackchannelLogout(n) => format!("client {}", n.client_id),
         Job::Unreadable { .. } => "-".into(),
     }

@@ -148,8 +148,6 @@ pub async fn run(
     });
     // Outgoing mail and other queued jobs (`latchkey_core::outbox`): every instance runs a worker;
     // claims are exclusive, so they share the queue.
-    // One worker for every kind of job: mail through the configured SMTP transport, logout
-    // tokens straight to the clients' back-channel logout URIs.
     let transports = latchkey_server::backchannel_send::Transports {
         mail: mailer,
         logouts: latchkey_server::backchannel_send::LogoutSender::new()?,

@@ -688,3 +688,74 @@ async fn queued_mail_survives_a_serve_restart_and_admin_commands_queue_it() {
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
 }
+
+/// The bounds of the unauthenticated mail paths, with no mail server (jobs only queue): per
+/// address and per network on reset requests, per network on sign-ups, and the global caps on
+/// queued jobs and unverified accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_sign_up_requests_are_throttled_and_capped() {
+    let server = TestServer::start_with(|c| {
+        c.email.enabled = true;
+        c.email.signup = SignupMode::Open;
+    })
+    .await;
+    // Per address: three requests an hour, then back-off, the same for a known and an unknown
+    // address (so the throttle reveals nothing either).
+    for email in ["alice@example.com", "nobody@example.com"] {
+        for i in 0..3 {
+            assert_eq!(request_reset(&server, email).await.0, 200, "{email} request {i}");
+        }
+        let (status, body) = request_reset(&server, email).await;
+        assert_eq!(status, 429, "{email}: {body}");
+        assert!(body.contains("Too many requests. Try again in 300 seconds."), "{body}");
+    }
+    // Per network: ten requests, then back-off, whatever the addresses.
+    for i in 0..4 {
+        assert_eq!(request_reset(&server, &format!("other{i}@example.com")).await.0, 200);
+    }
+    assert_eq!(request_reset(&server, "one.more@example.com").await.0, 429, "the network's 11th request");
+    // Sign-ups per network: five, then back-off.
+    for i in 0..5 {
+        let res = sign_up(&server, "", &format!("user{i}"), &format!("user{i}@example.com"), "a long password").await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    let res = sign_up(&server, "", "user5", "user5@example.com", "a long password").await;
+    assert_eq!(res.status, 429, "{}", res.body);
+
+    // The global caps: a full queue refuses new mail with 503; so does the cap on accounts that
+    // wait for verification.
+    let open = Rule { free: 10_000, base: 1, max: 1 };
+    let capped = TestServer::start_with(|c| {
+        c.email.enabled = true;
+        c.email.signup = SignupMode::Open;
+        c.email.reset_per_source = open;
+        c.email.signup_per_source = open;
+        c.email.max_queued = 3;
+        c.email.max_unverified_signups = 2;
+    })
+    .await;
+    for i in 0..2 {
+        let res = sign_up(&capped, "", &format!("u{i}"), &format!("u{i}@example.com"), "a long password").await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    let res = sign_up(&capped, "", "u2", "u2@example.com", "a long password").await;
+    assert_eq!(res.status, 503, "too many unverified accounts: {}", res.body);
+    assert!(capped.store.user_by_username("u2").await.unwrap().is_none());
+    assert_eq!(request_reset(&capped, "a@example.com").await.0, 200, "the third queued job");
+    let (status, body) = request_reset(&capped, "b@example.com").await;
+    assert_eq!(status, 503, "the queue is full: {body}");
+    assert_eq!(capped.store.outbox_jobs(OutboxFilter::Queued, 10).await.unwrap().len(), 3);
+}
+
+/// Without mail, nothing that needs it is offered.
+#[tokio::test]
+async fn without_mail_there_is_no_reset_and_no_sign_up() {
+    let server = TestServer::start().await;
+    let login = server.browser().get(&server.authorize_url("spa", &latchkey_proto::CodeVerifier::generate(), "")).await;
+    assert!(!login.body.contains("/reset") && !login.body.contains("/signup"), "{}", login.body);
+    for path in ["/reset", "/reset/confirm?token=x", "/signup"] {
+        assert_eq!(server.browser().get(&server.url(path)).await.status, 404, "{path}");
+    }
+    let r = server.provider.request_password_reset("alice@example.com", None, server.now()).await.unwrap();
+    assert_eq!(r, latchkey_core::reset::ResetRequested::Disabled);
+}

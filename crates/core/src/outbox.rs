@@ -36,8 +36,6 @@ pub type JobId = i64;
 pub enum Job {
     /// A message composed in advance, without any secret in it (notices).
     Mail(crate::mail::MailJob),
-    /// A back-channel logout token owed to a client; built when it is sent (`crate::backchannel`).
-    BackchannelLogout(crate::backchannel::LogoutNotice),
     /// Someone asked for a password reset for this address (normalized). The worker resolves the
     /// accounts: the request path does the same write whether or not one exists, so its answer
     /// and its timing cannot tell (`crate::reset`).
@@ -47,6 +45,8 @@ pub enum Job {
     VerifyEmail { user_id: String, email: String },
     /// Mail an invitation to sign up to `email` (`latchkey user invite`, `crate::signup`).
     Invitation { email: String },
+    /// A back-channel logout token owed to a client; built when it is sent (`crate::backchannel`).
+    BackchannelLogout(crate::backchannel::LogoutNotice),
     /// A stored job this binary cannot read: written by a newer version sharing the database. It
     /// is left for one that can (retried with back-off, buried after the give-up time).
     #[serde(skip)]
@@ -70,10 +70,10 @@ impl Job {
     pub fn kind(&self) -> &'static str {
         match self {
             Job::Mail(_) => "mail",
-            Job::BackchannelLogout(_) => "backchannel_logout",
             Job::PasswordReset { .. } => "password_reset",
             Job::VerifyEmail { .. } => "verify_email",
             Job::Invitation { .. } => "invitation",
+            Job::BackchannelLogout(_) => "backchannel_logout",
             Job::Unreadable { .. } => "unreadable",
         }
     }
@@ -303,10 +303,10 @@ impl crate::Provider {
     pub async fn perform(&self, job: &Job, deliver: &dyn Deliver, now: UnixTime) -> Result<(), DeliveryError> {
         match job {
             Job::Mail(m) => deliver.send_mail(&m.compose()).await,
-            Job::BackchannelLogout(n) => self.send_logout_token(n, deliver, now).await,
             Job::PasswordReset { email } => self.send_password_reset(email, deliver, now).await,
             Job::VerifyEmail { user_id, email } => self.send_verification(user_id, email, deliver, now).await,
             Job::Invitation { email } => self.send_invitation(email, deliver, now).await,
+            Job::BackchannelLogout(n) => self.send_logout_token(n, deliver, now).await,
             Job::Unreadable { .. } => Err(DeliveryError::transient("unreadable job")),
         }
     }

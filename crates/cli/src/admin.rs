@@ -75,6 +75,10 @@ pub struct ClientAdd {
     /// Do not issue refresh tokens to this client.
     #[arg(long)]
     no_refresh: bool,
+    /// Second factors this client's users need at sign-in: optional (the default), required or
+    /// passkey. The deployment's `second_factor` applies where it is stricter.
+    #[arg(long, value_name = "POLICY", default_value = "optional", value_parser = parse_policy)]
+    second_factor: latchkey_core::authn::SecondFactorPolicy,
     #[arg(long)]
     json: bool,
 }
@@ -120,6 +124,15 @@ pub enum UserCommand {
     /// End every session of a user and revoke every grant: refresh tokens (offline_access ones
     /// included) and the access tokens issued under them. The password stays.
     RevokeTokens { username: String },
+    /// Remove a user's second factors (TOTP app, recovery codes) for someone who lost them: their
+    /// next sign-in asks for the password only, unless a policy requires a second factor, in
+    /// which case they set up a new one then. Sessions stay.
+    ResetFactors { username: String },
+}
+
+fn parse_policy(s: &str) -> Result<latchkey_core::authn::SecondFactorPolicy, String> {
+    latchkey_core::authn::SecondFactorPolicy::parse(s)
+        .ok_or_else(|| format!("{s:?}: use optional, required or passkey"))
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -220,6 +233,7 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "id_token_signed_response_alg": c.id_token_signed_response_alg.as_str(),
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "audiences": c.audiences,
+        "second_factor": c.second_factor.as_str(),
         "created_at": c.created_at,
     })
 }
@@ -248,6 +262,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 audiences: a.audiences,
                 client_credentials: a.client_credentials,
                 resource_server: a.resource_server,
+                second_factor: a.second_factor,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -310,6 +325,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 for a in &c.audiences {
                     println!("audience: {a}");
                 }
+                println!("second_factor: {}", c.second_factor.as_str());
             }
         }
         ClientCommand::Remove { client_id } => {
@@ -408,6 +424,16 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             };
             println!("revoked the tokens of {username}");
             print_revocation(&done, ExistingGrants::Revoke);
+        }
+        UserCommand::ResetFactors { username } => {
+            let Some((totp, codes)) =
+                latchkey_core::factors::manage::reset_factors(store.as_ref(), &username, Clock::system().now()).await?
+            else {
+                bail!("no user named {username:?}");
+            };
+            println!("reset the second factors of {username}");
+            println!("totp removed: {}", if totp { "yes" } else { "no (none was set up)" });
+            println!("recovery codes removed: {codes}");
         }
     }
     Ok(())

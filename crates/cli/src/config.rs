@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub insecure_cimd_loopback: Option<bool>,
     /// Tests only: a PEM root CA trusted for fetching metadata documents.
     pub insecure_cimd_ca: Option<std::path::PathBuf>,
+    /// `optional` (default), `required` or `passkey`: second factors at every sign-in.
+    pub second_factor: Option<String>,
 }
 
 /// Every setting, resolved.
@@ -84,6 +86,8 @@ pub struct Settings {
     pub insecure_cimd_loopback: bool,
     /// `insecure_cimd_ca` (tests only, logged loudly): an extra trusted root for fetching documents.
     pub insecure_cimd_ca: Option<std::path::PathBuf>,
+    /// `second_factor`: the deployment's second-factor policy (a client's may be stricter).
+    pub second_factor: latchkey_core::authn::SecondFactorPolicy,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -181,6 +185,7 @@ const ENV_KEYS: &[&str] = &[
     "CIMD",
     "INSECURE_CIMD_LOOPBACK",
     "INSECURE_CIMD_CA",
+    "SECOND_FACTOR",
 ];
 
 /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
@@ -298,6 +303,11 @@ impl Settings {
                 .or(file.registration_token_file),
         )?;
         let per_minute = num("REGISTRATIONS_PER_MINUTE", file.registrations_per_minute, 60)?;
+        let second_factor = match ours.get("SECOND_FACTOR").cloned().or(file.second_factor) {
+            None => Default::default(),
+            Some(v) => latchkey_core::authn::SecondFactorPolicy::parse(&v)
+                .ok_or_else(|| anyhow!("second_factor must be optional, required or passkey, not {v:?}"))?,
+        };
         Ok(Self {
             registration,
             registration_idle_ttl: num("REGISTRATION_IDLE_TTL", file.registration_idle_ttl, 30 * 24 * 3600)?,
@@ -339,6 +349,7 @@ impl Settings {
             cimd,
             insecure_cimd_loopback,
             insecure_cimd_ca,
+            second_factor,
             warnings,
         })
     }
@@ -366,6 +377,7 @@ impl Settings {
         c.registration_idle_ttl = self.registration_idle_ttl;
         c.registrations_per_minute = self.registrations_per_minute;
         c.cimd = self.cimd;
+        c.second_factor = self.second_factor;
         c
     }
 }
@@ -484,6 +496,21 @@ mod tests {
         assert!(has_password("postgres://db.internal/latchkey?user=l&password=x"));
         assert!(!has_password("postgres://latchkey@db.internal/latchkey"));
         assert!(!has_password("latchkey.db"));
+    }
+
+    #[test]
+    fn the_second_factor_policy_is_read_and_checked() {
+        use latchkey_core::authn::SecondFactorPolicy;
+        assert_eq!(
+            Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap().second_factor,
+            SecondFactorPolicy::Optional
+        );
+        let s =
+            Settings::resolve(None, &env(&[("LATCHKEY_SECOND_FACTOR", "required")]), &Overrides::default()).unwrap();
+        assert_eq!(s.provider_config().second_factor, SecondFactorPolicy::Required);
+        let e =
+            Settings::resolve(None, &env(&[("LATCHKEY_SECOND_FACTOR", "always")]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("optional, required or passkey"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct NewClient {
     pub client_credentials: bool,
     /// A credential for a resource server: it can only introspect, it obtains no tokens.
     pub resource_server: bool,
+    /// Second factors this client's users need; the deployment's policy applies where stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 impl NewClient {
@@ -45,6 +47,7 @@ impl NewClient {
             audiences: vec![],
             client_credentials: false,
             resource_server: false,
+            second_factor: Default::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ pub async fn add_client(
         post_logout_redirect_uris,
         audiences: new.audiences,
         origin: Default::default(),
+        second_factor: new.second_factor,
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {

@@ -7,11 +7,13 @@
 pub mod account;
 pub mod admin;
 pub mod audit;
+pub mod authn;
 pub mod authorize;
 pub mod cimd;
 pub mod cors;
 pub mod device;
 pub mod error;
+pub mod factors;
 pub mod grant;
 pub mod introspect;
 pub mod keys;

@@ -68,6 +68,9 @@ pub struct ProviderConfig {
     /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
     /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
     pub cimd: bool,
+    /// Second factors at sign-in for every client (`second_factor`); a client's own policy
+    /// applies where it is stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -97,6 +100,7 @@ impl ProviderConfig {
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
             cimd: true,
+            second_factor: Default::default(),
         }
     }
 }
@@ -253,6 +257,8 @@ impl Provider {
                 "exp",
                 "iat",
                 "auth_time",
+                "acr",
+                "amr",
                 "nonce",
                 "azp",
                 "sid",
@@ -262,6 +268,7 @@ impl Provider {
                 "email",
                 "email_verified",
             ]),
+            acr_values_supported: crate::authn::Acr::ALL.iter().map(|a| a.as_str().to_owned()).collect(),
             prompt_values_supported: v(&["none", "login", "consent"]),
             authorization_response_iss_parameter_supported: true,
             frontchannel_logout_supported: false,

@@ -169,6 +169,7 @@ fn client_record(
         post_logout_redirect_uris: meta.post_logout_redirect_uris.clone(),
         audiences: Vec::new(),
         origin: ClientOrigin::Registered,
+        second_factor: Default::default(),
     })
 }
 

@@ -130,6 +130,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://listed.example".into()],
             origin,
+            second_factor: Default::default(),
         }
     }
     fn uri(s: &str) -> ResourceUri {

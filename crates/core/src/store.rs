@@ -86,6 +86,10 @@ pub struct ClientRecord {
     /// a metadata document at its own URL).
     #[serde(default)]
     pub origin: ClientOrigin,
+    /// Second factors this client's users need (`latchkey client add --second-factor`); the
+    /// deployment's policy applies when it is stricter.
+    #[serde(default)]
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 /// Where a client came from. Only an administrator vets a client; the others are shown to the
@@ -208,6 +212,9 @@ pub struct PendingAuthorization {
     /// An application's request, or a sign-in to the account pages ([`crate::account`]).
     #[serde(default)]
     pub purpose: crate::account::SignInPurpose,
+    /// `acr_values` (or an essential `acr` claim): the authentication level asked for.
+    #[serde(default)]
+    pub acr: Option<crate::authn::AcrRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,8 +223,11 @@ pub struct SessionRecord {
     /// Public session id, for the `sid` claim and session-bound grants.
     pub sid: String,
     pub user_id: String,
+    /// The time of the last authentication: the sign-in, or the latest step-up.
     pub auth_time: UnixTime,
     pub expires_at: UnixTime,
+    /// How the user authenticated (`amr`, `acr`).
+    pub authn: crate::authn::Authentication,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +247,8 @@ pub struct CodeRecord {
     pub grant_id: Option<String>,
     /// RFC 8707: the resource of the authorization request; the token can only be for it.
     pub resource: Option<ResourceUri>,
+    /// The session's authentication when the code was issued: the id_token's `amr` and `acr`.
+    pub authn: crate::authn::Authentication,
 }
 
 /// One authorization: what a user granted a client. Refresh tokens form a family under it.
@@ -256,6 +268,9 @@ pub struct GrantRecord {
     /// RFC 8707: the resource every access token of this grant is for; `None`, the default
     /// audience. Never changes: a refresh cannot widen it.
     pub resource: Option<ResourceUri>,
+    /// The authentication the grant comes from (`amr`, `acr`, with `auth_time`), reported again
+    /// at every refresh; `None` for a client acting for itself (client credentials).
+    pub authn: Option<crate::authn::Authentication>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -441,7 +456,13 @@ pub trait MetadataDocumentCache: Send + Sync {
 
 #[async_trait]
 pub trait Store:
-    RegistrationStore + crate::resource::ResourceStore + MetadataDocumentCache + Send + Sync + 'static
+    RegistrationStore
+    + crate::resource::ResourceStore
+    + MetadataDocumentCache
+    + crate::factors::FactorStore
+    + Send
+    + Sync
+    + 'static
 {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
@@ -688,4 +709,8 @@ pub struct Snapshot {
     pub resources: Vec<crate::resource::ResourceRecord>,
     /// The RFC 7591 state of self-registered clients (their clients are in `clients`).
     pub registrations: Vec<RegistrationRecord>,
+    /// TOTP secrets as stored (sealed when a key-encryption key is configured).
+    pub totp: Vec<crate::factors::TotpRecord>,
+    /// Unused recovery codes, as hashes.
+    pub recovery_codes: Vec<crate::factors::RecoveryCodeRecord>,
 }

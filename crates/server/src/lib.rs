@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 mod handlers;
 pub mod pages;
+mod pages_two_step;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,13 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
+        .route("/login/two-step", page(get(handlers::two_step::page).post(handlers::two_step::submit)))
+        .route("/login/two-step/qr.svg", page(get(handlers::two_step::qr)))
+        .route("/login/enrol", page(post(handlers::two_step::enrol)))
+        .route("/login/continue", page(post(handlers::two_step::continue_sign_in)))
         .route("/account", page(get(handlers::account::overview)))
+        .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
+        .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -6,8 +6,10 @@
 //! above it sees only the `Store` trait.
 
 mod cimd_sql;
+mod factors_sql;
 mod postgres;
 mod postgres_cimd;
+mod postgres_factors;
 mod postgres_maint;
 mod postgres_registration;
 mod postgres_resources;
@@ -17,6 +19,7 @@ mod registration_sql;
 mod sqlite;
 mod sqlite_cimd;
 mod sqlite_conn;
+mod sqlite_factors;
 mod sqlite_maint;
 mod sqlite_registration;
 mod sqlite_resources;

@@ -6,12 +6,16 @@
 
 use std::sync::Arc;
 
+use latchkey_core::authn::{Acr, AcrRequest, Authentication, Method};
 use latchkey_core::resource::ResourceRecord;
 use latchkey_core::store::*;
 use latchkey_core::{Store, UnixTime, throttle};
 use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, ResourceUri, Scope, TokenHash};
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
+
+#[path = "conformance/factors.rs"]
+mod factors;
 
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
@@ -29,6 +33,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         auth_after: None,
         resource: None,
         purpose: Default::default(),
+        acr: None,
     }
 }
 
@@ -49,6 +54,7 @@ fn client(id: &str) -> ClientRecord {
         post_logout_redirect_uris: vec![RedirectUri::parse("https://app.example/bye").unwrap()],
         audiences: vec!["https://api.example".into()],
         origin: Default::default(),
+        second_factor: Default::default(),
     }
 }
 
@@ -81,6 +87,7 @@ fn code(hash: &str) -> CodeRecord {
         used_at: None,
         grant_id: None,
         resource: None,
+        authn: Authentication::of(&[Method::Password, Method::Totp]),
     }
 }
 
@@ -98,6 +105,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
+            authn: Some(Authentication::of(&[Method::Password, Method::RecoveryCode])),
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -157,6 +165,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: 1,
         expires_at: 100,
+        authn: Authentication::of(&[Method::Password, Method::Totp]),
     };
     s.insert_session(&sess, 8).await.unwrap();
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
@@ -179,6 +188,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_after: Some(42),
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
         purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
+        acr: Some(AcrRequest { values: vec![Acr::PhishingResistant, Acr::TwoFactor], essential: true }),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -309,6 +319,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: 1000,
+        authn: Default::default(),
     };
     s.insert_session(&sess, 8).await.unwrap();
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
@@ -396,6 +407,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: exp,
+        authn: Default::default(),
     };
     s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap();
     s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap();
@@ -435,6 +447,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     s.insert_grant(&family("service", |i| {
         i.refresh = None;
         i.grant.sid = String::new();
+        i.grant.authn = None;
     }))
     .await
     .unwrap();
@@ -536,7 +549,12 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     source.insert_resource(&mcp_resource("https://a.example/mcp")).await.unwrap();
     let reg = registration(PUBLIC, 100);
     assert_eq!(register(&source, &reg, "198.51.100.1", 100).await, Registered::Created);
+    // Second factors travel too (issue 13): a confirmed TOTP secret and its recovery codes.
+    assert!(source.begin_totp(&factors::totp("id-alice", "SEALED", 5)).await.unwrap());
+    let hashes = vec!["h1".to_owned(), "h2".to_owned()];
+    assert!(source.confirm_totp("id-alice", "SEALED", 7, &hashes, 6).await.unwrap());
     let snapshot = source.export().await.unwrap();
+    assert_eq!((snapshot.totp.len(), snapshot.recovery_codes.len()), (1, 2));
     assert_eq!(snapshot.grants.len(), 8);
     assert_eq!(
         snapshot.registrations,
@@ -700,6 +718,7 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: n,
         expires_at: 1000,
+        authn: Default::default(),
     };
     let mut bound = issuance("g0", "r0");
     bound.grant.sid = "sid0".into();
@@ -753,6 +772,7 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
             user_id: "id-alice".into(),
             auth_time: 1,
             expires_at: 1000,
+            authn: Default::default(),
         };
         s.insert_session(&sess, 8).await.unwrap();
     }
@@ -912,6 +932,12 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    factors::totp_is_confirmed_once_and_a_confirmed_secret_never_replaced(make().await).await;
+    factors::a_totp_step_is_accepted_once(&[make().await]).await;
+    factors::a_recovery_code_is_used_once(&[make().await]).await;
+    factors::a_partial_sign_in_is_taken_once_and_bounded(&[make().await]).await;
+    factors::a_step_up_upgrades_one_live_session_once(&[make().await]).await;
+    factors::resetting_and_removing_a_user_remove_their_factors(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1176,4 +1202,21 @@ async fn postgres_instances_share_cached_metadata_documents() {
     }
     assert!(a.cached_metadata_document(url, 30).await.unwrap().is_some());
     assert_eq!(b.table_counts().await.unwrap().client_metadata_documents, 1);
+}
+
+/// Issue 13, across instances: the second factors' single-use rules hold between two pools on
+/// one database as within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_second_factors_are_single_use_across_instances() {
+    let Some(db) = TestDatabase::create("factors").await else { return };
+    let fresh = || async {
+        let url = db.fresh_schema().await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        [a, b]
+    };
+    factors::a_totp_step_is_accepted_once(&fresh().await).await;
+    factors::a_recovery_code_is_used_once(&fresh().await).await;
+    factors::a_partial_sign_in_is_taken_once_and_bounded(&fresh().await).await;
+    factors::a_step_up_upgrades_one_live_session_once(&fresh().await).await;
 }

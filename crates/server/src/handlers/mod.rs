@@ -1,10 +1,12 @@
 pub mod account;
+pub mod account_two_step;
 pub mod authorize;
 pub mod discovery;
 pub mod logout;
 pub mod register;
 pub mod revoke;
 pub mod token;
+pub mod two_step;
 pub mod userinfo;
 
 use axum::http::StatusCode;

@@ -82,6 +82,10 @@ pub struct ClientAdd {
     /// The client needs `sid` in logout tokens (Latchkey always sends it; recorded and shown).
     #[arg(long, requires = "backchannel_logout_uri")]
     backchannel_logout_session_required: bool,
+    /// Second factors this client's users need at sign-in: optional (the default), required or
+    /// passkey. The deployment's `second_factor` applies where it is stricter.
+    #[arg(long, value_name = "POLICY", default_value = "optional", value_parser = parse_policy)]
+    second_factor: latchkey_core::authn::SecondFactorPolicy,
     #[arg(long)]
     json: bool,
 }
@@ -138,6 +142,15 @@ pub enum UserCommand {
         #[arg(long)]
         verified: bool,
     },
+    /// Remove a user's second factors (TOTP app, recovery codes) for someone who lost them: their
+    /// next sign-in asks for the password only, unless a policy requires a second factor, in
+    /// which case they set up a new one then. Sessions stay.
+    ResetFactors { username: String },
+}
+
+fn parse_policy(s: &str) -> Result<latchkey_core::authn::SecondFactorPolicy, String> {
+    latchkey_core::authn::SecondFactorPolicy::parse(s)
+        .ok_or_else(|| format!("{s:?}: use optional, required or passkey"))
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -238,6 +251,7 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "id_token_signed_response_alg": c.id_token_signed_response_alg.as_str(),
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "audiences": c.audiences,
+        "second_factor": c.second_factor.as_str(),
         "created_at": c.created_at,
         "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
         "backchannel_logout_session_required": c.backchannel_logout.as_ref().map(|b| b.session_required),
@@ -270,6 +284,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 resource_server: a.resource_server,
                 backchannel_logout_uri: a.backchannel_logout_uri,
                 backchannel_logout_session_required: a.backchannel_logout_session_required,
+                second_factor: a.second_factor,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -336,6 +351,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                     println!("backchannel_logout_uri: {}", b.uri);
                     println!("backchannel_logout_session_required: {}", b.session_required);
                 }
+                println!("second_factor: {}", c.second_factor.as_str());
             }
         }
         ClientCommand::Remove { client_id } => {
@@ -443,6 +459,16 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             print_revocation(&done, ExistingGrants::Revoke);
         }
         UserCommand::Invite { .. } | UserCommand::SetEmail { .. } => {} // handled above
+        UserCommand::ResetFactors { username } => {
+            let Some((totp, codes)) =
+                latchkey_core::factors::manage::reset_factors(store.as_ref(), &username, Clock::system().now()).await?
+            else {
+                bail!("no user named {username:?}");
+            };
+            println!("reset the second factors of {username}");
+            println!("totp removed: {}", if totp { "yes" } else { "no (none was set up)" });
+            println!("recovery codes removed: {codes}");
+        }
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub insecure_cimd_loopback: Option<bool>,
     /// Tests only: a PEM root CA trusted for fetching metadata documents.
     pub insecure_cimd_ca: Option<std::path::PathBuf>,
+    /// `optional` (default), `required` or `passkey`: second factors at every sign-in.
+    pub second_factor: Option<String>,
     /// Self-registration at `/signup`: `off` (default), `open` or `invite`. Needs `[smtp]`.
     pub signup: Option<String>,
     /// Outgoing mail (password reset, verification, invitations).
@@ -112,6 +114,8 @@ pub struct Settings {
     pub smtp: Option<latchkey_server::smtp::SmtpSettings>,
     /// Who may create an account at `/signup`.
     pub signup: latchkey_core::signup::SignupMode,
+    /// `second_factor`: the deployment's second-factor policy (a client's may be stricter).
+    pub second_factor: latchkey_core::authn::SecondFactorPolicy,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -217,6 +221,7 @@ const ENV_KEYS: &[&str] = &[
     "INSECURE_CIMD_LOOPBACK",
     "INSECURE_CIMD_CA",
     "SIGNUP",
+    "SECOND_FACTOR",
 ];
 
 /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
@@ -347,6 +352,11 @@ impl Settings {
                 if signup == latchkey_core::signup::SignupMode::Open { "open" } else { "invite" }
             );
         }
+        let second_factor = match ours.get("SECOND_FACTOR").cloned().or(file.second_factor) {
+            None => Default::default(),
+            Some(v) => latchkey_core::authn::SecondFactorPolicy::parse(&v)
+                .ok_or_else(|| anyhow!("second_factor must be optional, required or passkey, not {v:?}"))?,
+        };
         Ok(Self {
             smtp,
             signup,
@@ -390,6 +400,7 @@ impl Settings {
             cimd,
             insecure_cimd_loopback,
             insecure_cimd_ca,
+            second_factor,
             warnings,
         })
     }
@@ -419,6 +430,7 @@ impl Settings {
         c.cimd = self.cimd;
         c.email.enabled = self.smtp.is_some();
         c.email.signup = self.signup;
+        c.second_factor = self.second_factor;
         c
     }
 }
@@ -613,6 +625,21 @@ mod tests {
         assert!(has_password("postgres://db.internal/latchkey?user=l&password=x"));
         assert!(!has_password("postgres://latchkey@db.internal/latchkey"));
         assert!(!has_password("latchkey.db"));
+    }
+
+    #[test]
+    fn the_second_factor_policy_is_read_and_checked() {
+        use latchkey_core::authn::SecondFactorPolicy;
+        assert_eq!(
+            Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap().second_factor,
+            SecondFactorPolicy::Optional
+        );
+        let s =
+            Settings::resolve(None, &env(&[("LATCHKEY_SECOND_FACTOR", "required")]), &Overrides::default()).unwrap();
+        assert_eq!(s.provider_config().second_factor, SecondFactorPolicy::Required);
+        let e =
+            Settings::resolve(None, &env(&[("LATCHKEY_SECOND_FACTOR", "always")]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("optional, required or passkey"), "{e}");
     }
 
     #[test]

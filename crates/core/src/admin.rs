@@ -31,6 +31,8 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
     /// `backchannel_logout_session_required` (only with a URI).
     pub backchannel_logout_session_required: bool,
+    /// Second factors this client's users need; the deployment's policy applies where stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 impl NewClient {
@@ -51,6 +53,7 @@ impl NewClient {
             resource_server: false,
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
+            second_factor: Default::default(),
         }
     }
 }
@@ -168,6 +171,7 @@ pub async fn add_client(
         audiences: new.audiences,
         origin: Default::default(),
         backchannel_logout,
+        second_factor: new.second_factor,
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {

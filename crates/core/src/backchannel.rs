@@ -239,6 +239,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            second_factor: Default::default(),
             backchannel_logout: uri.then(|| crate::store::BackchannelLogout {
                 uri: "https://rp.example/bcl".into(),
                 session_required: false,

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod admin;
 pub mod audit;
+pub mod authn;
 pub mod authorize;
 pub mod backchannel;
 pub mod cimd;
@@ -14,6 +15,7 @@ pub mod cors;
 pub mod device;
 pub mod email_link;
 pub mod error;
+pub mod factors;
 pub mod grant;
 pub mod introspect;
 pub mod keys;

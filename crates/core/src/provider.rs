@@ -70,6 +70,9 @@ pub struct ProviderConfig {
     pub cimd: bool,
     /// Outgoing mail and the flows that need it (reset, verification, self-registration).
     pub email: crate::mail::EmailConfig,
+    /// Second factors at sign-in for every client (`second_factor`); a client's own policy
+    /// applies where it is stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -100,6 +103,7 @@ impl ProviderConfig {
             registrations_per_minute: 60,
             cimd: true,
             email: Default::default(),
+            second_factor: Default::default(),
         }
     }
 }
@@ -259,6 +263,8 @@ impl Provider {
                 "exp",
                 "iat",
                 "auth_time",
+                "acr",
+                "amr",
                 "nonce",
                 "azp",
                 "sid",
@@ -268,6 +274,7 @@ impl Provider {
                 "email",
                 "email_verified",
             ]),
+            acr_values_supported: crate::authn::Acr::ALL.iter().map(|a| a.as_str().to_owned()).collect(),
             prompt_values_supported: v(&["none", "login", "consent"]),
             authorization_response_iss_parameter_supported: true,
             frontchannel_logout_supported: false,

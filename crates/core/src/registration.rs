@@ -173,6 +173,7 @@ fn client_record(
             uri: uri.clone(),
             session_required: meta.backchannel_logout_session_required,
         }),
+        second_factor: Default::default(),
     })
 }
 

@@ -131,6 +131,7 @@ mod tests {
             audiences: vec!["https://listed.example".into()],
             origin,
             backchannel_logout: None,
+            second_factor: Default::default(),
         }
     }
     fn uri(s: &str) -> ResourceUri {

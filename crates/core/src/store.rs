@@ -86,6 +86,10 @@ pub struct ClientRecord {
     /// a metadata document at its own URL).
     #[serde(default)]
     pub origin: ClientOrigin,
+    /// Second factors this client's users need (`latchkey client add --second-factor`); the
+    /// deployment's policy applies when it is stricter.
+    #[serde(default)]
+    pub second_factor: crate::authn::SecondFactorPolicy,
     /// OpenID Connect Back-Channel Logout 1.0: where this client wants logout tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backchannel_logout: Option<BackchannelLogout>,
@@ -257,6 +261,9 @@ pub struct PendingAuthorization {
     /// An application's request, or a sign-in to the account pages ([`crate::account`]).
     #[serde(default)]
     pub purpose: crate::account::SignInPurpose,
+    /// `acr_values` (or an essential `acr` claim): the authentication level asked for.
+    #[serde(default)]
+    pub acr: Option<crate::authn::AcrRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,8 +272,11 @@ pub struct SessionRecord {
     /// Public session id, for the `sid` claim and session-bound grants.
     pub sid: String,
     pub user_id: String,
+    /// The time of the last authentication: the sign-in, or the latest step-up.
     pub auth_time: UnixTime,
     pub expires_at: UnixTime,
+    /// How the user authenticated (`amr`, `acr`).
+    pub authn: crate::authn::Authentication,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +296,8 @@ pub struct CodeRecord {
     pub grant_id: Option<String>,
     /// RFC 8707: the resource of the authorization request; the token can only be for it.
     pub resource: Option<ResourceUri>,
+    /// The session's authentication when the code was issued: the id_token's `amr` and `acr`.
+    pub authn: crate::authn::Authentication,
 }
 
 /// One authorization: what a user granted a client. Refresh tokens form a family under it.
@@ -305,6 +317,9 @@ pub struct GrantRecord {
     /// RFC 8707: the resource every access token of this grant is for; `None`, the default
     /// audience. Never changes: a refresh cannot widen it.
     pub resource: Option<ResourceUri>,
+    /// The authentication the grant comes from (`amr`, `acr`, with `auth_time`), reported again
+    /// at every refresh; `None` for a client acting for itself (client credentials).
+    pub authn: Option<crate::authn::Authentication>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -495,6 +510,7 @@ pub trait Store:
     + MetadataDocumentCache
     + crate::outbox::OutboxStore
     + crate::email_link::EmailLinkStore
+    + crate::factors::FactorStore
     + Send
     + Sync
     + 'static
@@ -769,4 +785,8 @@ pub struct Snapshot {
     pub email_links: Vec<crate::email_link::EmailLinkRecord>,
     /// Accounts that may not sign in before their address is verified.
     pub signup_holds: Vec<crate::email_link::SignupHold>,
+    /// TOTP secrets as stored (sealed when a key-encryption key is configured).
+    pub totp: Vec<crate::factors::TotpRecord>,
+    /// Unused recovery codes, as hashes.
+    pub recovery_codes: Vec<crate::factors::RecoveryCodeRecord>,
 }

@@ -14,6 +14,7 @@ pub mod extract;
 mod handlers;
 pub mod outbox_worker;
 pub mod pages;
+mod pages_two_step;
 pub mod smtp;
 
 use std::sync::Arc;
@@ -128,7 +129,13 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/reset/confirm", page(get(handlers::reset::confirm_page).post(handlers::reset::confirm)))
         .route("/verify", page(get(handlers::verify::page_for).post(handlers::verify::confirm)))
         .route("/signup", page(get(handlers::signup::page_for).post(handlers::signup::submit)))
+        .route("/login/two-step", page(get(handlers::two_step::page).post(handlers::two_step::submit)))
+        .route("/login/two-step/qr.svg", page(get(handlers::two_step::qr)))
+        .route("/login/enrol", page(post(handlers::two_step::enrol)))
+        .route("/login/continue", page(post(handlers::two_step::continue_sign_in)))
         .route("/account", page(get(handlers::account::overview)))
+        .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
+        .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

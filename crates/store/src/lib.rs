@@ -7,10 +7,12 @@
 
 mod cimd_sql;
 mod email_link_sql;
+mod factors_sql;
 mod outbox_sql;
 mod postgres;
 mod postgres_cimd;
 mod postgres_email_link;
+mod postgres_factors;
 mod postgres_maint;
 mod postgres_outbox;
 mod postgres_registration;
@@ -24,6 +26,7 @@ mod sqlite;
 mod sqlite_cimd;
 mod sqlite_conn;
 mod sqlite_email_link;
+mod sqlite_factors;
 mod sqlite_maint;
 mod sqlite_outbox;
 mod sqlite_registration;

@@ -15,6 +15,7 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use latchkey_core::UnixTime;
+use latchkey_core::authn::Authentication;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use tokio_postgres::error::SqlState;
@@ -23,13 +24,13 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::postgres_schema::MIGRATIONS;
 use crate::postgres_session_end::{end_user_sessions, take_session};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
 
 /// Connections per instance. PostgreSQL's default `max_connections` is 100: room for several
 /// instances plus the admin commands.
 const POOL_SIZE: usize = 16;
 /// Attempts for a transaction that hit a deadlock or a serialization failure.
-const ATTEMPTS: u32 = 5;
+pub(crate) const ATTEMPTS: u32 = 5;
 /// Advisory-lock keys ("latchkey" in ASCII, then +1, +2): migrations, key changes, the purge.
 const MIGRATION_LOCK: i64 = 0x6c61_7463_686b_6579;
 const KEYS_LOCK: i64 = MIGRATION_LOCK + 1;
@@ -65,6 +66,7 @@ macro_rules! retrying {
         }
     }};
 }
+pub(crate) use retrying;
 
 fn throttle_row(r: &Row) -> anyhow::Result<ThrottleRecord> {
     let failures: i32 = r.try_get(1)?;
@@ -77,7 +79,7 @@ fn throttle_row(r: &Row) -> anyhow::Result<ThrottleRecord> {
     })
 }
 
-fn retryable(e: &anyhow::Error) -> bool {
+pub(crate) fn retryable(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
         .is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
@@ -286,11 +288,7 @@ impl PostgresStore {
     async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        tx.execute(
-            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at],
-        )
-        .await?;
+        insert_session_row(&tx, s).await?;
         // The user's sessions beyond the newest `keep` end, as at logout; the new one always stays,
         // even beside one logged in within the same second.
         let evicted = tx
@@ -460,6 +458,10 @@ impl PostgresStore {
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
             "DELETE FROM consents WHERE user_id = $1",
+            // A removed user's second factors go with them (a new user of the same name starts clean).
+            "DELETE FROM totp_secrets WHERE user_id = $1",
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+            "DELETE FROM partial_sign_ins WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
             tx.execute(sql, &[&id]).await?;
@@ -497,6 +499,7 @@ pub(crate) fn code_row(r: &Row) -> anyhow::Result<CodeRecord> {
         used_at: r.try_get(10)?,
         grant_id: r.try_get(11)?,
         resource: resource_of(r.try_get(12)?)?,
+        authn: authn_of(r.try_get(13)?, r.try_get(14)?)?,
     })
 }
 
@@ -513,6 +516,10 @@ pub(crate) fn grant_row(r: &Row, o: usize) -> anyhow::Result<GrantRecord> {
         expires_at: r.try_get(o + 8)?,
         revoked_at: r.try_get(o + 9)?,
         resource: resource_of(r.try_get(o + 10)?)?,
+        authn: match (r.try_get::<_, Option<&str>>(o + 11)?, r.try_get::<_, Option<&str>>(o + 12)?) {
+            (Some(amr), Some(acr)) => Some(authn_of(amr, acr)?),
+            _ => None,
+        },
     })
 }
 
@@ -530,6 +537,7 @@ pub(crate) fn user_row(r: &Row) -> anyhow::Result<UserRecord> {
     })
 }
 
+/// [`SESSION_COLS`] from column 0.
 pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.try_get(0)?),
@@ -537,7 +545,28 @@ pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
         user_id: r.try_get(2)?,
         auth_time: r.try_get(3)?,
         expires_at: r.try_get(4)?,
+        authn: authn_of(r.try_get(5)?, r.try_get(6)?)?,
     })
+}
+
+pub(crate) fn authn_of(amr: &str, acr: &str) -> anyhow::Result<Authentication> {
+    Authentication::from_stored(amr, acr).map_err(|e| anyhow!("stored session: {e}"))
+}
+
+pub(crate) async fn insert_session_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    s: &SessionRecord,
+) -> anyhow::Result<()> {
+    let stmt = tx
+        .prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+        .await?;
+    let amr = s.authn.amr_text();
+    tx.execute(
+        &stmt,
+        &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at, &amr, &s.authn.acr().as_str()],
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) fn key_row(r: &Row) -> anyhow::Result<KeyRecord> {
@@ -608,8 +637,8 @@ pub(crate) async fn insert_access(tx: &deadpool_postgres::Transaction<'_>, a: &A
 pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g: &GrantRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .await?;
     tx.execute(
@@ -626,6 +655,8 @@ pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g:
             &g.expires_at,
             &g.revoked_at,
             &g.resource.as_ref().map(|r| r.as_str()),
+            &g.authn.as_ref().map(Authentication::amr_text),
+            &g.authn.as_ref().map(|a| a.acr().as_str()),
         ],
     )
     .await?;
@@ -655,7 +686,7 @@ pub(crate) async fn insert_refresh(tx: &deadpool_postgres::Transaction<'_>, r: &
 pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: &CodeRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .await?;
     tx.execute(
@@ -674,6 +705,8 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
             &k.used_at,
             &k.grant_id,
             &k.resource.as_ref().map(|r| r.as_str()),
+            &k.authn.amr_text(),
+            &k.authn.acr().as_str(),
         ],
     )
     .await?;
@@ -861,7 +894,7 @@ impl Store for PostgresStore {
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         self.opt(
-            "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = $1 AND expires_at > $2",
+            &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2"),
             &[&hash.as_str(), &now],
             session_row,
         )
@@ -870,7 +903,7 @@ impl Store for PostgresStore {
 
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         self.opt(
-            "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = $1 AND expires_at > $2",
+            &format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2"),
             &[&sid, &now],
             session_row,
         )

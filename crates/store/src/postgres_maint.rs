@@ -9,7 +9,7 @@ use tokio_postgres::IsolationLevel;
 use crate::postgres::*;
 use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
 use crate::sqlite_resources::RESOURCE_COLS;
 
 pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
@@ -66,7 +66,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             TokenHash::from_stored(r.try_get(0)?),
             json_of(r, 1)?
         ))),
-        sessions: rows!("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash", session_row),
+        sessions: rows!(&format!("SELECT {SESSION_COLS} FROM sessions ORDER BY hash"), session_row),
         consents: rows!(
             "SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id",
             |r| Ok(ConsentRecord {
@@ -97,6 +97,8 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
         outbox: rows!(crate::outbox_sql::ALL, crate::postgres_outbox::outbox_row),
         email_links: rows!(crate::email_link_sql::ALL_LINKS, crate::postgres_email_link::link_row),
         signup_holds: rows!(crate::email_link_sql::ALL_HOLDS, crate::postgres_email_link::hold_row),
+        totp: rows!(crate::factors_sql::ALL_TOTP, crate::postgres_factors::totp_row),
+        recovery_codes: rows!(crate::factors_sql::ALL_RECOVERY, crate::postgres_factors::recovery_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -117,6 +119,7 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     for u in &snap.users {
         tx.execute(&stmt, &user_params(u)).await.with_context(|| format!("user {}", u.username))?;
     }
+    crate::postgres_factors::import(&tx, snap).await?;
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
     }
@@ -141,11 +144,8 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         let data = serde_json::to_string(p)?;
         tx.execute(&stmt, &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str()]).await?;
     }
-    let stmt = tx
-        .prepare("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .await?;
     for x in &snap.sessions {
-        tx.execute(&stmt, &[&x.hash.as_str(), &x.sid, &x.user_id, &x.auth_time, &x.expires_at]).await?;
+        insert_session_row(&tx, x).await?;
     }
     let stmt =
         tx.prepare("INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)").await?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
+use latchkey_core::authn::Authentication;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use rusqlite::types::Type;
@@ -142,7 +143,7 @@ pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> 
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -163,10 +164,11 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         used_at: r.get(10)?,
         grant_id: r.get(11)?,
         resource: resource_at(r, 12)?,
+        authn: authn_at(r, 13)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -180,6 +182,10 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
         expires_at: r.get(o + 8)?,
         revoked_at: r.get(o + 9)?,
         resource: resource_at(r, o + 10)?,
+        authn: match (r.get::<_, Option<String>>(o + 11)?, r.get::<_, Option<String>>(o + 12)?) {
+            (Some(amr), Some(acr)) => Some(authn_of(&amr, &acr, o + 11)?),
+            _ => None,
+        },
     })
 }
 
@@ -199,6 +205,9 @@ pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
+/// The columns of a session, in the order [`session_row`] reads them.
+pub(crate) const SESSION_COLS: &str = "hash, sid, user_id, auth_time, expires_at, amr, acr";
+
 pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -206,7 +215,32 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         user_id: r.get(2)?,
         auth_time: r.get(3)?,
         expires_at: r.get(4)?,
+        authn: authn_at(r, 5)?,
     })
+}
+
+/// `amr, acr` at columns `i`, `i + 1` (`latchkey_core::authn`).
+pub(crate) fn authn_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Authentication> {
+    authn_of(&r.get::<_, String>(i)?, &r.get::<_, String>(i + 1)?, i)
+}
+
+fn authn_of(amr: &str, acr: &str, i: usize) -> rusqlite::Result<Authentication> {
+    Authentication::from_stored(amr, acr).map_err(|e| conv(i)(Invalid(e)))
+}
+
+/// Inserts a session row (inside the caller's transaction, if any).
+pub(crate) fn insert_session_row(c: &Connection, s: &SessionRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?.execute(
+        params![
+            s.hash.as_str(),
+            s.sid,
+            s.user_id,
+            s.auth_time,
+            s.expires_at,
+            s.authn.amr_text(),
+            s.authn.acr().as_str()
+        ],
+    )
 }
 
 /// `hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response` from column 0.
@@ -287,8 +321,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         g.id,
@@ -301,14 +335,16 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.created_at,
         g.expires_at,
         g.revoked_at,
-        g.resource.as_ref().map(ResourceUri::as_str)
+        g.resource.as_ref().map(ResourceUri::as_str),
+        g.authn.as_ref().map(Authentication::amr_text),
+        g.authn.as_ref().map(|a| a.acr().as_str())
     ])?;
     Ok(())
 }
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -323,7 +359,9 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.expires_at,
         k.used_at,
         k.grant_id,
-        k.resource.as_ref().map(ResourceUri::as_str)
+        k.resource.as_ref().map(ResourceUri::as_str),
+        k.authn.amr_text(),
+        k.authn.acr().as_str()
     ])?;
     Ok(())
 }
@@ -451,6 +489,10 @@ impl Store for SqliteStore {
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
                 "DELETE FROM consents WHERE user_id = ?1",
+                // A removed user's second factors go with them.
+                "DELETE FROM totp_secrets WHERE user_id = ?1",
+                "DELETE FROM recovery_codes WHERE user_id = ?1",
+                "DELETE FROM partial_sign_ins WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1",
             ] {
                 tx.execute(sql, [&id])?;
@@ -628,10 +670,7 @@ impl Store for SqliteStore {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            tx.prepare_cached(
-                "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            insert_session_row(&tx, &s)?;
             // The new session always stays, even beside one logged in within the same second: the
             // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
@@ -658,11 +697,9 @@ impl Store for SqliteStore {
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let h = hash.as_str().to_owned();
         self.lookup(move |c| {
-            c.prepare_cached(
-                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![h, now], session_row)
-            .optional()
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1 AND expires_at > ?2"))?
+                .query_row(params![h, now], session_row)
+                .optional()
         })
         .await
     }
@@ -670,11 +707,9 @@ impl Store for SqliteStore {
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
         self.lookup(move |c| {
-            c.prepare_cached(
-                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![sid, now], session_row)
-            .optional()
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1 AND expires_at > ?2"))?
+                .query_row(params![sid, now], session_row)
+                .optional()
         })
         .await
     }

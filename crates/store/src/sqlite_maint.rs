@@ -59,7 +59,7 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .query_map([], |r| Ok((TokenHash::from_stored(r.get(0)?), json_col(r, 1)?)))?
             .collect::<rusqlite::Result<_>>()?,
         sessions: tx
-            .prepare("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash")?
+            .prepare(&format!("SELECT {SESSION_COLS} FROM sessions ORDER BY hash"))?
             .query_map([], session_row)?
             .collect::<rusqlite::Result<_>>()?,
         consents: tx
@@ -118,6 +118,8 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .prepare(crate::email_link_sql::ALL_HOLDS)?
             .query_map([], crate::sqlite_email_link::hold_row)?
             .collect::<rusqlite::Result<_>>()?,
+        totp: crate::sqlite_factors::export_totp(&tx)?,
+        recovery_codes: crate::sqlite_factors::export_recovery_codes(&tx)?,
     };
     tx.commit()?;
     Ok(s)
@@ -144,6 +146,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     for u in &s.users {
         insert_user_row(&tx, u)?;
     }
+    crate::sqlite_factors::import(&tx, s)?;
     for r in &s.resources {
         insert_resource_row(&tx, r)?;
     }
@@ -158,10 +161,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         )?;
     }
     for x in &s.sessions {
-        tx.execute(
-            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![x.hash.as_str(), x.sid, x.user_id, x.auth_time, x.expires_at],
-        )?;
+        insert_session_row(&tx, x)?;
     }
     for x in &s.consents {
         tx.execute(

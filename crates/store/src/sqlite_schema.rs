@@ -209,4 +209,39 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX signup_holds_by_age ON signup_holds (created_at);
     CREATE INDEX users_by_email ON users (lower(email));
     "#,
+    // 10 (issue 13, second factors; part "auth"): how each session, code and grant was
+    // authenticated (`amr`, `acr`; rows from before were password sign-ins, and grants without a
+    // session are a client's own), TOTP secrets (sealed when a key-encryption key is set), recovery
+    // codes (hashes), and partial sign-ins waiting for their second factor.
+    r#"
+    ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+    ALTER TABLE sessions ADD COLUMN acr TEXT NOT NULL DEFAULT 'https://refeds.org/profile/sfa';
+    ALTER TABLE codes ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+    ALTER TABLE codes ADD COLUMN acr TEXT NOT NULL DEFAULT 'https://refeds.org/profile/sfa';
+    ALTER TABLE grants ADD COLUMN amr TEXT;
+    ALTER TABLE grants ADD COLUMN acr TEXT;
+    UPDATE grants SET amr = 'pwd', acr = 'https://refeds.org/profile/sfa' WHERE sid <> '';
+    CREATE TABLE totp_secrets (
+        user_id TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        confirmed_at INTEGER,
+        last_step INTEGER NOT NULL
+    );
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, hash)
+    );
+    CREATE TABLE partial_sign_ins (
+        hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX partial_sign_ins_by_user ON partial_sign_ins (user_id, created_at);
+    CREATE INDEX partial_sign_ins_by_expiry ON partial_sign_ins (expires_at);
+    "#,
 ];

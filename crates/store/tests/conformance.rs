@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use latchkey_core::authn::{Acr, AcrRequest, Authentication, Method};
 use latchkey_core::email_link::*;
 use latchkey_core::mail::{MailJob, Notice};
 use latchkey_core::outbox::{Job, OutboxFilter};
@@ -18,6 +19,8 @@ use latchkey_store::{PostgresStore, SqliteStore};
 
 #[path = "conformance/ended_sessions.rs"]
 mod ended_sessions;
+#[path = "conformance/factors.rs"]
+mod factors;
 
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
@@ -35,6 +38,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         auth_after: None,
         resource: None,
         purpose: Default::default(),
+        acr: None,
     }
 }
 
@@ -56,6 +60,7 @@ fn client(id: &str) -> ClientRecord {
         audiences: vec!["https://api.example".into()],
         origin: Default::default(),
         backchannel_logout: None,
+        second_factor: Default::default(),
     }
 }
 
@@ -88,6 +93,7 @@ fn code(hash: &str) -> CodeRecord {
         used_at: None,
         grant_id: None,
         resource: None,
+        authn: Authentication::of(&[Method::Password, Method::Totp]),
     }
 }
 
@@ -105,6 +111,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
+            authn: Some(Authentication::of(&[Method::Password, Method::RecoveryCode])),
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -164,6 +171,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: 1,
         expires_at: 100,
+        authn: Authentication::of(&[Method::Password, Method::Totp]),
     };
     assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
@@ -186,6 +194,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_after: Some(42),
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
         purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
+        acr: Some(AcrRequest { values: vec![Acr::PhishingResistant, Acr::TwoFactor], essential: true }),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -316,6 +325,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: 1000,
+        authn: Default::default(),
     };
     assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
@@ -405,6 +415,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: exp,
+        authn: Default::default(),
     };
     assert!(s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap().is_empty());
     assert!(s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap().is_empty());
@@ -444,6 +455,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     s.insert_grant(&family("service", |i| {
         i.refresh = None;
         i.grant.sid = String::new();
+        i.grant.authn = None;
     }))
     .await
     .unwrap();
@@ -567,7 +579,12 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
         .issue_link(&link("l-carol", LinkPurpose::VerifyEmail, Some("id-carol"), "carol@example.com", 5000))
         .await
         .unwrap();
+    // Second factors travel too (issue 13): a confirmed TOTP secret and its recovery codes.
+    assert!(source.begin_totp(&factors::totp("id-alice", "SEALED", 5)).await.unwrap());
+    let hashes = vec!["h1".to_owned(), "h2".to_owned()];
+    assert!(source.confirm_totp("id-alice", "SEALED", 7, &hashes, 6).await.unwrap());
     let snapshot = source.export().await.unwrap();
+    assert_eq!((snapshot.totp.len(), snapshot.recovery_codes.len()), (1, 2));
     assert_eq!(snapshot.grants.len(), 8);
     assert_eq!(
         snapshot.registrations,
@@ -733,6 +750,7 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: n,
         expires_at: 1000,
+        authn: Default::default(),
     };
     let mut bound = issuance("g0", "r0");
     bound.grant.sid = "sid0".into();
@@ -793,6 +811,7 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
             user_id: "id-alice".into(),
             auth_time: 1,
             expires_at: 1000,
+            authn: Default::default(),
         };
         assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
     }
@@ -975,6 +994,12 @@ where
     ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
     ended_sessions::ending_sessions_queues_logout_tokens_for_clients_that_asked(make().await).await;
     ended_sessions::a_new_session_outlives_an_older_one_of_the_same_second(make().await).await;
+    factors::totp_is_confirmed_once_and_a_confirmed_secret_never_replaced(make().await).await;
+    factors::a_totp_step_is_accepted_once(&[make().await]).await;
+    factors::a_recovery_code_is_used_once(&[make().await]).await;
+    factors::a_partial_sign_in_is_taken_once_and_bounded(&[make().await]).await;
+    factors::a_step_up_upgrades_one_live_session_once(&[make().await]).await;
+    factors::resetting_and_removing_a_user_remove_their_factors(make().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1565,4 +1590,21 @@ async fn invitations_are_for_their_address_only(s: Arc<dyn Store>) {
         InvitedStored::EmailTaken { username: "alice".into() }
     );
     assert!(s.user("id-al2").await.unwrap().is_none());
+}
+
+/// Issue 13, across instances: the second factors' single-use rules hold between two pools on
+/// one database as within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_second_factors_are_single_use_across_instances() {
+    let Some(db) = TestDatabase::create("factors").await else { return };
+    let fresh = || async {
+        let url = db.fresh_schema().await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        [a, b]
+    };
+    factors::a_totp_step_is_accepted_once(&fresh().await).await;
+    factors::a_recovery_code_is_used_once(&fresh().await).await;
+    factors::a_partial_sign_in_is_taken_once_and_bounded(&fresh().await).await;
+    factors::a_step_up_upgrades_one_live_session_once(&fresh().await).await;
 }

@@ -216,6 +216,7 @@ mod tests {
             audiences: vec![],
             origin: Default::default(),
             backchannel_logout: None,
+            second_factor: Default::default(),
         };
         let grant = GrantRecord {
             id: "g".into(),
@@ -229,6 +230,7 @@ mod tests {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
+            authn: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

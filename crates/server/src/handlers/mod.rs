@@ -1,4 +1,5 @@
 pub mod account;
+pub mod account_two_step;
 pub mod authorize;
 pub mod discovery;
 pub(crate) mod email_flow;
@@ -8,6 +9,7 @@ pub mod reset;
 pub mod revoke;
 pub mod signup;
 pub mod token;
+pub mod two_step;
 pub mod userinfo;
 pub mod verify;
 

@@ -41,6 +41,7 @@ fn session(sid: &str, auth_time: i64) -> SessionRecord {
         user_id: "id-alice".into(),
         auth_time,
         expires_at: 10_000,
+        authn: Default::default(),
     }
 }
 

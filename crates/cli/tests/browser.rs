@@ -4,6 +4,8 @@
 //! - `pages.test.mjs`: the login, consent, sign-out and error pages.
 //! - `spa.test.mjs`: the SPA example (`examples/spa`) end to end, with the protected-api example as
 //!   its API.
+//! - `two_step.test.mjs`: TOTP set up from the account page and a sign-in with a code, keyboard
+//!   only, 360 px wide.
 //! - `passkeys.test.mjs`: passkeys with a CDP virtual authenticator: enrolment from the account
 //!   page, the username-less sign-in, user verification refused, a removed passkey, keyboard-only
 //!   and 360 px runs.
@@ -313,6 +315,33 @@ fn a_browser_mcp_host_registers_and_authorizes_across_origins_in_headless_chromi
 }
 
 #[test]
+fn two_step_sign_in_is_set_up_and_used_with_the_keyboard_at_phone_size_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("two-step.db");
+    let client = ["client", "add", "--public", "--client-id", "browser-test", "--name", "Browser Test App"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
+    add_user(&db, "alice", "alice-password");
+    let (_server, base) = serve(&db, &dir.path().join("server.log"));
+    run_node(
+        "two_step.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test"), ("LATCHKEY_PASSWORD", "alice-password")],
+        &[
+            "two-step-account-off",
+            "two-step-setup",
+            "two-step-recovery-codes",
+            "two-step-account-on",
+            "two-step-sign-in",
+            "two-step-sign-in-wrong-code",
+        ],
+        dir.path(),
+    );
+}
+
+#[test]
 fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromium() {
     if !can_run() {
         return;
@@ -320,20 +349,8 @@ fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromiu
     let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("passkeys.db");
-    latchkey(
-        &db,
-        &[
-            "client",
-            "add",
-            "--public",
-            "--client-id",
-            "browser-test",
-            "--name",
-            "Browser Test App",
-            "--redirect-uri",
-            "http://127.0.0.1/callback",
-        ],
-    );
+    let client = ["client", "add", "--public", "--client-id", "browser-test", "--name", "Browser Test App"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
     let (_server, base) = serve_as(&db, &dir.path().join("server.log"), "localhost");
     run_node(
         "passkeys.test.mjs",

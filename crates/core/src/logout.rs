@@ -97,7 +97,10 @@ impl Provider {
             if !hinted && !confirmed {
                 return Ok(LogoutStep::Confirm { client_name: client.map(|c| c.name) });
             }
-            self.store.end_session(&session.sid, now).await?;
+            let gone = self.store.end_session(&session.sid, now).await?;
+            // Back-Channel Logout: the store queued the tokens owed to the clients that took part
+            // in this session (once, whoever else ends it at the same time); send them now.
+            self.sessions_ended(&gone);
             ended = true;
             let e = crate::audit::Event {
                 user_id: Some(&session.user_id),

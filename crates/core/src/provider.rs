@@ -68,6 +68,11 @@ pub struct ProviderConfig {
     /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
     /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
     pub cimd: bool,
+    /// Outgoing mail and the flows that need it (reset, verification, self-registration).
+    pub email: crate::mail::EmailConfig,
+    /// Second factors at sign-in for every client (`second_factor`); a client's own policy
+    /// applies where it is stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
     /// `[webauthn]`: passkeys' relying party and the bounds of their ceremonies.
     pub passkeys: crate::passkey::PasskeyConfig,
 }
@@ -99,6 +104,8 @@ impl ProviderConfig {
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
             cimd: true,
+            email: Default::default(),
+            second_factor: Default::default(),
             passkeys: Default::default(),
         }
     }
@@ -113,6 +120,8 @@ pub struct Provider {
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
     pub(crate) cimd: crate::cimd::CimdState,
+    /// Wakes this process's outbox worker when a job is queued here (`crate::outbox`).
+    pub outbox_wake: tokio::sync::Notify,
     /// The WebAuthn relying party; `None` when the issuer has no domain name (`crate::passkey`).
     pub(crate) passkeys: Option<crate::passkey::RelyingParty>,
 }
@@ -171,6 +180,7 @@ impl Provider {
             origins: Default::default(),
             server_key,
             cimd: Default::default(),
+            outbox_wake: Default::default(),
             passkeys,
         })
     }
@@ -261,6 +271,8 @@ impl Provider {
                 "exp",
                 "iat",
                 "auth_time",
+                "acr",
+                "amr",
                 "nonce",
                 "azp",
                 "sid",
@@ -270,10 +282,12 @@ impl Provider {
                 "email",
                 "email_verified",
             ]),
+            acr_values_supported: crate::authn::Acr::ALL.iter().map(|a| a.as_str().to_owned()).collect(),
             prompt_values_supported: v(&["none", "login", "consent"]),
             authorization_response_iss_parameter_supported: true,
             frontchannel_logout_supported: false,
-            backchannel_logout_supported: false,
+            backchannel_logout_supported: true,
+            backchannel_logout_session_supported: true,
             claims_parameter_supported: false,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,

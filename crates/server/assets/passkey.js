@@ -1,5 +1,6 @@
-// Passkey ceremonies on Latchkey's own pages: the login page's "Sign in with a passkey" and the
-// account page's "Add a passkey". No framework. The server sends WebAuthn options as JSON with
+// Passkey ceremonies on Latchkey's own pages: the login page's "Sign in with a passkey", the
+// account page's "Add a passkey", and the second-factor step's "Use a passkey" (or, where a
+// passkey is required and the user has none, "Add a passkey and continue"). No framework. The server sends WebAuthn options as JSON with
 // binary values in base64url; navigator.credentials wants ArrayBuffers, and the answer goes back
 // as JSON in base64url again. Every request carries the page's CSRF token in a header.
 //
@@ -143,12 +144,72 @@
     });
   }
 
+  // The second-factor step after the password: one of this user's passkeys.
+  function secondFactor(step, button) {
+    var error = document.getElementById('passkey-error');
+    var unsupported = document.getElementById('passkey-unsupported');
+    if (!error) return;
+    if (unsupported) unsupported.hidden = true;
+    var req = step.getAttribute('data-req');
+    var csrf = step.getAttribute('data-csrf');
+    button.hidden = false;
+    button.addEventListener('click', function () {
+      button.disabled = true;
+      error.hidden = true;
+      post('/login/two-step/passkey/options', { req: req }, csrf)
+        .then(function (start) {
+          return navigator.credentials.get(requestOptions(start.options)).then(function (cred) {
+            return post('/login/two-step/passkey', { req: req, ceremony: start.ceremony, credential: credentialJson(cred) }, csrf);
+          });
+        })
+        .then(function (done) { window.location.assign(done.location); })
+        .catch(function (err) {
+          show(error, explain(err));
+          button.disabled = false;
+          button.focus();
+        });
+    });
+  }
+
+  // A first passkey while signing in, where one is required.
+  function enrol(form) {
+    var error = document.getElementById('passkey-error');
+    var unsupported = document.getElementById('passkey-unsupported');
+    if (!error) return;
+    if (unsupported) unsupported.hidden = true;
+    form.hidden = false;
+    var req = form.getAttribute('data-req');
+    var csrf = field(form, 'csrf');
+    form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      var button = form.querySelector('button');
+      button.disabled = true;
+      error.hidden = true;
+      post('/login/enrol/passkey/options', { req: req, name: field(form, 'name') }, csrf)
+        .then(function (start) {
+          return navigator.credentials.create(creationOptions(start.options)).then(function (cred) {
+            return post('/login/enrol/passkey', { req: req, ceremony: start.ceremony, credential: credentialJson(cred) }, csrf);
+          });
+        })
+        .then(function (done) { window.location.assign(done.location); })
+        .catch(function (err) {
+          show(error, explain(err));
+          button.disabled = false;
+        });
+    });
+  }
+
   function start() {
     if (!supported) return;
     var button = document.getElementById('passkey-sign-in');
     if (button) signIn(button);
     var form = document.getElementById('passkey-add');
     if (form) register(form);
+    var step = document.getElementById('passkey-step');
+    var stepButton = document.getElementById('passkey-second-factor');
+    if (step && stepButton) secondFactor(step, stepButton);
+    var enrolForm = document.getElementById('passkey-enrol');
+    if (enrolForm) enrol(enrolForm);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);

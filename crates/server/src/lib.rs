@@ -3,14 +3,19 @@
 //! Handlers are thin: parse at the edge (extractors), one call into `latchkey-core`, and the one
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
+pub mod backchannel_send;
 pub mod cimd_fetch;
 pub mod conn;
 mod cors;
 mod documents;
+pub mod email_pages;
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod outbox_worker;
 pub mod pages;
+mod pages_two_step;
+pub mod smtp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +50,15 @@ impl AppState {
     /// The links under the login form: the ways forward this deployment offers besides a password
     /// (password reset, self-registration), each only where it is configured.
     pub fn login_links(&self) -> Vec<pages::Link> {
-        Vec::new()
+        let mut links = Vec::new();
+        // Only with outgoing mail configured: a reset link nobody can receive is a dead end.
+        if self.provider.password_reset_enabled() {
+            links.push(pages::Link { href: "/reset".into(), text: "Forgot your password?" });
+        }
+        if self.provider.signup_mode() == latchkey_core::signup::SignupMode::Open {
+            links.push(pages::Link { href: "/signup".into(), text: "Create an account" });
+        }
+        links
     }
     /// The login page offers "Sign in with a passkey" (the issuer has a domain name).
     pub fn passkeys_offered(&self) -> bool {
@@ -116,7 +129,17 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
+        .route("/reset", page(get(handlers::reset::request_page).post(handlers::reset::request)))
+        .route("/reset/confirm", page(get(handlers::reset::confirm_page).post(handlers::reset::confirm)))
+        .route("/verify", page(get(handlers::verify::page_for).post(handlers::verify::confirm)))
+        .route("/signup", page(get(handlers::signup::page_for).post(handlers::signup::submit)))
+        .route("/login/two-step", page(get(handlers::two_step::page).post(handlers::two_step::submit)))
+        .route("/login/two-step/qr.svg", page(get(handlers::two_step::qr)))
+        .route("/login/enrol", page(post(handlers::two_step::enrol)))
+        .route("/login/continue", page(post(handlers::two_step::continue_sign_in)))
         .route("/account", page(get(handlers::account::overview)))
+        .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
+        .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
         .route("/account/passkeys", page(get(handlers::passkeys::page).post(handlers::passkeys::register)))
         .route("/account/passkeys/options", page(post(handlers::passkeys::register_options)))
         .route("/account/passkeys/rename", page(post(handlers::passkeys::rename)))
@@ -124,6 +147,10 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/account/passkeys/reauth", page(post(handlers::passkeys::reauth)))
         .route("/login/passkey/options", page(post(handlers::passkeys::sign_in_options)))
         .route("/login/passkey", page(post(handlers::passkeys::sign_in)))
+        .route("/login/two-step/passkey/options", page(post(handlers::passkeys::second_factor_options)))
+        .route("/login/two-step/passkey", page(post(handlers::passkeys::second_factor)))
+        .route("/login/enrol/passkey/options", page(post(handlers::passkeys::enrol_options)))
+        .route("/login/enrol/passkey", page(post(handlers::passkeys::enrol)))
         .route("/assets/passkey.js", page(get(handlers::discovery::passkey_script)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))

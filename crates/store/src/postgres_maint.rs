@@ -9,7 +9,7 @@ use tokio_postgres::IsolationLevel;
 use crate::postgres::*;
 use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
 use crate::sqlite_resources::RESOURCE_COLS;
 
 pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
@@ -66,7 +66,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             TokenHash::from_stored(r.try_get(0)?),
             json_of(r, 1)?
         ))),
-        sessions: rows!("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash", session_row),
+        sessions: rows!(&format!("SELECT {SESSION_COLS} FROM sessions ORDER BY hash"), session_row),
         consents: rows!(
             "SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id",
             |r| Ok(ConsentRecord {
@@ -94,6 +94,11 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             &format!("{} ORDER BY client_id", crate::registration_sql::ALL),
             crate::postgres_registration::registration_row
         ),
+        outbox: rows!(crate::outbox_sql::ALL, crate::postgres_outbox::outbox_row),
+        email_links: rows!(crate::email_link_sql::ALL_LINKS, crate::postgres_email_link::link_row),
+        signup_holds: rows!(crate::email_link_sql::ALL_HOLDS, crate::postgres_email_link::hold_row),
+        totp: rows!(crate::factors_sql::ALL_TOTP, crate::postgres_factors::totp_row),
+        recovery_codes: rows!(crate::factors_sql::ALL_RECOVERY, crate::postgres_factors::recovery_row),
         passkeys: rows!(&crate::passkey_sql::all(), crate::postgres_passkey::passkey_row),
     };
     tx.commit().await?;
@@ -115,6 +120,7 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     for u in &snap.users {
         tx.execute(&stmt, &user_params(u)).await.with_context(|| format!("user {}", u.username))?;
     }
+    crate::postgres_factors::import(&tx, snap).await?;
     // After the users: a passkey belongs to one. A credential id already there fails the import.
     for p in &snap.passkeys {
         let count = i64::from(p.sign_count);
@@ -148,11 +154,8 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         let data = serde_json::to_string(p)?;
         tx.execute(&stmt, &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str()]).await?;
     }
-    let stmt = tx
-        .prepare("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .await?;
     for x in &snap.sessions {
-        tx.execute(&stmt, &[&x.hash.as_str(), &x.sid, &x.user_id, &x.auth_time, &x.expires_at]).await?;
+        insert_session_row(&tx, x).await?;
     }
     let stmt =
         tx.prepare("INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)").await?;
@@ -176,6 +179,22 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         .await?;
     for e in &snap.audit_events {
         tx.execute(&stmt, &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()]).await?;
+    }
+    // After the users: links and holds belong to one.
+    for l in &snap.email_links {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&l.hash.as_str(), &l.purpose.as_str(), &l.user_id, &l.email, &l.created_at, &l.expires_at];
+        tx.execute(crate::email_link_sql::INSERT_LINK, &params).await.context("email link")?;
+    }
+    for h in &snap.signup_holds {
+        tx.execute(crate::email_link_sql::INSERT_HOLD, &[&h.user_id, &h.created_at]).await.context("sign-up hold")?;
+    }
+    for j in &snap.outbox {
+        let attempts = i32::try_from(j.attempts).unwrap_or(i32::MAX);
+        let (kind, payload) = (j.job.kind(), j.job.to_stored());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&kind, &payload, &attempts, &j.next_attempt_at, &j.created_at, &j.last_error, &j.dead, &j.completed_at];
+        tx.execute(crate::outbox_sql::IMPORT, &params).await.with_context(|| format!("outbox job {}", j.id))?;
     }
     tx.commit().await?;
     Ok(())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
+use latchkey_core::authn::Authentication;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use rusqlite::types::Type;
@@ -12,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
+use crate::sqlite_session_end::{end_user_sessions, take_session};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -99,23 +101,23 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
 
-/// Ends the sessions of user `id` and, with `revoke_at`, revokes their live grants (a revoked
-/// grant stops its refresh family at `/token` and its access tokens at userinfo and introspection)
-/// and deletes their unredeemed codes, which would otherwise mint a new grant within their
-/// minute. Runs inside the caller's savepoint.
-fn end_user_access(c: &Connection, id: String, revoke_at: Option<UnixTime>) -> rusqlite::Result<UserRevocation> {
-    let sessions_ended = c.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])? as u64;
+/// Ends the sessions of user `id` (queueing their logout tokens) and, with `revoke`, revokes their
+/// live grants (a revoked grant stops its refresh family at `/token` and its access tokens at
+/// userinfo and introspection) and deletes their unredeemed codes, which would otherwise mint a
+/// new grant within their minute. Runs inside the caller's savepoint.
+fn end_user_access(c: &Connection, id: String, revoke: bool, now: UnixTime) -> rusqlite::Result<UserRevocation> {
+    let ended = end_user_sessions(c, &id, now)?;
     let mut grants_revoked = 0;
-    if let Some(now) = revoke_at {
+    if revoke {
         grants_revoked = c
             .execute("UPDATE grants SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![id, now])?
             as u64;
         c.execute("DELETE FROM codes WHERE user_id = ?1 AND used_at IS NULL", [&id])?;
     }
-    Ok(UserRevocation { user_id: id, sessions_ended, grants_revoked })
+    Ok(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended })
 }
 
-fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
+pub(crate) fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
     move |e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
 }
 
@@ -141,7 +143,7 @@ pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> 
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -162,10 +164,11 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         used_at: r.get(10)?,
         grant_id: r.get(11)?,
         resource: resource_at(r, 12)?,
+        authn: authn_at(r, 13)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -179,6 +182,10 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
         expires_at: r.get(o + 8)?,
         revoked_at: r.get(o + 9)?,
         resource: resource_at(r, o + 10)?,
+        authn: match (r.get::<_, Option<String>>(o + 11)?, r.get::<_, Option<String>>(o + 12)?) {
+            (Some(amr), Some(acr)) => Some(authn_of(&amr, &acr, o + 11)?),
+            _ => None,
+        },
     })
 }
 
@@ -198,6 +205,9 @@ pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
+/// The columns of a session, in the order [`session_row`] reads them.
+pub(crate) const SESSION_COLS: &str = "hash, sid, user_id, auth_time, expires_at, amr, acr";
+
 pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -205,7 +215,32 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         user_id: r.get(2)?,
         auth_time: r.get(3)?,
         expires_at: r.get(4)?,
+        authn: authn_at(r, 5)?,
     })
+}
+
+/// `amr, acr` at columns `i`, `i + 1` (`latchkey_core::authn`).
+pub(crate) fn authn_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Authentication> {
+    authn_of(&r.get::<_, String>(i)?, &r.get::<_, String>(i + 1)?, i)
+}
+
+fn authn_of(amr: &str, acr: &str, i: usize) -> rusqlite::Result<Authentication> {
+    Authentication::from_stored(amr, acr).map_err(|e| conv(i)(Invalid(e)))
+}
+
+/// Inserts a session row (inside the caller's transaction, if any).
+pub(crate) fn insert_session_row(c: &Connection, s: &SessionRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?.execute(
+        params![
+            s.hash.as_str(),
+            s.sid,
+            s.user_id,
+            s.auth_time,
+            s.expires_at,
+            s.authn.amr_text(),
+            s.authn.acr().as_str()
+        ],
+    )
 }
 
 /// `hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response` from column 0.
@@ -286,8 +321,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         g.id,
@@ -300,14 +335,16 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.created_at,
         g.expires_at,
         g.revoked_at,
-        g.resource.as_ref().map(ResourceUri::as_str)
+        g.resource.as_ref().map(ResourceUri::as_str),
+        g.authn.as_ref().map(Authentication::amr_text),
+        g.authn.as_ref().map(|a| a.acr().as_str())
     ])?;
     Ok(())
 }
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -322,7 +359,9 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.expires_at,
         k.used_at,
         k.grant_id,
-        k.resource.as_ref().map(ResourceUri::as_str)
+        k.resource.as_ref().map(ResourceUri::as_str),
+        k.authn.amr_text(),
+        k.authn.acr().as_str()
     ])?;
     Ok(())
 }
@@ -437,24 +476,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
         let name = username.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
-            let Some(id) = id else { return Ok(false) };
+            let Some(id) = id else { return Ok(None) };
+            // Sessions first: their clients are read from the grants deleted next.
+            let ended = end_user_sessions(&tx, &id, now)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
-                "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM consents WHERE user_id = ?1",
+                // A removed user's second factors go with them.
+                "DELETE FROM totp_secrets WHERE user_id = ?1",
+                "DELETE FROM recovery_codes WHERE user_id = ?1",
+                "DELETE FROM partial_sign_ins WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1",
             ] {
                 tx.execute(sql, [&id])?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(ended))
         })
         .await
     }
@@ -463,7 +507,8 @@ impl Store for SqliteStore {
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
         let (name, hash) = (username.to_owned(), hash.to_owned());
         self.write(move |c| {
@@ -472,7 +517,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
-            let out = end_user_access(&tx, id, revoke_grants_at)?;
+            let out = end_user_access(&tx, id, revoke_grants, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -486,7 +531,7 @@ impl Store for SqliteStore {
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let out = end_user_access(&tx, id, Some(now))?;
+            let out = end_user_access(&tx, id, true, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -621,28 +666,30 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            tx.prepare_cached(
-                "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            insert_session_row(&tx, &s)?;
+            // The new session always stays, even beside one logged in within the same second: the
+            // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
                 .prepare_cached(
-                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                    "SELECT sid FROM sessions WHERE user_id = ?1 AND sid <> ?3
+                     ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
                 )?
-                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .query_map(params![s.user_id, keep.saturating_sub(1), s.sid], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut ended = Vec::new();
             for sid in evicted {
-                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                ended.extend(take_session(&tx, &sid, s.auth_time)?.0);
                 tx.execute(
                     "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                     params![sid, s.auth_time],
                 )?;
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(EndedSessions(ended))
         })
         .await
     }
@@ -650,11 +697,9 @@ impl Store for SqliteStore {
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let h = hash.as_str().to_owned();
         self.lookup(move |c| {
-            c.prepare_cached(
-                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![h, now], session_row)
-            .optional()
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1 AND expires_at > ?2"))?
+                .query_row(params![h, now], session_row)
+                .optional()
         })
         .await
     }
@@ -662,11 +707,9 @@ impl Store for SqliteStore {
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
         self.lookup(move |c| {
-            c.prepare_cached(
-                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2",
-            )?
-            .query_row(params![sid, now], session_row)
-            .optional()
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1 AND expires_at > ?2"))?
+                .query_row(params![sid, now], session_row)
+                .optional()
         })
         .await
     }
@@ -676,25 +719,18 @@ impl Store for SqliteStore {
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         let sid = sid.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let session = tx
-                .query_row(
-                    "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
-                    [&sid],
-                    session_row,
-                )
-                .optional()?;
-            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            let ended = take_session(&tx, &sid, now)?;
             // Refresh tokens without offline_access live only as long as the login session.
             tx.execute(
                 "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                 params![sid, now],
             )?;
             tx.commit()?;
-            Ok(session)
+            Ok(ended)
         })
         .await
     }

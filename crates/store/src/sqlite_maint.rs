@@ -59,7 +59,7 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .query_map([], |r| Ok((TokenHash::from_stored(r.get(0)?), json_col(r, 1)?)))?
             .collect::<rusqlite::Result<_>>()?,
         sessions: tx
-            .prepare("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash")?
+            .prepare(&format!("SELECT {SESSION_COLS} FROM sessions ORDER BY hash"))?
             .query_map([], session_row)?
             .collect::<rusqlite::Result<_>>()?,
         consents: tx
@@ -106,6 +106,20 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .prepare(&format!("{} ORDER BY client_id", crate::registration_sql::ALL))?
             .query_map([], crate::sqlite_registration::registration_row)?
             .collect::<rusqlite::Result<_>>()?,
+        outbox: tx
+            .prepare(crate::outbox_sql::ALL)?
+            .query_map([], crate::sqlite_outbox::outbox_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        email_links: tx
+            .prepare(crate::email_link_sql::ALL_LINKS)?
+            .query_map([], crate::sqlite_email_link::link_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        signup_holds: tx
+            .prepare(crate::email_link_sql::ALL_HOLDS)?
+            .query_map([], crate::sqlite_email_link::hold_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        totp: crate::sqlite_factors::export_totp(&tx)?,
+        recovery_codes: crate::sqlite_factors::export_recovery_codes(&tx)?,
         passkeys: tx
             .prepare(&crate::passkey_sql::all())?
             .query_map([], crate::sqlite_passkey::passkey_row)?
@@ -136,6 +150,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     for u in &s.users {
         insert_user_row(&tx, u)?;
     }
+    crate::sqlite_factors::import(&tx, s)?;
     // After the users: a passkey belongs to one.
     for p in &s.passkeys {
         if crate::sqlite_passkey::insert_passkey_row(&tx, p)? == 0 {
@@ -156,10 +171,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         )?;
     }
     for x in &s.sessions {
-        tx.execute(
-            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![x.hash.as_str(), x.sid, x.user_id, x.auth_time, x.expires_at],
-        )?;
+        insert_session_row(&tx, x)?;
     }
     for x in &s.consents {
         tx.execute(
@@ -183,6 +195,28 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![e.at, e.event, e.user_id, e.client_id, e.ip, e.detail.to_string()],
+        )?;
+    }
+    // After the users: links and holds belong to one.
+    for l in &s.email_links {
+        crate::sqlite_email_link::insert_link_row(&tx, l)?;
+    }
+    for h in &s.signup_holds {
+        tx.execute(crate::email_link_sql::INSERT_HOLD, params![h.user_id, h.created_at])?;
+    }
+    for j in &s.outbox {
+        tx.execute(
+            crate::outbox_sql::IMPORT,
+            params![
+                j.job.kind(),
+                j.job.to_stored(),
+                j.attempts,
+                j.next_attempt_at,
+                j.created_at,
+                j.last_error,
+                j.dead,
+                j.completed_at
+            ],
         )?;
     }
     tx.commit()

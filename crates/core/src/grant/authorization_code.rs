@@ -113,6 +113,7 @@ pub async fn exchange(
         expires_at: now + p.config.refresh_token_ttl as UnixTime,
         revoked_at: None,
         resource,
+        authn: Some(record.authn.clone()),
     };
     let aud = super::audience_of(p, client, &grant);
     let opts = super::MintOptions { aud: &aud, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
@@ -166,6 +167,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         };
         let code = CodeRecord {
             hash: TokenHash::of("c"),
@@ -181,6 +184,7 @@ mod tests {
             used_at: None,
             grant_id: None,
             resource: None,
+            authn: Default::default(),
         };
         (code, client, verifier)
     }

@@ -92,6 +92,8 @@ pub async fn issue(
         revoked_at: None,
         // No refresh token, so nothing reads it back: the token's `aud` is decided above.
         resource: None,
+        // Nobody authenticated: a client acting for itself.
+        authn: None,
     };
     let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
@@ -119,6 +121,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://api.example".into(), "https://other.example".into()],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         }
     }
 

@@ -215,6 +215,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         };
         let grant = GrantRecord {
             id: "g".into(),
@@ -228,6 +230,7 @@ mod tests {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
+            authn: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

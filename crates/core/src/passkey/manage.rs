@@ -3,11 +3,12 @@
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
-use webauthn_rs::prelude::{CredentialID, RegisterPublicKeyCredential, Uuid};
+use webauthn_rs::prelude::{CredentialID, PasskeyRegistration, RegisterPublicKeyCredential, Uuid};
 
 use super::store::{PasskeyAdded, PasskeyRecord};
 use super::{Ceremony, PasskeyError, StoredFlags, cred_id_text, valid_name};
 use crate::account::AccountSession;
+use crate::store::UserRecord;
 use crate::{Provider, UnixTime, audit};
 
 /// The start of a registration: the ceremony's id and the options for
@@ -33,15 +34,35 @@ impl Provider {
         ip: Option<IpAddr>,
         now: UnixTime,
     ) -> Result<Ceremonial, PasskeyError> {
-        let rp = self.relying_party()?;
+        self.relying_party()?;
         let cfg = &self.config.passkeys;
         let name = valid_name(name)?;
         if now - a.session.auth_time > cfg.reauth_window as UnixTime {
             return Err(PasskeyError::ReauthRequired(cfg.reauth_window / 60));
         }
-        let existing = self.store.user_passkeys(&a.user.id).await?;
-        if existing.len() >= cfg.max_per_user as usize {
-            return Err(PasskeyError::TooMany(cfg.max_per_user));
+        let (options, state, handle) = self.registration_options(&a.user).await?;
+        let ceremony = Ceremony::Register {
+            user_id: a.user.id.clone(),
+            sid: a.session.sid.clone(),
+            user_handle: handle,
+            name,
+            state,
+        };
+        let ceremony = self.save_ceremony(&ceremony, ip, now).await?;
+        Ok(Ceremonial { ceremony, options })
+    }
+
+    /// Creation options for a new passkey of `user`: a discoverable credential, not one of theirs
+    /// already; with the state to keep and the user handle to store.
+    pub(crate) async fn registration_options(
+        &self,
+        user: &UserRecord,
+    ) -> Result<(Value, PasskeyRegistration, String), PasskeyError> {
+        let rp = self.relying_party()?;
+        let max = self.config.passkeys.max_per_user;
+        let existing = self.store.user_passkeys(&user.id).await?;
+        if existing.len() >= max as usize {
+            return Err(PasskeyError::TooMany(max));
         }
         // One user handle per user, random and free of personal data (WebAuthn §14.6.1): an
         // authenticator keeps one discoverable credential per relying party and user handle,
@@ -51,23 +72,15 @@ impl Provider {
             None => Uuid::new_v4(),
         };
         let exclude: Vec<CredentialID> = existing.iter().filter_map(|p| super::cred_id_bytes(&p.cred_id)).collect();
-        let display = a.user.name.as_deref().filter(|n| !n.is_empty()).unwrap_or(&a.user.username);
-        let (ccr, state) = rp.webauthn.start_passkey_registration(handle, &a.user.username, display, Some(exclude))?;
+        let display = user.name.as_deref().filter(|n| !n.is_empty()).unwrap_or(&user.username);
+        let (ccr, state) = rp.webauthn.start_passkey_registration(handle, &user.username, display, Some(exclude))?;
         let mut options = serde_json::to_value(&ccr).map_err(|e| anyhow::anyhow!("serialising options: {e}"))?;
         // A discoverable credential, for the username-less sign-in (see the module's "Choices").
         if let Some(sel) = options.pointer_mut("/publicKey/authenticatorSelection").and_then(Value::as_object_mut) {
             sel.insert("residentKey".to_owned(), json!("required"));
             sel.insert("requireResidentKey".to_owned(), json!(true));
         }
-        let ceremony = Ceremony::Register {
-            user_id: a.user.id.clone(),
-            sid: a.session.sid.clone(),
-            user_handle: handle.to_string(),
-            name,
-            state,
-        };
-        let ceremony = self.save_ceremony(&ceremony, ip, now).await?;
-        Ok(Ceremonial { ceremony, options })
+        Ok((options, state, handle.to_string()))
     }
 
     /// Finishes adding a passkey: `credential` is the browser's `PublicKeyCredential` as JSON.
@@ -88,14 +101,30 @@ impl Provider {
         if user_id != a.user.id || sid != a.session.sid {
             return Err(PasskeyError::CeremonyExpired);
         }
+        self.store_registration(rp, credential, &state, &user_id, user_handle, name, ip, now).await
+    }
+
+    /// Verifies a new credential against its registration state and stores it for `user_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn store_registration(
+        &self,
+        rp: &super::RelyingParty,
+        credential: &str,
+        state: &PasskeyRegistration,
+        user_id: &str,
+        user_handle: String,
+        name: String,
+        ip: Option<IpAddr>,
+        now: UnixTime,
+    ) -> Result<PasskeyRecord, PasskeyError> {
         let reg: RegisterPublicKeyCredential =
             serde_json::from_str(credential).map_err(|e| PasskeyError::Malformed(e.to_string()))?;
-        let passkey = match rp.webauthn.finish_passkey_registration(&reg, &state) {
+        let passkey = match rp.webauthn.finish_passkey_registration(&reg, state) {
             Ok(p) => p,
             Err(e) => {
                 let e = PasskeyError::from(e);
                 let detail = json!({ "reason": e.to_string() });
-                let ev = audit::Event { user_id: Some(&user_id), ip, detail: Some(detail), ..Default::default() };
+                let ev = audit::Event { user_id: Some(user_id), ip, detail: Some(detail), ..Default::default() };
                 audit::record(self.store.as_ref(), now, "passkey_registration_failed", ev).await;
                 return Err(e);
             }
@@ -104,7 +133,7 @@ impl Provider {
         let (sign_count, backup_eligible, backup_state) = StoredFlags::of(&credential)?;
         let rec = PasskeyRecord {
             cred_id: cred_id_text(passkey.cred_id()),
-            user_id,
+            user_id: user_id.to_owned(),
             user_handle,
             name,
             credential,

@@ -30,6 +30,7 @@
 //!   update, and audited as `passkey_counter_regression`.
 
 pub mod manage;
+pub mod second_factor;
 pub mod sign_in;
 #[cfg(any(test, feature = "test-util"))]
 pub mod soft;
@@ -145,6 +146,8 @@ pub enum PasskeyError {
     ReauthRequired(u64),
     #[error("no such passkey")]
     NotFound,
+    #[error("this sign-in step does not take a passkey")]
+    NotAccepted,
     #[error("the passkey answer is malformed: {0}")]
     Malformed(String),
     #[error(transparent)]
@@ -229,6 +232,17 @@ pub(crate) enum Ceremony {
     },
     /// The username-less sign-in for the pending request whose id hashes to `pending`.
     SignIn { pending: String, state: webauthn_rs::prelude::DiscoverableAuthentication },
+    /// A first passkey, added while signing in where the policy requires one (the sign-in of
+    /// pending request `pending`, by its partial sign-in's user).
+    EnrolAtSignIn {
+        pending: String,
+        user_id: String,
+        user_handle: String,
+        name: String,
+        state: webauthn_rs::prelude::PasskeyRegistration,
+    },
+    /// A passkey of `user_id` as the second factor of the sign-in of pending request `pending`.
+    SecondFactor { pending: String, user_id: String, state: webauthn_rs::prelude::PasskeyAuthentication },
 }
 
 /// What a ceremony id is: a random token the browser holds; its hash is the store's key.

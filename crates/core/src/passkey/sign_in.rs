@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use latchkey_proto::secret::random_token;
 use latchkey_proto::{SessionToken, TokenHash};
 use serde_json::json;
 use webauthn_rs::prelude::{Passkey, PublicKeyCredential};
@@ -12,9 +11,9 @@ use webauthn_rs::prelude::{Passkey, PublicKeyCredential};
 use super::manage::Ceremonial;
 use super::store::{PasskeyRecord, PasskeyUse};
 use super::{Ceremony, PasskeyError, cred_id_text};
-use crate::account::SignInPurpose;
-use crate::authorize::{Step, expired_step};
-use crate::store::{ClientRecord, PendingAuthorization, Reservation, SessionRecord, UserRecord};
+use crate::authn::{Authentication, Method, Next};
+use crate::authorize::Step;
+use crate::store::{Reservation, UserRecord};
 use crate::{Provider, UnixTime, audit, throttle};
 
 /// A passkey that signed someone in: what the sign-in learned about it.
@@ -34,16 +33,28 @@ impl PasskeyAssertion {
     pub fn amr(&self) -> &'static str {
         if self.hardware { "hwk" } else { "swk" }
     }
+
+    /// As an authentication method (`crate::authn`).
+    pub fn method(&self) -> Method {
+        Method::Passkey { hardware: self.hardware, user_verified: self.user_verified }
+    }
 }
 
-/// A completed passkey sign-in: set the session and known-device cookies, and go on to `next`.
+/// The ceremony an assertion answers: the username-less sign-in's (any discoverable
+/// credential), or one for a known user's passkeys (the second factor).
+pub(crate) enum AssertionState {
+    Discoverable(Box<webauthn_rs::prelude::DiscoverableAuthentication>),
+    Known(Box<webauthn_rs::prelude::PasskeyAuthentication>),
+}
+
+/// The end of a passkey sign-in.
 #[derive(Debug)]
-pub struct PasskeySignedIn {
-    pub session: SessionToken,
-    pub max_age: u64,
-    pub device: String,
-    pub next: Step,
-    pub passkey: PasskeyAssertion,
+pub enum PasskeySignedIn {
+    /// Signed in: set the session and known-device cookies, and go on to `next`.
+    Done { session: SessionToken, max_age: u64, device: String, next: Step },
+    /// The policy or the request needs more than the passkey gave: `next` is the second-factor
+    /// step ([`Step::SecondFactor`], with its cookie).
+    MoreNeeded { next: Step },
 }
 
 impl Provider {
@@ -111,6 +122,7 @@ impl Provider {
         let known_device = device.and_then(|c| crate::device::verify(&self.server_key, c, &user.id, now));
         let rules = throttle::keys(&user.username, ip, known_device);
         let refused_before = self.reserve(&rules, &client_id, ip, now).await?;
+        let state = AssertionState::Discoverable(Box::new(state));
         let assertion = match self.verify_assertion(rp, &cred, state, &rec, now).await {
             Ok(a) => a,
             Err(e) => {
@@ -134,13 +146,23 @@ impl Provider {
         }
         let e = audit::Event { user_id: Some(&user.id), client_id: Some(&client_id), ip, detail: Some(detail) };
         audit::record(self.store.as_ref(), now, "login_success", e).await;
-        let (session, record) = self.passkey_session(&user.id, now).await?;
+        // One step, two factors: the authenticator's device and the person's PIN or biometric.
+        let authn = Authentication::of(&[assertion.method()]);
+        // The policy, the request's `acr` and the user's own factors decide, as after a password;
+        // a verified passkey reaches the highest level, so nothing more is asked in practice.
+        let enrolled = self.enrolled(&user.id).await?;
+        let need = crate::authn::decide(self.policy_for(&client), pending.acr.as_ref(), &enrolled, Some(&authn));
+        if need != Next::Done {
+            let next = self.begin_second_factor(pending_id, &user.id, authn, None, need, now).await?;
+            return Ok(PasskeySignedIn::MoreNeeded { next });
+        }
+        let (session, record) = self.create_session(&user.id, authn, now).await?;
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
-        let next = match self.after_sign_in(pending_id, &pending, &client, &record, now).await? {
+        let next = match self.finish_sign_in(pending_id, &pending, &client, &record, now).await? {
             Ok(next) => next,
             Err(_) => return Err(PasskeyError::CeremonyExpired),
         };
-        Ok(PasskeySignedIn { session, max_age: self.config.session_ttl, device, next, passkey: assertion })
+        Ok(PasskeySignedIn::Done { session, max_age: self.config.session_ttl, device, next })
     }
 
     /// The stored passkey and its user that an assertion names, if its user handle matches.
@@ -186,13 +208,19 @@ impl Provider {
         &self,
         rp: &super::RelyingParty,
         cred: &PublicKeyCredential,
-        state: webauthn_rs::prelude::DiscoverableAuthentication,
+        state: AssertionState,
         rec: &PasskeyRecord,
         now: UnixTime,
     ) -> Result<PasskeyAssertion, PasskeyError> {
         let mut passkey: Passkey =
             serde_json::from_str(&rec.credential).map_err(|e| anyhow::anyhow!("reading a stored passkey: {e}"))?;
-        let res = match rp.webauthn.finish_discoverable_authentication_v2(cred, state, &passkey) {
+        let verified = match state {
+            AssertionState::Discoverable(state) => {
+                rp.webauthn.finish_discoverable_authentication_v2(cred, *state, &passkey)
+            }
+            AssertionState::Known(state) => rp.webauthn.finish_passkey_authentication(cred, &state),
+        };
+        let res = match verified {
             Ok(r) => r,
             Err(e) => {
                 let e = PasskeyError::from(e);
@@ -232,50 +260,6 @@ impl Provider {
         let e = audit::Event { user_id: Some(&rec.user_id), detail: Some(detail), ..Default::default() };
         audit::record(self.store.as_ref(), now, "passkey_counter_regression", e).await;
     }
-
-    /// A new browser session for `user_id`, as the password sign-in makes one.
-    async fn passkey_session(
-        &self,
-        user_id: &str,
-        now: UnixTime,
-    ) -> Result<(SessionToken, SessionRecord), PasskeyError> {
-        let token = SessionToken::generate();
-        let session = SessionRecord {
-            hash: token.hash(),
-            sid: random_token(),
-            user_id: user_id.to_owned(),
-            auth_time: now,
-            expires_at: now + self.config.session_ttl as UnixTime,
-        };
-        self.store.insert_session(&session, self.config.max_sessions_per_user).await?;
-        Ok((token, session))
-    }
-
-    /// What follows a complete sign-in, as after a password: the account page for an account
-    /// sign-in, the code when consent is remembered, else the consent page. `Err`: the request
-    /// was completed meanwhile (single use).
-    async fn after_sign_in(
-        &self,
-        pending_id: &str,
-        pending: &PendingAuthorization,
-        client: &ClientRecord,
-        session: &SessionRecord,
-        now: UnixTime,
-    ) -> Result<Result<Step, Step>, PasskeyError> {
-        Ok(Ok(if let SignInPurpose::Account { next } = &pending.purpose {
-            if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
-                return Ok(Err(expired_step()));
-            }
-            Step::Redirect(next.clone())
-        } else if !pending.force_consent && self.has_consent(client, &session.user_id, &pending.scope).await? {
-            if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
-                return Ok(Err(expired_step()));
-            }
-            Step::Redirect(self.issue_code(pending, session, now).await?)
-        } else {
-            self.consent_step(pending_id.to_owned(), client, pending, session).await?
-        }))
-    }
 }
 
 /// The JSON a finished passkey step answers the page with: where the browser goes next.
@@ -283,6 +267,7 @@ pub fn next_location(step: &Step) -> Option<String> {
     match step {
         Step::Redirect(url) => Some(url.clone()),
         Step::Consent { pending, .. } => Some(format!("/consent?req={pending}")),
+        Step::SecondFactor { pending, .. } => Some(format!("/login/two-step?req={pending}")),
         Step::Login { .. } | Step::ErrorPage(_) => None,
     }
 }

@@ -96,6 +96,13 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
+        Step::SecondFactor { pending, cookie } => {
+            let jar = match &cookie {
+                Some(token) => crate::handlers::two_step::with_partial_cookie(s, jar, token),
+                None => jar,
+            };
+            (jar, redirect_to(redirect, &crate::handlers::two_step::page_url(&pending))).into_response()
+        }
     }
 }
 
@@ -256,6 +263,22 @@ pub async fn login(
             });
             pages::html_with_script(StatusCode::OK, body, s.passkeys_offered())
         }
+        Ok(Ok(LoginOutcome::Unverified { client_name })) => {
+            let csrf = params.get("csrf").unwrap_or_default();
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending,
+                csrf,
+                username,
+                // Only after the right password: it tells nothing to someone guessing.
+                error: Some(
+                    "Confirm your email address first: follow the link we sent to it (we have just sent a new one).",
+                ),
+                links: s.login_links(),
+                passkeys: s.passkeys_offered(),
+            });
+            pages::html_with_script(StatusCode::FORBIDDEN, body, s.passkeys_offered())
+        }
         Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
             let unit = if retry_after == 1 { "second" } else { "seconds" };
             let message = format!("Too many sign-in attempts. Try again in {retry_after} {unit}.");
@@ -283,6 +306,8 @@ pub async fn login(
             }
             res
         }
+        // The password was right; the second factor comes before any session.
+        Ok(Ok(LoginOutcome::SecondFactor { next })) => render(&s, jar, next, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Done { session, max_age, device, next })) => {
             let jar = jar
                 .add(build_cookie(

@@ -1,12 +1,18 @@
 pub mod account;
+pub mod account_two_step;
 pub mod authorize;
 pub mod discovery;
+pub(crate) mod email_flow;
 pub mod logout;
 pub mod passkeys;
 pub mod register;
+pub mod reset;
 pub mod revoke;
+pub mod signup;
 pub mod token;
+pub mod two_step;
 pub mod userinfo;
+pub mod verify;
 
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -13,19 +13,23 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use latchkey_core::account::AccountSession;
+use latchkey_core::authorize::Step;
+use latchkey_core::factors::sign_in::{Refusal, TwoStepOutcome};
 use latchkey_core::passkey::PasskeyError;
-use latchkey_core::passkey::sign_in::next_location;
+use latchkey_core::passkey::second_factor::StepResult;
+use latchkey_core::passkey::sign_in::{PasskeySignedIn, next_location};
 use latchkey_proto::Params;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::AppState;
-use crate::extract::{ClientIp, PageBody, RequestId, build_cookie, cookie_names, session_cookie};
+use crate::extract::{ClientIp, PageBody, RequestId, session_cookie};
 use crate::handlers::account::signed_in;
 use crate::handlers::authorize::{
     csrf_header_ok, csrf_token, device_cookie_name, internal, protected_form, redirect_to, render,
 };
+use crate::handlers::two_step;
 use crate::pages;
 
 const PAGE: &str = "/account/passkeys";
@@ -55,6 +59,7 @@ fn refusal(rid: &RequestId, e: PasskeyError) -> Response {
         | PasskeyError::UnknownCredential
         | PasskeyError::CounterRegression
         | PasskeyError::BadName
+        | PasskeyError::NotAccepted
         | PasskeyError::Malformed(_) => StatusCode::BAD_REQUEST,
         PasskeyError::Internal(cause) => {
             tracing::error!(request_id = %rid.0, error = %cause, "internal error in a passkey request");
@@ -158,18 +163,174 @@ pub async fn sign_in(
         Ok(done) => done,
         Err(e) => return refusal(&rid, e),
     };
-    let Some(location) = next_location(&done.next) else {
-        return refused(StatusCode::BAD_REQUEST, "this sign-in request cannot go on; start again from the application");
+    match done {
+        PasskeySignedIn::Done { session, max_age, device, next } => {
+            let Some(location) = next_location(&next) else { return cannot_go_on() };
+            let jar = two_step::signed_in(&s, jar, &session, max_age, device);
+            (jar, answer(StatusCode::OK, json!({ "location": location }))).into_response()
+        }
+        PasskeySignedIn::MoreNeeded { next } => step_answer(&s, jar, next),
+    }
+}
+
+fn cannot_go_on() -> Response {
+    refused(StatusCode::BAD_REQUEST, "this sign-in request cannot go on; start again from the application")
+}
+
+/// A step to go on to, as the script's JSON: where to, with the partial sign-in's cookie when
+/// the second-factor step starts here.
+fn step_answer(s: &AppState, jar: CookieJar, next: Step) -> Response {
+    let Some(location) = next_location(&next) else {
+        return refused(StatusCode::BAD_REQUEST, "this sign-in expired or was already completed; sign in again");
     };
-    let jar = jar
-        .add(build_cookie(
-            cookie_names(s.secure()).session,
-            done.session.expose_secret().to_owned(),
-            Some(done.max_age),
-            s.secure(),
-        ))
-        .add(build_cookie(device_name, done.device, Some(latchkey_core::device::DEVICE_TTL), s.secure()));
+    let jar = match &next {
+        Step::SecondFactor { cookie: Some(token), .. } => two_step::with_partial_cookie(s, jar, token),
+        _ => jar,
+    };
     (jar, answer(StatusCode::OK, json!({ "location": location }))).into_response()
+}
+
+/// The second-factor step's outcome as the script's JSON.
+fn step_outcome(s: &AppState, rid: &RequestId, jar: CookieJar, outcome: StepResult) -> Response {
+    match outcome {
+        Err(e) => refusal(rid, e),
+        Ok(Err(step)) => step_answer(s, jar, step),
+        Ok(Ok(TwoStepOutcome::Done { session, max_age, device, next })) => {
+            let Some(location) = next_location(&next) else { return cannot_go_on() };
+            let jar = two_step::signed_in(s, jar, &session, max_age, device);
+            (jar, answer(StatusCode::OK, json!({ "location": location }))).into_response()
+        }
+        Ok(Ok(TwoStepOutcome::Refused { refusal, .. })) => {
+            let mut res = refused(StatusCode::BAD_REQUEST, &refusal.message());
+            if let Refusal::Throttled { retry_after } = refusal {
+                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            res
+        }
+        // Only a TOTP enrolment shows recovery codes; a passkey step never gets here.
+        Ok(Ok(TwoStepOutcome::Enrolled { .. })) => cannot_go_on(),
+    }
+}
+
+#[derive(Deserialize)]
+struct StepStart {
+    req: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct StepFinish {
+    req: String,
+    ceremony: String,
+    credential: serde_json::Value,
+}
+
+/// `POST /login/two-step/passkey/options`: a challenge for this sign-in's user's passkeys.
+pub async fn second_factor_options(
+    State(s): State<AppState>,
+    rid: RequestId,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    headers: HeaderMap,
+    PageBody(body): PageBody,
+) -> Response {
+    let r: StepStart = match ceremony_request(&s, &jar, &headers, &body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let cookie = two_step::partial_cookie(&s, &jar);
+    match s.provider.start_passkey_second_factor(&r.req, cookie.as_ref(), ip, s.clock.now()).await {
+        Ok(c) => answer(StatusCode::OK, json!({ "ceremony": c.ceremony, "options": c.options })),
+        Err(e) => refusal(&rid, e),
+    }
+}
+
+/// `POST /login/two-step/passkey`: the passkey as the second factor.
+pub async fn second_factor(
+    State(s): State<AppState>,
+    rid: RequestId,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    headers: HeaderMap,
+    PageBody(body): PageBody,
+) -> Response {
+    let r: StepFinish = match ceremony_request(&s, &jar, &headers, &body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let (cookie, session) = (two_step::partial_cookie(&s, &jar), session_cookie(&jar, s.secure()));
+    let device = jar.get(device_cookie_name(s.secure())).map(|c| c.value().to_owned());
+    let credential = r.credential.to_string();
+    let outcome = s
+        .provider
+        .finish_passkey_second_factor(
+            &r.req,
+            cookie.as_ref(),
+            session.as_ref(),
+            &r.ceremony,
+            &credential,
+            ip,
+            device.as_deref(),
+            s.clock.now(),
+        )
+        .await;
+    step_outcome(&s, &rid, jar, outcome)
+}
+
+/// `POST /login/enrol/passkey/options`: options for a first passkey where one is required.
+pub async fn enrol_options(
+    State(s): State<AppState>,
+    rid: RequestId,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    headers: HeaderMap,
+    PageBody(body): PageBody,
+) -> Response {
+    let r: StepStart = match ceremony_request(&s, &jar, &headers, &body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let cookie = two_step::partial_cookie(&s, &jar);
+    match s.provider.start_passkey_enrolment(&r.req, cookie.as_ref(), &r.name, ip, s.clock.now()).await {
+        Ok(c) => answer(StatusCode::OK, json!({ "ceremony": c.ceremony, "options": c.options })),
+        Err(e) => refusal(&rid, e),
+    }
+}
+
+/// `POST /login/enrol/passkey`: the first passkey, which completes the sign-in.
+pub async fn enrol(
+    State(s): State<AppState>,
+    rid: RequestId,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    headers: HeaderMap,
+    PageBody(body): PageBody,
+) -> Response {
+    let r: StepFinish = match ceremony_request(&s, &jar, &headers, &body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    let (cookie, session) = (two_step::partial_cookie(&s, &jar), session_cookie(&jar, s.secure()));
+    let device = jar.get(device_cookie_name(s.secure())).map(|c| c.value().to_owned());
+    let credential = r.credential.to_string();
+    let outcome = s
+        .provider
+        .finish_passkey_enrolment(
+            &r.req,
+            cookie.as_ref(),
+            session.as_ref(),
+            &r.ceremony,
+            &credential,
+            ip,
+            device.as_deref(),
+            s.clock.now(),
+        )
+        .await;
+    step_outcome(&s, &rid, jar, outcome)
 }
 
 /// The account session for a ceremony request, or a JSON 401.

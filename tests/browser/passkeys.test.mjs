@@ -182,10 +182,10 @@ test('username-less sign-in for an application, from the keyboard; amr says a pa
   assert.ok(code);
   const claims = await redeem(code, verifier);
   assert.ok(claims.sub);
-  if (claims.amr) {
-    // hwk: the virtual authenticator's credential is not backup-eligible (device-bound).
-    assert.ok(claims.amr.includes('hwk') && claims.amr.includes('mfa'), JSON.stringify(claims.amr));
-  }
+  // hwk: the virtual authenticator's credential is not backup-eligible (device-bound); mfa: the
+  // authenticator verified the person, two factors in one step.
+  assert.deepEqual(claims.amr, ['hwk', 'mfa']);
+  assert.equal(claims.acr, 'phr');
   // This authenticator's signature counter moved on: the later tests hold its copy, not the
   // enrolment's (whose counter the server would now refuse as a clone's).
   exported = (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials[0];
@@ -193,6 +193,33 @@ test('username-less sign-in for an application, from the keyboard; amr says a pa
   await page.goto(new URL('/account/passkeys', BASE).toString());
   await page.getByRole('heading', { name: 'Work laptop' }).waitFor();
   assert.doesNotMatch(await page.locator('ul.passkeys').textContent(), /never/);
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('the passkey as the second factor after the password, from the keyboard', async () => {
+  assert.ok(exported);
+  const { context, page, problems, cdp, authenticatorId } = await withAuthenticator();
+  await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: exported });
+  const { verifier, challenge } = pkce();
+  await page.goto(authorizeUrl(challenge, 'openid profile'));
+  await page.getByLabel('Username').fill('demo');
+  await page.getByLabel('Password').fill('demo-password');
+  await page.getByLabel('Password').press('Enter');
+  // Demo has a passkey now: the password alone is not enough.
+  await page.waitForFunction(() => document.title === 'Two-step sign-in · Latchkey');
+  const button = page.getByRole('button', { name: 'Use a passkey' });
+  await button.waitFor();
+  await shot(page, 'two-step-passkey');
+  await tabTo(page, 'passkey-second-factor');
+  await Promise.all([page.waitForURL((u) => u.pathname === '/consent' || u.href.startsWith(REDIRECT)), page.keyboard.press('Enter')]);
+  if (new URL(page.url()).pathname === '/consent') {
+    await Promise.all([page.waitForURL((u) => u.href.startsWith(REDIRECT)), page.getByRole('button', { name: 'Allow' }).click()]);
+  }
+  const claims = await redeem(new URL(page.url()).searchParams.get('code'), verifier);
+  assert.deepEqual(claims.amr, ['pwd', 'hwk', 'mfa']);
+  assert.equal(claims.acr, 'phr');
+  exported = (await cdp.send('WebAuthn.getCredentials', { authenticatorId })).credentials[0];
   assert.deepEqual(problems, []);
   await context.close();
 });

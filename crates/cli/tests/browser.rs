@@ -7,8 +7,8 @@
 //! - `two_step.test.mjs`: TOTP set up from the account page and a sign-in with a code, keyboard
 //!   only, 360 px wide.
 //! - `passkeys.test.mjs`: passkeys with a CDP virtual authenticator: enrolment from the account
-//!   page, the username-less sign-in, user verification refused, a removed passkey, keyboard-only
-//!   and 360 px runs.
+//!   page, the username-less sign-in, the passkey as second factor, user verification refused, a
+//!   removed passkey, keyboard-only and 360 px runs; `amr`/`acr` checked in the id_tokens.
 //! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
 //!   registration, authorization, code exchange and revocation across origins (CORS).
 //!
@@ -359,6 +359,7 @@ fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromiu
             "passkeys-empty",
             "passkeys-added",
             "login-passkey",
+            "two-step-passkey",
             "login-passkey-refused",
             "phone-login-passkey",
             "phone-passkeys",

@@ -9,7 +9,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Browser, PASSWORD, TestServer, hidden};
+use common::{Browser, PASSWORD, TestServer, hidden, jwt_parts};
 use latchkey_core::passkey::soft::SoftAuthenticator;
 use latchkey_proto::CodeVerifier;
 use serde_json::{Value, json};
@@ -135,7 +135,132 @@ async fn a_passkey_added_on_the_account_page_signs_in_without_a_username() {
     let code = back.redirect_query()["code"].clone();
     let (status, tokens) = t.exchange("spa", &code, &verifier).await;
     assert_eq!(status, 200, "{tokens}");
-    assert!(tokens["id_token"].is_string());
+    // RFC 8176: a device-bound key (hwk) with user verification: two factors in one step.
+    let (_, claims) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["hwk", "mfa"]), "{claims}");
+    assert_eq!(claims["acr"], "phr");
+}
+
+/// The value of a `data-NAME` attribute in a page.
+fn data(body: &str, name: &str) -> String {
+    let marker = format!(r#"data-{name}=""#);
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no data-{name} in page: {body}")) + marker.len();
+    let end = body[start..].find('"').unwrap() + start;
+    body[start..end].to_owned()
+}
+
+/// Password first, for `spa`; returns the second-factor page's body and the verifier.
+async fn password_then_step(t: &TestServer, b: &Browser, user: &str) -> (String, CodeVerifier) {
+    let verifier = CodeVerifier::generate();
+    let login = b.get(&t.authorize_url("spa", &verifier, "")).await;
+    let step = b.submit_login(&t.base, &login.body, user, PASSWORD).await;
+    assert_eq!(step.status, 303, "{}", step.body);
+    assert!(step.location().starts_with("/login/two-step?req="), "{}", step.location());
+    let page = b.get(&t.url(&step.location())).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    (page.body, verifier)
+}
+
+/// The code at the end of a step that answered `location`, through the consent page if shown.
+async fn code_after(t: &TestServer, b: &Browser, location: &str) -> String {
+    let mut location = location.to_owned();
+    if location.starts_with("/consent") {
+        let consent = b.get(&t.url(&location)).await;
+        location = b.submit_consent(&t.base, &consent.body, "allow").await.location();
+    }
+    url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
+}
+
+#[tokio::test]
+async fn a_passkey_is_the_second_factor_after_the_password() {
+    let (t, origin) = server().await;
+    let (b, page) = account(&t).await;
+    let mut key = SoftAuthenticator::new("localhost");
+    assert_eq!(register(&t, &b, &page, &mut key, "Key", &origin).await.0, 200);
+    t.add_user("bob").await;
+    let bob = t.browser();
+    let login = bob.get(&t.url("/account/passkeys")).await;
+    assert_eq!(bob.submit_login(&t.base, &login.body, "bob", PASSWORD).await.status, 303);
+    let bob_page = bob.get(&t.url("/account/passkeys")).await.body;
+    let mut bobs_key = SoftAuthenticator::new("localhost");
+    assert_eq!(register(&t, &bob, &bob_page, &mut bobs_key, "Bob's", &origin).await.0, 200);
+
+    // With a passkey set up, the password alone no longer signs Alice in.
+    let other = Browser::new();
+    let (step, verifier) = password_then_step(&t, &other, "alice").await;
+    assert!(step.contains("Use a passkey"), "{step}");
+    let (req, csrf) = (data(&step, "req"), data(&step, "csrf"));
+    let start_url = t.url("/login/two-step/passkey/options");
+    let (status, start) = post_json(&other, &start_url, &csrf, &json!({ "req": req })).await;
+    assert_eq!(status, 200, "{start}");
+    assert_eq!(start["options"]["publicKey"]["allowCredentials"].as_array().unwrap().len(), 1, "Alice's passkeys only");
+    // Bob's passkey is no second factor for Alice.
+    let wrong =
+        json!({ "req": req, "ceremony": start["ceremony"], "credential": bobs_key.get(&start["options"], &origin) });
+    let (status, answer) = post_json(&other, &t.url("/login/two-step/passkey"), &csrf, &wrong).await;
+    assert_eq!(status, 400, "{answer}");
+    // Alice's.
+    let (_, start) = post_json(&other, &start_url, &csrf, &json!({ "req": req })).await;
+    let right = json!({ "req": req, "ceremony": start["ceremony"], "credential": key.get(&start["options"], &origin) });
+    let (status, done) = post_json(&other, &t.url("/login/two-step/passkey"), &csrf, &right).await;
+    assert_eq!(status, 200, "{done}");
+    let code = code_after(&t, &other, done["location"].as_str().unwrap()).await;
+    let (status, tokens) = t.exchange("spa", &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let (_, claims) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "mfa"]), "{claims}");
+    assert_eq!(claims["acr"], "phr");
+    // The same step from a browser that did not give the password: nothing to finish.
+    let (status, _) = post_json(&Browser::new(), &start_url, &csrf, &json!({ "req": req })).await;
+    assert_eq!(status, 403, "another browser has neither the CSRF cookie nor the partial sign-in");
+}
+
+#[tokio::test]
+async fn under_the_passkey_policy_a_user_without_one_adds_one_while_signing_in() {
+    let t = TestServer::start_with(|c| {
+        c.issuer = c.issuer.replace("127.0.0.1", "localhost");
+        c.second_factor = latchkey_core::authn::SecondFactorPolicy::Passkey;
+    })
+    .await;
+    let origin = t.provider.issuer().to_owned();
+    let b = t.browser();
+    let (page, verifier) = password_then_step(&t, &b, "alice").await;
+    assert!(page.contains("Add a passkey and continue"), "{page}");
+    let (req, csrf) = (data(&page, "req"), hidden(&page, "csrf"));
+    // No user verification: refused, as the policy demands it.
+    let mut no_pin = SoftAuthenticator::new("localhost");
+    no_pin.user_verified = false;
+    let options_url = t.url("/login/enrol/passkey/options");
+    let (_, start) = post_json(&b, &options_url, &csrf, &json!({ "req": req, "name": "Laptop" })).await;
+    let lazy =
+        json!({ "req": req, "ceremony": start["ceremony"], "credential": no_pin.create(&start["options"], &origin) });
+    let (status, answer) = post_json(&b, &t.url("/login/enrol/passkey"), &csrf, &lazy).await;
+    assert_eq!(status, 400, "{answer}");
+
+    let mut key = SoftAuthenticator::new("localhost");
+    let (status, start) = post_json(&b, &options_url, &csrf, &json!({ "req": req, "name": "Laptop" })).await;
+    assert_eq!(status, 200, "{start}");
+    let body =
+        json!({ "req": req, "ceremony": start["ceremony"], "credential": key.create(&start["options"], &origin) });
+    let (status, done) = post_json(&b, &t.url("/login/enrol/passkey"), &csrf, &body).await;
+    assert_eq!(status, 200, "{done}");
+    let code = code_after(&t, &b, done["location"].as_str().unwrap()).await;
+    let (_, tokens) = t.exchange("spa", &code, &verifier).await;
+    let (_, claims) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    assert_eq!((claims["amr"].clone(), claims["acr"].clone()), (json!(["pwd", "hwk", "mfa"]), json!("phr")));
+
+    // The next sign-in asks for that passkey, and only a passkey, and refuses it without user
+    // verification.
+    let other = Browser::new();
+    let (step, _) = password_then_step(&t, &other, "alice").await;
+    assert!(step.contains("Use a passkey") && !step.contains("authenticator app"), "{step}");
+    let (req, csrf) = (data(&step, "req"), data(&step, "csrf"));
+    let (_, start) = post_json(&other, &t.url("/login/two-step/passkey/options"), &csrf, &json!({ "req": req })).await;
+    key.user_verified = false;
+    let lazy = json!({ "req": req, "ceremony": start["ceremony"], "credential": key.get(&start["options"], &origin) });
+    let (status, answer) = post_json(&other, &t.url("/login/two-step/passkey"), &csrf, &lazy).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("did not verify you"), "{answer}");
 }
 
 #[tokio::test]

@@ -321,6 +321,14 @@ async fn a_removed_passkey_no_longer_signs_in() {
     assert!(answer["error"].as_str().unwrap().contains("not registered"), "{answer}");
     let failures = events(&t, "login_failure").await;
     assert_eq!(failures[0]["unknown_credential"], true, "{failures:?}");
+
+    // An administrator's `user reset-factors` removes passkeys too (a lost device).
+    let page = b.get(&t.url("/account/passkeys")).await.body;
+    let mut lost = SoftAuthenticator::new("localhost");
+    assert_eq!(register(&t, &b, &page, &mut lost, "Lost phone", &origin).await.0, 200);
+    let reset = latchkey_core::factors::manage::reset_factors(t.store.as_ref(), "alice", t.now()).await.unwrap();
+    assert_eq!(reset, Some((false, 0, 1)));
+    assert_eq!(sign_in(&t, &Browser::new(), &t.url("/account"), &mut lost, &origin).await.0, 400);
 }
 
 #[tokio::test]

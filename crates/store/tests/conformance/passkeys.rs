@@ -76,7 +76,7 @@ pub async fn passkeys_are_registered_once_listed_renamed_and_removed(s: Arc<dyn 
     assert_eq!(s.remove_user_passkeys(&alice).await.unwrap(), 2);
     assert_eq!(s.insert_passkey(&passkey("k5", &alice, 14), 3).await.unwrap(), PasskeyAdded::Added);
     // A user's passkeys go with the user.
-    assert!(s.remove_user("alice").await.unwrap());
+    assert!(s.remove_user("alice", 20).await.unwrap().is_some());
     assert!(s.passkey("k5").await.unwrap().is_none());
     assert_eq!(s.table_counts().await.unwrap().passkeys, 0);
 }

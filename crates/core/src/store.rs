@@ -511,6 +511,7 @@ pub trait Store:
     + crate::outbox::OutboxStore
     + crate::email_link::EmailLinkStore
     + crate::factors::FactorStore
+    + crate::passkey::store::PasskeyStore
     + Send
     + Sync
     + 'static
@@ -720,6 +721,11 @@ pub struct TableCounts {
     /// Self-registered accounts waiting for verification; the purge removes those older than
     /// `email_link::UNVERIFIED_SIGNUP_TTL` with their account (counted under `users`).
     pub signup_holds: u64,
+    /// Removed by their user (the account page), with their user, or by `user reset-factors`.
+    pub passkeys: u64,
+    /// WebAuthn ceremonies in progress, once expired (a finished one is deleted when it is
+    /// taken); at most `PasskeyConfig::max_ceremonies` rows.
+    pub webauthn_ceremonies: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -749,6 +755,8 @@ impl TableCounts {
             + self.outbox
             + self.email_links
             + self.signup_holds
+            + self.passkeys
+            + self.webauthn_ceremonies
     }
 }
 
@@ -789,4 +797,6 @@ pub struct Snapshot {
     pub totp: Vec<crate::factors::TotpRecord>,
     /// Unused recovery codes, as hashes.
     pub recovery_codes: Vec<crate::factors::RecoveryCodeRecord>,
+    /// Registered passkeys (ceremonies in progress are transient and not part of it).
+    pub passkeys: Vec<crate::passkey::store::PasskeyRecord>,
 }

@@ -60,6 +60,10 @@ impl AppState {
         }
         links
     }
+    /// The login page offers "Sign in with a passkey" (the issuer has a domain name).
+    pub fn passkeys_offered(&self) -> bool {
+        self.provider.passkeys().is_some()
+    }
 }
 
 /// Form bodies and queries larger than this are not OAuth requests.
@@ -136,6 +140,18 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/account", page(get(handlers::account::overview)))
         .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
         .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
+        .route("/account/passkeys", page(get(handlers::passkeys::page).post(handlers::passkeys::register)))
+        .route("/account/passkeys/options", page(post(handlers::passkeys::register_options)))
+        .route("/account/passkeys/rename", page(post(handlers::passkeys::rename)))
+        .route("/account/passkeys/remove", page(post(handlers::passkeys::remove)))
+        .route("/account/passkeys/reauth", page(post(handlers::passkeys::reauth)))
+        .route("/login/passkey/options", page(post(handlers::passkeys::sign_in_options)))
+        .route("/login/passkey", page(post(handlers::passkeys::sign_in)))
+        .route("/login/two-step/passkey/options", page(post(handlers::passkeys::second_factor_options)))
+        .route("/login/two-step/passkey", page(post(handlers::passkeys::second_factor)))
+        .route("/login/enrol/passkey/options", page(post(handlers::passkeys::enrol_options)))
+        .route("/login/enrol/passkey", page(post(handlers::passkeys::enrol)))
+        .route("/assets/passkey.js", page(get(handlers::discovery::passkey_script)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

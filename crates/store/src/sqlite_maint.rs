@@ -120,6 +120,10 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .collect::<rusqlite::Result<_>>()?,
         totp: crate::sqlite_factors::export_totp(&tx)?,
         recovery_codes: crate::sqlite_factors::export_recovery_codes(&tx)?,
+        passkeys: tx
+            .prepare(&crate::passkey_sql::all())?
+            .query_map([], crate::sqlite_passkey::passkey_row)?
+            .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;
     Ok(s)
@@ -147,6 +151,12 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         insert_user_row(&tx, u)?;
     }
     crate::sqlite_factors::import(&tx, s)?;
+    // After the users: a passkey belongs to one.
+    for p in &s.passkeys {
+        if crate::sqlite_passkey::insert_passkey_row(&tx, p)? == 0 {
+            return Err(rusqlite::Error::StatementChangedRows(0));
+        }
+    }
     for r in &s.resources {
         insert_resource_row(&tx, r)?;
     }

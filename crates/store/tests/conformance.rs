@@ -21,6 +21,8 @@ use latchkey_store::{PostgresStore, SqliteStore};
 mod ended_sessions;
 #[path = "conformance/factors.rs"]
 mod factors;
+#[path = "conformance/passkeys.rs"]
+mod passkeys;
 
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
@@ -501,6 +503,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             outbox: 1,
             email_links: 0,
             signup_holds: 0,
+            passkeys: 0,
+            webauthn_ceremonies: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -523,6 +527,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             outbox: 0,
             email_links: 0,
             signup_holds: 0,
+            passkeys: 0,
+            webauthn_ceremonies: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -1000,6 +1006,7 @@ where
     factors::a_partial_sign_in_is_taken_once_and_bounded(&[make().await]).await;
     factors::a_step_up_upgrades_one_live_session_once(&[make().await]).await;
     factors::resetting_and_removing_a_user_remove_their_factors(make().await).await;
+    passkeys::suite(&make).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1607,4 +1614,12 @@ async fn postgres_second_factors_are_single_use_across_instances() {
     factors::a_recovery_code_is_used_once(&fresh().await).await;
     factors::a_partial_sign_in_is_taken_once_and_bounded(&fresh().await).await;
     factors::a_step_up_upgrades_one_live_session_once(&fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passkey_rules_hold_across_instances() {
+    let Some(db) = TestDatabase::create("passkeys").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    passkeys::across_instances(a, b).await;
 }

@@ -91,7 +91,8 @@ impl Provider {
     pub async fn enrolled(&self, user_id: &str) -> Result<Enrolled, Error> {
         let totp = self.store.totp(user_id).await?.is_some_and(|t| t.confirmed_at.is_some());
         let recovery_codes = self.store.recovery_codes_left(user_id).await?;
-        Ok(Enrolled { totp, recovery_codes, passkeys: 0 })
+        let passkeys = u32::try_from(self.store.user_passkeys(user_id).await?.len()).unwrap_or(u32::MAX);
+        Ok(Enrolled { totp, recovery_codes, passkeys })
     }
 
     /// Starts the step after a correct password (`step_up: None`) or on an existing session
@@ -154,7 +155,7 @@ impl Provider {
     }
 
     /// The partial sign-in this browser holds for `pending_id`, with the request and its client.
-    async fn partial(
+    pub(crate) async fn partial(
         &self,
         pending_id: &str,
         cookie: Option<&PartialSignInToken>,
@@ -337,7 +338,7 @@ impl Provider {
     /// The end of a successful step: the partial sign-in is taken (single use), then the session
     /// is created or upgraded, and the sign-in goes on.
     #[allow(clippy::too_many_arguments)]
-    async fn complete(
+    pub(crate) async fn complete(
         &self,
         pending_id: &str,
         cookie: &PartialSignInToken,

@@ -117,6 +117,8 @@ test('keyboard only at 360 px: set up TOTP on the account page, then sign in wit
   // The account page's own sign-in.
   await page.goto(new URL('/account', BASE).toString());
   assert.equal(await page.title(), 'Sign in · Latchkey');
+  // `autofocus` takes effect at a rendering update that can come after the load event.
+  await page.waitForFunction(() => document.activeElement?.id === 'username');
   await page.keyboard.type('alice');
   await page.keyboard.press('Tab');
   await page.keyboard.type(PASSWORD);
@@ -178,6 +180,7 @@ test('keyboard only at 360 px: set up TOTP on the account page, then sign in wit
     u.searchParams.set(k, v);
   }
   await fresh.page.goto(u.toString());
+  await fresh.page.waitForFunction(() => document.activeElement?.id === 'username');
   await fresh.page.keyboard.type('alice');
   await fresh.page.keyboard.press('Tab');
   await fresh.page.keyboard.type(PASSWORD);

@@ -94,13 +94,17 @@ pub async fn qr(State(s): State<AppState>, rid: RequestId, ClientIp(ip): ClientI
     }
 }
 
-/// What proves the person: a current code if one was typed, else the password, else nothing.
-/// `Err`: what was typed as a code cannot be one.
+/// What proves the person: a current code (from the app, or a recovery code) if one was typed,
+/// else the password, else nothing. `Err`: what was typed as a code cannot be one.
 fn proof(params: &Params) -> Result<Option<Proof>, ManageRefusal> {
     let typed = |k| params.get(k).filter(|v| !v.trim().is_empty());
     if let Some(code) = typed("code") {
-        let code = TotpCode::parse(code).ok_or(ManageRefusal::Factor(Refusal::Wrong))?;
-        return Ok(Some(Proof::Factor(Factor::Totp(code))));
+        let factor = match (TotpCode::parse(code), RecoveryCode::parse(code)) {
+            (Some(c), _) => Factor::Totp(c),
+            (None, Some(c)) => Factor::RecoveryCode(c),
+            (None, None) => return Err(ManageRefusal::Factor(Refusal::Wrong)),
+        };
+        return Ok(Some(Proof::Factor(factor)));
     }
     Ok(typed("password").map(|p| Proof::Password(Password::new(p))))
 }

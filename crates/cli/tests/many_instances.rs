@@ -305,6 +305,7 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         used_at: None,
         grant_id: None,
         resource: None,
+        claims: None,
     };
     store.insert_code(&planted).await.unwrap();
     let old = SessionRecord {
@@ -313,8 +314,9 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         user_id: "x".into(),
         auth_time: 1,
         expires_at: 2,
+        meta: Default::default(),
     };
-    store.insert_session(&old, 32).await.unwrap();
+    assert!(store.insert_session(&old, 32).await.unwrap());
     let t4 = Instant::now();
     while store.code(&planted.hash).await.unwrap().is_some() || store.session_by_sid("old", 0).await.unwrap().is_some()
     {

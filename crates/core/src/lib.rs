@@ -5,10 +5,12 @@
 //! clocks or a database. This crate knows nothing of HTTP frameworks or SQL.
 
 pub mod account;
+pub mod account_store;
 pub mod admin;
 pub mod audit;
 pub mod authorize;
 pub mod cimd;
+pub mod claims;
 pub mod cors;
 pub mod device;
 pub mod error;
@@ -17,11 +19,13 @@ pub mod introspect;
 pub mod keys;
 pub mod logout;
 pub mod password;
+pub mod profile;
 pub mod provider;
 pub mod registration;
 pub mod resource;
 pub mod revoke;
 pub mod server_key;
+pub mod sessions;
 pub mod store;
 pub mod throttle;
 pub mod userinfo;

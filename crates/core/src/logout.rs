@@ -97,14 +97,15 @@ impl Provider {
             if !hinted && !confirmed {
                 return Ok(LogoutStep::Confirm { client_name: client.map(|c| c.name) });
             }
-            self.store.end_session(&session.sid, now).await?;
-            ended = true;
-            let e = crate::audit::Event {
-                user_id: Some(&session.user_id),
+            let req = crate::sessions::EndSessions {
+                user_id: &session.user_id,
+                which: crate::account_store::SessionSelector::One(session.sid.clone()),
+                cause: crate::sessions::EndCause::Logout,
                 client_id: client.as_ref().map(|c| c.client_id.as_str()),
-                ..Default::default()
+                ip: None,
             };
-            crate::audit::record(self.store.as_ref(), now, "logout", e).await;
+            crate::sessions::end_sessions(self.store.as_ref(), req, now).await?;
+            ended = true;
         }
         let redirect = redirect_uri.map(|u| {
             let Ok(mut url) = Url::parse(u.as_str()) else { return u.to_string() };

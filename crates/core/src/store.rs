@@ -5,7 +5,7 @@
 //! atomic operations here, so that they hold under concurrency and across server instances.
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash};
+use latchkey_proto::{ClaimsRequest, ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash};
 use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;
@@ -156,6 +156,13 @@ pub struct UserRecord {
     pub phone_number: Option<String>,
     /// The postal address, formatted (OpenID Connect Core §5.1.1 `formatted`).
     pub address: Option<String>,
+    /// The other standard claims of OpenID Connect Core §5.1 ([`crate::profile`]).
+    pub profile: crate::profile::Profile,
+    /// When the claims last changed (the `updated_at` claim); the creation time at first.
+    pub updated_at: UnixTime,
+    /// Set by `latchkey user lock`: the user cannot sign in, and had every session and grant
+    /// ended when it was set.
+    pub locked_at: Option<UnixTime>,
 }
 
 /// What ending a user's access did ([`Store::set_password_hash`], [`Store::revoke_user_tokens`]).
@@ -208,6 +215,9 @@ pub struct PendingAuthorization {
     /// An application's request, or a sign-in to the account pages ([`crate::account`]).
     #[serde(default)]
     pub purpose: crate::account::SignInPurpose,
+    /// OpenID Connect Core §5.5: the claims asked for individually (`None`: none were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<ClaimsRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,6 +228,17 @@ pub struct SessionRecord {
     pub user_id: String,
     pub auth_time: UnixTime,
     pub expires_at: UnixTime,
+    /// Where and on what the session was signed in, for the account page's list of sessions.
+    pub meta: SessionMeta,
+}
+
+/// What a person needs to recognise one of their sessions, recorded at sign-in and bounded
+/// ([`crate::sessions`]): the client's network, never its full address, and a summary of its
+/// user agent ("Firefox on Linux"), never the header itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub network: Option<String>,
+    pub device: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +258,8 @@ pub struct CodeRecord {
     pub grant_id: Option<String>,
     /// RFC 8707: the resource of the authorization request; the token can only be for it.
     pub resource: Option<ResourceUri>,
+    /// OpenID Connect Core §5.5: the claims the authorization request asked for individually.
+    pub claims: Option<ClaimsRequest>,
 }
 
 /// One authorization: what a user granted a client. Refresh tokens form a family under it.
@@ -256,6 +279,9 @@ pub struct GrantRecord {
     /// RFC 8707: the resource every access token of this grant is for; `None`, the default
     /// audience. Never changes: a refresh cannot widen it.
     pub resource: Option<ResourceUri>,
+    /// OpenID Connect Core §5.5: the claims asked for individually, released in every id_token
+    /// of the grant and at userinfo for its access tokens.
+    pub claims: Option<ClaimsRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -441,7 +467,13 @@ pub trait MetadataDocumentCache: Send + Sync {
 
 #[async_trait]
 pub trait Store:
-    RegistrationStore + crate::resource::ResourceStore + MetadataDocumentCache + Send + Sync + 'static
+    RegistrationStore
+    + crate::resource::ResourceStore
+    + MetadataDocumentCache
+    + crate::account_store::AccountStore
+    + Send
+    + Sync
+    + 'static
 {
     // Clients.
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
@@ -456,14 +488,16 @@ pub trait Store:
     async fn users(&self) -> StoreResult<Vec<UserRecord>>;
     async fn remove_user(&self, username: &str) -> StoreResult<bool>;
     /// Sets the user's password hash and, in the same transaction, ends every session of the user
-    /// and, with `revoke_grants_at`, does what [`Store::revoke_user_tokens`] does: a changed
-    /// password must not leave a thief's `offline_access` refresh tokens working. `None` when there
-    /// is no such user.
+    /// but `keep_sid` (the account page's own, when the user changes their password there) and,
+    /// with `revoke_grants_at`, does what [`Store::revoke_user_tokens`] does: a changed password
+    /// must not leave a thief's `offline_access` refresh tokens working. `None` when there is no
+    /// such user.
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
         revoke_grants_at: Option<UnixTime>,
+        keep_sid: Option<&str>,
     ) -> StoreResult<Option<UserRevocation>>;
     /// Ends every session of the user and, in the same transaction, revokes every live grant of the
     /// user at `now` (their refresh-token families and access tokens die with them, offline ones
@@ -509,8 +543,10 @@ pub trait Store:
 
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
-    /// the newest `keep` (their session-bound grants are revoked, as at logout).
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()>;
+    /// the newest `keep` (their session-bound grants are revoked, as at logout). Returns `false`,
+    /// inserting nothing, when the user is locked: checked in the same atomic step, so a login
+    /// racing with `latchkey user lock` cannot leave a session behind.
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
@@ -519,8 +555,9 @@ pub trait Store:
     async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
 
     // Consent, remembered per user and client.
-    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>>;
-    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()>;
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>>;
+    /// Stores the consent, replacing the one of the same user and client.
+    async fn put_consent(&self, c: &ConsentRecord) -> StoreResult<()>;
 
     // Authorization codes.
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()>;
@@ -667,6 +704,9 @@ pub struct ConsentRecord {
     pub client_id: ClientId,
     pub scope: Scope,
     pub updated_at: UnixTime,
+    /// Claims the user allowed individually (OpenID Connect Core §5.5) beyond what `scope` gives,
+    /// by name ([`crate::claims`]).
+    pub claims: Vec<String>,
 }
 
 /// A whole deployment's data, as stored: secrets only as hashes, private keys as they are. Login

@@ -5,8 +5,10 @@
 //! `sqlite://PATH` for SQLite, `postgres://…` (or `postgresql://…`) for PostgreSQL. Everything
 //! above it sees only the `Store` trait.
 
+mod account_sql;
 mod cimd_sql;
 mod postgres;
+mod postgres_account;
 mod postgres_cimd;
 mod postgres_maint;
 mod postgres_registration;
@@ -15,6 +17,7 @@ mod postgres_schema;
 mod purge_sql;
 mod registration_sql;
 mod sqlite;
+mod sqlite_account;
 mod sqlite_cimd;
 mod sqlite_conn;
 mod sqlite_maint;

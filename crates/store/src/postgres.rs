@@ -21,6 +21,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::account_sql::SESSION_COLS;
 use crate::postgres_schema::MIGRATIONS;
 use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 
@@ -282,14 +283,17 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<()> {
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<bool> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        tx.execute(
-            "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at],
-        )
-        .await?;
+        // FOR SHARE: a concurrent `user lock` (which updates this row, then deletes the user's
+        // sessions) either waits for this insert to commit, and then deletes its session too, or
+        // committed first, and then this reads the lock. A missing user is no lock.
+        let row = tx.query_opt("SELECT locked_at FROM users WHERE id = $1 FOR SHARE", &[&s.user_id]).await?;
+        if row.is_some_and(|r| r.get::<_, Option<i64>>(0).is_some()) {
+            return Ok(false);
+        }
+        insert_session_row(&tx, s).await?;
         // The user's sessions beyond the newest `keep` end, as at logout.
         let evicted = tx
             .query(
@@ -307,7 +311,7 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn throttle_reserve_once(
@@ -402,7 +406,7 @@ impl PostgresStore {
         let tx = Self::begin(&mut c).await?;
         let session = tx
             .query_opt(
-                "DELETE FROM sessions WHERE sid = $1 RETURNING hash, sid, user_id, auth_time, expires_at",
+                &format!("DELETE FROM sessions WHERE sid = $1 RETURNING {SESSION_COLS}"),
                 &[&sid],
             )
             .await?
@@ -427,6 +431,7 @@ impl PostgresStore {
         name: &str,
         hash: Option<&str>,
         revoke_at: Option<UnixTime>,
+        keep_sid: Option<&str>,
     ) -> anyhow::Result<Option<UserRevocation>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -438,7 +443,9 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let sessions_ended = tx.execute("DELETE FROM sessions WHERE user_id = $1", &[&id]).await?;
+        let sessions_ended = tx
+            .execute("DELETE FROM sessions WHERE user_id = $1 AND sid IS DISTINCT FROM $2", &[&id, &keep_sid])
+            .await?;
         let mut grants_revoked = 0;
         if let Some(now) = revoke_at {
             grants_revoked = tx
@@ -499,6 +506,7 @@ pub(crate) fn code_row(r: &Row) -> anyhow::Result<CodeRecord> {
         used_at: r.try_get(10)?,
         grant_id: r.try_get(11)?,
         resource: resource_of(r.try_get(12)?)?,
+        claims: claims_of(r.try_get(13)?)?,
     })
 }
 
@@ -515,6 +523,7 @@ pub(crate) fn grant_row(r: &Row, o: usize) -> anyhow::Result<GrantRecord> {
         expires_at: r.try_get(o + 8)?,
         revoked_at: r.try_get(o + 9)?,
         resource: resource_of(r.try_get(o + 10)?)?,
+        claims: claims_of(r.try_get(o + 11)?)?,
     })
 }
 
@@ -529,7 +538,36 @@ pub(crate) fn user_row(r: &Row) -> anyhow::Result<UserRecord> {
         created_at: r.try_get(6)?,
         phone_number: r.try_get(7)?,
         address: r.try_get(8)?,
+        profile: json_of(r, 9)?,
+        updated_at: r.try_get(10)?,
+        locked_at: r.try_get(11)?,
     })
+}
+
+/// A `claims` column: the JSON of an OpenID Connect `claims` request, or NULL.
+pub(crate) fn claims_of(s: Option<&str>) -> anyhow::Result<Option<latchkey_proto::ClaimsRequest>> {
+    Ok(s.map(serde_json::from_str).transpose()?)
+}
+
+/// `user_id, client_id, scope, updated_at, claims` from column 0.
+pub(crate) fn consent_row(r: &Row) -> anyhow::Result<ConsentRecord> {
+    Ok(ConsentRecord {
+        user_id: r.try_get(0)?,
+        client_id: client_id_of(r.try_get(1)?)?,
+        scope: scope_of(r.try_get(2)?)?,
+        updated_at: r.try_get(3)?,
+        claims: crate::account_sql::claims_from_column(r.try_get(4)?),
+    })
+}
+
+pub(crate) async fn insert_session_row(tx: &deadpool_postgres::Transaction<'_>, x: &SessionRecord) -> anyhow::Result<()> {
+    let stmt = tx.prepare_cached(crate::account_sql::INSERT_SESSION).await?;
+    tx.execute(
+        &stmt,
+        &[&x.hash.as_str(), &x.sid, &x.user_id, &x.auth_time, &x.expires_at, &x.meta.network, &x.meta.device],
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
@@ -539,6 +577,7 @@ pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
         user_id: r.try_get(2)?,
         auth_time: r.try_get(3)?,
         expires_at: r.try_get(4)?,
+        meta: SessionMeta { network: r.try_get(5)?, device: r.try_get(6)? },
     })
 }
 
@@ -610,8 +649,8 @@ pub(crate) async fn insert_access(tx: &deadpool_postgres::Transaction<'_>, a: &A
 pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g: &GrantRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, claims)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .await?;
     tx.execute(
@@ -628,6 +667,7 @@ pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g:
             &g.expires_at,
             &g.revoked_at,
             &g.resource.as_ref().map(|r| r.as_str()),
+            &crate::sqlite::claims_json(&g.claims),
         ],
     )
     .await?;
@@ -657,7 +697,7 @@ pub(crate) async fn insert_refresh(tx: &deadpool_postgres::Transaction<'_>, r: &
 pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: &CodeRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .await?;
     tx.execute(
@@ -676,6 +716,7 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
             &k.used_at,
             &k.grant_id,
             &k.resource.as_ref().map(|r| r.as_str()),
+            &crate::sqlite::claims_json(&k.claims),
         ],
     )
     .await?;
@@ -695,8 +736,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
-/// The values of `INSERT INTO users ({USER_COLS})`, in column order.
-pub(crate) fn user_params(u: &UserRecord) -> [&(dyn ToSql + Sync); 9] {
+/// The values of `INSERT INTO users ({USER_COLS})`, in column order; `profile` is the JSON of
+/// `u.profile`.
+pub(crate) fn user_params<'a>(u: &'a UserRecord, profile: &'a String) -> [&'a (dyn ToSql + Sync); 12] {
     [
         &u.id,
         &u.username,
@@ -707,7 +749,15 @@ pub(crate) fn user_params(u: &UserRecord) -> [&(dyn ToSql + Sync); 9] {
         &u.created_at,
         &u.phone_number,
         &u.address,
+        profile,
+        &u.updated_at,
+        &u.locked_at,
     ]
+}
+
+/// `INSERT INTO users`, every column.
+pub(crate) fn insert_user_sql() -> String {
+    format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
 }
 
 #[async_trait]
@@ -750,10 +800,8 @@ impl Store for PostgresStore {
     }
 
     async fn insert_user(&self, u: &UserRecord) -> StoreResult<()> {
-        self.exec(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            &user_params(u),
-        )
+        let profile = serde_json::to_string(&u.profile).map_err(|e| StoreError::Backend(e.into()))?;
+        self.exec(&insert_user_sql(), &user_params(u, &profile))
         .await
         .map(|_| ())
         .map_err(|e| {
@@ -786,12 +834,13 @@ impl Store for PostgresStore {
         username: &str,
         hash: &str,
         revoke_grants_at: Option<UnixTime>,
+        keep_sid: Option<&str>,
     ) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at))
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at, keep_sid))
     }
 
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, None, Some(now)))
+        retrying!(self.end_user_access_once(username, None, Some(now), None))
     }
 
     async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
@@ -856,26 +905,18 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool> {
         retrying!(self.insert_session_once(s, keep))
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        self.opt(
-            "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = $1 AND expires_at > $2",
-            &[&hash.as_str(), &now],
-            session_row,
-        )
-        .await
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2");
+        self.opt(&sql, &[&hash.as_str(), &now], session_row).await
     }
 
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        self.opt(
-            "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = $1 AND expires_at > $2",
-            &[&sid, &now],
-            session_row,
-        )
-        .await
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2");
+        self.opt(&sql, &[&sid, &now], session_row).await
     }
 
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
@@ -889,20 +930,15 @@ impl Store for PostgresStore {
         retrying!(self.end_session_once(sid, now))
     }
 
-    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
-        self.opt(
-            "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2",
-            &[&user_id, &client_id.as_str()],
-            |r| scope_of(r.try_get(0)?),
-        )
-        .await
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>> {
+        self.opt(crate::account_sql::CONSENT, &[&user_id, &client_id.as_str()], consent_row).await
     }
 
-    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()> {
+    async fn put_consent(&self, c: &ConsentRecord) -> StoreResult<()> {
+        let (scope, claims) = (c.scope.to_string(), crate::account_sql::claims_to_column(&c.claims));
         self.exec(
-            "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
-            &[&user_id, &client_id.as_str(), &scope.to_string(), &now],
+            crate::account_sql::PUT_CONSENT,
+            &[&c.user_id, &c.client_id.as_str(), &scope, &c.updated_at, &claims],
         )
         .await
         .map(|_| ())

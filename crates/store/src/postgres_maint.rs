@@ -6,6 +6,7 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use tokio_postgres::IsolationLevel;
 
+use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
 use crate::postgres::*;
 use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
@@ -66,16 +67,8 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             TokenHash::from_stored(r.try_get(0)?),
             json_of(r, 1)?
         ))),
-        sessions: rows!("SELECT hash, sid, user_id, auth_time, expires_at FROM sessions ORDER BY hash", session_row),
-        consents: rows!(
-            "SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id",
-            |r| Ok(ConsentRecord {
-                user_id: r.try_get(0)?,
-                client_id: client_id_of(r.try_get(1)?)?,
-                scope: scope_of(r.try_get(2)?)?,
-                updated_at: r.try_get(3)?,
-            })
-        ),
+        sessions: rows!(&format!("SELECT {SESSION_COLS} FROM sessions ORDER BY hash"), session_row),
+        consents: rows!(&format!("SELECT {CONSENT_COLS} FROM consents ORDER BY user_id, client_id"), consent_row),
         codes: rows!(&format!("SELECT {CODE_COLS} FROM codes ORDER BY hash"), code_row),
         grants: rows!(&format!("SELECT {GRANT_COLS} FROM grants g ORDER BY g.id"), |r| grant_row(r, 0)),
         refresh_tokens: rows!(&format!("SELECT {REFRESH_COLS} FROM refresh_tokens ORDER BY hash"), |r| refresh_row(
@@ -109,10 +102,10 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
             .await
             .with_context(|| format!("client {}", client.client_id))?;
     }
-    let stmt =
-        tx.prepare(&format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")).await?;
+    let stmt = tx.prepare(&insert_user_sql()).await?;
     for u in &snap.users {
-        tx.execute(&stmt, &user_params(u)).await.with_context(|| format!("user {}", u.username))?;
+        let profile = serde_json::to_string(&u.profile)?;
+        tx.execute(&stmt, &user_params(u, &profile)).await.with_context(|| format!("user {}", u.username))?;
     }
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
@@ -138,16 +131,13 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         let data = serde_json::to_string(p)?;
         tx.execute(&stmt, &[&id.as_str(), &data, &p.expires_at, &p.client_id.as_str()]).await?;
     }
-    let stmt = tx
-        .prepare("INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .await?;
     for x in &snap.sessions {
-        tx.execute(&stmt, &[&x.hash.as_str(), &x.sid, &x.user_id, &x.auth_time, &x.expires_at]).await?;
+        insert_session_row(&tx, x).await?;
     }
-    let stmt =
-        tx.prepare("INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)").await?;
+    let stmt = tx.prepare(crate::account_sql::INSERT_CONSENT).await?;
     for x in &snap.consents {
-        tx.execute(&stmt, &[&x.user_id, &x.client_id.as_str(), &x.scope.to_string(), &x.updated_at]).await?;
+        let (scope, claims) = (x.scope.to_string(), crate::account_sql::claims_to_column(&x.claims));
+        tx.execute(&stmt, &[&x.user_id, &x.client_id.as_str(), &scope, &x.updated_at, &claims]).await?;
     }
     for x in &snap.codes {
         insert_code_row(&tx, x).await?;

@@ -10,6 +10,7 @@ use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, S
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::account_sql::SESSION_COLS;
 use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
 
@@ -103,8 +104,14 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
 /// grant stops its refresh family at `/token` and its access tokens at userinfo and introspection)
 /// and deletes their unredeemed codes, which would otherwise mint a new grant within their
 /// minute. Runs inside the caller's savepoint.
-fn end_user_access(c: &Connection, id: String, revoke_at: Option<UnixTime>) -> rusqlite::Result<UserRevocation> {
-    let sessions_ended = c.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])? as u64;
+fn end_user_access(
+    c: &Connection,
+    id: String,
+    revoke_at: Option<UnixTime>,
+    keep_sid: Option<&str>,
+) -> rusqlite::Result<UserRevocation> {
+    let sessions_ended =
+        c.execute("DELETE FROM sessions WHERE user_id = ?1 AND sid IS NOT ?2", params![&id, keep_sid])? as u64;
     let mut grants_revoked = 0;
     if let Some(now) = revoke_at {
         grants_revoked = c
@@ -141,7 +148,7 @@ pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> 
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, claims";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -162,10 +169,11 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         used_at: r.get(10)?,
         grant_id: r.get(11)?,
         resource: resource_at(r, 12)?,
+        claims: claims_at(r, 13)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.claims";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -179,11 +187,11 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
         expires_at: r.get(o + 8)?,
         revoked_at: r.get(o + 9)?,
         resource: resource_at(r, o + 10)?,
+        claims: claims_at(r, o + 11)?,
     })
 }
 
-pub(crate) const USER_COLS: &str =
-    "id, username, email, email_verified, name, password_hash, created_at, phone_number, address";
+pub(crate) const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at, phone_number, address, profile, updated_at, locked_at";
 pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
@@ -195,7 +203,20 @@ pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         created_at: r.get(6)?,
         phone_number: r.get(7)?,
         address: r.get(8)?,
+        profile: json_col(r, 9)?,
+        updated_at: r.get(10)?,
+        locked_at: r.get(11)?,
     })
+}
+
+/// A `claims` column: the JSON of an OpenID Connect `claims` request, or NULL.
+pub(crate) fn claims_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<latchkey_proto::ClaimsRequest>> {
+    r.get::<_, Option<String>>(i)?.map(|s| serde_json::from_str(&s).map_err(conv(i))).transpose()
+}
+
+/// The column value of an optional `claims` request.
+pub(crate) fn claims_json(c: &Option<latchkey_proto::ClaimsRequest>) -> Option<String> {
+    c.as_ref().and_then(|c| serde_json::to_string(c).ok())
 }
 
 pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -205,6 +226,18 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         user_id: r.get(2)?,
         auth_time: r.get(3)?,
         expires_at: r.get(4)?,
+        meta: SessionMeta { network: r.get(5)?, device: r.get(6)? },
+    })
+}
+
+/// `user_id, client_id, scope, updated_at, claims` from column 0.
+pub(crate) fn consent_row(r: &Row<'_>) -> rusqlite::Result<ConsentRecord> {
+    Ok(ConsentRecord {
+        user_id: r.get(0)?,
+        client_id: client_id_at(r, 1)?,
+        scope: scope_at(r, 2)?,
+        updated_at: r.get(3)?,
+        claims: crate::account_sql::claims_from_column(&r.get::<_, String>(4)?),
     })
 }
 
@@ -255,8 +288,9 @@ pub(crate) fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 pub(crate) fn insert_user_row(c: &Connection, u: &UserRecord) -> rusqlite::Result<usize> {
+    let profile = serde_json::to_string(&u.profile).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     c.execute(
-        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             u.id,
             u.username,
@@ -266,7 +300,10 @@ pub(crate) fn insert_user_row(c: &Connection, u: &UserRecord) -> rusqlite::Resul
             u.password_hash,
             u.created_at,
             u.phone_number,
-            u.address
+            u.address,
+            profile,
+            u.updated_at,
+            u.locked_at
         ],
     )
 }
@@ -286,8 +323,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, claims)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         g.id,
@@ -300,14 +337,15 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.created_at,
         g.expires_at,
         g.revoked_at,
-        g.resource.as_ref().map(ResourceUri::as_str)
+        g.resource.as_ref().map(ResourceUri::as_str),
+        claims_json(&g.claims)
     ])?;
     Ok(())
 }
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -322,9 +360,32 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.expires_at,
         k.used_at,
         k.grant_id,
-        k.resource.as_ref().map(ResourceUri::as_str)
+        k.resource.as_ref().map(ResourceUri::as_str),
+        claims_json(&k.claims)
     ])?;
     Ok(())
+}
+
+pub(crate) fn insert_consent(c: &Connection, sql: &str, x: &ConsentRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params![
+        x.user_id,
+        x.client_id.as_str(),
+        x.scope.to_string(),
+        x.updated_at,
+        crate::account_sql::claims_to_column(&x.claims)
+    ])
+}
+
+pub(crate) fn insert_session_row(c: &Connection, x: &SessionRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(crate::account_sql::INSERT_SESSION)?.execute(params![
+        x.hash.as_str(),
+        x.sid,
+        x.user_id,
+        x.auth_time,
+        x.expires_at,
+        x.meta.network,
+        x.meta.device
+    ])
 }
 
 /// A grant with its first tokens, inside the caller's transaction.
@@ -464,15 +525,16 @@ impl Store for SqliteStore {
         username: &str,
         hash: &str,
         revoke_grants_at: Option<UnixTime>,
+        keep_sid: Option<&str>,
     ) -> StoreResult<Option<UserRevocation>> {
-        let (name, hash) = (username.to_owned(), hash.to_owned());
+        let (name, hash, keep) = (username.to_owned(), hash.to_owned(), keep_sid.map(str::to_owned));
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
-            let out = end_user_access(&tx, id, revoke_grants_at)?;
+            let out = end_user_access(&tx, id, revoke_grants_at, keep.as_deref())?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -486,7 +548,7 @@ impl Store for SqliteStore {
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let out = end_user_access(&tx, id, Some(now))?;
+            let out = end_user_access(&tx, id, Some(now), None)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -621,14 +683,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            tx.prepare_cached(
-                "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![s.hash.as_str(), s.sid, s.user_id, s.auth_time, s.expires_at])?;
+            // The lock check and the insert are one statement, in the single writer's transaction.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at, network, device)
+                     SELECT $1, $2, $3, $4, $5, $6, $7
+                     WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = $3 AND locked_at IS NOT NULL)",
+                )?
+                .execute(params![
+                    s.hash.as_str(),
+                    s.sid,
+                    s.user_id,
+                    s.auth_time,
+                    s.expires_at,
+                    s.meta.network,
+                    s.meta.device
+                ])?;
+            if inserted == 0 {
+                return Ok(false);
+            }
             let evicted: Vec<String> = tx
                 .prepare_cached(
                     "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
@@ -642,7 +719,8 @@ impl Store for SqliteStore {
                     params![sid, s.auth_time],
                 )?;
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -650,9 +728,7 @@ impl Store for SqliteStore {
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let h = hash.as_str().to_owned();
         self.lookup(move |c| {
-            c.prepare_cached(
-                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
-            )?
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1 AND expires_at > ?2"))?
             .query_row(params![h, now], session_row)
             .optional()
         })
@@ -662,9 +738,7 @@ impl Store for SqliteStore {
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
         let sid = sid.to_owned();
         self.lookup(move |c| {
-            c.prepare_cached(
-                "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1 AND expires_at > ?2",
-            )?
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1 AND expires_at > ?2"))?
             .query_row(params![sid, now], session_row)
             .optional()
         })
@@ -681,11 +755,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let tx = c.savepoint()?;
             let session = tx
-                .query_row(
-                    "SELECT hash, sid, user_id, auth_time, expires_at FROM sessions WHERE sid = ?1",
-                    [&sid],
-                    session_row,
-                )
+                .query_row(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1"), [&sid], session_row)
                 .optional()?;
             tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
             // Refresh tokens without offline_access live only as long as the login session.
@@ -699,27 +769,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>> {
         let (u, cl) = (user_id.to_owned(), client_id.to_string());
         self.lookup(move |c| {
-            c.prepare_cached("SELECT scope FROM consents WHERE user_id = ?1 AND client_id = ?2")?
-                .query_row(params![u, cl], |r| scope_at(r, 0))
-                .optional()
+            c.prepare_cached(crate::account_sql::CONSENT)?.query_row(params![u, cl], consent_row).optional()
         })
         .await
     }
 
-    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()> {
-        let (u, cl, s) = (user_id.to_owned(), client_id.to_string(), scope.to_string());
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
-                params![u, cl, s, now],
-            )
-        })
-        .await
-        .map(|_| ())
+    async fn put_consent(&self, consent: &ConsentRecord) -> StoreResult<()> {
+        let x = consent.clone();
+        self.write(move |c| insert_consent(c, crate::account_sql::PUT_CONSENT, &x)).await.map(|_| ())
     }
 
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {

@@ -13,6 +13,10 @@ use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, ResourceUri, Scope, To
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
 
+/// The account store's checks (profile, lock, sessions, applications), in a file of their own.
+#[path = "conformance/account.rs"]
+mod account;
+
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
     let c = code("x");
@@ -29,6 +33,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         auth_after: None,
         resource: None,
         purpose: Default::default(),
+        claims: None,
     }
 }
 
@@ -63,6 +68,13 @@ fn user(name: &str) -> UserRecord {
         created_at: 1,
         phone_number: Some("+1 555 0100".into()),
         address: Some("1 Main St, Springfield".into()),
+        profile: latchkey_core::profile::Profile {
+            given_name: Some(name.into()),
+            locale: Some("en-GB".into()),
+            ..Default::default()
+        },
+        updated_at: 1,
+        locked_at: None,
     }
 }
 
@@ -81,6 +93,7 @@ fn code(hash: &str) -> CodeRecord {
         used_at: None,
         grant_id: None,
         resource: None,
+        claims: None,
     }
 }
 
@@ -98,6 +111,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
+            claims: None,
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -129,6 +143,17 @@ fn next_refresh(hash: &str, at: i64) -> RefreshRecord {
     }
 }
 
+/// `user_id`'s consent for client `app`.
+fn consent(user_id: &str, scope: &str, at: UnixTime) -> ConsentRecord {
+    ConsentRecord {
+        user_id: user_id.into(),
+        client_id: ClientId::parse("app").unwrap(),
+        scope: Scope::parse(scope).unwrap(),
+        updated_at: at,
+        claims: vec![],
+    }
+}
+
 fn access(jti: &str) -> AccessRecord {
     AccessRecord { jti: jti.into(), grant_id: "g".into(), expires_at: 600, revoked_at: None }
 }
@@ -141,9 +166,9 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
-    assert!(s.set_password_hash("alice", "$new", None).await.unwrap().is_some());
+    assert!(s.set_password_hash("alice", "$new", None, None).await.unwrap().is_some());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
-    assert_eq!(s.set_password_hash("nobody", "$new", Some(5)).await.unwrap(), None);
+    assert_eq!(s.set_password_hash("nobody", "$new", Some(5), None).await.unwrap(), None);
     assert!(s.remove_user("alice").await.unwrap());
     assert!(!s.remove_user("alice").await.unwrap());
     assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
@@ -157,6 +182,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: 1,
         expires_at: 100,
+        meta: Default::default(),
     };
     s.insert_session(&sess, 8).await.unwrap();
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
@@ -179,6 +205,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_after: Some(42),
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
         purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
+        claims: Some(latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#).unwrap()),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -188,9 +215,11 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
 
     let app = ClientId::parse("app").unwrap();
     assert_eq!(s.consent("u", &app).await.unwrap(), None);
-    s.put_consent("u", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
-    s.put_consent("u", &app, &Scope::parse("openid email").unwrap(), 2).await.unwrap();
-    assert_eq!(s.consent("u", &app).await.unwrap(), Some(Scope::parse("email openid").unwrap()));
+    s.put_consent(&consent("u", "openid", 1)).await.unwrap();
+    let mut second = consent("u", "openid email", 2);
+    second.claims = vec!["given_name".into(), "picture".into()];
+    s.put_consent(&second).await.unwrap();
+    assert_eq!(s.consent("u", &app).await.unwrap(), Some(second), "replaced, claims and all");
 }
 
 async fn a_code_is_redeemed_exactly_once_under_concurrency(s: Arc<dyn Store>) {
@@ -309,6 +338,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: 1000,
+        meta: Default::default(),
     };
     s.insert_session(&sess, 8).await.unwrap();
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
@@ -385,9 +415,8 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     let now = 700;
     s.insert_client(&client("app")).await.unwrap();
     s.insert_user(&user("alice")).await.unwrap();
-    let app = ClientId::parse("app").unwrap();
-    s.put_consent("id-alice", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
-    s.put_consent("id-ghost", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
+    s.put_consent(&consent("id-alice", "openid", 1)).await.unwrap();
+    s.put_consent(&ConsentRecord { claims: vec!["email".into()], ..consent("id-ghost", "openid", 1) }).await.unwrap();
     assert!(s.insert_pending(&TokenHash::of("p-old"), &pending(100), "192.0.2.1", 1, LIMITS).await.unwrap());
     assert!(s.insert_pending(&TokenHash::of("p-new"), &pending(1000), "192.0.2.1", 1, LIMITS).await.unwrap());
     let session = |h: &str, sid: &str, exp| SessionRecord {
@@ -396,6 +425,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: exp,
+        meta: SessionMeta { network: Some("2001:db8:1::/48".into()), device: Some("Safari on iOS".into()) },
     };
     s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap();
     s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap();
@@ -410,8 +440,9 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         detail: serde_json::json!({ "reason": "unknown user" }),
     };
     s.record_audit(&event).await.unwrap();
-    // Live: a session-bound family whose session lives.
-    s.insert_grant(&family("live", |_| {})).await.unwrap();
+    // Live: a session-bound family whose session lives, with a `claims` request.
+    let claims = latchkey_proto::ClaimsRequest::parse(r#"{"userinfo":{"email":{"essential":true}}}"#).unwrap();
+    s.insert_grant(&family("live", |i| i.grant.claims = Some(claims))).await.unwrap();
     // Live: an offline family rotated once; the rotated token stays for reuse detection.
     s.insert_grant(&family("rotated", |i| i.grant.offline = true)).await.unwrap();
     let next = RefreshRecord { grant_id: "rotated".into(), ..next_refresh("r-rotated-2", 50) };
@@ -700,6 +731,7 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: n,
         expires_at: 1000,
+        meta: SessionMeta { network: Some("192.0.2.0/24".into()), device: Some("Firefox on Linux".into()) },
     };
     let mut bound = issuance("g0", "r0");
     bound.grant.sid = "sid0".into();
@@ -753,6 +785,7 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
             user_id: "id-alice".into(),
             auth_time: 1,
             expires_at: 1000,
+            meta: Default::default(),
         };
         s.insert_session(&sess, 8).await.unwrap();
     }
@@ -769,7 +802,7 @@ fn grant_revoked_at(g: Option<(AccessRecord, GrantRecord)>) -> Option<i64> {
 
 async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
-    let done = s.set_password_hash("alice", "$new", Some(70)).await.unwrap();
+    let done = s.set_password_hash("alice", "$new", Some(70), None).await.unwrap();
     assert_eq!(
         done,
         Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }),
@@ -791,7 +824,7 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 
     // --keep-grants: the password changes and sessions end, grants stay.
     s.insert_grant(&family("later", |i| i.grant.offline = true)).await.unwrap();
-    let done = s.set_password_hash("alice", "$newer", None).await.unwrap().unwrap();
+    let done = s.set_password_hash("alice", "$newer", None, None).await.unwrap().unwrap();
     assert_eq!((done.sessions_ended, done.grants_revoked), (0, 0));
     assert_eq!(grant_revoked_at(s.access_token("jti-later").await.unwrap()), None);
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$newer");
@@ -912,6 +945,7 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    account::checks(&make).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -113,9 +113,12 @@ pub async fn exchange(
         expires_at: now + p.config.refresh_token_ttl as UnixTime,
         revoked_at: None,
         resource,
+        claims: record.claims.clone(),
     };
+    let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
-    let opts = super::MintOptions { aud: &aud, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
+    let opts =
+        super::MintOptions { aud: &aud, nonce: record.nonce.as_ref(), id_token: true, refresh: true, user: Some(&user) };
     let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {
@@ -181,6 +184,7 @@ mod tests {
             used_at: None,
             grant_id: None,
             resource: None,
+            claims: None,
         };
         (code, client, verifier)
     }

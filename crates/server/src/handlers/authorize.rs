@@ -82,7 +82,7 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
-        Step::Consent { pending, client_name, scope, username, unverified, resource } => {
+        Step::Consent { pending, client_name, scope, username, unverified, resource, claims } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::consent(&pages::ConsentPage {
                 client_name: &client_name,
@@ -92,6 +92,7 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
                 scope: &scope,
                 unverified: unverified.as_deref(),
                 resource: resource.as_deref().map(|(n, u)| (n.as_str(), u.as_str())),
+                claims: &claims,
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
@@ -227,7 +228,8 @@ pub async fn login(
     let password = Password::new(params.get("password").unwrap_or(""));
     let device_name = device_cookie_name(s.secure());
     let device = jar.get(device_name).map(|c| c.value().to_owned());
-    match s.provider.login(pending, username, password, ip, device.as_deref(), s.clock.now()).await {
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    match s.provider.login(pending, username, password, ip, device.as_deref(), user_agent, s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {
@@ -242,6 +244,19 @@ pub async fn login(
                 links: s.login_links(),
             });
             pages::html(StatusCode::OK, body)
+        }
+        Ok(Ok(LoginOutcome::Locked { client_name })) => {
+            let csrf = params.get("csrf").unwrap_or_default();
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending,
+                csrf,
+                username,
+                // Shown only after the right password (`LoginOutcome::Locked` says why).
+                error: Some("This account is locked. Contact your administrator."),
+                links: s.login_links(),
+            });
+            pages::html(StatusCode::FORBIDDEN, body)
         }
         Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
             let unit = if retry_after == 1 { "second" } else { "seconds" };

@@ -556,7 +556,8 @@ impl Provider {
         // Remember the union, so that a client asking for fewer scopes later is not asked again.
         let previous = self.store.consent(&session.user_id, &client.client_id).await?;
         let (prev_scope, mut claims) = previous.map(|c| (c.scope, c.claims)).unwrap_or_default();
-        let remembered = Scope::parse(&format!("{prev_scope} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let remembered =
+            Scope::parse(&format!("{prev_scope} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
         for c in crate::claims::beyond_scope(&pending.scope, pending.claims.as_ref()) {
             if !claims.iter().any(|k| k == c) {
                 claims.push(c.to_owned());
@@ -594,7 +595,12 @@ impl Provider {
 
     /// Whether the user's consent covers the request: its scopes, and the claims it asks for
     /// beyond them ([`crate::claims`]).
-    async fn has_consent(&self, client: &ClientRecord, user_id: &str, req: &PendingAuthorization) -> Result<bool, Error> {
+    async fn has_consent(
+        &self,
+        client: &ClientRecord,
+        user_id: &str,
+        req: &PendingAuthorization,
+    ) -> Result<bool, Error> {
         // Issue 12: a client nobody vetted always gets the consent page, remembered consent or not:
         // anyone can register a client under a trusted name, and only the page shows who it is.
         if !client.vetted() {
@@ -604,9 +610,11 @@ impl Provider {
             return Ok(true);
         }
         let extra = crate::claims::beyond_scope(&req.scope, req.claims.as_ref());
-        Ok(self.store.consent(user_id, &client.client_id).await?.is_some_and(|c| {
-            req.scope.is_subset(&c.scope) && extra.iter().all(|x| c.claims.iter().any(|k| k == x))
-        }))
+        Ok(self
+            .store
+            .consent(user_id, &client.client_id)
+            .await?
+            .is_some_and(|c| req.scope.is_subset(&c.scope) && extra.iter().all(|x| c.claims.iter().any(|k| k == x))))
     }
 
     async fn consent_step(

@@ -222,8 +222,10 @@ mod tests {
     #[test]
     fn requested_claims_go_where_asked() {
         let u = user();
-        let c = ClaimsRequest::parse(r#"{"userinfo":{"email":{"essential":true},"x-unknown":null},"id_token":{"given_name":null}}"#)
-            .unwrap();
+        let c = ClaimsRequest::parse(
+            r#"{"userinfo":{"email":{"essential":true},"x-unknown":null},"id_token":{"given_name":null}}"#,
+        )
+        .unwrap();
         let info = release(&u, &scope("openid"), Some(&c), Target::Userinfo);
         assert_eq!(info["email"], "alice@example.com");
         assert!(info.get("given_name").is_none(), "asked for the id_token only");

@@ -305,8 +305,7 @@ fn check_phone(v: &str) -> Result<(), String> {
     };
     let Some(rest) = number.strip_prefix('+') else { return bad() };
     let digits = rest.chars().filter(char::is_ascii_digit).count();
-    if v.len() > 32 || !(4..=15).contains(&digits) || !rest.chars().all(|c| c.is_ascii_digit() || " -.()".contains(c))
-    {
+    if v.len() > 32 || !(4..=15).contains(&digits) || !rest.chars().all(|c| c.is_ascii_digit() || " -.()".contains(c)) {
         return bad();
     }
     if ext.is_some_and(|e| e.is_empty() || !e.chars().all(|c| c.is_ascii_digit())) {
@@ -388,9 +387,8 @@ fn check_zoneinfo(v: &str) -> Result<(), String> {
 fn check_locale(v: &str) -> Result<String, String> {
     let tag = v.replace('_', "-");
     let mut parts = tag.split('-');
-    let lang_ok = parts.next().is_some_and(|l| {
-        (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic())
-    });
+    let lang_ok =
+        parts.next().is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
     let rest_ok = parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if tag.len() > 35 || !lang_ok || !rest_ok {
         return Err("Enter a language tag such as en, en-US or pt-BR.".into());

@@ -5,7 +5,9 @@
 //! atomic operations here, so that they hold under concurrency and across server instances.
 
 use async_trait::async_trait;
-use latchkey_proto::{ClaimsRequest, ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash};
+use latchkey_proto::{
+    ClaimsRequest, ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;

@@ -63,4 +63,3 @@ impl Provider {
         Ok(Value::Object(released))
     }
 }
-

@@ -65,8 +65,8 @@ impl ClaimsRequest {
         if raw.len() > MAX_CLAIMS_BYTES {
             return Err(invalid(format!("is longer than {MAX_CLAIMS_BYTES} bytes")));
         }
-        let v: Value =
-            serde_json::from_str(raw).map_err(|e| invalid(format!("is not valid JSON ({e}) (OpenID Connect Core §5.5)")))?;
+        let v: Value = serde_json::from_str(raw)
+            .map_err(|e| invalid(format!("is not valid JSON ({e}) (OpenID Connect Core §5.5)")))?;
         let Value::Object(top) = v else {
             return Err(invalid("must be a JSON object with userinfo and/or id_token members".into()));
         };
@@ -119,7 +119,9 @@ fn parse_member(
     let mut out = BTreeMap::new();
     for (name, spec) in claims {
         if name.is_empty() || name.len() > MAX_CLAIM_NAME || name.chars().any(char::is_control) {
-            return Err(invalid(format!("has a claim name in {member} that is empty, control or longer than {MAX_CLAIM_NAME} bytes")));
+            return Err(invalid(format!(
+                "has a claim name in {member} that is empty, control or longer than {MAX_CLAIM_NAME} bytes"
+            )));
         }
         let at = || format!("{member}.{name}");
         let req = match spec {
@@ -193,10 +195,7 @@ mod tests {
         assert_eq!(c.userinfo["nickname"], ClaimRequest::default());
         assert_eq!(c.userinfo.len(), 6, "names it does not know are kept, to be ignored at release");
         assert!(c.id_token["auth_time"].essential);
-        assert_eq!(
-            c.acr(),
-            Some(AcrClaim { essential: false, values: vec!["urn:mace:incommon:iap:silver".into()] })
-        );
+        assert_eq!(c.acr(), Some(AcrClaim { essential: false, values: vec!["urn:mace:incommon:iap:silver".into()] }));
         assert_eq!(c.subject(), None);
         // What is stored round-trips.
         let stored = serde_json::to_string(&c).unwrap();

@@ -3,6 +3,7 @@
 //! Handlers are thin: parse at the edge (extractors), one call into `latchkey-core`, and the one
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
+mod account_pages;
 pub mod cimd_fetch;
 pub mod conn;
 mod cors;
@@ -112,7 +113,11 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
-        .route("/account", page(get(handlers::account::overview)))
+        .route("/account", page(get(handlers::account::overview).post(handlers::account::save_profile)))
+        .route("/account/password", page(get(handlers::account_password::get).post(handlers::account_password::post)))
+        .route("/account/sessions", page(get(handlers::account_sessions::get).post(handlers::account_sessions::post)))
+        .route("/account/apps", page(get(handlers::account_apps::get).post(handlers::account_apps::post)))
+        .route("/account/activity", page(get(handlers::account_activity::get)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -53,7 +53,8 @@ pub fn login(p: &LoginPage<'_>) -> String {
     render(p)
 }
 
-fn describe(scope: &str) -> String {
+/// What a scope lets an application do, as the consent and apps pages say it.
+pub fn describe_scope(scope: &str) -> String {
     match scope {
         "openid" => "Know who you are (your user identifier)".into(),
         "profile" => "See your name, username and profile details".into(),
@@ -101,7 +102,7 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
     };
     let mut scopes: Vec<&str> = p.scope.iter().collect();
     scopes.sort_by_key(|s| rank(s));
-    let mut items: Vec<String> = scopes.iter().map(|s| describe(s)).collect();
+    let mut items: Vec<String> = scopes.iter().map(|s| describe_scope(s)).collect();
     items.extend(p.claims.iter().map(|c| latchkey_core::claims::describe(c)));
     if items.is_empty() {
         items.push("Sign you in (no other access)".to_owned());
@@ -115,17 +116,6 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
         unverified: p.unverified,
         resource: p.resource,
     })
-}
-
-/// `/account`: the profile overview. Every account page has a `section` (the navigation marks it).
-#[derive(Template)]
-#[template(path = "account.html")]
-pub struct AccountOverview<'a> {
-    pub section: &'static str,
-    pub username: &'a str,
-    pub name: Option<&'a str>,
-    pub email: &'a str,
-    pub email_verified: bool,
 }
 
 #[derive(Template)]

@@ -15,11 +15,13 @@ pub const INSERT_CONSENT: &str =
     "INSERT INTO consents (user_id, client_id, scope, updated_at, claims) VALUES ($1, $2, $3, $4, $5)";
 
 /// Stores a consent, replacing the one of the same user and client.
-pub const PUT_CONSENT: &str = "INSERT INTO consents (user_id, client_id, scope, updated_at, claims) VALUES ($1, $2, $3, $4, $5)
+pub const PUT_CONSENT: &str =
+    "INSERT INTO consents (user_id, client_id, scope, updated_at, claims) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (user_id, client_id) DO UPDATE SET
       scope = excluded.scope, updated_at = excluded.updated_at, claims = excluded.claims";
 
-pub const CONSENT: &str = "SELECT user_id, client_id, scope, updated_at, claims FROM consents WHERE user_id = $1 AND client_id = $2";
+pub const CONSENT: &str =
+    "SELECT user_id, client_id, scope, updated_at, claims FROM consents WHERE user_id = $1 AND client_id = $2";
 
 /// `$1` name, `$2` stated email_verified (NULL: keep it only if the address is unchanged), `$3`
 /// email, `$4` phone, `$5` address, `$6` profile JSON, `$7` updated_at, `$8` id. Every SET reads

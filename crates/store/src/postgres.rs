@@ -405,10 +405,7 @@ impl PostgresStore {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         let session = tx
-            .query_opt(
-                &format!("DELETE FROM sessions WHERE sid = $1 RETURNING {SESSION_COLS}"),
-                &[&sid],
-            )
+            .query_opt(&format!("DELETE FROM sessions WHERE sid = $1 RETURNING {SESSION_COLS}"), &[&sid])
             .await?
             .map(|r| session_row(&r))
             .transpose()?;
@@ -560,7 +557,10 @@ pub(crate) fn consent_row(r: &Row) -> anyhow::Result<ConsentRecord> {
     })
 }
 
-pub(crate) async fn insert_session_row(tx: &deadpool_postgres::Transaction<'_>, x: &SessionRecord) -> anyhow::Result<()> {
+pub(crate) async fn insert_session_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    x: &SessionRecord,
+) -> anyhow::Result<()> {
     let stmt = tx.prepare_cached(crate::account_sql::INSERT_SESSION).await?;
     tx.execute(
         &stmt,
@@ -801,10 +801,7 @@ impl Store for PostgresStore {
 
     async fn insert_user(&self, u: &UserRecord) -> StoreResult<()> {
         let profile = serde_json::to_string(&u.profile).map_err(|e| StoreError::Backend(e.into()))?;
-        self.exec(&insert_user_sql(), &user_params(u, &profile))
-        .await
-        .map(|_| ())
-        .map_err(|e| {
+        self.exec(&insert_user_sql(), &user_params(u, &profile)).await.map(|_| ()).map_err(|e| {
             if is_unique_violation(&e) {
                 StoreError::AlreadyExists("a user with this username")
             } else {
@@ -936,13 +933,10 @@ impl Store for PostgresStore {
 
     async fn put_consent(&self, c: &ConsentRecord) -> StoreResult<()> {
         let (scope, claims) = (c.scope.to_string(), crate::account_sql::claims_to_column(&c.claims));
-        self.exec(
-            crate::account_sql::PUT_CONSENT,
-            &[&c.user_id, &c.client_id.as_str(), &scope, &c.updated_at, &claims],
-        )
-        .await
-        .map(|_| ())
-        .map_err(StoreError::Backend)
+        self.exec(crate::account_sql::PUT_CONSENT, &[&c.user_id, &c.client_id.as_str(), &scope, &c.updated_at, &claims])
+            .await
+            .map(|_| ())
+            .map_err(StoreError::Backend)
     }
 
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {

@@ -729,8 +729,8 @@ impl Store for SqliteStore {
         let h = hash.as_str().to_owned();
         self.lookup(move |c| {
             c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = ?1 AND expires_at > ?2"))?
-            .query_row(params![h, now], session_row)
-            .optional()
+                .query_row(params![h, now], session_row)
+                .optional()
         })
         .await
     }
@@ -739,8 +739,8 @@ impl Store for SqliteStore {
         let sid = sid.to_owned();
         self.lookup(move |c| {
             c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1 AND expires_at > ?2"))?
-            .query_row(params![sid, now], session_row)
-            .optional()
+                .query_row(params![sid, now], session_row)
+                .optional()
         })
         .await
     }

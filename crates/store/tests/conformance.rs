@@ -205,7 +205,10 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_after: Some(42),
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
         purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
-        claims: Some(latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#).unwrap()),
+        claims: Some(
+            latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#)
+                .unwrap(),
+        ),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));

@@ -38,8 +38,7 @@ impl Provider {
                 None => None,
             };
             let (what, warning) = describe(e, app.as_deref());
-            let network =
-                e.ip.as_deref().and_then(|ip| ip.parse().ok()).map(crate::sessions::network);
+            let network = e.ip.as_deref().and_then(|ip| ip.parse().ok()).map(crate::sessions::network);
             out.push(ActivityItem { at: e.at, what, network, warning });
         }
         Ok(out)
@@ -146,7 +145,10 @@ mod tests {
         };
         assert_eq!(describe(&e("login_success", json!({})), Some("Notes")), ("Signed in to Notes".into(), false));
         assert!(describe(&e("login_failure", json!({})), None).1);
-        assert_eq!(describe(&e("sessions_ended", json!({"by": "user", "sessions_ended": 2})), None).0, "Ended 2 sessions");
+        assert_eq!(
+            describe(&e("sessions_ended", json!({"by": "user", "sessions_ended": 2})), None).0,
+            "Ended 2 sessions"
+        );
         assert_eq!(describe(&e("totp_enrolled", json!({})), None), ("Totp enrolled".into(), false));
         assert!(describe(&e("passkey_login_failed", json!({})), None).1);
     }

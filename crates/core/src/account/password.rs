@@ -74,8 +74,7 @@ impl Provider {
         let (clear, refund): (Vec<String>, Vec<String>) =
             rules.into_iter().map(|(k, _)| k).partition(|k| throttle::is_account_key(k));
         self.store.throttle_settle(&clear, &refund).await?;
-        let change =
-            PasswordChange { grants: ExistingGrants::Revoke, keep_sid: Some(&a.session.sid), by: "user", ip };
+        let change = PasswordChange { grants: ExistingGrants::Revoke, keep_sid: Some(&a.session.sid), by: "user", ip };
         match crate::admin::set_password_with(self.store.as_ref(), &self.hasher, &user.username, new, change, now).await
         {
             Ok(Some(r)) => Ok(PasswordOutcome::Changed(r)),

@@ -117,8 +117,13 @@ pub async fn exchange(
     };
     let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
-    let opts =
-        super::MintOptions { aud: &aud, nonce: record.nonce.as_ref(), id_token: true, refresh: true, user: Some(&user) };
+    let opts = super::MintOptions {
+        aud: &aud,
+        nonce: record.nonce.as_ref(),
+        id_token: true,
+        refresh: true,
+        user: Some(&user),
+    };
     let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {

@@ -75,6 +75,13 @@ pub struct ClientAdd {
     /// Do not issue refresh tokens to this client.
     #[arg(long)]
     no_refresh: bool,
+    /// OpenID Connect Back-Channel Logout: where a signed logout token is POSTed when a login
+    /// session this client took part in ends (https, or http to a loopback host for development).
+    #[arg(long, value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in logout tokens (Latchkey always sends it; recorded and shown).
+    #[arg(long, requires = "backchannel_logout_uri")]
+    backchannel_logout_session_required: bool,
     #[arg(long)]
     json: bool,
 }
@@ -145,6 +152,17 @@ pub enum UserCommand {
         /// The session's id (as `user sessions` lists it).
         #[arg(long)]
         sid: Option<String>,
+    },
+    /// Invite EMAIL to create an account (signup = "invite" or "open"): a running server mails a
+    /// single-use link that signs up that address only.
+    Invite { email: String },
+    /// Change a user's email address. A verification link is mailed to the new address, which
+    /// takes effect when it is followed; --verified sets it at once (you vouch for it).
+    SetEmail {
+        username: String,
+        email: String,
+        #[arg(long)]
+        verified: bool,
     },
 }
 
@@ -247,6 +265,8 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "audiences": c.audiences,
         "created_at": c.created_at,
+        "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
+        "backchannel_logout_session_required": c.backchannel_logout.as_ref().map(|b| b.session_required),
     })
 }
 
@@ -274,6 +294,8 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 audiences: a.audiences,
                 client_credentials: a.client_credentials,
                 resource_server: a.resource_server,
+                backchannel_logout_uri: a.backchannel_logout_uri,
+                backchannel_logout_session_required: a.backchannel_logout_session_required,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -336,6 +358,10 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 for a in &c.audiences {
                     println!("audience: {a}");
                 }
+                if let Some(b) = &c.backchannel_logout {
+                    println!("backchannel_logout_uri: {}", b.uri);
+                    println!("backchannel_logout_session_required: {}", b.session_required);
+                }
             }
         }
         ClientCommand::Remove { client_id } => {
@@ -363,6 +389,13 @@ fn read_password() -> anyhow::Result<Password> {
 }
 
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
+    match &cmd {
+        UserCommand::Invite { email } => return crate::mail::invite(settings, email).await,
+        UserCommand::SetEmail { username, email, verified } => {
+            return crate::mail::set_email(settings, username, email, *verified).await;
+        }
+        _ => {}
+    }
     let store = open_store(&settings.database, settings.store_options()).await?;
     match cmd {
         UserCommand::Add { username, email, name, phone, address, password_stdin: _ } => {
@@ -445,6 +478,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             println!("revoked the tokens of {username}");
             print_revocation(&done, ExistingGrants::Revoke);
         }
+        UserCommand::Invite { .. } | UserCommand::SetEmail { .. } => {} // handled above
     }
     Ok(())
 }

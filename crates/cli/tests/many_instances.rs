@@ -316,7 +316,7 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         expires_at: 2,
         meta: Default::default(),
     };
-    assert!(store.insert_session(&old, 32).await.unwrap());
+    assert!(store.insert_session(&old, 32).await.unwrap().unwrap().is_empty());
     let t4 = Instant::now();
     while store.code(&planted.hash).await.unwrap().is_some() || store.session_by_sid("old", 0).await.unwrap().is_some()
     {

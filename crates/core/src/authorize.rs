@@ -253,6 +253,9 @@ pub enum LoginOutcome {
     /// the account learns why they cannot sign in instead of retrying into the throttle. The
     /// attempt counts as a failure for throttling.
     Locked { client_name: String },
+    /// The password was right, but the account signed itself up and has not verified its
+    /// address yet (`crate::signup`): no session; a fresh verification link was mailed.
+    Unverified { client_name: String },
     /// Logged in: set the session cookie and the known-device cookie (`device`, see
     /// [`crate::device`]), and go on.
     Done { session: SessionToken, max_age: u64, device: String, next: Step },
@@ -433,6 +436,13 @@ impl Provider {
         let (clear, refund): (Vec<String>, Vec<String>) =
             rules.into_iter().map(|(k, _)| k).partition(|k| throttle::is_account_key(k));
         self.store.throttle_settle(&clear, &refund).await?;
+        // A self-registered account signs in only once its address is verified (`crate::signup`).
+        if self.awaiting_verification(&user, now).await? {
+            let e =
+                audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail: None };
+            audit::record(self.store.as_ref(), now, "login_refused_unverified", e).await;
+            return Ok(Ok(LoginOutcome::Unverified { client_name: client.name }));
+        }
         let detail = (refused_before > 0).then(|| json!({ "refused_while_throttled": refused_before }));
         let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail };
         audit::record(self.store.as_ref(), now, "login_success", e).await;
@@ -446,7 +456,7 @@ impl Provider {
             meta: crate::sessions::meta(ip, user_agent),
         };
         // Refused when a lock landed since the user was read: the store checks it atomically.
-        if !self.store.insert_session(&session, self.config.max_sessions_per_user).await? {
+        if !self.start_session(&session).await? {
             return Ok(Ok(self.refuse_locked(&user, &client, ip, now).await));
         }
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
@@ -580,6 +590,19 @@ impl Provider {
         };
         audit::record(self.store.as_ref(), now, "consent_granted", e).await;
         Ok(Step::Redirect(self.issue_code(&pending, &session, now).await?))
+    }
+
+    /// Stores a new login session. The user's oldest sessions beyond `max_sessions_per_user` end
+    /// in the same step, and their clients are told (Back-Channel Logout). Every way of signing
+    /// in goes through here. `false`, storing and ending nothing, when the user is locked: the
+    /// store checks the lock in the same atomic step, so a sign-in racing `latchkey user lock`
+    /// cannot leave a session behind.
+    pub async fn start_session(&self, session: &SessionRecord) -> Result<bool, Error> {
+        let Some(evicted) = self.store.insert_session(session, self.config.max_sessions_per_user).await? else {
+            return Ok(false);
+        };
+        self.sessions_ended(&evicted);
+        Ok(true)
     }
 
     pub async fn current_session(
@@ -751,6 +774,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
         }
     }
 

@@ -68,6 +68,8 @@ pub struct ProviderConfig {
     /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
     /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
     pub cimd: bool,
+    /// Outgoing mail and the flows that need it (reset, verification, self-registration).
+    pub email: crate::mail::EmailConfig,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -97,6 +99,7 @@ impl ProviderConfig {
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
             cimd: true,
+            email: Default::default(),
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct Provider {
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
     pub(crate) cimd: crate::cimd::CimdState,
+    /// Wakes this process's outbox worker when a job is queued here (`crate::outbox`).
+    pub outbox_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Provider {
@@ -164,6 +169,7 @@ impl Provider {
             origins: Default::default(),
             server_key,
             cimd: Default::default(),
+            outbox_wake: Default::default(),
         })
     }
 
@@ -251,7 +257,8 @@ impl Provider {
             prompt_values_supported: v(&["none", "login", "consent"]),
             authorization_response_iss_parameter_supported: true,
             frontchannel_logout_supported: false,
-            backchannel_logout_supported: false,
+            backchannel_logout_supported: true,
+            backchannel_logout_session_supported: true,
             claims_parameter_supported: true,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,

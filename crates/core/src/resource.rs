@@ -130,6 +130,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://listed.example".into()],
             origin,
+            backchannel_logout: None,
         }
     }
     fn uri(s: &str) -> ResourceUri {

@@ -3,18 +3,23 @@
 //!
 //! [`end_sessions`] is the single entry point that ends sessions by request: RP-initiated logout,
 //! the account page ("sign out this session", "sign out everywhere else") and the administrator
-//! (`latchkey user end-sessions`). Whatever must happen when a session ends (OpenID Connect
-//! Back-Channel Logout, branch `bcl`) belongs there. It takes the store, not the provider, so that
-//! the admin commands reach it too. The operations that end sessions as a side effect of another
-//! change (password change, lock, token revocation) do it inside their own transaction and return
-//! what they ended.
+//! (`latchkey user end-sessions`). It takes the store, not the provider, so that the admin
+//! commands reach it too; [`Provider::end_sessions`] also wakes the outbox worker. The operations
+//! that end sessions as a side effect of another change (password change or reset, lock, token
+//! revocation, user removal, eviction beyond `max_sessions_per_user` at sign-in) do it inside
+//! their own transaction and return what they ended.
+//!
+//! Whichever the path, the store operation that deletes the sessions queues, in the same
+//! transaction, the back-channel logout tokens owed to their clients (`crate::backchannel`), and
+//! returns them as [`EndedSessions`]; a server path hands those to [`Provider::sessions_ended`],
+//! which wakes the outbox worker (an admin command's are found by the server's next poll).
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use serde_json::json;
 
 use crate::account_store::SessionSelector;
-use crate::store::{SessionMeta, SessionRecord, Store};
+use crate::store::{EndedSessions, SessionMeta, Store};
 use crate::{Error, Provider, UnixTime, audit};
 
 /// What a session records about where it was signed in: the network of `ip` ([`network`]) and a
@@ -116,10 +121,11 @@ pub struct EndSessions<'a> {
 }
 
 /// Ends the selected sessions of one user, in one atomic store operation that also revokes the
-/// grants bound to them (those without `offline_access`); a session of another user is never
-/// touched, whatever `sid` is named (the account page passes the signed-in user's id). Audited.
-/// Returns the sessions ended.
-pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime) -> Result<Vec<SessionRecord>, Error> {
+/// grants bound to them (those without `offline_access`) and queues the back-channel logout tokens
+/// owed to their clients; a session of another user is never touched, whatever `sid` is named
+/// (the account page passes the signed-in user's id). Audited. Returns the sessions this call
+/// ended (of concurrent calls ending one session, exactly one reports and queues it).
+pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime) -> Result<EndedSessions, Error> {
     let ended = store.end_user_sessions(req.user_id, &req.which, now).await?;
     if !ended.is_empty() {
         let (name, by) = match req.cause {
@@ -135,9 +141,11 @@ pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime
 }
 
 impl Provider {
-    /// [`end_sessions`] on this provider's store.
-    pub async fn end_sessions(&self, req: EndSessions<'_>, now: UnixTime) -> Result<Vec<SessionRecord>, Error> {
-        end_sessions(self.store.as_ref(), req, now).await
+    /// [`end_sessions`] on this provider's store; the logout tokens queued leave now.
+    pub async fn end_sessions(&self, req: EndSessions<'_>, now: UnixTime) -> Result<EndedSessions, Error> {
+        let ended = end_sessions(self.store.as_ref(), req, now).await?;
+        self.sessions_ended(&ended);
+        Ok(ended)
     }
 }
 

@@ -54,6 +54,8 @@ pub struct ProviderMetadata {
     pub authorization_response_iss_parameter_supported: bool,
     pub frontchannel_logout_supported: bool,
     pub backchannel_logout_supported: bool,
+    /// Back-Channel Logout 1.0 §2.1: logout tokens carry `sid`, and so do ID tokens.
+    pub backchannel_logout_session_supported: bool,
     pub claims_parameter_supported: bool,
     pub request_parameter_supported: bool,
     pub request_uri_parameter_supported: bool,

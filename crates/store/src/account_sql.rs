@@ -41,23 +41,18 @@ pub fn user_sessions() -> String {
     format!("SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY auth_time DESC, sid")
 }
 
-/// Ends sessions of user `$1`: the one `$2`, every one but `$2`, or all of them.
-pub fn end_one() -> String {
-    format!("DELETE FROM sessions WHERE user_id = $1 AND sid = $2 RETURNING {SESSION_COLS}")
-}
-pub fn end_all_except() -> String {
-    format!("DELETE FROM sessions WHERE user_id = $1 AND sid <> $2 RETURNING {SESSION_COLS}")
-}
-pub fn end_all() -> String {
-    format!("DELETE FROM sessions WHERE user_id = $1 RETURNING {SESSION_COLS}")
-}
+/// Ends sessions of user `$1`: the one `$2`, every one but `$2`, or all of them; each returns the
+/// sids it deleted (for `*_session_end::ended_sessions`, which queues their logout tokens).
+pub const END_ONE: &str = "DELETE FROM sessions WHERE user_id = $1 AND sid = $2 RETURNING sid";
+pub const END_ALL_EXCEPT: &str = "DELETE FROM sessions WHERE user_id = $1 AND sid <> $2 RETURNING sid";
+pub const END_ALL: &str = "DELETE FROM sessions WHERE user_id = $1 RETURNING sid";
 
 /// The grants bound to ended session `$2` die with it at `$1` (those without offline_access).
 pub const REVOKE_SESSION_GRANTS: &str =
     "UPDATE grants SET revoked_at = $1 WHERE sid = $2 AND NOT offline AND revoked_at IS NULL";
 
-/// A locked user's access, all of it (`$1` user id; revoked at `$1`, of user `$2`).
-pub const LOCK_END_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
+/// A locked user's access, all of it (revoked at `$1`, of user `$2`; the sessions end through
+/// `*_session_end::end_user_sessions`, which queues their logout tokens).
 pub const LOCK_REVOKE_GRANTS: &str = "UPDATE grants SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
 pub const LOCK_DELETE_CODES: &str = "DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL";
 

@@ -23,6 +23,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::account_sql::SESSION_COLS;
 use crate::postgres_schema::MIGRATIONS;
+use crate::postgres_session_end::{end_user_sessions, take_session};
 use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 
 /// Connections per instance. PostgreSQL's default `max_connections` is 100: room for several
@@ -283,7 +284,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<bool> {
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         // FOR SHARE: a concurrent `user lock` (which updates this row, then deletes the user's
@@ -291,19 +292,21 @@ impl PostgresStore {
         // committed first, and then this reads the lock. A missing user is no lock.
         let row = tx.query_opt("SELECT locked_at FROM users WHERE id = $1 FOR SHARE", &[&s.user_id]).await?;
         if row.is_some_and(|r| r.get::<_, Option<i64>>(0).is_some()) {
-            return Ok(false);
+            return Ok(None);
         }
         insert_session_row(&tx, s).await?;
-        // The user's sessions beyond the newest `keep` end, as at logout.
+        // The user's sessions beyond the newest `keep` end, as at logout; the new one always stays,
+        // even beside one logged in within the same second.
         let evicted = tx
             .query(
-                "SELECT sid FROM sessions WHERE user_id = $1 ORDER BY auth_time DESC, sid OFFSET $2",
-                &[&s.user_id, &i64::from(keep)],
+                "SELECT sid FROM sessions WHERE user_id = $1 AND sid <> $3 ORDER BY auth_time DESC, sid OFFSET $2",
+                &[&s.user_id, &i64::from(keep.saturating_sub(1)), &s.sid],
             )
             .await?;
+        let mut ended = Vec::new();
         for row in evicted {
             let sid: String = row.try_get(0)?;
-            tx.execute("DELETE FROM sessions WHERE sid = $1", &[&sid]).await?;
+            ended.extend(take_session(&tx, &sid, s.auth_time).await?.0);
             tx.execute(
                 "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
                 &[&sid, &s.auth_time],
@@ -311,7 +314,7 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(EndedSessions(ended)))
     }
 
     async fn throttle_reserve_once(
@@ -401,14 +404,10 @@ impl PostgresStore {
         Ok(true)
     }
 
-    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<Option<SessionRecord>> {
+    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        let session = tx
-            .query_opt(&format!("DELETE FROM sessions WHERE sid = $1 RETURNING {SESSION_COLS}"), &[&sid])
-            .await?
-            .map(|r| session_row(&r))
-            .transpose()?;
+        let ended = take_session(&tx, sid, now).await?;
         // Refresh tokens without offline_access live only as long as the login session.
         tx.execute(
             "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
@@ -416,19 +415,20 @@ impl PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(session)
+        Ok(ended)
     }
 
-    /// One transaction: sets the password hash (if given), ends the user's sessions and, with
-    /// `revoke_at`, revokes their live grants (a revoked grant stops its refresh family at `/token`
+    /// One transaction: sets the password hash (if given), ends the user's sessions (queueing their
+    /// logout tokens) and, with `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token`
     /// and its access tokens at userinfo and introspection) and deletes their unredeemed codes,
     /// which would otherwise mint a new grant within their minute.
     async fn end_user_access_once(
         &self,
         name: &str,
         hash: Option<&str>,
-        revoke_at: Option<UnixTime>,
+        revoke: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> anyhow::Result<Option<UserRevocation>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -440,38 +440,37 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let sessions_ended = tx
-            .execute("DELETE FROM sessions WHERE user_id = $1 AND sid IS DISTINCT FROM $2", &[&id, &keep_sid])
-            .await?;
+        let ended = end_user_sessions(&tx, &id, keep_sid, now).await?;
         let mut grants_revoked = 0;
-        if let Some(now) = revoke_at {
+        if revoke {
             grants_revoked = tx
                 .execute("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[&id, &now])
                 .await?;
             tx.execute("DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL", &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(Some(UserRevocation { user_id: id, sessions_ended, grants_revoked }))
+        Ok(Some(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended }))
     }
 
-    async fn remove_user_once(&self, name: &str) -> anyhow::Result<bool> {
+    async fn remove_user_once(&self, name: &str, now: UnixTime) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         let Some(row) = tx.query_opt("SELECT id FROM users WHERE username = $1 FOR UPDATE", &[&name]).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let id: String = row.get(0);
+        // Sessions first: their clients are read from the grants deleted next.
+        let ended = end_user_sessions(&tx, &id, None, now).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
-            "DELETE FROM sessions WHERE user_id = $1",
             "DELETE FROM consents WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
             tx.execute(sql, &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
     }
 }
 
@@ -822,22 +821,23 @@ impl Store for PostgresStore {
         self.all(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"), &[], user_row).await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
-        retrying!(self.remove_user_once(username))
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
+        retrying!(self.remove_user_once(username, now))
     }
 
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at, keep_sid))
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants, keep_sid, now))
     }
 
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, None, Some(now), None))
+        retrying!(self.end_user_access_once(username, None, true, None, now))
     }
 
     async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
@@ -902,7 +902,7 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>> {
         retrying!(self.insert_session_once(s, keep))
     }
 
@@ -923,7 +923,7 @@ impl Store for PostgresStore {
             .map_err(StoreError::Backend)
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         retrying!(self.end_session_once(sid, now))
     }
 

@@ -7,13 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::account_store::{AccountStore, AppRecord, AppRevocation, ProfileUpdate, SessionSelector};
-use latchkey_core::store::{SessionRecord, StoreError, StoreResult, UserRevocation};
+use latchkey_core::store::{EndedSessions, SessionRecord, StoreError, StoreResult, UserRevocation};
 use latchkey_proto::ClientId;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 
 use crate::account_sql as sql;
 use crate::postgres::{PostgresStore, client_id_of, consent_row, scope_of, session_row};
+use crate::postgres_session_end::{end_user_sessions, ended_sessions};
 
 /// Attempts for a transaction that hit a deadlock or a serialization failure.
 const ATTEMPTS: u32 = 5;
@@ -61,7 +62,8 @@ impl PostgresStore {
         let user_id: String = row.try_get(0)?;
         let mut out = UserRevocation { user_id, ..Default::default() };
         if let Some(now) = locked_at {
-            out.sessions_ended = tx.execute(sql::LOCK_END_SESSIONS, &[&out.user_id]).await?;
+            out.ended = end_user_sessions(&tx, &out.user_id, None, now).await?;
+            out.sessions_ended = out.ended.len() as u64;
             out.grants_revoked = tx.execute(sql::LOCK_REVOKE_GRANTS, &[&now, &out.user_id]).await?;
             tx.execute(sql::LOCK_DELETE_CODES, &[&out.user_id]).await?;
         }
@@ -74,16 +76,17 @@ impl PostgresStore {
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> anyhow::Result<Vec<SessionRecord>> {
+    ) -> anyhow::Result<EndedSessions> {
         let mut c = self.object().await?;
         let tx = Self::begin(&mut c).await?;
         let rows = match which {
-            SessionSelector::One(sid) => tx.query(&sql::end_one(), &[&user_id, sid]).await?,
-            SessionSelector::AllExcept(sid) => tx.query(&sql::end_all_except(), &[&user_id, sid]).await?,
-            SessionSelector::All => tx.query(&sql::end_all(), &[&user_id]).await?,
+            SessionSelector::One(sid) => tx.query(sql::END_ONE, &[&user_id, sid]).await?,
+            SessionSelector::AllExcept(sid) => tx.query(sql::END_ALL_EXCEPT, &[&user_id, sid]).await?,
+            SessionSelector::All => tx.query(sql::END_ALL, &[&user_id]).await?,
         };
-        let ended = rows.iter().map(session_row).collect::<anyhow::Result<Vec<_>>>()?;
-        for s in &ended {
+        let sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+        let ended = ended_sessions(&tx, user_id, sids, now).await?;
+        for s in ended.iter() {
             tx.execute(sql::REVOKE_SESSION_GRANTS, &[&now, &s.sid]).await?;
         }
         tx.commit().await?;
@@ -144,7 +147,7 @@ impl AccountStore for PostgresStore {
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> StoreResult<Vec<SessionRecord>> {
+    ) -> StoreResult<EndedSessions> {
         retrying(|| self.end_sessions_once(user_id, which, now)).await
     }
 

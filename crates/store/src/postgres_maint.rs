@@ -87,6 +87,9 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             &format!("{} ORDER BY client_id", crate::registration_sql::ALL),
             crate::postgres_registration::registration_row
         ),
+        outbox: rows!(crate::outbox_sql::ALL, crate::postgres_outbox::outbox_row),
+        email_links: rows!(crate::email_link_sql::ALL_LINKS, crate::postgres_email_link::link_row),
+        signup_holds: rows!(crate::email_link_sql::ALL_HOLDS, crate::postgres_email_link::hold_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -156,6 +159,22 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         .await?;
     for e in &snap.audit_events {
         tx.execute(&stmt, &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()]).await?;
+    }
+    // After the users: links and holds belong to one.
+    for l in &snap.email_links {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&l.hash.as_str(), &l.purpose.as_str(), &l.user_id, &l.email, &l.created_at, &l.expires_at];
+        tx.execute(crate::email_link_sql::INSERT_LINK, &params).await.context("email link")?;
+    }
+    for h in &snap.signup_holds {
+        tx.execute(crate::email_link_sql::INSERT_HOLD, &[&h.user_id, &h.created_at]).await.context("sign-up hold")?;
+    }
+    for j in &snap.outbox {
+        let attempts = i32::try_from(j.attempts).unwrap_or(i32::MAX);
+        let (kind, payload) = (j.job.kind(), j.job.to_stored());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&kind, &payload, &attempts, &j.next_attempt_at, &j.created_at, &j.last_error, &j.dead, &j.completed_at];
+        tx.execute(crate::outbox_sql::IMPORT, &params).await.with_context(|| format!("outbox job {}", j.id))?;
     }
     tx.commit().await?;
     Ok(())

@@ -176,7 +176,39 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
     "#,
-    // Issue 13, part "account" (SQLite: the same): the standard claims of OpenID Connect Core
+    // 6 (SQLite 9; delivery): the durable outbox.
+    r#"
+    CREATE TABLE outbox (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_error TEXT,
+        dead BOOLEAN NOT NULL DEFAULT FALSE,
+        completed_at BIGINT
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE completed_at IS NULL AND NOT dead;
+    CREATE TABLE email_links (
+        hash TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        user_id TEXT REFERENCES users (id) ON DELETE CASCADE,
+        email TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX email_links_by_user ON email_links (user_id, purpose);
+    CREATE INDEX email_links_by_address ON email_links (lower(email), purpose);
+    CREATE INDEX email_links_by_expiry ON email_links (expires_at);
+    CREATE TABLE signup_holds (
+        user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX signup_holds_by_age ON signup_holds (created_at);
+    CREATE INDEX users_by_email ON users (lower(email));
+    "#,
+    // 7 (SQLite 10): issue 13, part "account": the standard claims of OpenID Connect Core
     // §5.1, the lock, where a session was signed in, the `claims` request parameter on codes and
     // grants, and claims allowed individually on consents.
     r#"

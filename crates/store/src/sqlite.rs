@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::account_sql::SESSION_COLS;
 use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
+use crate::sqlite_session_end::{end_user_sessions, take_session};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -100,29 +101,29 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
 
-/// Ends the sessions of user `id` and, with `revoke_at`, revokes their live grants (a revoked
-/// grant stops its refresh family at `/token` and its access tokens at userinfo and introspection)
-/// and deletes their unredeemed codes, which would otherwise mint a new grant within their
-/// minute. Runs inside the caller's savepoint.
+/// Ends the sessions of user `id` but `keep_sid` (queueing their logout tokens) and, with
+/// `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token` and
+/// its access tokens at userinfo and introspection) and deletes their unredeemed codes, which
+/// would otherwise mint a new grant within their minute. Runs inside the caller's savepoint.
 fn end_user_access(
     c: &Connection,
     id: String,
-    revoke_at: Option<UnixTime>,
+    revoke: bool,
     keep_sid: Option<&str>,
+    now: UnixTime,
 ) -> rusqlite::Result<UserRevocation> {
-    let sessions_ended =
-        c.execute("DELETE FROM sessions WHERE user_id = ?1 AND sid IS NOT ?2", params![&id, keep_sid])? as u64;
+    let ended = end_user_sessions(c, &id, keep_sid, now)?;
     let mut grants_revoked = 0;
-    if let Some(now) = revoke_at {
+    if revoke {
         grants_revoked = c
             .execute("UPDATE grants SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![id, now])?
             as u64;
         c.execute("DELETE FROM codes WHERE user_id = ?1 AND used_at IS NULL", [&id])?;
     }
-    Ok(UserRevocation { user_id: id, sessions_ended, grants_revoked })
+    Ok(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended })
 }
 
-fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
+pub(crate) fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
     move |e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
 }
 
@@ -498,24 +499,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
         let name = username.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
-            let Some(id) = id else { return Ok(false) };
+            let Some(id) = id else { return Ok(None) };
+            // Sessions first: their clients are read from the grants deleted next.
+            let ended = end_user_sessions(&tx, &id, None, now)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
-                "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM consents WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1",
             ] {
                 tx.execute(sql, [&id])?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(ended))
         })
         .await
     }
@@ -524,8 +526,9 @@ impl Store for SqliteStore {
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
         let (name, hash, keep) = (username.to_owned(), hash.to_owned(), keep_sid.map(str::to_owned));
         self.write(move |c| {
@@ -534,7 +537,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
-            let out = end_user_access(&tx, id, revoke_grants_at, keep.as_deref())?;
+            let out = end_user_access(&tx, id, revoke_grants, keep.as_deref(), now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -548,7 +551,7 @@ impl Store for SqliteStore {
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let out = end_user_access(&tx, id, Some(now), None)?;
+            let out = end_user_access(&tx, id, true, None, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -683,7 +686,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
@@ -704,23 +707,27 @@ impl Store for SqliteStore {
                     s.meta.device
                 ])?;
             if inserted == 0 {
-                return Ok(false);
+                return Ok(None);
             }
+            // The new session always stays, even beside one logged in within the same second: the
+            // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
                 .prepare_cached(
-                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                    "SELECT sid FROM sessions WHERE user_id = ?1 AND sid <> ?3
+                     ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
                 )?
-                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .query_map(params![s.user_id, keep.saturating_sub(1), s.sid], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut ended = Vec::new();
             for sid in evicted {
-                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                ended.extend(take_session(&tx, &sid, s.auth_time)?.0);
                 tx.execute(
                     "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                     params![sid, s.auth_time],
                 )?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(EndedSessions(ended)))
         })
         .await
     }
@@ -750,21 +757,18 @@ impl Store for SqliteStore {
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         let sid = sid.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let session = tx
-                .query_row(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1"), [&sid], session_row)
-                .optional()?;
-            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            let ended = take_session(&tx, &sid, now)?;
             // Refresh tokens without offline_access live only as long as the login session.
             tx.execute(
                 "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                 params![sid, now],
             )?;
             tx.commit()?;
-            Ok(session)
+            Ok(ended)
         })
         .await
     }

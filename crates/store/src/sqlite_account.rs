@@ -7,12 +7,18 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::account_store::{AccountStore, AppRecord, AppRevocation, ProfileUpdate, SessionSelector};
-use latchkey_core::store::{SessionRecord, StoreResult, UserRevocation};
+use latchkey_core::store::{EndedSessions, SessionRecord, StoreResult, UserRevocation};
 use latchkey_proto::ClientId;
 use rusqlite::{OptionalExtension, params};
 
 use crate::account_sql as sql;
 use crate::sqlite::{SqliteStore, client_id_at, consent_row, scope_at, session_row, to_json};
+use crate::sqlite_session_end::{end_user_sessions, ended_sessions};
+
+/// The sid a `DELETE … RETURNING sid` returned.
+fn sid_at(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    r.get(0)
+}
 
 #[async_trait]
 impl AccountStore for SqliteStore {
@@ -43,7 +49,8 @@ impl AccountStore for SqliteStore {
             let Some(user_id) = id else { return Ok(None) };
             let mut out = UserRevocation { user_id, ..Default::default() };
             if let Some(now) = locked_at {
-                out.sessions_ended = tx.prepare_cached(sql::LOCK_END_SESSIONS)?.execute([&out.user_id])? as u64;
+                out.ended = end_user_sessions(&tx, &out.user_id, None, now)?;
+                out.sessions_ended = out.ended.len() as u64;
                 out.grants_revoked =
                     tx.prepare_cached(sql::LOCK_REVOKE_GRANTS)?.execute(params![now, out.user_id])? as u64;
                 tx.prepare_cached(sql::LOCK_DELETE_CODES)?.execute([&out.user_id])?;
@@ -65,29 +72,30 @@ impl AccountStore for SqliteStore {
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> StoreResult<Vec<SessionRecord>> {
+    ) -> StoreResult<EndedSessions> {
         let (id, which) = (user_id.to_owned(), which.clone());
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let ended: Vec<SessionRecord> = {
+            let sids: Vec<String> = {
                 let mut stmt;
                 let rows = match &which {
                     SessionSelector::One(sid) => {
-                        stmt = tx.prepare_cached(&sql::end_one())?;
-                        stmt.query_map(params![id, sid], session_row)?
+                        stmt = tx.prepare_cached(sql::END_ONE)?;
+                        stmt.query_map(params![id, sid], sid_at)?
                     }
                     SessionSelector::AllExcept(sid) => {
-                        stmt = tx.prepare_cached(&sql::end_all_except())?;
-                        stmt.query_map(params![id, sid], session_row)?
+                        stmt = tx.prepare_cached(sql::END_ALL_EXCEPT)?;
+                        stmt.query_map(params![id, sid], sid_at)?
                     }
                     SessionSelector::All => {
-                        stmt = tx.prepare_cached(&sql::end_all())?;
-                        stmt.query_map(params![id], session_row)?
+                        stmt = tx.prepare_cached(sql::END_ALL)?;
+                        stmt.query_map(params![id], sid_at)?
                     }
                 };
                 rows.collect::<rusqlite::Result<_>>()?
             };
-            for s in &ended {
+            let ended = ended_sessions(&tx, &id, sids, now)?;
+            for s in ended.iter() {
                 tx.prepare_cached(sql::REVOKE_SESSION_GRANTS)?.execute(params![now, s.sid])?;
             }
             tx.commit()?;

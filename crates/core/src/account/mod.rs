@@ -69,6 +69,7 @@ pub(crate) fn account_client(now: UnixTime) -> Result<ClientRecord, Error> {
         post_logout_redirect_uris: Vec::new(),
         audiences: Vec::new(),
         origin: Default::default(),
+        backchannel_logout: None,
     })
 }
 

@@ -174,6 +174,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
         };
         let code = CodeRecord {
             hash: TokenHash::of("c"),

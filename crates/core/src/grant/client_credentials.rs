@@ -120,6 +120,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://api.example".into(), "https://other.example".into()],
             origin: Default::default(),
+            backchannel_logout: None,
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
         };
         let grant = GrantRecord {
             id: "g".into(),

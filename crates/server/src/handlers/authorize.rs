@@ -258,6 +258,21 @@ pub async fn login(
             });
             pages::html(StatusCode::FORBIDDEN, body)
         }
+        Ok(Ok(LoginOutcome::Unverified { client_name })) => {
+            let csrf = params.get("csrf").unwrap_or_default();
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending,
+                csrf,
+                username,
+                // Only after the right password: it tells nothing to someone guessing.
+                error: Some(
+                    "Confirm your email address first: follow the link we sent to it (we have just sent a new one).",
+                ),
+                links: s.login_links(),
+            });
+            pages::html(StatusCode::FORBIDDEN, body)
+        }
         Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
             let unit = if retry_after == 1 { "second" } else { "seconds" };
             let message = format!("Too many sign-in attempts. Try again in {retry_after} {unit}.");

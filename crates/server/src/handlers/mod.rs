@@ -5,11 +5,15 @@ pub mod account_password;
 pub mod account_sessions;
 pub mod authorize;
 pub mod discovery;
+pub(crate) mod email_flow;
 pub mod logout;
 pub mod register;
+pub mod reset;
 pub mod revoke;
+pub mod signup;
 pub mod token;
 pub mod userinfo;
+pub mod verify;
 
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -129,7 +129,7 @@ pub enum UserCommand {
     RevokeTokens { username: String },
     /// Change a user's profile (OpenID Connect standard claims). Only the options given change;
     /// an empty value ("") clears a claim.
-    Set(crate::admin_user::UserSet),
+    Set(Box<crate::admin_user::UserSet>),
     /// Show a user: profile, lock, factors, sessions and apps.
     Show {
         username: String,
@@ -458,7 +458,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             println!("password changed for {username}");
             print_revocation(&done, grants);
         }
-        UserCommand::Set(a) => crate::admin_user::set(store.as_ref(), a).await?,
+        UserCommand::Set(a) => crate::admin_user::set(store.as_ref(), *a).await?,
         UserCommand::Show { username, json } => crate::admin_user::show(store.as_ref(), &username, json).await?,
         UserCommand::Lock { username } => crate::admin_user::lock(store.as_ref(), &username, true).await?,
         UserCommand::Unlock { username } => crate::admin_user::lock(store.as_ref(), &username, false).await?,

@@ -40,7 +40,7 @@ pub enum Step {
         resource: Option<Box<(String, String)>>,
         /// Claims the request asks for individually beyond its scopes (OpenID Connect Core
         /// §5.5), which the user allows here too ([`crate::claims`]).
-        claims: Vec<&'static str>,
+        claims: Box<crate::claims::ClaimNames>,
     },
 }
 
@@ -657,7 +657,7 @@ impl Provider {
             None => None,
         };
         let scope = req.scope.clone();
-        let claims = crate::claims::beyond_scope(&req.scope, req.claims.as_ref());
+        let claims = Box::new(crate::claims::ClaimNames(crate::claims::beyond_scope(&req.scope, req.claims.as_ref())));
         Ok(Step::Consent { pending, client_name: client.name.clone(), scope, username, unverified, resource, claims })
     }
 

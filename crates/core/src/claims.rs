@@ -87,6 +87,10 @@ pub fn beyond_scope(scope: &Scope, claims: Option<&ClaimsRequest>) -> Vec<&'stat
     user_claim_names().filter(|n| *n != "sub" && !given.contains(n) && c.names().any(|m| m == *n)).collect()
 }
 
+/// Claim names, as a step of the flow carries them (boxed there, to keep the step small).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimNames(pub Vec<&'static str>);
+
 /// Where claims are released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {

@@ -211,8 +211,7 @@ pub struct AppItem {
 
 impl AppItem {
     pub fn of(a: &AppView) -> Self {
-        let mut access: Vec<String> =
-            a.allowed.union(&a.granted).iter().map(|s| crate::pages::describe_scope(s)).collect();
+        let mut access: Vec<String> = a.allowed.union(&a.granted).iter().map(crate::pages::describe_scope).collect();
         access.extend(a.claims.iter().map(|c| latchkey_core::claims::describe(c)));
         Self {
             client_id: a.client_id.to_string(),

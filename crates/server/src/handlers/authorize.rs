@@ -92,7 +92,7 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
                 scope: &scope,
                 unverified: unverified.as_deref(),
                 resource: resource.as_deref().map(|(n, u)| (n.as_str(), u.as_str())),
-                claims: &claims,
+                claims: &claims.0,
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }

@@ -749,7 +749,7 @@ async fn the_user_admin_commands_work_on_the_binary() {
             expires_at: latchkey_core::Clock::system().now() + 3600,
             meta: latchkey_core::sessions::meta(Some("192.0.2.7".parse().unwrap()), Some(FIREFOX)),
         };
-        assert!(store.insert_session(&s, 8).await.unwrap());
+        assert!(store.insert_session(&s, 8).await.unwrap().is_some());
     }
     let (ok, out, _) = run(&["user", "sessions", "carol"]);
     assert!(ok && out.contains("sid-0") && out.contains("192.0.2.0/24\tFirefox on Linux"), "{out}");

@@ -103,7 +103,7 @@ test('keyboard only: sign in, allow, and land on the client with a code that red
   // Who you are comes first, before what the app may see.
   assert.deepEqual(await page.locator('ul.scopes li').allTextContents(), [
     'Know who you are (your user identifier)',
-    'See your name and username',
+    'See your name, username and profile details',
     'See your email address',
   ]);
   await shot(page, 'consent');

@@ -131,6 +131,32 @@ pub enum UserCommand {
     /// End every session of a user and revoke every grant: refresh tokens (offline_access ones
     /// included) and the access tokens issued under them. The password stays.
     RevokeTokens { username: String },
+    /// Change a user's profile (OpenID Connect standard claims). Only the options given change;
+    /// an empty value ("") clears a claim.
+    Set(Box<crate::admin_user::UserSet>),
+    /// Show a user: profile, lock, factors, sessions and apps.
+    Show {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock a user: they cannot sign in, and every session and grant of theirs ends now.
+    Lock { username: String },
+    /// Unlock a user: they may sign in again.
+    Unlock { username: String },
+    /// List a user's sessions.
+    Sessions {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a user's sessions (all of them, or the one --sid names) and the grants bound to them.
+    EndSessions {
+        username: String,
+        /// The session's id (as `user sessions` lists it).
+        #[arg(long)]
+        sid: Option<String>,
+    },
     /// Invite EMAIL to create an account (signup = "invite" or "open"): a running server mails a
     /// single-use link that signs up that address only.
     Invite { email: String },
@@ -258,7 +284,7 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
     })
 }
 
-fn admin_err(e: AdminError) -> anyhow::Error {
+pub(crate) fn admin_err(e: AdminError) -> anyhow::Error {
     match e {
         AdminError::Store(StoreError::AlreadyExists(what)) => anyhow!("{what} already exists"),
         other => anyhow!(other),
@@ -448,6 +474,16 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             println!("password changed for {username}");
             print_revocation(&done, grants);
         }
+        UserCommand::Set(a) => crate::admin_user::set(store.as_ref(), *a).await?,
+        UserCommand::Show { username, json } => crate::admin_user::show(store.as_ref(), &username, json).await?,
+        UserCommand::Lock { username } => crate::admin_user::lock(store.as_ref(), &username, true).await?,
+        UserCommand::Unlock { username } => crate::admin_user::lock(store.as_ref(), &username, false).await?,
+        UserCommand::Sessions { username, json } => {
+            crate::admin_user::sessions(store.as_ref(), &username, json).await?;
+        }
+        UserCommand::EndSessions { username, sid } => {
+            crate::admin_user::end_sessions(store.as_ref(), &username, sid.as_deref()).await?;
+        }
         UserCommand::RevokeTokens { username } => {
             let Some(done) = latchkey_core::admin::revoke_user_tokens(store.as_ref(), &username, Clock::system().now())
                 .await
@@ -475,7 +511,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
 }
 
 /// Says exactly what ending a user's access did, and what it cannot reach.
-fn print_revocation(r: &UserRevocation, grants: ExistingGrants) {
+pub(crate) fn print_revocation(r: &UserRevocation, grants: ExistingGrants) {
     println!("sessions ended: {}", r.sessions_ended);
     match grants {
         ExistingGrants::Revoke => {

@@ -2,6 +2,7 @@
 //! rules live in `latchkey-core`.
 
 mod admin;
+mod admin_user;
 mod config;
 mod db;
 mod gate;

@@ -368,3 +368,75 @@ fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromiu
         dir.path(),
     );
 }
+
+/// Where the accessibility harness (tests/browser/a11y.mjs) keeps its phone-sized screenshots and
+/// axe reports: `target/browser-artifacts/` of the repository, as the README says.
+fn a11y_artifacts() -> PathBuf {
+    repo().join("target/browser-artifacts")
+}
+
+#[test]
+fn account_pages_and_every_page_pass_axe_keyboard_and_phone_checks_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let a11y = a11y_artifacts();
+    if !package().join("node_modules/axe-core").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the accessibility checks: (cd tests/browser && npm ci)");
+        eprintln!("SKIPPED: axe-core is not installed: (cd {} && npm ci)", package().display());
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("account.db");
+    latchkey(
+        &db,
+        &[
+            "client",
+            "add",
+            "--public",
+            "--client-id",
+            "browser-test",
+            "--name",
+            "Browser Test App",
+            "--redirect-uri",
+            "http://127.0.0.1/callback",
+        ],
+    );
+    add_user(&db, "alice", "alice-password");
+    let pages = [
+        "login",
+        "login-error",
+        "consent",
+        "account-profile",
+        "account-password",
+        "account-sessions",
+        "account-apps",
+        "account-activity",
+        "account-profile-errors",
+        "logout-confirm",
+        "signed-out",
+        "error",
+        "not-found",
+    ];
+    for p in pages {
+        let _ = std::fs::remove_file(a11y.join(format!("{p}.png")));
+    }
+    let (_server, base) = serve(&db, &dir.path().join("server.log"));
+    run_node(
+        "account.test.mjs",
+        &[
+            ("LATCHKEY_BASE", &base),
+            ("LATCHKEY_CLIENT", "browser-test"),
+            ("ACCOUNT_USER", "alice"),
+            ("ACCOUNT_PASSWORD", "alice-password"),
+            ("A11Y_ARTIFACTS_DIR", a11y.to_str().unwrap()),
+        ],
+        &["account-profile-errors", "account-profile", "account-sessions", "account-apps", "account-activity"],
+        dir.path(),
+    );
+    for p in pages {
+        assert!(a11y.join(format!("{p}.png")).exists(), "no 360 px screenshot of {p}");
+        assert!(a11y.join(format!("{p}.axe.json")).exists(), "no axe report of {p}");
+    }
+}

@@ -306,6 +306,7 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         grant_id: None,
         resource: None,
         authn: Default::default(),
+        claims: None,
     };
     store.insert_code(&planted).await.unwrap();
     let old = SessionRecord {
@@ -315,8 +316,9 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         auth_time: 1,
         expires_at: 2,
         authn: Default::default(),
+        meta: Default::default(),
     };
-    assert!(store.insert_session(&old, 32).await.unwrap().is_empty());
+    assert!(store.insert_session(&old, 32).await.unwrap().unwrap().is_empty());
     let t4 = Instant::now();
     while store.code(&planted.hash).await.unwrap().is_some() || store.session_by_sid("old", 0).await.unwrap().is_some()
     {

@@ -214,6 +214,9 @@ pub async fn add_user(
         created_at: now,
         phone_number: new.phone_number,
         address: new.address,
+        profile: Default::default(),
+        updated_at: now,
+        locked_at: None,
     };
     store.insert_user(&record).await?;
     let e = crate::audit::Event {
@@ -246,17 +249,45 @@ pub async fn set_password(
     grants: ExistingGrants,
     now: UnixTime,
 ) -> Result<Option<UserRevocation>, AdminError> {
+    let change = PasswordChange { grants, keep_sid: None, by: "admin", ip: None };
+    set_password_with(store, hasher, username, password, change, now).await
+}
+
+/// How a password is changed, besides the password itself.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PasswordChange<'a> {
+    pub grants: ExistingGrants,
+    /// The session that stays (the account page's own); every other one ends.
+    pub keep_sid: Option<&'a str>,
+    /// Who changed it, for the audit log: `admin`, `user`.
+    pub by: &'static str,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// [`set_password`], keeping `change.keep_sid`: the one store operation every password change
+/// goes through, audited as `password_changed`.
+pub(crate) async fn set_password_with(
+    store: &dyn Store,
+    hasher: &Hasher,
+    username: &str,
+    password: latchkey_proto::Password,
+    change: PasswordChange<'_>,
+    now: UnixTime,
+) -> Result<Option<UserRevocation>, AdminError> {
     check_password(&password)?;
     let hash = hasher.hash(password.expose_secret().to_owned()).await?;
-    let done = store.set_password_hash(username, &hash, grants == ExistingGrants::Revoke, now).await?;
+    let done =
+        store.set_password_hash(username, &hash, change.grants == ExistingGrants::Revoke, change.keep_sid, now).await?;
     if let Some(r) = &done {
         let e = crate::audit::Event {
             user_id: Some(&r.user_id),
+            ip: change.ip,
             detail: Some(serde_json::json!({
                 "username": username,
+                "by": change.by,
                 "sessions_ended": r.sessions_ended,
                 "grants_revoked": r.grants_revoked,
-                "grants_kept": grants == ExistingGrants::Keep,
+                "grants_kept": change.grants == ExistingGrants::Keep,
             })),
             ..Default::default()
         };
@@ -437,4 +468,88 @@ pub async fn seal_keys(store: &dyn Store, kek: &KeyEncryptionKey, now: UnixTime)
         crate::audit::record(store, now, "keys_sealed", e).await;
     }
     Ok(sealed)
+}
+
+/// One way a user proves who they are, as `latchkey user show` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FactorSummary {
+    /// `password`, `totp`, `recovery_codes`, `passkey`, …
+    pub kind: &'static str,
+    /// What an administrator needs to know about it ("3 of 10 left", a passkey's name).
+    pub detail: String,
+    pub created_at: Option<UnixTime>,
+    pub last_used: Option<UnixTime>,
+}
+
+/// The factors user `user` has. Each factor module reports its own here, one call each (TOTP and
+/// recovery codes: branch `auth`; passkeys: branch `passkey`), so that `user show` and the account
+/// overview list them without knowing their stores.
+pub async fn factors(_store: &dyn Store, user: &UserRecord) -> Result<Vec<FactorSummary>, AdminError> {
+    let out = vec![FactorSummary {
+        kind: "password",
+        detail: "Argon2id hash".into(),
+        created_at: Some(user.created_at),
+        last_used: None,
+    }];
+    Ok(out)
+}
+
+/// `latchkey user lock`: the user can no longer sign in; in the same store transaction every
+/// session of theirs ends and every grant is revoked. Audited. `None` when there is no such user.
+pub async fn lock_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<Option<UserRevocation>, AdminError> {
+    let done = store.set_locked(username, Some(now)).await?;
+    if let Some(r) = &done {
+        let e = crate::audit::Event {
+            user_id: Some(&r.user_id),
+            detail: Some(serde_json::json!({
+                "username": username,
+                "sessions_ended": r.sessions_ended,
+                "grants_revoked": r.grants_revoked,
+            })),
+            ..Default::default()
+        };
+        crate::audit::record(store, now, "user_locked", e).await;
+    }
+    Ok(done)
+}
+
+/// `latchkey user unlock`: the user may sign in again (nothing that the lock ended comes back).
+/// `false` when there is no such user.
+pub async fn unlock_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
+    let Some(r) = store.set_locked(username, None).await? else { return Ok(false) };
+    let e = crate::audit::Event {
+        user_id: Some(&r.user_id),
+        detail: Some(serde_json::json!({ "username": username })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "user_unlocked", e).await;
+    Ok(true)
+}
+
+/// `latchkey user end-sessions`: ends one session of the user (`sid`) or all of them, through
+/// [`crate::sessions::end_sessions`] (their logout tokens queued, for the server's worker to
+/// send). `None` when there is no such user.
+pub async fn end_user_sessions(
+    store: &dyn Store,
+    username: &str,
+    sid: Option<&str>,
+    now: UnixTime,
+) -> Result<Option<crate::store::EndedSessions>, AdminError> {
+    let Some(user) = store.user_by_username(username).await? else { return Ok(None) };
+    let which = match sid {
+        Some(s) => crate::account_store::SessionSelector::One(s.to_owned()),
+        None => crate::account_store::SessionSelector::All,
+    };
+    let req = crate::sessions::EndSessions {
+        user_id: &user.id,
+        which,
+        cause: crate::sessions::EndCause::Admin,
+        client_id: None,
+        ip: None,
+    };
+    let ended = crate::sessions::end_sessions(store, req, now).await.map_err(|e| match e {
+        crate::Error::OAuth(o) => AdminError::Invalid(o.description.into_owned()),
+        crate::Error::Internal(a) => AdminError::Other(a),
+    })?;
+    Ok(Some(ended))
 }

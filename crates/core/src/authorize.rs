@@ -39,6 +39,9 @@ pub enum Step {
         unverified: Option<Box<crate::registration::Unverified>>,
         /// RFC 8707: the API the access will be for, as registered (its name, its URI).
         resource: Option<Box<(String, String)>>,
+        /// Claims the request asks for individually beyond its scopes (OpenID Connect Core
+        /// §5.5), which the user allows here too ([`crate::claims`]).
+        claims: Box<crate::claims::ClaimNames>,
     },
     /// The sign-in needs a second factor (or its enrolment) before it goes on: send the browser
     /// to the second-factor page of `pending` (`crate::factors`), first giving it `cookie`, the
@@ -179,9 +182,25 @@ pub fn validate(
     // A hint only; anything odd is ignored rather than refused (OpenID Connect Core §3.1.2.1).
     let login_hint =
         params.get("login_hint").filter(|h| h.len() <= 256 && !h.chars().any(char::is_control)).map(str::to_owned);
+    // OpenID Connect Core §5.5. Only an OpenID request has claims to ask for: without `openid`
+    // the parameter is an unknown one, ignored (RFC 6749 §3.1).
+    let claims = match params.get("claims") {
+        Some(raw) if scope.contains("openid") => {
+            Some(latchkey_proto::ClaimsRequest::parse(raw).map_err(fail)?).filter(|c| !c.is_empty())
+        }
+        _ => None,
+    };
     // OpenID Connect Core §3.1.2.1 `acr_values`: voluntary, unknown values ignored (`authn`).
-    // The `claims` parameter's essential `acr` feeds the same `AcrRequest`.
-    let acr = params.get("acr_values").and_then(AcrRequest::from_acr_values);
+    // The `claims` parameter's `acr` (§5.5.1.1) feeds the same `AcrRequest`; an essential one
+    // wins, and one naming no value we know is refused (`unmet_authentication_requirements`).
+    let claimed_acr = match claims.as_ref().and_then(latchkey_proto::ClaimsRequest::acr) {
+        Some(c) => {
+            let values: Vec<&str> = c.values.iter().map(String::as_str).collect();
+            AcrRequest::from_claim(&values, c.essential).map_err(fail)?
+        }
+        None => None,
+    };
+    let acr = AcrRequest::merge(params.get("acr_values").and_then(AcrRequest::from_acr_values), claimed_acr);
     // ui_locales, claims_locales, display and id_token_hint are accepted and ignored.
 
     // The authentication this request demands travels with it, so that every later step (the
@@ -204,6 +223,7 @@ pub fn validate(
             resource: target.resource,
             purpose: Default::default(),
             acr,
+            claims,
         },
         prompt,
         max_age,
@@ -244,6 +264,12 @@ pub enum LoginOutcome {
     Failed { client_name: String },
     /// Too many failures: try again after this many seconds (the password was not checked).
     Throttled { client_name: String, retry_after: u64 },
+    /// The password is right but an administrator locked the account (`latchkey user lock`).
+    /// Said only after the right password, so that it reveals nothing to a guesser (a wrong
+    /// password gets `Failed` whether the account is locked or not), while the person who owns
+    /// the account learns why they cannot sign in instead of retrying into the throttle. The
+    /// attempt counts as a failure for throttling.
+    Locked { client_name: String },
     /// The password was right, but the account signed itself up and has not verified its
     /// address yet (`crate::signup`): no session; a fresh verification link was mailed.
     Unverified { client_name: String },
@@ -350,7 +376,7 @@ impl Provider {
         }
         if !req.prompt.consent
             && !needs_interaction(&client, &req.pending.redirect_uri)
-            && self.has_consent(&client, &session.user_id, &req.pending.scope).await?
+            && self.has_consent(&client, &session.user_id, &req.pending).await?
         {
             return Ok(Step::Redirect(self.issue_code(&req.pending, &session, now).await?));
         }
@@ -365,7 +391,8 @@ impl Provider {
     }
 
     /// `POST /login`: checks the credentials for a pending request. `device` is the browser's
-    /// known-device cookie, if it sent one.
+    /// known-device cookie, if it sent one; `user_agent` its `User-Agent` header, summarised for
+    /// the account page's list of sessions ([`crate::sessions::meta`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn login(
         &self,
@@ -374,6 +401,7 @@ impl Provider {
         password: Password,
         ip: Option<IpAddr>,
         device: Option<&str>,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<Result<LoginOutcome, Step>, Error> {
         let (pending, client) = match self.load_pending(pending_id, now).await? {
@@ -430,6 +458,11 @@ impl Provider {
                 return Ok(Ok(LoginOutcome::Failed { client_name: client.name }));
             }
         };
+        // A locked account is said to be locked only to whoever knows its password (see
+        // `LoginOutcome::Locked`); the attempt stays counted as a failure.
+        if user.locked_at.is_some() {
+            return Ok(Ok(self.refuse_locked(&user, &client, ip, now).await));
+        }
         // A success clears this account's counters and takes the reserved failure back from the
         // IP's, without resetting it: logging in to one's own account must not reset the budget
         // for guessing others.
@@ -455,7 +488,11 @@ impl Provider {
                 self.begin_second_factor(pending_id, &user.id, Authentication::default(), None, need, now).await?;
             return Ok(Ok(LoginOutcome::SecondFactor { next }));
         }
-        let (token, session) = self.create_session(&user.id, Authentication::default(), now).await?;
+        let meta = crate::sessions::meta(ip, user_agent);
+        // Refused when a lock landed since the user was read: the store checks it atomically.
+        let Some((token, session)) = self.create_session(&user.id, Authentication::default(), meta, now).await? else {
+            return Ok(Ok(self.refuse_locked(&user, &client, ip, now).await));
+        };
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
         let next = match self.finish_sign_in(pending_id, &pending, &client, &session, now).await? {
             Ok(next) => next,
@@ -464,13 +501,16 @@ impl Provider {
         Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, device, next }))
     }
 
-    /// A new browser session for `user_id`, authenticated now as `authn` says.
+    /// A new browser session for `user_id`, authenticated now as `authn` says, signed in where
+    /// and on what `meta` says. `None`, creating nothing, when the user is locked: the store
+    /// checks the lock in the same step as the insert ([`Self::start_session`]).
     pub(crate) async fn create_session(
         &self,
         user_id: &str,
         authn: Authentication,
+        meta: crate::store::SessionMeta,
         now: UnixTime,
-    ) -> Result<(SessionToken, SessionRecord), Error> {
+    ) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
         let token = SessionToken::generate();
         let session = SessionRecord {
             hash: token.hash(),
@@ -479,10 +519,13 @@ impl Provider {
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
             authn,
+            meta,
         };
         // Evicted sessions beyond the limit end here, and their clients are told.
-        self.start_session(&session).await?;
-        Ok((token, session))
+        if !self.start_session(&session).await? {
+            return Ok(None);
+        }
+        Ok(Some((token, session)))
     }
 
     /// What follows a complete sign-in: the account page for an account sign-in, else the code
@@ -502,7 +545,7 @@ impl Provider {
                 return Ok(Err(expired_step()));
             }
             Step::Redirect(next.clone())
-        } else if !pending.force_consent && self.has_consent(client, &session.user_id, &pending.scope).await? {
+        } else if !pending.force_consent && self.has_consent(client, &session.user_id, pending).await? {
             if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
                 return Ok(Err(expired_step()));
             }
@@ -532,6 +575,23 @@ impl Provider {
         }
         let enrolled = self.enrolled(&session.user_id).await?;
         Ok(crate::authn::decide(policy, pending.acr.as_ref(), &enrolled, Some(&session.authn)))
+    }
+
+    async fn refuse_locked(
+        &self,
+        user: &crate::store::UserRecord,
+        client: &ClientRecord,
+        ip: Option<IpAddr>,
+        now: UnixTime,
+    ) -> LoginOutcome {
+        let e = audit::Event {
+            user_id: Some(&user.id),
+            client_id: Some(client.client_id.as_str()),
+            ip,
+            detail: Some(json!({ "username": user.username })),
+        };
+        audit::record(self.store.as_ref(), now, "login_refused_locked", e).await;
+        LoginOutcome::Locked { client_name: client.name.clone() }
     }
 
     /// `GET /consent`: the consent page for a pending request, or the login page if the session is gone.
@@ -603,9 +663,24 @@ impl Provider {
             )));
         }
         // Remember the union, so that a client asking for fewer scopes later is not asked again.
-        let previous = self.store.consent(&session.user_id, &client.client_id).await?.unwrap_or_default();
-        let remembered = Scope::parse(&format!("{previous} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.store.put_consent(&session.user_id, &client.client_id, &remembered, now).await?;
+        let previous = self.store.consent(&session.user_id, &client.client_id).await?;
+        let (prev_scope, mut claims) = previous.map(|c| (c.scope, c.claims)).unwrap_or_default();
+        let remembered =
+            Scope::parse(&format!("{prev_scope} {}", pending.scope)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for c in crate::claims::beyond_scope(&pending.scope, pending.claims.as_ref()) {
+            if !claims.iter().any(|k| k == c) {
+                claims.push(c.to_owned());
+            }
+        }
+        self.store
+            .put_consent(&crate::store::ConsentRecord {
+                user_id: session.user_id.clone(),
+                client_id: client.client_id.clone(),
+                scope: remembered,
+                updated_at: now,
+                claims,
+            })
+            .await?;
         let e = audit::Event {
             user_id: Some(&session.user_id),
             client_id: Some(client.client_id.as_str()),
@@ -618,11 +693,15 @@ impl Provider {
 
     /// Stores a new login session. The user's oldest sessions beyond `max_sessions_per_user` end
     /// in the same step, and their clients are told (Back-Channel Logout). Every way of signing
-    /// in goes through here.
-    pub async fn start_session(&self, session: &SessionRecord) -> Result<(), Error> {
-        let evicted = self.store.insert_session(session, self.config.max_sessions_per_user).await?;
+    /// in goes through here. `false`, storing and ending nothing, when the user is locked: the
+    /// store checks the lock in the same atomic step, so a sign-in racing `latchkey user lock`
+    /// cannot leave a session behind.
+    pub async fn start_session(&self, session: &SessionRecord) -> Result<bool, Error> {
+        let Some(evicted) = self.store.insert_session(session, self.config.max_sessions_per_user).await? else {
+            return Ok(false);
+        };
         self.sessions_ended(&evicted);
-        Ok(())
+        Ok(true)
     }
 
     /// The browser's session if it may serve `pending` as it is: authenticated recently enough
@@ -653,7 +732,14 @@ impl Provider {
         })
     }
 
-    pub(crate) async fn has_consent(&self, client: &ClientRecord, user_id: &str, scope: &Scope) -> Result<bool, Error> {
+    /// Whether the user's consent covers the request: its scopes, and the claims it asks for
+    /// beyond them ([`crate::claims`]).
+    async fn has_consent(
+        &self,
+        client: &ClientRecord,
+        user_id: &str,
+        req: &PendingAuthorization,
+    ) -> Result<bool, Error> {
         // Issue 12: a client nobody vetted always gets the consent page, remembered consent or not:
         // anyone can register a client under a trusted name, and only the page shows who it is.
         if !client.vetted() {
@@ -662,7 +748,12 @@ impl Provider {
         if client.first_party {
             return Ok(true);
         }
-        Ok(self.store.consent(user_id, &client.client_id).await?.is_some_and(|s| scope.is_subset(&s)))
+        let extra = crate::claims::beyond_scope(&req.scope, req.claims.as_ref());
+        Ok(self
+            .store
+            .consent(user_id, &client.client_id)
+            .await?
+            .is_some_and(|c| req.scope.is_subset(&c.scope) && extra.iter().all(|x| c.claims.iter().any(|k| k == x))))
     }
 
     pub(crate) async fn consent_step(
@@ -682,7 +773,8 @@ impl Provider {
             None => None,
         };
         let scope = req.scope.clone();
-        Ok(Step::Consent { pending, client_name: client.name.clone(), scope, username, unverified, resource })
+        let claims = Box::new(crate::claims::ClaimNames(crate::claims::beyond_scope(&req.scope, req.claims.as_ref())));
+        Ok(Step::Consent { pending, client_name: client.name.clone(), scope, username, unverified, resource, claims })
     }
 
     pub(crate) async fn save_pending(
@@ -736,6 +828,17 @@ impl Provider {
         session: &SessionRecord,
         now: UnixTime,
     ) -> Result<String, Error> {
+        // OpenID Connect Core §5.5.1: asked for one subject, never answer for another, even one
+        // with a live session here.
+        if let Some(sub) = req.claims.as_ref().and_then(|c| c.subject())
+            && sub != session.user_id
+        {
+            let e = OAuthError::new(
+                ErrorCode::LoginRequired,
+                "the claims parameter asks for another subject (sub) than the signed-in user",
+            );
+            return Ok(error_redirect(self.issuer(), &req.redirect_uri, req.state.as_ref(), &e));
+        }
         let code = AuthorizationCode::generate();
         self.store
             .insert_code(&CodeRecord {
@@ -753,6 +856,7 @@ impl Provider {
                 grant_id: None,
                 resource: req.resource.clone(),
                 authn: session.authn.clone(),
+                claims: req.claims.clone(),
             })
             .await?;
         Ok(with_params(

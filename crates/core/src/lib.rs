@@ -5,12 +5,14 @@
 //! clocks or a database. This crate knows nothing of HTTP frameworks or SQL.
 
 pub mod account;
+pub mod account_store;
 pub mod admin;
 pub mod audit;
 pub mod authn;
 pub mod authorize;
 pub mod backchannel;
 pub mod cimd;
+pub mod claims;
 pub mod cors;
 pub mod device;
 pub mod email_link;
@@ -24,12 +26,14 @@ pub mod mail;
 pub mod outbox;
 pub mod passkey;
 pub mod password;
+pub mod profile;
 pub mod provider;
 pub mod registration;
 pub mod reset;
 pub mod resource;
 pub mod revoke;
 pub mod server_key;
+pub mod sessions;
 pub mod signup;
 pub mod store;
 pub mod throttle;

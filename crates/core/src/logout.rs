@@ -97,17 +97,19 @@ impl Provider {
             if !hinted && !confirmed {
                 return Ok(LogoutStep::Confirm { client_name: client.map(|c| c.name) });
             }
-            let gone = self.store.end_session(&session.sid, now).await?;
-            // Back-Channel Logout: the store queued the tokens owed to the clients that took part
-            // in this session (once, whoever else ends it at the same time); send them now.
-            self.sessions_ended(&gone);
-            ended = true;
-            let e = crate::audit::Event {
-                user_id: Some(&session.user_id),
+            // Back-Channel Logout: the one entry point queues, in the store operation that ends the
+            // session, the tokens owed to the clients that took part in it (once, whoever else
+            // ends it at the same time), and wakes the worker to send them now.
+            let req = crate::sessions::EndSessions {
+                user_id: &session.user_id,
+                which: crate::account_store::SessionSelector::One(session.sid.clone()),
+                cause: crate::sessions::EndCause::Logout,
                 client_id: client.as_ref().map(|c| c.client_id.as_str()),
-                ..Default::default()
+                ip: None,
             };
-            crate::audit::record(self.store.as_ref(), now, "logout", e).await;
+            // Already handed to `sessions_ended` by `Provider::end_sessions`.
+            let _ended = self.end_sessions(req, now).await?;
+            ended = true;
         }
         let redirect = redirect_uri.map(|u| {
             let Ok(mut url) = Url::parse(u.as_str()) else { return u.to_string() };

@@ -170,6 +170,9 @@ impl Provider {
             created_at: now,
             phone_number: None,
             address: None,
+            profile: Default::default(),
+            updated_at: now,
+            locked_at: None,
         };
         let taken = || SignupOutcome::Rejected(format!("the username {username} is taken; choose another"));
         if let Some((token, _)) = invited {

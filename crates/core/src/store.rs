@@ -5,7 +5,9 @@
 //! atomic operations here, so that they hold under concurrency and across server instances.
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash};
+use latchkey_proto::{
+    ClaimsRequest, ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, State, TokenHash,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;
@@ -174,6 +176,13 @@ pub struct UserRecord {
     pub phone_number: Option<String>,
     /// The postal address, formatted (OpenID Connect Core §5.1.1 `formatted`).
     pub address: Option<String>,
+    /// The other standard claims of OpenID Connect Core §5.1 ([`crate::profile`]).
+    pub profile: crate::profile::Profile,
+    /// When the claims last changed (the `updated_at` claim); the creation time at first.
+    pub updated_at: UnixTime,
+    /// Set by `latchkey user lock`: the user cannot sign in, and had every session and grant
+    /// ended when it was set.
+    pub locked_at: Option<UnixTime>,
 }
 
 /// What ending a user's access did ([`Store::set_password_hash`], [`Store::revoke_user_tokens`]).
@@ -264,6 +273,9 @@ pub struct PendingAuthorization {
     /// `acr_values` (or an essential `acr` claim): the authentication level asked for.
     #[serde(default)]
     pub acr: Option<crate::authn::AcrRequest>,
+    /// OpenID Connect Core §5.5: the claims asked for individually (`None`: none were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<ClaimsRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,6 +289,17 @@ pub struct SessionRecord {
     pub expires_at: UnixTime,
     /// How the user authenticated (`amr`, `acr`).
     pub authn: crate::authn::Authentication,
+    /// Where and on what the session was signed in, for the account page's list of sessions.
+    pub meta: SessionMeta,
+}
+
+/// What a person needs to recognise one of their sessions, recorded at sign-in and bounded
+/// ([`crate::sessions`]): the client's network, never its full address, and a summary of its
+/// user agent ("Firefox on Linux"), never the header itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub network: Option<String>,
+    pub device: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,6 +321,8 @@ pub struct CodeRecord {
     pub resource: Option<ResourceUri>,
     /// The session's authentication when the code was issued: the id_token's `amr` and `acr`.
     pub authn: crate::authn::Authentication,
+    /// OpenID Connect Core §5.5: the claims the authorization request asked for individually.
+    pub claims: Option<ClaimsRequest>,
 }
 
 /// One authorization: what a user granted a client. Refresh tokens form a family under it.
@@ -320,6 +345,9 @@ pub struct GrantRecord {
     /// The authentication the grant comes from (`amr`, `acr`, with `auth_time`), reported again
     /// at every refresh; `None` for a client acting for itself (client credentials).
     pub authn: Option<crate::authn::Authentication>,
+    /// OpenID Connect Core §5.5: the claims asked for individually, released in every id_token
+    /// of the grant and at userinfo for its access tokens.
+    pub claims: Option<ClaimsRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -508,6 +536,7 @@ pub trait Store:
     RegistrationStore
     + crate::resource::ResourceStore
     + MetadataDocumentCache
+    + crate::account_store::AccountStore
     + crate::outbox::OutboxStore
     + crate::email_link::EmailLinkStore
     + crate::factors::FactorStore
@@ -532,14 +561,16 @@ pub trait Store:
     /// such user.
     async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>>;
     /// Sets the user's password hash and, in the same transaction, ends every session of the user
-    /// (queueing the logout tokens owed at `now`) and, with `revoke_grants`, does what
-    /// [`Store::revoke_user_tokens`] does: a changed password must not leave a thief's
+    /// but `keep_sid` (the account page's own, when the user changes their password there),
+    /// queueing the logout tokens owed at `now`, and, with `revoke_grants`, does what
+    /// [`Store::revoke_user_tokens`] does at `now`: a changed password must not leave a thief's
     /// `offline_access` refresh tokens working. `None` when there is no such user.
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
         revoke_grants: bool,
+        keep_sid: Option<&str>,
         now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>>;
     /// Ends every session of the user (queueing the logout tokens owed) and, in the same
@@ -588,8 +619,10 @@ pub trait Store:
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
     /// the newest `keep` (their session-bound grants are revoked and their logout tokens queued,
-    /// as at logout, at the new session's `auth_time`). Returns those.
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions>;
+    /// as at logout, at the new session's `auth_time`) and returns those. Returns `None`,
+    /// inserting and ending nothing, when the user is locked: checked in the same atomic step, so
+    /// a login racing with `latchkey user lock` cannot leave a session behind.
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
@@ -599,8 +632,9 @@ pub trait Store:
     async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions>;
 
     // Consent, remembered per user and client.
-    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>>;
-    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()>;
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>>;
+    /// Stores the consent, replacing the one of the same user and client.
+    async fn put_consent(&self, c: &ConsentRecord) -> StoreResult<()>;
 
     // Authorization codes.
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()>;
@@ -766,6 +800,9 @@ pub struct ConsentRecord {
     pub client_id: ClientId,
     pub scope: Scope,
     pub updated_at: UnixTime,
+    /// Claims the user allowed individually (OpenID Connect Core §5.5) beyond what `scope` gives,
+    /// by name ([`crate::claims`]).
+    pub claims: Vec<String>,
 }
 
 /// A whole deployment's data, as stored: secrets only as hashes, private keys as they are. Login

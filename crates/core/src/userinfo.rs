@@ -1,17 +1,22 @@
 //! The UserInfo endpoint (OpenID Connect Core §5.3) and access token validation for our own tokens.
 
 use latchkey_proto::{ErrorCode, OAuthError, Scope};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::grant::AccessClaims;
 use crate::keys::VerifyError;
-use crate::store::UserRecord;
+use crate::store::GrantRecord;
 use crate::{Error, Provider, UnixTime};
 
 impl Provider {
     /// Validates an access token issued by this server: signature, `typ`, `iss`, `aud`, `exp`, and
     /// that its grant has not been revoked (RFC 6750 §3.1 `invalid_token` otherwise).
     pub async fn validate_access_token(&self, token: &str, now: UnixTime) -> Result<AccessClaims, Error> {
+        self.access_token_and_grant(token, now).await.map(|(c, _)| c)
+    }
+
+    /// [`Provider::validate_access_token`], with the grant the token was issued under.
+    async fn access_token_and_grant(&self, token: &str, now: UnixTime) -> Result<(AccessClaims, GrantRecord), Error> {
         let claims: AccessClaims = self.keys().verify(token, "at+jwt").map_err(|e| {
             OAuthError::invalid_token(match e {
                 VerifyError::Malformed => "the access token is not a well-formed JWT",
@@ -30,14 +35,15 @@ impl Provider {
             return Err(OAuthError::invalid_token("the access token has expired").into());
         }
         match self.store.access_token(&claims.jti).await? {
-            Some((a, g)) if a.revoked_at.is_none() && g.revoked_at.is_none() => Ok(claims),
+            Some((a, g)) if a.revoked_at.is_none() && g.revoked_at.is_none() => Ok((claims, g)),
             _ => Err(OAuthError::invalid_token("the access token has been revoked").into()),
         }
     }
 
-    /// `GET|POST /userinfo`: the claims the granted scopes allow.
+    /// `GET|POST /userinfo`: the claims the granted scopes and the grant's `claims` request allow
+    /// ([`crate::claims`]).
     pub async fn userinfo(&self, token: &str, now: UnixTime) -> Result<Value, Error> {
-        let claims = self.validate_access_token(token, now).await?;
+        let (claims, grant) = self.access_token_and_grant(token, now).await?;
         let scope = Scope::parse(&claims.scope)?;
         if !scope.contains("openid") {
             return Err(OAuthError::new(
@@ -49,65 +55,11 @@ impl Provider {
         let Some(user) = self.store.user(&claims.sub).await? else {
             return Err(OAuthError::invalid_token("the user of this access token no longer exists").into());
         };
-        Ok(user_claims(&user, &scope))
-    }
-}
-
-/// Claims by scope (OpenID Connect Core §5.4).
-pub fn user_claims(user: &UserRecord, scope: &Scope) -> Value {
-    let mut m = Map::new();
-    m.insert("sub".into(), json!(user.id));
-    if scope.contains("profile") {
-        m.insert("preferred_username".into(), json!(user.username));
-        if let Some(n) = &user.name {
-            m.insert("name".into(), json!(n));
+        // Locking revokes every grant; this also stops a token issued in a race with the lock.
+        if user.locked_at.is_some() {
+            return Err(OAuthError::invalid_token("the account of this access token is locked").into());
         }
-    }
-    if scope.contains("email") {
-        m.insert("email".into(), json!(user.email));
-        m.insert("email_verified".into(), json!(user.email_verified));
-    }
-    // Claims the user does not have are omitted, not sent empty (OpenID Connect Core §5.3.2).
-    if scope.contains("phone")
-        && let Some(p) = &user.phone_number
-    {
-        m.insert("phone_number".into(), json!(p));
-        m.insert("phone_number_verified".into(), json!(false));
-    }
-    if scope.contains("address")
-        && let Some(a) = &user.address
-    {
-        m.insert("address".into(), json!({ "formatted": a }));
-    }
-    Value::Object(m)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claims_follow_scope() {
-        let u = UserRecord {
-            id: "u1".into(),
-            username: "alice".into(),
-            email: "alice@example.com".into(),
-            email_verified: false,
-            name: Some("Alice".into()),
-            password_hash: "x".into(),
-            created_at: 0,
-            phone_number: Some("+1 555 0100".into()),
-            address: None,
-        };
-        let only = user_claims(&u, &Scope::parse("openid").unwrap());
-        assert_eq!(only, json!({"sub": "u1"}));
-        let all = user_claims(&u, &Scope::parse("openid profile email").unwrap());
-        assert_eq!(all["name"], "Alice");
-        assert_eq!(all["preferred_username"], "alice");
-        assert_eq!(all["email"], "alice@example.com");
-        assert!(all.get("password_hash").is_none());
-        let contact = user_claims(&u, &Scope::parse("openid phone address").unwrap());
-        assert_eq!(contact["phone_number"], "+1 555 0100");
-        assert!(contact.get("address").is_none(), "absent claims are omitted");
+        let released = crate::claims::release(&user, &scope, grant.claims.as_ref(), crate::claims::Target::Userinfo);
+        Ok(Value::Object(released))
     }
 }

@@ -4,6 +4,7 @@
 //! is made about it; everything that leaves (error codes, token responses, metadata) has its one wire
 //! form here. This crate knows nothing of HTTP frameworks, SQL or async runtimes.
 
+pub mod claims;
 pub mod discovery;
 pub mod error;
 pub mod jose;
@@ -16,6 +17,7 @@ pub mod secret;
 pub mod token;
 pub mod types;
 
+pub use claims::ClaimsRequest;
 pub use error::{ErrorCode, OAuthError};
 pub use params::Params;
 pub use pkce::{CodeChallenge, CodeVerifier};

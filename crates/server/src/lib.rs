@@ -3,6 +3,7 @@
 //! Handlers are thin: parse at the edge (extractors), one call into `latchkey-core`, and the one
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
+mod account_pages;
 pub mod backchannel_send;
 pub mod cimd_fetch;
 pub mod conn;
@@ -137,7 +138,6 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/login/two-step/qr.svg", page(get(handlers::two_step::qr)))
         .route("/login/enrol", page(post(handlers::two_step::enrol)))
         .route("/login/continue", page(post(handlers::two_step::continue_sign_in)))
-        .route("/account", page(get(handlers::account::overview)))
         .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
         .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
         .route("/account/passkeys", page(get(handlers::passkeys::page).post(handlers::passkeys::register)))
@@ -152,6 +152,11 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/login/enrol/passkey/options", page(post(handlers::passkeys::enrol_options)))
         .route("/login/enrol/passkey", page(post(handlers::passkeys::enrol)))
         .route("/assets/passkey.js", page(get(handlers::discovery::passkey_script)))
+        .route("/account", page(get(handlers::account::overview).post(handlers::account::save_profile)))
+        .route("/account/password", page(get(handlers::account_password::get).post(handlers::account_password::post)))
+        .route("/account/sessions", page(get(handlers::account_sessions::get).post(handlers::account_sessions::post)))
+        .route("/account/apps", page(get(handlers::account_apps::get).post(handlers::account_apps::post)))
+        .route("/account/activity", page(get(handlers::account_activity::get)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

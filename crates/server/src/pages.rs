@@ -69,11 +69,14 @@ pub fn login(p: &LoginPage<'_>) -> String {
     render(p)
 }
 
-fn describe(scope: &str) -> String {
+/// What a scope lets an application do, as the consent and apps pages say it.
+pub fn describe_scope(scope: &str) -> String {
     match scope {
         "openid" => "Know who you are (your user identifier)".into(),
-        "profile" => "See your name and username".into(),
+        "profile" => "See your name, username and profile details".into(),
         "email" => "See your email address".into(),
+        "address" => "See your postal address".into(),
+        "phone" => "See your phone number".into(),
         "offline_access" => "Keep access when you are not signed in".into(),
         other => format!("Use the permission “{other}”"),
     }
@@ -89,6 +92,8 @@ pub struct ConsentPage<'a> {
     pub unverified: Option<&'a latchkey_core::registration::Unverified>,
     /// RFC 8707: the API (name, URI) the access is for; tokens will be valid there only.
     pub resource: Option<(&'a str, &'a str)>,
+    /// Claims asked for individually beyond the scopes (OpenID Connect Core §5.5).
+    pub claims: &'a [&'static str],
 }
 
 /// The consent page. An unverified client's name is its own choice, so the page shows the facts a
@@ -108,10 +113,13 @@ struct ConsentTemplate<'a> {
 
 pub fn consent(p: &ConsentPage<'_>) -> String {
     // Who you are first, then what the app may see, then how long it may keep access.
-    let rank = |s: &str| ["openid", "profile", "email", "offline_access"].iter().position(|k| *k == s).unwrap_or(4);
+    let rank = |s: &str| {
+        ["openid", "profile", "email", "address", "phone", "offline_access"].iter().position(|k| *k == s).unwrap_or(6)
+    };
     let mut scopes: Vec<&str> = p.scope.iter().collect();
     scopes.sort_by_key(|s| rank(s));
-    let mut items: Vec<String> = scopes.iter().map(|s| describe(s)).collect();
+    let mut items: Vec<String> = scopes.iter().map(|s| describe_scope(s)).collect();
+    items.extend(p.claims.iter().map(|c| latchkey_core::claims::describe(c)));
     if items.is_empty() {
         items.push("Sign you in (no other access)".to_owned());
     }
@@ -124,17 +132,6 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
         unverified: p.unverified,
         resource: p.resource,
     })
-}
-
-/// `/account`: the profile overview. Every account page has a `section` (the navigation marks it).
-#[derive(Template)]
-#[template(path = "account.html")]
-pub struct AccountOverview<'a> {
-    pub section: &'static str,
-    pub username: &'a str,
-    pub name: Option<&'a str>,
-    pub email: &'a str,
-    pub email_verified: bool,
 }
 
 /// One passkey as `/account/passkeys` lists it.

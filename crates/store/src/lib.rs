@@ -5,12 +5,14 @@
 //! `sqlite://PATH` for SQLite, `postgres://…` (or `postgresql://…`) for PostgreSQL. Everything
 //! above it sees only the `Store` trait.
 
+mod account_sql;
 mod cimd_sql;
 mod email_link_sql;
 mod factors_sql;
 mod outbox_sql;
 mod passkey_sql;
 mod postgres;
+mod postgres_account;
 mod postgres_cimd;
 mod postgres_email_link;
 mod postgres_factors;
@@ -25,6 +27,7 @@ mod purge_sql;
 mod registration_sql;
 mod session_end_sql;
 mod sqlite;
+mod sqlite_account;
 mod sqlite_cimd;
 mod sqlite_conn;
 mod sqlite_email_link;

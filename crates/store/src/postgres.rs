@@ -22,9 +22,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::account_sql::SESSION_COLS;
 use crate::postgres_schema::MIGRATIONS;
 use crate::postgres_session_end::{end_user_sessions, take_session};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 
 /// Connections per instance. PostgreSQL's default `max_connections` is 100: room for several
 /// instances plus the admin commands.
@@ -285,9 +286,16 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<EndedSessions> {
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
+        // FOR SHARE: a concurrent `user lock` (which updates this row, then deletes the user's
+        // sessions) either waits for this insert to commit, and then deletes its session too, or
+        // committed first, and then this reads the lock. A missing user is no lock.
+        let row = tx.query_opt("SELECT locked_at FROM users WHERE id = $1 FOR SHARE", &[&s.user_id]).await?;
+        if row.is_some_and(|r| r.get::<_, Option<i64>>(0).is_some()) {
+            return Ok(None);
+        }
         insert_session_row(&tx, s).await?;
         // The user's sessions beyond the newest `keep` end, as at logout; the new one always stays,
         // even beside one logged in within the same second.
@@ -308,7 +316,7 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(EndedSessions(ended))
+        Ok(Some(EndedSessions(ended)))
     }
 
     async fn throttle_reserve_once(
@@ -421,6 +429,7 @@ impl PostgresStore {
         name: &str,
         hash: Option<&str>,
         revoke: bool,
+        keep_sid: Option<&str>,
         now: UnixTime,
     ) -> anyhow::Result<Option<UserRevocation>> {
         let mut c = self.conn().await?;
@@ -433,7 +442,7 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let ended = end_user_sessions(&tx, &id, now).await?;
+        let ended = end_user_sessions(&tx, &id, keep_sid, now).await?;
         let mut grants_revoked = 0;
         if revoke {
             grants_revoked = tx
@@ -453,7 +462,7 @@ impl PostgresStore {
         };
         let id: String = row.get(0);
         // Sessions first: their clients are read from the grants deleted next.
-        let ended = end_user_sessions(&tx, &id, now).await?;
+        let ended = end_user_sessions(&tx, &id, None, now).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
@@ -500,6 +509,7 @@ pub(crate) fn code_row(r: &Row) -> anyhow::Result<CodeRecord> {
         grant_id: r.try_get(11)?,
         resource: resource_of(r.try_get(12)?)?,
         authn: authn_of(r.try_get(13)?, r.try_get(14)?)?,
+        claims: claims_of(r.try_get(15)?)?,
     })
 }
 
@@ -520,6 +530,7 @@ pub(crate) fn grant_row(r: &Row, o: usize) -> anyhow::Result<GrantRecord> {
             (Some(amr), Some(acr)) => Some(authn_of(amr, acr)?),
             _ => None,
         },
+        claims: claims_of(r.try_get(o + 13)?)?,
     })
 }
 
@@ -534,7 +545,49 @@ pub(crate) fn user_row(r: &Row) -> anyhow::Result<UserRecord> {
         created_at: r.try_get(6)?,
         phone_number: r.try_get(7)?,
         address: r.try_get(8)?,
+        profile: json_of(r, 9)?,
+        updated_at: r.try_get(10)?,
+        locked_at: r.try_get(11)?,
     })
+}
+
+/// A `claims` column: the JSON of an OpenID Connect `claims` request, or NULL.
+pub(crate) fn claims_of(s: Option<&str>) -> anyhow::Result<Option<latchkey_proto::ClaimsRequest>> {
+    Ok(s.map(serde_json::from_str).transpose()?)
+}
+
+/// `user_id, client_id, scope, updated_at, claims` from column 0.
+pub(crate) fn consent_row(r: &Row) -> anyhow::Result<ConsentRecord> {
+    Ok(ConsentRecord {
+        user_id: r.try_get(0)?,
+        client_id: client_id_of(r.try_get(1)?)?,
+        scope: scope_of(r.try_get(2)?)?,
+        updated_at: r.try_get(3)?,
+        claims: crate::account_sql::claims_from_column(r.try_get(4)?),
+    })
+}
+
+pub(crate) async fn insert_session_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    x: &SessionRecord,
+) -> anyhow::Result<()> {
+    let stmt = tx.prepare_cached(crate::account_sql::INSERT_SESSION).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &x.hash.as_str(),
+            &x.sid,
+            &x.user_id,
+            &x.auth_time,
+            &x.expires_at,
+            &x.meta.network,
+            &x.meta.device,
+            &x.authn.amr_text(),
+            &x.authn.acr().as_str(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// [`SESSION_COLS`] from column 0.
@@ -545,28 +598,13 @@ pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
         user_id: r.try_get(2)?,
         auth_time: r.try_get(3)?,
         expires_at: r.try_get(4)?,
-        authn: authn_of(r.try_get(5)?, r.try_get(6)?)?,
+        meta: SessionMeta { network: r.try_get(5)?, device: r.try_get(6)? },
+        authn: authn_of(r.try_get(7)?, r.try_get(8)?)?,
     })
 }
 
 pub(crate) fn authn_of(amr: &str, acr: &str) -> anyhow::Result<Authentication> {
     Authentication::from_stored(amr, acr).map_err(|e| anyhow!("stored session: {e}"))
-}
-
-pub(crate) async fn insert_session_row(
-    tx: &deadpool_postgres::Transaction<'_>,
-    s: &SessionRecord,
-) -> anyhow::Result<()> {
-    let stmt = tx
-        .prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-        .await?;
-    let amr = s.authn.amr_text();
-    tx.execute(
-        &stmt,
-        &[&s.hash.as_str(), &s.sid, &s.user_id, &s.auth_time, &s.expires_at, &amr, &s.authn.acr().as_str()],
-    )
-    .await?;
-    Ok(())
 }
 
 pub(crate) fn key_row(r: &Row) -> anyhow::Result<KeyRecord> {
@@ -637,8 +675,8 @@ pub(crate) async fn insert_access(tx: &deadpool_postgres::Transaction<'_>, a: &A
 pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g: &GrantRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .await?;
     tx.execute(
@@ -657,6 +695,7 @@ pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g:
             &g.resource.as_ref().map(|r| r.as_str()),
             &g.authn.as_ref().map(Authentication::amr_text),
             &g.authn.as_ref().map(|a| a.acr().as_str()),
+            &crate::sqlite::claims_json(&g.claims),
         ],
     )
     .await?;
@@ -686,7 +725,7 @@ pub(crate) async fn insert_refresh(tx: &deadpool_postgres::Transaction<'_>, r: &
 pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: &CodeRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .await?;
     tx.execute(
@@ -707,6 +746,7 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
             &k.resource.as_ref().map(|r| r.as_str()),
             &k.authn.amr_text(),
             &k.authn.acr().as_str(),
+            &crate::sqlite::claims_json(&k.claims),
         ],
     )
     .await?;
@@ -726,8 +766,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(e.into()))
 }
 
-/// The values of `INSERT INTO users ({USER_COLS})`, in column order.
-pub(crate) fn user_params(u: &UserRecord) -> [&(dyn ToSql + Sync); 9] {
+/// The values of `INSERT INTO users ({USER_COLS})`, in column order; `profile` is the JSON of
+/// `u.profile`.
+pub(crate) fn user_params<'a>(u: &'a UserRecord, profile: &'a String) -> [&'a (dyn ToSql + Sync); 12] {
     [
         &u.id,
         &u.username,
@@ -738,7 +779,15 @@ pub(crate) fn user_params(u: &UserRecord) -> [&(dyn ToSql + Sync); 9] {
         &u.created_at,
         &u.phone_number,
         &u.address,
+        profile,
+        &u.updated_at,
+        &u.locked_at,
     ]
+}
+
+/// `INSERT INTO users`, every column.
+pub(crate) fn insert_user_sql() -> String {
+    format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
 }
 
 #[async_trait]
@@ -781,13 +830,8 @@ impl Store for PostgresStore {
     }
 
     async fn insert_user(&self, u: &UserRecord) -> StoreResult<()> {
-        self.exec(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            &user_params(u),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| {
+        let profile = serde_json::to_string(&u.profile).map_err(|e| StoreError::Backend(e.into()))?;
+        self.exec(&insert_user_sql(), &user_params(u, &profile)).await.map(|_| ()).map_err(|e| {
             if is_unique_violation(&e) {
                 StoreError::AlreadyExists("a user with this username")
             } else {
@@ -817,13 +861,14 @@ impl Store for PostgresStore {
         username: &str,
         hash: &str,
         revoke_grants: bool,
+        keep_sid: Option<&str>,
         now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants, now))
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants, keep_sid, now))
     }
 
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, None, true, now))
+        retrying!(self.end_user_access_once(username, None, true, None, now))
     }
 
     async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
@@ -888,26 +933,18 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>> {
         retrying!(self.insert_session_once(s, keep))
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        self.opt(
-            &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2"),
-            &[&hash.as_str(), &now],
-            session_row,
-        )
-        .await
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2");
+        self.opt(&sql, &[&hash.as_str(), &now], session_row).await
     }
 
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        self.opt(
-            &format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2"),
-            &[&sid, &now],
-            session_row,
-        )
-        .await
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2");
+        self.opt(&sql, &[&sid, &now], session_row).await
     }
 
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
@@ -921,24 +958,16 @@ impl Store for PostgresStore {
         retrying!(self.end_session_once(sid, now))
     }
 
-    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
-        self.opt(
-            "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2",
-            &[&user_id, &client_id.as_str()],
-            |r| scope_of(r.try_get(0)?),
-        )
-        .await
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>> {
+        self.opt(crate::account_sql::CONSENT, &[&user_id, &client_id.as_str()], consent_row).await
     }
 
-    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
-            &[&user_id, &client_id.as_str(), &scope.to_string(), &now],
-        )
-        .await
-        .map(|_| ())
-        .map_err(StoreError::Backend)
+    async fn put_consent(&self, c: &ConsentRecord) -> StoreResult<()> {
+        let (scope, claims) = (c.scope.to_string(), crate::account_sql::claims_to_column(&c.claims));
+        self.exec(crate::account_sql::PUT_CONSENT, &[&c.user_id, &c.client_id.as_str(), &scope, &c.updated_at, &claims])
+            .await
+            .map(|_| ())
+            .map_err(StoreError::Backend)
     }
 
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {

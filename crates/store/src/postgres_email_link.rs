@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 
 use crate::PostgresStore;
 use crate::email_link_sql as sql;
-use crate::postgres::{is_unique_violation, user_params, user_row};
+use crate::postgres::{insert_user_sql, is_unique_violation, user_params, user_row};
 use crate::sqlite::USER_COLS;
 
 /// The advisory lock of sign-ups.
@@ -37,10 +37,6 @@ pub(crate) fn hold_row(r: &Row) -> anyhow::Result<SignupHold> {
 
 fn backend(e: anyhow::Error) -> StoreError {
     StoreError::Backend(e)
-}
-
-fn insert_user_sql() -> String {
-    format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
 }
 
 impl PostgresStore {
@@ -110,7 +106,8 @@ impl PostgresStore {
         }
         // An administrator's `user add` does not take the lock: a username taken meanwhile fails
         // the insert, which is the same answer.
-        if let Err(e) = tx.execute(insert_user_sql().as_str(), &user_params(user)).await {
+        let profile = serde_json::to_string(&user.profile)?;
+        if let Err(e) = tx.execute(insert_user_sql().as_str(), &user_params(user, &profile)).await {
             let e = anyhow::Error::new(e);
             return if is_unique_violation(&e) { Ok(SignupStored::UsernameTaken) } else { Err(e) };
         }
@@ -136,7 +133,8 @@ impl PostgresStore {
             return Ok(InvitedStored::EmailTaken { username });
         }
         let verified = UserRecord { email_verified: true, ..user.clone() };
-        if let Err(e) = tx.execute(insert_user_sql().as_str(), &user_params(&verified)).await {
+        let profile = serde_json::to_string(&verified.profile)?;
+        if let Err(e) = tx.execute(insert_user_sql().as_str(), &user_params(&verified, &profile)).await {
             let e = anyhow::Error::new(e);
             return if is_unique_violation(&e) { Ok(InvitedStored::UsernameTaken) } else { Err(e) };
         }

@@ -6,10 +6,11 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use tokio_postgres::IsolationLevel;
 
+use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
 use crate::postgres::*;
 use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 use crate::sqlite_resources::RESOURCE_COLS;
 
 pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
@@ -67,15 +68,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             json_of(r, 1)?
         ))),
         sessions: rows!(&format!("SELECT {SESSION_COLS} FROM sessions ORDER BY hash"), session_row),
-        consents: rows!(
-            "SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id",
-            |r| Ok(ConsentRecord {
-                user_id: r.try_get(0)?,
-                client_id: client_id_of(r.try_get(1)?)?,
-                scope: scope_of(r.try_get(2)?)?,
-                updated_at: r.try_get(3)?,
-            })
-        ),
+        consents: rows!(&format!("SELECT {CONSENT_COLS} FROM consents ORDER BY user_id, client_id"), consent_row),
         codes: rows!(&format!("SELECT {CODE_COLS} FROM codes ORDER BY hash"), code_row),
         grants: rows!(&format!("SELECT {GRANT_COLS} FROM grants g ORDER BY g.id"), |r| grant_row(r, 0)),
         refresh_tokens: rows!(&format!("SELECT {REFRESH_COLS} FROM refresh_tokens ORDER BY hash"), |r| refresh_row(
@@ -115,10 +108,10 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
             .await
             .with_context(|| format!("client {}", client.client_id))?;
     }
-    let stmt =
-        tx.prepare(&format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")).await?;
+    let stmt = tx.prepare(&insert_user_sql()).await?;
     for u in &snap.users {
-        tx.execute(&stmt, &user_params(u)).await.with_context(|| format!("user {}", u.username))?;
+        let profile = serde_json::to_string(&u.profile)?;
+        tx.execute(&stmt, &user_params(u, &profile)).await.with_context(|| format!("user {}", u.username))?;
     }
     crate::postgres_factors::import(&tx, snap).await?;
     // After the users: a passkey belongs to one. A credential id already there fails the import.
@@ -157,10 +150,10 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
     for x in &snap.sessions {
         insert_session_row(&tx, x).await?;
     }
-    let stmt =
-        tx.prepare("INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)").await?;
+    let stmt = tx.prepare(crate::account_sql::INSERT_CONSENT).await?;
     for x in &snap.consents {
-        tx.execute(&stmt, &[&x.user_id, &x.client_id.as_str(), &x.scope.to_string(), &x.updated_at]).await?;
+        let (scope, claims) = (x.scope.to_string(), crate::account_sql::claims_to_column(&x.claims));
+        tx.execute(&stmt, &[&x.user_id, &x.client_id.as_str(), &scope, &x.updated_at, &claims]).await?;
     }
     for x in &snap.codes {
         insert_code_row(&tx, x).await?;

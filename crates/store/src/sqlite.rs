@@ -11,6 +11,7 @@ use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, S
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::account_sql::SESSION_COLS;
 use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
 use crate::sqlite_session_end::{end_user_sessions, take_session};
@@ -101,12 +102,18 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
 
-/// Ends the sessions of user `id` (queueing their logout tokens) and, with `revoke`, revokes their
-/// live grants (a revoked grant stops its refresh family at `/token` and its access tokens at
-/// userinfo and introspection) and deletes their unredeemed codes, which would otherwise mint a
-/// new grant within their minute. Runs inside the caller's savepoint.
-fn end_user_access(c: &Connection, id: String, revoke: bool, now: UnixTime) -> rusqlite::Result<UserRevocation> {
-    let ended = end_user_sessions(c, &id, now)?;
+/// Ends the sessions of user `id` but `keep_sid` (queueing their logout tokens) and, with
+/// `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token` and
+/// its access tokens at userinfo and introspection) and deletes their unredeemed codes, which
+/// would otherwise mint a new grant within their minute. Runs inside the caller's savepoint.
+fn end_user_access(
+    c: &Connection,
+    id: String,
+    revoke: bool,
+    keep_sid: Option<&str>,
+    now: UnixTime,
+) -> rusqlite::Result<UserRevocation> {
+    let ended = end_user_sessions(c, &id, keep_sid, now)?;
     let mut grants_revoked = 0;
     if revoke {
         grants_revoked = c
@@ -143,7 +150,7 @@ pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> 
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr, claims";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -165,10 +172,11 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         grant_id: r.get(11)?,
         resource: resource_at(r, 12)?,
         authn: authn_at(r, 13)?,
+        claims: claims_at(r, 15)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr, g.claims";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -186,11 +194,11 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
             (Some(amr), Some(acr)) => Some(authn_of(&amr, &acr, o + 11)?),
             _ => None,
         },
+        claims: claims_at(r, o + 13)?,
     })
 }
 
-pub(crate) const USER_COLS: &str =
-    "id, username, email, email_verified, name, password_hash, created_at, phone_number, address";
+pub(crate) const USER_COLS: &str = "id, username, email, email_verified, name, password_hash, created_at, phone_number, address, profile, updated_at, locked_at";
 pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: r.get(0)?,
@@ -202,11 +210,21 @@ pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         created_at: r.get(6)?,
         phone_number: r.get(7)?,
         address: r.get(8)?,
+        profile: json_col(r, 9)?,
+        updated_at: r.get(10)?,
+        locked_at: r.get(11)?,
     })
 }
 
-/// The columns of a session, in the order [`session_row`] reads them.
-pub(crate) const SESSION_COLS: &str = "hash, sid, user_id, auth_time, expires_at, amr, acr";
+/// A `claims` column: the JSON of an OpenID Connect `claims` request, or NULL.
+pub(crate) fn claims_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<latchkey_proto::ClaimsRequest>> {
+    r.get::<_, Option<String>>(i)?.map(|s| serde_json::from_str(&s).map_err(conv(i))).transpose()
+}
+
+/// The column value of an optional `claims` request.
+pub(crate) fn claims_json(c: &Option<latchkey_proto::ClaimsRequest>) -> Option<String> {
+    c.as_ref().and_then(|c| serde_json::to_string(c).ok())
+}
 
 pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -215,7 +233,19 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         user_id: r.get(2)?,
         auth_time: r.get(3)?,
         expires_at: r.get(4)?,
-        authn: authn_at(r, 5)?,
+        meta: SessionMeta { network: r.get(5)?, device: r.get(6)? },
+        authn: authn_at(r, 7)?,
+    })
+}
+
+/// `user_id, client_id, scope, updated_at, claims` from column 0.
+pub(crate) fn consent_row(r: &Row<'_>) -> rusqlite::Result<ConsentRecord> {
+    Ok(ConsentRecord {
+        user_id: r.get(0)?,
+        client_id: client_id_at(r, 1)?,
+        scope: scope_at(r, 2)?,
+        updated_at: r.get(3)?,
+        claims: crate::account_sql::claims_from_column(&r.get::<_, String>(4)?),
     })
 }
 
@@ -226,21 +256,6 @@ pub(crate) fn authn_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Authentication
 
 fn authn_of(amr: &str, acr: &str, i: usize) -> rusqlite::Result<Authentication> {
     Authentication::from_stored(amr, acr).map_err(|e| conv(i)(Invalid(e)))
-}
-
-/// Inserts a session row (inside the caller's transaction, if any).
-pub(crate) fn insert_session_row(c: &Connection, s: &SessionRecord) -> rusqlite::Result<usize> {
-    c.prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?.execute(
-        params![
-            s.hash.as_str(),
-            s.sid,
-            s.user_id,
-            s.auth_time,
-            s.expires_at,
-            s.authn.amr_text(),
-            s.authn.acr().as_str()
-        ],
-    )
 }
 
 /// `hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response` from column 0.
@@ -290,8 +305,9 @@ pub(crate) fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 }
 
 pub(crate) fn insert_user_row(c: &Connection, u: &UserRecord) -> rusqlite::Result<usize> {
+    let profile = serde_json::to_string(&u.profile).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     c.execute(
-        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             u.id,
             u.username,
@@ -301,7 +317,10 @@ pub(crate) fn insert_user_row(c: &Connection, u: &UserRecord) -> rusqlite::Resul
             u.password_hash,
             u.created_at,
             u.phone_number,
-            u.address
+            u.address,
+            profile,
+            u.updated_at,
+            u.locked_at
         ],
     )
 }
@@ -321,8 +340,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         g.id,
@@ -337,14 +356,15 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.revoked_at,
         g.resource.as_ref().map(ResourceUri::as_str),
         g.authn.as_ref().map(Authentication::amr_text),
-        g.authn.as_ref().map(|a| a.acr().as_str())
+        g.authn.as_ref().map(|a| a.acr().as_str()),
+        claims_json(&g.claims)
     ])?;
     Ok(())
 }
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -361,9 +381,34 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.grant_id,
         k.resource.as_ref().map(ResourceUri::as_str),
         k.authn.amr_text(),
-        k.authn.acr().as_str()
+        k.authn.acr().as_str(),
+        claims_json(&k.claims)
     ])?;
     Ok(())
+}
+
+pub(crate) fn insert_consent(c: &Connection, sql: &str, x: &ConsentRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params![
+        x.user_id,
+        x.client_id.as_str(),
+        x.scope.to_string(),
+        x.updated_at,
+        crate::account_sql::claims_to_column(&x.claims)
+    ])
+}
+
+pub(crate) fn insert_session_row(c: &Connection, x: &SessionRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(crate::account_sql::INSERT_SESSION)?.execute(params![
+        x.hash.as_str(),
+        x.sid,
+        x.user_id,
+        x.auth_time,
+        x.expires_at,
+        x.meta.network,
+        x.meta.device,
+        x.authn.amr_text(),
+        x.authn.acr().as_str()
+    ])
 }
 
 /// A grant with its first tokens, inside the caller's transaction.
@@ -484,7 +529,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             // Sessions first: their clients are read from the grants deleted next.
-            let ended = end_user_sessions(&tx, &id, now)?;
+            let ended = end_user_sessions(&tx, &id, None, now)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
@@ -508,16 +553,17 @@ impl Store for SqliteStore {
         username: &str,
         hash: &str,
         revoke_grants: bool,
+        keep_sid: Option<&str>,
         now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
-        let (name, hash) = (username.to_owned(), hash.to_owned());
+        let (name, hash, keep) = (username.to_owned(), hash.to_owned(), keep_sid.map(str::to_owned));
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
-            let out = end_user_access(&tx, id, revoke_grants, now)?;
+            let out = end_user_access(&tx, id, revoke_grants, keep.as_deref(), now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -531,7 +577,7 @@ impl Store for SqliteStore {
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let out = end_user_access(&tx, id, true, now)?;
+            let out = end_user_access(&tx, id, true, None, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -666,11 +712,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<EndedSessions> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            insert_session_row(&tx, &s)?;
+            // The lock check and the insert are one statement, in the single writer's transaction.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at, network, device, amr, acr)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                     WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = $3 AND locked_at IS NOT NULL)",
+                )?
+                .execute(params![
+                    s.hash.as_str(),
+                    s.sid,
+                    s.user_id,
+                    s.auth_time,
+                    s.expires_at,
+                    s.meta.network,
+                    s.meta.device,
+                    s.authn.amr_text(),
+                    s.authn.acr().as_str()
+                ])?;
+            if inserted == 0 {
+                return Ok(None);
+            }
             // The new session always stays, even beside one logged in within the same second: the
             // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
@@ -689,7 +755,7 @@ impl Store for SqliteStore {
                 )?;
             }
             tx.commit()?;
-            Ok(EndedSessions(ended))
+            Ok(Some(EndedSessions(ended)))
         })
         .await
     }
@@ -735,27 +801,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<Scope>> {
+    async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>> {
         let (u, cl) = (user_id.to_owned(), client_id.to_string());
         self.lookup(move |c| {
-            c.prepare_cached("SELECT scope FROM consents WHERE user_id = ?1 AND client_id = ?2")?
-                .query_row(params![u, cl], |r| scope_at(r, 0))
-                .optional()
+            c.prepare_cached(crate::account_sql::CONSENT)?.query_row(params![u, cl], consent_row).optional()
         })
         .await
     }
 
-    async fn put_consent(&self, user_id: &str, client_id: &ClientId, scope: &Scope, now: UnixTime) -> StoreResult<()> {
-        let (u, cl, s) = (user_id.to_owned(), client_id.to_string(), scope.to_string());
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
-                params![u, cl, s, now],
-            )
-        })
-        .await
-        .map(|_| ())
+    async fn put_consent(&self, consent: &ConsentRecord) -> StoreResult<()> {
+        let x = consent.clone();
+        self.write(move |c| insert_consent(c, crate::account_sql::PUT_CONSENT, &x)).await.map(|_| ())
     }
 
     async fn insert_code(&self, code: &CodeRecord) -> StoreResult<()> {

@@ -5,6 +5,7 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use rusqlite::{Connection, params};
 
+use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
 use crate::purge_sql::{self, Param};
 use crate::sqlite::*;
 use crate::sqlite_resources::{RESOURCE_COLS, insert_resource_row, resource_row};
@@ -63,15 +64,8 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .query_map([], session_row)?
             .collect::<rusqlite::Result<_>>()?,
         consents: tx
-            .prepare("SELECT user_id, client_id, scope, updated_at FROM consents ORDER BY user_id, client_id")?
-            .query_map([], |r| {
-                Ok(ConsentRecord {
-                    user_id: r.get(0)?,
-                    client_id: client_id_at(r, 1)?,
-                    scope: scope_at(r, 2)?,
-                    updated_at: r.get(3)?,
-                })
-            })?
+            .prepare(&format!("SELECT {CONSENT_COLS} FROM consents ORDER BY user_id, client_id"))?
+            .query_map([], consent_row)?
             .collect::<rusqlite::Result<_>>()?,
         codes: tx
             .prepare(&format!("SELECT {CODE_COLS} FROM codes ORDER BY hash"))?
@@ -174,10 +168,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         insert_session_row(&tx, x)?;
     }
     for x in &s.consents {
-        tx.execute(
-            "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES (?1, ?2, ?3, ?4)",
-            params![x.user_id, x.client_id.as_str(), x.scope.to_string(), x.updated_at],
-        )?;
+        insert_consent(&tx, crate::account_sql::INSERT_CONSENT, x)?;
     }
     for x in &s.codes {
         insert_code_row(&tx, x)?;

@@ -270,4 +270,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX webauthn_ceremonies_by_source ON webauthn_ceremonies (source, expires_at);
     CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies (expires_at);
     "#,
+    // 12: issue 13, part "account": the standard claims of OpenID Connect Core §5.1 (a JSON
+    // profile, `updated_at`), the lock, where a session was signed in, the `claims` request
+    // parameter on codes and grants, and claims allowed individually on consents.
+    r#"
+    ALTER TABLE users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE users ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE users SET updated_at = created_at;
+    ALTER TABLE users ADD COLUMN locked_at INTEGER;
+    ALTER TABLE sessions ADD COLUMN network TEXT;
+    ALTER TABLE sessions ADD COLUMN device TEXT;
+    ALTER TABLE codes ADD COLUMN claims TEXT;
+    ALTER TABLE grants ADD COLUMN claims TEXT;
+    ALTER TABLE consents ADD COLUMN claims TEXT NOT NULL DEFAULT '';
+    CREATE INDEX grants_by_user_client ON grants (user_id, client_id);
+    "#,
 ];

@@ -17,6 +17,9 @@ use latchkey_proto::{ClientId, CodeVerifier, RedirectUri, ResourceUri, Scope, To
 use latchkey_store::testing::TestDatabase;
 use latchkey_store::{PostgresStore, SqliteStore};
 
+/// The account store's checks (profile, lock, sessions, applications), in a file of their own.
+#[path = "conformance/account.rs"]
+mod account;
 #[path = "conformance/ended_sessions.rs"]
 mod ended_sessions;
 #[path = "conformance/factors.rs"]
@@ -41,6 +44,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         resource: None,
         purpose: Default::default(),
         acr: None,
+        claims: None,
     }
 }
 
@@ -77,6 +81,13 @@ fn user(name: &str) -> UserRecord {
         created_at: 1,
         phone_number: Some("+1 555 0100".into()),
         address: Some("1 Main St, Springfield".into()),
+        profile: latchkey_core::profile::Profile {
+            given_name: Some(name.into()),
+            locale: Some("en-GB".into()),
+            ..Default::default()
+        },
+        updated_at: 1,
+        locked_at: None,
     }
 }
 
@@ -96,6 +107,7 @@ fn code(hash: &str) -> CodeRecord {
         grant_id: None,
         resource: None,
         authn: Authentication::of(&[Method::Password, Method::Totp]),
+        claims: None,
     }
 }
 
@@ -114,6 +126,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             revoked_at: None,
             resource: None,
             authn: Some(Authentication::of(&[Method::Password, Method::RecoveryCode])),
+            claims: None,
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -145,6 +158,17 @@ fn next_refresh(hash: &str, at: i64) -> RefreshRecord {
     }
 }
 
+/// `user_id`'s consent for client `app`.
+fn consent(user_id: &str, scope: &str, at: UnixTime) -> ConsentRecord {
+    ConsentRecord {
+        user_id: user_id.into(),
+        client_id: ClientId::parse("app").unwrap(),
+        scope: Scope::parse(scope).unwrap(),
+        updated_at: at,
+        claims: vec![],
+    }
+}
+
 fn access(jti: &str) -> AccessRecord {
     AccessRecord { jti: jti.into(), grant_id: "g".into(), expires_at: 600, revoked_at: None }
 }
@@ -157,9 +181,9 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
-    assert!(s.set_password_hash("alice", "$new", false, 1).await.unwrap().is_some());
+    assert!(s.set_password_hash("alice", "$new", false, None, 1).await.unwrap().is_some());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
-    assert_eq!(s.set_password_hash("nobody", "$new", true, 5).await.unwrap(), None);
+    assert_eq!(s.set_password_hash("nobody", "$new", true, None, 5).await.unwrap(), None);
     assert_eq!(s.remove_user("alice", 1).await.unwrap(), Some(EndedSessions::default()), "removed; no session ended");
     assert_eq!(s.remove_user("alice", 1).await.unwrap(), None);
     assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
@@ -174,8 +198,9 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 100,
         authn: Authentication::of(&[Method::Password, Method::Totp]),
+        meta: Default::default(),
     };
-    assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
+    assert!(s.insert_session(&sess, 8).await.unwrap().unwrap().is_empty());
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
     assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
     assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
@@ -197,6 +222,10 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
         purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
         acr: Some(AcrRequest { values: vec![Acr::PhishingResistant, Acr::TwoFactor], essential: true }),
+        claims: Some(
+            latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#)
+                .unwrap(),
+        ),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -206,9 +235,11 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
 
     let app = ClientId::parse("app").unwrap();
     assert_eq!(s.consent("u", &app).await.unwrap(), None);
-    s.put_consent("u", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
-    s.put_consent("u", &app, &Scope::parse("openid email").unwrap(), 2).await.unwrap();
-    assert_eq!(s.consent("u", &app).await.unwrap(), Some(Scope::parse("email openid").unwrap()));
+    s.put_consent(&consent("u", "openid", 1)).await.unwrap();
+    let mut second = consent("u", "openid email", 2);
+    second.claims = vec!["given_name".into(), "picture".into()];
+    s.put_consent(&second).await.unwrap();
+    assert_eq!(s.consent("u", &app).await.unwrap(), Some(second), "replaced, claims and all");
 }
 
 async fn a_code_is_redeemed_exactly_once_under_concurrency(s: Arc<dyn Store>) {
@@ -328,8 +359,9 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         auth_time: 1,
         expires_at: 1000,
         authn: Default::default(),
+        meta: Default::default(),
     };
-    assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
+    assert!(s.insert_session(&sess, 8).await.unwrap().unwrap().is_empty());
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     let mut offline = issuance("offline", "ro");
     offline.grant.offline = true;
@@ -406,9 +438,8 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     let now = 700;
     s.insert_client(&client("app")).await.unwrap();
     s.insert_user(&user("alice")).await.unwrap();
-    let app = ClientId::parse("app").unwrap();
-    s.put_consent("id-alice", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
-    s.put_consent("id-ghost", &app, &Scope::parse("openid").unwrap(), 1).await.unwrap();
+    s.put_consent(&consent("id-alice", "openid", 1)).await.unwrap();
+    s.put_consent(&ConsentRecord { claims: vec!["email".into()], ..consent("id-ghost", "openid", 1) }).await.unwrap();
     assert!(s.insert_pending(&TokenHash::of("p-old"), &pending(100), "192.0.2.1", 1, LIMITS).await.unwrap());
     assert!(s.insert_pending(&TokenHash::of("p-new"), &pending(1000), "192.0.2.1", 1, LIMITS).await.unwrap());
     let session = |h: &str, sid: &str, exp| SessionRecord {
@@ -418,9 +449,10 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         auth_time: 1,
         expires_at: exp,
         authn: Default::default(),
+        meta: SessionMeta { network: Some("2001:db8:1::/48".into()), device: Some("Safari on iOS".into()) },
     };
-    assert!(s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap().is_empty());
-    assert!(s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap().is_empty());
+    assert!(s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap().unwrap().is_empty());
+    assert!(s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap().unwrap().is_empty());
     // A failure counter (forgotten an hour after its last failure) and an audit event (kept).
     s.throttle_reserve(&[("ip:192.0.2.9".to_owned(), throttle::IP)], 600).await.unwrap();
     let event = AuditRecord {
@@ -432,8 +464,9 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         detail: serde_json::json!({ "reason": "unknown user" }),
     };
     s.record_audit(&event).await.unwrap();
-    // Live: a session-bound family whose session lives.
-    s.insert_grant(&family("live", |_| {})).await.unwrap();
+    // Live: a session-bound family whose session lives, with a `claims` request.
+    let claims = latchkey_proto::ClaimsRequest::parse(r#"{"userinfo":{"email":{"essential":true}}}"#).unwrap();
+    s.insert_grant(&family("live", |i| i.grant.claims = Some(claims))).await.unwrap();
     // Live: an offline family rotated once; the rotated token stays for reuse detection.
     s.insert_grant(&family("rotated", |i| i.grant.offline = true)).await.unwrap();
     let next = RefreshRecord { grant_id: "rotated".into(), ..next_refresh("r-rotated-2", 50) };
@@ -757,14 +790,15 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
         auth_time: n,
         expires_at: 1000,
         authn: Default::default(),
+        meta: SessionMeta { network: Some("192.0.2.0/24".into()), device: Some("Firefox on Linux".into()) },
     };
     let mut bound = issuance("g0", "r0");
     bound.grant.sid = "sid0".into();
     s.insert_grant(&bound).await.unwrap();
     for n in 0..3 {
-        assert!(s.insert_session(&sess(n), 3).await.unwrap().is_empty());
+        assert!(s.insert_session(&sess(n), 3).await.unwrap().unwrap().is_empty());
     }
-    let evicted = s.insert_session(&sess(3), 3).await.unwrap();
+    let evicted = s.insert_session(&sess(3), 3).await.unwrap().unwrap();
     let app = ClientId::parse("app").unwrap();
     assert_eq!(
         evicted,
@@ -818,8 +852,9 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
             auth_time: 1,
             expires_at: 1000,
             authn: Default::default(),
+            meta: Default::default(),
         };
-        assert!(s.insert_session(&sess, 8).await.unwrap().is_empty());
+        assert!(s.insert_session(&sess, 8).await.unwrap().unwrap().is_empty());
     }
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     s.insert_grant(&family("offline", |i| i.grant.offline = true)).await.unwrap();
@@ -844,7 +879,7 @@ fn grant_revoked_at(g: Option<(AccessRecord, GrantRecord)>) -> Option<i64> {
 
 async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
-    let done = s.set_password_hash("alice", "$new", true, 70).await.unwrap();
+    let done = s.set_password_hash("alice", "$new", true, None, 70).await.unwrap();
     assert_eq!(
         done,
         Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2, ended: alice_ended() }),
@@ -866,7 +901,7 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 
     // --keep-grants: the password changes and sessions end, grants stay.
     s.insert_grant(&family("later", |i| i.grant.offline = true)).await.unwrap();
-    let done = s.set_password_hash("alice", "$newer", false, 1).await.unwrap().unwrap();
+    let done = s.set_password_hash("alice", "$newer", false, None, 1).await.unwrap().unwrap();
     assert_eq!((done.sessions_ended, done.grants_revoked), (0, 0));
     assert_eq!(grant_revoked_at(s.access_token("jti-later").await.unwrap()), None);
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$newer");
@@ -989,6 +1024,7 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    account::checks(&make).await;
     outbox_jobs_are_claimed_retried_buried_and_completed(make().await).await;
     the_outbox_cap_holds_under_a_burst(make().await).await;
     outbox_claims_are_exclusive(&[make().await]).await;
@@ -1054,7 +1090,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 8);
+    assert_eq!(s.migrate().await.unwrap(), 9);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(

@@ -332,7 +332,8 @@ impl Provider {
             Checked::Refused(r) => return refused(r).await,
         };
         let Some(cookie) = cookie else { return Ok(Err(expired_step())) };
-        self.complete(pending_id, cookie, session, &pending, &client, method, device, now, factor.kind()).await
+        let meta = crate::sessions::meta(ip, None);
+        self.complete(pending_id, cookie, session, &pending, &client, method, device, meta, now, factor.kind()).await
     }
 
     /// The end of a successful step: the partial sign-in is taken (single use), then the session
@@ -347,13 +348,14 @@ impl Provider {
         client: &ClientRecord,
         method: Method,
         device: Option<&str>,
+        meta: crate::store::SessionMeta,
         now: UnixTime,
         factor: &'static str,
     ) -> Result<Result<TwoStepOutcome, Step>, Error> {
         let Some(partial) = self.store.take_partial_sign_in(&cookie.hash(), now).await? else {
             return Ok(Err(expired_step()));
         };
-        let Some((token, session)) = self.session_for(&partial, session_cookie, method, now).await? else {
+        let Some((token, session)) = self.session_for(&partial, session_cookie, method, meta, now).await? else {
             return Ok(Err(expired_step()));
         };
         let e = audit::Event {
@@ -378,11 +380,14 @@ impl Provider {
         partial: &PartialSignIn,
         session_cookie: Option<&SessionToken>,
         method: Method,
+        meta: crate::store::SessionMeta,
         now: UnixTime,
     ) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
         let authn = partial.authn.with(&[method]);
         let Some(old) = &partial.step_up else {
-            return Ok(Some(self.create_session(&partial.user_id, authn, now).await?));
+            // `None` as well for a user locked since the password step: the lock is checked in the
+            // same atomic step as the insert, and the sign-in ends as an expired one.
+            return self.create_session(&partial.user_id, authn, meta, now).await;
         };
         // The step-up upgrades the session of the browser that started it, and nothing else: a
         // session cookie that changed meanwhile (signed out, someone else signed in) ends it.
@@ -454,7 +459,9 @@ impl Provider {
             // Replaced by a setup in another tab between the check and now: nothing is set up.
             return Ok(Err(expired_step()));
         }
-        let Some((token, _)) = self.session_for(&partial, session, Method::Totp, now).await? else {
+        let Some((token, _)) =
+            self.session_for(&partial, session, Method::Totp, crate::sessions::meta(ip, None), now).await?
+        else {
             return Ok(Err(expired_step()));
         };
         let e = audit::Event {

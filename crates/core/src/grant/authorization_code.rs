@@ -114,9 +114,17 @@ pub async fn exchange(
         revoked_at: None,
         resource,
         authn: Some(record.authn.clone()),
+        claims: record.claims.clone(),
     };
+    let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
-    let opts = super::MintOptions { aud: &aud, nonce: record.nonce.as_ref(), id_token: true, refresh: true };
+    let opts = super::MintOptions {
+        aud: &aud,
+        nonce: record.nonce.as_ref(),
+        id_token: true,
+        refresh: true,
+        user: Some(&user),
+    };
     let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };
     match p.store.redeem_code(&hash, now, &issuance).await? {
@@ -185,6 +193,7 @@ mod tests {
             grant_id: None,
             resource: None,
             authn: Default::default(),
+            claims: None,
         };
         (code, client, verifier)
     }

@@ -94,8 +94,9 @@ pub async fn issue(
         resource: None,
         // Nobody authenticated: a client acting for itself.
         authn: None,
+        claims: None,
     };
-    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false };
+    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false, user: None };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
     p.store.insert_grant(&Issuance { grant, refresh: None, access: minted.access }).await?;
     Ok(minted.response)

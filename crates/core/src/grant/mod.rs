@@ -58,6 +58,9 @@ pub struct IdClaims {
     /// RFC 8176 authentication methods.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub amr: Vec<String>,
+    /// The user claims released in the id_token ([`crate::claims`]), `sub` excepted.
+    #[serde(flatten)]
+    pub user: serde_json::Map<String, serde_json::Value>,
 }
 
 /// OpenID Connect Core §3.1.3.6: the left half of the hash of the access token, with the hash of
@@ -84,6 +87,18 @@ pub(crate) struct MintOptions<'a> {
     pub id_token: bool,
     /// A refresh token is drawn when the client is registered for the refresh grant and this is set.
     pub refresh: bool,
+    /// The user the id_token is about: its claims are released as [`crate::claims`] decides.
+    pub user: Option<&'a crate::store::UserRecord>,
+}
+
+/// The user a grant is for, who must still exist and not be locked: locking revokes the user's
+/// grants, and this also refuses one that a token request created in a race with the lock.
+pub(crate) async fn user_of(p: &Provider, user_id: &str) -> Result<crate::store::UserRecord, Error> {
+    match p.store.user(user_id).await? {
+        Some(u) if u.locked_at.is_none() => Ok(u),
+        Some(_) => Err(latchkey_proto::OAuthError::invalid_grant("the user's account is locked").into()),
+        None => Err(latchkey_proto::OAuthError::invalid_grant("the user of this grant no longer exists").into()),
+    }
 }
 
 /// The `aud` of access tokens under `grant`: its resource, or the default audience.
@@ -125,6 +140,12 @@ pub(crate) fn mint(
     let access_token = keys.signer(cfg.access_token_alg)?.sign("at+jwt", &access_claims)?;
     let id_token = if opts.id_token && scope.contains("openid") {
         let alg = client.id_token_signed_response_alg;
+        let mut user = match opts.user {
+            Some(u) => crate::claims::release(u, scope, grant.claims.as_ref(), crate::claims::Target::IdToken),
+            None => serde_json::Map::new(),
+        };
+        // `sub` is the grant's, set below.
+        user.remove("sub");
         let claims = IdClaims {
             iss: cfg.issuer.clone(),
             sub: grant.user_id.clone(),
@@ -138,6 +159,7 @@ pub(crate) fn mint(
             at_hash: at_hash(alg, &access_token),
             acr: grant.authn.as_ref().map(|a| a.acr().as_str().to_owned()),
             amr: grant.authn.as_ref().map(|a| a.amr_strings()).unwrap_or_default(),
+            user,
         };
         Some(keys.signer(alg)?.sign("JWT", &claims)?)
     } else {

@@ -130,8 +130,9 @@ pub async fn refresh(
     }
     let session_alive = session_alive(p, &grant, now).await?;
     let scope = check(&token, &grant, client, requested, session_alive, now)?;
+    let user = super::user_of(p, &grant.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
-    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: true, refresh: true };
+    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: true, refresh: true, user: Some(&user) };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
     // The successor keeps the family's scope, so that a narrowed refresh can be widened back up
     // to what was originally granted (RFC 6749 §6).
@@ -231,6 +232,7 @@ mod tests {
             revoked_at: None,
             resource: None,
             authn: None,
+            claims: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

@@ -121,6 +121,9 @@ pub enum PasskeyError {
     Disabled,
     #[error("this passkey request expired or was already used; start again")]
     CeremonyExpired,
+    /// `latchkey user lock`: said only after the passkey verified, like the password's refusal.
+    #[error("this account is locked; ask an administrator")]
+    Locked,
     #[error("too many passkey requests are in progress from your network; try again in a few minutes")]
     Busy,
     #[error("the passkey's answer could not be verified: {0}")]

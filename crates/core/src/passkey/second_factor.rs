@@ -195,6 +195,19 @@ impl Provider {
         let Some(cookie) = cookie else { return Ok(Err(crate::authorize::expired_step())) };
         // Registration verified the person (webauthn-rs requires it): both factors are there.
         let method = Method::Passkey { hardware: !rec.backup_eligible, user_verified: true };
-        Ok(self.complete(pending_id, cookie, session, &pending, &client, method, device, now, "passkey").await?)
+        Ok(self
+            .complete(
+                pending_id,
+                cookie,
+                session,
+                &pending,
+                &client,
+                method,
+                device,
+                crate::sessions::meta(ip, None),
+                now,
+                "passkey",
+            )
+            .await?)
     }
 }

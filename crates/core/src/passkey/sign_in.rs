@@ -136,6 +136,11 @@ impl Provider {
                 return Err(e);
             }
         };
+        // A locked account signs in with no method (`latchkey user lock`); as for a password, the
+        // attempt stays counted as a failure.
+        if user.locked_at.is_some() {
+            return Err(self.passkey_refuse_locked(&user, &client_id, ip, now).await);
+        }
         // A success clears this account's counters and refunds the IP's, as for a password.
         let (clear, refund): (Vec<String>, Vec<String>) =
             rules.into_iter().map(|(k, _)| k).partition(|k| throttle::is_account_key(k));
@@ -156,13 +161,30 @@ impl Provider {
             let next = self.begin_second_factor(pending_id, &user.id, authn, None, need, now).await?;
             return Ok(PasskeySignedIn::MoreNeeded { next });
         }
-        let (session, record) = self.create_session(&user.id, authn, now).await?;
+        let meta = crate::sessions::meta(ip, None);
+        // Refused when a lock landed since the user was read: the store checks it atomically.
+        let Some((session, record)) = self.create_session(&user.id, authn, meta, now).await? else {
+            return Err(self.passkey_refuse_locked(&user, &client_id, ip, now).await);
+        };
         let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
         let next = match self.finish_sign_in(pending_id, &pending, &client, &record, now).await? {
             Ok(next) => next,
             Err(_) => return Err(PasskeyError::CeremonyExpired),
         };
         Ok(PasskeySignedIn::Done { session, max_age: self.config.session_ttl, device, next })
+    }
+
+    async fn passkey_refuse_locked(
+        &self,
+        user: &UserRecord,
+        client_id: &str,
+        ip: Option<IpAddr>,
+        now: UnixTime,
+    ) -> PasskeyError {
+        let detail = Some(json!({ "username": user.username, "method": "passkey" }));
+        let e = audit::Event { user_id: Some(&user.id), client_id: Some(client_id), ip, detail };
+        audit::record(self.store.as_ref(), now, "login_refused_locked", e).await;
+        PasskeyError::Locked
     }
 
     /// The stored passkey and its user that an assertion names, if its user handle matches.

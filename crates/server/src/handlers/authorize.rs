@@ -83,7 +83,7 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
             });
             (jar, pages::html_with_script(StatusCode::OK, body, s.passkeys_offered())).into_response()
         }
-        Step::Consent { pending, client_name, scope, username, unverified, resource } => {
+        Step::Consent { pending, client_name, scope, username, unverified, resource, claims } => {
             let (jar, csrf) = csrf_token(s, jar);
             let body = pages::consent(&pages::ConsentPage {
                 client_name: &client_name,
@@ -93,6 +93,7 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
                 scope: &scope,
                 unverified: unverified.as_deref(),
                 resource: resource.as_deref().map(|(n, u)| (n.as_str(), u.as_str())),
+                claims: &claims.0,
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
@@ -246,7 +247,8 @@ pub async fn login(
     let password = Password::new(params.get("password").unwrap_or(""));
     let device_name = device_cookie_name(s.secure());
     let device = jar.get(device_name).map(|c| c.value().to_owned());
-    match s.provider.login(pending, username, password, ip, device.as_deref(), s.clock.now()).await {
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    match s.provider.login(pending, username, password, ip, device.as_deref(), user_agent, s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {
@@ -262,6 +264,20 @@ pub async fn login(
                 passkeys: s.passkeys_offered(),
             });
             pages::html_with_script(StatusCode::OK, body, s.passkeys_offered())
+        }
+        Ok(Ok(LoginOutcome::Locked { client_name })) => {
+            let csrf = params.get("csrf").unwrap_or_default();
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending,
+                csrf,
+                username,
+                // Shown only after the right password (`LoginOutcome::Locked` says why).
+                error: Some("This account is locked. Contact your administrator."),
+                links: s.login_links(),
+                passkeys: s.passkeys_offered(),
+            });
+            pages::html_with_script(StatusCode::FORBIDDEN, body, s.passkeys_offered())
         }
         Ok(Ok(LoginOutcome::Unverified { client_name })) => {
             let csrf = params.get("csrf").unwrap_or_default();

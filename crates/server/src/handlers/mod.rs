@@ -1,4 +1,8 @@
 pub mod account;
+pub mod account_activity;
+pub mod account_apps;
+pub mod account_password;
+pub mod account_sessions;
 pub mod account_two_step;
 pub mod authorize;
 pub mod discovery;

@@ -51,7 +51,7 @@ fn refusal(rid: &RequestId, e: PasskeyError) -> Response {
         PasskeyError::Disabled | PasskeyError::NotFound => StatusCode::NOT_FOUND,
         PasskeyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         PasskeyError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-        PasskeyError::ReauthRequired(_) => StatusCode::FORBIDDEN,
+        PasskeyError::ReauthRequired(_) | PasskeyError::Locked => StatusCode::FORBIDDEN,
         PasskeyError::Duplicate | PasskeyError::TooMany(_) => StatusCode::CONFLICT,
         PasskeyError::CeremonyExpired
         | PasskeyError::Invalid(_)

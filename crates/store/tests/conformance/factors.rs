@@ -149,6 +149,7 @@ pub async fn a_step_up_upgrades_one_live_session_once(instances: &[Arc<dyn Store
         auth_time: 1,
         expires_at: exp,
         authn: Authentication::default(),
+        meta: Default::default(),
     };
     let _ = s.insert_session(&sess("old", 1000), 8).await.unwrap();
     let _ = s.insert_session(&sess("dead", 50), 8).await.unwrap();

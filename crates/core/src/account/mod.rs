@@ -7,6 +7,13 @@
 //! redirect to a page of our own instead of a code. It never reaches the consent step nor
 //! [`Provider::issue_code`](crate::Provider): the request fields an application would fill in are
 //! set to values that name the account pages, and nothing reads them.
+//!
+//! The sections of the account pages each have a module: the profile is [`crate::profile`],
+//! [`password`], the sessions [`crate::sessions`], [`apps`] and [`activity`].
+
+pub mod activity;
+pub mod apps;
+pub mod password;
 
 use std::net::IpAddr;
 
@@ -33,7 +40,7 @@ pub const ACCOUNT_CLIENT_NAME: &str = "your account";
 
 /// The client id the pending record is counted under (`max_pending_per_client`). Not a client:
 /// [`Provider::client`] never returns it, so `/authorize` cannot use it.
-const ACCOUNT_PENDING_ID: &str = "latchkey-account";
+pub(crate) const ACCOUNT_PENDING_ID: &str = "latchkey-account";
 
 /// Where an account sign-in may send the browser after the login: our own account pages only, as
 /// a path, so that the sign-in cannot become an open redirector (RFC 9700 §4.11).
@@ -75,14 +82,21 @@ pub struct AccountSession {
 }
 
 impl Provider {
-    /// The account pages' session, if the cookie names a live one whose user still exists.
+    /// The account pages' session, if the cookie names a live one whose user still exists and is
+    /// not locked (locking ends the sessions; this also covers one that raced with the lock).
     pub async fn account_session(
         &self,
         cookie: Option<&latchkey_proto::SessionToken>,
         now: UnixTime,
     ) -> Result<Option<AccountSession>, Error> {
         let Some(session) = self.current_session(cookie, now).await? else { return Ok(None) };
-        Ok(self.store.user(&session.user_id).await?.map(|user| AccountSession { session, user }))
+        let user = self.store.user(&session.user_id).await?.filter(|u| u.locked_at.is_none());
+        Ok(user.map(|user| AccountSession { session, user }))
+    }
+
+    /// The signed-in user's sessions, newest first (at most `max_sessions_per_user`).
+    pub async fn account_sessions(&self, a: &AccountSession, now: UnixTime) -> Result<Vec<SessionRecord>, Error> {
+        Ok(self.store.user_sessions(&a.user.id, now).await?)
     }
 
     /// Starts a sign-in for the account pages: the login page, then `next`.
@@ -104,6 +118,7 @@ impl Provider {
             resource: None,
             purpose: SignInPurpose::Account { next },
             acr: None,
+            claims: None,
         };
         let id = self.save_pending(&pending, ip, now).await?;
         Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })

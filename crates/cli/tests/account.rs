@@ -237,9 +237,11 @@ async fn profile_claims_reach_userinfo_and_the_id_token_and_the_claims_parameter
     assert!(info.email().is_none() && info.phone_number().is_none());
 
     // 2. The `claims` parameter: claims beyond the scopes, each where it is asked for, after the
-    // user allowed them on the consent page.
+    // user allowed them on the consent page. A voluntary `acr` naming a level this server does not
+    // know is ignored (an essential one would be `unmet_authentication_requirements`, see
+    // two_factor.rs).
     let claims = r#"{"userinfo":{"email":{"essential":true},"phone_number":null},
-        "id_token":{"family_name":{"essential":true},"acr":{"essential":true,"values":["urn:example:mfa"]}}}"#;
+        "id_token":{"family_name":{"essential":true},"acr":{"values":["urn:example:mfa"]}}}"#;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, _, nonce) = client
         .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)

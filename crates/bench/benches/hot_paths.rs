@@ -98,6 +98,7 @@ fn code_record(hash: TokenHash) -> CodeRecord {
         grant_id: None,
         resource: None,
         claims: None,
+        authn: Default::default(),
     }
 }
 
@@ -117,6 +118,7 @@ fn issuance(n: u64) -> Issuance {
             revoked_at: None,
             resource: None,
             claims: None,
+            authn: Some(Default::default()),
         },
         refresh: Some(refresh_record(&grant_id, &format!("rt-{n}-0"))),
         access: AccessRecord { jti: format!("jti-{n}-0"), grant_id, expires_at: i64::MAX / 2, revoked_at: None },

@@ -75,6 +75,17 @@ pub struct ClientAdd {
     /// Do not issue refresh tokens to this client.
     #[arg(long)]
     no_refresh: bool,
+    /// OpenID Connect Back-Channel Logout: where a signed logout token is POSTed when a login
+    /// session this client took part in ends (https, or http to a loopback host for development).
+    #[arg(long, value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in logout tokens (Latchkey always sends it; recorded and shown).
+    #[arg(long, requires = "backchannel_logout_uri")]
+    backchannel_logout_session_required: bool,
+    /// Second factors this client's users need at sign-in: optional (the default), required or
+    /// passkey. The deployment's `second_factor` applies where it is stricter.
+    #[arg(long, value_name = "POLICY", default_value = "optional", value_parser = parse_policy)]
+    second_factor: latchkey_core::authn::SecondFactorPolicy,
     #[arg(long)]
     json: bool,
 }
@@ -146,6 +157,26 @@ pub enum UserCommand {
         #[arg(long)]
         sid: Option<String>,
     },
+    /// Invite EMAIL to create an account (signup = "invite" or "open"): a running server mails a
+    /// single-use link that signs up that address only.
+    Invite { email: String },
+    /// Change a user's email address. A verification link is mailed to the new address, which
+    /// takes effect when it is followed; --verified sets it at once (you vouch for it).
+    SetEmail {
+        username: String,
+        email: String,
+        #[arg(long)]
+        verified: bool,
+    },
+    /// Remove a user's second factors (TOTP app, recovery codes) for someone who lost them: their
+    /// next sign-in asks for the password only, unless a policy requires a second factor, in
+    /// which case they set up a new one then. Sessions stay.
+    ResetFactors { username: String },
+}
+
+fn parse_policy(s: &str) -> Result<latchkey_core::authn::SecondFactorPolicy, String> {
+    latchkey_core::authn::SecondFactorPolicy::parse(s)
+        .ok_or_else(|| format!("{s:?}: use optional, required or passkey"))
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -246,7 +277,10 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "id_token_signed_response_alg": c.id_token_signed_response_alg.as_str(),
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "audiences": c.audiences,
+        "second_factor": c.second_factor.as_str(),
         "created_at": c.created_at,
+        "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
+        "backchannel_logout_session_required": c.backchannel_logout.as_ref().map(|b| b.session_required),
     })
 }
 
@@ -274,6 +308,9 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 audiences: a.audiences,
                 client_credentials: a.client_credentials,
                 resource_server: a.resource_server,
+                backchannel_logout_uri: a.backchannel_logout_uri,
+                backchannel_logout_session_required: a.backchannel_logout_session_required,
+                second_factor: a.second_factor,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -336,6 +373,11 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 for a in &c.audiences {
                     println!("audience: {a}");
                 }
+                if let Some(b) = &c.backchannel_logout {
+                    println!("backchannel_logout_uri: {}", b.uri);
+                    println!("backchannel_logout_session_required: {}", b.session_required);
+                }
+                println!("second_factor: {}", c.second_factor.as_str());
             }
         }
         ClientCommand::Remove { client_id } => {
@@ -363,6 +405,13 @@ fn read_password() -> anyhow::Result<Password> {
 }
 
 pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
+    match &cmd {
+        UserCommand::Invite { email } => return crate::mail::invite(settings, email).await,
+        UserCommand::SetEmail { username, email, verified } => {
+            return crate::mail::set_email(settings, username, email, *verified).await;
+        }
+        _ => {}
+    }
     let store = open_store(&settings.database, settings.store_options()).await?;
     match cmd {
         UserCommand::Add { username, email, name, phone, address, password_stdin: _ } => {
@@ -444,6 +493,17 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             };
             println!("revoked the tokens of {username}");
             print_revocation(&done, ExistingGrants::Revoke);
+        }
+        UserCommand::Invite { .. } | UserCommand::SetEmail { .. } => {} // handled above
+        UserCommand::ResetFactors { username } => {
+            let Some((totp, codes)) =
+                latchkey_core::factors::manage::reset_factors(store.as_ref(), &username, Clock::system().now()).await?
+            else {
+                bail!("no user named {username:?}");
+            };
+            println!("reset the second factors of {username}");
+            println!("totp removed: {}", if totp { "yes" } else { "no (none was set up)" });
+            println!("recovery codes removed: {codes}");
         }
     }
     Ok(())

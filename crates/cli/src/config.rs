@@ -47,6 +47,32 @@ pub struct FileConfig {
     pub insecure_cimd_loopback: Option<bool>,
     /// Tests only: a PEM root CA trusted for fetching metadata documents.
     pub insecure_cimd_ca: Option<std::path::PathBuf>,
+    /// `optional` (default), `required` or `passkey`: second factors at every sign-in.
+    pub second_factor: Option<String>,
+    /// Self-registration at `/signup`: `off` (default), `open` or `invite`. Needs `[smtp]`.
+    pub signup: Option<String>,
+    /// Outgoing mail (password reset, verification, invitations).
+    pub smtp: Option<SmtpFile>,
+}
+
+/// The `[smtp]` section of `latchkey.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFile {
+    pub host: String,
+    /// Default: 587 with `starttls`, 465 with `implicit`, 25 with `none`.
+    pub port: Option<u16>,
+    /// `starttls` (default; required, never skipped), `implicit`, or `none` (loopback hosts only).
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    /// A file (mode 0600) holding the SMTP password; required with `username`.
+    pub password_file: Option<std::path::PathBuf>,
+    /// The `From:` mailbox, e.g. `Latchkey <no-reply@id.example>`.
+    pub from: String,
+    /// Tests only: a PEM root CA also trusted for the SMTP server's certificate.
+    pub insecure_ca_file: Option<std::path::PathBuf>,
+    /// Seconds to connect and for each SMTP command (default 30).
+    pub timeout: Option<u64>,
 }
 
 /// Every setting, resolved.
@@ -84,6 +110,12 @@ pub struct Settings {
     pub insecure_cimd_loopback: bool,
     /// `insecure_cimd_ca` (tests only, logged loudly): an extra trusted root for fetching documents.
     pub insecure_cimd_ca: Option<std::path::PathBuf>,
+    /// Outgoing mail; `None`: nothing that needs mail is offered.
+    pub smtp: Option<latchkey_server::smtp::SmtpSettings>,
+    /// Who may create an account at `/signup`.
+    pub signup: latchkey_core::signup::SignupMode,
+    /// `second_factor`: the deployment's second-factor policy (a client's may be stricter).
+    pub second_factor: latchkey_core::authn::SecondFactorPolicy,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -101,6 +133,8 @@ pub enum Warning {
     InsecureCimdLoopback,
     /// `insecure_cimd_ca`: a root trusted only for metadata documents, beyond the public ones.
     InsecureCimdCa(String),
+    /// `[smtp] insecure_ca_file`: a root trusted for the SMTP server, beyond the public ones.
+    InsecureSmtpCa(String),
 }
 
 impl Warning {
@@ -112,6 +146,7 @@ impl Warning {
                 | Self::UnregisteredResourcesAllowed
                 | Self::InsecureCimdLoopback
                 | Self::InsecureCimdCa(_)
+                | Self::InsecureSmtpCa(_)
         )
     }
 }
@@ -135,6 +170,10 @@ impl std::fmt::Display for Warning {
             Self::InsecureCimdCa(path) => write!(
                 f,
                 "insecure_cimd_ca is set: client ID metadata documents are also trusted when signed by the CA in {path}; for tests only, never in production"
+            ),
+            Self::InsecureSmtpCa(path) => write!(
+                f,
+                "[smtp] insecure_ca_file is set: the SMTP server is also trusted when its certificate is signed by the CA in {path}; for tests only, never in production"
             ),
         }
     }
@@ -181,6 +220,8 @@ const ENV_KEYS: &[&str] = &[
     "CIMD",
     "INSECURE_CIMD_LOOPBACK",
     "INSECURE_CIMD_CA",
+    "SIGNUP",
+    "SECOND_FACTOR",
 ];
 
 /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
@@ -298,7 +339,27 @@ impl Settings {
                 .or(file.registration_token_file),
         )?;
         let per_minute = num("REGISTRATIONS_PER_MINUTE", file.registrations_per_minute, 60)?;
+        let smtp = match &file.smtp {
+            Some(s) => Some(smtp_settings(s, &mut warnings)?),
+            None => None,
+        };
+        let signup = ours.get("SIGNUP").cloned().or(file.signup).unwrap_or_else(|| "off".into());
+        let signup = latchkey_core::signup::SignupMode::parse(&signup)
+            .ok_or_else(|| anyhow!("signup must be off, open or invite, not {signup:?}"))?;
+        if signup != latchkey_core::signup::SignupMode::Off && smtp.is_none() {
+            bail!(
+                "signup = \"{}\" needs outgoing mail (verification links, invitations): add an [smtp] section to the config file, or set signup = \"off\"",
+                if signup == latchkey_core::signup::SignupMode::Open { "open" } else { "invite" }
+            );
+        }
+        let second_factor = match ours.get("SECOND_FACTOR").cloned().or(file.second_factor) {
+            None => Default::default(),
+            Some(v) => latchkey_core::authn::SecondFactorPolicy::parse(&v)
+                .ok_or_else(|| anyhow!("second_factor must be optional, required or passkey, not {v:?}"))?,
+        };
         Ok(Self {
+            smtp,
+            signup,
             registration,
             registration_idle_ttl: num("REGISTRATION_IDLE_TTL", file.registration_idle_ttl, 30 * 24 * 3600)?,
             registrations_per_minute: u32::try_from(per_minute).unwrap_or(u32::MAX),
@@ -339,6 +400,7 @@ impl Settings {
             cimd,
             insecure_cimd_loopback,
             insecure_cimd_ca,
+            second_factor,
             warnings,
         })
     }
@@ -366,6 +428,9 @@ impl Settings {
         c.registration_idle_ttl = self.registration_idle_ttl;
         c.registrations_per_minute = self.registrations_per_minute;
         c.cimd = self.cimd;
+        c.email.enabled = self.smtp.is_some();
+        c.email.signup = self.signup;
+        c.second_factor = self.second_factor;
         c
     }
 }
@@ -409,6 +474,82 @@ fn registration_policy(
         }
         other => bail!("registration must be open, token or off, not {other:?}"),
     }
+}
+
+/// Refuses a secret file others can read (it holds a credential).
+fn private_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("reading the {what} {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!("the {what} {} can be read by others (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
+        }
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+/// Whether `host` is this machine (a loopback address or `localhost`).
+fn loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `[smtp]` section, checked: `tls = "none"` only to a loopback host (a local relay), since it
+/// would send the password and every reset link in clear; the password only from a private file.
+fn smtp_settings(s: &SmtpFile, warnings: &mut Vec<Warning>) -> anyhow::Result<latchkey_server::smtp::SmtpSettings> {
+    use latchkey_server::smtp::{SmtpPassword, SmtpSettings, SmtpTls};
+    let tls_name = s.tls.as_deref().unwrap_or("starttls");
+    let tls = SmtpTls::parse(tls_name)
+        .ok_or_else(|| anyhow!("[smtp] tls must be starttls, implicit or none, not {tls_name:?}"))?;
+    if tls == SmtpTls::None && !loopback_host(&s.host) {
+        bail!(
+            "[smtp] tls = \"none\" would send the SMTP password and every reset link in clear to {}: it is only allowed to a loopback host (a local relay); use starttls or implicit",
+            s.host
+        );
+    }
+    if s.host.trim().is_empty() {
+        bail!("[smtp] host is empty");
+    }
+    let credentials = match (&s.username, &s.password_file) {
+        (Some(u), Some(p)) => {
+            let password = private_file(p, "SMTP password file")?;
+            let password = password.lines().next().unwrap_or("").to_owned();
+            if password.is_empty() {
+                bail!("the SMTP password file {} is empty", p.display());
+            }
+            Some((u.clone(), SmtpPassword::new(password)))
+        }
+        (Some(_), None) => bail!("[smtp] username needs password_file (a file of mode 0600 holding the password)"),
+        (None, Some(_)) => bail!("[smtp] password_file needs username"),
+        (None, None) => None,
+    };
+    s.from
+        .parse::<lettre::message::Mailbox>()
+        .map_err(|e| anyhow!("[smtp] from {:?} is not a mailbox: {e}", s.from))?;
+    let insecure_extra_root_pem = match &s.insecure_ca_file {
+        Some(p) => {
+            warnings.push(Warning::InsecureSmtpCa(p.display().to_string()));
+            Some(std::fs::read(p).with_context(|| format!("reading [smtp] insecure_ca_file {}", p.display()))?)
+        }
+        None => None,
+    };
+    Ok(SmtpSettings {
+        host: s.host.clone(),
+        port: s.port.unwrap_or(tls.default_port()),
+        tls,
+        credentials,
+        from: s.from.clone(),
+        insecure_extra_root_pem,
+        timeout: std::time::Duration::from_secs(s.timeout.unwrap_or(30).clamp(1, 120)),
+    })
 }
 
 /// Whether a database URL carries a password (`postgres://user:secret@…` or `?password=…`).
@@ -487,6 +628,21 @@ mod tests {
     }
 
     #[test]
+    fn the_second_factor_policy_is_read_and_checked() {
+        use latchkey_core::authn::SecondFactorPolicy;
+        assert_eq!(
+            Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap().second_factor,
+            SecondFactorPolicy::Optional
+        );
+        let s =
+            Settings::resolve(None, &env(&[("LATCHKEY_SECOND_FACTOR", "required")]), &Overrides::default()).unwrap();
+        assert_eq!(s.provider_config().second_factor, SecondFactorPolicy::Required);
+        let e =
+            Settings::resolve(None, &env(&[("LATCHKEY_SECOND_FACTOR", "always")]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("optional, required or passkey"), "{e}");
+    }
+
+    #[test]
     fn cimd_settings_and_their_warnings() {
         let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
         assert!(s.cimd && !s.insecure_cimd_loopback && s.insecure_cimd_ca.is_none());
@@ -559,5 +715,48 @@ mod tests {
         let hash = latchkey_proto::TokenHash::of("an-initial-access-token-0123456789");
         assert_eq!(s.registration, RegistrationPolicy::Token(hash), "trimmed, kept only as its hash");
         assert_eq!(s.provider_config().registration, s.registration);
+    }
+
+    #[test]
+    fn smtp_is_checked_and_signup_needs_it() {
+        use latchkey_server::smtp::SmtpTls;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("latchkey.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&cfg, text).unwrap();
+            Settings::resolve(Some(&cfg), &env(&[]), &Overrides::default())
+        };
+        let s = resolve("").unwrap();
+        assert!(s.smtp.is_none() && !s.provider_config().email.enabled);
+        let err = resolve("signup = \"open\"\n").unwrap_err().to_string();
+        assert!(err.contains("[smtp]"), "signup without mail is refused at start-up: {err}");
+        let s = resolve("[smtp]\nhost = \"smtp.example.com\"\nfrom = \"Latchkey <id@example.com>\"\n").unwrap();
+        let smtp = s.smtp.as_ref().unwrap();
+        assert_eq!((smtp.tls, smtp.port), (SmtpTls::StartTls, 587), "STARTTLS by default");
+        assert!(s.provider_config().email.enabled);
+        let err = resolve("[smtp]\nhost = \"smtp.example.com\"\ntls = \"none\"\nfrom = \"a@example.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in clear"), "{err}");
+        let s = resolve("[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"a@example.com\"\n").unwrap();
+        assert_eq!(s.smtp.unwrap().port, 25, "a local relay may be plain");
+        let pw = dir.path().join("smtp-password");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let with_auth = format!(
+            "signup = \"invite\"\n[smtp]\nhost = \"smtp.example.com\"\ntls = \"implicit\"\nusername = \"lk\"\npassword_file = \"{}\"\nfrom = \"a@example.com\"\n",
+            pw.display()
+        );
+        let err = resolve(&with_auth).unwrap_err().to_string();
+        assert!(err.contains("can be read by others"), "{err}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = resolve(&with_auth).unwrap();
+        let smtp = s.smtp.as_ref().unwrap();
+        assert_eq!((smtp.tls, smtp.port), (SmtpTls::Implicit, 465));
+        assert!(!format!("{smtp:?}").contains("s3cret"), "the password never shows");
+        assert_eq!(s.signup, latchkey_core::signup::SignupMode::Invite);
+        assert!(resolve("[smtp]\nhost = \"h\"\nfrom = \"not a mailbox\"\n").is_err());
+        assert!(resolve("[smtp]\nhost = \"h\"\nfrom = \"a@example.com\"\nusername = \"u\"\n").is_err());
     }
 }

@@ -10,6 +10,7 @@ mod inspect;
 mod kek;
 mod login;
 mod logout;
+mod mail;
 mod pkce;
 mod resource;
 mod rp;
@@ -68,6 +69,9 @@ enum Command {
     Db(db::DbCommand),
     /// Show the audit log of security events.
     Audit(admin::AuditArgs),
+    /// See and retry outgoing mail (the durable outbox).
+    #[command(subcommand)]
+    Outbox(mail::OutboxCommand),
     #[command(flatten)]
     Rp(rp::Command),
 }
@@ -196,6 +200,7 @@ fn main() -> ExitCode {
             Command::Migrate => db::migrate(&settings).await,
             Command::Db(c) => db::run(&settings, c).await,
             Command::Audit(a) => admin::audit(&settings, a).await,
+            Command::Outbox(c) => mail::outbox(&settings, c).await,
             Command::Rp(_) => Ok(()), // handled above
         }
     });

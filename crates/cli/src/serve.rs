@@ -70,6 +70,24 @@ pub async fn run(
         }
         latchkey_core::registration::RegistrationPolicy::Off => tracing::info!("client registration is off"),
     }
+    let mailer: Arc<dyn latchkey_core::outbox::Deliver> = match &settings.smtp {
+        Some(smtp) => {
+            tracing::info!(
+                host = %smtp.host,
+                port = smtp.port,
+                tls = ?smtp.tls,
+                signup = ?settings.signup,
+                "outgoing mail through SMTP: password reset by email is offered"
+            );
+            Arc::new(latchkey_server::smtp::SmtpMailer::new(smtp, &settings.issuer)?)
+        }
+        None => {
+            tracing::info!(
+                "no [smtp] section: password reset by email, email verification and self-registration are off"
+            );
+            Arc::new(latchkey_core::outbox::NoTransport)
+        }
+    };
     // Set-up happens before the port opens: once it accepts connections, the server is ready.
     if dev {
         dev_bootstrap(&provider, &clock).await?;
@@ -128,6 +146,13 @@ pub async fn run(
             }
         }
     });
+    // Outgoing mail and other queued jobs (`latchkey_core::outbox`): every instance runs a worker;
+    // claims are exclusive, so they share the queue.
+    let transports = latchkey_server::backchannel_send::Transports {
+        mail: mailer,
+        logouts: latchkey_server::backchannel_send::LogoutSender::new()?,
+    };
+    latchkey_server::outbox_worker::spawn(provider.clone(), Arc::new(transports), clock.clone(), Default::default());
     latchkey_server::serve_with(listener, AppState::new(provider, clock), limits, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())

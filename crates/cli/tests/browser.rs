@@ -4,6 +4,8 @@
 //! - `pages.test.mjs`: the login, consent, sign-out and error pages.
 //! - `spa.test.mjs`: the SPA example (`examples/spa`) end to end, with the protected-api example as
 //!   its API.
+//! - `two_step.test.mjs`: TOTP set up from the account page and a sign-in with a code, keyboard
+//!   only, 360 px wide.
 //! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
 //!   registration, authorization, code exchange and revocation across origins (CORS).
 //!
@@ -372,4 +374,31 @@ fn account_pages_and_every_page_pass_axe_keyboard_and_phone_checks_in_headless_c
         assert!(a11y.join(format!("{p}.png")).exists(), "no 360 px screenshot of {p}");
         assert!(a11y.join(format!("{p}.axe.json")).exists(), "no axe report of {p}");
     }
+}
+
+#[test]
+fn two_step_sign_in_is_set_up_and_used_with_the_keyboard_at_phone_size_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("two-step.db");
+    let client = ["client", "add", "--public", "--client-id", "browser-test", "--name", "Browser Test App"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
+    add_user(&db, "alice", "alice-password");
+    let (_server, base) = serve(&db, &dir.path().join("server.log"));
+    run_node(
+        "two_step.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test"), ("LATCHKEY_PASSWORD", "alice-password")],
+        &[
+            "two-step-account-off",
+            "two-step-setup",
+            "two-step-recovery-codes",
+            "two-step-account-on",
+            "two-step-sign-in",
+            "two-step-sign-in-wrong-code",
+        ],
+        dir.path(),
+    );
 }

@@ -306,6 +306,7 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         grant_id: None,
         resource: None,
         claims: None,
+        authn: Default::default(),
     };
     store.insert_code(&planted).await.unwrap();
     let old = SessionRecord {
@@ -314,9 +315,10 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         user_id: "x".into(),
         auth_time: 1,
         expires_at: 2,
+        authn: Default::default(),
         meta: Default::default(),
     };
-    assert!(store.insert_session(&old, 32).await.unwrap());
+    assert!(store.insert_session(&old, 32).await.unwrap().unwrap().is_empty());
     let t4 = Instant::now();
     while store.code(&planted.hash).await.unwrap().is_some() || store.session_by_sid("old", 0).await.unwrap().is_some()
     {

@@ -240,6 +240,8 @@ async fn an_unvetted_client_gets_the_scopes_of_its_target_only() {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: ClientOrigin::Registered,
+            backchannel_logout: None,
+            second_factor: Default::default(),
         })
         .await
         .unwrap();

@@ -338,6 +338,8 @@ async fn a_client_id_cannot_be_a_users_subject_identifier() {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         })
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use latchkey_proto::{ClientId, Scope};
 
 use crate::UnixTime;
 use crate::profile::Profile;
-use crate::store::{ConsentRecord, SessionRecord, StoreResult, UserRevocation};
+use crate::store::{ConsentRecord, EndedSessions, SessionRecord, StoreResult, UserRevocation};
 
 /// The profile columns of a user, as [`AccountStore::update_profile`] writes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +61,10 @@ pub trait AccountStore: Send + Sync {
     async fn update_profile(&self, id: &str, p: &ProfileUpdate, now: UnixTime) -> StoreResult<bool>;
 
     /// `Some(at)` locks the user named `username` and, in the same transaction, ends every session
-    /// of theirs, revokes every live grant (their refresh and access tokens die with it) and
-    /// deletes their unredeemed codes. `None` unlocks (nothing else changes). `None` as the result
-    /// when there is no such user.
+    /// of theirs (queueing the back-channel logout tokens owed, `crate::backchannel`), revokes
+    /// every live grant (their refresh and access tokens die with it) and deletes their unredeemed
+    /// codes. `None` unlocks (nothing else changes). `None` as the result when there is no such
+    /// user.
     async fn set_locked(&self, username: &str, locked_at: Option<UnixTime>) -> StoreResult<Option<UserRevocation>>;
 
     /// The user's unexpired sessions, newest sign-in first.
@@ -71,13 +72,14 @@ pub trait AccountStore: Send + Sync {
 
     /// Ends the selected sessions of user `user_id` (never another user's, whatever `sid` is
     /// named) and, in the same transaction, revokes the grants bound to them (those without
-    /// `offline_access`), as at logout. Returns the sessions ended.
+    /// `offline_access`) and queues the back-channel logout tokens owed, as at logout. Returns the
+    /// sessions this call ended (of concurrent calls ending one session, exactly one reports it).
     async fn end_user_sessions(
         &self,
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> StoreResult<Vec<SessionRecord>>;
+    ) -> StoreResult<EndedSessions>;
 
     /// The clients user `user_id` consented to or holds live grants with, by client id.
     async fn user_apps(&self, user_id: &str, now: UnixTime) -> StoreResult<Vec<AppRecord>>;

@@ -27,6 +27,12 @@ pub struct NewClient {
     pub client_credentials: bool,
     /// A credential for a resource server: it can only introspect, it obtains no tokens.
     pub resource_server: bool,
+    /// Back-Channel Logout 1.0 `backchannel_logout_uri`.
+    pub backchannel_logout_uri: Option<String>,
+    /// `backchannel_logout_session_required` (only with a URI).
+    pub backchannel_logout_session_required: bool,
+    /// Second factors this client's users need; the deployment's policy applies where stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 impl NewClient {
@@ -45,6 +51,9 @@ impl NewClient {
             audiences: vec![],
             client_credentials: false,
             resource_server: false,
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
+            second_factor: Default::default(),
         }
     }
 }
@@ -104,6 +113,25 @@ pub async fn add_client(
             return Err(AdminError::Invalid(format!("audience {a}: must be an absolute URI without a fragment")));
         }
     }
+    let backchannel_logout = match &new.backchannel_logout_uri {
+        Some(u) => {
+            // Logout tokens go to clients that got ID tokens in a login session: a client without
+            // a redirect URI (client credentials, a resource server) never takes part in one.
+            if new.redirect_uris.is_empty() {
+                return Err(AdminError::Invalid(
+                    "a back-channel logout URI is for a client that signs users in: it needs a redirect URI".into(),
+                ));
+            }
+            let uri = latchkey_proto::registration::backchannel_logout_uri(u, true).map_err(AdminError::Invalid)?;
+            Some(crate::store::BackchannelLogout { uri, session_required: new.backchannel_logout_session_required })
+        }
+        None if new.backchannel_logout_session_required => {
+            return Err(AdminError::Invalid(
+                "--backchannel-logout-session-required needs --backchannel-logout-uri".into(),
+            ));
+        }
+        None => None,
+    };
     let mut redirect_uris = Vec::new();
     for r in &new.redirect_uris {
         redirect_uris.push(
@@ -142,6 +170,8 @@ pub async fn add_client(
         post_logout_redirect_uris,
         audiences: new.audiences,
         origin: Default::default(),
+        backchannel_logout,
+        second_factor: new.second_factor,
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {
@@ -169,10 +199,7 @@ pub async fn add_user(
     password: latchkey_proto::Password,
     now: UnixTime,
 ) -> Result<UserRecord, AdminError> {
-    let username = new.username.trim();
-    if username.is_empty() || username.len() > 64 || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(AdminError::Invalid("a username is 1 to 64 characters without spaces".into()));
-    }
+    let username = check_username(&new.username)?;
     if !new.email.contains('@') || new.email.len() > 254 {
         return Err(AdminError::Invalid("--email must be an email address".into()));
     }
@@ -249,8 +276,8 @@ pub(crate) async fn set_password_with(
 ) -> Result<Option<UserRevocation>, AdminError> {
     check_password(&password)?;
     let hash = hasher.hash(password.expose_secret().to_owned()).await?;
-    let revoke_at = (change.grants == ExistingGrants::Revoke).then_some(now);
-    let done = store.set_password_hash(username, &hash, revoke_at, change.keep_sid).await?;
+    let done =
+        store.set_password_hash(username, &hash, change.grants == ExistingGrants::Revoke, change.keep_sid, now).await?;
     if let Some(r) = &done {
         let e = crate::audit::Event {
             user_id: Some(&r.user_id),
@@ -352,16 +379,23 @@ pub async fn remove_resource(store: &dyn Store, uri: &str, now: UnixTime) -> Res
 /// Removes a user, their sessions and everything issued to them.
 pub async fn remove_user(store: &dyn Store, username: &str, now: UnixTime) -> Result<bool, AdminError> {
     let id = store.user_by_username(username).await?.map(|u| u.id);
-    let removed = store.remove_user(username).await?;
-    if removed {
-        let e = crate::audit::Event {
-            user_id: id.as_deref(),
-            detail: Some(serde_json::json!({ "username": username })),
-            ..Default::default()
-        };
-        crate::audit::record(store, now, "user_removed", e).await;
+    let Some(ended) = store.remove_user(username, now).await? else { return Ok(false) };
+    let e = crate::audit::Event {
+        user_id: id.as_deref(),
+        detail: Some(serde_json::json!({ "username": username, "sessions_ended": ended.len() })),
+        ..Default::default()
+    };
+    crate::audit::record(store, now, "user_removed", e).await;
+    Ok(true)
+}
+
+/// A username: 1 to 64 characters without spaces or control characters (trimmed first).
+pub(crate) fn check_username(name: &str) -> Result<&str, AdminError> {
+    let username = name.trim();
+    if username.is_empty() || username.len() > 64 || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(AdminError::Invalid("a username is 1 to 64 characters without spaces".into()));
     }
-    Ok(removed)
+    Ok(username)
 }
 
 /// NIST SP 800-63B §5.1.1.2: at least 8 characters; no composition rules.
@@ -493,13 +527,14 @@ pub async fn unlock_user(store: &dyn Store, username: &str, now: UnixTime) -> Re
 }
 
 /// `latchkey user end-sessions`: ends one session of the user (`sid`) or all of them, through
-/// [`crate::sessions::end_sessions`]. `None` when there is no such user.
+/// [`crate::sessions::end_sessions`] (their logout tokens are queued; a running server's worker
+/// sends them). `None` when there is no such user.
 pub async fn end_user_sessions(
     store: &dyn Store,
     username: &str,
     sid: Option<&str>,
     now: UnixTime,
-) -> Result<Option<Vec<crate::store::SessionRecord>>, AdminError> {
+) -> Result<Option<crate::store::EndedSessions>, AdminError> {
     let Some(user) = store.user_by_username(username).await? else { return Ok(None) };
     let which = match sid {
         Some(s) => crate::account_store::SessionSelector::One(s.to_owned()),

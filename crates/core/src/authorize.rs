@@ -3,8 +3,8 @@
 
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{
-    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, Password, RedirectUri,
-    ResourceUri, Scope, SessionToken, State, TokenHash,
+    AuthorizationCode, ClientId, CodeChallenge, ErrorCode, Nonce, OAuthError, Params, PartialSignInToken, Password,
+    RedirectUri, ResourceUri, Scope, SessionToken, State, TokenHash,
 };
 use url::Url;
 
@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use crate::account::SignInPurpose;
+use crate::authn::{AcrRequest, Authentication, Next, SecondFactorPolicy};
 use crate::resource::{self, ResourceRecord};
 use crate::store::{ClientRecord, CodeRecord, PendingAuthorization, PendingLimits, Reservation, SessionRecord};
 use crate::{Error, Provider, UnixTime, audit, throttle};
@@ -42,6 +43,10 @@ pub enum Step {
         /// §5.5), which the user allows here too ([`crate::claims`]).
         claims: Box<crate::claims::ClaimNames>,
     },
+    /// The sign-in needs a second factor (or its enrolment) before it goes on: send the browser
+    /// to the second-factor page of `pending` (`crate::factors`), first giving it `cookie`, the
+    /// partial sign-in's token, when the step starts here.
+    SecondFactor { pending: String, cookie: Option<PartialSignInToken> },
 }
 
 /// The `prompt` parameter (OpenID Connect Core §3.1.2.1).
@@ -185,7 +190,18 @@ pub fn validate(
         }
         _ => None,
     };
-    // ui_locales, claims_locales, display, acr_values and id_token_hint are accepted and ignored.
+    // OpenID Connect Core §3.1.2.1 `acr_values`: voluntary, unknown values ignored (`authn`).
+    // The `claims` parameter's `acr` (§5.5.1.1) feeds the same `AcrRequest`, the stricter wins;
+    // an essential one this server cannot meet is `unmet_authentication_requirements`.
+    let from_claims = match claims.as_ref().and_then(latchkey_proto::ClaimsRequest::acr) {
+        Some(a) => {
+            let values: Vec<&str> = a.values.iter().map(String::as_str).collect();
+            AcrRequest::from_claim(&values, a.essential).map_err(fail)?
+        }
+        None => None,
+    };
+    let acr = AcrRequest::merge(params.get("acr_values").and_then(AcrRequest::from_acr_values), from_claims);
+    // ui_locales, claims_locales, display and id_token_hint are accepted and ignored.
 
     // The authentication this request demands travels with it, so that every later step (the
     // login form, the consent page, the consent decision) can enforce it: `prompt=login` needs a
@@ -207,6 +223,7 @@ pub fn validate(
             resource: target.resource,
             purpose: Default::default(),
             claims,
+            acr,
         },
         prompt,
         max_age,
@@ -234,7 +251,7 @@ fn parse_prompt(v: Option<&str>) -> Result<Prompt, OAuthError> {
     Ok(p)
 }
 
-fn expired_step() -> Step {
+pub(crate) fn expired_step() -> Step {
     Step::ErrorPage(OAuthError::invalid_request(
         "this sign-in request has expired or was already completed; go back to the application and start again",
     ))
@@ -253,9 +270,15 @@ pub enum LoginOutcome {
     /// the account learns why they cannot sign in instead of retrying into the throttle. The
     /// attempt counts as a failure for throttling.
     Locked { client_name: String },
+    /// The password was right, but the account signed itself up and has not verified its
+    /// address yet (`crate::signup`): no session; a fresh verification link was mailed.
+    Unverified { client_name: String },
     /// Logged in: set the session cookie and the known-device cookie (`device`, see
     /// [`crate::device`]), and go on.
     Done { session: SessionToken, max_age: u64, device: String, next: Step },
+    /// The password was right and a second factor is needed: no session yet. `next` is a
+    /// [`Step::SecondFactor`] carrying the partial sign-in's cookie.
+    SecondFactor { next: Step },
 }
 
 /// Whether a session's authentication satisfies what the pending request demands (`prompt=login`,
@@ -338,6 +361,19 @@ impl Provider {
                 return Ok(Step::Login { pending, client_name: client.name, login_hint: req.pending.login_hint });
             }
         };
+        // `acr_values`, an essential `acr` or the policy may need more than this session has: a
+        // step-up (the second-factor step on this session), never a silent pass.
+        let need = self.session_next(&client, &req.pending, &session).await?;
+        if need != Next::Done {
+            if req.prompt.none {
+                return fail(OAuthError::new(
+                    ErrorCode::InteractionRequired,
+                    "the session does not meet the requested authentication level (acr) and prompt=none forbids asking for a second factor",
+                ));
+            }
+            let pending = self.save_pending(&req.pending, ip, now).await?;
+            return self.begin_step_up(pending, &session, need, now).await;
+        }
         if !req.prompt.consent
             && !needs_interaction(&client, &req.pending.redirect_uri)
             && self.has_consent(&client, &session.user_id, &req.pending).await?
@@ -433,38 +469,113 @@ impl Provider {
         let (clear, refund): (Vec<String>, Vec<String>) =
             rules.into_iter().map(|(k, _)| k).partition(|k| throttle::is_account_key(k));
         self.store.throttle_settle(&clear, &refund).await?;
+        // A self-registered account signs in only once its address is verified (`crate::signup`).
+        if self.awaiting_verification(&user, now).await? {
+            let e =
+                audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail: None };
+            audit::record(self.store.as_ref(), now, "login_refused_unverified", e).await;
+            return Ok(Ok(LoginOutcome::Unverified { client_name: client.name }));
+        }
         let detail = (refused_before > 0).then(|| json!({ "refused_while_throttled": refused_before }));
         let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail };
         audit::record(self.store.as_ref(), now, "login_success", e).await;
+        // Where and on what the session is signed in, for the account page's list of sessions.
+        let meta = crate::sessions::meta(ip, user_agent);
+        // The first factor is done; the policy, the request or the user's own factors may ask for
+        // a second before any session exists (`crate::factors`).
+        let enrolled = self.enrolled(&user.id).await?;
+        let need = crate::authn::decide(self.policy_for(&client), pending.acr.as_ref(), &enrolled, None);
+        if need != Next::Done {
+            let next = self
+                .begin_second_factor(pending_id, &user.id, Authentication::default(), None, need, meta, now)
+                .await?;
+            return Ok(Ok(LoginOutcome::SecondFactor { next }));
+        }
+        let Some((token, session)) = self.create_session(&user.id, Authentication::default(), meta, now).await? else {
+            return Ok(Ok(self.refuse_locked(&user, &client, ip, now).await));
+        };
+        let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
+        let next = match self.finish_sign_in(pending_id, &pending, &client, &session, now).await? {
+            Ok(next) => next,
+            Err(step) => return Ok(Err(step)),
+        };
+        Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, device, next }))
+    }
+
+    /// A new browser session for `user_id`, authenticated now as `authn` says, signed in where
+    /// and on what `meta` says. `None` when the user is locked.
+    pub(crate) async fn create_session(
+        &self,
+        user_id: &str,
+        authn: Authentication,
+        meta: crate::store::SessionMeta,
+        now: UnixTime,
+    ) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
         let token = SessionToken::generate();
         let session = SessionRecord {
             hash: token.hash(),
             sid: random_token(),
-            user_id: user.id.clone(),
+            user_id: user_id.to_owned(),
             auth_time: now,
             expires_at: now + self.config.session_ttl as UnixTime,
-            meta: crate::sessions::meta(ip, user_agent),
+            authn,
+            meta,
         };
-        // Refused when a lock landed since the user was read: the store checks it atomically.
-        if !self.store.insert_session(&session, self.config.max_sessions_per_user).await? {
-            return Ok(Ok(self.refuse_locked(&user, &client, ip, now).await));
+        // Evicted sessions beyond the limit end here, and their clients are told. Refused when
+        // a lock landed since the user was read: the store checks it in the same step.
+        if !self.start_session(&session).await? {
+            return Ok(None);
         }
-        let device = crate::device::issue(&self.server_key, known_device, &user.id, now);
-        let next = if let SignInPurpose::Account { next } = &pending.purpose {
+        Ok(Some((token, session)))
+    }
+
+    /// What follows a complete sign-in: the account page for an account sign-in, else the code
+    /// when consent is remembered, else the consent page. `Err`: the request was completed
+    /// meanwhile (single use).
+    pub(crate) async fn finish_sign_in(
+        &self,
+        pending_id: &str,
+        pending: &PendingAuthorization,
+        client: &ClientRecord,
+        session: &SessionRecord,
+        now: UnixTime,
+    ) -> Result<Result<Step, Step>, Error> {
+        Ok(Ok(if let SignInPurpose::Account { next } = &pending.purpose {
             // One use per sign-in, like an application's request.
             if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
                 return Ok(Err(expired_step()));
             }
             Step::Redirect(next.clone())
-        } else if !pending.force_consent && self.has_consent(&client, &user.id, &pending).await? {
+        } else if !pending.force_consent && self.has_consent(client, &session.user_id, pending).await? {
             if !self.store.remove_pending(&TokenHash::of(pending_id)).await? {
                 return Ok(Err(expired_step()));
             }
-            Step::Redirect(self.issue_code(&pending, &session, now).await?)
+            Step::Redirect(self.issue_code(pending, session, now).await?)
         } else {
-            self.consent_step(pending_id.to_owned(), &client, &pending, &session).await?
-        };
-        Ok(Ok(LoginOutcome::Done { session: token, max_age: self.config.session_ttl, device, next }))
+            self.consent_step(pending_id.to_owned(), client, pending, session).await?
+        }))
+    }
+
+    /// The stricter of the deployment's and the client's second-factor policy.
+    pub fn policy_for(&self, client: &ClientRecord) -> SecondFactorPolicy {
+        self.config.second_factor.max(client.second_factor)
+    }
+
+    /// What an existing session still needs before it may serve `pending` ([`Next::Done`] when
+    /// nothing). The user's factors are read only when the demand exceeds the session's level.
+    pub(crate) async fn session_next(
+        &self,
+        client: &ClientRecord,
+        pending: &PendingAuthorization,
+        session: &SessionRecord,
+    ) -> Result<Next, Error> {
+        let policy = self.policy_for(client);
+        let have = session.authn.acr();
+        if policy.level() <= have && pending.acr.as_ref().and_then(AcrRequest::level).is_none_or(|l| l <= have) {
+            return Ok(Next::Done);
+        }
+        let enrolled = self.enrolled(&session.user_id).await?;
+        Ok(crate::authn::decide(policy, pending.acr.as_ref(), &enrolled, Some(&session.authn)))
     }
 
     async fn refuse_locked(
@@ -496,13 +607,12 @@ impl Provider {
             Ok(x) => x,
             Err(step) => return Ok(step),
         };
-        match self.current_session(cookie, now).await? {
-            // A session that predates a `prompt=login` or exceeds `max_age` must log in again
-            // here too, or the consent page would skip the re-authentication (review finding 4).
-            Some(session) if authenticated_enough(&pending, &session) => {
-                self.consent_step(pending_id.to_owned(), &client, &pending, &session).await
-            }
-            _ => Ok(Step::Login {
+        // A session that predates a `prompt=login`, exceeds `max_age` or lacks the second factor
+        // the request needs must sign in again here too, or the consent page would skip the
+        // re-authentication (review finding 4).
+        match self.usable_session(cookie, &client, &pending, now).await? {
+            Some(session) => self.consent_step(pending_id.to_owned(), &client, &pending, &session).await,
+            None => Ok(Step::Login {
                 pending: pending_id.to_owned(),
                 client_name: client.name,
                 login_hint: pending.login_hint,
@@ -523,9 +633,9 @@ impl Provider {
             Ok(x) => x,
             Err(step) => return Ok(step),
         };
-        let session = match self.current_session(cookie, now).await? {
-            Some(s) if authenticated_enough(&pending, &s) => s,
-            _ => {
+        let session = match self.usable_session(cookie, &client, &pending, now).await? {
+            Some(s) => s,
+            None => {
                 return Ok(Step::Login {
                     pending: pending_id.to_owned(),
                     client_name: client.name,
@@ -582,6 +692,35 @@ impl Provider {
         Ok(Step::Redirect(self.issue_code(&pending, &session, now).await?))
     }
 
+    /// Stores a new login session. The user's oldest sessions beyond `max_sessions_per_user` end
+    /// in the same step, and their clients are told (Back-Channel Logout). Every way of signing
+    /// in goes through here. `false`, storing nothing, when the user is locked (the store checks
+    /// it in the same atomic step: a sign-in racing with `latchkey user lock` leaves no session).
+    pub async fn start_session(&self, session: &SessionRecord) -> Result<bool, Error> {
+        let Some(evicted) = self.store.insert_session(session, self.config.max_sessions_per_user).await? else {
+            return Ok(false);
+        };
+        self.sessions_ended(&evicted);
+        Ok(true)
+    }
+
+    /// The browser's session if it may serve `pending` as it is: authenticated recently enough
+    /// (`prompt=login`, `max_age`) and strongly enough (`acr`, the policy).
+    pub(crate) async fn usable_session(
+        &self,
+        cookie: Option<&SessionToken>,
+        client: &ClientRecord,
+        pending: &PendingAuthorization,
+        now: UnixTime,
+    ) -> Result<Option<SessionRecord>, Error> {
+        match self.current_session(cookie, now).await? {
+            Some(s) if authenticated_enough(pending, &s) => {
+                Ok((self.session_next(client, pending, &s).await? == Next::Done).then_some(s))
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub async fn current_session(
         &self,
         cookie: Option<&SessionToken>,
@@ -595,7 +734,7 @@ impl Provider {
 
     /// Whether the user's consent covers the request: its scopes, and the claims it asks for
     /// beyond them ([`crate::claims`]).
-    async fn has_consent(
+    pub(crate) async fn has_consent(
         &self,
         client: &ClientRecord,
         user_id: &str,
@@ -617,7 +756,7 @@ impl Provider {
             .is_some_and(|c| req.scope.is_subset(&c.scope) && extra.iter().all(|x| c.claims.iter().any(|k| k == x))))
     }
 
-    async fn consent_step(
+    pub(crate) async fn consent_step(
         &self,
         pending: String,
         client: &ClientRecord,
@@ -660,7 +799,7 @@ impl Provider {
         Ok(id)
     }
 
-    async fn load_pending(
+    pub(crate) async fn load_pending(
         &self,
         id: &str,
         now: UnixTime,
@@ -683,7 +822,7 @@ impl Provider {
 
     /// Issues a code for a request the user has authorised and returns the redirect (RFC 6749
     /// §4.1.2, with `iss` per RFC 9207 so the client can detect mix-up attacks).
-    async fn issue_code(
+    pub(crate) async fn issue_code(
         &self,
         req: &PendingAuthorization,
         session: &SessionRecord,
@@ -717,6 +856,7 @@ impl Provider {
                 grant_id: None,
                 resource: req.resource.clone(),
                 claims: req.claims.clone(),
+                authn: session.authn.clone(),
             })
             .await?;
         Ok(with_params(
@@ -751,6 +891,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         }
     }
 

@@ -108,6 +108,35 @@ pub fn seal_record(r: &KeyRecord, kek: &KeyEncryptionKey) -> anyhow::Result<KeyR
     Ok(KeyRecord { private_pkcs8_b64: format!("{SEALED_PREFIX}{}", STANDARD.encode(blob)), ..r.clone() })
 }
 
+/// Seals `data` under `kek` with `aad` (which names what the data is and whose): base64 of
+/// nonce || AES-256-GCM ciphertext || tag, prefixed with [`SEALED_PREFIX`]. For other secrets at
+/// rest than signing keys (TOTP secrets, `crate::factors::totp`).
+pub(crate) fn seal_bytes(kek: &KeyEncryptionKey, aad: &[u8], data: &[u8]) -> anyhow::Result<String> {
+    let mut data = data.to_vec();
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).map_err(|_| anyhow!("random nonce"))?;
+    kek.aead()?
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data)
+        .map_err(|_| anyhow!("sealing a secret"))?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&data);
+    Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(blob)))
+}
+
+/// Opens what [`seal_bytes`] sealed with the same `aad`; `None` if it does not open (another key,
+/// another `aad`, an altered blob) or is not sealed.
+pub(crate) fn open_bytes(kek: &KeyEncryptionKey, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
+    let blob = STANDARD.decode(sealed.strip_prefix(SEALED_PREFIX)?).ok()?;
+    if blob.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, rest) = blob.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut data = rest.to_vec();
+    let plain = kek.aead().ok()?.open_in_place(nonce, Aad::from(aad), &mut data).ok()?;
+    Some(plain.to_vec())
+}
+
 /// The PKCS#8 DER of the record's private key, unsealing it if it is sealed.
 fn private_der(r: &KeyRecord, kek: Option<&KeyEncryptionKey>) -> anyhow::Result<Vec<u8>> {
     let Some(sealed) = r.private_pkcs8_b64.strip_prefix(SEALED_PREFIX) else {

@@ -104,7 +104,9 @@ impl Provider {
                 client_id: client.as_ref().map(|c| c.client_id.as_str()),
                 ip: None,
             };
-            crate::sessions::end_sessions(self.store.as_ref(), req, now).await?;
+            // Back-Channel Logout: the store queues the tokens owed to the clients that took part
+            // in this session (once, whoever else ends it at the same time); they leave now.
+            let _ended = self.end_sessions(req, now).await?;
             ended = true;
         }
         let redirect = redirect_uri.map(|u| {

@@ -68,6 +68,11 @@ pub struct ProviderConfig {
     /// Resolve https URL client ids as client ID metadata documents (`crate::cimd`). Takes effect
     /// only with a fetcher installed ([`Provider::with_metadata_fetcher`]).
     pub cimd: bool,
+    /// Outgoing mail and the flows that need it (reset, verification, self-registration).
+    pub email: crate::mail::EmailConfig,
+    /// Second factors at sign-in for every client (`second_factor`); a client's own policy
+    /// applies where it is stricter.
+    pub second_factor: crate::authn::SecondFactorPolicy,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -97,6 +102,8 @@ impl ProviderConfig {
             registration_idle_ttl: 30 * 24 * 3600,
             registrations_per_minute: 60,
             cimd: true,
+            email: Default::default(),
+            second_factor: Default::default(),
         }
     }
 }
@@ -110,6 +117,8 @@ pub struct Provider {
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
     pub(crate) cimd: crate::cimd::CimdState,
+    /// Wakes this process's outbox worker when a job is queued here (`crate::outbox`).
+    pub outbox_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Provider {
@@ -164,6 +173,7 @@ impl Provider {
             origins: Default::default(),
             server_key,
             cimd: Default::default(),
+            outbox_wake: Default::default(),
         })
     }
 
@@ -248,10 +258,12 @@ impl Provider {
             code_challenge_methods_supported: v(&["S256"]),
             // Computed from what the server releases ([`crate::claims`]), so it cannot drift.
             claims_supported: crate::claims::supported(),
+            acr_values_supported: crate::authn::Acr::ALL.iter().map(|a| a.as_str().to_owned()).collect(),
             prompt_values_supported: v(&["none", "login", "consent"]),
             authorization_response_iss_parameter_supported: true,
             frontchannel_logout_supported: false,
-            backchannel_logout_supported: false,
+            backchannel_logout_supported: true,
+            backchannel_logout_session_supported: true,
             claims_parameter_supported: true,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,

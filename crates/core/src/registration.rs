@@ -169,6 +169,11 @@ fn client_record(
         post_logout_redirect_uris: meta.post_logout_redirect_uris.clone(),
         audiences: Vec::new(),
         origin: ClientOrigin::Registered,
+        backchannel_logout: meta.backchannel_logout_uri.as_ref().map(|uri| crate::store::BackchannelLogout {
+            uri: uri.clone(),
+            session_required: meta.backchannel_logout_session_required,
+        }),
+        second_factor: Default::default(),
     })
 }
 
@@ -203,6 +208,11 @@ pub fn response(
         software_version: m.software_version.clone(),
         id_token_signed_response_alg: m.id_token_signed_response_alg.clone(),
         post_logout_redirect_uris: strings(&m.post_logout_redirect_uris),
+        backchannel_logout_uri: m.backchannel_logout_uri.clone(),
+        backchannel_logout_session_required: m
+            .backchannel_logout_uri
+            .as_ref()
+            .map(|_| m.backchannel_logout_session_required),
     }
 }
 

@@ -130,6 +130,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://listed.example".into()],
             origin,
+            backchannel_logout: None,
+            second_factor: Default::default(),
         }
     }
     fn uri(s: &str) -> ResourceUri {

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use serde_json::json;
 
 use crate::account_store::SessionSelector;
-use crate::store::{SessionMeta, SessionRecord, Store};
+use crate::store::{EndedSessions, SessionMeta, Store};
 use crate::{Error, Provider, UnixTime, audit};
 
 /// What a session records about where it was signed in: the network of `ip` ([`network`]) and a
@@ -116,10 +116,13 @@ pub struct EndSessions<'a> {
 }
 
 /// Ends the selected sessions of one user, in one atomic store operation that also revokes the
-/// grants bound to them (those without `offline_access`); a session of another user is never
+/// grants bound to them (those without `offline_access`) and queues the back-channel logout
+/// tokens owed to their clients (`crate::backchannel`); a session of another user is never
 /// touched, whatever `sid` is named (the account page passes the signed-in user's id). Audited.
-/// Returns the sessions ended.
-pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime) -> Result<Vec<SessionRecord>, Error> {
+/// Returns the sessions this call ended. A server path hands them to
+/// [`Provider::sessions_ended`] ([`Provider::end_sessions`] does), so that their logout tokens
+/// leave now; from the admin commands the running server's worker sends them.
+pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime) -> Result<EndedSessions, Error> {
     let ended = store.end_user_sessions(req.user_id, &req.which, now).await?;
     if !ended.is_empty() {
         let (name, by) = match req.cause {
@@ -135,9 +138,11 @@ pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime
 }
 
 impl Provider {
-    /// [`end_sessions`] on this provider's store.
-    pub async fn end_sessions(&self, req: EndSessions<'_>, now: UnixTime) -> Result<Vec<SessionRecord>, Error> {
-        end_sessions(self.store.as_ref(), req, now).await
+    /// [`end_sessions`] on this provider's store; their logout tokens leave at once.
+    pub async fn end_sessions(&self, req: EndSessions<'_>, now: UnixTime) -> Result<EndedSessions, Error> {
+        let ended = end_sessions(self.store.as_ref(), req, now).await?;
+        self.sessions_ended(&ended);
+        Ok(ended)
     }
 }
 

@@ -88,6 +88,24 @@ pub struct ClientRecord {
     /// a metadata document at its own URL).
     #[serde(default)]
     pub origin: ClientOrigin,
+    /// Second factors this client's users need (`latchkey client add --second-factor`); the
+    /// deployment's policy applies when it is stricter.
+    #[serde(default)]
+    pub second_factor: crate::authn::SecondFactorPolicy,
+    /// OpenID Connect Back-Channel Logout 1.0: where this client wants logout tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout: Option<BackchannelLogout>,
+}
+
+/// A client's back-channel logout registration (Back-Channel Logout 1.0 §2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackchannelLogout {
+    /// `backchannel_logout_uri`, validated by `latchkey_proto::registration::backchannel_logout_uri`.
+    pub uri: String,
+    /// `backchannel_logout_session_required`. Latchkey puts `sid` in every logout token anyway;
+    /// kept to be shown and echoed.
+    #[serde(default)]
+    pub session_required: bool,
 }
 
 /// Where a client came from. Only an administrator vets a client; the others are shown to the
@@ -175,6 +193,41 @@ pub struct UserRevocation {
     pub sessions_ended: u64,
     /// Grants revoked now; grants already revoked are not counted.
     pub grants_revoked: u64,
+    /// The sessions this call ended (`sessions_ended` of them), for back-channel logout.
+    pub ended: EndedSessions,
+}
+
+/// A login session that a store operation ended, with the clients that took part in it: read in
+/// the same transaction that deleted it, so that of any number of concurrent operations ending one
+/// session (a logout, a password change, an eviction, on any instance), exactly one reports it
+/// and queues the logout tokens owed for it (`crate::backchannel`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedSession {
+    pub sid: String,
+    /// The session's user (`sub`).
+    pub user_id: String,
+    /// Each client with a grant made in this session (revoked or not: it got an ID token carrying
+    /// this `sid`), once, in order.
+    pub clients: Vec<ClientId>,
+}
+
+/// The sessions a store operation ended. The operation queued, in the same transaction, the
+/// back-channel logout tokens owed to their clients (`crate::backchannel::logout_jobs`); a server
+/// path hands them to `Provider::sessions_ended`, which wakes the outbox worker to send them now.
+#[must_use = "pass ended sessions to Provider::sessions_ended, so that their logout tokens leave now"]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndedSessions(pub Vec<EndedSession>);
+
+impl EndedSessions {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, EndedSession> {
+        self.0.iter()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +273,9 @@ pub struct PendingAuthorization {
     /// OpenID Connect Core §5.5: the claims asked for individually (`None`: none were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<ClaimsRequest>,
+    /// `acr_values` (or an essential `acr` claim): the authentication level asked for.
+    #[serde(default)]
+    pub acr: Option<crate::authn::AcrRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,8 +284,11 @@ pub struct SessionRecord {
     /// Public session id, for the `sid` claim and session-bound grants.
     pub sid: String,
     pub user_id: String,
+    /// The time of the last authentication: the sign-in, or the latest step-up.
     pub auth_time: UnixTime,
     pub expires_at: UnixTime,
+    /// How the user authenticated (`amr`, `acr`).
+    pub authn: crate::authn::Authentication,
     /// Where and on what the session was signed in, for the account page's list of sessions.
     pub meta: SessionMeta,
 }
@@ -237,7 +296,7 @@ pub struct SessionRecord {
 /// What a person needs to recognise one of their sessions, recorded at sign-in and bounded
 /// ([`crate::sessions`]): the client's network, never its full address, and a summary of its
 /// user agent ("Firefox on Linux"), never the header itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionMeta {
     pub network: Option<String>,
     pub device: Option<String>,
@@ -260,6 +319,8 @@ pub struct CodeRecord {
     pub grant_id: Option<String>,
     /// RFC 8707: the resource of the authorization request; the token can only be for it.
     pub resource: Option<ResourceUri>,
+    /// The session's authentication when the code was issued: the id_token's `amr` and `acr`.
+    pub authn: crate::authn::Authentication,
     /// OpenID Connect Core §5.5: the claims the authorization request asked for individually.
     pub claims: Option<ClaimsRequest>,
 }
@@ -281,6 +342,9 @@ pub struct GrantRecord {
     /// RFC 8707: the resource every access token of this grant is for; `None`, the default
     /// audience. Never changes: a refresh cannot widen it.
     pub resource: Option<ResourceUri>,
+    /// The authentication the grant comes from (`amr`, `acr`, with `auth_time`), reported again
+    /// at every refresh; `None` for a client acting for itself (client credentials).
+    pub authn: Option<crate::authn::Authentication>,
     /// OpenID Connect Core §5.5: the claims asked for individually, released in every id_token
     /// of the grant and at userinfo for its access tokens.
     pub claims: Option<ClaimsRequest>,
@@ -472,6 +536,9 @@ pub trait Store:
     RegistrationStore
     + crate::resource::ResourceStore
     + MetadataDocumentCache
+    + crate::outbox::OutboxStore
+    + crate::email_link::EmailLinkStore
+    + crate::factors::FactorStore
     + crate::account_store::AccountStore
     + Send
     + Sync
@@ -488,22 +555,27 @@ pub trait Store:
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn users(&self) -> StoreResult<Vec<UserRecord>>;
-    async fn remove_user(&self, username: &str) -> StoreResult<bool>;
-    /// Sets the user's password hash and, in the same transaction, ends every session of the user
-    /// but `keep_sid` (the account page's own, when the user changes their password there) and,
-    /// with `revoke_grants_at`, does what [`Store::revoke_user_tokens`] does: a changed password
-    /// must not leave a thief's `offline_access` refresh tokens working. `None` when there is no
+    /// Removes the user and, in the same transaction, their sessions (returned as ended, with the
+    /// logout tokens owed queued at `now`), grants, codes and consents. `None` when there is no
     /// such user.
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>>;
+    /// Sets the user's password hash and, in the same transaction, ends every session of the user
+    /// but `keep_sid` (the account page's own, when the user changes their password there),
+    /// queueing the logout tokens owed at `now`, and, with `revoke_grants`, does what
+    /// [`Store::revoke_user_tokens`] does: a changed password must not leave a thief's
+    /// `offline_access` refresh tokens working. `None` when there is no such user.
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>>;
-    /// Ends every session of the user and, in the same transaction, revokes every live grant of the
-    /// user at `now` (their refresh-token families and access tokens die with them, offline ones
-    /// included) and deletes their unredeemed codes. `None` when there is no such user.
+    /// Ends every session of the user (queueing the logout tokens owed) and, in the same
+    /// transaction, revokes every live grant of the user at `now` (their refresh-token families
+    /// and access tokens die with them, offline ones included) and deletes their unredeemed codes.
+    /// `None` when there is no such user.
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>>;
 
     // Signing keys.
@@ -545,16 +617,18 @@ pub trait Store:
 
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
-    /// the newest `keep` (their session-bound grants are revoked, as at logout). Returns `false`,
-    /// inserting nothing, when the user is locked: checked in the same atomic step, so a login
-    /// racing with `latchkey user lock` cannot leave a session behind.
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool>;
+    /// the newest `keep` (their session-bound grants are revoked and their logout tokens queued,
+    /// as at logout, at the new session's `auth_time`). Returns those; `None`, inserting nothing,
+    /// when the user is locked: checked in the same atomic step, so a sign-in racing with
+    /// `latchkey user lock` cannot leave a session behind.
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()>;
     /// Logout: deletes the session and, in the same transaction, revokes the grants bound to it
-    /// (those without `offline_access`). Returns the session if it existed.
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
+    /// (those without `offline_access`) and queues the logout tokens owed to its clients. Returns
+    /// it as ended if this call deleted it (at most one of concurrent calls does).
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions>;
 
     // Consent, remembered per user and client.
     async fn consent(&self, user_id: &str, client_id: &ClientId) -> StoreResult<Option<ConsentRecord>>;
@@ -638,7 +712,8 @@ pub struct TableCounts {
     /// Removed by `client remove`; self-registered clients (RFC 7591) also by the purge once they
     /// are older than `registration_idle_ttl` and have no live grant (counted here).
     pub clients: u64,
-    /// Never purged: removed by `user remove`.
+    /// Removed by `user remove`; a self-registered account whose address was never verified also
+    /// by the purge, a week after it signed up (`email_link::UNVERIFIED_SIGNUP_TTL`).
     pub users: u64,
     /// Retired keys, once they have been out of the JWKS for `key_publish_window` (every token they
     /// signed has expired). Active keys stay.
@@ -671,6 +746,14 @@ pub struct TableCounts {
     pub audit_events: u64,
     /// Cached client metadata documents once expired; at most `cimd::MAX_CACHED_DOCUMENTS` rows.
     pub client_metadata_documents: u64,
+    /// Outgoing jobs (`crate::outbox`): delivered ones a day after delivery, dead ones a week
+    /// after they were given up. Queued ones are bounded by `EmailConfig::max_queued`.
+    pub outbox: u64,
+    /// Links sent by mail, once expired (a used link is deleted when it is used).
+    pub email_links: u64,
+    /// Self-registered accounts waiting for verification; the purge removes those older than
+    /// `email_link::UNVERIFIED_SIGNUP_TTL` with their account (counted under `users`).
+    pub signup_holds: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -697,6 +780,9 @@ impl TableCounts {
             + self.login_throttle
             + self.audit_events
             + self.client_metadata_documents
+            + self.outbox
+            + self.email_links
+            + self.signup_holds
     }
 }
 
@@ -730,4 +816,14 @@ pub struct Snapshot {
     pub resources: Vec<crate::resource::ResourceRecord>,
     /// The RFC 7591 state of self-registered clients (their clients are in `clients`).
     pub registrations: Vec<RegistrationRecord>,
+    /// Jobs not yet purged from the outbox, oldest first (given new ids on import).
+    pub outbox: Vec<crate::outbox::OutboxRecord>,
+    /// Unexpired links sent by mail (their hashes).
+    pub email_links: Vec<crate::email_link::EmailLinkRecord>,
+    /// Accounts that may not sign in before their address is verified.
+    pub signup_holds: Vec<crate::email_link::SignupHold>,
+    /// TOTP secrets as stored (sealed when a key-encryption key is configured).
+    pub totp: Vec<crate::factors::TotpRecord>,
+    /// Unused recovery codes, as hashes.
+    pub recovery_codes: Vec<crate::factors::RecoveryCodeRecord>,
 }

@@ -48,6 +48,10 @@ pub struct Rule {
 pub const ACCOUNT_AND_IP: Rule = Rule { free: 5, base: 1, max: 900 };
 pub const IP: Rule = Rule { free: 20, base: 1, max: 900 };
 pub const ACCOUNT: Rule = Rule { free: 50, base: 1, max: 60 };
+/// Second-factor codes, per account: a TOTP code is one of a million (three valid at a time), so
+/// a few free tries and then a back-off up to 15 minutes. Only someone who knows the password
+/// gets here, so the lock-out this allows against the owner needs the password too.
+pub const SECOND_FACTOR: Rule = Rule { free: 5, base: 1, max: 900 };
 
 /// Seconds to wait after the last of `failures` failures.
 pub fn delay(failures: u32, rule: Rule) -> u64 {
@@ -91,11 +95,21 @@ pub fn keys(username: &str, ip: Option<IpAddr>, known_device: Option<&str>) -> V
     out
 }
 
-/// Keys a successful login clears: every key of the account. The IP key is only refunded (the
+/// The keys and rules for one second-factor attempt: the account, and the network (one place
+/// guessing codes for many stolen passwords).
+pub fn second_factor_keys(user_id: &str, ip: Option<IpAddr>) -> Vec<(String, Rule)> {
+    let mut out = vec![(format!("2fa:{user_id}"), SECOND_FACTOR)];
+    if let Some(ip) = ip {
+        out.push((format!("2fa-ip:{}", source(ip)), IP));
+    }
+    out
+}
+
+/// Keys a successful login clears: every key of the account. The IP keys are only refunded (the
 /// reserved failure is taken back): logging in to one's own account must not reset the budget for
 /// guessing others.
 pub fn is_account_key(key: &str) -> bool {
-    !key.starts_with("ip:")
+    !key.starts_with("ip:") && !key.starts_with("2fa-ip:")
 }
 
 /// When the attempt may be made, if later than `now`.

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     InvalidRedirectUri,
     /// RFC 7591 §3.2.2: some other client metadata field is invalid or not allowed.
     InvalidClientMetadata,
+    /// OpenID Connect Unmet Authentication Requirements 1.0: the authentication the request
+    /// requires (an essential `acr`) is one this server cannot perform.
+    UnmetAuthenticationRequirements,
 }
 
 impl ErrorCode {
@@ -58,6 +61,7 @@ impl ErrorCode {
             Self::InvalidTarget => "invalid_target",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
         }
     }
 }

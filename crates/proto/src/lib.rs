@@ -22,6 +22,8 @@ pub use error::{ErrorCode, OAuthError};
 pub use params::Params;
 pub use pkce::{CodeChallenge, CodeVerifier};
 pub use resource::ResourceUri;
-pub use secret::{AuthorizationCode, ClientSecret, Password, RefreshToken, SessionToken, TokenHash};
+pub use secret::{
+    AuthorizationCode, ClientSecret, PartialSignInToken, Password, RefreshToken, SessionToken, TokenHash,
+};
 pub use token::{ClientAuth, GrantRequest, TokenRequest};
 pub use types::{ClientId, Nonce, RedirectUri, Scope, State};

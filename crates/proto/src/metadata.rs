@@ -50,10 +50,15 @@ pub struct ProviderMetadata {
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub code_challenge_methods_supported: Vec<String>,
     pub claims_supported: Vec<String>,
+    /// OpenID Connect Discovery §3: the `acr` values `acr_values` may ask for.
+    #[serde(default)]
+    pub acr_values_supported: Vec<String>,
     pub prompt_values_supported: Vec<String>,
     pub authorization_response_iss_parameter_supported: bool,
     pub frontchannel_logout_supported: bool,
     pub backchannel_logout_supported: bool,
+    /// Back-Channel Logout 1.0 §2.1: logout tokens carry `sid`, and so do ID tokens.
+    pub backchannel_logout_session_supported: bool,
     pub claims_parameter_supported: bool,
     pub request_parameter_supported: bool,
     pub request_uri_parameter_supported: bool,

@@ -80,6 +80,8 @@ struct Raw {
     software_version: Option<String>,
     id_token_signed_response_alg: Option<String>,
     post_logout_redirect_uris: Option<Vec<String>>,
+    backchannel_logout_uri: Option<String>,
+    backchannel_logout_session_required: Option<bool>,
 }
 
 /// Validated client metadata. Lists are de-duplicated and sorted, so that two registrations that
@@ -104,6 +106,15 @@ pub struct ClientMetadata {
     /// One of `RS256`, `ES256`, `EdDSA`.
     pub id_token_signed_response_alg: Option<String>,
     pub post_logout_redirect_uris: Vec<RedirectUri>,
+    /// OpenID Connect Back-Channel Logout 1.0 §2.2: where logout tokens are POSTed. Left out of
+    /// the serialized form when absent, so that the fingerprints of registrations made before
+    /// back-channel logout existed stay what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_uri: Option<String>,
+    /// §2.2 `backchannel_logout_session_required`: the client wants `sid` in logout tokens
+    /// (Latchkey always sends it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backchannel_logout_session_required: bool,
 }
 
 fn bad(d: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
@@ -163,6 +174,35 @@ pub fn self_registered_redirect(s: &str) -> Result<RedirectUri, OAuthError> {
         _ => {}
     }
     RedirectUri::parse(s).map_err(|e| reject(&e.description))
+}
+
+/// A `backchannel_logout_uri` (Back-Channel Logout 1.0 §2.2): an absolute https URL without a
+/// fragment or user information; its query, if any, is kept when the token is POSTed.
+/// `loopback_http`: http to a loopback host is accepted too, for a client an administrator
+/// registers for development. Not for a self-registered one: unlike a redirect URI, which the
+/// user's browser follows on the user's device, this URI is requested by the server, and its
+/// loopback is the server's own (where the delivery also refuses private addresses for it).
+pub fn backchannel_logout_uri(s: &str, loopback_http: bool) -> Result<String, String> {
+    let reject = |why: &str| format!("backchannel_logout_uri {s:?}: {why}");
+    if s.len() > MAX_URI_LEN {
+        return Err(format!("backchannel_logout_uri is longer than {MAX_URI_LEN} bytes"));
+    }
+    let url = Url::parse(s).map_err(|_| reject("not an absolute URI"))?;
+    if url.fragment().is_some() {
+        return Err(reject("must not contain a fragment (Back-Channel Logout §2.2)"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(reject("must not contain user information"));
+    }
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(s.to_owned()),
+        "http" if loopback && loopback_http => Ok(s.to_owned()),
+        "http" if loopback_http => {
+            Err(reject("plain http is allowed only to a loopback host (127.0.0.1, [::1], localhost); use https"))
+        }
+        _ => Err(reject("must be an https URL")),
+    }
 }
 
 fn uris(field: &str, v: Option<Vec<String>>) -> Result<Vec<RedirectUri>, OAuthError> {
@@ -250,6 +290,17 @@ impl ClientMetadata {
             Some(a) if matches!(a.as_str(), "RS256" | "ES256" | "EdDSA") => Some(a),
             Some(_) => return Err(bad("id_token_signed_response_alg must be RS256, ES256 or EdDSA")),
         };
+        let backchannel_logout_uri = match raw.backchannel_logout_uri {
+            None => None,
+            Some(u) => Some(backchannel_logout_uri(&u, false).map_err(bad)?),
+        };
+        let backchannel_logout_session_required = raw.backchannel_logout_session_required.unwrap_or(false);
+        if backchannel_logout_session_required && backchannel_logout_uri.is_none() {
+            // Back-Channel Logout §2.2: it "MAY only be present if backchannel_logout_uri is".
+            return Err(bad(
+                "backchannel_logout_session_required needs a backchannel_logout_uri (Back-Channel Logout §2.2)",
+            ));
+        }
         Ok(Self {
             redirect_uris,
             token_endpoint_auth_method,
@@ -265,6 +316,8 @@ impl ClientMetadata {
             software_version: text("software_version", raw.software_version)?,
             id_token_signed_response_alg,
             post_logout_redirect_uris,
+            backchannel_logout_uri,
+            backchannel_logout_session_required,
         })
     }
 
@@ -313,6 +366,11 @@ pub struct RegistrationResponse {
     pub id_token_signed_response_alg: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub post_logout_redirect_uris: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// Echoed with a `backchannel_logout_uri` only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backchannel_logout_session_required: Option<bool>,
 }
 
 impl std::fmt::Display for AuthMethod {
@@ -418,6 +476,48 @@ mod tests {
     }
 
     #[test]
+    fn backchannel_logout_uris_are_https_without_fragment_or_loopback_http_for_admins() {
+        for ok in ["https://rp.example/bcl", "https://rp.example:8443/bcl?tenant=a"] {
+            assert_eq!(backchannel_logout_uri(ok, false).as_deref(), Ok(ok), "{ok}");
+        }
+        for dev in ["http://127.0.0.1:9000/bcl", "http://localhost/bcl", "http://[::1]/bcl"] {
+            assert_eq!(backchannel_logout_uri(dev, true).as_deref(), Ok(dev), "{dev}: an administrator's client");
+            assert!(backchannel_logout_uri(dev, false).is_err(), "{dev}: not for a self-registered one");
+        }
+        for bad in [
+            "http://rp.example/bcl",
+            "http://10.0.0.1/bcl",
+            "https://rp.example/bcl#x",
+            "https://u:p@rp.example/bcl",
+            "ftp://rp.example/bcl",
+            "com.example.app:/bcl",
+            "/bcl",
+        ] {
+            assert!(backchannel_logout_uri(bad, true).is_err(), "{bad}");
+        }
+        let r = r#""redirect_uris":["https://a.example/cb"]"#;
+        let m = parse(&format!(
+            r#"{{{r},"backchannel_logout_uri":"https://a.example/bcl","backchannel_logout_session_required":true}}"#
+        ))
+        .unwrap();
+        assert_eq!(m.backchannel_logout_uri.as_deref(), Some("https://a.example/bcl"));
+        assert!(m.backchannel_logout_session_required);
+        assert_eq!(
+            code(&format!(r#"{{{r},"backchannel_logout_uri":"http://a.example/bcl"}}"#)),
+            ErrorCode::InvalidClientMetadata
+        );
+        assert_eq!(
+            code(&format!(r#"{{{r},"backchannel_logout_session_required":true}}"#)),
+            ErrorCode::InvalidClientMetadata,
+            "session_required without a URI"
+        );
+        // A registration without back-channel logout serializes as before the fields existed,
+        // so that its fingerprint is unchanged.
+        let plain = serde_json::to_string(&parse(&format!("{{{r}}}")).unwrap()).unwrap();
+        assert!(!plain.contains("backchannel"), "{plain}");
+    }
+
+    #[test]
     fn the_response_never_has_null() {
         let m = parse(r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}"#).unwrap();
         let r = RegistrationResponse {
@@ -441,6 +541,8 @@ mod tests {
             software_version: None,
             id_token_signed_response_alg: None,
             post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(!s.contains("null"), "{s}");

@@ -102,6 +102,18 @@ secret_type!(
     RegistrationAccessToken
 );
 
+secret_type!(
+    /// The value of the partial sign-in cookie: the browser that gave the password, waiting for
+    /// its second factor.
+    PartialSignInToken
+);
+
+impl PartialSignInToken {
+    pub fn generate() -> Self {
+        Self(random_token())
+    }
+}
+
 impl RegistrationAccessToken {
     pub fn generate() -> Self {
         Self(random_token())

@@ -52,7 +52,7 @@ impl std::fmt::Debug for HttpFetcher {
 
 /// A refusal from our resolver, found again in reqwest's error chain.
 #[derive(Debug)]
-struct Refused(FetchError);
+pub(crate) struct Refused(pub(crate) FetchError);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,9 +62,10 @@ impl std::fmt::Display for Refused {
 
 impl StdError for Refused {}
 
-/// Resolves with the system resolver, then keeps only the addresses a fetch may reach.
-struct GuardedResolver {
-    allow_loopback: bool,
+/// Resolves with the system resolver, then keeps only the addresses a fetch may reach. Also
+/// guards the back-channel logout POSTs to self-registered clients (`backchannel_send`).
+pub(crate) struct GuardedResolver {
+    pub(crate) allow_loopback: bool,
 }
 
 impl Resolve for GuardedResolver {
@@ -123,14 +124,22 @@ impl HttpFetcher {
     }
 }
 
-/// reqwest's error, as one of ours: our resolver's refusal if it is in the chain.
-fn classify(e: &reqwest::Error) -> FetchError {
+/// Our resolver's refusal, if it is in reqwest's error chain.
+pub(crate) fn refusal(e: &reqwest::Error) -> Option<FetchError> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(x) = cur {
         if let Some(Refused(r)) = x.downcast_ref::<Refused>() {
-            return r.clone();
+            return Some(r.clone());
         }
         cur = x.source();
+    }
+    None
+}
+
+/// reqwest's error, as one of ours: our resolver's refusal if it is in the chain.
+fn classify(e: &reqwest::Error) -> FetchError {
+    if let Some(r) = refusal(e) {
+        return r;
     }
     if e.is_timeout() {
         return FetchError::Timeout;

@@ -32,7 +32,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::RequestUriNotSupported
         | ErrorCode::InvalidTarget
         | ErrorCode::InvalidRedirectUri
-        | ErrorCode::InvalidClientMetadata => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidClientMetadata
+        | ErrorCode::UnmetAuthenticationRequirements => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -4,14 +4,19 @@
 //! response mapping in [`error`]. No SQL and no protocol rule lives here.
 
 mod account_pages;
+pub mod backchannel_send;
 pub mod cimd_fetch;
 pub mod conn;
 mod cors;
 mod documents;
+pub mod email_pages;
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod outbox_worker;
 pub mod pages;
+mod pages_two_step;
+pub mod smtp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +51,15 @@ impl AppState {
     /// The links under the login form: the ways forward this deployment offers besides a password
     /// (password reset, self-registration), each only where it is configured.
     pub fn login_links(&self) -> Vec<pages::Link> {
-        Vec::new()
+        let mut links = Vec::new();
+        // Only with outgoing mail configured: a reset link nobody can receive is a dead end.
+        if self.provider.password_reset_enabled() {
+            links.push(pages::Link { href: "/reset".into(), text: "Forgot your password?" });
+        }
+        if self.provider.signup_mode() == latchkey_core::signup::SignupMode::Open {
+            links.push(pages::Link { href: "/signup".into(), text: "Create an account" });
+        }
+        links
     }
 }
 
@@ -113,11 +126,21 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/consent", page(get(handlers::authorize::consent_page).post(handlers::authorize::consent)))
         .route("/introspect", api(post(handlers::revoke::introspect)))
         .route("/logout", page(get(handlers::logout::get).post(handlers::logout::post)))
+        .route("/reset", page(get(handlers::reset::request_page).post(handlers::reset::request)))
+        .route("/reset/confirm", page(get(handlers::reset::confirm_page).post(handlers::reset::confirm)))
+        .route("/verify", page(get(handlers::verify::page_for).post(handlers::verify::confirm)))
+        .route("/signup", page(get(handlers::signup::page_for).post(handlers::signup::submit)))
+        .route("/login/two-step", page(get(handlers::two_step::page).post(handlers::two_step::submit)))
+        .route("/login/two-step/qr.svg", page(get(handlers::two_step::qr)))
+        .route("/login/enrol", page(post(handlers::two_step::enrol)))
+        .route("/login/continue", page(post(handlers::two_step::continue_sign_in)))
         .route("/account", page(get(handlers::account::overview).post(handlers::account::save_profile)))
         .route("/account/password", page(get(handlers::account_password::get).post(handlers::account_password::post)))
         .route("/account/sessions", page(get(handlers::account_sessions::get).post(handlers::account_sessions::post)))
         .route("/account/apps", page(get(handlers::account_apps::get).post(handlers::account_apps::post)))
         .route("/account/activity", page(get(handlers::account_activity::get)))
+        .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
+        .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

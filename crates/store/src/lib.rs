@@ -7,23 +7,35 @@
 
 mod account_sql;
 mod cimd_sql;
+mod email_link_sql;
+mod factors_sql;
+mod outbox_sql;
 mod postgres;
 mod postgres_account;
 mod postgres_cimd;
+mod postgres_email_link;
+mod postgres_factors;
 mod postgres_maint;
+mod postgres_outbox;
 mod postgres_registration;
 mod postgres_resources;
 mod postgres_schema;
+mod postgres_session_end;
 mod purge_sql;
 mod registration_sql;
+mod session_end_sql;
 mod sqlite;
 mod sqlite_account;
 mod sqlite_cimd;
 mod sqlite_conn;
+mod sqlite_email_link;
+mod sqlite_factors;
 mod sqlite_maint;
+mod sqlite_outbox;
 mod sqlite_registration;
 mod sqlite_resources;
 mod sqlite_schema;
+mod sqlite_session_end;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -15,21 +15,22 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use latchkey_core::UnixTime;
+use latchkey_core::authn::Authentication;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-use crate::account_sql::SESSION_COLS;
 use crate::postgres_schema::MIGRATIONS;
-use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+use crate::postgres_session_end::{end_user_sessions, take_session};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
 
 /// Connections per instance. PostgreSQL's default `max_connections` is 100: room for several
 /// instances plus the admin commands.
 const POOL_SIZE: usize = 16;
 /// Attempts for a transaction that hit a deadlock or a serialization failure.
-const ATTEMPTS: u32 = 5;
+pub(crate) const ATTEMPTS: u32 = 5;
 /// Advisory-lock keys ("latchkey" in ASCII, then +1, +2): migrations, key changes, the purge.
 const MIGRATION_LOCK: i64 = 0x6c61_7463_686b_6579;
 const KEYS_LOCK: i64 = MIGRATION_LOCK + 1;
@@ -65,6 +66,7 @@ macro_rules! retrying {
         }
     }};
 }
+pub(crate) use retrying;
 
 fn throttle_row(r: &Row) -> anyhow::Result<ThrottleRecord> {
     let failures: i32 = r.try_get(1)?;
@@ -77,7 +79,7 @@ fn throttle_row(r: &Row) -> anyhow::Result<ThrottleRecord> {
     })
 }
 
-fn retryable(e: &anyhow::Error) -> bool {
+pub(crate) fn retryable(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
         .is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
@@ -283,7 +285,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<bool> {
+    async fn insert_session_once(&self, s: &SessionRecord, keep: u32) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         // FOR SHARE: a concurrent `user lock` (which updates this row, then deletes the user's
@@ -291,19 +293,21 @@ impl PostgresStore {
         // committed first, and then this reads the lock. A missing user is no lock.
         let row = tx.query_opt("SELECT locked_at FROM users WHERE id = $1 FOR SHARE", &[&s.user_id]).await?;
         if row.is_some_and(|r| r.get::<_, Option<i64>>(0).is_some()) {
-            return Ok(false);
+            return Ok(None);
         }
         insert_session_row(&tx, s).await?;
-        // The user's sessions beyond the newest `keep` end, as at logout.
+        // The user's sessions beyond the newest `keep` end, as at logout; the new one always stays,
+        // even beside one logged in within the same second.
         let evicted = tx
             .query(
-                "SELECT sid FROM sessions WHERE user_id = $1 ORDER BY auth_time DESC, sid OFFSET $2",
-                &[&s.user_id, &i64::from(keep)],
+                "SELECT sid FROM sessions WHERE user_id = $1 AND sid <> $3 ORDER BY auth_time DESC, sid OFFSET $2",
+                &[&s.user_id, &i64::from(keep.saturating_sub(1)), &s.sid],
             )
             .await?;
+        let mut ended = Vec::new();
         for row in evicted {
             let sid: String = row.try_get(0)?;
-            tx.execute("DELETE FROM sessions WHERE sid = $1", &[&sid]).await?;
+            ended.extend(take_session(&tx, &sid, s.auth_time).await?.0);
             tx.execute(
                 "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
                 &[&sid, &s.auth_time],
@@ -311,7 +315,7 @@ impl PostgresStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(EndedSessions(ended)))
     }
 
     async fn throttle_reserve_once(
@@ -401,14 +405,10 @@ impl PostgresStore {
         Ok(true)
     }
 
-    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<Option<SessionRecord>> {
+    async fn end_session_once(&self, sid: &str, now: UnixTime) -> anyhow::Result<EndedSessions> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
-        let session = tx
-            .query_opt(&format!("DELETE FROM sessions WHERE sid = $1 RETURNING {SESSION_COLS}"), &[&sid])
-            .await?
-            .map(|r| session_row(&r))
-            .transpose()?;
+        let ended = take_session(&tx, sid, now).await?;
         // Refresh tokens without offline_access live only as long as the login session.
         tx.execute(
             "UPDATE grants SET revoked_at = $2 WHERE sid = $1 AND NOT offline AND revoked_at IS NULL",
@@ -416,19 +416,20 @@ impl PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(session)
+        Ok(ended)
     }
 
-    /// One transaction: sets the password hash (if given), ends the user's sessions and, with
-    /// `revoke_at`, revokes their live grants (a revoked grant stops its refresh family at `/token`
+    /// One transaction: sets the password hash (if given), ends the user's sessions (queueing their
+    /// logout tokens) and, with `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token`
     /// and its access tokens at userinfo and introspection) and deletes their unredeemed codes,
     /// which would otherwise mint a new grant within their minute.
     async fn end_user_access_once(
         &self,
         name: &str,
         hash: Option<&str>,
-        revoke_at: Option<UnixTime>,
+        revoke: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> anyhow::Result<Option<UserRevocation>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
@@ -440,38 +441,41 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let sessions_ended = tx
-            .execute("DELETE FROM sessions WHERE user_id = $1 AND sid IS DISTINCT FROM $2", &[&id, &keep_sid])
-            .await?;
+        let ended = crate::postgres_session_end::end_user_sessions_except(&tx, &id, keep_sid, now).await?;
         let mut grants_revoked = 0;
-        if let Some(now) = revoke_at {
+        if revoke {
             grants_revoked = tx
                 .execute("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[&id, &now])
                 .await?;
             tx.execute("DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL", &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(Some(UserRevocation { user_id: id, sessions_ended, grants_revoked }))
+        Ok(Some(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended }))
     }
 
-    async fn remove_user_once(&self, name: &str) -> anyhow::Result<bool> {
+    async fn remove_user_once(&self, name: &str, now: UnixTime) -> anyhow::Result<Option<EndedSessions>> {
         let mut c = self.conn().await?;
         let tx = Self::begin(&mut c).await?;
         let Some(row) = tx.query_opt("SELECT id FROM users WHERE username = $1 FOR UPDATE", &[&name]).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let id: String = row.get(0);
+        // Sessions first: their clients are read from the grants deleted next.
+        let ended = end_user_sessions(&tx, &id, now).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
-            "DELETE FROM sessions WHERE user_id = $1",
             "DELETE FROM consents WHERE user_id = $1",
+            // A removed user's second factors go with them (a new user of the same name starts clean).
+            "DELETE FROM totp_secrets WHERE user_id = $1",
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+            "DELETE FROM partial_sign_ins WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
             tx.execute(sql, &[&id]).await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
     }
 }
 
@@ -503,7 +507,8 @@ pub(crate) fn code_row(r: &Row) -> anyhow::Result<CodeRecord> {
         used_at: r.try_get(10)?,
         grant_id: r.try_get(11)?,
         resource: resource_of(r.try_get(12)?)?,
-        claims: claims_of(r.try_get(13)?)?,
+        authn: authn_of(r.try_get(13)?, r.try_get(14)?)?,
+        claims: claims_of(r.try_get(15)?)?,
     })
 }
 
@@ -520,7 +525,11 @@ pub(crate) fn grant_row(r: &Row, o: usize) -> anyhow::Result<GrantRecord> {
         expires_at: r.try_get(o + 8)?,
         revoked_at: r.try_get(o + 9)?,
         resource: resource_of(r.try_get(o + 10)?)?,
-        claims: claims_of(r.try_get(o + 11)?)?,
+        authn: match (r.try_get::<_, Option<&str>>(o + 11)?, r.try_get::<_, Option<&str>>(o + 12)?) {
+            (Some(amr), Some(acr)) => Some(authn_of(amr, acr)?),
+            _ => None,
+        },
+        claims: claims_of(r.try_get(o + 13)?)?,
     })
 }
 
@@ -557,19 +566,7 @@ pub(crate) fn consent_row(r: &Row) -> anyhow::Result<ConsentRecord> {
     })
 }
 
-pub(crate) async fn insert_session_row(
-    tx: &deadpool_postgres::Transaction<'_>,
-    x: &SessionRecord,
-) -> anyhow::Result<()> {
-    let stmt = tx.prepare_cached(crate::account_sql::INSERT_SESSION).await?;
-    tx.execute(
-        &stmt,
-        &[&x.hash.as_str(), &x.sid, &x.user_id, &x.auth_time, &x.expires_at, &x.meta.network, &x.meta.device],
-    )
-    .await?;
-    Ok(())
-}
-
+/// [`SESSION_COLS`] from column 0.
 pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.try_get(0)?),
@@ -577,8 +574,39 @@ pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
         user_id: r.try_get(2)?,
         auth_time: r.try_get(3)?,
         expires_at: r.try_get(4)?,
-        meta: SessionMeta { network: r.try_get(5)?, device: r.try_get(6)? },
+        authn: authn_of(r.try_get(5)?, r.try_get(6)?)?,
+        meta: SessionMeta { network: r.try_get(7)?, device: r.try_get(8)? },
     })
+}
+
+pub(crate) fn authn_of(amr: &str, acr: &str) -> anyhow::Result<Authentication> {
+    Authentication::from_stored(amr, acr).map_err(|e| anyhow!("stored session: {e}"))
+}
+
+pub(crate) async fn insert_session_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    s: &SessionRecord,
+) -> anyhow::Result<()> {
+    let stmt = tx
+        .prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+        .await?;
+    let amr = s.authn.amr_text();
+    tx.execute(
+        &stmt,
+        &[
+            &s.hash.as_str(),
+            &s.sid,
+            &s.user_id,
+            &s.auth_time,
+            &s.expires_at,
+            &amr,
+            &s.authn.acr().as_str(),
+            &s.meta.network,
+            &s.meta.device,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) fn key_row(r: &Row) -> anyhow::Result<KeyRecord> {
@@ -649,8 +677,8 @@ pub(crate) async fn insert_access(tx: &deadpool_postgres::Transaction<'_>, a: &A
 pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g: &GrantRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, claims)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .await?;
     tx.execute(
@@ -667,6 +695,8 @@ pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g:
             &g.expires_at,
             &g.revoked_at,
             &g.resource.as_ref().map(|r| r.as_str()),
+            &g.authn.as_ref().map(Authentication::amr_text),
+            &g.authn.as_ref().map(|a| a.acr().as_str()),
             &crate::sqlite::claims_json(&g.claims),
         ],
     )
@@ -697,7 +727,7 @@ pub(crate) async fn insert_refresh(tx: &deadpool_postgres::Transaction<'_>, r: &
 pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: &CodeRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .await?;
     tx.execute(
@@ -716,6 +746,8 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
             &k.used_at,
             &k.grant_id,
             &k.resource.as_ref().map(|r| r.as_str()),
+            &k.authn.amr_text(),
+            &k.authn.acr().as_str(),
             &crate::sqlite::claims_json(&k.claims),
         ],
     )
@@ -822,22 +854,23 @@ impl Store for PostgresStore {
         self.all(&format!("SELECT {USER_COLS} FROM users ORDER BY created_at, username"), &[], user_row).await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
-        retrying!(self.remove_user_once(username))
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
+        retrying!(self.remove_user_once(username, now))
     }
 
     async fn set_password_hash(
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants_at, keep_sid))
+        retrying!(self.end_user_access_once(username, Some(hash), revoke_grants, keep_sid, now))
     }
 
     async fn revoke_user_tokens(&self, username: &str, now: UnixTime) -> StoreResult<Option<UserRevocation>> {
-        retrying!(self.end_user_access_once(username, None, Some(now), None))
+        retrying!(self.end_user_access_once(username, None, true, None, now))
     }
 
     async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> StoreResult<bool> {
@@ -902,18 +935,26 @@ impl Store for PostgresStore {
             .ok_or_else(|| StoreError::Backend(anyhow!("the server secret {name} vanished")))
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>> {
         retrying!(self.insert_session_once(s, keep))
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2");
-        self.opt(&sql, &[&hash.as_str(), &now], session_row).await
+        self.opt(
+            &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2"),
+            &[&hash.as_str(), &now],
+            session_row,
+        )
+        .await
     }
 
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2");
-        self.opt(&sql, &[&sid, &now], session_row).await
+        self.opt(
+            &format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2"),
+            &[&sid, &now],
+            session_row,
+        )
+        .await
     }
 
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {
@@ -923,7 +964,7 @@ impl Store for PostgresStore {
             .map_err(StoreError::Backend)
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         retrying!(self.end_session_once(sid, now))
     }
 

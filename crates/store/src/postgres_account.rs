@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::account_store::{AccountStore, AppRecord, AppRevocation, ProfileUpdate, SessionSelector};
-use latchkey_core::store::{SessionRecord, StoreError, StoreResult, UserRevocation};
+use latchkey_core::store::{EndedSessions, SessionRecord, StoreError, StoreResult, UserRevocation};
 use latchkey_proto::ClientId;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
@@ -61,7 +61,9 @@ impl PostgresStore {
         let user_id: String = row.try_get(0)?;
         let mut out = UserRevocation { user_id, ..Default::default() };
         if let Some(now) = locked_at {
-            out.sessions_ended = tx.execute(sql::LOCK_END_SESSIONS, &[&out.user_id]).await?;
+            // Their clients get back-channel logout tokens, queued in this transaction.
+            out.ended = crate::postgres_session_end::end_user_sessions(&tx, &out.user_id, now).await?;
+            out.sessions_ended = out.ended.len() as u64;
             out.grants_revoked = tx.execute(sql::LOCK_REVOKE_GRANTS, &[&now, &out.user_id]).await?;
             tx.execute(sql::LOCK_DELETE_CODES, &[&out.user_id]).await?;
         }
@@ -74,20 +76,27 @@ impl PostgresStore {
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> anyhow::Result<Vec<SessionRecord>> {
+    ) -> anyhow::Result<EndedSessions> {
         let mut c = self.object().await?;
         let tx = Self::begin(&mut c).await?;
         let rows = match which {
-            SessionSelector::One(sid) => tx.query(&sql::end_one(), &[&user_id, sid]).await?,
-            SessionSelector::AllExcept(sid) => tx.query(&sql::end_all_except(), &[&user_id, sid]).await?,
-            SessionSelector::All => tx.query(&sql::end_all(), &[&user_id]).await?,
+            SessionSelector::One(sid) => tx.query(sql::SELECT_ONE, &[&user_id, sid]).await?,
+            SessionSelector::AllExcept(sid) => tx.query(sql::SELECT_ALL_EXCEPT, &[&user_id, sid]).await?,
+            SessionSelector::All => tx.query(sql::SELECT_ALL, &[&user_id]).await?,
         };
-        let ended = rows.iter().map(session_row).collect::<anyhow::Result<Vec<_>>>()?;
-        for s in &ended {
-            tx.execute(sql::REVOKE_SESSION_GRANTS, &[&now, &s.sid]).await?;
+        let mut ended = Vec::new();
+        for r in rows {
+            let sid: String = r.try_get(0)?;
+            // Ended (and its logout tokens queued) only if this statement deleted it: of
+            // concurrent calls on one session, one reports it.
+            let e = crate::postgres_session_end::take_session(&tx, &sid, now).await?;
+            if !e.is_empty() {
+                tx.execute(sql::REVOKE_SESSION_GRANTS, &[&now, &sid]).await?;
+            }
+            ended.extend(e.0);
         }
         tx.commit().await?;
-        Ok(ended)
+        Ok(EndedSessions(ended))
     }
 
     async fn user_apps_once(&self, user_id: &str, now: UnixTime) -> anyhow::Result<Vec<AppRecord>> {
@@ -144,7 +153,7 @@ impl AccountStore for PostgresStore {
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> StoreResult<Vec<SessionRecord>> {
+    ) -> StoreResult<EndedSessions> {
         retrying(|| self.end_sessions_once(user_id, which, now)).await
     }
 

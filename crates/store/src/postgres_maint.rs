@@ -6,11 +6,11 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use tokio_postgres::IsolationLevel;
 
-use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
+use crate::account_sql::CONSENT_COLS;
 use crate::postgres::*;
 use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
 use crate::sqlite_resources::RESOURCE_COLS;
 
 pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
@@ -87,6 +87,11 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
             &format!("{} ORDER BY client_id", crate::registration_sql::ALL),
             crate::postgres_registration::registration_row
         ),
+        outbox: rows!(crate::outbox_sql::ALL, crate::postgres_outbox::outbox_row),
+        email_links: rows!(crate::email_link_sql::ALL_LINKS, crate::postgres_email_link::link_row),
+        signup_holds: rows!(crate::email_link_sql::ALL_HOLDS, crate::postgres_email_link::hold_row),
+        totp: rows!(crate::factors_sql::ALL_TOTP, crate::postgres_factors::totp_row),
+        recovery_codes: rows!(crate::factors_sql::ALL_RECOVERY, crate::postgres_factors::recovery_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -107,6 +112,7 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         let profile = serde_json::to_string(&u.profile)?;
         tx.execute(&stmt, &user_params(u, &profile)).await.with_context(|| format!("user {}", u.username))?;
     }
+    crate::postgres_factors::import(&tx, snap).await?;
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
     }
@@ -156,6 +162,22 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         .await?;
     for e in &snap.audit_events {
         tx.execute(&stmt, &[&e.at, &e.event, &e.user_id, &e.client_id, &e.ip, &e.detail.to_string()]).await?;
+    }
+    // After the users: links and holds belong to one.
+    for l in &snap.email_links {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&l.hash.as_str(), &l.purpose.as_str(), &l.user_id, &l.email, &l.created_at, &l.expires_at];
+        tx.execute(crate::email_link_sql::INSERT_LINK, &params).await.context("email link")?;
+    }
+    for h in &snap.signup_holds {
+        tx.execute(crate::email_link_sql::INSERT_HOLD, &[&h.user_id, &h.created_at]).await.context("sign-up hold")?;
+    }
+    for j in &snap.outbox {
+        let attempts = i32::try_from(j.attempts).unwrap_or(i32::MAX);
+        let (kind, payload) = (j.job.kind(), j.job.to_stored());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&kind, &payload, &attempts, &j.next_attempt_at, &j.created_at, &j.last_error, &j.dead, &j.completed_at];
+        tx.execute(crate::outbox_sql::IMPORT, &params).await.with_context(|| format!("outbox job {}", j.id))?;
     }
     tx.commit().await?;
     Ok(())

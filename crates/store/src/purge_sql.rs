@@ -75,6 +75,25 @@ pub fn statements() -> Vec<(Field, Param, String)> {
             Param::Now,
             "DELETE FROM client_metadata_documents WHERE expires_at <= $1".into(),
         ),
+        // Delivered jobs are kept a day, dead ones a week (for `latchkey outbox list`): they hold
+        // email addresses, which are not kept longer than that serves.
+        (
+            |c| &mut c.outbox,
+            Param::Now,
+            "DELETE FROM outbox WHERE (completed_at IS NOT NULL AND completed_at + 86400 <= $1)
+               OR (dead = TRUE AND next_attempt_at + 604800 <= $1)"
+                .into(),
+        ),
+        (|c| &mut c.email_links, Param::Now, "DELETE FROM email_links WHERE expires_at <= $1".into()),
+        // Sign-ups nobody confirmed: the account goes, its hold and links with it (ON DELETE CASCADE).
+        (
+            |c| &mut c.users,
+            Param::Now,
+            format!(
+                "DELETE FROM users WHERE id IN (SELECT user_id FROM signup_holds WHERE created_at + {} <= $1)",
+                latchkey_core::email_link::UNVERIFIED_SIGNUP_TTL
+            ),
+        ),
     ]
 }
 
@@ -87,7 +106,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 13;
+pub const COUNTED: usize = 16;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -100,7 +119,8 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM pending_authorizations), (SELECT count(*) FROM sessions), (SELECT count(*) FROM consents),
     (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
     (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events),
-    (SELECT count(*) FROM client_metadata_documents)";
+    (SELECT count(*) FROM client_metadata_documents), (SELECT count(*) FROM outbox),
+    (SELECT count(*) FROM email_links), (SELECT count(*) FROM signup_holds)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -119,5 +139,8 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         login_throttle: u(10),
         audit_events: u(11),
         client_metadata_documents: u(12),
+        outbox: u(13),
+        email_links: u(14),
+        signup_holds: u(15),
     }
 }

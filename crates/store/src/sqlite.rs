@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
+use latchkey_core::authn::Authentication;
 use latchkey_core::store::*;
 use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, Scope, TokenHash};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::account_sql::SESSION_COLS;
 use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
+use crate::sqlite_session_end::{end_user_sessions, take_session};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -100,29 +101,29 @@ pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
         e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)))
 }
 
-/// Ends the sessions of user `id` and, with `revoke_at`, revokes their live grants (a revoked
-/// grant stops its refresh family at `/token` and its access tokens at userinfo and introspection)
-/// and deletes their unredeemed codes, which would otherwise mint a new grant within their
-/// minute. Runs inside the caller's savepoint.
+/// Ends the sessions of user `id` but `keep_sid` (queueing their logout tokens) and, with
+/// `revoke`, revokes their live grants (a revoked grant stops its refresh family at `/token` and
+/// its access tokens at userinfo and introspection) and deletes their unredeemed codes, which
+/// would otherwise mint a new grant within their minute. Runs inside the caller's savepoint.
 fn end_user_access(
     c: &Connection,
     id: String,
-    revoke_at: Option<UnixTime>,
+    revoke: bool,
     keep_sid: Option<&str>,
+    now: UnixTime,
 ) -> rusqlite::Result<UserRevocation> {
-    let sessions_ended =
-        c.execute("DELETE FROM sessions WHERE user_id = ?1 AND sid IS NOT ?2", params![&id, keep_sid])? as u64;
+    let ended = crate::sqlite_session_end::end_user_sessions_except(c, &id, keep_sid, now)?;
     let mut grants_revoked = 0;
-    if let Some(now) = revoke_at {
+    if revoke {
         grants_revoked = c
             .execute("UPDATE grants SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL", params![id, now])?
             as u64;
         c.execute("DELETE FROM codes WHERE user_id = ?1 AND used_at IS NULL", [&id])?;
     }
-    Ok(UserRevocation { user_id: id, sessions_ended, grants_revoked })
+    Ok(UserRevocation { user_id: id, sessions_ended: ended.len() as u64, grants_revoked, ended })
 }
 
-fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
+pub(crate) fn conv<E: std::error::Error + Send + Sync + 'static>(idx: usize) -> impl FnOnce(E) -> rusqlite::Error {
     move |e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
 }
 
@@ -148,7 +149,7 @@ pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> 
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, claims";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr, claims";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -169,11 +170,12 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         used_at: r.get(10)?,
         grant_id: r.get(11)?,
         resource: resource_at(r, 12)?,
-        claims: claims_at(r, 13)?,
+        authn: authn_at(r, 13)?,
+        claims: claims_at(r, 15)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.claims";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr, g.claims";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -187,7 +189,11 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
         expires_at: r.get(o + 8)?,
         revoked_at: r.get(o + 9)?,
         resource: resource_at(r, o + 10)?,
-        claims: claims_at(r, o + 11)?,
+        authn: match (r.get::<_, Option<String>>(o + 11)?, r.get::<_, Option<String>>(o + 12)?) {
+            (Some(amr), Some(acr)) => Some(authn_of(&amr, &acr, o + 11)?),
+            _ => None,
+        },
+        claims: claims_at(r, o + 13)?,
     })
 }
 
@@ -219,6 +225,9 @@ pub(crate) fn claims_json(c: &Option<latchkey_proto::ClaimsRequest>) -> Option<S
     c.as_ref().and_then(|c| serde_json::to_string(c).ok())
 }
 
+/// The columns of a session, in the order [`session_row`] reads them (shared by both backends).
+pub(crate) const SESSION_COLS: &str = "hash, sid, user_id, auth_time, expires_at, amr, acr, network, device";
+
 pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -226,7 +235,8 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         user_id: r.get(2)?,
         auth_time: r.get(3)?,
         expires_at: r.get(4)?,
-        meta: SessionMeta { network: r.get(5)?, device: r.get(6)? },
+        authn: authn_at(r, 5)?,
+        meta: SessionMeta { network: r.get(7)?, device: r.get(8)? },
     })
 }
 
@@ -239,6 +249,31 @@ pub(crate) fn consent_row(r: &Row<'_>) -> rusqlite::Result<ConsentRecord> {
         updated_at: r.get(3)?,
         claims: crate::account_sql::claims_from_column(&r.get::<_, String>(4)?),
     })
+}
+
+/// `amr, acr` at columns `i`, `i + 1` (`latchkey_core::authn`).
+pub(crate) fn authn_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Authentication> {
+    authn_of(&r.get::<_, String>(i)?, &r.get::<_, String>(i + 1)?, i)
+}
+
+fn authn_of(amr: &str, acr: &str, i: usize) -> rusqlite::Result<Authentication> {
+    Authentication::from_stored(amr, acr).map_err(|e| conv(i)(Invalid(e)))
+}
+
+/// Inserts a session row (inside the caller's transaction, if any).
+pub(crate) fn insert_session_row(c: &Connection, s: &SessionRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
+        .execute(params![
+            s.hash.as_str(),
+            s.sid,
+            s.user_id,
+            s.auth_time,
+            s.expires_at,
+            s.authn.amr_text(),
+            s.authn.acr().as_str(),
+            s.meta.network,
+            s.meta.device
+        ])
 }
 
 /// `hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response` from column 0.
@@ -323,8 +358,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, claims)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         g.id,
@@ -338,6 +373,8 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.expires_at,
         g.revoked_at,
         g.resource.as_ref().map(ResourceUri::as_str),
+        g.authn.as_ref().map(Authentication::amr_text),
+        g.authn.as_ref().map(|a| a.acr().as_str()),
         claims_json(&g.claims)
     ])?;
     Ok(())
@@ -345,7 +382,7 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -361,6 +398,8 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.used_at,
         k.grant_id,
         k.resource.as_ref().map(ResourceUri::as_str),
+        k.authn.amr_text(),
+        k.authn.acr().as_str(),
         claims_json(&k.claims)
     ])?;
     Ok(())
@@ -373,18 +412,6 @@ pub(crate) fn insert_consent(c: &Connection, sql: &str, x: &ConsentRecord) -> ru
         x.scope.to_string(),
         x.updated_at,
         crate::account_sql::claims_to_column(&x.claims)
-    ])
-}
-
-pub(crate) fn insert_session_row(c: &Connection, x: &SessionRecord) -> rusqlite::Result<usize> {
-    c.prepare_cached(crate::account_sql::INSERT_SESSION)?.execute(params![
-        x.hash.as_str(),
-        x.sid,
-        x.user_id,
-        x.auth_time,
-        x.expires_at,
-        x.meta.network,
-        x.meta.device
     ])
 }
 
@@ -498,24 +525,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_user(&self, username: &str) -> StoreResult<bool> {
+    async fn remove_user(&self, username: &str, now: UnixTime) -> StoreResult<Option<EndedSessions>> {
         let name = username.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
-            let Some(id) = id else { return Ok(false) };
+            let Some(id) = id else { return Ok(None) };
+            // Sessions first: their clients are read from the grants deleted next.
+            let ended = end_user_sessions(&tx, &id, now)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
-                "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM consents WHERE user_id = ?1",
+                // A removed user's second factors go with them.
+                "DELETE FROM totp_secrets WHERE user_id = ?1",
+                "DELETE FROM recovery_codes WHERE user_id = ?1",
+                "DELETE FROM partial_sign_ins WHERE user_id = ?1",
                 "DELETE FROM users WHERE id = ?1",
             ] {
                 tx.execute(sql, [&id])?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(ended))
         })
         .await
     }
@@ -524,8 +556,9 @@ impl Store for SqliteStore {
         &self,
         username: &str,
         hash: &str,
-        revoke_grants_at: Option<UnixTime>,
+        revoke_grants: bool,
         keep_sid: Option<&str>,
+        now: UnixTime,
     ) -> StoreResult<Option<UserRevocation>> {
         let (name, hash, keep) = (username.to_owned(), hash.to_owned(), keep_sid.map(str::to_owned));
         self.write(move |c| {
@@ -534,7 +567,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
-            let out = end_user_access(&tx, id, revoke_grants_at, keep.as_deref())?;
+            let out = end_user_access(&tx, id, revoke_grants, keep.as_deref(), now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -548,7 +581,7 @@ impl Store for SqliteStore {
             let id: Option<String> =
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
-            let out = end_user_access(&tx, id, Some(now), None)?;
+            let out = end_user_access(&tx, id, true, None, now)?;
             tx.commit()?;
             Ok(Some(out))
         })
@@ -683,44 +716,40 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<bool> {
+    async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>> {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            // The lock check and the insert are one statement, in the single writer's transaction.
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at, network, device)
-                     SELECT $1, $2, $3, $4, $5, $6, $7
-                     WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = $3 AND locked_at IS NOT NULL)",
-                )?
-                .execute(params![
-                    s.hash.as_str(),
-                    s.sid,
-                    s.user_id,
-                    s.auth_time,
-                    s.expires_at,
-                    s.meta.network,
-                    s.meta.device
-                ])?;
-            if inserted == 0 {
-                return Ok(false);
+            // A locked user gets no session: checked and inserted in the single writer's
+            // transaction, so a `user lock` (another write) comes wholly before or after.
+            let locked = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1 AND locked_at IS NOT NULL")?
+                .query_row([&s.user_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if locked {
+                return Ok(None);
             }
+            insert_session_row(&tx, &s)?;
+            // The new session always stays, even beside one logged in within the same second: the
+            // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx
                 .prepare_cached(
-                    "SELECT sid FROM sessions WHERE user_id = ?1 ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
+                    "SELECT sid FROM sessions WHERE user_id = ?1 AND sid <> ?3
+                     ORDER BY auth_time DESC, sid LIMIT -1 OFFSET ?2",
                 )?
-                .query_map(params![s.user_id, keep], |r| r.get(0))?
+                .query_map(params![s.user_id, keep.saturating_sub(1), s.sid], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mut ended = Vec::new();
             for sid in evicted {
-                tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+                ended.extend(take_session(&tx, &sid, s.auth_time)?.0);
                 tx.execute(
                     "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                     params![sid, s.auth_time],
                 )?;
             }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(EndedSessions(ended)))
         })
         .await
     }
@@ -750,21 +779,18 @@ impl Store for SqliteStore {
         self.write(move |c| c.execute("DELETE FROM sessions WHERE hash = ?1", [h])).await.map(|_| ())
     }
 
-    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
+    async fn end_session(&self, sid: &str, now: UnixTime) -> StoreResult<EndedSessions> {
         let sid = sid.to_owned();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let session = tx
-                .query_row(&format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = ?1"), [&sid], session_row)
-                .optional()?;
-            tx.execute("DELETE FROM sessions WHERE sid = ?1", [&sid])?;
+            let ended = take_session(&tx, &sid, now)?;
             // Refresh tokens without offline_access live only as long as the login session.
             tx.execute(
                 "UPDATE grants SET revoked_at = ?2 WHERE sid = ?1 AND offline = 0 AND revoked_at IS NULL",
                 params![sid, now],
             )?;
             tx.commit()?;
-            Ok(session)
+            Ok(ended)
         })
         .await
     }

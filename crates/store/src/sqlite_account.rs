@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::account_store::{AccountStore, AppRecord, AppRevocation, ProfileUpdate, SessionSelector};
-use latchkey_core::store::{SessionRecord, StoreResult, UserRevocation};
+use latchkey_core::store::{EndedSessions, SessionRecord, StoreResult, UserRevocation};
 use latchkey_proto::ClientId;
 use rusqlite::{OptionalExtension, params};
 
@@ -43,7 +43,9 @@ impl AccountStore for SqliteStore {
             let Some(user_id) = id else { return Ok(None) };
             let mut out = UserRevocation { user_id, ..Default::default() };
             if let Some(now) = locked_at {
-                out.sessions_ended = tx.prepare_cached(sql::LOCK_END_SESSIONS)?.execute([&out.user_id])? as u64;
+                // Their clients get back-channel logout tokens, queued in this transaction.
+                out.ended = crate::sqlite_session_end::end_user_sessions(&tx, &out.user_id, now)?;
+                out.sessions_ended = out.ended.len() as u64;
                 out.grants_revoked =
                     tx.prepare_cached(sql::LOCK_REVOKE_GRANTS)?.execute(params![now, out.user_id])? as u64;
                 tx.prepare_cached(sql::LOCK_DELETE_CODES)?.execute([&out.user_id])?;
@@ -65,33 +67,35 @@ impl AccountStore for SqliteStore {
         user_id: &str,
         which: &SessionSelector,
         now: UnixTime,
-    ) -> StoreResult<Vec<SessionRecord>> {
+    ) -> StoreResult<EndedSessions> {
         let (id, which) = (user_id.to_owned(), which.clone());
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let ended: Vec<SessionRecord> = {
-                let mut stmt;
-                let rows = match &which {
-                    SessionSelector::One(sid) => {
-                        stmt = tx.prepare_cached(&sql::end_one())?;
-                        stmt.query_map(params![id, sid], session_row)?
-                    }
-                    SessionSelector::AllExcept(sid) => {
-                        stmt = tx.prepare_cached(&sql::end_all_except())?;
-                        stmt.query_map(params![id, sid], session_row)?
-                    }
-                    SessionSelector::All => {
-                        stmt = tx.prepare_cached(&sql::end_all())?;
-                        stmt.query_map(params![id], session_row)?
-                    }
-                };
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for s in &ended {
-                tx.prepare_cached(sql::REVOKE_SESSION_GRANTS)?.execute(params![now, s.sid])?;
+            let sids: Vec<String> = match &which {
+                SessionSelector::One(sid) => tx
+                    .prepare_cached(sql::SELECT_ONE)?
+                    .query_map(params![id, sid], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>(),
+                SessionSelector::AllExcept(sid) => tx
+                    .prepare_cached(sql::SELECT_ALL_EXCEPT)?
+                    .query_map(params![id, sid], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>(),
+                SessionSelector::All => tx
+                    .prepare_cached(sql::SELECT_ALL)?
+                    .query_map([&id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>(),
+            }?;
+            let mut ended = Vec::new();
+            for sid in sids {
+                // Ended (and its logout tokens queued) only if this call deleted it.
+                let e = crate::sqlite_session_end::take_session(&tx, &sid, now)?;
+                if !e.is_empty() {
+                    tx.prepare_cached(sql::REVOKE_SESSION_GRANTS)?.execute(params![now, sid])?;
+                }
+                ended.extend(e.0);
             }
             tx.commit()?;
-            Ok(ended)
+            Ok(EndedSessions(ended))
         })
         .await
     }

@@ -5,7 +5,7 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use rusqlite::{Connection, params};
 
-use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
+use crate::account_sql::CONSENT_COLS;
 use crate::purge_sql::{self, Param};
 use crate::sqlite::*;
 use crate::sqlite_resources::{RESOURCE_COLS, insert_resource_row, resource_row};
@@ -100,6 +100,20 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .prepare(&format!("{} ORDER BY client_id", crate::registration_sql::ALL))?
             .query_map([], crate::sqlite_registration::registration_row)?
             .collect::<rusqlite::Result<_>>()?,
+        outbox: tx
+            .prepare(crate::outbox_sql::ALL)?
+            .query_map([], crate::sqlite_outbox::outbox_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        email_links: tx
+            .prepare(crate::email_link_sql::ALL_LINKS)?
+            .query_map([], crate::sqlite_email_link::link_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        signup_holds: tx
+            .prepare(crate::email_link_sql::ALL_HOLDS)?
+            .query_map([], crate::sqlite_email_link::hold_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        totp: crate::sqlite_factors::export_totp(&tx)?,
+        recovery_codes: crate::sqlite_factors::export_recovery_codes(&tx)?,
     };
     tx.commit()?;
     Ok(s)
@@ -126,6 +140,7 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
     for u in &s.users {
         insert_user_row(&tx, u)?;
     }
+    crate::sqlite_factors::import(&tx, s)?;
     for r in &s.resources {
         insert_resource_row(&tx, r)?;
     }
@@ -161,6 +176,28 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO audit_events (at, event, user_id, client_id, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![e.at, e.event, e.user_id, e.client_id, e.ip, e.detail.to_string()],
+        )?;
+    }
+    // After the users: links and holds belong to one.
+    for l in &s.email_links {
+        crate::sqlite_email_link::insert_link_row(&tx, l)?;
+    }
+    for h in &s.signup_holds {
+        tx.execute(crate::email_link_sql::INSERT_HOLD, params![h.user_id, h.created_at])?;
+    }
+    for j in &s.outbox {
+        tx.execute(
+            crate::outbox_sql::IMPORT,
+            params![
+                j.job.kind(),
+                j.job.to_stored(),
+                j.attempts,
+                j.next_attempt_at,
+                j.created_at,
+                j.last_error,
+                j.dead,
+                j.completed_at
+            ],
         )?;
     }
     tx.commit()

@@ -174,6 +174,76 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX client_metadata_documents_by_expiry ON client_metadata_documents (expires_at);
     "#,
+    // 9 (delivery: the durable outbox): jobs that leave the server (mail), delivered by a worker
+    // with leases and back-off; completed and dead jobs are kept a while for the administrator.
+    r#"
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_error TEXT,
+        dead INTEGER NOT NULL DEFAULT 0,
+        completed_at INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE completed_at IS NULL AND dead = 0;
+    -- Single-use links sent by mail (reset, verification, invitation): only the token's hash.
+    CREATE TABLE email_links (
+        hash TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        user_id TEXT REFERENCES users (id) ON DELETE CASCADE,
+        email TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX email_links_by_user ON email_links (user_id, purpose);
+    CREATE INDEX email_links_by_address ON email_links (lower(email), purpose);
+    CREATE INDEX email_links_by_expiry ON email_links (expires_at);
+    -- Self-registered accounts that cannot sign in until their address is verified.
+    CREATE TABLE signup_holds (
+        user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX signup_holds_by_age ON signup_holds (created_at);
+    CREATE INDEX users_by_email ON users (lower(email));
+    "#,
+    // 10 (issue 13, second factors; part "auth"): how each session, code and grant was
+    // authenticated (`amr`, `acr`; rows from before were password sign-ins, and grants without a
+    // session are a client's own), TOTP secrets (sealed when a key-encryption key is set), recovery
+    // codes (hashes), and partial sign-ins waiting for their second factor.
+    r#"
+    ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+    ALTER TABLE sessions ADD COLUMN acr TEXT NOT NULL DEFAULT 'https://refeds.org/profile/sfa';
+    ALTER TABLE codes ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+    ALTER TABLE codes ADD COLUMN acr TEXT NOT NULL DEFAULT 'https://refeds.org/profile/sfa';
+    ALTER TABLE grants ADD COLUMN amr TEXT;
+    ALTER TABLE grants ADD COLUMN acr TEXT;
+    UPDATE grants SET amr = 'pwd', acr = 'https://refeds.org/profile/sfa' WHERE sid <> '';
+    CREATE TABLE totp_secrets (
+        user_id TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        confirmed_at INTEGER,
+        last_step INTEGER NOT NULL
+    );
+    CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, hash)
+    );
+    CREATE TABLE partial_sign_ins (
+        hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX partial_sign_ins_by_user ON partial_sign_ins (user_id, created_at);
+    CREATE INDEX partial_sign_ins_by_expiry ON partial_sign_ins (expires_at);
+    "#,
     // Issue 13, part "account": the standard claims of OpenID Connect Core §5.1 (a JSON profile,
     // `updated_at`), the lock, where a session was signed in, the `claims` request parameter on
     // codes and grants, and claims allowed individually on consents.

@@ -6,6 +6,10 @@
 
 use std::sync::Arc;
 
+use latchkey_core::authn::{Acr, AcrRequest, Authentication, Method};
+use latchkey_core::email_link::*;
+use latchkey_core::mail::{MailJob, Notice};
+use latchkey_core::outbox::{Job, OutboxFilter};
 use latchkey_core::resource::ResourceRecord;
 use latchkey_core::store::*;
 use latchkey_core::{Store, UnixTime, throttle};
@@ -16,6 +20,10 @@ use latchkey_store::{PostgresStore, SqliteStore};
 /// The account store's checks (profile, lock, sessions, applications), in a file of their own.
 #[path = "conformance/account.rs"]
 mod account;
+#[path = "conformance/ended_sessions.rs"]
+mod ended_sessions;
+#[path = "conformance/factors.rs"]
+mod factors;
 
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
@@ -34,6 +42,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         resource: None,
         purpose: Default::default(),
         claims: None,
+        acr: None,
     }
 }
 
@@ -54,6 +63,8 @@ fn client(id: &str) -> ClientRecord {
         post_logout_redirect_uris: vec![RedirectUri::parse("https://app.example/bye").unwrap()],
         audiences: vec!["https://api.example".into()],
         origin: Default::default(),
+        backchannel_logout: None,
+        second_factor: Default::default(),
     }
 }
 
@@ -94,6 +105,7 @@ fn code(hash: &str) -> CodeRecord {
         grant_id: None,
         resource: None,
         claims: None,
+        authn: Authentication::of(&[Method::Password, Method::Totp]),
     }
 }
 
@@ -112,6 +124,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             revoked_at: None,
             resource: None,
             claims: None,
+            authn: Some(Authentication::of(&[Method::Password, Method::RecoveryCode])),
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -166,11 +179,11 @@ async fn clients_and_users(s: Arc<dyn Store>) {
     s.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(s.insert_user(&user("alice")).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(s.user_by_username("alice").await.unwrap().unwrap(), user("alice"), "every field round-trips");
-    assert!(s.set_password_hash("alice", "$new", None, None).await.unwrap().is_some());
+    assert!(s.set_password_hash("alice", "$new", false, None, 1).await.unwrap().is_some());
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
-    assert_eq!(s.set_password_hash("nobody", "$new", Some(5), None).await.unwrap(), None);
-    assert!(s.remove_user("alice").await.unwrap());
-    assert!(!s.remove_user("alice").await.unwrap());
+    assert_eq!(s.set_password_hash("nobody", "$new", true, None, 5).await.unwrap(), None);
+    assert_eq!(s.remove_user("alice", 1).await.unwrap(), Some(EndedSessions::default()), "removed; no session ended");
+    assert_eq!(s.remove_user("alice", 1).await.unwrap(), None);
     assert!(s.remove_client(&ClientId::parse("app").unwrap()).await.unwrap());
     assert!(s.client(&ClientId::parse("app").unwrap()).await.unwrap().is_none());
 }
@@ -182,9 +195,10 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: 1,
         expires_at: 100,
+        authn: Authentication::of(&[Method::Password, Method::Totp]),
         meta: Default::default(),
     };
-    s.insert_session(&sess, 8).await.unwrap();
+    assert!(s.insert_session(&sess, 8).await.unwrap().unwrap().is_empty());
     assert_eq!(s.session(&TokenHash::of("s"), 99).await.unwrap(), Some(sess.clone()));
     assert_eq!(s.session(&TokenHash::of("s"), 100).await.unwrap(), None, "expired at expires_at");
     assert!(s.session_by_sid("sid", 50).await.unwrap().is_some());
@@ -209,6 +223,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
             latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#)
                 .unwrap(),
         ),
+        acr: Some(AcrRequest { values: vec![Acr::PhishingResistant, Acr::TwoFactor], essential: true }),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -341,14 +356,17 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: 1000,
+        authn: Default::default(),
         meta: Default::default(),
     };
-    s.insert_session(&sess, 8).await.unwrap();
+    assert!(s.insert_session(&sess, 8).await.unwrap().unwrap().is_empty());
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     let mut offline = issuance("offline", "ro");
     offline.grant.offline = true;
     s.insert_grant(&offline).await.unwrap();
-    assert_eq!(s.end_session("sid", 90).await.unwrap(), Some(sess));
+    let app = ClientId::parse("app").unwrap();
+    let ended = EndedSession { sid: "sid".into(), user_id: "id-alice".into(), clients: vec![app] };
+    assert_eq!(s.end_session("sid", 90).await.unwrap(), EndedSessions(vec![ended]), "with the client of its grants");
     assert!(s.session(&TokenHash::of("s"), 50).await.unwrap().is_none());
     assert_eq!(s.refresh_token(&TokenHash::of("rb")).await.unwrap().unwrap().1.revoked_at, Some(90));
     assert_eq!(
@@ -356,7 +374,7 @@ async fn ending_a_session_revokes_its_session_bound_grants(s: Arc<dyn Store>) {
         None,
         "offline_access outlives the session"
     );
-    assert_eq!(s.end_session("sid", 91).await.unwrap(), None);
+    assert!(s.end_session("sid", 91).await.unwrap().is_empty(), "ended once");
 }
 
 async fn signing_keys_rotate_per_algorithm(s: Arc<dyn Store>) {
@@ -428,10 +446,11 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
         user_id: "id-alice".into(),
         auth_time: 1,
         expires_at: exp,
+        authn: Default::default(),
         meta: SessionMeta { network: Some("2001:db8:1::/48".into()), device: Some("Safari on iOS".into()) },
     };
-    s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap();
-    s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap();
+    assert!(s.insert_session(&session("s-old", "sid-ended", 100), 32).await.unwrap().unwrap().is_empty());
+    assert!(s.insert_session(&session("s-new", "sid", 1000), 32).await.unwrap().unwrap().is_empty());
     // A failure counter (forgotten an hour after its last failure) and an audit event (kept).
     s.throttle_reserve(&[("ip:192.0.2.9".to_owned(), throttle::IP)], 600).await.unwrap();
     let event = AuditRecord {
@@ -469,6 +488,7 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     s.insert_grant(&family("service", |i| {
         i.refresh = None;
         i.grant.sid = String::new();
+        i.grant.authn = None;
     }))
     .await
     .unwrap();
@@ -487,6 +507,8 @@ async fn a_deployment_with_live_and_dead_records(s: &Arc<dyn Store>) -> i64 {
     // Cached metadata documents: expired at 700, and fresh.
     s.cache_metadata_document(&document("https://old.example/c", 100, 700), 100).await.unwrap();
     s.cache_metadata_document(&document("https://new.example/c", 600, 4200), 100).await.unwrap();
+    // A queued outbox job (delivered ones are kept a day, so none is purged at these times).
+    s.enqueue(&notice("alice@example.com"), 650).await.unwrap();
     now
 }
 
@@ -509,6 +531,9 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             login_throttle: 1,
             audit_events: 1,
             client_metadata_documents: 2,
+            outbox: 1,
+            email_links: 0,
+            signup_holds: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -528,6 +553,9 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             login_throttle: 0,
             audit_events: 0,
             client_metadata_documents: 1,
+            outbox: 0,
+            email_links: 0,
+            signup_holds: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -555,8 +583,16 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
     let end = s.table_counts().await.unwrap();
     assert_eq!(
         end,
-        TableCounts { clients: 1, users: 1, signing_keys: 1, consents: 1, audit_events: 1, ..TableCounts::default() },
-        "only clients, users, their consent, the active key and the audit log remain"
+        TableCounts {
+            clients: 1,
+            users: 1,
+            signing_keys: 1,
+            consents: 1,
+            audit_events: 1,
+            outbox: 1,
+            ..TableCounts::default()
+        },
+        "only clients, users, their consent, the active key, the audit log and the undelivered job remain"
     );
     // With a retention, audit records older than it go too.
     let kept_a_year = PurgePolicy { audit_retention: 4995, ..POLICY };
@@ -570,7 +606,18 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
     source.insert_resource(&mcp_resource("https://a.example/mcp")).await.unwrap();
     let reg = registration(PUBLIC, 100);
     assert_eq!(register(&source, &reg, "198.51.100.1", 100).await, Registered::Created);
+    // An unverified sign-up, which must still be held after a copy, and its link.
+    assert_eq!(source.create_unverified_user(&user("carol"), 10, 100).await.unwrap(), SignupStored::Created);
+    source
+        .issue_link(&link("l-carol", LinkPurpose::VerifyEmail, Some("id-carol"), "carol@example.com", 5000))
+        .await
+        .unwrap();
+    // Second factors travel too (issue 13): a confirmed TOTP secret and its recovery codes.
+    assert!(source.begin_totp(&factors::totp("id-alice", "SEALED", 5)).await.unwrap());
+    let hashes = vec!["h1".to_owned(), "h2".to_owned()];
+    assert!(source.confirm_totp("id-alice", "SEALED", 7, &hashes, 6).await.unwrap());
     let snapshot = source.export().await.unwrap();
+    assert_eq!((snapshot.totp.len(), snapshot.recovery_codes.len()), (1, 2));
     assert_eq!(snapshot.grants.len(), 8);
     assert_eq!(
         snapshot.registrations,
@@ -578,6 +625,8 @@ async fn export_then_import_copies_everything(source: Arc<dyn Store>, target: Ar
         "a self-registered client keeps its registration"
     );
     assert!(snapshot.refresh_tokens.iter().any(|r| r.cached_response.as_deref() == Some(&b"reply"[..])));
+    assert_eq!(snapshot.outbox.len(), 1, "undelivered mail survives a copy");
+    assert_eq!((snapshot.email_links.len(), snapshot.signup_holds.len()), (1, 1), "a link and a sign-up hold");
     target.import(&snapshot).await.unwrap();
     assert_eq!(target.export().await.unwrap(), snapshot, "every record, every field");
     let source_counts = source.table_counts().await.unwrap();
@@ -734,14 +783,22 @@ async fn a_user_keeps_at_most_keep_sessions(s: Arc<dyn Store>) {
         user_id: "u".into(),
         auth_time: n,
         expires_at: 1000,
+        authn: Default::default(),
         meta: SessionMeta { network: Some("192.0.2.0/24".into()), device: Some("Firefox on Linux".into()) },
     };
     let mut bound = issuance("g0", "r0");
     bound.grant.sid = "sid0".into();
     s.insert_grant(&bound).await.unwrap();
-    for n in 0..4 {
-        s.insert_session(&sess(n), 3).await.unwrap();
+    for n in 0..3 {
+        assert!(s.insert_session(&sess(n), 3).await.unwrap().unwrap().is_empty());
     }
+    let evicted = s.insert_session(&sess(3), 3).await.unwrap().unwrap();
+    let app = ClientId::parse("app").unwrap();
+    assert_eq!(
+        evicted,
+        EndedSessions(vec![EndedSession { sid: "sid0".into(), user_id: "u".into(), clients: vec![app] }]),
+        "the evicted session is reported, with its clients"
+    );
     assert!(s.session_by_sid("sid0", 10).await.unwrap().is_none(), "the oldest was ended");
     for n in 1..4 {
         assert!(s.session_by_sid(&format!("sid{n}"), 10).await.unwrap().is_some());
@@ -788,9 +845,10 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
             user_id: "id-alice".into(),
             auth_time: 1,
             expires_at: 1000,
+            authn: Default::default(),
             meta: Default::default(),
         };
-        s.insert_session(&sess, 8).await.unwrap();
+        assert!(s.insert_session(&sess, 8).await.unwrap().unwrap().is_empty());
     }
     s.insert_grant(&issuance("bound", "rb")).await.unwrap();
     s.insert_grant(&family("offline", |i| i.grant.offline = true)).await.unwrap();
@@ -799,16 +857,26 @@ async fn alice_with_sessions_grants_and_a_code(s: &Arc<dyn Store>) {
     s.insert_code(&code("pending-code")).await.unwrap();
 }
 
+/// Alice's two sessions as ended: `sid`, in which the grants of client `app` were made, and
+/// `sid2`, in which none was.
+fn alice_ended() -> EndedSessions {
+    let app = ClientId::parse("app").unwrap();
+    EndedSessions(vec![
+        EndedSession { sid: "sid".into(), user_id: "id-alice".into(), clients: vec![app] },
+        EndedSession { sid: "sid2".into(), user_id: "id-alice".into(), clients: vec![] },
+    ])
+}
+
 fn grant_revoked_at(g: Option<(AccessRecord, GrantRecord)>) -> Option<i64> {
     g.unwrap().1.revoked_at
 }
 
 async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
-    let done = s.set_password_hash("alice", "$new", Some(70), None).await.unwrap();
+    let done = s.set_password_hash("alice", "$new", true, None, 70).await.unwrap();
     assert_eq!(
         done,
-        Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }),
+        Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2, ended: alice_ended() }),
         "the bound and the offline grant; the one revoked before is not counted"
     );
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$new");
@@ -827,7 +895,7 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 
     // --keep-grants: the password changes and sessions end, grants stay.
     s.insert_grant(&family("later", |i| i.grant.offline = true)).await.unwrap();
-    let done = s.set_password_hash("alice", "$newer", None, None).await.unwrap().unwrap();
+    let done = s.set_password_hash("alice", "$newer", false, None, 1).await.unwrap().unwrap();
     assert_eq!((done.sessions_ended, done.grants_revoked), (0, 0));
     assert_eq!(grant_revoked_at(s.access_token("jti-later").await.unwrap()), None);
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$newer");
@@ -836,7 +904,9 @@ async fn a_password_change_revokes_every_grant_of_the_user_in_one_step(s: Arc<dy
 async fn revoking_a_users_tokens_keeps_their_password(s: Arc<dyn Store>) {
     alice_with_sessions_grants_and_a_code(&s).await;
     let done = s.revoke_user_tokens("alice", 90).await.unwrap();
-    assert_eq!(done, Some(UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2 }));
+    let want =
+        UserRevocation { user_id: "id-alice".into(), sessions_ended: 2, grants_revoked: 2, ended: alice_ended() };
+    assert_eq!(done, Some(want));
     assert_eq!(s.user("id-alice").await.unwrap().unwrap().password_hash, "$argon2id$stub");
     assert_eq!(grant_revoked_at(s.access_token("jti-offline").await.unwrap()), Some(90));
     assert_eq!(grant_revoked_at(s.access_token("jti-bobs").await.unwrap()), None);
@@ -948,6 +1018,23 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    outbox_jobs_are_claimed_retried_buried_and_completed(make().await).await;
+    the_outbox_cap_holds_under_a_burst(make().await).await;
+    outbox_claims_are_exclusive(&[make().await]).await;
+    email_links_are_single_use_replaced_and_expire(make().await).await;
+    verification_sets_the_address_and_lifts_the_hold(make().await).await;
+    open_sign_ups_are_unique_by_address_and_capped(make().await).await;
+    invitations_are_for_their_address_only(make().await).await;
+    ended_sessions::removing_a_user_reports_their_sessions_with_clients(make().await).await;
+    ended_sessions::concurrent_enders_report_each_session_once(make().await).await;
+    ended_sessions::ending_sessions_queues_logout_tokens_for_clients_that_asked(make().await).await;
+    ended_sessions::a_new_session_outlives_an_older_one_of_the_same_second(make().await).await;
+    factors::totp_is_confirmed_once_and_a_confirmed_secret_never_replaced(make().await).await;
+    factors::a_totp_step_is_accepted_once(&[make().await]).await;
+    factors::a_recovery_code_is_used_once(&[make().await]).await;
+    factors::a_partial_sign_in_is_taken_once_and_bounded(&[make().await]).await;
+    factors::a_step_up_upgrades_one_live_session_once(&[make().await]).await;
+    factors::resetting_and_removing_a_user_remove_their_factors(make().await).await;
     account::checks(&make).await;
 }
 
@@ -996,7 +1083,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 5);
+    assert_eq!(s.migrate().await.unwrap(), 7);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -1178,6 +1265,16 @@ async fn identical_registrations_across(instances: &[Arc<dyn Store>]) {
     assert_eq!(instances[0].clients().await.unwrap().len(), 1);
 }
 
+/// Two pools on one database: a session ended by both at once is reported by one (back-channel
+/// logout tokens go out once per client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_sessions_end_once_across_instances() {
+    let Some(db) = TestDatabase::create("ended_sessions").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    ended_sessions::concurrent_enders(&[a, b]).await;
+}
+
 /// Two pools on one database: one registration seen by both, and the idempotent insert holds
 /// across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1213,4 +1310,337 @@ async fn postgres_instances_share_cached_metadata_documents() {
     }
     assert!(a.cached_metadata_document(url, 30).await.unwrap().is_some());
     assert_eq!(b.table_counts().await.unwrap().client_metadata_documents, 1);
+}
+
+fn notice(to: &str) -> Job {
+    Job::Mail(MailJob { to: to.into(), notice: Notice::Test })
+}
+
+async fn outbox_jobs_are_claimed_retried_buried_and_completed(s: Arc<dyn Store>) {
+    let (a, b, c) = (notice("a@example.com"), notice("b@example.com"), notice("c@example.com"));
+    let ids = [s.enqueue(&a, 100).await.unwrap(), s.enqueue(&b, 100).await.unwrap(), s.enqueue(&c, 101).await.unwrap()];
+    assert!(s.claim_due(99, 400, 10).await.unwrap().is_empty(), "nothing is due before it was queued");
+    let first = s.claim_due(101, 401, 2).await.unwrap();
+    assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2], "oldest due first, at most the limit");
+    assert_eq!(first[0].job, a);
+    assert_eq!((first[0].attempts, first[0].next_attempt_at, first[0].created_at), (1, 401, 100));
+    let second = s.claim_due(101, 401, 10).await.unwrap();
+    assert_eq!(second.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[2]], "claimed jobs are leased to their claimer");
+    assert!(s.claim_due(400, 700, 10).await.unwrap().is_empty(), "every lease still holds");
+    // a is delivered, b failed and waits, c is given up.
+    s.complete(ids[0], 150).await.unwrap();
+    s.retry(ids[1], 200, "421 try later").await.unwrap();
+    s.bury(ids[2], 150, "550 no such user").await.unwrap();
+    assert!(s.claim_due(199, 500, 10).await.unwrap().is_empty());
+    let again = s.claim_due(200, 500, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (ids[1], 2));
+    assert_eq!(again[0].last_error.as_deref(), Some("421 try later"));
+    // Its claimer dies: once the lease ends, the job is due again for anyone.
+    assert!(s.claim_due(499, 800, 10).await.unwrap().is_empty());
+    let taken_over = s.claim_due(500, 800, 10).await.unwrap();
+    assert_eq!((taken_over[0].id, taken_over[0].attempts), (ids[1], 3));
+    let dead = s.outbox_jobs(OutboxFilter::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].dead && dead[0].last_error.as_deref() == Some("550 no such user"));
+    let done = s.outbox_jobs(OutboxFilter::Completed, 10).await.unwrap();
+    assert_eq!((done[0].id, done[0].completed_at), (ids[0], Some(150)));
+    assert_eq!(s.outbox_jobs(OutboxFilter::Queued, 10).await.unwrap().len(), 1);
+    // A late retry of a delivered job changes nothing.
+    s.retry(ids[0], 900, "late").await.unwrap();
+    assert!(s.claim_due(1000, 1300, 10).await.unwrap().iter().all(|r| r.id != ids[0]));
+    // The administrator revives the dead job.
+    assert!(s.revive(ids[2], 1000).await.unwrap());
+    assert!(!s.revive(ids[2], 1000).await.unwrap(), "only a dead job");
+    let revived = s.claim_due(1000, 1300, 10).await.unwrap();
+    assert_eq!((revived.len(), revived[0].id, revived[0].attempts), (1, ids[2], 1));
+    s.bury(ids[2], 1000, "still refused").await.unwrap();
+    // A job of a kind this version does not know is kept as it was.
+    let future = Job::Unreadable { payload: r#"{"kind":"pigeon"}"#.into() };
+    s.enqueue(&future, 1000).await.unwrap();
+    let got = s.claim_due(1300, 1600, 10).await.unwrap();
+    assert!(got.iter().any(|r| r.job == future), "{got:?}");
+    // Delivered jobs go a day after delivery, dead ones a week after they were given up.
+    assert_eq!(s.table_counts().await.unwrap().outbox, 4);
+    assert_eq!(s.purge_expired(150 + 86399, &POLICY).await.unwrap().outbox, 0);
+    assert_eq!(s.purge_expired(150 + 86400, &POLICY).await.unwrap().outbox, 1, "the delivered one");
+    assert_eq!(s.purge_expired(1000 + 604800, &POLICY).await.unwrap().outbox, 1, "the dead one");
+    assert_eq!(s.table_counts().await.unwrap().outbox, 2, "queued jobs are never purged");
+}
+
+/// Unauthenticated requests may not fill the queue: of a burst of capped inserts, exactly as many
+/// as the cap allows get in, however they interleave.
+async fn the_outbox_cap_holds_under_a_burst(s: Arc<dyn Store>) {
+    s.enqueue(&notice("admin@example.com"), 1).await.unwrap();
+    let tries: Vec<_> = (0..40)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.enqueue_capped(&notice(&format!("u{i}@example.com")), 10, 10).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tries {
+        accepted += usize::from(t.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(accepted, 9, "the cap counts every queued job, the admin's too");
+    // Delivered jobs make room.
+    for r in s.claim_due(10, 100, 100).await.unwrap().iter().take(3) {
+        s.complete(r.id, 11).await.unwrap();
+    }
+    assert!(s.enqueue_capped(&notice("late@example.com"), 12, 10).await.unwrap().is_some());
+}
+
+/// Workers claiming at once (on one store or on several instances of one database) share the
+/// queue without ever holding the same job.
+async fn outbox_claims_are_exclusive(instances: &[Arc<dyn Store>]) {
+    let s = &instances[0];
+    for i in 0..120 {
+        s.enqueue(&notice(&format!("u{i}@example.com")), 5).await.unwrap();
+    }
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = instances[w % instances.len()].clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = s.claim_due(10, 1000, 7).await.unwrap();
+                    if got.is_empty() {
+                        break mine;
+                    }
+                    mine.extend(got.into_iter().map(|r| r.id));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(n, all.len(), "a job was claimed twice");
+    assert_eq!(n, 120, "every job was claimed");
+}
+
+/// Two pools on one database stand for two instances: their workers never claim the same job, and
+/// their capped inserts share one cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outbox_claims_are_exclusive_across_instances() {
+    let Some(db) = TestDatabase::create("outbox").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    outbox_claims_are_exclusive(&[a.clone(), b.clone()]).await;
+    let tries: Vec<_> = (0..30)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.enqueue_capped(&notice("x@example.com"), 2000, 130).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tries {
+        accepted += usize::from(t.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(accepted, 10, "one cap across instances (the 120 claimed jobs are not delivered: they count)");
+}
+
+/// Two processes on one SQLite file: the claim is exclusive there too (the file's write lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_outbox_claims_are_exclusive_across_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.sqlite");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    outbox_claims_are_exclusive(&[a, b]).await;
+}
+
+fn link(token: &str, purpose: LinkPurpose, user_id: Option<&str>, email: &str, expires_at: i64) -> EmailLinkRecord {
+    EmailLinkRecord {
+        hash: TokenHash::of(token),
+        purpose,
+        user_id: user_id.map(str::to_owned),
+        email: email.into(),
+        created_at: 10,
+        expires_at,
+    }
+}
+
+async fn email_links_are_single_use_replaced_and_expire(s: Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    s.insert_user(&UserRecord { email: "ALICE@Example.com".into(), ..user("alice2") }).await.unwrap();
+    let by_email = s.users_by_email("alice@EXAMPLE.com").await.unwrap();
+    assert_eq!(by_email.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["alice", "alice2"], "any case");
+    let reset = LinkPurpose::PasswordReset;
+    s.issue_link(&link("old", reset, Some("id-alice"), "alice@example.com", 1000)).await.unwrap();
+    s.issue_link(&link("other-purpose", LinkPurpose::VerifyEmail, Some("id-alice"), "a@x.example", 1000))
+        .await
+        .unwrap();
+    s.issue_link(&link("new", reset, Some("id-alice"), "alice@example.com", 1000)).await.unwrap();
+    assert!(s.email_link(&TokenHash::of("old"), reset, 20).await.unwrap().is_none(), "a newer link replaces the older");
+    assert!(s.email_link(&TokenHash::of("other-purpose"), LinkPurpose::VerifyEmail, 20).await.unwrap().is_some());
+    assert!(s.email_link(&TokenHash::of("new"), LinkPurpose::VerifyEmail, 20).await.unwrap().is_none(), "purpose");
+    let got = s.email_link(&TokenHash::of("new"), reset, 20).await.unwrap().unwrap();
+    assert_eq!(got, link("new", reset, Some("id-alice"), "alice@example.com", 1000));
+    assert!(s.email_link(&TokenHash::of("new"), reset, 1000).await.unwrap().is_none(), "expired at its time");
+    assert!(s.consume_link(&TokenHash::of("new"), reset, 1000).await.unwrap().is_none());
+    // A burst of uses of one link: exactly one gets it.
+    let uses: Vec<_> = (0..24)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.consume_link(&TokenHash::of("new"), LinkPurpose::PasswordReset, 30).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for u in uses {
+        winners += usize::from(u.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(winners, 1, "a link is used once");
+    // Invitations are replaced per address.
+    let inv = LinkPurpose::Invitation;
+    s.issue_link(&link("i1", inv, None, "Zed@example.com", 1000)).await.unwrap();
+    s.issue_link(&link("i2", inv, None, "zed@example.com", 1000)).await.unwrap();
+    s.issue_link(&link("i3", inv, None, "yan@example.com", 1000)).await.unwrap();
+    assert!(s.email_link(&TokenHash::of("i1"), inv, 20).await.unwrap().is_none());
+    assert!(s.email_link(&TokenHash::of("i2"), inv, 20).await.unwrap().is_some());
+    assert!(s.email_link(&TokenHash::of("i3"), inv, 20).await.unwrap().is_some());
+    // Confirming an address only works while it is the account's.
+    assert!(!s.confirm_address("id-alice", "someone@else.example").await.unwrap());
+    assert!(s.confirm_address("id-alice", "ALICE@example.com").await.unwrap());
+    assert!(s.user("id-alice").await.unwrap().unwrap().email_verified);
+    // Expired links go in the purge; a removed account takes its links along.
+    assert_eq!(s.table_counts().await.unwrap().email_links, 3);
+    assert_eq!(s.purge_expired(999, &POLICY).await.unwrap().email_links, 0);
+    assert_eq!(s.purge_expired(1000, &POLICY).await.unwrap().email_links, 3);
+    s.issue_link(&link("again", reset, Some("id-alice"), "alice@example.com", 5000)).await.unwrap();
+    assert!(s.remove_user("alice", 30).await.unwrap().is_some());
+    assert_eq!(s.table_counts().await.unwrap().email_links, 0);
+}
+
+async fn verification_sets_the_address_and_lifts_the_hold(s: Arc<dyn Store>) {
+    assert_eq!(s.create_unverified_user(&user("bob"), 10, 50).await.unwrap(), SignupStored::Created);
+    assert_eq!(s.signup_hold("id-bob").await.unwrap(), Some(SignupHold { user_id: "id-bob".into(), created_at: 50 }));
+    s.issue_link(&link("v", LinkPurpose::VerifyEmail, Some("id-bob"), "bob@new.example", 1000)).await.unwrap();
+    assert!(s.verify_email(&TokenHash::of("nope"), 60).await.unwrap().is_none());
+    let v = s.verify_email(&TokenHash::of("v"), 60).await.unwrap().unwrap();
+    assert_eq!(
+        v,
+        VerifiedEmail {
+            user_id: "id-bob".into(),
+            username: "bob".into(),
+            previous: "bob@example.com".into(),
+            email: "bob@new.example".into()
+        }
+    );
+    let bob = s.user("id-bob").await.unwrap().unwrap();
+    assert_eq!((bob.email.as_str(), bob.email_verified), ("bob@new.example", true));
+    assert!(s.signup_hold("id-bob").await.unwrap().is_none(), "a verified account may sign in");
+    assert!(s.verify_email(&TokenHash::of("v"), 61).await.unwrap().is_none(), "once");
+    assert!(s.set_email("id-bob", "b@other.example", false).await.unwrap());
+    assert!(!s.set_email("id-nobody", "x@example.com", true).await.unwrap());
+    assert!(!s.user("id-bob").await.unwrap().unwrap().email_verified);
+}
+
+async fn open_sign_ups_are_unique_by_address_and_capped(s: Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    let dana = UserRecord { email: "dana@example.com".into(), ..user("dana") };
+    assert_eq!(
+        s.create_unverified_user(&UserRecord { username: "alice".into(), ..dana.clone() }, 10, 1).await.unwrap(),
+        SignupStored::UsernameTaken
+    );
+    let thief = UserRecord { id: "id-x".into(), email: "ALICE@example.com".into(), ..user("x") };
+    assert_eq!(
+        s.create_unverified_user(&thief, 10, 1).await.unwrap(),
+        SignupStored::EmailTaken { username: "alice".into() },
+        "an address with an account gets no second one"
+    );
+    assert!(s.user("id-x").await.unwrap().is_none(), "nothing was created");
+    // A burst of sign-ups for one address under different names: exactly one account.
+    let tries: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            let u = UserRecord {
+                id: format!("id-e{i}"),
+                username: format!("e{i}"),
+                email: "eve@example.com".into(),
+                ..user("e")
+            };
+            tokio::spawn(async move { s.create_unverified_user(&u, 100, 2).await })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tries {
+        created += usize::from(t.await.unwrap().unwrap() == SignupStored::Created);
+    }
+    assert_eq!(created, 1);
+    // The cap counts accounts waiting for verification.
+    assert_eq!(s.create_unverified_user(&dana, 2, 3).await.unwrap(), SignupStored::Created);
+    let fay = UserRecord { email: "fay@example.com".into(), ..user("fay") };
+    assert_eq!(s.create_unverified_user(&fay, 2, 3).await.unwrap(), SignupStored::Full);
+    assert_eq!(s.table_counts().await.unwrap().signup_holds, 2);
+    // Sign-ups never verified are removed a week on, with their hold; verified accounts stay.
+    assert!(s.confirm_address("id-dana", "dana@example.com").await.unwrap());
+    let week = UNVERIFIED_SIGNUP_TTL;
+    assert_eq!(s.purge_expired(2 + week - 1, &POLICY).await.unwrap().users, 0);
+    assert_eq!(s.purge_expired(2 + week, &POLICY).await.unwrap().users, 1, "eve's unverified account");
+    let c = s.table_counts().await.unwrap();
+    assert_eq!((c.users, c.signup_holds), (2, 0), "alice and dana");
+}
+
+async fn invitations_are_for_their_address_only(s: Arc<dyn Store>) {
+    s.insert_user(&user("alice")).await.unwrap();
+    let inv = LinkPurpose::Invitation;
+    s.issue_link(&link("inv", inv, None, "Gil@example.com", 1000)).await.unwrap();
+    let gil = UserRecord { email: "gil@example.com".into(), ..user("gil") };
+    let other = UserRecord { email: "mallory@example.com".into(), ..gil.clone() };
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv"), &other, 20).await.unwrap(),
+        InvitedStored::InvalidInvitation
+    );
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv"), &gil, 1000).await.unwrap(),
+        InvitedStored::InvalidInvitation,
+        "expired"
+    );
+    let taken = UserRecord { username: "alice".into(), ..gil.clone() };
+    assert_eq!(s.create_invited_user(&TokenHash::of("inv"), &taken, 20).await.unwrap(), InvitedStored::UsernameTaken);
+    assert!(
+        s.email_link(&TokenHash::of("inv"), inv, 20).await.unwrap().is_some(),
+        "a taken name leaves the invitation"
+    );
+    assert_eq!(s.create_invited_user(&TokenHash::of("inv"), &gil, 20).await.unwrap(), InvitedStored::Created);
+    let got = s.user("id-gil").await.unwrap().unwrap();
+    assert!(got.email_verified, "the invitation was mailed to the address");
+    assert!(s.signup_hold("id-gil").await.unwrap().is_none());
+    let again = UserRecord { id: "id-gil2".into(), username: "gil2".into(), ..gil.clone() };
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv"), &again, 21).await.unwrap(),
+        InvitedStored::InvalidInvitation,
+        "once"
+    );
+    // An invitation to an address that has an account meanwhile is used up and creates nothing.
+    s.issue_link(&link("inv2", inv, None, "alice@example.com", 1000)).await.unwrap();
+    let dup = UserRecord { id: "id-al2".into(), username: "al2".into(), ..user("alice") };
+    assert_eq!(
+        s.create_invited_user(&TokenHash::of("inv2"), &dup, 22).await.unwrap(),
+        InvitedStored::EmailTaken { username: "alice".into() }
+    );
+    assert!(s.user("id-al2").await.unwrap().is_none());
+}
+
+/// Issue 13, across instances: the second factors' single-use rules hold between two pools on
+/// one database as within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_second_factors_are_single_use_across_instances() {
+    let Some(db) = TestDatabase::create("factors").await else { return };
+    let fresh = || async {
+        let url = db.fresh_schema().await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        [a, b]
+    };
+    factors::a_totp_step_is_accepted_once(&fresh().await).await;
+    factors::a_recovery_code_is_used_once(&fresh().await).await;
+    factors::a_partial_sign_in_is_taken_once_and_bounded(&fresh().await).await;
+    factors::a_step_up_upgrades_one_live_session_once(&fresh().await).await;
 }

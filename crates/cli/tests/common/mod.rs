@@ -99,6 +99,11 @@ impl TestServer {
         server
     }
 
+    /// The SQLite file of a server started with its own database.
+    pub fn db_path(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("test.db"))
+    }
+
     /// The server's "now".
     pub fn now(&self) -> i64 {
         self.start + self.skew.load(Ordering::SeqCst)

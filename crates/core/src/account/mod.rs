@@ -69,6 +69,8 @@ pub(crate) fn account_client(now: UnixTime) -> Result<ClientRecord, Error> {
         post_logout_redirect_uris: Vec::new(),
         audiences: Vec::new(),
         origin: Default::default(),
+        backchannel_logout: None,
+        second_factor: Default::default(),
     })
 }
 
@@ -116,6 +118,7 @@ impl Provider {
             resource: None,
             purpose: SignInPurpose::Account { next },
             claims: None,
+            acr: None,
         };
         let id = self.save_pending(&pending, ip, now).await?;
         Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })

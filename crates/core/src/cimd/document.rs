@@ -258,6 +258,8 @@ pub fn client_from_document(url: &DocumentUrl, body: &[u8], fetched_at: UnixTime
         post_logout_redirect_uris,
         audiences: vec![],
         origin: ClientOrigin::MetadataDocument,
+        backchannel_logout: None,
+        second_factor: Default::default(),
     })
 }
 

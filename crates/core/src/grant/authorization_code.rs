@@ -114,6 +114,7 @@ pub async fn exchange(
         revoked_at: None,
         resource,
         claims: record.claims.clone(),
+        authn: Some(record.authn.clone()),
     };
     let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
@@ -174,6 +175,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         };
         let code = CodeRecord {
             hash: TokenHash::of("c"),
@@ -190,6 +193,7 @@ mod tests {
             grant_id: None,
             resource: None,
             claims: None,
+            authn: Default::default(),
         };
         (code, client, verifier)
     }

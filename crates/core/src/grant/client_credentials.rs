@@ -93,6 +93,8 @@ pub async fn issue(
         // No refresh token, so nothing reads it back: the token's `aud` is decided above.
         resource: None,
         claims: None,
+        // Nobody authenticated: a client acting for itself.
+        authn: None,
     };
     let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false, user: None };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
@@ -120,6 +122,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec!["https://api.example".into(), "https://other.example".into()],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         }
     }
 

@@ -29,6 +29,12 @@ pub struct AccessClaims {
     pub client_id: String,
     pub scope: String,
     pub auth_time: UnixTime,
+    /// RFC 9068 §2.2.1: how the user authenticated, for resource servers that demand a level
+    /// (RFC 9470 step-up). Absent for a client acting for itself.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acr: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub amr: Vec<String>,
 }
 
 /// OpenID Connect Core §2 ID token claims.
@@ -46,6 +52,12 @@ pub struct IdClaims {
     pub sid: String,
     /// OpenID Connect Core §3.1.3.6: left half of SHA-256 of the access token, base64url.
     pub at_hash: String,
+    /// OpenID Connect Core §2: the authentication context class the authentication satisfied.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acr: Option<String>,
+    /// RFC 8176 authentication methods.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub amr: Vec<String>,
     /// The user claims released in the id_token ([`crate::claims`]), `sub` excepted.
     #[serde(flatten)]
     pub user: serde_json::Map<String, serde_json::Value>,
@@ -121,6 +133,8 @@ pub(crate) fn mint(
         client_id: client.client_id.to_string(),
         scope: scope.to_string(),
         auth_time: grant.auth_time,
+        acr: grant.authn.as_ref().map(|a| a.acr().as_str().to_owned()),
+        amr: grant.authn.as_ref().map(|a| a.amr_strings()).unwrap_or_default(),
     };
     // RFC 9068 §2.1: typ "at+jwt" keeps an access token from being accepted as an id_token.
     let access_token = keys.signer(cfg.access_token_alg)?.sign("at+jwt", &access_claims)?;
@@ -143,6 +157,8 @@ pub(crate) fn mint(
             azp: client.client_id.to_string(),
             sid: grant.sid.clone(),
             at_hash: at_hash(alg, &access_token),
+            acr: grant.authn.as_ref().map(|a| a.acr().as_str().to_owned()),
+            amr: grant.authn.as_ref().map(|a| a.amr_strings()).unwrap_or_default(),
             user,
         };
         Some(keys.signer(alg)?.sign("JWT", &claims)?)

@@ -216,6 +216,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             origin: Default::default(),
+            backchannel_logout: None,
+            second_factor: Default::default(),
         };
         let grant = GrantRecord {
             id: "g".into(),
@@ -230,6 +232,7 @@ mod tests {
             revoked_at: None,
             resource: None,
             claims: None,
+            authn: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

@@ -96,6 +96,13 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
             });
             (jar, pages::html(StatusCode::OK, body)).into_response()
         }
+        Step::SecondFactor { pending, cookie } => {
+            let jar = match &cookie {
+                Some(token) => crate::handlers::two_step::with_partial_cookie(s, jar, token),
+                None => jar,
+            };
+            (jar, redirect_to(redirect, &crate::handlers::two_step::page_url(&pending))).into_response()
+        }
     }
 }
 
@@ -258,6 +265,21 @@ pub async fn login(
             });
             pages::html(StatusCode::FORBIDDEN, body)
         }
+        Ok(Ok(LoginOutcome::Unverified { client_name })) => {
+            let csrf = params.get("csrf").unwrap_or_default();
+            let body = pages::login(&pages::LoginPage {
+                client_name: &client_name,
+                pending,
+                csrf,
+                username,
+                // Only after the right password: it tells nothing to someone guessing.
+                error: Some(
+                    "Confirm your email address first: follow the link we sent to it (we have just sent a new one).",
+                ),
+                links: s.login_links(),
+            });
+            pages::html(StatusCode::FORBIDDEN, body)
+        }
         Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
             let unit = if retry_after == 1 { "second" } else { "seconds" };
             let message = format!("Too many sign-in attempts. Try again in {retry_after} {unit}.");
@@ -284,6 +306,8 @@ pub async fn login(
             }
             res
         }
+        // The password was right; the second factor comes before any session.
+        Ok(Ok(LoginOutcome::SecondFactor { next })) => render(&s, jar, next, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Done { session, max_age, device, next })) => {
             let jar = jar
                 .add(build_cookie(
@@ -305,7 +329,7 @@ pub async fn login(
 
 /// The known-device cookie (`latchkey_core::device`): `__Host-` prefixed with an https issuer, so
 /// that a sibling subdomain cannot plant one.
-fn device_cookie_name(secure: bool) -> &'static str {
+pub(crate) fn device_cookie_name(secure: bool) -> &'static str {
     if secure { "__Host-latchkey_device" } else { "latchkey_device" }
 }
 

@@ -1,0 +1,88 @@
+//! The pages of second factors: the step of the sign-in, TOTP setup (at sign-in and on the
+//! account page), the recovery codes shown once, and `/account/two-step`.
+
+use askama::Template;
+
+/// `GET /login/two-step`: a code (or a recovery code) for the sign-in.
+#[derive(Template)]
+#[template(path = "two_step.html")]
+pub struct TwoStepPage<'a> {
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
+    pub error: Option<&'a str>,
+    pub totp: bool,
+    pub recovery_code: bool,
+}
+
+/// Setting up a TOTP app while signing in (`pending` set, posts to `/login/enrol`).
+#[derive(Template)]
+#[template(path = "two_step_enrol.html")]
+pub struct EnrolPage<'a> {
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub pending: Option<&'a str>,
+    pub csrf: &'a str,
+    pub error: Option<&'a str>,
+    /// The key, grouped for typing by hand.
+    pub secret: &'a str,
+    pub uri: &'a str,
+    pub qr_src: &'a str,
+    pub action: &'a str,
+    pub ask_password: bool,
+}
+
+/// A new set of recovery codes, shown once. `pending`: the sign-in to continue afterwards.
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage<'a> {
+    pub codes: Vec<String>,
+    pub pending: Option<&'a str>,
+    pub csrf: &'a str,
+}
+
+/// The TOTP part of `/account/two-step`.
+pub enum TotpView {
+    Off,
+    Pending { secret: String, uri: String },
+    On { since: String },
+}
+
+#[derive(Template)]
+#[template(path = "account_two_step.html")]
+pub struct AccountTwoStep<'a> {
+    pub section: &'static str,
+    pub username: &'a str,
+    pub csrf: &'a str,
+    pub totp: TotpView,
+    pub recovery_codes: u32,
+    pub has_factor: bool,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+/// The base32 key in groups of four, as apps ask people to type it.
+pub fn grouped(secret: &str) -> String {
+    secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
+}
+
+/// A QR code of `text` as an SVG document, drawn here: the `otpauth://` URI never leaves the
+/// server for a third-party QR service.
+pub fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(220, 220).quiet_zone(true).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_grouped_and_qr_codes_are_svg() {
+        assert_eq!(grouped("GEZDGNBVGY3TQOJQ"), "GEZD GNBV GY3T QOJQ");
+        let svg = qr_svg("otpauth://totp/x:y?secret=GEZDGNBVGY3TQOJQ&issuer=x").unwrap();
+        assert!(svg.contains("<svg") && svg.contains("<path"));
+        assert!(!svg.contains("style=") && !svg.contains("<script"), "nothing the page's CSP would block");
+    }
+}

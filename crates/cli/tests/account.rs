@@ -795,3 +795,41 @@ async fn the_user_admin_commands_work_on_the_binary() {
     let (ok, _, err) = run(&["user", "lock", "nobody"]);
     assert!(!ok && err.contains("no user named"));
 }
+
+/// The logout tokens queued for clients (Back-Channel Logout), as (client, sid).
+async fn logout_notices(t: &TestServer) -> Vec<(String, String)> {
+    let jobs = t.store.outbox_jobs(latchkey_core::outbox::OutboxFilter::Queued, 50).await.unwrap();
+    jobs.into_iter()
+        .filter_map(|j| match j.job {
+            latchkey_core::outbox::Job::BackchannelLogout(n) => Some((n.client_id.to_string(), n.sid)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sessions ended from the account page, by a lock, or by the admin command go through the one
+/// path that owes their clients a back-channel logout token (queued in the same transaction).
+#[tokio::test]
+async fn sessions_ended_here_owe_their_clients_back_channel_logout_tokens() {
+    let t = TestServer::start().await;
+    let rp = latchkey_core::admin::NewClient {
+        backchannel_logout_uri: Some("http://127.0.0.1:9/backchannel".into()),
+        ..latchkey_core::admin::NewClient::public("rp", "Relying party", vec![REDIRECT.into()])
+    };
+    t.add(rp).await;
+    let (_, first) = t.tokens_for("rp").await;
+    let (_, id) = jwt_parts(first["id_token"].as_str().unwrap());
+    let sid = id["sid"].as_str().unwrap().to_owned();
+    let b = account_browser(&t, "alice").await;
+    assert!(logout_notices(&t).await.is_empty());
+    assert_eq!(post_form(&t, &b, "/account/sessions", &[("sid", &sid)]).await.location(), "/account/sessions?done=1");
+    assert_eq!(logout_notices(&t).await, vec![("rp".to_owned(), sid.clone())], "one token for the client in it");
+
+    let (_, second) = t.tokens_for("rp").await;
+    let (_, id) = jwt_parts(second["id_token"].as_str().unwrap());
+    let locked_sid = id["sid"].as_str().unwrap().to_owned();
+    latchkey_core::admin::lock_user(t.store.as_ref(), "alice", t.now()).await.unwrap().unwrap();
+    let notices = logout_notices(&t).await;
+    assert!(notices.contains(&("rp".to_owned(), locked_sid)), "{notices:?}");
+    assert_eq!(notices.len(), 2, "the account page's own session had no client: nothing owed for it");
+}

@@ -129,8 +129,12 @@ test('a browser MCP host on another origin registers, authorizes, exchanges and 
   const { context, page, problems } = await newPage(browser);
   // Every response from Latchkey that the page saw, with all its headers.
   const seen = [];
-  page.on('response', async (r) => {
-    if (new URL(r.url()).origin === new URL(BASE).origin) seen.push({ url: r.url(), method: r.request().method(), status: r.status(), headers: await r.allHeaders() });
+  // Pushed at once (a promise of the headers), so that no response is missed when the test reads
+  // them: an async handler that pushed after its await raced the last fetch under load.
+  page.on('response', (r) => {
+    if (new URL(r.url()).origin === new URL(BASE).origin) {
+      seen.push(r.allHeaders().then((headers) => ({ url: r.url(), method: r.request().method(), status: r.status(), headers })));
+    }
   });
 
   await page.goto(`${HOST}/`);
@@ -164,14 +168,19 @@ test('a browser MCP host on another origin registers, authorizes, exchanges and 
 
   // What CORS let through: each fetch above succeeded; its response named the page's origin (or
   // any), and none allowed credentials.
-  const fetched = seen.filter((s) => !['/authorize', '/login', '/consent'].includes(new URL(s.url).pathname) && !s.url.includes('/assets/'));
+  // The response event may arrive a little after the page's fetch resolved: wait for the last one.
+  for (let i = 0; i < 50 && !(await Promise.all(seen)).some((s) => new URL(s.url).pathname === '/revoke'); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const responses = await Promise.all(seen);
+  const fetched = responses.filter((s) => !['/authorize', '/login', '/consent'].includes(new URL(s.url).pathname) && !s.url.includes('/assets/'));
   for (const p of ['/.well-known/oauth-authorization-server', '/register', '/token', '/revoke']) {
     assert.ok(fetched.some((s) => new URL(s.url).pathname === p), `the page fetched ${p}: ${JSON.stringify(fetched.map((s) => s.url))}`);
   }
   for (const s of fetched) {
     assert.ok([HOST, '*'].includes(s.headers['access-control-allow-origin']), `${s.url}: ${JSON.stringify(s.headers)}`);
   }
-  for (const s of seen) assert.equal(s.headers['access-control-allow-credentials'], undefined, `${s.url} allows credentials`);
+  for (const s of responses) assert.equal(s.headers['access-control-allow-credentials'], undefined, `${s.url} allows credentials`);
   await context.close();
   assert.deepEqual(problems.filter((p) => !p.startsWith('400 /token')), [], 'no CORS or script error in the page');
 });

@@ -97,8 +97,8 @@ fn code_record(hash: TokenHash) -> CodeRecord {
         used_at: None,
         grant_id: None,
         resource: None,
-        claims: None,
         authn: Default::default(),
+        claims: None,
     }
 }
 
@@ -117,8 +117,8 @@ fn issuance(n: u64) -> Issuance {
             expires_at: i64::MAX / 2,
             revoked_at: None,
             resource: None,
-            claims: None,
             authn: Some(Default::default()),
+            claims: None,
         },
         refresh: Some(refresh_record(&grant_id, &format!("rt-{n}-0"))),
         access: AccessRecord { jti: format!("jti-{n}-0"), grant_id, expires_at: i64::MAX / 2, revoked_at: None },

@@ -496,7 +496,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Invite { .. } | UserCommand::SetEmail { .. } => {} // handled above
         UserCommand::ResetFactors { username } => {
-            let Some((totp, codes)) =
+            let Some((totp, codes, passkeys)) =
                 latchkey_core::factors::manage::reset_factors(store.as_ref(), &username, Clock::system().now()).await?
             else {
                 bail!("no user named {username:?}");
@@ -504,6 +504,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             println!("reset the second factors of {username}");
             println!("totp removed: {}", if totp { "yes" } else { "no (none was set up)" });
             println!("recovery codes removed: {codes}");
+            println!("passkeys removed: {passkeys}");
         }
     }
     Ok(())

@@ -53,6 +53,22 @@ pub struct FileConfig {
     pub signup: Option<String>,
     /// Outgoing mail (password reset, verification, invitations).
     pub smtp: Option<SmtpFile>,
+    /// `[webauthn]`: the passkeys' relying party.
+    pub webauthn: Option<WebauthnFile>,
+}
+
+/// `[webauthn]` in `latchkey.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnFile {
+    /// The relying party id: the issuer's host (the default) or a parent domain of it.
+    pub rp_id: Option<String>,
+    /// The name authenticators show ("Latchkey").
+    pub rp_name: Option<String>,
+    /// Origins besides the issuer's whose pages may run the passkey ceremonies.
+    pub extra_origins: Option<Vec<String>>,
+    /// Passkeys one user may register (20).
+    pub max_per_user: Option<u32>,
 }
 
 /// The `[smtp]` section of `latchkey.toml`.
@@ -116,6 +132,8 @@ pub struct Settings {
     pub signup: latchkey_core::signup::SignupMode,
     /// `second_factor`: the deployment's second-factor policy (a client's may be stricter).
     pub second_factor: latchkey_core::authn::SecondFactorPolicy,
+    /// `[webauthn]` as configured (the defaults where it is absent).
+    pub webauthn: WebauthnFile,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -401,6 +419,7 @@ impl Settings {
             insecure_cimd_loopback,
             insecure_cimd_ca,
             second_factor,
+            webauthn: file.webauthn.unwrap_or_default(),
             warnings,
         })
     }
@@ -410,6 +429,20 @@ impl Settings {
     }
 
     pub fn provider_config(&self) -> latchkey_core::ProviderConfig {
+        let mut c = self.provider_config_without_passkeys();
+        let w = &self.webauthn;
+        c.passkeys.rp_id = w.rp_id.clone();
+        if let Some(name) = &w.rp_name {
+            c.passkeys.rp_name = name.clone();
+        }
+        c.passkeys.extra_origins = w.extra_origins.clone().unwrap_or_default();
+        if let Some(n) = w.max_per_user {
+            c.passkeys.max_per_user = n;
+        }
+        c
+    }
+
+    fn provider_config_without_passkeys(&self) -> latchkey_core::ProviderConfig {
         let mut c = latchkey_core::ProviderConfig::new(&self.issuer);
         if let Some(a) = &self.audience {
             c.audience = a.clone();

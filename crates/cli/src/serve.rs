@@ -56,6 +56,12 @@ pub async fn run(
     let store = open_store(&settings.database, settings.store_options()).await?;
     let clock = Clock::system();
     let mut provider = Provider::open(store.clone(), settings.provider_config(), clock.now()).await?;
+    match provider.passkeys() {
+        Some(rp) => tracing::info!(rp_id = %rp.rp_id, "passkeys are available"),
+        None => tracing::info!(
+            "passkeys are off: WebAuthn needs a domain name and the issuer is on an IP address (use http://localhost for development)"
+        ),
+    }
     if settings.cimd {
         provider = provider.with_metadata_fetcher(Arc::new(metadata_fetcher(&settings)?));
     }

@@ -376,6 +376,46 @@ async fn a_password_change_and_a_token_revocation_by_the_binary_tell_the_clients
     assert_eq!(rp.all().len(), 3);
 }
 
+/// The account page's "sign out this session" and an administrator's lock end sessions through
+/// the store operations that queue their logout tokens in the same transaction: each ended
+/// session is announced to its client, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_on_the_account_page_and_locking_the_user_tell_the_clients() {
+    let s = TestServer::start().await;
+    let (rp, base) = Rp::start(&s.base).await;
+    add_rp(&s, "rp", SigningAlg::RS256, Some(&base)).await;
+    let (b1, b2, b3) = (s.browser(), s.browser(), s.browser());
+    let sid = |t: &Value| id_claims(t)["sid"].as_str().unwrap().to_owned();
+    let one = sid(&sign_in(&s, &b1, "rp").await);
+    let two = sid(&sign_in(&s, &b2, "rp").await);
+    let three = sid(&sign_in(&s, &b3, "rp").await);
+
+    // In browser 1, the account page signs out browser 2's session.
+    let page = b1.get(&s.url("/account/sessions")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&two), "{}", page.body);
+    let csrf = hidden(&page.body, "csrf");
+    let res = b1.post(&s.url("/account/sessions"), &[("csrf", csrf.as_str()), ("sid", two.as_str())]).await;
+    assert_eq!((res.status, res.location().as_str()), (303, "/account/sessions?done=1"), "{}", res.body);
+    assert_eq!(logout_jobs(&s, OutboxFilter::Queued).await, [("rp".to_owned(), two.clone())]);
+    assert_eq!(deliver_all(&s).await, 1);
+    assert_eq!(rp.tokens_for("rp")[0]["claims"]["sid"], two.as_str());
+
+    // An administrator locks Alice: her other two sessions end, each announced.
+    let done = latchkey_core::admin::lock_user(s.store.as_ref(), "alice", s.now()).await.unwrap().unwrap();
+    assert_eq!(done.sessions_ended, 2);
+    let mut want = vec![("rp".to_owned(), one.clone()), ("rp".to_owned(), three.clone())];
+    want.sort();
+    assert_eq!(logout_jobs(&s, OutboxFilter::Queued).await, want);
+    assert_eq!(deliver_all(&s).await, 2);
+    let mut got: Vec<String> =
+        rp.tokens_for("rp").iter().map(|v| v["claims"]["sid"].as_str().unwrap().to_owned()).collect();
+    got.sort();
+    let mut all = vec![one, two, three];
+    all.sort();
+    assert_eq!(got, all, "one token per ended session, none twice");
+}
+
 /// `max_sessions_per_user`: the login that evicts the oldest session tells that session's clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_evicted_by_a_new_login_is_announced() {

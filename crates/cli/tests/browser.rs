@@ -6,6 +6,9 @@
 //!   its API.
 //! - `two_step.test.mjs`: TOTP set up from the account page and a sign-in with a code, keyboard
 //!   only, 360 px wide.
+//! - `passkeys.test.mjs`: passkeys with a CDP virtual authenticator: enrolment from the account
+//!   page, the username-less sign-in, the passkey as second factor, user verification refused, a
+//!   removed passkey, keyboard-only and 360 px runs; `amr`/`acr` checked in the id_tokens.
 //! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
 //!   registration, authorization, code exchange and revocation across origins (CORS).
 //!
@@ -92,10 +95,17 @@ fn free_port() -> u16 {
 
 /// `latchkey serve --dev` on 127.0.0.1 with `db`; returns its base URL.
 fn serve(db: &Path, log: &Path) -> (Running, String) {
+    serve_as(db, log, "127.0.0.1")
+}
+
+/// [`serve`] with the issuer `http://HOST:PORT`: `localhost` for WebAuthn, which needs a domain
+/// name (the server still listens on 127.0.0.1, where browsers send `localhost`).
+fn serve_as(db: &Path, log: &Path, host: &str) -> (Running, String) {
     let port = free_port();
+    let issuer = format!("http://{host}:{port}");
     let server = Running(
         Command::new(BIN)
-            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database"])
+            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--issuer", &issuer, "--database"])
             .arg(db)
             .env_remove("LATCHKEY_CONFIG")
             .stdout(Stdio::null())
@@ -108,7 +118,7 @@ fn serve(db: &Path, log: &Path) -> (Running, String) {
         assert!(Instant::now() < deadline, "server did not start: {}", std::fs::read_to_string(log).unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
-    (server, format!("http://127.0.0.1:{port}"))
+    (server, issuer)
 }
 
 /// The protected-api example's binary, built now. `CARGO_BIN_EXE_*` only names this package's
@@ -304,6 +314,61 @@ fn a_browser_mcp_host_registers_and_authorizes_across_origins_in_headless_chromi
     run_node("mcp_host.test.mjs", &[("LATCHKEY_BASE", &base)], &["mcp-host-consent"], dir.path());
 }
 
+#[test]
+fn two_step_sign_in_is_set_up_and_used_with_the_keyboard_at_phone_size_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("two-step.db");
+    let client = ["client", "add", "--public", "--client-id", "browser-test", "--name", "Browser Test App"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
+    add_user(&db, "alice", "alice-password");
+    let (_server, base) = serve(&db, &dir.path().join("server.log"));
+    run_node(
+        "two_step.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test"), ("LATCHKEY_PASSWORD", "alice-password")],
+        &[
+            "two-step-account-off",
+            "two-step-setup",
+            "two-step-recovery-codes",
+            "two-step-account-on",
+            "two-step-sign-in",
+            "two-step-sign-in-wrong-code",
+        ],
+        dir.path(),
+    );
+}
+
+#[test]
+fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("passkeys.db");
+    let client = ["client", "add", "--public", "--client-id", "browser-test", "--name", "Browser Test App"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
+    let (_server, base) = serve_as(&db, &dir.path().join("server.log"), "localhost");
+    run_node(
+        "passkeys.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test")],
+        &[
+            "passkeys-empty",
+            "passkeys-added",
+            "login-passkey",
+            "two-step-passkey",
+            "login-passkey-refused",
+            "phone-login-passkey",
+            "phone-passkeys",
+            "phone-passkeys-removed",
+        ],
+        dir.path(),
+    );
+}
+
 /// Where the accessibility harness (tests/browser/a11y.mjs) keeps its phone-sized screenshots and
 /// axe reports: `target/browser-artifacts/` of the repository, as the README says.
 fn a11y_artifacts() -> PathBuf {
@@ -374,31 +439,4 @@ fn account_pages_and_every_page_pass_axe_keyboard_and_phone_checks_in_headless_c
         assert!(a11y.join(format!("{p}.png")).exists(), "no 360 px screenshot of {p}");
         assert!(a11y.join(format!("{p}.axe.json")).exists(), "no axe report of {p}");
     }
-}
-
-#[test]
-fn two_step_sign_in_is_set_up_and_used_with_the_keyboard_at_phone_size_in_headless_chromium() {
-    if !can_run() {
-        return;
-    }
-    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("two-step.db");
-    let client = ["client", "add", "--public", "--client-id", "browser-test", "--name", "Browser Test App"];
-    latchkey(&db, &[&client[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
-    add_user(&db, "alice", "alice-password");
-    let (_server, base) = serve(&db, &dir.path().join("server.log"));
-    run_node(
-        "two_step.test.mjs",
-        &[("LATCHKEY_BASE", &base), ("LATCHKEY_CLIENT", "browser-test"), ("LATCHKEY_PASSWORD", "alice-password")],
-        &[
-            "two-step-account-off",
-            "two-step-setup",
-            "two-step-recovery-codes",
-            "two-step-account-on",
-            "two-step-sign-in",
-            "two-step-sign-in-wrong-code",
-        ],
-        dir.path(),
-    );
 }

@@ -305,8 +305,8 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         used_at: None,
         grant_id: None,
         resource: None,
-        claims: None,
         authn: Default::default(),
+        claims: None,
     };
     store.insert_code(&planted).await.unwrap();
     let old = SessionRecord {

@@ -1,6 +1,6 @@
 //! Second factors through the real pages (issue 13): TOTP set up on the account page and at
 //! sign-in, sign-in with a code, replay and bursts, recovery codes, throttling, the deployment's
-//! and a client's policy, `acr_values` step-up, `max_age` with a second factor, and `amr`, `acr`
+//! and a client's policy, `acr_values` and the `claims` parameter's `acr` (essential or not) step-up, `max_age` with a second factor, and `amr`, `acr`
 //! and `auth_time` in id_tokens as an independent OpenID Connect library reads them, at the code
 //! exchange and after a refresh.
 //!
@@ -441,6 +441,56 @@ async fn acr_values_step_up_an_existing_session_and_prompt_none_refuses() {
     let again = b.get(&t.authorize_url("spa", &v, &extra)).await;
     assert_eq!(again.status, 200, "{}", again.location());
     assert!(again.body.contains("Allow access?"), "{}", again.body);
+}
+
+/// The `claims` parameter's `acr` (Core §5.5.1.1) feeds the same demand as `acr_values`: asked
+/// voluntarily it is met as far as the user's factors allow, asked as essential it binds like a
+/// policy: a user with no second factor must set one up, and a password session steps up.
+#[tokio::test]
+async fn an_essential_acr_claim_forces_the_second_factor() {
+    let t = TestServer::start().await;
+    let claims = |essential: bool, value: &str| {
+        let c = format!(r#"{{"id_token":{{"acr":{{"essential":{essential},"values":["{value}"]}}}}}}"#);
+        format!("&claims={}", urlencode(&c))
+    };
+    // Voluntary: alice has no factor, so the password is all there is, and the client gets `sfa`.
+    let (b, v, res) = password_step(&t, "spa", &claims(false, MFA)).await;
+    assert!(sets_session_cookie(&res), "a voluntary acr does not block a password sign-in: {}", res.location());
+    let code = code_from(&t, &b, res).await;
+    assert_eq!(id_claims(&t, "spa", &code, &v).await.0["acr"], SFA);
+
+    // Essential, the same user: no session before a second factor is set up and used.
+    t.advance(30);
+    let (b2, v2, res) = password_step(&t, "spa", &claims(true, MFA)).await;
+    assert!(!sets_session_cookie(&res), "an essential acr gives no password-only session");
+    let page = second_factor_page(&t, &b2, &res).await;
+    assert!(page.body.contains("Set up two-step sign-in"), "{}", page.body);
+    let (req, csrf) = (hidden(&page.body, "req"), hidden(&page.body, "csrf"));
+    let key = shown_key(&page.body);
+    let done = b2.post(&t.url("/login/enrol"), &[("req", &req), ("csrf", &csrf), ("code", &totp(&key, t.now()))]).await;
+    assert!(sets_session_cookie(&done), "{}", done.body);
+    let res = b2.post(&t.url("/login/continue"), &[("req", &req), ("csrf", &hidden(&done.body, "csrf"))]).await;
+    let code = code_from(&t, &b2, res).await;
+    let (id, _) = id_claims(&t, "spa", &code, &v2).await;
+    assert_eq!((id["acr"].as_str().unwrap(), amr(&id)), (MFA, vec!["pwd".into(), "otp".into(), "mfa".into()]));
+
+    // The first browser's password session does not meet an essential claim: prompt=none is
+    // refused, and otherwise the session steps up with the code.
+    t.advance(30);
+    let v3 = CodeVerifier::generate();
+    let none = b.get(&t.authorize_url("spa", &v3, &format!("{}&prompt=none", claims(true, MFA)))).await;
+    assert_eq!(none.redirect_query()["error"], "interaction_required");
+    let step = b.get(&t.authorize_url("spa", &v3, &claims(true, MFA))).await;
+    assert!(step.location().starts_with("/login/two-step"), "{} {}", step.status, step.location());
+    let page = b.get(&t.url(&step.location())).await;
+    let ok = submit(&t, &b, &page, "code", &totp(&key, t.now())).await;
+    let code = code_from(&t, &b, ok).await;
+    assert_eq!(id_claims(&t, "spa", &code, &v3).await.0["acr"], MFA);
+
+    // An essential claim naming no level this server knows cannot be met: the client is told.
+    let v4 = CodeVerifier::generate();
+    let unmet = t.browser().get(&t.authorize_url("spa", &v4, &claims(true, "urn:example:gold"))).await;
+    assert_eq!(unmet.redirect_query()["error"], "unmet_authentication_requirements");
 }
 
 #[tokio::test]

@@ -61,10 +61,10 @@ pub trait AccountStore: Send + Sync {
     async fn update_profile(&self, id: &str, p: &ProfileUpdate, now: UnixTime) -> StoreResult<bool>;
 
     /// `Some(at)` locks the user named `username` and, in the same transaction, ends every session
-    /// of theirs (queueing the back-channel logout tokens owed, `crate::backchannel`), revokes
-    /// every live grant (their refresh and access tokens die with it) and deletes their unredeemed
-    /// codes. `None` unlocks (nothing else changes). `None` as the result when there is no such
-    /// user.
+    /// of theirs, revokes every live grant (their refresh and access tokens die with it) and
+    /// deletes their unredeemed codes; the logout tokens owed for the ended sessions are queued in
+    /// the same transaction (`UserRevocation::ended`). `None` unlocks (nothing else changes).
+    /// `None` as the result when there is no such user.
     async fn set_locked(&self, username: &str, locked_at: Option<UnixTime>) -> StoreResult<Option<UserRevocation>>;
 
     /// The user's unexpired sessions, newest sign-in first.
@@ -72,8 +72,8 @@ pub trait AccountStore: Send + Sync {
 
     /// Ends the selected sessions of user `user_id` (never another user's, whatever `sid` is
     /// named) and, in the same transaction, revokes the grants bound to them (those without
-    /// `offline_access`) and queues the back-channel logout tokens owed, as at logout. Returns the
-    /// sessions this call ended (of concurrent calls ending one session, exactly one reports it).
+    /// `offline_access`) and queues the back-channel logout tokens owed to their clients at `now`,
+    /// as at logout. Returns the sessions this call ended (of concurrent calls, one reports each).
     async fn end_user_sessions(
         &self,
         user_id: &str,

@@ -527,8 +527,8 @@ pub async fn unlock_user(store: &dyn Store, username: &str, now: UnixTime) -> Re
 }
 
 /// `latchkey user end-sessions`: ends one session of the user (`sid`) or all of them, through
-/// [`crate::sessions::end_sessions`] (their logout tokens are queued; a running server's worker
-/// sends them). `None` when there is no such user.
+/// [`crate::sessions::end_sessions`] (their logout tokens queued, for the server's worker to
+/// send). `None` when there is no such user.
 pub async fn end_user_sessions(
     store: &dyn Store,
     username: &str,

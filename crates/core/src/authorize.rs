@@ -191,16 +191,16 @@ pub fn validate(
         _ => None,
     };
     // OpenID Connect Core §3.1.2.1 `acr_values`: voluntary, unknown values ignored (`authn`).
-    // The `claims` parameter's `acr` (§5.5.1.1) feeds the same `AcrRequest`, the stricter wins;
-    // an essential one this server cannot meet is `unmet_authentication_requirements`.
-    let from_claims = match claims.as_ref().and_then(latchkey_proto::ClaimsRequest::acr) {
-        Some(a) => {
-            let values: Vec<&str> = a.values.iter().map(String::as_str).collect();
-            AcrRequest::from_claim(&values, a.essential).map_err(fail)?
+    // The `claims` parameter's `acr` (§5.5.1.1) feeds the same `AcrRequest`; an essential one
+    // wins, and one naming no value we know is refused (`unmet_authentication_requirements`).
+    let claimed_acr = match claims.as_ref().and_then(latchkey_proto::ClaimsRequest::acr) {
+        Some(c) => {
+            let values: Vec<&str> = c.values.iter().map(String::as_str).collect();
+            AcrRequest::from_claim(&values, c.essential).map_err(fail)?
         }
         None => None,
     };
-    let acr = AcrRequest::merge(params.get("acr_values").and_then(AcrRequest::from_acr_values), from_claims);
+    let acr = AcrRequest::merge(params.get("acr_values").and_then(AcrRequest::from_acr_values), claimed_acr);
     // ui_locales, claims_locales, display and id_token_hint are accepted and ignored.
 
     // The authentication this request demands travels with it, so that every later step (the
@@ -222,8 +222,8 @@ pub fn validate(
             auth_after,
             resource: target.resource,
             purpose: Default::default(),
-            claims,
             acr,
+            claims,
         },
         prompt,
         max_age,
@@ -479,18 +479,17 @@ impl Provider {
         let detail = (refused_before > 0).then(|| json!({ "refused_while_throttled": refused_before }));
         let e = audit::Event { user_id: Some(&user.id), client_id: Some(client.client_id.as_str()), ip, detail };
         audit::record(self.store.as_ref(), now, "login_success", e).await;
-        // Where and on what the session is signed in, for the account page's list of sessions.
-        let meta = crate::sessions::meta(ip, user_agent);
         // The first factor is done; the policy, the request or the user's own factors may ask for
         // a second before any session exists (`crate::factors`).
         let enrolled = self.enrolled(&user.id).await?;
         let need = crate::authn::decide(self.policy_for(&client), pending.acr.as_ref(), &enrolled, None);
         if need != Next::Done {
-            let next = self
-                .begin_second_factor(pending_id, &user.id, Authentication::default(), None, need, meta, now)
-                .await?;
+            let next =
+                self.begin_second_factor(pending_id, &user.id, Authentication::default(), None, need, now).await?;
             return Ok(Ok(LoginOutcome::SecondFactor { next }));
         }
+        let meta = crate::sessions::meta(ip, user_agent);
+        // Refused when a lock landed since the user was read: the store checks it atomically.
         let Some((token, session)) = self.create_session(&user.id, Authentication::default(), meta, now).await? else {
             return Ok(Ok(self.refuse_locked(&user, &client, ip, now).await));
         };
@@ -503,7 +502,8 @@ impl Provider {
     }
 
     /// A new browser session for `user_id`, authenticated now as `authn` says, signed in where
-    /// and on what `meta` says. `None` when the user is locked.
+    /// and on what `meta` says. `None`, creating nothing, when the user is locked: the store
+    /// checks the lock in the same step as the insert ([`Self::start_session`]).
     pub(crate) async fn create_session(
         &self,
         user_id: &str,
@@ -521,8 +521,7 @@ impl Provider {
             authn,
             meta,
         };
-        // Evicted sessions beyond the limit end here, and their clients are told. Refused when
-        // a lock landed since the user was read: the store checks it in the same step.
+        // Evicted sessions beyond the limit end here, and their clients are told.
         if !self.start_session(&session).await? {
             return Ok(None);
         }
@@ -694,8 +693,9 @@ impl Provider {
 
     /// Stores a new login session. The user's oldest sessions beyond `max_sessions_per_user` end
     /// in the same step, and their clients are told (Back-Channel Logout). Every way of signing
-    /// in goes through here. `false`, storing nothing, when the user is locked (the store checks
-    /// it in the same atomic step: a sign-in racing with `latchkey user lock` leaves no session).
+    /// in goes through here. `false`, storing and ending nothing, when the user is locked: the
+    /// store checks the lock in the same atomic step, so a sign-in racing `latchkey user lock`
+    /// cannot leave a session behind.
     pub async fn start_session(&self, session: &SessionRecord) -> Result<bool, Error> {
         let Some(evicted) = self.store.insert_session(session, self.config.max_sessions_per_user).await? else {
             return Ok(false);
@@ -734,7 +734,7 @@ impl Provider {
 
     /// Whether the user's consent covers the request: its scopes, and the claims it asks for
     /// beyond them ([`crate::claims`]).
-    pub(crate) async fn has_consent(
+    async fn has_consent(
         &self,
         client: &ClientRecord,
         user_id: &str,
@@ -855,8 +855,8 @@ impl Provider {
                 used_at: None,
                 grant_id: None,
                 resource: req.resource.clone(),
-                claims: req.claims.clone(),
                 authn: session.authn.clone(),
+                claims: req.claims.clone(),
             })
             .await?;
         Ok(with_params(

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod logout;
 pub mod mail;
 pub mod outbox;
+pub mod passkey;
 pub mod password;
 pub mod profile;
 pub mod provider;

@@ -97,6 +97,9 @@ impl Provider {
             if !hinted && !confirmed {
                 return Ok(LogoutStep::Confirm { client_name: client.map(|c| c.name) });
             }
+            // Back-Channel Logout: the one entry point queues, in the store operation that ends the
+            // session, the tokens owed to the clients that took part in it (once, whoever else
+            // ends it at the same time), and wakes the worker to send them now.
             let req = crate::sessions::EndSessions {
                 user_id: &session.user_id,
                 which: crate::account_store::SessionSelector::One(session.sid.clone()),
@@ -104,8 +107,7 @@ impl Provider {
                 client_id: client.as_ref().map(|c| c.client_id.as_str()),
                 ip: None,
             };
-            // Back-Channel Logout: the store queues the tokens owed to the clients that took part
-            // in this session (once, whoever else ends it at the same time); they leave now.
+            // Already handed to `sessions_ended` by `Provider::end_sessions`.
             let _ended = self.end_sessions(req, now).await?;
             ended = true;
         }

@@ -73,6 +73,8 @@ pub struct ProviderConfig {
     /// Second factors at sign-in for every client (`second_factor`); a client's own policy
     /// applies where it is stricter.
     pub second_factor: crate::authn::SecondFactorPolicy,
+    /// `[webauthn]`: passkeys' relying party and the bounds of their ceremonies.
+    pub passkeys: crate::passkey::PasskeyConfig,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -104,6 +106,7 @@ impl ProviderConfig {
             cimd: true,
             email: Default::default(),
             second_factor: Default::default(),
+            passkeys: Default::default(),
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct Provider {
     pub(crate) cimd: crate::cimd::CimdState,
     /// Wakes this process's outbox worker when a job is queued here (`crate::outbox`).
     pub outbox_wake: tokio::sync::Notify,
+    /// The WebAuthn relying party; `None` when the issuer has no domain name (`crate::passkey`).
+    pub(crate) passkeys: Option<crate::passkey::RelyingParty>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -133,6 +138,8 @@ pub const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "address", 
 impl Provider {
     /// Loads the signing keys, generating and storing one for each algorithm that has none.
     pub async fn open(store: Arc<dyn Store>, config: ProviderConfig, now: UnixTime) -> anyhow::Result<Self> {
+        // A bad `[webauthn]` setting stops the start-up, before anything is written.
+        let passkeys = crate::passkey::RelyingParty::new(&config.issuer, &config.passkeys)?;
         let records = store.signing_keys().await?;
         for alg in SigningAlg::ALL {
             if !records.iter().any(|r| r.active && r.alg == alg.as_str()) {
@@ -174,6 +181,7 @@ impl Provider {
             server_key,
             cimd: Default::default(),
             outbox_wake: Default::default(),
+            passkeys,
         })
     }
 

@@ -3,11 +3,16 @@
 //!
 //! [`end_sessions`] is the single entry point that ends sessions by request: RP-initiated logout,
 //! the account page ("sign out this session", "sign out everywhere else") and the administrator
-//! (`latchkey user end-sessions`). Whatever must happen when a session ends (OpenID Connect
-//! Back-Channel Logout, branch `bcl`) belongs there. It takes the store, not the provider, so that
-//! the admin commands reach it too. The operations that end sessions as a side effect of another
-//! change (password change, lock, token revocation) do it inside their own transaction and return
-//! what they ended.
+//! (`latchkey user end-sessions`). It takes the store, not the provider, so that the admin
+//! commands reach it too; [`Provider::end_sessions`] also wakes the outbox worker. The operations
+//! that end sessions as a side effect of another change (password change or reset, lock, token
+//! revocation, user removal, eviction beyond `max_sessions_per_user` at sign-in) do it inside
+//! their own transaction and return what they ended.
+//!
+//! Whichever the path, the store operation that deletes the sessions queues, in the same
+//! transaction, the back-channel logout tokens owed to their clients (`crate::backchannel`), and
+//! returns them as [`EndedSessions`]; a server path hands those to [`Provider::sessions_ended`],
+//! which wakes the outbox worker (an admin command's are found by the server's next poll).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -116,12 +121,10 @@ pub struct EndSessions<'a> {
 }
 
 /// Ends the selected sessions of one user, in one atomic store operation that also revokes the
-/// grants bound to them (those without `offline_access`) and queues the back-channel logout
-/// tokens owed to their clients (`crate::backchannel`); a session of another user is never
-/// touched, whatever `sid` is named (the account page passes the signed-in user's id). Audited.
-/// Returns the sessions this call ended. A server path hands them to
-/// [`Provider::sessions_ended`] ([`Provider::end_sessions`] does), so that their logout tokens
-/// leave now; from the admin commands the running server's worker sends them.
+/// grants bound to them (those without `offline_access`) and queues the back-channel logout tokens
+/// owed to their clients; a session of another user is never touched, whatever `sid` is named
+/// (the account page passes the signed-in user's id). Audited. Returns the sessions this call
+/// ended (of concurrent calls ending one session, exactly one reports and queues it).
 pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime) -> Result<EndedSessions, Error> {
     let ended = store.end_user_sessions(req.user_id, &req.which, now).await?;
     if !ended.is_empty() {
@@ -138,7 +141,7 @@ pub async fn end_sessions(store: &dyn Store, req: EndSessions<'_>, now: UnixTime
 }
 
 impl Provider {
-    /// [`end_sessions`] on this provider's store; their logout tokens leave at once.
+    /// [`end_sessions`] on this provider's store; the logout tokens queued leave now.
     pub async fn end_sessions(&self, req: EndSessions<'_>, now: UnixTime) -> Result<EndedSessions, Error> {
         let ended = end_sessions(self.store.as_ref(), req, now).await?;
         self.sessions_ended(&ended);

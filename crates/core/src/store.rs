@@ -270,12 +270,12 @@ pub struct PendingAuthorization {
     /// An application's request, or a sign-in to the account pages ([`crate::account`]).
     #[serde(default)]
     pub purpose: crate::account::SignInPurpose,
-    /// OpenID Connect Core §5.5: the claims asked for individually (`None`: none were).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claims: Option<ClaimsRequest>,
     /// `acr_values` (or an essential `acr` claim): the authentication level asked for.
     #[serde(default)]
     pub acr: Option<crate::authn::AcrRequest>,
+    /// OpenID Connect Core §5.5: the claims asked for individually (`None`: none were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<ClaimsRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,7 +296,7 @@ pub struct SessionRecord {
 /// What a person needs to recognise one of their sessions, recorded at sign-in and bounded
 /// ([`crate::sessions`]): the client's network, never its full address, and a summary of its
 /// user agent ("Firefox on Linux"), never the header itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionMeta {
     pub network: Option<String>,
     pub device: Option<String>,
@@ -536,10 +536,11 @@ pub trait Store:
     RegistrationStore
     + crate::resource::ResourceStore
     + MetadataDocumentCache
+    + crate::account_store::AccountStore
     + crate::outbox::OutboxStore
     + crate::email_link::EmailLinkStore
     + crate::factors::FactorStore
-    + crate::account_store::AccountStore
+    + crate::passkey::store::PasskeyStore
     + Send
     + Sync
     + 'static
@@ -562,7 +563,7 @@ pub trait Store:
     /// Sets the user's password hash and, in the same transaction, ends every session of the user
     /// but `keep_sid` (the account page's own, when the user changes their password there),
     /// queueing the logout tokens owed at `now`, and, with `revoke_grants`, does what
-    /// [`Store::revoke_user_tokens`] does: a changed password must not leave a thief's
+    /// [`Store::revoke_user_tokens`] does at `now`: a changed password must not leave a thief's
     /// `offline_access` refresh tokens working. `None` when there is no such user.
     async fn set_password_hash(
         &self,
@@ -618,9 +619,9 @@ pub trait Store:
     // Browser sessions.
     /// Inserts the session and, in the same transaction, ends the user's oldest sessions beyond
     /// the newest `keep` (their session-bound grants are revoked and their logout tokens queued,
-    /// as at logout, at the new session's `auth_time`). Returns those; `None`, inserting nothing,
-    /// when the user is locked: checked in the same atomic step, so a sign-in racing with
-    /// `latchkey user lock` cannot leave a session behind.
+    /// as at logout, at the new session's `auth_time`) and returns those. Returns `None`,
+    /// inserting and ending nothing, when the user is locked: checked in the same atomic step, so
+    /// a login racing with `latchkey user lock` cannot leave a session behind.
     async fn insert_session(&self, s: &SessionRecord, keep: u32) -> StoreResult<Option<EndedSessions>>;
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>>;
@@ -754,6 +755,11 @@ pub struct TableCounts {
     /// Self-registered accounts waiting for verification; the purge removes those older than
     /// `email_link::UNVERIFIED_SIGNUP_TTL` with their account (counted under `users`).
     pub signup_holds: u64,
+    /// Removed by their user (the account page), with their user, or by `user reset-factors`.
+    pub passkeys: u64,
+    /// WebAuthn ceremonies in progress, once expired (a finished one is deleted when it is
+    /// taken); at most `PasskeyConfig::max_ceremonies` rows.
+    pub webauthn_ceremonies: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -783,6 +789,8 @@ impl TableCounts {
             + self.outbox
             + self.email_links
             + self.signup_holds
+            + self.passkeys
+            + self.webauthn_ceremonies
     }
 }
 
@@ -826,4 +834,6 @@ pub struct Snapshot {
     pub totp: Vec<crate::factors::TotpRecord>,
     /// Unused recovery codes, as hashes.
     pub recovery_codes: Vec<crate::factors::RecoveryCodeRecord>,
+    /// Registered passkeys (ceremonies in progress are transient and not part of it).
+    pub passkeys: Vec<crate::passkey::store::PasskeyRecord>,
 }

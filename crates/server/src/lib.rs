@@ -61,6 +61,10 @@ impl AppState {
         }
         links
     }
+    /// The login page offers "Sign in with a passkey" (the issuer has a domain name).
+    pub fn passkeys_offered(&self) -> bool {
+        self.provider.passkeys().is_some()
+    }
 }
 
 /// Form bodies and queries larger than this are not OAuth requests.
@@ -134,13 +138,25 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/login/two-step/qr.svg", page(get(handlers::two_step::qr)))
         .route("/login/enrol", page(post(handlers::two_step::enrol)))
         .route("/login/continue", page(post(handlers::two_step::continue_sign_in)))
+        .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
+        .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
+        .route("/account/passkeys", page(get(handlers::passkeys::page).post(handlers::passkeys::register)))
+        .route("/account/passkeys/options", page(post(handlers::passkeys::register_options)))
+        .route("/account/passkeys/rename", page(post(handlers::passkeys::rename)))
+        .route("/account/passkeys/remove", page(post(handlers::passkeys::remove)))
+        .route("/account/passkeys/reauth", page(post(handlers::passkeys::reauth)))
+        .route("/login/passkey/options", page(post(handlers::passkeys::sign_in_options)))
+        .route("/login/passkey", page(post(handlers::passkeys::sign_in)))
+        .route("/login/two-step/passkey/options", page(post(handlers::passkeys::second_factor_options)))
+        .route("/login/two-step/passkey", page(post(handlers::passkeys::second_factor)))
+        .route("/login/enrol/passkey/options", page(post(handlers::passkeys::enrol_options)))
+        .route("/login/enrol/passkey", page(post(handlers::passkeys::enrol)))
+        .route("/assets/passkey.js", page(get(handlers::discovery::passkey_script)))
         .route("/account", page(get(handlers::account::overview).post(handlers::account::save_profile)))
         .route("/account/password", page(get(handlers::account_password::get).post(handlers::account_password::post)))
         .route("/account/sessions", page(get(handlers::account_sessions::get).post(handlers::account_sessions::post)))
         .route("/account/apps", page(get(handlers::account_apps::get).post(handlers::account_apps::post)))
         .route("/account/activity", page(get(handlers::account_activity::get)))
-        .route("/account/two-step", page(get(handlers::account_two_step::page).post(handlers::account_two_step::post)))
-        .route("/account/two-step/qr.svg", page(get(handlers::account_two_step::qr)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -12,10 +12,24 @@ use latchkey_proto::Scope;
 /// No script at all; styles only from our own stylesheet; no framing; no base-URI tricks.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// For pages that run the passkey ceremony: our own script file and requests to our own origin,
+/// still no inline script (`/assets/passkey.js`).
+const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+                               img-src 'self'; base-uri 'none'; frame-ancestors 'none'";
+
 pub fn html(status: StatusCode, body: String) -> Response {
+    with_csp(status, body, CSP)
+}
+
+/// [`html`] for a page that loads `/assets/passkey.js` (when `script`).
+pub fn html_with_script(status: StatusCode, body: String, script: bool) -> Response {
+    with_csp(status, body, if script { CSP_WITH_SCRIPT } else { CSP })
+}
+
+fn with_csp(status: StatusCode, body: String, csp: &'static str) -> Response {
     let mut res = (status, Html(body)).into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -47,6 +61,8 @@ pub struct LoginPage<'a> {
     pub error: Option<&'a str>,
     /// Other ways forward, as the deployment offers them.
     pub links: Vec<Link>,
+    /// Offer "Sign in with a passkey" (the page then needs [`html_with_script`]).
+    pub passkeys: bool,
 }
 
 pub fn login(p: &LoginPage<'_>) -> String {
@@ -118,6 +134,49 @@ pub fn consent(p: &ConsentPage<'_>) -> String {
     })
 }
 
+/// One passkey as `/account/passkeys` lists it.
+pub struct PasskeyItem {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    pub last_used: Option<String>,
+    pub syncable: bool,
+    pub backed_up: bool,
+}
+
+/// `/account/passkeys`.
+#[derive(Template)]
+#[template(path = "account_passkeys.html")]
+pub struct AccountPasskeys<'a> {
+    pub section: &'static str,
+    pub passkeys: Vec<PasskeyItem>,
+    pub csrf: &'a str,
+    /// Passkeys are available (the issuer has a domain name).
+    pub enabled: bool,
+    /// The sign-in is recent enough to add a passkey.
+    pub fresh: bool,
+    pub window_minutes: u64,
+    pub suggested: &'a str,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// A time as people read it, in UTC: "2026-12-03 16:24 UTC".
+pub fn date(t: i64) -> String {
+    // Days to a civil date (Howard Hinnant's algorithm, proleptic Gregorian).
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, secs % 3600 / 60)
+}
+
 #[derive(Template)]
 #[template(path = "logout_confirm.html")]
 struct LogoutConfirm<'a> {
@@ -162,8 +221,10 @@ mod tests {
             username: "a\"b",
             error: Some("<b>"),
             links: Vec::new(),
+            passkeys: true,
         });
         assert!(!page.contains("<script>alert"));
+        assert!(page.contains(r#"<script src="/assets/passkey.js" defer></script>"#), "the script file, never inline");
         assert!(!page.contains("\"><x"));
         assert!(!page.contains("<b>"), "the error message is escaped");
         assert!(
@@ -171,5 +232,12 @@ mod tests {
             "{page}"
         );
         assert!(page.contains(r#"<label for="password">Password</label>"#));
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(date(1_796_401_440), "2026-12-04 16:24 UTC");
     }
 }

@@ -14,6 +14,18 @@ pub struct TwoStepPage<'a> {
     pub error: Option<&'a str>,
     pub totp: bool,
     pub recovery_code: bool,
+    /// A passkey is accepted: "Use a passkey" (the page then needs `pages::html_with_script`).
+    pub passkey: bool,
+}
+
+/// `GET /login/two-step` where a passkey is required and the user has none: add one now.
+#[derive(Template)]
+#[template(path = "two_step_passkey_enrol.html")]
+pub struct PasskeyEnrolPage<'a> {
+    pub client_name: &'a str,
+    pub username: &'a str,
+    pub pending: &'a str,
+    pub csrf: &'a str,
 }
 
 /// Setting up a TOTP app while signing in (`pending` set, posts to `/login/enrol`).

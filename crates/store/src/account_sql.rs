@@ -1,7 +1,13 @@
 //! The account store's SQL, shared word for word by both backends where they agree (SQLite reads
 //! `$1` as a named parameter bound by position: each statement names its parameters in order).
 
-use crate::sqlite::SESSION_COLS;
+/// The columns of a session, in `session_row` order.
+pub const SESSION_COLS: &str = "hash, sid, user_id, auth_time, expires_at, network, device, amr, acr";
+
+/// A session row, as written by a sign-in and by `db copy`.
+pub const INSERT_SESSION: &str =
+    "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at, network, device, amr, acr)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// The columns of a consent, in `consent_row` order; `claims` are space-separated claim names.
 pub const CONSENT_COLS: &str = "user_id, client_id, scope, updated_at, claims";
@@ -36,19 +42,18 @@ pub fn user_sessions() -> String {
     format!("SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY auth_time DESC, sid")
 }
 
-/// The sessions of user `$1` to end: the one `$2`, every one but `$2`, or all of them. Only the
-/// user's own are ever selected; each is then ended by `session_end`'s `take_session`, which
-/// reports it only if this call deleted it and queues its logout tokens.
-pub const SELECT_ONE: &str = "SELECT sid FROM sessions WHERE user_id = $1 AND sid = $2";
-pub const SELECT_ALL_EXCEPT: &str = "SELECT sid FROM sessions WHERE user_id = $1 AND sid <> $2 ORDER BY sid";
-pub const SELECT_ALL: &str = "SELECT sid FROM sessions WHERE user_id = $1 ORDER BY sid";
+/// Ends sessions of user `$1`: the one `$2`, every one but `$2`, or all of them; each returns the
+/// sids it deleted (for `*_session_end::ended_sessions`, which queues their logout tokens).
+pub const END_ONE: &str = "DELETE FROM sessions WHERE user_id = $1 AND sid = $2 RETURNING sid";
+pub const END_ALL_EXCEPT: &str = "DELETE FROM sessions WHERE user_id = $1 AND sid <> $2 RETURNING sid";
+pub const END_ALL: &str = "DELETE FROM sessions WHERE user_id = $1 RETURNING sid";
 
 /// The grants bound to ended session `$2` die with it at `$1` (those without offline_access).
 pub const REVOKE_SESSION_GRANTS: &str =
     "UPDATE grants SET revoked_at = $1 WHERE sid = $2 AND NOT offline AND revoked_at IS NULL";
 
-/// A locked user's grants, all of them (revoked at `$1`, of user `$2`), and their unredeemed codes
-/// (`$1` user id); their sessions end through `session_end`.
+/// A locked user's access, all of it (revoked at `$1`, of user `$2`; the sessions end through
+/// `*_session_end::end_user_sessions`, which queues their logout tokens).
 pub const LOCK_REVOKE_GRANTS: &str = "UPDATE grants SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
 pub const LOCK_DELETE_CODES: &str = "DELETE FROM codes WHERE user_id = $1 AND used_at IS NULL";
 

@@ -22,9 +22,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::account_sql::SESSION_COLS;
 use crate::postgres_schema::MIGRATIONS;
 use crate::postgres_session_end::{end_user_sessions, take_session};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 
 /// Connections per instance. PostgreSQL's default `max_connections` is 100: room for several
 /// instances plus the admin commands.
@@ -441,7 +442,7 @@ impl PostgresStore {
         if let Some(hash) = hash {
             tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
         }
-        let ended = crate::postgres_session_end::end_user_sessions_except(&tx, &id, keep_sid, now).await?;
+        let ended = end_user_sessions(&tx, &id, keep_sid, now).await?;
         let mut grants_revoked = 0;
         if revoke {
             grants_revoked = tx
@@ -461,7 +462,7 @@ impl PostgresStore {
         };
         let id: String = row.get(0);
         // Sessions first: their clients are read from the grants deleted next.
-        let ended = end_user_sessions(&tx, &id, now).await?;
+        let ended = end_user_sessions(&tx, &id, None, now).await?;
         for sql in [
             "DELETE FROM grants WHERE user_id = $1",
             "DELETE FROM codes WHERE user_id = $1",
@@ -566,6 +567,29 @@ pub(crate) fn consent_row(r: &Row) -> anyhow::Result<ConsentRecord> {
     })
 }
 
+pub(crate) async fn insert_session_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    x: &SessionRecord,
+) -> anyhow::Result<()> {
+    let stmt = tx.prepare_cached(crate::account_sql::INSERT_SESSION).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &x.hash.as_str(),
+            &x.sid,
+            &x.user_id,
+            &x.auth_time,
+            &x.expires_at,
+            &x.meta.network,
+            &x.meta.device,
+            &x.authn.amr_text(),
+            &x.authn.acr().as_str(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// [`SESSION_COLS`] from column 0.
 pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -574,39 +598,13 @@ pub(crate) fn session_row(r: &Row) -> anyhow::Result<SessionRecord> {
         user_id: r.try_get(2)?,
         auth_time: r.try_get(3)?,
         expires_at: r.try_get(4)?,
-        authn: authn_of(r.try_get(5)?, r.try_get(6)?)?,
-        meta: SessionMeta { network: r.try_get(7)?, device: r.try_get(8)? },
+        meta: SessionMeta { network: r.try_get(5)?, device: r.try_get(6)? },
+        authn: authn_of(r.try_get(7)?, r.try_get(8)?)?,
     })
 }
 
 pub(crate) fn authn_of(amr: &str, acr: &str) -> anyhow::Result<Authentication> {
     Authentication::from_stored(amr, acr).map_err(|e| anyhow!("stored session: {e}"))
-}
-
-pub(crate) async fn insert_session_row(
-    tx: &deadpool_postgres::Transaction<'_>,
-    s: &SessionRecord,
-) -> anyhow::Result<()> {
-    let stmt = tx
-        .prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
-        .await?;
-    let amr = s.authn.amr_text();
-    tx.execute(
-        &stmt,
-        &[
-            &s.hash.as_str(),
-            &s.sid,
-            &s.user_id,
-            &s.auth_time,
-            &s.expires_at,
-            &amr,
-            &s.authn.acr().as_str(),
-            &s.meta.network,
-            &s.meta.device,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 pub(crate) fn key_row(r: &Row) -> anyhow::Result<KeyRecord> {
@@ -940,21 +938,13 @@ impl Store for PostgresStore {
     }
 
     async fn session(&self, hash: &TokenHash, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        self.opt(
-            &format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2"),
-            &[&hash.as_str(), &now],
-            session_row,
-        )
-        .await
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE hash = $1 AND expires_at > $2");
+        self.opt(&sql, &[&hash.as_str(), &now], session_row).await
     }
 
     async fn session_by_sid(&self, sid: &str, now: UnixTime) -> StoreResult<Option<SessionRecord>> {
-        self.opt(
-            &format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2"),
-            &[&sid, &now],
-            session_row,
-        )
-        .await
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE sid = $1 AND expires_at > $2");
+        self.opt(&sql, &[&sid, &now], session_row).await
     }
 
     async fn remove_session(&self, hash: &TokenHash) -> StoreResult<()> {

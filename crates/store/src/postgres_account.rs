@@ -14,6 +14,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::account_sql as sql;
 use crate::postgres::{PostgresStore, client_id_of, consent_row, scope_of, session_row};
+use crate::postgres_session_end::{end_user_sessions, ended_sessions};
 
 /// Attempts for a transaction that hit a deadlock or a serialization failure.
 const ATTEMPTS: u32 = 5;
@@ -61,8 +62,7 @@ impl PostgresStore {
         let user_id: String = row.try_get(0)?;
         let mut out = UserRevocation { user_id, ..Default::default() };
         if let Some(now) = locked_at {
-            // Their clients get back-channel logout tokens, queued in this transaction.
-            out.ended = crate::postgres_session_end::end_user_sessions(&tx, &out.user_id, now).await?;
+            out.ended = end_user_sessions(&tx, &out.user_id, None, now).await?;
             out.sessions_ended = out.ended.len() as u64;
             out.grants_revoked = tx.execute(sql::LOCK_REVOKE_GRANTS, &[&now, &out.user_id]).await?;
             tx.execute(sql::LOCK_DELETE_CODES, &[&out.user_id]).await?;
@@ -80,23 +80,17 @@ impl PostgresStore {
         let mut c = self.object().await?;
         let tx = Self::begin(&mut c).await?;
         let rows = match which {
-            SessionSelector::One(sid) => tx.query(sql::SELECT_ONE, &[&user_id, sid]).await?,
-            SessionSelector::AllExcept(sid) => tx.query(sql::SELECT_ALL_EXCEPT, &[&user_id, sid]).await?,
-            SessionSelector::All => tx.query(sql::SELECT_ALL, &[&user_id]).await?,
+            SessionSelector::One(sid) => tx.query(sql::END_ONE, &[&user_id, sid]).await?,
+            SessionSelector::AllExcept(sid) => tx.query(sql::END_ALL_EXCEPT, &[&user_id, sid]).await?,
+            SessionSelector::All => tx.query(sql::END_ALL, &[&user_id]).await?,
         };
-        let mut ended = Vec::new();
-        for r in rows {
-            let sid: String = r.try_get(0)?;
-            // Ended (and its logout tokens queued) only if this statement deleted it: of
-            // concurrent calls on one session, one reports it.
-            let e = crate::postgres_session_end::take_session(&tx, &sid, now).await?;
-            if !e.is_empty() {
-                tx.execute(sql::REVOKE_SESSION_GRANTS, &[&now, &sid]).await?;
-            }
-            ended.extend(e.0);
+        let sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+        let ended = ended_sessions(&tx, user_id, sids, now).await?;
+        for s in ended.iter() {
+            tx.execute(sql::REVOKE_SESSION_GRANTS, &[&now, &s.sid]).await?;
         }
         tx.commit().await?;
-        Ok(EndedSessions(ended))
+        Ok(ended)
     }
 
     async fn user_apps_once(&self, user_id: &str, now: UnixTime) -> anyhow::Result<Vec<AppRecord>> {

@@ -6,11 +6,11 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use tokio_postgres::IsolationLevel;
 
-use crate::account_sql::CONSENT_COLS;
+use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
 use crate::postgres::*;
 use crate::postgres_resources::{INSERT_RESOURCE, resource_row};
 use crate::purge_sql::{self, Param};
-use crate::sqlite::{CODE_COLS, GRANT_COLS, SESSION_COLS, USER_COLS};
+use crate::sqlite::{CODE_COLS, GRANT_COLS, USER_COLS};
 use crate::sqlite_resources::RESOURCE_COLS;
 
 pub(crate) async fn purge(s: &PostgresStore, now: UnixTime, policy: &PurgePolicy) -> anyhow::Result<TableCounts> {
@@ -92,6 +92,7 @@ pub(crate) async fn export(s: &PostgresStore) -> anyhow::Result<Snapshot> {
         signup_holds: rows!(crate::email_link_sql::ALL_HOLDS, crate::postgres_email_link::hold_row),
         totp: rows!(crate::factors_sql::ALL_TOTP, crate::postgres_factors::totp_row),
         recovery_codes: rows!(crate::factors_sql::ALL_RECOVERY, crate::postgres_factors::recovery_row),
+        passkeys: rows!(&crate::passkey_sql::all(), crate::postgres_passkey::passkey_row),
     };
     tx.commit().await?;
     Ok(snapshot)
@@ -113,6 +114,15 @@ pub(crate) async fn import(s: &PostgresStore, snap: &Snapshot) -> anyhow::Result
         tx.execute(&stmt, &user_params(u, &profile)).await.with_context(|| format!("user {}", u.username))?;
     }
     crate::postgres_factors::import(&tx, snap).await?;
+    // After the users: a passkey belongs to one. A credential id already there fails the import.
+    for p in &snap.passkeys {
+        let count = i64::from(p.sign_count);
+        let n = tx
+            .execute(crate::passkey_sql::INSERT, &crate::postgres_passkey::insert_params(p, &count))
+            .await
+            .with_context(|| format!("passkey {}", p.cred_id))?;
+        anyhow::ensure!(n == 1, "passkey {} already exists", p.cred_id);
+    }
     for k in &snap.signing_keys {
         insert_key(&tx, k).await.with_context(|| format!("signing key {}", k.kid))?;
     }

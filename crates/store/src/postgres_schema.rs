@@ -243,7 +243,31 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX partial_sign_ins_by_user ON partial_sign_ins (user_id, created_at);
     CREATE INDEX partial_sign_ins_by_expiry ON partial_sign_ins (expires_at);
     "#,
-    // Issue 13, part "account" (SQLite: the same): the standard claims of OpenID Connect Core
+    // 8 (SQLite 11) (issue 13, passkeys; part "passkey").
+    r#"
+    CREATE TABLE passkeys (
+        cred_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        user_handle TEXT NOT NULL,
+        name TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        sign_count BIGINT NOT NULL,
+        backup_eligible BOOLEAN NOT NULL,
+        backup_state BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT
+    );
+    CREATE INDEX passkeys_by_user ON passkeys (user_id, created_at);
+    CREATE TABLE webauthn_ceremonies (
+        id_hash TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        source TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX webauthn_ceremonies_by_source ON webauthn_ceremonies (source, expires_at);
+    CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies (expires_at);
+    "#,
+    // 9 (SQLite 12): issue 13, part "account": the standard claims of OpenID Connect Core
     // §5.1, the lock, where a session was signed in, the `claims` request parameter on codes and
     // grants, and claims allowed individually on consents.
     r#"

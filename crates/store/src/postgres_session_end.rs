@@ -23,21 +23,28 @@ pub(crate) async fn take_session(tx: &Transaction<'_>, sid: &str, now: UnixTime)
     Ok(ended)
 }
 
-/// Deletes every session of user `id` in `tx`; returns those this statement deleted, their
-/// logout tokens queued at `now`.
-pub(crate) async fn end_user_sessions(tx: &Transaction<'_>, id: &str, now: UnixTime) -> anyhow::Result<EndedSessions> {
-    end_user_sessions_except(tx, id, None, now).await
-}
-
-/// [`end_user_sessions`], keeping session `keep` if given.
-pub(crate) async fn end_user_sessions_except(
+/// Deletes every session of user `id` but `keep_sid` in `tx`; returns those this statement
+/// deleted, their logout tokens queued at `now`.
+pub(crate) async fn end_user_sessions(
     tx: &Transaction<'_>,
     id: &str,
-    keep: Option<&str>,
+    keep_sid: Option<&str>,
     now: UnixTime,
 ) -> anyhow::Result<EndedSessions> {
-    let rows = tx.query(sql::DELETE_USER_SESSIONS_EXCEPT, &[&id, &keep]).await?;
-    let mut sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+    let rows = tx.query(sql::DELETE_USER_SESSIONS, &[&id, &keep_sid.unwrap_or("")]).await?;
+    let sids = rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<Vec<_>, _>>()?;
+    ended_sessions(tx, id, sids, now).await
+}
+
+/// Sessions `sids` of user `id`, just deleted in `tx` (by the statement that returned them):
+/// reports them as ended, with their clients, and queues their logout tokens at `now`. Every
+/// operation that deletes sessions passes what its `DELETE … RETURNING` returned here.
+pub(crate) async fn ended_sessions(
+    tx: &Transaction<'_>,
+    id: &str,
+    mut sids: Vec<String>,
+    now: UnixTime,
+) -> anyhow::Result<EndedSessions> {
     sids.sort();
     let mut out = Vec::with_capacity(sids.len());
     for sid in sids {

@@ -94,6 +94,7 @@ pub fn statements() -> Vec<(Field, Param, String)> {
                 latchkey_core::email_link::UNVERIFIED_SIGNUP_TTL
             ),
         ),
+        (|c| &mut c.webauthn_ceremonies, Param::Now, crate::passkey_sql::DELETE_EXPIRED_CEREMONIES.into()),
     ]
 }
 
@@ -106,7 +107,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 16;
+pub const COUNTED: usize = 18;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -120,7 +121,8 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM codes), (SELECT count(*) FROM grants), (SELECT count(*) FROM refresh_tokens),
     (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events),
     (SELECT count(*) FROM client_metadata_documents), (SELECT count(*) FROM outbox),
-    (SELECT count(*) FROM email_links), (SELECT count(*) FROM signup_holds)";
+    (SELECT count(*) FROM email_links), (SELECT count(*) FROM signup_holds), (SELECT count(*) FROM passkeys),
+    (SELECT count(*) FROM webauthn_ceremonies)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -142,5 +144,7 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         outbox: u(13),
         email_links: u(14),
         signup_holds: u(15),
+        passkeys: u(16),
+        webauthn_ceremonies: u(17),
     }
 }

@@ -8,10 +8,10 @@
 /// Deletes session `$1`; returns its user if this statement deleted it.
 pub const DELETE_SESSION: &str = "DELETE FROM sessions WHERE sid = $1 RETURNING user_id";
 
-/// Deletes every session of user `$1` but session `$2` (the account page's own when the user
-/// changes their password there; NULL keeps none); returns the sids this statement deleted.
-pub const DELETE_USER_SESSIONS_EXCEPT: &str =
-    "DELETE FROM sessions WHERE user_id = $1 AND sid IS DISTINCT FROM $2 RETURNING sid";
+/// Deletes every session of user `$1` but `$2` (the account page's own when its user changes
+/// their password there; `''`, which no sid is, to keep none); returns the sids this statement
+/// deleted.
+pub const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1 AND sid <> $2 RETURNING sid";
 
 /// The clients with a grant made in session `$1`, revoked or not: each got an ID token with this
 /// `sid`. Read in the transaction that ended the session, before a user's removal deletes them.

@@ -11,6 +11,7 @@ use latchkey_proto::{ClientId, CodeChallenge, Nonce, RedirectUri, ResourceUri, S
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::account_sql::SESSION_COLS;
 use crate::sqlite_conn::{Pool, StoreOptions};
 use crate::sqlite_maint;
 use crate::sqlite_session_end::{end_user_sessions, take_session};
@@ -112,7 +113,7 @@ fn end_user_access(
     keep_sid: Option<&str>,
     now: UnixTime,
 ) -> rusqlite::Result<UserRevocation> {
-    let ended = crate::sqlite_session_end::end_user_sessions_except(c, &id, keep_sid, now)?;
+    let ended = end_user_sessions(c, &id, keep_sid, now)?;
     let mut grants_revoked = 0;
     if revoke {
         grants_revoked = c
@@ -225,9 +226,6 @@ pub(crate) fn claims_json(c: &Option<latchkey_proto::ClaimsRequest>) -> Option<S
     c.as_ref().and_then(|c| serde_json::to_string(c).ok())
 }
 
-/// The columns of a session, in the order [`session_row`] reads them (shared by both backends).
-pub(crate) const SESSION_COLS: &str = "hash, sid, user_id, auth_time, expires_at, amr, acr, network, device";
-
 pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -235,8 +233,8 @@ pub(crate) fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         user_id: r.get(2)?,
         auth_time: r.get(3)?,
         expires_at: r.get(4)?,
-        authn: authn_at(r, 5)?,
-        meta: SessionMeta { network: r.get(7)?, device: r.get(8)? },
+        meta: SessionMeta { network: r.get(5)?, device: r.get(6)? },
+        authn: authn_at(r, 7)?,
     })
 }
 
@@ -258,22 +256,6 @@ pub(crate) fn authn_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Authentication
 
 fn authn_of(amr: &str, acr: &str, i: usize) -> rusqlite::Result<Authentication> {
     Authentication::from_stored(amr, acr).map_err(|e| conv(i)(Invalid(e)))
-}
-
-/// Inserts a session row (inside the caller's transaction, if any).
-pub(crate) fn insert_session_row(c: &Connection, s: &SessionRecord) -> rusqlite::Result<usize> {
-    c.prepare_cached(&format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
-        .execute(params![
-            s.hash.as_str(),
-            s.sid,
-            s.user_id,
-            s.auth_time,
-            s.expires_at,
-            s.authn.amr_text(),
-            s.authn.acr().as_str(),
-            s.meta.network,
-            s.meta.device
-        ])
 }
 
 /// `hash, grant_id, scope, issued_at, expires_at, consumed_at, cached_response` from column 0.
@@ -415,6 +397,20 @@ pub(crate) fn insert_consent(c: &Connection, sql: &str, x: &ConsentRecord) -> ru
     ])
 }
 
+pub(crate) fn insert_session_row(c: &Connection, x: &SessionRecord) -> rusqlite::Result<usize> {
+    c.prepare_cached(crate::account_sql::INSERT_SESSION)?.execute(params![
+        x.hash.as_str(),
+        x.sid,
+        x.user_id,
+        x.auth_time,
+        x.expires_at,
+        x.meta.network,
+        x.meta.device,
+        x.authn.amr_text(),
+        x.authn.acr().as_str()
+    ])
+}
+
 /// A grant with its first tokens, inside the caller's transaction.
 fn insert_issuance(tx: &Connection, issue: &Issuance) -> rusqlite::Result<()> {
     insert_grant_row(tx, &issue.grant)?;
@@ -533,7 +529,7 @@ impl Store for SqliteStore {
                 tx.query_row("SELECT id FROM users WHERE username = ?1", [&name], |r| r.get(0)).optional()?;
             let Some(id) = id else { return Ok(None) };
             // Sessions first: their clients are read from the grants deleted next.
-            let ended = end_user_sessions(&tx, &id, now)?;
+            let ended = end_user_sessions(&tx, &id, None, now)?;
             for sql in [
                 "DELETE FROM grants WHERE user_id = ?1",
                 "DELETE FROM codes WHERE user_id = ?1",
@@ -720,17 +716,27 @@ impl Store for SqliteStore {
         let s = s.clone();
         self.write(move |c| {
             let tx = c.savepoint()?;
-            // A locked user gets no session: checked and inserted in the single writer's
-            // transaction, so a `user lock` (another write) comes wholly before or after.
-            let locked = tx
-                .prepare_cached("SELECT 1 FROM users WHERE id = ?1 AND locked_at IS NOT NULL")?
-                .query_row([&s.user_id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if locked {
+            // The lock check and the insert are one statement, in the single writer's transaction.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (hash, sid, user_id, auth_time, expires_at, network, device, amr, acr)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                     WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = $3 AND locked_at IS NOT NULL)",
+                )?
+                .execute(params![
+                    s.hash.as_str(),
+                    s.sid,
+                    s.user_id,
+                    s.auth_time,
+                    s.expires_at,
+                    s.meta.network,
+                    s.meta.device,
+                    s.authn.amr_text(),
+                    s.authn.acr().as_str()
+                ])?;
+            if inserted == 0 {
                 return Ok(None);
             }
-            insert_session_row(&tx, &s)?;
             // The new session always stays, even beside one logged in within the same second: the
             // others beyond the newest `keep - 1` end.
             let evicted: Vec<String> = tx

@@ -13,6 +13,12 @@ use rusqlite::{OptionalExtension, params};
 
 use crate::account_sql as sql;
 use crate::sqlite::{SqliteStore, client_id_at, consent_row, scope_at, session_row, to_json};
+use crate::sqlite_session_end::{end_user_sessions, ended_sessions};
+
+/// The sid a `DELETE … RETURNING sid` returned.
+fn sid_at(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    r.get(0)
+}
 
 #[async_trait]
 impl AccountStore for SqliteStore {
@@ -43,8 +49,7 @@ impl AccountStore for SqliteStore {
             let Some(user_id) = id else { return Ok(None) };
             let mut out = UserRevocation { user_id, ..Default::default() };
             if let Some(now) = locked_at {
-                // Their clients get back-channel logout tokens, queued in this transaction.
-                out.ended = crate::sqlite_session_end::end_user_sessions(&tx, &out.user_id, now)?;
+                out.ended = end_user_sessions(&tx, &out.user_id, None, now)?;
                 out.sessions_ended = out.ended.len() as u64;
                 out.grants_revoked =
                     tx.prepare_cached(sql::LOCK_REVOKE_GRANTS)?.execute(params![now, out.user_id])? as u64;
@@ -71,31 +76,30 @@ impl AccountStore for SqliteStore {
         let (id, which) = (user_id.to_owned(), which.clone());
         self.write(move |c| {
             let tx = c.savepoint()?;
-            let sids: Vec<String> = match &which {
-                SessionSelector::One(sid) => tx
-                    .prepare_cached(sql::SELECT_ONE)?
-                    .query_map(params![id, sid], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>(),
-                SessionSelector::AllExcept(sid) => tx
-                    .prepare_cached(sql::SELECT_ALL_EXCEPT)?
-                    .query_map(params![id, sid], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>(),
-                SessionSelector::All => tx
-                    .prepare_cached(sql::SELECT_ALL)?
-                    .query_map([&id], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>(),
-            }?;
-            let mut ended = Vec::new();
-            for sid in sids {
-                // Ended (and its logout tokens queued) only if this call deleted it.
-                let e = crate::sqlite_session_end::take_session(&tx, &sid, now)?;
-                if !e.is_empty() {
-                    tx.prepare_cached(sql::REVOKE_SESSION_GRANTS)?.execute(params![now, sid])?;
-                }
-                ended.extend(e.0);
+            let sids: Vec<String> = {
+                let mut stmt;
+                let rows = match &which {
+                    SessionSelector::One(sid) => {
+                        stmt = tx.prepare_cached(sql::END_ONE)?;
+                        stmt.query_map(params![id, sid], sid_at)?
+                    }
+                    SessionSelector::AllExcept(sid) => {
+                        stmt = tx.prepare_cached(sql::END_ALL_EXCEPT)?;
+                        stmt.query_map(params![id, sid], sid_at)?
+                    }
+                    SessionSelector::All => {
+                        stmt = tx.prepare_cached(sql::END_ALL)?;
+                        stmt.query_map(params![id], sid_at)?
+                    }
+                };
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let ended = ended_sessions(&tx, &id, sids, now)?;
+            for s in ended.iter() {
+                tx.prepare_cached(sql::REVOKE_SESSION_GRANTS)?.execute(params![now, s.sid])?;
             }
             tx.commit()?;
-            Ok(EndedSessions(ended))
+            Ok(ended)
         })
         .await
     }

@@ -5,7 +5,7 @@ use latchkey_core::store::*;
 use latchkey_proto::TokenHash;
 use rusqlite::{Connection, params};
 
-use crate::account_sql::CONSENT_COLS;
+use crate::account_sql::{CONSENT_COLS, SESSION_COLS};
 use crate::purge_sql::{self, Param};
 use crate::sqlite::*;
 use crate::sqlite_resources::{RESOURCE_COLS, insert_resource_row, resource_row};
@@ -114,6 +114,10 @@ pub(crate) fn export(c: &Connection) -> rusqlite::Result<Snapshot> {
             .collect::<rusqlite::Result<_>>()?,
         totp: crate::sqlite_factors::export_totp(&tx)?,
         recovery_codes: crate::sqlite_factors::export_recovery_codes(&tx)?,
+        passkeys: tx
+            .prepare(&crate::passkey_sql::all())?
+            .query_map([], crate::sqlite_passkey::passkey_row)?
+            .collect::<rusqlite::Result<_>>()?,
     };
     tx.commit()?;
     Ok(s)
@@ -141,6 +145,12 @@ pub(crate) fn import(c: &mut Connection, s: &Snapshot) -> rusqlite::Result<()> {
         insert_user_row(&tx, u)?;
     }
     crate::sqlite_factors::import(&tx, s)?;
+    // After the users: a passkey belongs to one.
+    for p in &s.passkeys {
+        if crate::sqlite_passkey::insert_passkey_row(&tx, p)? == 0 {
+            return Err(rusqlite::Error::StatementChangedRows(0));
+        }
+    }
     for r in &s.resources {
         insert_resource_row(&tx, r)?;
     }

@@ -244,9 +244,35 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX partial_sign_ins_by_user ON partial_sign_ins (user_id, created_at);
     CREATE INDEX partial_sign_ins_by_expiry ON partial_sign_ins (expires_at);
     "#,
-    // Issue 13, part "account": the standard claims of OpenID Connect Core §5.1 (a JSON profile,
-    // `updated_at`), the lock, where a session was signed in, the `claims` request parameter on
-    // codes and grants, and claims allowed individually on consents.
+    // 11 (issue 13, passkeys; part "passkey"): registered WebAuthn
+    // credentials, deleted with their user, and the ceremonies in progress (single-use, bounded per
+    // source and in all, the expiry index serving the purge).
+    r#"
+    CREATE TABLE passkeys (
+        cred_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        user_handle TEXT NOT NULL,
+        name TEXT NOT NULL,
+        credential TEXT NOT NULL,
+        sign_count INTEGER NOT NULL,
+        backup_eligible INTEGER NOT NULL,
+        backup_state INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX passkeys_by_user ON passkeys (user_id, created_at);
+    CREATE TABLE webauthn_ceremonies (
+        id_hash TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        source TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX webauthn_ceremonies_by_source ON webauthn_ceremonies (source, expires_at);
+    CREATE INDEX webauthn_ceremonies_by_expiry ON webauthn_ceremonies (expires_at);
+    "#,
+    // 12: issue 13, part "account": the standard claims of OpenID Connect Core §5.1 (a JSON
+    // profile, `updated_at`), the lock, where a session was signed in, the `claims` request
+    // parameter on codes and grants, and claims allowed individually on consents.
     r#"
     ALTER TABLE users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE users ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;

@@ -10,22 +10,30 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::session_end_sql as sql;
 use crate::sqlite::{client_id_at, conv};
 
-/// Deletes every session of user `id`; returns them as ended, their logout tokens queued.
-pub(crate) fn end_user_sessions(c: &Connection, id: &str, now: UnixTime) -> rusqlite::Result<EndedSessions> {
-    end_user_sessions_except(c, id, None, now)
-}
-
-/// [`end_user_sessions`], keeping session `keep` if given.
-pub(crate) fn end_user_sessions_except(
+/// Deletes every session of user `id` but `keep_sid`; returns them as ended, their logout tokens
+/// queued.
+pub(crate) fn end_user_sessions(
     c: &Connection,
     id: &str,
-    keep: Option<&str>,
+    keep_sid: Option<&str>,
     now: UnixTime,
 ) -> rusqlite::Result<EndedSessions> {
-    let mut sids: Vec<String> = c
-        .prepare_cached(sql::DELETE_USER_SESSIONS_EXCEPT)?
-        .query_map(params![id, keep], |r| r.get(0))?
+    let sids: Vec<String> = c
+        .prepare_cached(sql::DELETE_USER_SESSIONS)?
+        .query_map(params![id, keep_sid.unwrap_or("")], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    ended_sessions(c, id, sids, now)
+}
+
+/// Sessions `sids` of user `id`, just deleted in the caller's transaction (by the statement that
+/// returned them): reports them as ended, with their clients, and queues their logout tokens.
+/// Every operation that deletes sessions passes what its `DELETE … RETURNING` returned here.
+pub(crate) fn ended_sessions(
+    c: &Connection,
+    id: &str,
+    mut sids: Vec<String>,
+    now: UnixTime,
+) -> rusqlite::Result<EndedSessions> {
     sids.sort();
     let mut out = Vec::with_capacity(sids.len());
     for sid in sids {

@@ -24,6 +24,8 @@ mod account;
 mod ended_sessions;
 #[path = "conformance/factors.rs"]
 mod factors;
+#[path = "conformance/passkeys.rs"]
+mod passkeys;
 
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
@@ -41,8 +43,8 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         auth_after: None,
         resource: None,
         purpose: Default::default(),
-        claims: None,
         acr: None,
+        claims: None,
     }
 }
 
@@ -104,8 +106,8 @@ fn code(hash: &str) -> CodeRecord {
         used_at: None,
         grant_id: None,
         resource: None,
-        claims: None,
         authn: Authentication::of(&[Method::Password, Method::Totp]),
+        claims: None,
     }
 }
 
@@ -123,8 +125,8 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
-            claims: None,
             authn: Some(Authentication::of(&[Method::Password, Method::RecoveryCode])),
+            claims: None,
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -219,11 +221,11 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
         auth_after: Some(42),
         resource: Some(ResourceUri::parse("https://a.example/mcp").unwrap()),
         purpose: latchkey_core::account::SignInPurpose::Account { next: "/account/passkeys".into() },
+        acr: Some(AcrRequest { values: vec![Acr::PhishingResistant, Acr::TwoFactor], essential: true }),
         claims: Some(
             latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#)
                 .unwrap(),
         ),
-        acr: Some(AcrRequest { values: vec![Acr::PhishingResistant, Acr::TwoFactor], essential: true }),
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));
@@ -534,6 +536,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             outbox: 1,
             email_links: 0,
             signup_holds: 0,
+            passkeys: 0,
+            webauthn_ceremonies: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -556,6 +560,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             outbox: 0,
             email_links: 0,
             signup_holds: 0,
+            passkeys: 0,
+            webauthn_ceremonies: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -1018,6 +1024,7 @@ where
     registrations_are_deduplicated_managed_throttled_and_purged(make().await).await;
     identical_registrations_at_once_create_one_client(make().await).await;
     metadata_documents_are_cached_until_they_expire_and_bounded(make().await).await;
+    account::checks(&make).await;
     outbox_jobs_are_claimed_retried_buried_and_completed(make().await).await;
     the_outbox_cap_holds_under_a_burst(make().await).await;
     outbox_claims_are_exclusive(&[make().await]).await;
@@ -1035,7 +1042,7 @@ where
     factors::a_partial_sign_in_is_taken_once_and_bounded(&[make().await]).await;
     factors::a_step_up_upgrades_one_live_session_once(&[make().await]).await;
     factors::resetting_and_removing_a_user_remove_their_factors(make().await).await;
-    account::checks(&make).await;
+    passkeys::suite(&make).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1083,7 +1090,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 7);
+    assert_eq!(s.migrate().await.unwrap(), 9);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -1643,4 +1650,12 @@ async fn postgres_second_factors_are_single_use_across_instances() {
     factors::a_recovery_code_is_used_once(&fresh().await).await;
     factors::a_partial_sign_in_is_taken_once_and_bounded(&fresh().await).await;
     factors::a_step_up_upgrades_one_live_session_once(&fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passkey_rules_hold_across_instances() {
+    let Some(db) = TestDatabase::create("passkeys").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    passkeys::across_instances(a, b).await;
 }

@@ -117,8 +117,8 @@ impl Provider {
             auth_after: None,
             resource: None,
             purpose: SignInPurpose::Account { next },
-            claims: None,
             acr: None,
+            claims: None,
         };
         let id = self.save_pending(&pending, ip, now).await?;
         Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })

@@ -77,7 +77,12 @@ impl Provider {
         let change = PasswordChange { grants: ExistingGrants::Revoke, keep_sid: Some(&a.session.sid), by: "user", ip };
         match crate::admin::set_password_with(self.store.as_ref(), &self.hasher, &user.username, new, change, now).await
         {
-            Ok(Some(r)) => Ok(PasswordOutcome::Changed(r)),
+            Ok(Some(r)) => {
+                // The other sessions ended: their clients' logout tokens, queued by the store in
+                // the same transaction, leave now.
+                self.sessions_ended(&r.ended);
+                Ok(PasswordOutcome::Changed(r))
+            }
             // Removed meanwhile: there is no password to change.
             Ok(None) => Ok(PasswordOutcome::Invalid("This account no longer exists.".into())),
             Err(AdminError::Invalid(m)) => Ok(PasswordOutcome::Invalid(capitalised(&m))),

@@ -240,17 +240,24 @@ impl Provider {
     }
 }
 
-/// `latchkey user reset-factors`: removes the user's TOTP secret, recovery codes and pending
-/// second-factor steps, for a person who lost them. Returns (TOTP removed, recovery codes
-/// removed), or `None` when there is no such user. Audited.
-pub async fn reset_factors(store: &dyn Store, username: &str, now: UnixTime) -> Result<Option<(bool, u64)>, Error> {
+/// `latchkey user reset-factors`: removes the user's TOTP secret, recovery codes, pending
+/// second-factor steps and passkeys, for a person who lost them. Returns (TOTP removed, recovery
+/// codes removed, passkeys removed), or `None` when there is no such user. Audited.
+pub async fn reset_factors(
+    store: &dyn Store,
+    username: &str,
+    now: UnixTime,
+) -> Result<Option<(bool, u64, u64)>, Error> {
     let Some(user) = store.user_by_username(username).await? else { return Ok(None) };
     let (totp, codes) = store.reset_factors(&user.id).await?;
-    let e = audit::Event {
-        user_id: Some(&user.id),
-        detail: Some(json!({ "totp_removed": totp, "recovery_codes_removed": codes, "by": "administrator" })),
-        ..Default::default()
-    };
+    let passkeys = store.remove_user_passkeys(&user.id).await?;
+    let detail = json!({
+        "totp_removed": totp,
+        "recovery_codes_removed": codes,
+        "passkeys_removed": passkeys,
+        "by": "administrator",
+    });
+    let e = audit::Event { user_id: Some(&user.id), detail: Some(detail), ..Default::default() };
     audit::record(store, now, "factors_reset", e).await;
-    Ok(Some((totp, codes)))
+    Ok(Some((totp, codes, passkeys)))
 }

@@ -133,9 +133,6 @@ pub struct PartialSignIn {
     /// What the step needs ([`Next::Ask`] or [`Next::Enrol`]).
     pub need: Next,
     pub expires_at: UnixTime,
-    /// Where and on what the sign-in started, for the session it makes (`crate::sessions`).
-    #[serde(default)]
-    pub meta: crate::store::SessionMeta,
 }
 
 /// Partial sign-ins kept per user; a new one evicts the oldest beyond this. Only a correct

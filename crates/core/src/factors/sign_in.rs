@@ -91,13 +91,13 @@ impl Provider {
     pub async fn enrolled(&self, user_id: &str) -> Result<Enrolled, Error> {
         let totp = self.store.totp(user_id).await?.is_some_and(|t| t.confirmed_at.is_some());
         let recovery_codes = self.store.recovery_codes_left(user_id).await?;
-        Ok(Enrolled { totp, recovery_codes, passkeys: 0 })
+        let passkeys = u32::try_from(self.store.user_passkeys(user_id).await?.len()).unwrap_or(u32::MAX);
+        Ok(Enrolled { totp, recovery_codes, passkeys })
     }
 
     /// Starts the step after a correct password (`step_up: None`) or on an existing session
     /// (`step_up`: its token hash): stores the partial sign-in under a fresh cookie and, for a
     /// TOTP enrolment, a fresh unconfirmed secret.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn begin_second_factor(
         &self,
         pending_id: &str,
@@ -105,7 +105,6 @@ impl Provider {
         authn: Authentication,
         step_up: Option<&TokenHash>,
         need: Next,
-        meta: crate::store::SessionMeta,
         now: UnixTime,
     ) -> Result<Step, Error> {
         if need == (Next::Enrol { level: Acr::TwoFactor }) {
@@ -119,7 +118,6 @@ impl Provider {
             step_up: step_up.map(|h| h.as_str().to_owned()),
             need,
             expires_at: now + self.config.pending_ttl as UnixTime,
-            meta,
         };
         self.store.insert_partial_sign_in(&token.hash(), &partial, now).await?;
         Ok(Step::SecondFactor { pending: pending_id.to_owned(), cookie: Some(token) })
@@ -134,7 +132,7 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Step, Error> {
         let (user, authn) = (&session.user_id, session.authn.clone());
-        self.begin_second_factor(&pending_id, user, authn, Some(&session.hash), need, session.meta.clone(), now).await
+        self.begin_second_factor(&pending_id, user, authn, Some(&session.hash), need, now).await
     }
 
     /// Stores a fresh unconfirmed TOTP secret for `user_id` (sealed when a key-encryption key is
@@ -157,7 +155,7 @@ impl Provider {
     }
 
     /// The partial sign-in this browser holds for `pending_id`, with the request and its client.
-    async fn partial(
+    pub(crate) async fn partial(
         &self,
         pending_id: &str,
         cookie: Option<&PartialSignInToken>,
@@ -334,13 +332,14 @@ impl Provider {
             Checked::Refused(r) => return refused(r).await,
         };
         let Some(cookie) = cookie else { return Ok(Err(expired_step())) };
-        self.complete(pending_id, cookie, session, &pending, &client, method, device, now, factor.kind()).await
+        let meta = crate::sessions::meta(ip, None);
+        self.complete(pending_id, cookie, session, &pending, &client, method, device, meta, now, factor.kind()).await
     }
 
     /// The end of a successful step: the partial sign-in is taken (single use), then the session
     /// is created or upgraded, and the sign-in goes on.
     #[allow(clippy::too_many_arguments)]
-    async fn complete(
+    pub(crate) async fn complete(
         &self,
         pending_id: &str,
         cookie: &PartialSignInToken,
@@ -349,13 +348,14 @@ impl Provider {
         client: &ClientRecord,
         method: Method,
         device: Option<&str>,
+        meta: crate::store::SessionMeta,
         now: UnixTime,
         factor: &'static str,
     ) -> Result<Result<TwoStepOutcome, Step>, Error> {
         let Some(partial) = self.store.take_partial_sign_in(&cookie.hash(), now).await? else {
             return Ok(Err(expired_step()));
         };
-        let Some((token, session)) = self.session_for(&partial, session_cookie, method, now).await? else {
+        let Some((token, session)) = self.session_for(&partial, session_cookie, method, meta, now).await? else {
             return Ok(Err(expired_step()));
         };
         let e = audit::Event {
@@ -380,12 +380,14 @@ impl Provider {
         partial: &PartialSignIn,
         session_cookie: Option<&SessionToken>,
         method: Method,
+        meta: crate::store::SessionMeta,
         now: UnixTime,
     ) -> Result<Option<(SessionToken, SessionRecord)>, Error> {
         let authn = partial.authn.with(&[method]);
         let Some(old) = &partial.step_up else {
-            // `None` (no session) when the user was locked during the step.
-            return self.create_session(&partial.user_id, authn, partial.meta.clone(), now).await;
+            // `None` as well for a user locked since the password step: the lock is checked in the
+            // same atomic step as the insert, and the sign-in ends as an expired one.
+            return self.create_session(&partial.user_id, authn, meta, now).await;
         };
         // The step-up upgrades the session of the browser that started it, and nothing else: a
         // session cookie that changed meanwhile (signed out, someone else signed in) ends it.
@@ -457,7 +459,9 @@ impl Provider {
             // Replaced by a setup in another tab between the check and now: nothing is set up.
             return Ok(Err(expired_step()));
         }
-        let Some((token, _)) = self.session_for(&partial, session, Method::Totp, now).await? else {
+        let Some((token, _)) =
+            self.session_for(&partial, session, Method::Totp, crate::sessions::meta(ip, None), now).await?
+        else {
             return Ok(Err(expired_step()));
         };
         let e = audit::Event {

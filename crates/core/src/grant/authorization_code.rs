@@ -113,8 +113,8 @@ pub async fn exchange(
         expires_at: now + p.config.refresh_token_ttl as UnixTime,
         revoked_at: None,
         resource,
-        claims: record.claims.clone(),
         authn: Some(record.authn.clone()),
+        claims: record.claims.clone(),
     };
     let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
@@ -192,8 +192,8 @@ mod tests {
             used_at: None,
             grant_id: None,
             resource: None,
-            claims: None,
             authn: Default::default(),
+            claims: None,
         };
         (code, client, verifier)
     }

@@ -92,9 +92,9 @@ pub async fn issue(
         revoked_at: None,
         // No refresh token, so nothing reads it back: the token's `aud` is decided above.
         resource: None,
-        claims: None,
         // Nobody authenticated: a client acting for itself.
         authn: None,
+        claims: None,
     };
     let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false, user: None };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;

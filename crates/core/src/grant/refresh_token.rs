@@ -231,8 +231,8 @@ mod tests {
             expires_at: 1000,
             revoked_at: None,
             resource: None,
-            claims: None,
             authn: None,
+            claims: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

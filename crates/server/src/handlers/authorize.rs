@@ -79,8 +79,9 @@ pub(crate) fn render(s: &AppState, jar: CookieJar, step: Step, redirect: StatusC
                 username: login_hint.as_deref().unwrap_or(""),
                 error: None,
                 links: s.login_links(),
+                passkeys: s.passkeys_offered(),
             });
-            (jar, pages::html(StatusCode::OK, body)).into_response()
+            (jar, pages::html_with_script(StatusCode::OK, body, s.passkeys_offered())).into_response()
         }
         Step::Consent { pending, client_name, scope, username, unverified, resource, claims } => {
             let (jar, csrf) = csrf_token(s, jar);
@@ -181,6 +182,17 @@ pub(crate) fn csrf_ok(s: &AppState, jar: &CookieJar, params: &Params) -> bool {
     }
 }
 
+/// The CSRF token a page's script sent in a header (the passkey ceremony's JSON requests): the
+/// same double-submit token as the forms'.
+pub(crate) fn csrf_header_ok(s: &AppState, jar: &CookieJar, given: &str) -> bool {
+    match jar.get(cookie_names(s.secure()).csrf) {
+        Some(c) => {
+            bool::from(c.value().as_bytes().ct_eq(given.as_bytes())) && csrf_valid(&s.provider.server_key, c.value())
+        }
+        None => false,
+    }
+}
+
 /// A sign-in request the page cannot act on: HTTP 400 with the reason.
 pub(crate) fn invalid_page(title: &str, description: &str) -> Response {
     pages::html(StatusCode::BAD_REQUEST, pages::error(title, description))
@@ -249,8 +261,9 @@ pub async fn login(
                 // One message for an unknown user and a wrong password: no user enumeration.
                 error: Some("Invalid username or password."),
                 links: s.login_links(),
+                passkeys: s.passkeys_offered(),
             });
-            pages::html(StatusCode::OK, body)
+            pages::html_with_script(StatusCode::OK, body, s.passkeys_offered())
         }
         Ok(Ok(LoginOutcome::Locked { client_name })) => {
             let csrf = params.get("csrf").unwrap_or_default();
@@ -262,8 +275,9 @@ pub async fn login(
                 // Shown only after the right password (`LoginOutcome::Locked` says why).
                 error: Some("This account is locked. Contact your administrator."),
                 links: s.login_links(),
+                passkeys: s.passkeys_offered(),
             });
-            pages::html(StatusCode::FORBIDDEN, body)
+            pages::html_with_script(StatusCode::FORBIDDEN, body, s.passkeys_offered())
         }
         Ok(Ok(LoginOutcome::Unverified { client_name })) => {
             let csrf = params.get("csrf").unwrap_or_default();
@@ -277,8 +291,9 @@ pub async fn login(
                     "Confirm your email address first: follow the link we sent to it (we have just sent a new one).",
                 ),
                 links: s.login_links(),
+                passkeys: s.passkeys_offered(),
             });
-            pages::html(StatusCode::FORBIDDEN, body)
+            pages::html_with_script(StatusCode::FORBIDDEN, body, s.passkeys_offered())
         }
         Ok(Ok(LoginOutcome::Throttled { client_name, retry_after })) => {
             let unit = if retry_after == 1 { "second" } else { "seconds" };
@@ -298,8 +313,9 @@ pub async fn login(
                     username,
                     error: Some(&message),
                     links: s.login_links(),
+                    passkeys: s.passkeys_offered(),
                 });
-                pages::html(StatusCode::TOO_MANY_REQUESTS, page)
+                pages::html_with_script(StatusCode::TOO_MANY_REQUESTS, page, s.passkeys_offered())
             };
             if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);

@@ -24,3 +24,12 @@ pub async fn stylesheet() -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
     res
 }
+
+/// The passkey ceremony's script (`pages::html_with_script` allows exactly our own files).
+pub async fn passkey_script() -> Response {
+    let mut res = include_str!("../../assets/passkey.js").into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    res
+}

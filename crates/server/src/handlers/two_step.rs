@@ -25,7 +25,7 @@ pub(crate) fn cookie_name(secure: bool) -> &'static str {
     if secure { "__Host-latchkey_two_step" } else { "latchkey_two_step" }
 }
 
-fn partial_cookie(s: &AppState, jar: &CookieJar) -> Option<PartialSignInToken> {
+pub(crate) fn partial_cookie(s: &AppState, jar: &CookieJar) -> Option<PartialSignInToken> {
     jar.get(cookie_name(s.secure())).map(|c| PartialSignInToken::new(c.value()))
 }
 
@@ -64,6 +64,7 @@ fn show(s: &AppState, jar: CookieJar, view: &TwoStepView, error: Option<&str>, s
             error,
             totp: accepted.totp,
             recovery_code: accepted.recovery_code,
+            passkey: accepted.passkey && s.passkeys_offered(),
         }),
         TwoStepPage::EnrolTotp { uri, secret_base32 } => pages::render(&EnrolPage {
             client_name: &view.client_name,
@@ -77,20 +78,30 @@ fn show(s: &AppState, jar: CookieJar, view: &TwoStepView, error: Option<&str>, s
             action: "/login/enrol",
             ask_password: false,
         }),
+        TwoStepPage::EnrolPasskey if s.passkeys_offered() => {
+            let page = crate::pages_two_step::PasskeyEnrolPage {
+                client_name: &view.client_name,
+                username: &view.username,
+                pending: &view.pending,
+                csrf: &csrf,
+            };
+            return (jar, pages::html_with_script(status, pages::render(&page), true)).into_response();
+        }
         TwoStepPage::EnrolPasskey => {
             return pages::html(
                 StatusCode::FORBIDDEN,
                 pages::error(
                     "A passkey is required",
                     &format!(
-                        "{} requires signing in with a passkey, and your account has none yet. Ask your administrator how to add one.",
+                        "{} requires signing in with a passkey, and passkeys are not available on this server (its address is not a domain name).",
                         view.client_name
                     ),
                 ),
             );
         }
     };
-    (jar, pages::html(status, body)).into_response()
+    let script = matches!(&view.page, TwoStepPage::Ask { accepted } if accepted.passkey) && s.passkeys_offered();
+    (jar, pages::html_with_script(status, body, script)).into_response()
 }
 
 /// `GET /login/two-step?req=…`.
@@ -254,7 +265,13 @@ fn respond(
 
 /// The session cookie (new, or rotated by a step-up) and the known-device cookie set, the partial
 /// sign-in's cookie cleared.
-fn signed_in(s: &AppState, jar: CookieJar, session: &SessionToken, max_age: u64, device: String) -> CookieJar {
+pub(crate) fn signed_in(
+    s: &AppState,
+    jar: CookieJar,
+    session: &SessionToken,
+    max_age: u64,
+    device: String,
+) -> CookieJar {
     let secure = s.secure();
     jar.add(build_cookie(cookie_names(secure).session, session.expose_secret().to_owned(), Some(max_age), secure))
         .add(build_cookie(device_cookie_name(secure), device, Some(latchkey_core::device::DEVICE_TTL), secure))

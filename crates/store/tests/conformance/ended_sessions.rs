@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use latchkey_core::account_store::SessionSelector;
 use latchkey_core::backchannel::LogoutNotice;
 use latchkey_core::outbox::{Job, OutboxFilter};
 
@@ -97,7 +98,20 @@ pub(crate) async fn ending_sessions_queues_logout_tokens_for_clients_that_asked(
     assert_eq!(done.ended.len(), 1);
     assert!(login("d", 6).await.is_empty());
     assert_eq!(s.revoke_user_tokens("alice", 7).await.unwrap().unwrap().ended.len(), 1);
-    let want: Vec<(String, String)> = ["a", "b", "c", "d"].map(|sid| ("app".into(), sid.into())).into();
+    // The account page and the administrator: one session, a password change keeping the page's
+    // own session (which is not announced), the lock.
+    assert!(login("e", 8).await.is_empty());
+    assert!(login("f", 9).await.is_empty());
+    let one = s.end_user_sessions("id-alice", &SessionSelector::One("e".into()), 10).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert!(login("g", 11).await.is_empty());
+    let done = s.set_password_hash("alice", "$newer", true, Some("g"), 12).await.unwrap().unwrap();
+    assert_eq!(done.ended.iter().map(|e| e.sid.as_str()).collect::<Vec<_>>(), ["f"], "the kept one stays");
+    assert!(s.session_by_sid("g", 12).await.unwrap().is_some());
+    let locked = s.set_locked("alice", Some(13)).await.unwrap().unwrap();
+    assert_eq!(locked.ended.iter().map(|e| e.sid.as_str()).collect::<Vec<_>>(), ["g"]);
+    assert_eq!(locked.sessions_ended, 1);
+    let want: Vec<(String, String)> = ["a", "b", "c", "d", "e", "f", "g"].map(|sid| ("app".into(), sid.into())).into();
     assert_eq!(queued_notices(&s).await, want);
     // A job carries who and which session, nothing secret.
     let jobs = s.outbox_jobs(OutboxFilter::Queued, 10).await.unwrap();
@@ -105,8 +119,9 @@ pub(crate) async fn ending_sessions_queues_logout_tokens_for_clients_that_asked(
     let n = LogoutNotice { client_id: ClientId::parse("app").unwrap(), sub: "id-alice".into(), sid: "d".into() };
     assert_eq!((&d.job, d.created_at), (&Job::BackchannelLogout(n), 7));
     // Nothing left to end: nothing more is queued.
-    assert!(s.end_session("d", 8).await.unwrap().is_empty());
-    assert_eq!(queued_notices(&s).await.len(), 4);
+    assert!(s.end_session("d", 14).await.unwrap().is_empty());
+    assert!(s.end_user_sessions("id-alice", &SessionSelector::All, 14).await.unwrap().is_empty());
+    assert_eq!(queued_notices(&s).await.len(), 7);
 }
 
 pub(crate) async fn concurrent_enders_report_each_session_once(s: Arc<dyn Store>) {
@@ -136,6 +151,8 @@ pub(crate) async fn concurrent_enders(instances: &[Arc<dyn Store>]) {
         tasks.push(tokio::spawn(async move {
             match i % 10 {
                 3 => s.revoke_user_tokens("alice", 50).await.unwrap().unwrap().ended,
+                // The account page's "sign out everywhere else".
+                1 => s.end_user_sessions("id-alice", &SessionSelector::AllExcept(sid), 50).await.unwrap(),
                 6 => s.set_password_hash("alice", "$new", false, None, 1).await.unwrap().unwrap().ended,
                 // A new login keeping only the newest two sessions.
                 9 => s.insert_session(&session(&format!("new-{i}"), 100 + i as i64), 2).await.unwrap().unwrap(),

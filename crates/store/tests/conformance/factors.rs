@@ -104,10 +104,6 @@ fn partial(user: &str, expires_at: i64) -> PartialSignIn {
             accepted: Accepted { totp: true, recovery_code: true, passkey: false },
         },
         expires_at,
-        meta: latchkey_core::store::SessionMeta {
-            network: Some("192.0.2.0/24".into()),
-            device: Some("Firefox".into()),
-        },
     }
 }
 
@@ -155,8 +151,8 @@ pub async fn a_step_up_upgrades_one_live_session_once(instances: &[Arc<dyn Store
         authn: Authentication::default(),
         meta: Default::default(),
     };
-    let _ = s.insert_session(&sess("old", 1000), 8).await.unwrap().unwrap();
-    let _ = s.insert_session(&sess("dead", 50), 8).await.unwrap().unwrap();
+    let _ = s.insert_session(&sess("old", 1000), 8).await.unwrap();
+    let _ = s.insert_session(&sess("dead", 50), 8).await.unwrap();
     let strong = Authentication::of(&[Method::Password, Method::Totp]);
     let wins = burst(instances, 16, |s, i| {
         let strong = strong.clone();

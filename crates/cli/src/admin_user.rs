@@ -103,7 +103,7 @@ pub async fn set(store: &dyn Store, a: UserSet) -> anyhow::Result<()> {
     }
     let now = Clock::system().now();
     match latchkey_core::profile::edit_profile(store, &user.id, &edit, Editor::Admin, None, now).await {
-        Ok(EditOutcome::Saved { changed, email_unverified }) => {
+        Ok(EditOutcome::Saved { changed, email }) => {
             if changed.is_empty() && edit.email_verified.is_none() {
                 println!("nothing changed for {}", a.username);
             } else {
@@ -114,7 +114,7 @@ pub async fn set(store: &dyn Store, a: UserSet) -> anyhow::Result<()> {
                     if names.is_empty() { "email_verified".into() } else { names.join(" ") }
                 );
             }
-            if email_unverified {
+            if email == latchkey_core::profile::EmailChange::StoredUnverified {
                 eprintln!("The new email address is unverified (add --email-verified true if you checked it).");
             }
             Ok(())

@@ -237,11 +237,9 @@ async fn profile_claims_reach_userinfo_and_the_id_token_and_the_claims_parameter
     assert!(info.email().is_none() && info.phone_number().is_none());
 
     // 2. The `claims` parameter: claims beyond the scopes, each where it is asked for, after the
-    // user allowed them on the consent page. A voluntary `acr` naming a level this server does not
-    // know is ignored (an essential one would be `unmet_authentication_requirements`, see
-    // two_factor.rs).
+    // user allowed them on the consent page.
     let claims = r#"{"userinfo":{"email":{"essential":true},"phone_number":null},
-        "id_token":{"family_name":{"essential":true},"acr":{"values":["urn:example:mfa"]}}}"#;
+        "id_token":{"family_name":{"essential":true},"acr":{"essential":true,"values":["https://refeds.org/profile/sfa"]}}}"#;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, _, nonce) = client
         .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
@@ -313,6 +311,33 @@ async fn a_claims_request_for_another_subject_or_malformed_is_refused_to_the_cli
     assert!(q["error_description"].starts_with("the claims parameter is not valid JSON"), "{q:?}");
     let res = b.get(&t.authorize_url("spa", &v, "&claims=%7B%22id_token%22%3A%5B%5D%7D")).await;
     assert!(res.redirect_query()["error_description"].contains("member id_token must be a JSON object"));
+    // An essential acr this server cannot meet (Core §5.5.1.1): refused to the client.
+    let acr =
+        url::form_urlencoded::byte_serialize(br#"{"id_token":{"acr":{"essential":true,"values":["urn:nobody"]}}}"#)
+            .collect::<String>();
+    let res = b.get(&t.authorize_url("spa", &v, &format!("&claims={acr}"))).await;
+    assert_eq!(res.redirect_query()["error"], "unmet_authentication_requirements");
+}
+
+/// With mail configured, a new address on the account page takes effect only through the link
+/// mailed to it (`latchkey_core::verification`): the form queues the link and keeps the address.
+#[tokio::test]
+async fn with_mail_a_new_address_waits_for_its_link() {
+    let t = TestServer::start_with(|c| c.email.enabled = true).await;
+    let b = account_browser(&t, "alice").await;
+    let saved = save_profile(&t, &b, &[("email", "alice@new.example"), ("nickname", "Al")]).await;
+    assert_eq!(saved.location(), "/account?done=link", "{}", saved.body);
+    assert!(b.get(&t.url("/account?done=link")).await.body.contains("We sent a link to your new email address"));
+    let alice = t.store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(alice.email, "alice@example.com", "the address changes only when its link is followed");
+    assert_eq!(alice.profile.nickname.as_deref(), Some("Al"), "the rest of the form is saved");
+    let jobs = t.store.outbox_jobs(latchkey_core::outbox::OutboxFilter::Queued, 10).await.unwrap();
+    assert!(
+        jobs.iter().any(
+            |j| matches!(&j.job, latchkey_core::outbox::Job::VerifyEmail { email, .. } if email == "alice@new.example")
+        ),
+        "a verification link is queued for the new address"
+    );
 }
 
 #[tokio::test]
@@ -749,8 +774,8 @@ async fn the_user_admin_commands_work_on_the_binary() {
             user_id: carol.id.clone(),
             auth_time: latchkey_core::Clock::system().now(),
             expires_at: latchkey_core::Clock::system().now() + 3600,
-            meta: latchkey_core::sessions::meta(Some("192.0.2.7".parse().unwrap()), Some(FIREFOX)),
             authn: Default::default(),
+            meta: latchkey_core::sessions::meta(Some("192.0.2.7".parse().unwrap()), Some(FIREFOX)),
         };
         assert!(store.insert_session(&s, 8).await.unwrap().is_some());
     }
@@ -769,4 +794,42 @@ async fn the_user_admin_commands_work_on_the_binary() {
     assert_eq!(store.user_by_username("carol").await.unwrap().unwrap().locked_at, None);
     let (ok, _, err) = run(&["user", "lock", "nobody"]);
     assert!(!ok && err.contains("no user named"));
+}
+
+/// The logout tokens queued for clients (Back-Channel Logout), as (client, sid).
+async fn logout_notices(t: &TestServer) -> Vec<(String, String)> {
+    let jobs = t.store.outbox_jobs(latchkey_core::outbox::OutboxFilter::Queued, 50).await.unwrap();
+    jobs.into_iter()
+        .filter_map(|j| match j.job {
+            latchkey_core::outbox::Job::BackchannelLogout(n) => Some((n.client_id.to_string(), n.sid)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sessions ended from the account page, by a lock, or by the admin command go through the one
+/// path that owes their clients a back-channel logout token (queued in the same transaction).
+#[tokio::test]
+async fn sessions_ended_here_owe_their_clients_back_channel_logout_tokens() {
+    let t = TestServer::start().await;
+    let rp = latchkey_core::admin::NewClient {
+        backchannel_logout_uri: Some("http://127.0.0.1:9/backchannel".into()),
+        ..latchkey_core::admin::NewClient::public("rp", "Relying party", vec![REDIRECT.into()])
+    };
+    t.add(rp).await;
+    let (_, first) = t.tokens_for("rp").await;
+    let (_, id) = jwt_parts(first["id_token"].as_str().unwrap());
+    let sid = id["sid"].as_str().unwrap().to_owned();
+    let b = account_browser(&t, "alice").await;
+    assert!(logout_notices(&t).await.is_empty());
+    assert_eq!(post_form(&t, &b, "/account/sessions", &[("sid", &sid)]).await.location(), "/account/sessions?done=1");
+    assert_eq!(logout_notices(&t).await, vec![("rp".to_owned(), sid.clone())], "one token for the client in it");
+
+    let (_, second) = t.tokens_for("rp").await;
+    let (_, id) = jwt_parts(second["id_token"].as_str().unwrap());
+    let locked_sid = id["sid"].as_str().unwrap().to_owned();
+    latchkey_core::admin::lock_user(t.store.as_ref(), "alice", t.now()).await.unwrap().unwrap();
+    let notices = logout_notices(&t).await;
+    assert!(notices.contains(&("rp".to_owned(), locked_sid)), "{notices:?}");
+    assert_eq!(notices.len(), 2, "the account page's own session had no client: nothing owed for it");
 }

@@ -6,10 +6,15 @@
 //! XSS or mixed content), dates and zone names keep their defined shapes, and every length is
 //! bounded, so an id_token carrying the profile stays small.
 //!
-//! An edit names the fields it changes; an empty value clears a field. Changing the email address
-//! makes it unverified: the store decides that in the same statement that writes it (see
-//! [`AccountStore::update_profile`]), so a verification racing with the change cannot mark the
-//! new address verified.
+//! An edit names the fields it changes; an empty value clears a field.
+//!
+//! The email address: on the account page, with mail configured, a new address takes effect only
+//! when the link mailed to it is followed ([`crate::verification`]): a hijacked session cannot
+//! move the account's mail, and so its password resets, elsewhere. Without mail (nothing can be
+//! reset by mail then), and for an administrator (`latchkey user set --email`), the new address is
+//! stored at once, unverified unless the administrator states otherwise; the store decides that
+//! in the same statement that writes it ([`crate::account_store::AccountStore::update_profile`]),
+//! so a verification racing with the change cannot mark the new address verified.
 
 use latchkey_proto::OAuthError;
 use serde::{Deserialize, Serialize};
@@ -437,11 +442,24 @@ pub struct ProfileEdit {
 /// What an edit did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EditOutcome {
-    /// Stored; the claims that changed (empty: nothing did, and nothing was written).
-    /// `email_unverified`: the email address changed and is now unverified.
-    Saved { changed: Vec<Field>, email_unverified: bool },
+    /// Stored; the claims that changed (empty: nothing did, and nothing was written), and what
+    /// became of a new email address.
+    Saved { changed: Vec<Field>, email: EmailChange },
     /// Nothing stored: what is wrong, field by field.
     Invalid(FieldErrors),
+}
+
+/// What became of a new email address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailChange {
+    /// The address did not change.
+    None,
+    /// Stored now, unverified (no mail configured, or an administrator's change).
+    StoredUnverified,
+    /// Stored now as verified (an administrator vouched for it).
+    StoredVerified,
+    /// A link went to the new address; the address changes when it is followed.
+    LinkSent,
 }
 
 /// Applies `edit` to a copy of `user`: the record to store and the fields that changed, or what
@@ -471,7 +489,9 @@ pub fn apply(user: &UserRecord, edit: &ProfileEdit) -> Result<(UserRecord, Vec<F
 }
 
 impl Provider {
-    /// The account page's profile form (see [`edit_profile`]).
+    /// The account page's profile form (see [`edit_profile`]). With mail configured a new email
+    /// address is not stored but sent a verification link (the module documentation says why);
+    /// a refused request (throttled, mail unavailable) refuses the whole edit, so nothing is lost.
     pub async fn edit_profile(
         &self,
         user_id: &str,
@@ -479,7 +499,51 @@ impl Provider {
         ip: Option<std::net::IpAddr>,
         now: UnixTime,
     ) -> Result<EditOutcome, Error> {
-        edit_profile(self.store.as_ref(), user_id, edit, Editor::User, ip, now).await
+        if !self.config.email.enabled {
+            return edit_profile(self.store.as_ref(), user_id, edit, Editor::User, ip, now).await;
+        }
+        let Some(user) = self.store.user(user_id).await? else {
+            return Err(OAuthError::invalid_request("no such user").into());
+        };
+        if let Err(e) = apply(&user, edit) {
+            return Ok(EditOutcome::Invalid(e));
+        }
+        let new_email = edit
+            .values
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == Field::Email)
+            .and_then(|(_, raw)| Field::Email.check(raw).ok().flatten())
+            .filter(|e| *e != user.email);
+        let mut email = EmailChange::None;
+        if let Some(address) = &new_email {
+            use crate::verification::ChangeRequested as C;
+            let refused = |m: String| Ok(EditOutcome::Invalid(FieldErrors(vec![(Field::Email, m)])));
+            match self.request_email_change(user_id, address, now).await? {
+                C::Sent => email = EmailChange::LinkSent,
+                C::Unchanged => {}
+                C::InvalidAddress => return refused("Enter an email address, such as name@example.com.".into()),
+                C::Throttled { retry_after } => {
+                    let minutes = retry_after.div_ceil(60);
+                    return refused(format!("Too many address changes. Try again in {minutes} min."));
+                }
+                C::Unavailable => {
+                    return refused(
+                        "The address cannot be changed right now: mail cannot be sent. Try again later.".into(),
+                    );
+                }
+                C::NoSuchUser => return Err(OAuthError::invalid_request("no such user").into()),
+            }
+        }
+        // The rest of the form; the address changes when its link is followed.
+        let rest = ProfileEdit {
+            values: edit.values.iter().filter(|(f, _)| *f != Field::Email).cloned().collect(),
+            email_verified: None,
+        };
+        Ok(match edit_profile(self.store.as_ref(), user_id, &rest, Editor::User, ip, now).await? {
+            EditOutcome::Saved { changed, .. } => EditOutcome::Saved { changed, email },
+            invalid => invalid,
+        })
     }
 }
 
@@ -502,7 +566,7 @@ pub async fn edit_profile(
     };
     let verified_change = edit.email_verified.is_some_and(|v| v != user.email_verified);
     if changed.is_empty() && !verified_change {
-        return Ok(EditOutcome::Saved { changed, email_unverified: false });
+        return Ok(EditOutcome::Saved { changed, email: EmailChange::None });
     }
     let update = ProfileUpdate {
         name: next.name.clone(),
@@ -515,11 +579,13 @@ pub async fn edit_profile(
     if !store.update_profile(&user.id, &update, now).await? {
         return Err(OAuthError::invalid_request("no such user").into());
     }
-    // Seam for email verification (branch `delivery`): `Provider::request_email_change` is to send
-    // the new address its verification link from here. Until then the address is stored
-    // unverified (the store clears `email_verified` when the address changes) and an
-    // administrator may mark it verified (`latchkey user set --email-verified true`).
-    let email_unverified = changed.contains(&Field::Email) && edit.email_verified != Some(true);
+    // Stored now: unverified (the store clears `email_verified` when the address changes) unless
+    // an administrator states it is verified (`latchkey user set --email-verified true`).
+    let email = match (changed.contains(&Field::Email), edit.email_verified) {
+        (false, _) => EmailChange::None,
+        (true, Some(true)) => EmailChange::StoredVerified,
+        (true, _) => EmailChange::StoredUnverified,
+    };
     let e = audit::Event {
         user_id: Some(&user.id),
         ip,
@@ -531,7 +597,7 @@ pub async fn edit_profile(
         ..Default::default()
     };
     audit::record(store, now, "profile_updated", e).await;
-    Ok(EditOutcome::Saved { changed, email_unverified })
+    Ok(EditOutcome::Saved { changed, email })
 }
 
 #[cfg(test)]

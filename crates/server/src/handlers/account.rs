@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use latchkey_core::account::AccountSession;
-use latchkey_core::profile::{EditOutcome, Field, FieldErrors, ProfileEdit};
+use latchkey_core::profile::{EditOutcome, EmailChange, Field, FieldErrors, ProfileEdit};
 use latchkey_proto::Params;
 
 use crate::AppState;
@@ -82,6 +82,9 @@ pub async fn overview(
     let notice = match done(q.as_deref()).as_deref() {
         Some("saved") => Some("Your profile was saved."),
         Some("email") => Some("Your profile was saved. Your new email address is not verified yet."),
+        Some("link") => Some(
+            "Your profile was saved. We sent a link to your new email address: it replaces the current one when you follow it.",
+        ),
         _ => None,
     };
     let (jar, csrf) = csrf_token(&s, jar);
@@ -107,9 +110,13 @@ pub async fn save_profile(
         Field::ALL.iter().map(|f| (*f, params.get(f.claim()).unwrap_or("").to_owned())).collect();
     let edit = ProfileEdit { values, email_verified: None };
     match s.provider.edit_profile(&a.user.id, &edit, ip, s.clock.now()).await {
-        Ok(EditOutcome::Saved { email_unverified, .. }) => redirect_to(
+        Ok(EditOutcome::Saved { email, .. }) => redirect_to(
             StatusCode::SEE_OTHER,
-            if email_unverified { "/account?done=email" } else { "/account?done=saved" },
+            match email {
+                EmailChange::StoredUnverified => "/account?done=email",
+                EmailChange::LinkSent => "/account?done=link",
+                EmailChange::None | EmailChange::StoredVerified => "/account?done=saved",
+            },
         ),
         Ok(EditOutcome::Invalid(errors)) => {
             let (jar, csrf) = csrf_token(&s, jar);

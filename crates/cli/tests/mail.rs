@@ -418,7 +418,14 @@ async fn wait_for_attempts(server: &TestServer, n: u32) -> latchkey_core::outbox
     loop {
         let q = server.store.outbox_jobs(OutboxFilter::Queued, 10).await.unwrap();
         if let Some(j) =
-            q.iter().find(|j| j.attempts == n && j.last_error.is_some() && j.next_attempt_at > server.now())
+            // A job being tried holds a 5-minute lease (its `next_attempt_at`, with the previous
+            // error still set): wait for the retry the failed attempt schedules, shorter than that.
+            q.iter().find(|j| {
+                j.attempts == n
+                    && j.last_error.is_some()
+                    && j.next_attempt_at > server.now()
+                    && j.next_attempt_at - server.now() < 300
+            })
         {
             return j.clone();
         }

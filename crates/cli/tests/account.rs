@@ -17,17 +17,6 @@ use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
     RedirectUrl, TokenResponse,
 };
-use reqwest::redirect::Policy;
-
-const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-
-/// A user agent with a cookie jar and a `User-Agent` of its own.
-fn browser_as(ua: &str) -> Browser {
-    Browser {
-        http: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).user_agent(ua).build().unwrap(),
-    }
-}
-
 /// Signs `user` in to the account pages in `b`.
 async fn sign_in(t: &TestServer, b: &Browser, user: &str) {
     let login = b.get(&t.url("/account")).await;
@@ -197,7 +186,7 @@ async fn profile_claims_reach_userinfo_and_the_id_token_and_the_claims_parameter
     // A confidential client: a public one on a loopback redirect sees the consent page every time
     // (RFC 8252 §8.6), and this test shows that consent to claims is remembered.
     let secret = t.add_client("web", true, false).await.unwrap();
-    let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(t.base.clone()).unwrap(), &http).await.unwrap();
     let client =
         CoreClient::from_provider_metadata(metadata, ClientId::new("web".into()), Some(ClientSecret::new(secret)))

@@ -274,10 +274,13 @@ async fn password_reset_end_to_end_ends_sessions_and_the_link_works_once() {
     assert_eq!(reset.detail["sessions_ended"], 1);
     assert_eq!(reset.detail["grants_revoked"], 1);
     assert_eq!(reset.detail["email_verified"], true, "following the link proved the address");
+    // The owner is told at the address the link just proved.
+    let told = mail.nth_to("alice@example.com", 2).await;
+    assert_eq!(told["subject"], "Your password at 127.0.0.1 was changed");
 
     // A burst of posts with one link: exactly one sets the password.
     request_reset(&server, "alice@example.com").await;
-    let link = link_in(&mail.nth_to("alice@example.com", 2).await, &format!("{}/reset/confirm?token=", server.base));
+    let link = link_in(&mail.nth_to("alice@example.com", 3).await, &format!("{}/reset/confirm?token=", server.base));
     let b = Arc::new(server.browser());
     let form = b.get(&link).await;
     let (csrf, token) = (hidden(&form.body, "csrf"), hidden(&form.body, "token"));
@@ -571,6 +574,51 @@ async fn a_changed_address_takes_effect_when_verified_and_the_old_one_is_told() 
     assert_eq!((now.email.as_str(), now.email_verified), ("alice@new.example", true));
     let told = mail.nth_to("alice@example.com", 1).await;
     assert_eq!(told["subject"], "Your email address at 127.0.0.1 was changed");
+}
+
+/// Alice changes her password on the account page from signed-in browser `b`.
+async fn change_password_on_account_page(server: &TestServer, b: &common::Browser, from: &str, to: &str) {
+    let page = b.get(&server.url("/account/password")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = hidden(&page.body, "csrf");
+    let form = [("csrf", csrf.as_str()), ("current", from), ("new", to), ("confirm", to)];
+    let res = b.post(&server.url("/account/password"), &form).await;
+    assert!(res.status == 303 || res.status == 200, "{}", res.body);
+    assert!(!res.body.contains("not right"), "{}", res.body);
+}
+
+fn queued_notices(jobs: &[latchkey_core::outbox::OutboxRecord]) -> usize {
+    use latchkey_core::{mail::Notice, outbox::Job};
+    jobs.iter().filter(|j| matches!(&j.job, Job::Mail(m) if matches!(m.notice, Notice::PasswordChanged { .. }))).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_on_the_account_page_is_told_to_the_verified_address_only() {
+    if !can_run() {
+        return;
+    }
+    let mail = MailServer::start(false).await;
+    let (server, worker) = server_with_mail(&mail, SignupMode::Off, |_| {}).await;
+    let b = server.browser();
+    let login = b.get(&server.url("/account")).await;
+    assert_eq!(b.submit_login(&server.base, &login.body, "alice", PASSWORD).await.status, 303);
+
+    // An address nobody proved may be a stranger's typo: it is told nothing.
+    worker.abort();
+    change_password_on_account_page(&server, &b, PASSWORD, "a second password").await;
+    let all = |f| server.store.outbox_jobs(f, 50);
+    let queued = [all(OutboxFilter::Queued).await.unwrap(), all(OutboxFilter::Completed).await.unwrap()].concat();
+    assert_eq!(queued_notices(&queued), 0, "{queued:?}");
+
+    // Once proved, every change is told there.
+    let worker = start_worker(&server, &mail);
+    assert!(server.provider.set_verified_email("alice", "alice@example.com", server.now()).await.unwrap());
+    change_password_on_account_page(&server, &b, "a second password", "a third password").await;
+    let told = mail.nth_to("alice@example.com", 1).await;
+    assert_eq!(told["subject"], "Your password at 127.0.0.1 was changed");
+    assert!(told["text"].as_str().unwrap().contains("alice"), "{told}");
+    assert_eq!(mail.count_to("alice@example.com"), 1);
+    worker.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,8 +111,9 @@ async fn a_passkey_added_on_the_account_page_signs_in_without_a_username() {
     assert!(page.contains("never"), "not used yet");
     assert_eq!(events(&t, "passkey_registered").await.len(), 1);
 
-    // Another browser, no username: the account pages.
-    let other = Browser::new();
+    // Another browser, no username: the account pages. The session records the browser it
+    // was made in, as a password's does.
+    let other = common::browser_as(common::FIREFOX);
     let (status, done) = sign_in(&t, &other, &t.url("/account"), &mut key, &origin).await;
     assert_eq!((status, done["location"].as_str()), (200, Some("/account")), "{done}");
     let overview = other.get(&t.url("/account")).await;
@@ -122,6 +123,8 @@ async fn a_passkey_added_on_the_account_page_signs_in_without_a_username() {
     assert_eq!((last["method"].as_str(), last["amr"].as_str()), (Some("passkey"), Some("hwk")), "{last}");
     let page = other.get(&t.url("/account/passkeys")).await.body;
     assert!(!page.contains("never"), "the use is recorded: {page}");
+    let sessions = other.get(&t.url("/account/sessions")).await.body;
+    assert!(sessions.contains("Firefox on Linux"), "{sessions}");
 
     // An application's sign-in: the same passkey, then consent, then a code that redeems.
     let app = Browser::new();

@@ -229,7 +229,7 @@ async fn totp_set_up_on_the_account_page_then_password_and_code_sign_in_and_a_co
     assert!(!sets_session_cookie(&replay));
     // The account pages' own sign-in takes the same step, and ends on the account page.
     t.advance(30);
-    let b3 = t.browser();
+    let b3 = browser_as(FIREFOX);
     let login = b3.get(&t.url("/account/two-step")).await;
     let res = b3.submit_login(&t.base, &login.body, "alice", PASSWORD).await;
     let page = second_factor_page(&t, &b3, &res).await;
@@ -237,6 +237,9 @@ async fn totp_set_up_on_the_account_page_then_password_and_code_sign_in_and_a_co
     let done = submit(&t, &b3, &page, "code", &totp(&key, t.now())).await;
     assert_eq!((done.status, done.location()), (303, "/account/two-step".to_owned()), "{}", done.body);
     assert!(b3.get(&t.url("/account/two-step")).await.body.contains("On since"));
+    // The session made after the second factor records the browser, as a password-only one does.
+    let sessions = b3.get(&t.url("/account/sessions")).await.body;
+    assert!(sessions.contains("Firefox on Linux"), "{sessions}");
     let events: Vec<String> =
         t.store.audit_events(None, None, 50).await.unwrap().into_iter().map(|e| e.event).collect();
     for e in ["totp_enrolled", "second_factor_success", "second_factor_failure"] {

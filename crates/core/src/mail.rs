@@ -96,7 +96,7 @@ pub enum Notice {
     /// The account's address was changed to another: told at the old address, so that a takeover
     /// through a changed address does not go unnoticed.
     EmailChanged { username: String, new_email: String },
-    /// The account's password was reset through an emailed link.
+    /// The account's password was changed on the account page or reset through an emailed link.
     PasswordChanged { username: String },
     /// A plain test message (`latchkey mail test`).
     Test,

@@ -186,6 +186,10 @@ impl Provider {
             ..Default::default()
         };
         audit::record(self.store.as_ref(), now, "password_reset", e).await;
+        // The address may have been verified just now (`confirm_address`): read the user again.
+        if let Some(user) = self.store.user(&user.id).await? {
+            self.notify_password_changed(&user, now).await?;
+        }
         Ok(ResetDone::Done { username: user.username })
     }
 }

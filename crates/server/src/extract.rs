@@ -141,3 +141,9 @@ pub fn build_cookie(name: &'static str, value: String, max_age: Option<u64>, sec
     }
     c.build()
 }
+
+/// The browser's `User-Agent`, summarised by the core into the session list's device name
+/// (`sessions::meta`); never used for a security decision, since any client can set it.
+pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+}

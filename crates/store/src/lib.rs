@@ -21,6 +21,7 @@ mod postgres_outbox;
 mod postgres_passkey;
 mod postgres_registration;
 mod postgres_resources;
+mod postgres_rows;
 mod postgres_schema;
 mod postgres_session_end;
 mod purge_sql;
@@ -37,6 +38,7 @@ mod sqlite_outbox;
 mod sqlite_passkey;
 mod sqlite_registration;
 mod sqlite_resources;
+mod sqlite_rows;
 mod sqlite_schema;
 mod sqlite_session_end;
 #[cfg(feature = "test-util")]

@@ -288,6 +288,16 @@ pub struct Browser {
     pub http: reqwest::Client,
 }
 
+/// A desktop Firefox's `User-Agent`, which the session list summarises as "Firefox on Linux".
+pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+/// A [`Browser`] that sends `ua` as its `User-Agent`.
+pub fn browser_as(ua: &str) -> Browser {
+    Browser {
+        http: reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).user_agent(ua).build().unwrap(),
+    }
+}
+
 /// The value of a hidden input in a page.
 pub fn hidden(body: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);

@@ -15,6 +15,8 @@ use serde_json::json;
 
 use super::AccountSession;
 use crate::admin::{AdminError, ExistingGrants, PasswordChange};
+use crate::mail::{MailJob, Notice};
+use crate::outbox::Job;
 use crate::store::{Reservation, UserRevocation};
 use crate::{Error, Provider, UnixTime, audit, throttle};
 
@@ -81,6 +83,7 @@ impl Provider {
                 // The other sessions ended: their clients' logout tokens, queued by the store in
                 // the same transaction, leave now.
                 self.sessions_ended(&r.ended);
+                self.notify_password_changed(&user, now).await?;
                 Ok(PasswordOutcome::Changed(r))
             }
             // Removed meanwhile: there is no password to change.
@@ -89,6 +92,27 @@ impl Provider {
             Err(AdminError::Store(e)) => Err(e.into()),
             Err(AdminError::Other(e)) => Err(e.into()),
         }
+    }
+}
+
+impl Provider {
+    /// Tells the account's owner, at its verified address, that its password changed: a thief who
+    /// changed it from a stolen session (or through a reset link read in a hijacked mailbox
+    /// session) does not go unnoticed. Only with mail configured, and never to an address the
+    /// user has not proved (it may be a stranger's typo). The administrator's `set-password`
+    /// sends nothing: the administrator tells the person.
+    pub(crate) async fn notify_password_changed(
+        &self,
+        user: &crate::store::UserRecord,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        if !self.config.email.enabled || !user.email_verified || user.email.is_empty() {
+            return Ok(());
+        }
+        let notice = Notice::PasswordChanged { username: user.username.clone() };
+        let job = Job::Mail(MailJob { to: user.email.clone(), notice });
+        self.enqueue(&job, now).await.map_err(Error::from)?;
+        Ok(())
     }
 }
 

@@ -306,6 +306,7 @@ impl Provider {
         factor: Factor,
         ip: Option<IpAddr>,
         device: Option<&str>,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<Result<TwoStepOutcome, Step>, Error> {
         let (partial, pending, client) = match self.partial(pending_id, cookie, now).await? {
@@ -332,7 +333,7 @@ impl Provider {
             Checked::Refused(r) => return refused(r).await,
         };
         let Some(cookie) = cookie else { return Ok(Err(expired_step())) };
-        let meta = crate::sessions::meta(ip, None);
+        let meta = crate::sessions::meta(ip, user_agent);
         self.complete(pending_id, cookie, session, &pending, &client, method, device, meta, now, factor.kind()).await
     }
 
@@ -420,6 +421,7 @@ impl Provider {
         code: Option<TotpCode>,
         ip: Option<IpAddr>,
         device: Option<&str>,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<Result<TwoStepOutcome, Step>, Error> {
         let (partial, _, client) = match self.partial(pending_id, cookie, now).await? {
@@ -460,7 +462,7 @@ impl Provider {
             return Ok(Err(expired_step()));
         }
         let Some((token, _)) =
-            self.session_for(&partial, session, Method::Totp, crate::sessions::meta(ip, None), now).await?
+            self.session_for(&partial, session, Method::Totp, crate::sessions::meta(ip, user_agent), now).await?
         else {
             return Ok(Err(expired_step()));
         };

@@ -110,6 +110,7 @@ impl Provider {
         credential: &str,
         ip: Option<IpAddr>,
         device: Option<&str>,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> StepResult {
         let partial = match self.partial(pending_id, cookie, now).await? {
@@ -131,7 +132,7 @@ impl Provider {
             hardware: a.hardware,
             user_verified: a.user_verified,
         });
-        Ok(self.submit_second_factor(pending_id, cookie, session, factor, ip, device, now).await?)
+        Ok(self.submit_second_factor(pending_id, cookie, session, factor, ip, device, user_agent, now).await?)
     }
 
     /// `POST /login/enrol/passkey/options`: where the policy requires a passkey and the user has
@@ -176,6 +177,7 @@ impl Provider {
         credential: &str,
         ip: Option<IpAddr>,
         device: Option<&str>,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> StepResult {
         let rp = self.relying_party()?;
@@ -204,7 +206,7 @@ impl Provider {
                 &client,
                 method,
                 device,
-                crate::sessions::meta(ip, None),
+                crate::sessions::meta(ip, user_agent),
                 now,
                 "passkey",
             )

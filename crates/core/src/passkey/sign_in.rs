@@ -91,6 +91,7 @@ impl Provider {
         credential: &str,
         ip: Option<IpAddr>,
         device: Option<&str>,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<PasskeySignedIn, PasskeyError> {
         let rp = self.relying_party()?;
@@ -161,7 +162,7 @@ impl Provider {
             let next = self.begin_second_factor(pending_id, &user.id, authn, None, need, now).await?;
             return Ok(PasskeySignedIn::MoreNeeded { next });
         }
-        let meta = crate::sessions::meta(ip, None);
+        let meta = crate::sessions::meta(ip, user_agent);
         // Refused when a lock landed since the user was read: the store checks it atomically.
         let Some((session, record)) = self.create_session(&user.id, authn, meta, now).await? else {
             return Err(self.passkey_refuse_locked(&user, &client_id, ip, now).await);

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::extract::{
-    ClientIp, PageBody, RequestId, build_cookie, cookie_names, form_params, session_cookie, wants_json,
+    ClientIp, PageBody, RequestId, build_cookie, cookie_names, form_params, session_cookie, user_agent, wants_json,
 };
 use crate::pages;
 
@@ -247,8 +247,8 @@ pub async fn login(
     let password = Password::new(params.get("password").unwrap_or(""));
     let device_name = device_cookie_name(s.secure());
     let device = jar.get(device_name).map(|c| c.value().to_owned());
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    match s.provider.login(pending, username, password, ip, device.as_deref(), user_agent, s.clock.now()).await {
+    let ua = user_agent(&headers);
+    match s.provider.login(pending, username, password, ip, device.as_deref(), ua, s.clock.now()).await {
         Err(e) => internal(&rid, e),
         Ok(Err(step)) => render(&s, jar, step, StatusCode::SEE_OTHER),
         Ok(Ok(LoginOutcome::Failed { client_name })) => {

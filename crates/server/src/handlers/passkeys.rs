@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::AppState;
-use crate::extract::{ClientIp, PageBody, RequestId, session_cookie};
+use crate::extract::{ClientIp, PageBody, RequestId, session_cookie, user_agent};
 use crate::handlers::account::signed_in;
 use crate::handlers::authorize::{
     csrf_header_ok, csrf_token, device_cookie_name, internal, protected_form, redirect_to, render,
@@ -157,7 +157,15 @@ pub async fn sign_in(
     let credential = r.credential.to_string();
     let done = match s
         .provider
-        .finish_passkey_sign_in(&r.req, &r.ceremony, &credential, ip, device.as_deref(), s.clock.now())
+        .finish_passkey_sign_in(
+            &r.req,
+            &r.ceremony,
+            &credential,
+            ip,
+            device.as_deref(),
+            user_agent(&headers),
+            s.clock.now(),
+        )
         .await
     {
         Ok(done) => done,
@@ -275,6 +283,7 @@ pub async fn second_factor(
             &credential,
             ip,
             device.as_deref(),
+            user_agent(&headers),
             s.clock.now(),
         )
         .await;
@@ -327,6 +336,7 @@ pub async fn enrol(
             &credential,
             ip,
             device.as_deref(),
+            user_agent(&headers),
             s.clock.now(),
         )
         .await;

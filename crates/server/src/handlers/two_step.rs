@@ -13,7 +13,7 @@ use latchkey_core::factors::{Factor, RecoveryCode, TotpCode};
 use latchkey_proto::{Params, PartialSignInToken, SessionToken};
 
 use crate::AppState;
-use crate::extract::{ClientIp, PageBody, RequestId, build_cookie, cookie_names, session_cookie};
+use crate::extract::{ClientIp, PageBody, RequestId, build_cookie, cookie_names, session_cookie, user_agent};
 use crate::handlers::authorize::{
     csrf_token, device_cookie_name, internal, invalid_page, protected_form, redirect_to, render,
 };
@@ -186,7 +186,8 @@ pub async fn submit(
     let outcome = match factor(&params) {
         Ok(f) => {
             let p = &s.provider;
-            p.submit_second_factor(pending, cookie.as_ref(), session.as_ref(), f, ip, device.as_deref(), now).await
+            let ua = user_agent(&headers);
+            p.submit_second_factor(pending, cookie.as_ref(), session.as_ref(), f, ip, device.as_deref(), ua, now).await
         }
         Err(refusal) => match s.provider.two_step_page(pending, cookie.as_ref(), now).await {
             Ok(Ok(view)) => Ok(Ok(TwoStepOutcome::Refused { view, refusal })),
@@ -217,8 +218,9 @@ pub async fn enrol(
     let (now, cookie, session) = (s.clock.now(), partial_cookie(&s, &jar), session_cookie(&jar, s.secure()));
     let device = jar.get(device_cookie_name(s.secure())).map(|c| c.value().to_owned());
     let code = params.get("code").and_then(TotpCode::parse);
+    let (p, ua) = (&s.provider, user_agent(&headers));
     let outcome =
-        s.provider.enrol_at_sign_in(pending, cookie.as_ref(), session.as_ref(), code, ip, device.as_deref(), now).await;
+        p.enrol_at_sign_in(pending, cookie.as_ref(), session.as_ref(), code, ip, device.as_deref(), ua, now).await;
     respond(&s, &rid, jar, outcome)
 }
 

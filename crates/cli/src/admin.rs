@@ -340,6 +340,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                     let kind = match c.kind {
                         ClientKind::Public => "public",
                         ClientKind::Confidential { .. } => "confidential",
+                        ClientKind::PrivateKeyJwt { .. } => "confidential (private_key_jwt)",
                     };
                     println!(
                         "{}\t{kind}\t{}\t{}",

@@ -241,6 +241,7 @@ async fn an_unvetted_client_gets_the_scopes_of_its_target_only() {
             audiences: vec![],
             origin: ClientOrigin::Registered,
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         })
         .await

@@ -339,6 +339,7 @@ async fn a_client_id_cannot_be_a_users_subject_identifier() {
             audiences: vec![],
             origin: Default::default(),
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         })
         .await

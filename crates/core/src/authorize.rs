@@ -892,6 +892,7 @@ mod tests {
             audiences: vec![],
             origin: Default::default(),
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         }
     }

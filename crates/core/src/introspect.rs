@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::grant::{AccessClaims, client_auth, refresh_token};
 use crate::revoke::Hint;
-use crate::store::{ClientKind, ClientRecord};
+use crate::store::ClientRecord;
 use crate::{Error, Provider, UnixTime};
 
 fn inactive() -> Value {
@@ -127,5 +127,5 @@ impl Provider {
 /// grant at all, so it can only introspect. The registration rules in `admin::add_client` make
 /// every such client one.
 fn is_resource_server(c: &ClientRecord) -> bool {
-    matches!(c.kind, ClientKind::Confidential { .. }) && c.grant_types.is_empty()
+    c.kind.is_confidential() && c.grant_types.is_empty()
 }

@@ -75,6 +75,8 @@ pub struct ProviderConfig {
     pub second_factor: crate::authn::SecondFactorPolicy,
     /// `[webauthn]`: passkeys' relying party and the bounds of their ceremonies.
     pub passkeys: crate::passkey::PasskeyConfig,
+    /// DPoP, PAR, `private_key_jwt` and the security profile (issue 14).
+    pub protection: crate::protection::ProtectionConfig,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -107,6 +109,7 @@ impl ProviderConfig {
             email: Default::default(),
             second_factor: Default::default(),
             passkeys: Default::default(),
+            protection: Default::default(),
         }
     }
 }

@@ -131,6 +131,7 @@ mod tests {
             audiences: vec!["https://listed.example".into()],
             origin,
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         }
     }

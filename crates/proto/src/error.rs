@@ -34,6 +34,13 @@ pub enum ErrorCode {
     /// OpenID Connect Unmet Authentication Requirements 1.0: the authentication the request
     /// requires (an essential `acr`) is one this server cannot perform.
     UnmetAuthenticationRequirements,
+    /// RFC 9449 §5.10 / §7.1: the DPoP proof is missing where required, or fails a check.
+    InvalidDpopProof,
+    /// RFC 9449 §8: retry with the server's nonce (sent in `DPoP-Nonce`).
+    UseDpopNonce,
+    /// RFC 9101 §6.2 / RFC 9126 §2.2: the `request_uri` is unknown, expired, used, or another
+    /// client's.
+    InvalidRequestUri,
 }
 
 impl ErrorCode {
@@ -62,6 +69,9 @@ impl ErrorCode {
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
+            Self::InvalidRequestUri => "invalid_request_uri",
         }
     }
 }
@@ -107,6 +117,12 @@ impl OAuthError {
     pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidToken, d)
     }
+    /// A refused DPoP proof: `use_dpop_nonce` when only the nonce is missing or old (§8),
+    /// `invalid_dpop_proof` otherwise, with the precise check in the description.
+    pub fn dpop(e: &crate::dpop::DpopError) -> Self {
+        let code = if e.is_nonce() { ErrorCode::UseDpopNonce } else { ErrorCode::InvalidDpopProof };
+        Self::new(code, e.to_string())
+    }
 }
 
 impl fmt::Display for OAuthError {
@@ -142,5 +158,8 @@ mod tests {
         assert_eq!(ErrorCode::LoginRequired.to_string(), "login_required");
         assert_eq!(ErrorCode::InvalidRedirectUri.as_str(), "invalid_redirect_uri");
         assert_eq!(ErrorCode::InvalidClientMetadata.as_str(), "invalid_client_metadata");
+        assert_eq!(ErrorCode::InvalidDpopProof.as_str(), "invalid_dpop_proof");
+        assert_eq!(ErrorCode::UseDpopNonce.as_str(), "use_dpop_nonce");
+        assert_eq!(ErrorCode::InvalidRequestUri.as_str(), "invalid_request_uri");
     }
 }

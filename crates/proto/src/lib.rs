@@ -5,7 +5,9 @@
 //! form here. This crate knows nothing of HTTP frameworks, SQL or async runtimes.
 
 pub mod claims;
+pub mod client_assertion;
 pub mod discovery;
+pub mod dpop;
 pub mod error;
 pub mod jose;
 pub mod metadata;

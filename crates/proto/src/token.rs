@@ -20,12 +20,18 @@ pub enum ClientAuth {
     Basic { client_id: ClientId, secret: ClientSecret },
     /// `client_secret_post`: `client_id` and `client_secret` in the body.
     Post { client_id: ClientId, secret: ClientSecret },
+    /// `private_key_jwt` (RFC 7523 §2.2): a JWT signed with the client's own key; verified by the
+    /// core against the keys the client registered.
+    PrivateKeyJwt { client_id: ClientId, assertion: crate::client_assertion::ClientAssertion },
 }
 
 impl ClientAuth {
     pub fn client_id(&self) -> &ClientId {
         match self {
-            Self::None { client_id } | Self::Basic { client_id, .. } | Self::Post { client_id, .. } => client_id,
+            Self::None { client_id }
+            | Self::Basic { client_id, .. }
+            | Self::Post { client_id, .. }
+            | Self::PrivateKeyJwt { client_id, .. } => client_id,
         }
     }
     /// The name registered in metadata for this method (RFC 8414 §2).
@@ -34,6 +40,7 @@ impl ClientAuth {
             Self::None { .. } => "none",
             Self::Basic { .. } => "client_secret_basic",
             Self::Post { .. } => "client_secret_post",
+            Self::PrivateKeyJwt { .. } => "private_key_jwt",
         }
     }
     /// Whether the client sent the HTTP Authorization header; RFC 6749 §5.2 then requires a 401
@@ -142,6 +149,32 @@ impl TokenRequest {
 pub fn parse_client_auth(params: &Params, authorization: Option<&str>) -> Result<ClientAuth, OAuthError> {
     let body_id = params.get("client_id").map(ClientId::parse).transpose()?;
     let body_secret = params.get("client_secret");
+    // RFC 7521 §4.2: an assertion is one method; with a secret or Basic it would be two.
+    match (params.get("client_assertion_type"), params.get("client_assertion")) {
+        (None, None) => {}
+        (Some(crate::client_assertion::ASSERTION_TYPE), Some(value)) => {
+            if authorization.is_some() || body_secret.is_some() {
+                return Err(OAuthError::invalid_request(
+                    "the client used two authentication methods (client_assertion and a client secret); use exactly one",
+                ));
+            }
+            let (client_id, assertion) = crate::client_assertion::ClientAssertion::parse(value)?;
+            if body_id.as_ref().is_some_and(|id| *id != client_id) {
+                return Err(OAuthError::invalid_client(
+                    "client_id in the body differs from the client_assertion's iss and sub",
+                ));
+            }
+            return Ok(ClientAuth::PrivateKeyJwt { client_id, assertion });
+        }
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_client(format!(
+                "client_assertion_type must be {}",
+                crate::client_assertion::ASSERTION_TYPE
+            )));
+        }
+        (Some(_), None) => return Err(OAuthError::invalid_request("client_assertion_type without client_assertion")),
+        (None, Some(_)) => return Err(OAuthError::invalid_request("client_assertion without client_assertion_type")),
+    }
     if let Some(header) = authorization {
         let Some(encoded) = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic ")) else {
             return Err(OAuthError::invalid_client(

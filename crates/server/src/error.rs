@@ -33,7 +33,12 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidTarget
         | ErrorCode::InvalidRedirectUri
         | ErrorCode::InvalidClientMetadata
-        | ErrorCode::UnmetAuthenticationRequirements => StatusCode::BAD_REQUEST,
+        | ErrorCode::UnmetAuthenticationRequirements
+        // RFC 9449 §5.10 and §8: at the token endpoint; a protected resource answers 401 with a
+        // DPoP challenge instead (§7.1, decided where the challenge is built).
+        | ErrorCode::InvalidDpopProof
+        | ErrorCode::UseDpopNonce
+        | ErrorCode::InvalidRequestUri => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -503,8 +503,8 @@ pub(crate) async fn insert_access(tx: &deadpool_postgres::Transaction<'_>, a: &A
 pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g: &GrantRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims, dpop_jkt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .await?;
     tx.execute(
@@ -524,6 +524,7 @@ pub(crate) async fn insert_grant_row(tx: &deadpool_postgres::Transaction<'_>, g:
             &g.authn.as_ref().map(Authentication::amr_text),
             &g.authn.as_ref().map(|a| a.acr().as_str()),
             &crate::sqlite::claims_json(&g.claims),
+            &g.dpop_jkt,
         ],
     )
     .await?;
@@ -553,7 +554,7 @@ pub(crate) async fn insert_refresh(tx: &deadpool_postgres::Transaction<'_>, r: &
 pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: &CodeRecord) -> anyhow::Result<()> {
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            "INSERT INTO codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         ))
         .await?;
     tx.execute(
@@ -575,6 +576,7 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
             &k.authn.amr_text(),
             &k.authn.acr().as_str(),
             &crate::sqlite::claims_json(&k.claims),
+            &k.dpop_jkt,
         ],
     )
     .await?;

@@ -37,6 +37,7 @@ pub(crate) fn code_row(r: &Row) -> anyhow::Result<CodeRecord> {
         resource: resource_of(r.try_get(12)?)?,
         authn: authn_of(r.try_get(13)?, r.try_get(14)?)?,
         claims: claims_of(r.try_get(15)?)?,
+        dpop_jkt: r.try_get(16)?,
     })
 }
 
@@ -58,6 +59,7 @@ pub(crate) fn grant_row(r: &Row, o: usize) -> anyhow::Result<GrantRecord> {
             _ => None,
         },
         claims: claims_of(r.try_get(o + 13)?)?,
+        dpop_jkt: r.try_get(o + 14)?,
     })
 }
 

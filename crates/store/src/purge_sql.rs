@@ -95,6 +95,8 @@ pub fn statements() -> Vec<(Field, Param, String)> {
             ),
         ),
         (|c| &mut c.webauthn_ceremonies, Param::Now, crate::passkey_sql::DELETE_EXPIRED_CEREMONIES.into()),
+        (|c| &mut c.replay_marks, Param::Now, crate::replay_sql::DELETE_EXPIRED.into()),
+        (|c| &mut c.pushed_requests, Param::Now, crate::pushed_sql::DELETE_EXPIRED.into()),
     ]
 }
 
@@ -107,7 +109,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 18;
+pub const COUNTED: usize = 20;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -122,7 +124,8 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM access_tokens), (SELECT count(*) FROM login_throttle), (SELECT count(*) FROM audit_events),
     (SELECT count(*) FROM client_metadata_documents), (SELECT count(*) FROM outbox),
     (SELECT count(*) FROM email_links), (SELECT count(*) FROM signup_holds), (SELECT count(*) FROM passkeys),
-    (SELECT count(*) FROM webauthn_ceremonies)";
+    (SELECT count(*) FROM webauthn_ceremonies), (SELECT count(*) FROM replay_marks),
+    (SELECT count(*) FROM pushed_requests)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -146,5 +149,7 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         signup_holds: u(15),
         passkeys: u(16),
         webauthn_ceremonies: u(17),
+        replay_marks: u(18),
+        pushed_requests: u(19),
     }
 }

@@ -161,8 +161,8 @@ pub(crate) fn insert_access(tx: &Connection, a: &AccessRecord) -> rusqlite::Resu
 
 pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO grants (id, client_id, user_id, scope, sid, offline, auth_time, created_at, expires_at, revoked_at, resource, amr, acr, claims, dpop_jkt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         g.id,
@@ -178,14 +178,15 @@ pub(crate) fn insert_grant_row(tx: &Connection, g: &GrantRecord) -> rusqlite::Re
         g.resource.as_ref().map(ResourceUri::as_str),
         g.authn.as_ref().map(Authentication::amr_text),
         g.authn.as_ref().map(|a| a.acr().as_str()),
-        claims_json(&g.claims)
+        claims_json(&g.claims),
+        g.dpop_jkt
     ])?;
     Ok(())
 }
 
 pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT INTO codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))?
     .execute(params![
         k.hash.as_str(),
@@ -203,7 +204,8 @@ pub(crate) fn insert_code_row(c: &Connection, k: &CodeRecord) -> rusqlite::Resul
         k.resource.as_ref().map(ResourceUri::as_str),
         k.authn.amr_text(),
         k.authn.acr().as_str(),
-        claims_json(&k.claims)
+        claims_json(&k.claims),
+        k.dpop_jkt
     ])?;
     Ok(())
 }

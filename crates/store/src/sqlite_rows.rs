@@ -34,7 +34,7 @@ pub(crate) fn client_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<ClientId> 
     ClientId::parse(&r.get::<_, String>(i)?).map_err(|e| conv(i)(Invalid(e.description.into_owned())))
 }
 
-pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr, claims";
+pub(crate) const CODE_COLS: &str = "hash, client_id, user_id, redirect_uri, scope, code_challenge, nonce, sid, auth_time, expires_at, used_at, grant_id, resource, amr, acr, claims, dpop_jkt";
 pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         hash: TokenHash::from_stored(r.get(0)?),
@@ -57,10 +57,11 @@ pub(crate) fn code_row(r: &Row<'_>) -> rusqlite::Result<CodeRecord> {
         resource: resource_at(r, 12)?,
         authn: authn_at(r, 13)?,
         claims: claims_at(r, 15)?,
+        dpop_jkt: r.get(16)?,
     })
 }
 
-pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr, g.claims";
+pub(crate) const GRANT_COLS: &str = "g.id, g.client_id, g.user_id, g.scope, g.sid, g.offline, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.resource, g.amr, g.acr, g.claims, g.dpop_jkt";
 pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         id: r.get(o)?,
@@ -79,6 +80,7 @@ pub(crate) fn grant_row(r: &Row<'_>, o: usize) -> rusqlite::Result<GrantRecord> 
             _ => None,
         },
         claims: claims_at(r, o + 13)?,
+        dpop_jkt: r.get(o + 14)?,
     })
 }
 

@@ -285,4 +285,27 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE consents ADD COLUMN claims TEXT NOT NULL DEFAULT '';
     CREATE INDEX grants_by_user_client ON grants (user_id, client_id);
     "#,
+    // 13 (issue 14): DPoP and client-assertion replay marks (purged once expired), pushed
+    // authorization requests (single-use, bounded per client), and the DPoP key a code (from
+    // `dpop_jkt`) and a public client's refresh family are bound to.
+    r#"
+    CREATE TABLE replay_marks (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX replay_marks_by_expiry ON replay_marks (expires_at);
+    CREATE TABLE pushed_requests (
+        hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        params TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX pushed_requests_by_client ON pushed_requests (client_id, expires_at);
+    CREATE INDEX pushed_requests_by_expiry ON pushed_requests (expires_at);
+    ALTER TABLE codes ADD COLUMN dpop_jkt TEXT;
+    ALTER TABLE grants ADD COLUMN dpop_jkt TEXT;
+    "#,
 ];

@@ -26,6 +26,8 @@ mod ended_sessions;
 mod factors;
 #[path = "conformance/passkeys.rs"]
 mod passkeys;
+#[path = "conformance/protection.rs"]
+mod protection;
 
 /// A pending request for the client of `code("x")`, expiring at `exp`.
 fn pending(exp: UnixTime) -> PendingAuthorization {
@@ -66,6 +68,7 @@ fn client(id: &str) -> ClientRecord {
         audiences: vec!["https://api.example".into()],
         origin: Default::default(),
         backchannel_logout: None,
+        protection: Default::default(),
         second_factor: Default::default(),
     }
 }
@@ -538,6 +541,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             signup_holds: 0,
             passkeys: 0,
             webauthn_ceremonies: 0,
+            replay_marks: 0,
+            pushed_requests: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -562,6 +567,8 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             signup_holds: 0,
             passkeys: 0,
             webauthn_ceremonies: 0,
+            replay_marks: 0,
+            pushed_requests: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -1043,6 +1050,8 @@ where
     factors::a_step_up_upgrades_one_live_session_once(&[make().await]).await;
     factors::resetting_and_removing_a_user_remove_their_factors(make().await).await;
     passkeys::suite(&make).await;
+    protection::a_mark_is_first_used_once(&[make().await]).await;
+    protection::a_pushed_request_is_taken_once_and_bounded(&[make().await]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1090,7 +1099,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 9);
+    assert_eq!(s.migrate().await.unwrap(), 10);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -1650,6 +1659,15 @@ async fn postgres_second_factors_are_single_use_across_instances() {
     factors::a_recovery_code_is_used_once(&fresh().await).await;
     factors::a_partial_sign_in_is_taken_once_and_bounded(&fresh().await).await;
     factors::a_step_up_upgrades_one_live_session_once(&fresh().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replay_marks_and_pushed_requests_hold_across_instances() {
+    let Some(db) = TestDatabase::create("protection").await else { return };
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    protection::a_mark_is_first_used_once(&[a.clone(), b.clone()]).await;
+    protection::a_pushed_request_is_taken_once_and_bounded(&[a, b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -70,6 +70,7 @@ pub(crate) fn account_client(now: UnixTime) -> Result<ClientRecord, Error> {
         audiences: Vec::new(),
         origin: Default::default(),
         backchannel_logout: None,
+        protection: Default::default(),
         second_factor: Default::default(),
     })
 }

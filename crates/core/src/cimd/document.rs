@@ -259,6 +259,7 @@ pub fn client_from_document(url: &DocumentUrl, body: &[u8], fetched_at: UnixTime
         audiences: vec![],
         origin: ClientOrigin::MetadataDocument,
         backchannel_logout: None,
+        protection: Default::default(),
         second_factor: Default::default(),
     })
 }

@@ -176,6 +176,7 @@ mod tests {
             audiences: vec![],
             origin: Default::default(),
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         };
         let code = CodeRecord {

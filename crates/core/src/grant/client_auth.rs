@@ -24,9 +24,11 @@ pub async fn authenticate(p: &Provider, auth: &ClientAuth, now: UnixTime) -> Res
 pub fn decide(client: &ClientRecord, auth: &ClientAuth) -> Result<(), OAuthError> {
     match (&client.kind, auth) {
         (ClientKind::Public, ClientAuth::None { .. }) => Ok(()),
-        (ClientKind::Public, ClientAuth::Basic { .. } | ClientAuth::Post { .. }) => Err(OAuthError::invalid_client(
-            "this is a public client: public clients hold no secret, so send client_id without client_secret (PKCE protects the code)",
-        )),
+        (ClientKind::Public, ClientAuth::Basic { .. } | ClientAuth::Post { .. } | ClientAuth::PrivateKeyJwt { .. }) => {
+            Err(OAuthError::invalid_client(
+                "this is a public client: public clients hold no secret, so send client_id without client_secret (PKCE protects the code)",
+            ))
+        }
         (ClientKind::Confidential { .. }, ClientAuth::None { .. }) => Err(OAuthError::invalid_client(
             "this confidential client must authenticate: send its client_secret with HTTP Basic (client_secret_basic) or in the body (client_secret_post)",
         )),
@@ -39,6 +41,20 @@ pub fn decide(client: &ClientRecord, auth: &ClientAuth) -> Result<(), OAuthError
             } else {
                 Err(OAuthError::invalid_client("client authentication failed: the client_secret is wrong"))
             }
+        }
+        (ClientKind::Confidential { .. }, ClientAuth::PrivateKeyJwt { .. }) => Err(OAuthError::invalid_client(
+            "this client is registered with a client_secret: authenticate with client_secret_basic or client_secret_post, not private_key_jwt",
+        )),
+        (
+            ClientKind::PrivateKeyJwt { .. },
+            ClientAuth::None { .. } | ClientAuth::Basic { .. } | ClientAuth::Post { .. },
+        ) => Err(OAuthError::invalid_client(
+            "this client authenticates with private_key_jwt: send client_assertion_type and a client_assertion signed with its key",
+        )),
+        // The assertion's signature, claims and single use are checked where keys and the replay
+        // store are at hand; this synchronous decision never accepts one on its own.
+        (ClientKind::PrivateKeyJwt { .. }, ClientAuth::PrivateKeyJwt { .. }) => {
+            Err(OAuthError::invalid_client("private_key_jwt client authentication is not available on this server yet"))
         }
     }
 }

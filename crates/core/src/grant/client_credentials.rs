@@ -123,6 +123,7 @@ mod tests {
             audiences: vec!["https://api.example".into(), "https://other.example".into()],
             origin: Default::default(),
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         }
     }

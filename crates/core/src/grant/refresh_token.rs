@@ -217,6 +217,7 @@ mod tests {
             audiences: vec![],
             origin: Default::default(),
             backchannel_logout: None,
+            protection: Default::default(),
             second_factor: Default::default(),
         };
         let grant = GrantRecord {

@@ -19,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
                 ClientAuth::Basic { .. } => assert!(header.is_some() && !params.contains("client_secret")),
                 ClientAuth::Post { .. } => assert!(header.is_none() && params.contains("client_secret")),
                 ClientAuth::None { .. } => assert!(header.is_none() && !params.contains("client_secret")),
+                ClientAuth::PrivateKeyJwt { .. } => assert!(
+                    header.is_none()
+                        && !params.contains("client_secret")
+                        && params.get("client_assertion_type")
+                            == Some(latchkey_proto::client_assertion::ASSERTION_TYPE)
+                ),
             }
             match &req.grant {
                 GrantRequest::AuthorizationCode { .. } => {

@@ -99,6 +99,7 @@ fn code_record(hash: TokenHash) -> CodeRecord {
         resource: None,
         authn: Default::default(),
         claims: None,
+        dpop_jkt: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn issuance(n: u64) -> Issuance {
             resource: None,
             authn: Some(Default::default()),
             claims: None,
+            dpop_jkt: None,
         },
         refresh: Some(refresh_record(&grant_id, &format!("rt-{n}-0"))),
         access: AccessRecord { jti: format!("jti-{n}-0"), grant_id, expires_at: i64::MAX / 2, revoked_at: None },

@@ -307,6 +307,7 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
         resource: None,
         authn: Default::default(),
         claims: None,
+        dpop_jkt: None,
     };
     store.insert_code(&planted).await.unwrap();
     let old = SessionRecord {

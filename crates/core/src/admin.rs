@@ -172,6 +172,7 @@ pub async fn add_client(
         origin: Default::default(),
         backchannel_logout,
         second_factor: new.second_factor,
+        protection: Default::default(),
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {

@@ -224,6 +224,7 @@ pub fn validate(
             purpose: Default::default(),
             acr,
             claims,
+            dpop_jkt: None,
         },
         prompt,
         max_age,
@@ -857,6 +858,7 @@ impl Provider {
                 resource: req.resource.clone(),
                 authn: session.authn.clone(),
                 claims: req.claims.clone(),
+                dpop_jkt: None,
             })
             .await?;
         Ok(with_params(

@@ -244,6 +244,7 @@ mod tests {
                 uri: "https://rp.example/bcl".into(),
                 session_required: false,
             }),
+            protection: Default::default(),
         };
         let clients: HashMap<_, _> =
             [record("wants", true), record("plain", false)].into_iter().map(|c| (c.client_id.clone(), c)).collect();

@@ -174,6 +174,7 @@ fn client_record(
             session_required: meta.backchannel_logout_session_required,
         }),
         second_factor: Default::default(),
+        protection: Default::default(),
     })
 }
 

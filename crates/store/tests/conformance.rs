@@ -47,6 +47,7 @@ fn pending(exp: UnixTime) -> PendingAuthorization {
         purpose: Default::default(),
         acr: None,
         claims: None,
+        dpop_jkt: None,
     }
 }
 
@@ -111,6 +112,7 @@ fn code(hash: &str) -> CodeRecord {
         resource: None,
         authn: Authentication::of(&[Method::Password, Method::Totp]),
         claims: None,
+        dpop_jkt: None,
     }
 }
 
@@ -130,6 +132,7 @@ fn issuance(grant_id: &str, refresh: &str) -> Issuance {
             resource: None,
             authn: Some(Authentication::of(&[Method::Password, Method::RecoveryCode])),
             claims: None,
+            dpop_jkt: None,
         },
         refresh: Some(RefreshRecord {
             hash: TokenHash::of(refresh),
@@ -229,6 +232,7 @@ async fn sessions_pending_and_consent_expire(s: Arc<dyn Store>) {
             latchkey_proto::ClaimsRequest::parse(r#"{"id_token":{"acr":{"essential":true,"values":["mfa"]}}}"#)
                 .unwrap(),
         ),
+        dpop_jkt: None,
     };
     assert!(s.insert_pending(&TokenHash::of("p"), &p, "192.0.2.1", 1, LIMITS).await.unwrap());
     assert_eq!(s.pending(&TokenHash::of("p"), 99).await.unwrap(), Some(p));

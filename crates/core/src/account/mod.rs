@@ -120,6 +120,7 @@ impl Provider {
             purpose: SignInPurpose::Account { next },
             acr: None,
             claims: None,
+            dpop_jkt: None,
         };
         let id = self.save_pending(&pending, ip, now).await?;
         Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })

@@ -115,6 +115,7 @@ pub async fn exchange(
         resource,
         authn: Some(record.authn.clone()),
         claims: record.claims.clone(),
+        dpop_jkt: None,
     };
     let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
@@ -195,6 +196,7 @@ mod tests {
             resource: None,
             authn: Default::default(),
             claims: None,
+            dpop_jkt: None,
         };
         (code, client, verifier)
     }

@@ -95,6 +95,7 @@ pub async fn issue(
         // Nobody authenticated: a client acting for itself.
         authn: None,
         claims: None,
+        dpop_jkt: None,
     };
     let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false, user: None };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;

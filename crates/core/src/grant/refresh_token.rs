@@ -234,6 +234,7 @@ mod tests {
             resource: None,
             authn: None,
             claims: None,
+            dpop_jkt: None,
         };
         let token = RefreshRecord {
             hash: TokenHash::of("r"),

@@ -8,7 +8,8 @@
 // 2. A keyboard-only run: from the top of the page, Tab reaches every control (links, buttons,
 //    fields) in order, each with a visible focus indicator, and Shift+Tab goes back.
 // 3. A phone-sized run (360×740 CSS px): nothing wider than the screen, text at least 16 px,
-//    tap targets at least 44 px tall, axe again, and a full-page screenshot.
+//    tap targets (fields, buttons, a <details>' summary) at least 44 px tall, axe again, and a
+//    full-page screenshot.
 // 4. axe once more in the dark colour scheme, which the stylesheet styles on its own.
 //
 // Reports and screenshots go to A11Y_ARTIFACTS_DIR (set by crates/cli/tests/browser.rs to
@@ -64,9 +65,12 @@ export async function assertAxe(page, name) {
 // Every control a keyboard user must be able to reach, in document order.
 async function controls(page) {
   return page.evaluate(() => {
-    const selector = 'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])';
+    // A <details> element's <summary> is a control too: Tab reaches it, Enter opens it.
+    const selector = 'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]:not([tabindex="-1"])';
     return [...document.querySelectorAll(selector)]
-      .filter((e) => !e.disabled && !e.hidden && e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden')
+      // checkVisibility, not a box alone: the content of a closed <details> keeps its boxes in
+      // Chromium but is skipped (content-visibility), and Tab does not reach it.
+      .filter((e) => !e.disabled && e.checkVisibility({ visibilityProperty: true }))
       .map((e, i) => {
         e.dataset.a11yKey = String(i);
         return `${i}:${e.tagName.toLowerCase()}:${e.id || e.getAttribute('name') || e.textContent.trim().slice(0, 40)}`;
@@ -123,7 +127,39 @@ export async function assertKeyboard(page, name) {
   return reached;
 }
 
-// At 360×740: readable without zooming or sideways scrolling, axe-clean, and photographed.
+// Pairs of visible boxes drawn over each other (text, fields, buttons, badges; an element and
+// its own ancestors aside) by more than a pixel each way, and pairs of boxes with a border all
+// round (fields, buttons, badges, framed messages) closer than 4 px: one would hide part of the
+// other, or their frames would run into each other.
+async function overlaps(page) {
+  return page.evaluate(() => {
+    const selector = 'h1, h2, p, label, legend, dt, dd, img, input:not([type=hidden]), button, textarea, select, summary, .badge, .error-summary, nav a, footer';
+    const framed = (e) => {
+      const s = getComputedStyle(e);
+      return ['Top', 'Right', 'Bottom', 'Left'].every((side) => parseFloat(s[`border${side}Width`]) > 0 && s[`border${side}Style`] !== 'none');
+    };
+    const boxes = [...document.querySelectorAll(selector)]
+      .filter((e) => e.checkVisibility({ visibilityProperty: true }))
+      .map((e) => ({ e, r: e.getBoundingClientRect(), framed: framed(e) }))
+      .filter(({ r }) => r.width > 0 && r.height > 0);
+    const name = (e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + String(e.className).replace(/ /g, '.') : ''} "${e.textContent.trim().slice(0, 30)}"`;
+    const found = [];
+    for (let i = 0; i < boxes.length; i++) {
+      for (let j = i + 1; j < boxes.length; j++) {
+        const [a, b] = [boxes[i], boxes[j]];
+        if (a.e.contains(b.e) || b.e.contains(a.e)) continue;
+        const x = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+        const y = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+        if (x > 1 && y > 1) found.push(`${name(a.e)} and ${name(b.e)} overlap (${x.toFixed(1)}×${y.toFixed(1)} px)`);
+        else if (a.framed && b.framed && x > -4 && y > -4) found.push(`${name(a.e)} and ${name(b.e)} touch (${Math.max(-x, -y, 0).toFixed(1)} px apart)`);
+      }
+    }
+    return found;
+  });
+}
+
+// At 360×740: readable without zooming or sideways scrolling, nothing drawn over anything else,
+// axe-clean, and photographed.
 export async function assertPhone(page, name) {
   const before = page.viewportSize();
   await page.setViewportSize(PHONE_360);
@@ -132,14 +168,15 @@ export async function assertPhone(page, name) {
       scrollWidth: document.documentElement.scrollWidth,
       width: window.innerWidth,
       bodyFont: parseFloat(getComputedStyle(document.body).fontSize),
-      controls: [...document.querySelectorAll('input:not([type=hidden]), button, textarea, select')]
-        .filter((e) => e.getClientRects().length > 0)
+      controls: [...document.querySelectorAll('input:not([type=hidden]), button, textarea, select, summary')]
+        .filter((e) => e.checkVisibility({ visibilityProperty: true }))
         .map((e) => {
           const r = e.getBoundingClientRect();
           const font = parseFloat(getComputedStyle(e).fontSize);
           return { name: e.id || e.getAttribute('name') || e.textContent.trim(), left: r.left, right: r.right, height: r.height, font };
         }),
     }));
+    assert.deepEqual(await overlaps(page), [], `${name}: nothing drawn over anything else at 360 px`);
     assert.ok(m.scrollWidth <= m.width, `${name}: no horizontal scrolling at 360 px (${m.scrollWidth} > ${m.width})`);
     assert.ok(m.bodyFont >= 16, `${name}: body text ${m.bodyFont}px`);
     for (const c of m.controls) {
@@ -170,6 +207,7 @@ export async function assertDark(page, name) {
 // message, with nothing to reach, still gets it: it then checks that nothing is reachable).
 export async function audit(page, name, { keyboard = true } = {}) {
   await assertAxe(page, name);
+  assert.deepEqual(await overlaps(page), [], `${name}: nothing drawn over anything else`);
   const reached = keyboard ? await assertKeyboard(page, name) : [];
   await assertPhone(page, name);
   await assertDark(page, name);

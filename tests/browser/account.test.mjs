@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { BASE, DESKTOP, launch, newPage as freshPage, shot } from './support.mjs';
-import { assertAxe, assertKeyboard, audit } from './a11y.mjs';
+import { assertAxe, assertKeyboard, assertPhone, audit } from './a11y.mjs';
 
 const CLIENT = process.env.LATCHKEY_CLIENT ?? 'browser-test';
 const USER = process.env.ACCOUNT_USER ?? 'alice';
@@ -19,9 +19,9 @@ let callback;
 let REDIRECT;
 
 // A page with the problems the harness must catch: a field without a label, grey-on-white text,
-// and a button whose focus is invisible.
-const BROKEN = `<!doctype html><html lang="en"><title>Broken</title><style>p{color:#bbb}button:focus{outline:none}</style>
-<main><h1>Broken</h1><p>Hard to read.</p><form><input name="q"><button>Go</button></form></main></html>`;
+// a button whose focus is invisible, and a paragraph pulled up over the heading.
+const BROKEN = `<!doctype html><html lang="en"><title>Broken</title><style>p{color:#bbb}button:focus{outline:none}.up{margin-top:-1.5em}</style>
+<main><h1>Broken</h1><p class="up">Drawn over the heading.</p><p>Hard to read.</p><form><input name="q"><button>Go</button></form></main></html>`;
 
 before(async () => {
   callback = createServer((req, res) => {
@@ -269,7 +269,7 @@ test('keyboard only: an app is removed from the apps page, and its refresh token
 });
 
 // The harness is only worth something if it fails: on a page with known problems it must.
-test('the accessibility harness fails on a page with a missing label, low contrast and no focus', async () => {
+test('the accessibility harness fails on a page with a missing label, low contrast, no focus and overlapping text', async () => {
   const { context, page } = await newPage();
   await page.goto(REDIRECT.replace('/callback', '/broken'));
   await assert.rejects(assertAxe(page, 'harness-self-test'), (e) => {
@@ -278,5 +278,6 @@ test('the accessibility harness fails on a page with a missing label, low contra
     return true;
   });
   await assert.rejects(assertKeyboard(page, 'harness-self-test'), /no visible focus indicator/);
+  await assert.rejects(assertPhone(page, 'harness-self-test'), /nothing drawn over anything else[^]*h1 "Broken" and p\.up/);
   await context.close();
 });

@@ -1,6 +1,7 @@
-// What both browser test files share: Debian's Chromium, fresh contexts that collect every page
-// problem, screenshots into ARTIFACTS_DIR (git-ignored), and a one-step consent helper.
+// What the browser test files share: Debian's Chromium, fresh contexts that collect every page
+// problem, screenshots into ARTIFACTS_DIR (git-ignored), a one-step sign-in helper, and RFC 6238 codes.
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -80,5 +81,32 @@ export async function signIn(page, username, password) {
   await page.getByLabel('Username').fill(username);
   await page.getByLabel('Password').fill(password);
   const left = (u) => u.origin !== new URL(BASE).origin || !['/authorize', '/login'].includes(u.pathname);
-  await Promise.all([page.waitForURL(left), page.getByRole('button', { name: 'Sign in' }).click()]);
+  await Promise.all([page.waitForURL(left), page.getByRole('button', { name: 'Sign in', exact: true }).click()]);
+}
+
+// RFC 4648 base32, as the page shows the key (groups of four, spaces between).
+export function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const c of text.replace(/[\s=]/g, '').toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push((value >>> bits) & 0xff);
+    }
+  }
+  return Buffer.from(out);
+}
+
+// RFC 6238 with HMAC-SHA-1, 6 digits, 30 s steps; `offset` in steps.
+export function totp(key, offset = 0) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30) + offset));
+  const h = createHmac('sha1', key).update(counter).digest();
+  const o = h[19] & 0x0f;
+  const bin = ((h[o] & 0x7f) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3];
+  return String(bin % 1_000_000).padStart(6, '0');
 }

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import { BASE, assertStyled, launch, newPage as freshPage, shot } from './support.mjs';
+import { BASE, assertStyled, base32, launch, newPage as freshPage, shot, totp } from './support.mjs';
 
 const CLIENT = process.env.LATCHKEY_CLIENT ?? 'browser-test';
 const PASSWORD = process.env.LATCHKEY_PASSWORD ?? 'alice-password';
@@ -32,33 +32,6 @@ after(async () => {
   await browser?.close();
   callback?.close();
 });
-
-// RFC 4648 base32, as the page shows the key (groups of four, spaces between).
-function base32(text) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = 0;
-  let value = 0;
-  const out = [];
-  for (const c of text.replace(/[\s=]/g, '').toUpperCase()) {
-    value = (value << 5) | alphabet.indexOf(c);
-    bits += 5;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push((value >>> bits) & 0xff);
-    }
-  }
-  return Buffer.from(out);
-}
-
-// RFC 6238 with HMAC-SHA-1, 6 digits, 30 s steps; `offset` in steps.
-function totp(key, offset = 0) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30) + offset));
-  const h = createHmac('sha1', key).update(counter).digest();
-  const o = h[19] & 0x0f;
-  const bin = ((h[o] & 0x7f) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3];
-  return String(bin % 1_000_000).padStart(6, '0');
-}
 
 test('the test TOTP passes RFC 6238 Appendix B (SHA-1)', () => {
   const key = Buffer.from('12345678901234567890');

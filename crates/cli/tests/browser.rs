@@ -11,6 +11,9 @@
 //!   removed passkey, keyboard-only and 360 px runs; `amr`/`acr` checked in the id_tokens.
 //! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
 //!   registration, authorization, code exchange and revocation across origins (CORS).
+//! - `account.test.mjs` and `flows.test.mjs`: the accessibility harness (`a11y.mjs`) over every
+//!   page, the second reaching those only a flow leads to (sign-up, the address check, the
+//!   password reset by a link from a real SMTP server, the second-factor pages of a sign-in).
 //!
 //! Screenshots of each page are kept in `artifacts/screenshots/`. Outside CI the tests are skipped,
 //! with a message, when node, Chromium or the npm packages are missing; in CI (`CI` set) they must
@@ -101,10 +104,19 @@ fn serve(db: &Path, log: &Path) -> (Running, String) {
 /// [`serve`] with the issuer `http://HOST:PORT`: `localhost` for WebAuthn, which needs a domain
 /// name (the server still listens on 127.0.0.1, where browsers send `localhost`).
 fn serve_as(db: &Path, log: &Path, host: &str) -> (Running, String) {
+    serve_with(db, log, host, None)
+}
+
+/// [`serve_as`], with the configuration file `config` when one is given.
+fn serve_with(db: &Path, log: &Path, host: &str, config: Option<&Path>) -> (Running, String) {
     let port = free_port();
     let issuer = format!("http://{host}:{port}");
+    let mut command = Command::new(BIN);
+    if let Some(c) = config {
+        command.arg("--config").arg(c);
+    }
     let server = Running(
-        Command::new(BIN)
+        command
             .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--issuer", &issuer, "--database"])
             .arg(db)
             .env_remove("LATCHKEY_CONFIG")
@@ -433,6 +445,133 @@ fn account_pages_and_every_page_pass_axe_keyboard_and_phone_checks_in_headless_c
             ("A11Y_ARTIFACTS_DIR", a11y.to_str().unwrap()),
         ],
         &["account-profile-errors", "account-profile", "account-sessions", "account-apps", "account-activity"],
+        dir.path(),
+    );
+    for p in pages {
+        assert!(a11y.join(format!("{p}.png")).exists(), "no 360 px screenshot of {p}");
+        assert!(a11y.join(format!("{p}.axe.json")).exists(), "no axe report of {p}");
+    }
+}
+
+/// The mail tests' SMTP server (`tests/mail/smtp_server.mjs`: Node's `smtp-server`, STARTTLS on a
+/// certificate only this test trusts, AUTH required) on 127.0.0.1, writing every message it
+/// receives as a JSON file into `out`. Returns the process and its port; the certificate is
+/// `smtp-cert.pem` in `dir`.
+fn smtp_server(dir: &Path, out: &Path) -> (Running, u16) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("smtp-cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("smtp-key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let mut child = Running(
+        Command::new("node")
+            .arg(repo().join("tests/mail/smtp_server.mjs"))
+            .args(["--port", "0", "--user", "latchkey", "--pass", "smtp-test-password", "--cert"])
+            .arg(dir.join("smtp-cert.pem"))
+            .arg("--key")
+            .arg(dir.join("smtp-key.pem"))
+            .arg("--out")
+            .arg(out)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let port: serde_json::Value = serde_json::from_str(&first).expect("the SMTP server did not start");
+    (child, u16::try_from(port["port"].as_u64().unwrap()).unwrap())
+}
+
+/// A configuration with self-registration open and mail through the test's SMTP server.
+fn mail_config(dir: &Path, smtp_port: u16) -> PathBuf {
+    let password = dir.join("smtp-password");
+    std::fs::write(&password, "smtp-test-password").unwrap();
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = dir.join("latchkey.toml");
+    let toml = format!(
+        "signup = \"open\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"starttls\"\nusername = \"latchkey\"\n\
+         password_file = {:?}\nfrom = \"Latchkey <no-reply@id.example>\"\ninsecure_ca_file = {:?}\ntimeout = 10\n",
+        password.to_str().unwrap(),
+        dir.join("smtp-cert.pem").to_str().unwrap(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    config
+}
+
+/// The pages only a flow reaches (issue 13): sign-up, the address check, the password reset from
+/// a link mailed by a real SMTP server, and the second-factor pages of the sign-in (TOTP set up
+/// where a client requires it, the code and recovery-code entry, the passkey a client requires).
+#[test]
+fn reset_verify_sign_up_and_second_factor_pages_pass_axe_keyboard_and_phone_checks_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    let mail_ready = repo().join("tests/mail/node_modules/smtp-server").exists();
+    if !package().join("node_modules/axe-core").exists() || !mail_ready {
+        let what = "axe-core (cd tests/browser && npm ci) and smtp-server (cd tests/mail && npm ci)";
+        assert!(std::env::var_os("CI").is_none(), "CI must run the accessibility checks: {what}");
+        eprintln!("SKIPPED: these checks need {what}");
+        return;
+    }
+    let a11y = a11y_artifacts();
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let (_smtp, smtp_port) = smtp_server(dir.path(), &mail);
+    let db = dir.path().join("flows.db");
+    let client = |id: &str, name: &str, policy: &str| {
+        let args = ["client", "add", "--public", "--client-id", id, "--name", name, "--second-factor", policy];
+        latchkey(&db, &[&args[..], &["--redirect-uri", "http://127.0.0.1/callback"]].concat());
+    };
+    client("browser-test", "Browser Test App", "optional");
+    client("strict-app", "Strict App", "required");
+    client("passkey-app", "Passkey App", "passkey");
+    // One user per flow, so that no flow depends on another's having run.
+    add_user(&db, "alice", "alice-password");
+    add_user(&db, "carol", "carol-password");
+    add_user(&db, "dana", "dana-password");
+    let pages = [
+        "signup",
+        "signup-error",
+        "signup-sent",
+        "verify",
+        "verify-done",
+        "reset-request",
+        "reset-request-error",
+        "reset-sent",
+        "reset-form",
+        "reset-form-error",
+        "reset-done",
+        "two-step-enrol",
+        "two-step-enrol-error",
+        "recovery-codes",
+        "two-step-code",
+        "two-step-code-error",
+        "two-step-recovery-code",
+        "two-step-recovery-code-error",
+        "two-step-passkey-enrol",
+        "two-step-passkey",
+        "account-two-step",
+        "account-two-step-turn-off",
+        "account-two-step-off",
+        "account-passkeys",
+        "account-passkeys-renamed",
+    ];
+    for p in pages {
+        let _ = std::fs::remove_file(a11y.join(format!("{p}.png")));
+        let _ = std::fs::remove_file(a11y.join(format!("{p}.axe.json")));
+    }
+    // WebAuthn needs a domain name: the issuer is http://localhost:PORT.
+    let config = mail_config(dir.path(), smtp_port);
+    let (_server, base) = serve_with(&db, &dir.path().join("server.log"), "localhost", Some(&config));
+    run_node(
+        "flows.test.mjs",
+        &[
+            ("LATCHKEY_BASE", &base),
+            ("LATCHKEY_CLIENT", "browser-test"),
+            ("MAIL_DIR", mail.to_str().unwrap()),
+            ("A11Y_ARTIFACTS_DIR", a11y.to_str().unwrap()),
+        ],
+        &[],
         dir.path(),
     );
     for p in pages {

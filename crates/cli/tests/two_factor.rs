@@ -299,7 +299,11 @@ async fn a_recovery_code_signs_in_once() {
     let (b2, _, res) = password_step(&t, "spa", "").await;
     let page = second_factor_page(&t, &b2, &res).await;
     let again = submit(&t, &b2, &page, "recovery_code", &codes[3]).await;
-    assert!(again.body.contains("That code is not right."), "used once: {}", again.body);
+    assert!(
+        again.body.contains("That recovery code is not right, or it was used already."),
+        "used once: {}",
+        again.body
+    );
     let account = b.get(&t.url("/account/two-step")).await;
     assert!(account.body.contains("9 of 10 unused"), "{}", account.body);
     let used = t.store.audit_events(None, None, 50).await.unwrap();

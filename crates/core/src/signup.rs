@@ -65,6 +65,15 @@ pub struct SignupForm<'a> {
     pub invitation: Option<&'a str>,
 }
 
+/// The field of the sign-up form a refusal is about: the page marks that field invalid and puts
+/// the message next to it, where a screen reader reads it with the field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignupField {
+    Username,
+    Email,
+    Password,
+}
+
 /// The answer to a sign-up.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignupOutcome {
@@ -75,8 +84,11 @@ pub enum SignupOutcome {
     Created {
         username: String,
     },
-    /// The form is wrong (the message says what; a taken username included).
-    Rejected(String),
+    /// The form is wrong (the message says what; a taken username included), in `field`.
+    Rejected {
+        field: SignupField,
+        why: String,
+    },
     InvalidInvitation,
     Throttled {
         retry_after: u64,
@@ -142,17 +154,20 @@ impl Provider {
         };
         let username = match crate::admin::check_username(form.username) {
             Ok(u) => u.to_owned(),
-            Err(e) => return Ok(SignupOutcome::Rejected(e.to_string())),
+            Err(e) => return Ok(SignupOutcome::Rejected { field: SignupField::Username, why: e.to_string() }),
         };
         let email = match &invited {
             Some((_, email)) => email.clone(),
             None => match crate::mail::parse_address(form.email) {
                 Some(e) => e,
-                None => return Ok(SignupOutcome::Rejected("enter your email address".into())),
+                None => {
+                    let why = "enter your email address".into();
+                    return Ok(SignupOutcome::Rejected { field: SignupField::Email, why });
+                }
             },
         };
         if let Err(AdminError::Invalid(why)) = crate::admin::check_password(&form.password) {
-            return Ok(SignupOutcome::Rejected(why));
+            return Ok(SignupOutcome::Rejected { field: SignupField::Password, why });
         }
         if let Some(ip) = ip {
             let rules = [(format!("signup-ip:{}", crate::throttle::source(ip)), self.config.email.signup_per_source)];
@@ -174,7 +189,10 @@ impl Provider {
             updated_at: now,
             locked_at: None,
         };
-        let taken = || SignupOutcome::Rejected(format!("the username {username} is taken; choose another"));
+        let taken = || SignupOutcome::Rejected {
+            field: SignupField::Username,
+            why: format!("the username {username} is taken; choose another"),
+        };
         if let Some((token, _)) = invited {
             return Ok(match self.store.create_invited_user(&TokenHash::of(token), &user, now).await? {
                 InvitedStored::Created => {
@@ -184,9 +202,10 @@ impl Provider {
                 InvitedStored::UsernameTaken => taken(),
                 InvitedStored::InvalidInvitation => SignupOutcome::InvalidInvitation,
                 // The holder of the invitation controls the address: saying so reveals nothing new.
-                InvitedStored::EmailTaken { username } => SignupOutcome::Rejected(format!(
-                    "this address already has an account ({username}); sign in, or reset its password"
-                )),
+                InvitedStored::EmailTaken { username } => SignupOutcome::Rejected {
+                    field: SignupField::Email,
+                    why: format!("this address already has an account ({username}); sign in, or reset its password"),
+                },
             });
         }
         Ok(match self.store.create_unverified_user(&user, self.config.email.max_unverified_signups, now).await? {

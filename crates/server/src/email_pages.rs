@@ -2,6 +2,7 @@
 //! template per page (extending `layout.html`), plus `message.html` for the one-paragraph answers.
 
 use askama::Template;
+use latchkey_core::signup::SignupField;
 
 use crate::pages::Link;
 
@@ -38,7 +39,22 @@ pub struct Signup<'a> {
     pub email: &'a str,
     /// The invitation's token, carried to the POST.
     pub invitation: Option<&'a str>,
-    pub error: Option<&'a str>,
+    /// A refusal, and the field it is about.
+    pub error: Option<(SignupField, &'a str)>,
+}
+
+impl Signup<'_> {
+    /// The refusal's message when it is about the field with the id `field`: it is shown right
+    /// after that field, which is marked invalid and described by it.
+    pub fn error_for(&self, field: &str) -> Option<&str> {
+        let (f, why) = self.error?;
+        let id = match f {
+            SignupField::Username => "username",
+            SignupField::Email => "email",
+            SignupField::Password => "password",
+        };
+        (id == field).then_some(why)
+    }
 }
 
 /// A page that only says something (and may offer one way on).

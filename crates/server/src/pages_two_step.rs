@@ -12,10 +12,65 @@ pub struct TwoStepPage<'a> {
     pub pending: &'a str,
     pub csrf: &'a str,
     pub error: Option<&'a str>,
+    /// The form `error` answers.
+    pub answered: Answered,
     pub totp: bool,
     pub recovery_code: bool,
     /// A passkey is accepted: "Use a passkey" (the page then needs `pages::html_with_script`).
     pub passkey: bool,
+}
+
+/// Which form of the second-factor page was sent: a refusal's message goes next to that form's
+/// field, which is marked invalid and has the focus (a wrong recovery code must not come back
+/// as a closed "Use a recovery code instead" and a code field marked wrong).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    Code,
+    RecoveryCode,
+}
+
+/// Where [`TwoStepPage`] shows its error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ErrorAt {
+    Code,
+    RecoveryCode,
+    /// Above the choices: no field of the page was sent (only a passkey is accepted).
+    Top,
+}
+
+impl TwoStepPage<'_> {
+    fn error_at(&self) -> ErrorAt {
+        match self.answered {
+            Answered::RecoveryCode if self.recovery_code => ErrorAt::RecoveryCode,
+            _ if self.totp => ErrorAt::Code,
+            _ if self.recovery_code => ErrorAt::RecoveryCode,
+            _ => ErrorAt::Top,
+        }
+    }
+
+    fn error_if(&self, at: ErrorAt) -> Option<&str> {
+        self.error.filter(|_| self.error_at() == at)
+    }
+
+    /// The error next to the TOTP code field.
+    pub fn code_error(&self) -> Option<&str> {
+        self.error_if(ErrorAt::Code)
+    }
+
+    /// The error next to the recovery-code field (whose `<details>` is then open).
+    pub fn recovery_error(&self) -> Option<&str> {
+        self.error_if(ErrorAt::RecoveryCode)
+    }
+
+    /// The error above the choices.
+    pub fn top_error(&self) -> Option<&str> {
+        self.error_if(ErrorAt::Top)
+    }
+
+    /// Whether the recovery-code field has the focus: it is the one answered, or the only field.
+    pub fn recovery_first(&self) -> bool {
+        self.recovery_code && (!self.totp || self.recovery_error().is_some())
+    }
 }
 
 /// `GET /login/two-step` where a passkey is required and the user has none: add one now.

@@ -74,9 +74,9 @@ pub async fn submit(
             let message = format!("The account {username} is ready. Sign in with your new password.");
             page(StatusCode::OK, &Message::info("Account created", &message).with_link("/account", "Sign in"))
         }
-        Ok(SignupOutcome::Rejected(why)) => {
+        Ok(SignupOutcome::Rejected { field, why }) => {
             let csrf = params.get("csrf").unwrap_or_default();
-            page(StatusCode::BAD_REQUEST, &Signup { csrf, username, email, invitation, error: Some(&why) })
+            page(StatusCode::BAD_REQUEST, &Signup { csrf, username, email, invitation, error: Some((field, &why)) })
         }
         Ok(SignupOutcome::InvalidInvitation) => invitation_gone(),
         Ok(SignupOutcome::Throttled { retry_after }) => throttled("Create an account", retry_after),

@@ -18,7 +18,7 @@ use crate::handlers::authorize::{
     csrf_token, device_cookie_name, internal, invalid_page, protected_form, redirect_to, render,
 };
 use crate::pages;
-use crate::pages_two_step::{EnrolPage, RecoveryCodesPage, TwoStepPage as TwoStepTemplate, grouped, qr_svg};
+use crate::pages_two_step::{Answered, EnrolPage, RecoveryCodesPage, TwoStepPage as TwoStepTemplate, grouped, qr_svg};
 
 /// The partial sign-in's cookie: `__Host-` prefixed with an https issuer.
 pub(crate) fn cookie_name(secure: bool) -> &'static str {
@@ -52,8 +52,15 @@ fn request_id(params: &Params) -> Result<&str, Response> {
     params.get("req").ok_or_else(|| invalid_page("This sign-in request is invalid", "the request id is missing"))
 }
 
-/// The page for `view`, with `error` shown; `status` 200, or 429 when throttled.
-fn show(s: &AppState, jar: CookieJar, view: &TwoStepView, error: Option<&str>, status: StatusCode) -> Response {
+/// The page for `view`, with `error` (an answer to the form `answered`) shown; `status` 200, or
+/// 429 when throttled.
+fn show(
+    s: &AppState,
+    jar: CookieJar,
+    view: &TwoStepView,
+    error: Option<(&str, Answered)>,
+    status: StatusCode,
+) -> Response {
     let (jar, csrf) = csrf_token(s, jar);
     let body = match &view.page {
         TwoStepPage::Ask { accepted } => pages::render(&TwoStepTemplate {
@@ -61,7 +68,8 @@ fn show(s: &AppState, jar: CookieJar, view: &TwoStepView, error: Option<&str>, s
             username: &view.username,
             pending: &view.pending,
             csrf: &csrf,
-            error,
+            error: error.map(|(e, _)| e),
+            answered: error.map_or(Answered::Code, |(_, a)| a),
             totp: accepted.totp,
             recovery_code: accepted.recovery_code,
             passkey: accepted.passkey && s.passkeys_offered(),
@@ -71,7 +79,7 @@ fn show(s: &AppState, jar: CookieJar, view: &TwoStepView, error: Option<&str>, s
             username: &view.username,
             pending: Some(&view.pending),
             csrf: &csrf,
-            error,
+            error: error.map(|(e, _)| e),
             secret: &grouped(secret_base32),
             uri,
             qr_src: &format!("/login/two-step/qr.svg?req={}", view.pending),
@@ -151,17 +159,19 @@ pub(crate) fn svg(text: &str) -> Response {
     res
 }
 
-/// The factor a form carries: `code` (TOTP) or `recovery_code`. `Err`: what was typed cannot be
-/// one (the page says so without spending an attempt).
-fn factor(params: &Params) -> Result<Factor, Refusal> {
+/// The form sent (`code`, TOTP, or `recovery_code`) and the factor it carries. `Err`: what was
+/// typed cannot be one (the page says so without spending an attempt).
+fn factor(params: &Params) -> (Answered, Result<Factor, Refusal>) {
     let typed = |k| params.get(k).map(str::trim).filter(|v| !v.is_empty());
     if let Some(code) = typed("code") {
-        return TotpCode::parse(code).map(Factor::Totp).ok_or(Refusal::Wrong);
+        return (Answered::Code, TotpCode::parse(code).map(Factor::Totp).ok_or(Refusal::Wrong));
     }
     if let Some(code) = typed("recovery_code") {
-        return RecoveryCode::parse(code).map(Factor::RecoveryCode).ok_or(Refusal::Wrong);
+        let factor = RecoveryCode::parse(code).map(Factor::RecoveryCode).ok_or(Refusal::Wrong);
+        return (Answered::RecoveryCode, factor);
     }
-    Err(Refusal::Wrong)
+    let answered = if params.get("recovery_code").is_some() { Answered::RecoveryCode } else { Answered::Code };
+    (answered, Err(Refusal::Wrong))
 }
 
 /// `POST /login/two-step`.
@@ -183,7 +193,8 @@ pub async fn submit(
     };
     let (now, cookie, session) = (s.clock.now(), partial_cookie(&s, &jar), session_cookie(&jar, s.secure()));
     let device = jar.get(device_cookie_name(s.secure())).map(|c| c.value().to_owned());
-    let outcome = match factor(&params) {
+    let (answered, factor) = factor(&params);
+    let outcome = match factor {
         Ok(f) => {
             let p = &s.provider;
             let ua = user_agent(&headers);
@@ -195,7 +206,7 @@ pub async fn submit(
             Err(e) => Err(e),
         },
     };
-    respond(&s, &rid, jar, outcome)
+    respond(&s, &rid, jar, outcome, answered)
 }
 
 /// `POST /login/enrol`: the first code of the app set up at this step.
@@ -221,7 +232,7 @@ pub async fn enrol(
     let (p, ua) = (&s.provider, user_agent(&headers));
     let outcome =
         p.enrol_at_sign_in(pending, cookie.as_ref(), session.as_ref(), code, ip, device.as_deref(), ua, now).await;
-    respond(&s, &rid, jar, outcome)
+    respond(&s, &rid, jar, outcome, Answered::Code)
 }
 
 fn respond(
@@ -229,6 +240,7 @@ fn respond(
     rid: &RequestId,
     jar: CookieJar,
     outcome: Result<Result<TwoStepOutcome, Step>, latchkey_core::Error>,
+    answered: Answered,
 ) -> Response {
     match outcome {
         Err(e) => internal(rid, e),
@@ -238,7 +250,14 @@ fn respond(
                 Refusal::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::OK,
             };
-            let mut res = show(s, jar, &view, Some(&refusal.message()), status);
+            let message = match (refusal, answered) {
+                // A recovery code has no clock to check: "the time on your phone" would mislead.
+                (Refusal::Wrong, Answered::RecoveryCode) => {
+                    "That recovery code is not right, or it was used already.".to_owned()
+                }
+                _ => refusal.message(),
+            };
+            let mut res = show(s, jar, &view, Some((&message, answered)), status);
             if let Refusal::Throttled { retry_after } = refusal
                 && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
             {

@@ -29,6 +29,14 @@ impl Adapter {
         }
     }
 
+    /// The field of the second-factor form that takes a TOTP code, where the provider has one.
+    fn totp_field(self) -> Option<&'static str> {
+        match self {
+            Self::Latchkey => Some("code"),
+            Self::NodeOidcProvider => None,
+        }
+    }
+
     fn approve(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::Latchkey => Some(("decision", "allow")),
@@ -109,7 +117,7 @@ fn follow(origin: &Origin, current_path: &str, location: &str, redirect_uri: &st
 }
 
 /// Sends `req` with the jar's cookies and stores the cookies of the answer.
-async fn send(conn: &mut Conn, jar: &mut CookieJar, mut req: Req) -> Result<Resp, OpError> {
+pub(crate) async fn send(conn: &mut Conn, jar: &mut CookieJar, mut req: Req) -> Result<Resp, OpError> {
     if let Some(c) = jar.header_for(&req.path) {
         req = req.header(header::COOKIE, &c)?;
     }
@@ -126,27 +134,47 @@ async fn send(conn: &mut Conn, jar: &mut CookieJar, mut req: Req) -> Result<Resp
 /// At most this many requests per login: a provider that loops is an error, not a hang.
 const MAX_STEPS: usize = 16;
 
+/// Who signs in: the password, and the TOTP code to give if the provider asks for a second factor.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub totp: Option<&'a str>,
+}
+
+/// The end of a browser flow.
+#[derive(Debug)]
+pub struct Browsed {
+    pub callback: Callback,
+    /// HTTP requests it took.
+    pub requests: usize,
+    /// The provider asked for a second factor and accepted the code.
+    pub second_factor: bool,
+}
+
 /// The full browser flow from an authorization request: log in as `user` (when a login form
-/// appears), approve consent (when asked), and return the code. Returns the number of requests
-/// made too.
+/// appears), give the TOTP code (when a second-factor form appears), approve consent (when
+/// asked), and return the code.
 pub async fn browse(
     conn: &mut Conn,
     jar: &mut CookieJar,
     origin: &Origin,
     adapter: Adapter,
     authorize_path: String,
-    user: (&str, &str),
+    user: Credentials<'_>,
     expect: &Expect<'_>,
-) -> Result<(Callback, usize), OpError> {
+) -> Result<Browsed, OpError> {
     let mut req = Req::get(authorize_path);
-    let mut logged_in = false;
+    let (mut logged_in, mut second_factor) = (false, false);
     for step in 1..=MAX_STEPS {
         let path = req.path.clone();
         let res = send(conn, jar, req).await?;
         if res.is_redirect() {
             let loc = res.location().ok_or(OpError::Protocol("a redirect without Location"))?;
             match follow(origin, &path, loc, expect.redirect_uri)? {
-                Next::Client(url) => return Ok((callback(&url, expect)?, step)),
+                Next::Client(url) => {
+                    return Ok(Browsed { callback: callback(&url, expect)?, requests: step, second_factor });
+                }
                 Next::Provider(p) => req = Req::get(p),
             }
             continue;
@@ -154,17 +182,29 @@ pub async fn browse(
         let res = res.expect(hyper::StatusCode::OK)?;
         let html = std::str::from_utf8(&res.body).map_err(|_| OpError::Protocol("a page that is not UTF-8"))?;
         let page = forms(html);
-        let Some(form) = page.iter().find(|f| f.method == "post") else {
-            return Err(OpError::Protocol("a page with neither a login nor a consent form"));
-        };
-        if form.has_password() {
+        let posts = || page.iter().filter(|f| f.method == "post");
+        let totp_form = adapter.totp_field().and_then(|name| posts().find(|f| f.inputs.iter().any(|i| i.name == name)));
+        if let Some(form) = posts().find(|f| f.has_password()) {
             if logged_in {
                 return Err(OpError::Refused("the login form came back: the credentials were refused".into()));
             }
             logged_in = true;
-            req = login(form, adapter, user, &path)?;
-        } else {
+            req = login(form, adapter, (user.username, user.password), &path)?;
+        } else if let (Some(form), Some(field)) = (totp_form, adapter.totp_field()) {
+            if second_factor {
+                return Err(OpError::Refused("the second-factor form came back: the TOTP code was refused".into()));
+            }
+            let code = user.totp.ok_or_else(|| {
+                OpError::Refused("the provider asked for a second factor this user does not have".into())
+            })?;
+            second_factor = true;
+            let mut fields: Vec<(&str, &str)> = form.hidden().collect();
+            fields.push((field, code));
+            req = Req::form(action(form, &path), &fields);
+        } else if let Some(form) = posts().next() {
             req = consent(form, adapter, &path)?;
+        } else {
+            return Err(OpError::Protocol("a page with no login, second-factor or consent form"));
         }
     }
     Err(OpError::Protocol("too many steps before a code"))

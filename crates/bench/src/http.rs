@@ -5,7 +5,7 @@
 //! request; on a 2-core machine the load generator shares the cores with the server, so its cost
 //! shows up in every figure.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
@@ -14,6 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
 use url::Url;
 
 use crate::OpError;
@@ -39,10 +40,18 @@ impl Origin {
         }
         let host = url.host_str().ok_or_else(|| anyhow::anyhow!("{url}: no host"))?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let addr = (host, port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{url}: the host name resolves to no address"))?;
+        let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+        let addr = match addrs.as_slice() {
+            [] => anyhow::bail!("{url}: the host name resolves to no address"),
+            [one] => *one,
+            // A name with several addresses (`localhost`: 127.0.0.1 and ::1), of which the server
+            // may listen on one only: the first that accepts a connection, as a browser picks.
+            many => many
+                .iter()
+                .copied()
+                .find(|a| std::net::TcpStream::connect_timeout(a, std::time::Duration::from_secs(1)).is_ok())
+                .unwrap_or(many[0]),
+        };
         if !addr.ip().is_loopback() && !allow_non_loopback {
             anyhow::bail!(
                 "{url} resolves to {}, which is not a loopback address; pass --allow-non-loopback to load another machine",
@@ -54,6 +63,11 @@ impl Origin {
             None => host.to_owned(),
         };
         Ok(Self { addr, authority: HeaderValue::from_str(&authority)?, base: format!("http://{authority}") })
+    }
+
+    /// The server is reached over IPv4 (whose loopback has 2^24 addresses to connect from).
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
     }
 
     /// The path and query of `url` when it is on this origin.
@@ -148,21 +162,50 @@ pub struct Conn {
     origin: Arc<Origin>,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Connections opened, including reconnections: more than one per worker means the server
-    /// closed keep-alive connections, which the report should not hide.
+    /// closed keep-alive connections (or an operation moved to another source address), which the
+    /// report should not hide.
     pub connects: usize,
+    /// The local address to connect from, when an operation chose one ([`Conn::bind_source`]).
+    source: Option<IpAddr>,
+    /// Requests sent from `source` since it was chosen.
+    sent_from_source: usize,
 }
 
 impl Conn {
     pub fn new(origin: Arc<Origin>) -> Self {
-        Self { origin, sender: None, connects: 0 }
+        Self { origin, sender: None, connects: 0, source: None, sent_from_source: 0 }
     }
 
     pub fn origin(&self) -> Arc<Origin> {
         self.origin.clone()
     }
 
+    /// Connects from `source` from now on (a fresh connection, on the next request). On loopback
+    /// every address of 127.0.0.0/8 is the machine's own, so requests can come from many
+    /// "networks" as a server in production sees them.
+    pub fn bind_source(&mut self, source: IpAddr) {
+        if self.source != Some(source) {
+            self.source = Some(source);
+            self.sender = None;
+        }
+        self.sent_from_source = 0;
+    }
+
+    /// The source chosen with [`Conn::bind_source`] and the requests sent from it since.
+    pub fn source(&self) -> Option<(IpAddr, usize)> {
+        self.source.map(|s| (s, self.sent_from_source))
+    }
+
     pub async fn connect(&mut self) -> Result<(), OpError> {
-        let stream = tokio::net::TcpStream::connect(self.origin.addr).await.map_err(OpError::Connect)?;
+        let stream = match self.source {
+            None => tokio::net::TcpStream::connect(self.origin.addr).await.map_err(OpError::Connect)?,
+            Some(local) => {
+                let socket = if local.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+                let socket = socket.map_err(OpError::Connect)?;
+                socket.bind(SocketAddr::new(local, 0)).map_err(OpError::Connect)?;
+                socket.connect(self.origin.addr).await.map_err(OpError::Connect)?
+            }
+        };
         stream.set_nodelay(true).map_err(OpError::Connect)?;
         let (sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(OpError::Http)?;
@@ -180,6 +223,7 @@ impl Conn {
             self.connect().await?;
         }
         let Some(sender) = self.sender.as_mut() else { return Err(OpError::Protocol("no connection")) };
+        self.sent_from_source += 1;
         let mut builder = Request::builder().method(req.method).uri(req.path);
         if let Some(h) = builder.headers_mut() {
             h.insert(header::HOST, self.origin.authority.clone());

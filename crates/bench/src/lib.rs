@@ -8,7 +8,13 @@
 //! exchange, refresh (each token once, rotation checked), userinfo, discovery, JWKS, full logins
 //! (password hashing), and userinfo while logins load the server. Targets alternate run by run, so
 //! that drift on a shared machine hits all of them alike. Medians over the runs are reported.
+//!
+//! On Latchkey, the account phases of issue 13 run beside the full login and are quoted as ratios
+//! to it: a full login with a TOTP second factor, a username-less passkey sign-in, and requests to
+//! reset a password for known and unknown addresses ([`account_ops`]).
 
+pub mod account_ops;
+pub mod accounts;
 pub mod adapter;
 pub mod forms;
 pub mod hello;
@@ -96,6 +102,13 @@ pub struct Workload {
     pub resource: Option<String>,
     /// Dynamic client registrations per run (0: none), where the provider has an endpoint.
     pub registrations: usize,
+    /// Users with TOTP and with passkeys (`seed-latchkey --fixtures-out`): with them, Latchkey
+    /// targets also run the TOTP and passkey sign-in phases.
+    pub accounts: Option<std::sync::Arc<accounts::AccountFixtures>>,
+    /// Sign-ins per run of each of those phases.
+    pub account_logins: usize,
+    /// Password-reset requests per run on Latchkey targets (0: none; needs `[smtp]`).
+    pub resets: usize,
 }
 
 impl Workload {
@@ -119,6 +132,9 @@ impl Workload {
             allow_non_loopback: false,
             resource: None,
             registrations: 0,
+            accounts: None,
+            account_logins: 500,
+            resets: 0,
         }
     }
 }

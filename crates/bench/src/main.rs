@@ -83,6 +83,18 @@ struct RunArgs {
     /// Dynamic client registrations (RFC 7591) per run, on providers that advertise an endpoint.
     #[arg(long, default_value_t = 0)]
     registrations: usize,
+    /// The users with TOTP and with passkeys that `seed-latchkey --fixtures-out` wrote: Latchkey
+    /// targets then also run the TOTP and passkey sign-in phases.
+    #[arg(long, value_name = "FILE")]
+    account_fixtures: Option<PathBuf>,
+    /// Sign-ins per run of each account phase (TOTP, passkey). Default: --logins.
+    #[arg(long)]
+    account_logins: Option<usize>,
+    /// Password-reset requests per run on Latchkey targets, half for seeded addresses and half
+    /// for addresses no account uses. The server needs `[smtp]` (a port where nothing listens
+    /// will do: the request only queues).
+    #[arg(long, default_value_t = 0)]
+    resets: usize,
     /// Write JSON lines (one per phase and run, medians, checks) to this file.
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -101,6 +113,19 @@ struct SeedArgs {
     database: PathBuf,
     #[command(flatten)]
     users: Users,
+    /// Users `{prefix}totp-{i}` with a confirmed TOTP secret, for the TOTP sign-in phase.
+    #[arg(long, default_value_t = 0)]
+    totp_users: usize,
+    /// Users `{prefix}passkey-{i}` with a passkey, for the passkey sign-in phase.
+    #[arg(long, default_value_t = 0)]
+    passkey_users: usize,
+    /// The issuer the server will run with. Passkeys are registered for its host, which must be
+    /// a domain name (`http://localhost:PORT`; WebAuthn has no relying party on an IP address).
+    #[arg(long, default_value = "http://localhost:8080")]
+    issuer: String,
+    /// Where to write the TOTP secrets and passkeys of those users, for `run --account-fixtures`.
+    #[arg(long, value_name = "FILE")]
+    fixtures_out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +195,12 @@ async fn run(a: RunArgs) -> anyhow::Result<bool> {
         allow_non_loopback: a.allow_non_loopback,
         resource: a.resource,
         registrations: a.registrations,
+        accounts: match &a.account_fixtures {
+            Some(path) => Some(std::sync::Arc::new(latchkey_bench::accounts::AccountFixtures::load(path)?)),
+            None => None,
+        },
+        account_logins: a.account_logins.unwrap_or(a.logins),
+        resets: a.resets,
         ..Workload::standard()
     };
     if w.allow_non_loopback {
@@ -197,6 +228,11 @@ async fn run(a: RunArgs) -> anyhow::Result<bool> {
 }
 
 async fn seed(a: SeedArgs) -> anyhow::Result<bool> {
+    if a.totp_users + a.passkey_users > 0 && a.fixtures_out.is_none() {
+        anyhow::bail!(
+            "--totp-users and --passkey-users need --fixtures-out FILE: the benchmark signs in with what it holds"
+        );
+    }
     let s = latchkey_bench::seed::Seed {
         database: a.database,
         client_id: a.users.client_id,
@@ -204,9 +240,22 @@ async fn seed(a: SeedArgs) -> anyhow::Result<bool> {
         users: a.users.users,
         user_prefix: a.users.user_prefix,
         password: a.users.password,
+        scope: Workload::standard().scope,
+        issuer: a.issuer,
+        totp_users: a.totp_users,
+        passkey_users: a.passkey_users,
     };
     let started = std::time::Instant::now();
     let out = latchkey_bench::seed::seed(&s).await?;
+    if let Some(path) = &a.fixtures_out {
+        out.accounts.save(path)?;
+        println!(
+            "{} users with TOTP and {} with a passkey written to {}",
+            out.accounts.totp.len(),
+            out.accounts.passkeys.len(),
+            path.display()
+        );
+    }
     println!(
         "seeded {}: client {} ({}), {} users created, {} already there, in {:.1} s",
         s.database.display(),

@@ -12,7 +12,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::OpError;
-use crate::adapter::{Adapter, Expect, browse, callback};
+use crate::adapter::{Adapter, Credentials, Expect, browse, callback};
 use crate::http::{Conn, Origin, Req, Resp};
 use crate::jar::CookieJar;
 use crate::phase::Op;
@@ -37,7 +37,7 @@ pub struct Pkce {
     pub challenge: String,
 }
 
-fn random_b64(bytes: usize) -> String {
+pub(crate) fn random_b64(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut b);
     URL_SAFE_NO_PAD.encode(b)
@@ -72,7 +72,7 @@ impl Client {
         (format!("{}?{query}", self.authorize_path), pkce.verifier, state)
     }
 
-    fn expect<'a>(&'a self, state: &'a str) -> Expect<'a> {
+    pub(crate) fn expect<'a>(&'a self, state: &'a str) -> Expect<'a> {
         Expect { redirect_uri: &self.redirect_uri, state, issuer: &self.issuer }
     }
 }
@@ -113,9 +113,9 @@ impl Op for Login {
         let user = &self.users[i % self.users.len()];
         let (path, _, state) = self.client.authorization_request();
         let mut jar = CookieJar::default();
-        let creds = (user.username.as_str(), user.password.as_str());
-        let (_, requests) =
-            browse(conn, &mut jar, &self.origin, self.adapter, path, creds, &self.client.expect(&state)).await?;
+        let creds = Credentials { username: &user.username, password: &user.password, totp: None };
+        let done = browse(conn, &mut jar, &self.origin, self.adapter, path, creds, &self.client.expect(&state)).await?;
+        let requests = done.requests;
         let session = jar
             .header_for(&self.client.authorize_path)
             .ok_or(OpError::Protocol("logged in, but no cookie for the authorization endpoint"))?;
@@ -154,7 +154,7 @@ impl Op for Authorize {
     }
 }
 
-fn string_field(v: &serde_json::Value, name: &'static str) -> Result<String, OpError> {
+pub(crate) fn string_field(v: &serde_json::Value, name: &'static str) -> Result<String, OpError> {
     v.get(name).and_then(|t| t.as_str()).map(str::to_owned).ok_or(OpError::Missing(name))
 }
 

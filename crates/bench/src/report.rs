@@ -26,10 +26,20 @@ pub enum Phase {
     ExchangeResource,
     /// RFC 7591 dynamic client registration of a public client.
     Register,
+    /// The full login of a user with TOTP: the password, then the second-factor page and the
+    /// current RFC 6238 code (issue 13).
+    LoginTotp,
+    /// The username-less passkey sign-in, from the authorization request to the code.
+    LoginPasskey,
+    /// `POST /reset` for known and unknown addresses, alternately.
+    ResetRequest,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 12] = [
+    /// The account phases: Latchkey's only, quoted as ratios to [`Phase::Login`] of the same run.
+    pub const ACCOUNT: [Phase; 3] = [Phase::LoginTotp, Phase::LoginPasskey, Phase::ResetRequest];
+
+    pub const ALL: [Phase; 15] = [
         Phase::Authorize,
         Phase::Exchange,
         Phase::Refresh,
@@ -42,7 +52,15 @@ impl Phase {
         Phase::AuthorizeResource,
         Phase::ExchangeResource,
         Phase::Register,
+        Phase::LoginTotp,
+        Phase::LoginPasskey,
+        Phase::ResetRequest,
     ];
+
+    /// A phase other providers have no counterpart of in this benchmark: their cells say "n/a".
+    pub fn latchkey_only(self) -> bool {
+        Self::ACCOUNT.contains(&self)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -58,6 +76,9 @@ impl Phase {
             Phase::AuthorizeResource => "authorization with resource (RFC 8707)",
             Phase::ExchangeResource => "code exchange with resource",
             Phase::Register => "dynamic registration (RFC 7591)",
+            Phase::LoginTotp => "full login + TOTP (Argon2id)",
+            Phase::LoginPasskey => "passkey sign-in (username-less)",
+            Phase::ResetRequest => "password reset request",
         }
     }
 }
@@ -102,6 +123,33 @@ pub struct PhaseResult {
     pub client_cpu_us_per_op: Option<f64>,
     pub error_samples: Vec<String>,
     pub background: Option<Background>,
+    /// Latencies of parts of the operations, each from the operation's own timing (the reset
+    /// requests for known and for unknown addresses).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<Subset>,
+}
+
+/// The operations of one kind within a phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subset {
+    pub name: String,
+    pub ops: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Subset {
+    /// `latencies_us` need not be sorted.
+    pub fn of(name: &str, mut latencies_us: Vec<u32>) -> Self {
+        latencies_us.sort_unstable();
+        let m = crate::phase::Measured { latencies_us, ..Default::default() };
+        Self {
+            name: name.to_owned(),
+            ops: m.latencies_us.len(),
+            p50_ms: m.quantile_ms(0.5),
+            p99_ms: m.quantile_ms(0.99),
+        }
+    }
 }
 
 impl PhaseResult {
@@ -128,6 +176,7 @@ impl PhaseResult {
             client_cpu_us_per_op: None,
             error_samples: vec![format!("skipped: {why}")],
             background: None,
+            subsets: Vec::new(),
         }
     }
 
@@ -198,6 +247,13 @@ pub struct Median {
     pub errors: usize,
     /// Runs that hit the time limit before their count.
     pub incomplete_runs: usize,
+    /// Medians of the subsets' figures, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<Subset>,
+    /// For the account phases: this phase's ops/s and server CPU per operation, each divided by
+    /// the full login's of the same run; medians over the runs.
+    pub ops_ratio_to_login: Option<f64>,
+    pub cpu_ratio_to_login: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,6 +273,8 @@ pub struct WorkloadInfo {
     pub runs: usize,
     pub warmup: bool,
     pub max_phase_seconds: u64,
+    pub account_logins: usize,
+    pub resets: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,6 +301,30 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn median_opt(v: Vec<Option<f64>>) -> Option<f64> {
     let vals: Vec<f64> = v.into_iter().flatten().collect();
     (!vals.is_empty()).then(|| median(vals))
+}
+
+/// Medians over runs of each subset's figures, subsets in the order of their first appearance.
+fn subset_medians(rs: &[&PhaseResult]) -> Vec<Subset> {
+    let mut names: Vec<&str> = Vec::new();
+    for s in rs.iter().flat_map(|r| &r.subsets) {
+        if !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let of = |g: fn(&Subset) -> f64| {
+                median(rs.iter().flat_map(|r| &r.subsets).filter(|s| s.name == name).map(g).collect())
+            };
+            Subset {
+                name: name.to_owned(),
+                ops: of(|s| s.ops as f64) as usize,
+                p50_ms: of(|s| s.p50_ms),
+                p99_ms: of(|s| s.p99_ms),
+            }
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD HH:MM UTC` from Unix seconds (Howard Hinnant's days-from-civil, inverted).
@@ -279,6 +361,8 @@ impl Report {
                 runs: w.runs,
                 warmup: w.warmup,
                 max_phase_seconds: w.max_phase_time.as_secs(),
+                account_logins: w.account_logins,
+                resets: w.resets,
             },
             targets: targets
                 .iter()
@@ -343,10 +427,35 @@ impl Report {
                     ),
                     errors: rs.iter().map(|r| r.all_errors()).sum(),
                     incomplete_runs: rs.iter().filter(|r| r.incomplete()).count(),
+                    subsets: subset_medians(&rs),
+                    ops_ratio_to_login: self.ratio_to_login(&target, phase, |r| Some(r.ops_per_sec)),
+                    cpu_ratio_to_login: self.ratio_to_login(&target, phase, |r| r.server_cpu_us_per_op),
                 });
             }
         }
         out
+    }
+
+    /// `figure` of an account phase divided by the full login's in the same run; the median over
+    /// the measured runs. Ratios are taken run by run: both figures then share the machine's
+    /// state, which drifts between runs on a shared machine.
+    fn ratio_to_login(&self, target: &str, phase: Phase, figure: fn(&PhaseResult) -> Option<f64>) -> Option<f64> {
+        if !phase.latchkey_only() {
+            return None;
+        }
+        let of = |p: Phase, run: usize| {
+            self.results.iter().find(|r| r.target == target && r.phase == p && r.run == run && !r.warmup)
+        };
+        let ratios: Vec<f64> = self
+            .results
+            .iter()
+            .filter(|r| r.target == target && r.phase == phase && !r.warmup)
+            .filter_map(|r| {
+                let (a, b) = (figure(r)?, figure(of(Phase::Login, r.run)?)?);
+                (b > 0.0 && r.errors == 0).then_some(a / b)
+            })
+            .collect();
+        (!ratios.is_empty()).then(|| median(ratios))
     }
 
     /// The highest VmHWM seen for a target: its peak RSS over the whole run.
@@ -400,6 +509,17 @@ impl Report {
                 }
                 if m.incomplete_runs > 0 {
                     let _ = writeln!(s, "  {:<30} {} run(s) stopped at the time limit", "", m.incomplete_runs);
+                }
+                for sub in &m.subsets {
+                    let _ = writeln!(
+                        s,
+                        "  {:<30} {:>8} {:>10} {:>8.2} {:>8} {:>8.2}  ({})",
+                        "", sub.ops, "", sub.p50_ms, "", sub.p99_ms, sub.name
+                    );
+                }
+                if let Some(r) = m.ops_ratio_to_login {
+                    let cpu = m.cpu_ratio_to_login.map_or("-".into(), |c| format!("{c:.2}"));
+                    let _ = writeln!(s, "  {:<30} ÷ full login of the same run: ops/s {r:.2}, CPU/op {cpu}", "");
                 }
             }
             if let Some(rss) = self.peak_rss_mib(&target) {
@@ -509,14 +629,16 @@ impl Report {
                         }
                         let _ = write!(row, " {ops} | {:.2} / {:.2} | {cpu} |", m.p50_ms, m.p99_ms);
                     }
+                    None if phase.latchkey_only() => row.push_str(" n/a | n/a | n/a |"),
                     None => row.push_str(" - | - | - |"),
                 }
             }
             for n in names.iter().skip(1) {
+                let none = if phase.latchkey_only() { "n/a" } else { "-" };
                 let ratio = Self::find(&medians, subject, phase)
                     .zip(Self::find(&medians, n, phase))
                     .filter(|(_, o)| o.ops_per_sec > 0.0)
-                    .map_or("-".into(), |(a, o)| format!("{:.2}×", a.ops_per_sec / o.ops_per_sec));
+                    .map_or(none.into(), |(a, o)| format!("{:.2}×", a.ops_per_sec / o.ops_per_sec));
                 let _ = write!(row, " {ratio} |");
             }
             let _ = writeln!(s, "{row}");
@@ -545,6 +667,7 @@ impl Report {
             }
             s.push_str(".\n");
         }
+        s.push_str(&self.account_markdown(&medians, &names));
         for c in &self.checks {
             let _ = writeln!(
                 s,
@@ -554,6 +677,72 @@ impl Report {
                 if c.passed { "passed" } else { "FAILED" },
                 c.detail
             );
+        }
+        s
+    }
+}
+
+impl Report {
+    /// The account phases against the full login of the same runs, for each target that ran them.
+    fn account_markdown(&self, medians: &[Median], names: &[&str]) -> String {
+        let mut s = String::new();
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| Phase::ACCOUNT.iter().all(|p| Self::find(medians, n, *p).is_none()))
+            .collect();
+        for target in names {
+            if Phase::ACCOUNT.iter().all(|p| Self::find(medians, target, *p).is_none()) {
+                continue;
+            }
+            let _ = write!(
+                s,
+                "\nAccount paths on {target}, each against the password-only full login: the ratios are taken within each \
+                 run and their median quoted."
+            );
+            if !others.is_empty() {
+                let _ = write!(s, " {} has no counterpart in this benchmark: n/a.", others.join(", "));
+            }
+            let _ = writeln!(
+                s,
+                "\n\n| phase | ops/s | p50 / p99 ms | server CPU µs/op | ops/s ÷ login | CPU/op ÷ login |{}",
+                others.iter().map(|o| format!(" {o} |")).collect::<String>()
+            );
+            let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |{}", " ---: |".repeat(others.len()));
+            for phase in std::iter::once(Phase::Login).chain(Phase::ACCOUNT) {
+                let Some(m) = Self::find(medians, target, phase) else { continue };
+                let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+                let (ops_ratio, cpu_ratio) = if phase == Phase::Login {
+                    ("1".to_owned(), "1".to_owned())
+                } else {
+                    (ratio(m.ops_ratio_to_login), ratio(m.cpu_ratio_to_login))
+                };
+                let cpu = m.server_cpu_us_per_op.map_or("-".into(), |c| format!("{c:.0}"));
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} | {:.2} / {:.2} | {cpu} | {ops_ratio} | {cpu_ratio} |{}",
+                    phase.label(),
+                    m.ops_per_sec,
+                    m.p50_ms,
+                    m.p99_ms,
+                    others
+                        .iter()
+                        .map(|_| if phase == Phase::Login { " (above) |" } else { " n/a |" })
+                        .collect::<String>()
+                );
+            }
+            if let Some(m) = Self::find(medians, target, Phase::ResetRequest)
+                && !m.subsets.is_empty()
+            {
+                let parts: Vec<String> = m
+                    .subsets
+                    .iter()
+                    .map(|sub| {
+                        format!("{} p50 / p99 {:.2} / {:.2} ms ({} per run)", sub.name, sub.p50_ms, sub.p99_ms, sub.ops)
+                    })
+                    .collect();
+                let _ = writeln!(s, "\nReset requests, each timed alone: {}.", parts.join("; "));
+            }
         }
         s
     }
@@ -588,6 +777,71 @@ mod tests {
         assert_eq!(median_opt(vec![None, Some(1.0)]), Some(1.0));
         assert_eq!(utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+
+    fn result(target: &str, run: usize, phase: Phase, ops_per_sec: f64, cpu: f64) -> PhaseResult {
+        PhaseResult {
+            ops: 10,
+            planned: 10,
+            errors: 0,
+            error_samples: Vec::new(),
+            ops_per_sec,
+            server_cpu_us_per_op: Some(cpu),
+            ..PhaseResult::failed(target, run, false, phase, "")
+        }
+    }
+
+    #[test]
+    fn account_phases_are_ratios_to_the_login_of_the_same_run_and_n_a_for_the_peer() {
+        let targets: Vec<TargetInfo> = ["latchkey", "peer"]
+            .iter()
+            .map(|n| TargetInfo {
+                name: (*n).into(),
+                issuer: String::new(),
+                adapter: crate::Adapter::Latchkey,
+                pid: None,
+            })
+            .collect();
+        let mut r = Report {
+            machine: String::new(),
+            started_unix: 0,
+            load_before: None,
+            load_after: None,
+            workload: WorkloadInfo {
+                users: 1,
+                codes: 1,
+                connections: 1,
+                logins: 1,
+                runs: 3,
+                warmup: false,
+                max_phase_seconds: 1,
+                account_logins: 1,
+                resets: 0,
+            },
+            targets,
+            results: Vec::new(),
+            checks: Vec::new(),
+        };
+        // The machine slows down run by run; the ratio within each run stays 0.5 (ops) and 2 (CPU),
+        // where the ratio of the medians would not.
+        for (run, login) in [(0, 100.0), (1, 60.0), (2, 10.0)] {
+            r.results.push(result("latchkey", run, Phase::Login, login, 1000.0 + run as f64));
+            r.results.push(result("latchkey", run, Phase::LoginTotp, login / 2.0, 2.0 * (1000.0 + run as f64)));
+            r.results.push(result("peer", run, Phase::Login, 50.0, 900.0));
+        }
+        let m = r.medians();
+        let totp = m.iter().find(|m| m.phase == Phase::LoginTotp).unwrap();
+        assert_eq!((totp.ops_ratio_to_login, totp.cpu_ratio_to_login), (Some(0.5), Some(2.0)));
+        let login = m.iter().find(|m| m.phase == Phase::Login && m.target == "latchkey").unwrap();
+        assert_eq!(login.ops_ratio_to_login, None, "the login is the reference, not an account phase");
+        let md = r.markdown();
+        let row = md.lines().find(|l| l.starts_with("| full login + TOTP")).unwrap();
+        assert!(row.ends_with("| n/a | n/a | n/a | n/a |"), "the peer's cells and the ratio: {row}");
+        assert!(
+            md.contains("| full login + TOTP (Argon2id) | 30.0 | 0.00 / 0.00 | 2002 | 0.500 | 2.000 | n/a |"),
+            "{md}"
+        );
+        assert!(!md.lines().any(|l| l.starts_with("| passkey sign-in")), "a phase that did not run has no row");
     }
 
     #[test]

@@ -2,14 +2,18 @@
 //! between targets, phase by phase, then the rotation check.
 
 use hyper::StatusCode;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 
+use latchkey_core::passkey::soft::SoftAuthenticator;
+
+use crate::account_ops::{LoginPasskey, LoginTotp, ResetRequest, SourcePool, TotpLogin, TotpPool};
 use crate::adapter::Adapter;
 use crate::http::{Conn, Origin, Req};
 use crate::ops::{Authorize, Client, Exchange, Fetch, IssuedCode, Login, Refresh, Register, Tokens, User, Userinfo};
 use crate::phase::{self, Measured, Op, Spec};
 use crate::procfs;
-use crate::report::{Background, Check, Phase, PhaseResult, Report};
+use crate::report::{Background, Check, Phase, PhaseResult, Report, Subset};
 use crate::{Baseline, Target, Workload};
 
 /// A target after discovery and the users' first logins.
@@ -26,6 +30,19 @@ struct Prepared {
     sessions: Arc<Vec<String>>,
     /// (presented, successor) refresh tokens of the last refresh phase, for the rotation check.
     rotated: Vec<(String, String)>,
+    /// What the account phases need, on a Latchkey target given account fixtures or resets.
+    accounts: Option<AccountState>,
+}
+
+/// The users, authenticators and reset form of the account phases, shared by every run.
+struct AccountState {
+    totp: Option<Arc<TotpPool>>,
+    passkeys: Option<Arc<Vec<Mutex<SoftAuthenticator>>>>,
+    /// The reset form's `Cookie` header and CSRF token, when resets are asked for.
+    reset: Option<(String, String)>,
+    known: Arc<Vec<String>>,
+    known_next: Arc<AtomicUsize>,
+    sources: Arc<SourcePool>,
 }
 
 /// Runs the whole benchmark. `progress` receives one line per step, for people watching.
@@ -155,6 +172,16 @@ async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> 
         );
     }
     progress(&format!("{}: {} users logged in ({:.0} logins/s)", t.name, w.users, out.measured.ops_per_sec()));
+    let wants_accounts = w.accounts.as_ref().is_some_and(|a| !a.is_empty()) || w.resets > 0;
+    let accounts = match t.adapter {
+        Adapter::Latchkey if wants_accounts => Some(prepare_accounts(t, w, &origin).await?),
+        _ => {
+            if wants_accounts {
+                progress(&format!("{}: the account phases (TOTP, passkey, reset) run on Latchkey only", t.name));
+            }
+            None
+        }
+    };
     Ok(Prepared {
         target: t.clone(),
         client,
@@ -166,7 +193,83 @@ async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> 
         users,
         sessions: Arc::new(out.outputs.into_iter().map(|(_, s)| s).collect()),
         rotated: Vec::new(),
+        accounts,
     })
+}
+
+/// The account phases' set-up: the fixtures' users, and the reset form's token (one `GET /reset`;
+/// the token is the double-submit kind and serves every request). Checks before any load that
+/// the known addresses suffice for every run without a request being throttled.
+async fn prepare_accounts(t: &Target, w: &Workload, origin: &Arc<Origin>) -> anyhow::Result<AccountState> {
+    let fixtures = w.accounts.clone().unwrap_or_default();
+    let totp = if fixtures.totp.is_empty() {
+        None
+    } else {
+        let users = fixtures
+            .totp
+            .iter()
+            .map(|u| Ok(TotpLogin { username: u.username.clone(), password: w.password.clone(), secret: u.secret()? }))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(Arc::new(TotpPool::new(users)))
+    };
+    let passkeys = (!fixtures.passkeys.is_empty())
+        .then(|| Arc::new(fixtures.passkeys.iter().map(|u| Mutex::new(u.authenticator.clone())).collect()));
+    let mut known: Vec<String> = (0..w.users).map(|i| format!("{}{i}", w.user_prefix)).collect();
+    known.extend(fixtures.usernames().map(str::to_owned));
+    let known: Vec<String> = known.iter().map(|u| crate::accounts::email_of(u)).collect();
+    let reset = if w.resets > 0 {
+        let runs = w.runs + usize::from(w.warmup);
+        let needed = (0..runs).map(|r| account_counts(w, w.warmup && r == 0).1.div_ceil(2)).sum::<usize>();
+        let allowed = known.len() * latchkey_core::reset::PER_ADDRESS.free as usize;
+        if needed > allowed {
+            anyhow::bail!(
+                "{}: {needed} reset requests for known addresses in all runs, but the {} seeded addresses allow {allowed} \
+                 (each is throttled after {} an hour): lower --resets or seed more users",
+                t.name,
+                known.len(),
+                latchkey_core::reset::PER_ADDRESS.free
+            );
+        }
+        if !origin.is_ipv4() {
+            anyhow::bail!(
+                "{}: the reset phase needs an IPv4 loopback issuer, to send from many source addresses",
+                t.name
+            );
+        }
+        let path = format!("{}/reset", t.issuer.path().trim_end_matches('/'));
+        let mut jar = crate::jar::CookieJar::default();
+        let mut conn = Conn::new(origin.clone());
+        let page = crate::adapter::send(&mut conn, &mut jar, Req::get(path.clone()))
+            .await
+            .and_then(|r| r.expect(StatusCode::OK))
+            .map_err(|e| anyhow::anyhow!("{}: GET {path} (password reset needs [smtp] configured): {e}", t.name))?;
+        let html = String::from_utf8_lossy(&page.body);
+        let csrf = crate::forms::forms(&html)
+            .iter()
+            .flat_map(|f| f.hidden().map(|(n, v)| (n.to_owned(), v.to_owned())).collect::<Vec<_>>())
+            .find(|(n, _)| n == "csrf")
+            .map(|(_, v)| v)
+            .ok_or_else(|| anyhow::anyhow!("{}: the reset page has no csrf field", t.name))?;
+        let cookie =
+            jar.header_for(&path).ok_or_else(|| anyhow::anyhow!("{}: the reset page set no CSRF cookie", t.name))?;
+        Some((cookie, csrf))
+    } else {
+        None
+    };
+    Ok(AccountState {
+        totp,
+        passkeys,
+        reset,
+        known: Arc::new(known),
+        known_next: Arc::new(AtomicUsize::new(0)),
+        sources: Arc::new(SourcePool::default()),
+    })
+}
+
+/// Account sign-ins and reset requests of a run: the warm-up is a tenth of a measured run.
+fn account_counts(w: &Workload, warmup: bool) -> (usize, usize) {
+    let tenth = |n: usize| (n / 10).max(1).min(n);
+    if warmup { (tenth(w.account_logins), tenth(w.resets)) } else { (w.account_logins, w.resets) }
 }
 
 /// Connections that log in at once. Every login comes from this one address, and Latchkey counts
@@ -232,6 +335,7 @@ async fn measure<O: Op, B: Op>(
         server_peak_rss_mib: rss,
         client_cpu_us_per_op: client_cpu.and_then(per_op),
         error_samples: measured.samples.clone(),
+        subsets: Vec::new(),
         background: background.map(|b| Background {
             phase: Phase::Login,
             connections: bg_connections,
@@ -352,6 +456,48 @@ async fn run_target(
         let lc = login_connections(w);
         let (r, _) = measure(&ctx, Phase::Login, login.clone(), &p.origin, &spec(w, logins, lc), none.clone()).await;
         push(r, &mut out);
+    }
+
+    // The account phases, right after the password-only login that they are quoted against.
+    if let Some(a) = &p.accounts {
+        let (sign_ins, resets) = account_counts(w, warmup);
+        let lc = login_connections(w);
+        if let Some(pool) = a.totp.as_ref().filter(|_| sign_ins > 0) {
+            let op = Arc::new(LoginTotp {
+                origin: p.origin.clone(),
+                client: p.client.clone(),
+                adapter: p.target.adapter,
+                pool: pool.clone(),
+            });
+            let (r, _) = measure(&ctx, Phase::LoginTotp, op, &p.origin, &spec(w, sign_ins, lc), none.clone()).await;
+            push(r, &mut out);
+        }
+        if let Some(keys) = a.passkeys.as_ref().filter(|_| sign_ins > 0) {
+            let op = Arc::new(LoginPasskey {
+                client: p.client.clone(),
+                web_origin: p.target.issuer.origin().ascii_serialization(),
+                base_path: p.target.issuer.path().trim_end_matches('/').to_owned(),
+                keys: keys.clone(),
+            });
+            let (r, _) = measure(&ctx, Phase::LoginPasskey, op, &p.origin, &spec(w, sign_ins, lc), none.clone()).await;
+            push(r, &mut out);
+        }
+        if let Some((cookie, csrf)) = a.reset.as_ref().filter(|_| resets > 0) {
+            let op = Arc::new(ResetRequest {
+                path: format!("{}/reset", p.target.issuer.path().trim_end_matches('/')),
+                cookie: cookie.clone(),
+                csrf: csrf.clone(),
+                known: a.known.clone(),
+                known_next: a.known_next.clone(),
+                sources: a.sources.clone(),
+            });
+            let (mut r, outs) =
+                measure(&ctx, Phase::ResetRequest, op, &p.origin, &spec(w, resets, c), none.clone()).await;
+            let split =
+                |known: bool| outs.iter().filter(|(_, o)| o.known == known).map(|(_, o)| o.latency_us).collect();
+            r.subsets = vec![Subset::of("known address", split(true)), Subset::of("unknown address", split(false))];
+            push(r, &mut out);
+        }
     }
 
     if w.userinfo_during_logins && logins > 0 && !access.is_empty() {

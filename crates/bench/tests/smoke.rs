@@ -1,14 +1,17 @@
-//! The benchmark tool, once, in a tiny configuration against a real Latchkey on 127.0.0.1: every
-//! phase must run and see no error. This keeps the tool from rotting; it asserts nothing about
-//! speed (performance is reported by the benchmark, never asserted by a timed test).
+//! The benchmark tool, once, in a tiny configuration against a real Latchkey on 127.0.0.1 (its
+//! issuer `http://localhost:PORT`: passkeys need a domain name): every phase must run and see no
+//! error, the account phases of issue 13 included. This keeps the tool from rotting; it asserts
+//! nothing about speed (performance is reported by the benchmark, never asserted by a timed test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use latchkey_bench::accounts::AccountFixtures;
 use latchkey_bench::report::Phase;
 use latchkey_bench::seed::{Seed, seed_store};
 use latchkey_bench::{Adapter, Baseline, Target, Workload};
+use latchkey_core::outbox::{Job, OutboxFilter};
 use latchkey_core::{Clock, Provider, ProviderConfig, Store};
 use latchkey_server::AppState;
 use latchkey_store::SqliteStore;
@@ -18,9 +21,12 @@ async fn every_phase_runs_without_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let issuer = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let clock = Clock::system();
-    let provider = Arc::new(Provider::open(store.clone(), ProviderConfig::new(&issuer), clock.now()).await.unwrap());
+    let mut config = ProviderConfig::new(&issuer);
+    // Mail "configured" for the reset phase: no worker runs here, so the requests only queue.
+    config.email.enabled = true;
+    let provider = Arc::new(Provider::open(store.clone(), config, clock.now()).await.unwrap());
     let w = Workload {
         users: 3,
         codes: 24,
@@ -31,6 +37,8 @@ async fn every_phase_runs_without_errors() {
         max_phase_time: Duration::from_secs(60),
         resource: Some(latchkey_bench::seed::BENCH_RESOURCE.into()),
         registrations: 12,
+        account_logins: 5,
+        resets: 10,
         ..Workload::standard()
     };
     let seed = Seed {
@@ -40,9 +48,19 @@ async fn every_phase_runs_without_errors() {
         users: w.users,
         user_prefix: w.user_prefix.clone(),
         password: w.password.clone(),
+        scope: w.scope.clone(),
+        issuer: issuer.clone(),
+        // More TOTP users than sign-ins: a code works once per user and 30-second step.
+        totp_users: 6,
+        passkey_users: 2,
     };
     let seeded = seed_store(store.clone(), &seed).await.unwrap();
-    assert_eq!((seeded.client_created, seeded.users_created), (true, 3));
+    assert_eq!((seeded.client_created, seeded.users_created), (true, 3 + 6 + 2));
+    assert_eq!((seeded.accounts.totp.len(), seeded.accounts.passkeys.len()), (6, 2));
+    // The fixtures survive the file between `seed-latchkey` and `run`.
+    let path = dir.path().join("accounts.json");
+    seeded.accounts.save(&path).unwrap();
+    let w = Workload { accounts: Some(Arc::new(AccountFixtures::load(&path).unwrap())), ..w };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(latchkey_server::serve(listener, AppState::new(provider, clock), async {
@@ -76,10 +94,36 @@ async fn every_phase_runs_without_errors() {
     assert_eq!(report.results.iter().find(|r| r.phase == Phase::Authorize).unwrap().ops, 24);
     assert_eq!(report.results.iter().find(|r| r.phase == Phase::ExchangeResource).unwrap().ops, 24);
     assert_eq!(report.results.iter().find(|r| r.phase == Phase::Register).unwrap().ops, 12);
+    for phase in [Phase::LoginTotp, Phase::LoginPasskey] {
+        assert_eq!(report.results.iter().find(|r| r.phase == phase).unwrap().ops, 5, "{phase:?}");
+    }
+    // Half the reset requests were for seeded addresses, half for addresses nobody uses, and
+    // each half is timed on its own.
+    let reset = report.results.iter().find(|r| r.phase == Phase::ResetRequest).unwrap();
+    let split: Vec<(&str, usize)> = reset.subsets.iter().map(|s| (s.name.as_str(), s.ops)).collect();
+    assert_eq!(split, [("known address", 5), ("unknown address", 5)]);
+    // Each request queued one job (known or not, the same kind of job): none was throttled.
+    let jobs = store.outbox_jobs(OutboxFilter::Queued, 100).await.unwrap();
+    let emails: Vec<String> = jobs
+        .into_iter()
+        .filter_map(|j| match j.job {
+            Job::PasswordReset { email } => Some(email),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(emails.len(), 10, "{emails:?}");
+    assert_eq!(emails.iter().filter(|e| e.starts_with("nobody-")).count(), 5, "{emails:?}");
+    let medians = report.medians();
+    for phase in Phase::ACCOUNT {
+        let m = medians.iter().find(|m| m.phase == phase && m.target == "latchkey").unwrap();
+        assert!(m.ops_ratio_to_login.is_some_and(|r| r > 0.0), "{phase:?} has a ratio to the login");
+    }
     assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
     assert!(report.passed(), "{}", report.table());
     // Every output renders; the Markdown names the phases.
-    assert!(report.markdown().contains("| code exchange (PKCE) |"));
+    let md = report.markdown();
+    assert!(md.contains("| code exchange (PKCE) |"));
+    assert!(md.contains("| passkey sign-in (username-less) |") && md.contains("ops/s ÷ login"), "{md}");
     assert_eq!(report.json_lines().lines().filter(|l| l.contains(r#""type":"phase""#)).count(), report.results.len());
     let _ = (stop_tx.send(()), hello_tx.send(()));
 }

@@ -11,8 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// One credential on one authenticator. `Clone` copies the key: a cloned authenticator.
-#[derive(Clone, Debug)]
+/// One credential on one authenticator. `Clone` copies the key: a cloned authenticator. It
+/// (de)serialises whole, private key included, so that a benchmark fixture can hand a credential
+/// from the process that registered it to the one that signs in with it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SoftAuthenticator {
     pkcs8: Vec<u8>,
     pub cred_id: Vec<u8>,

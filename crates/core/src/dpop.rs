@@ -337,6 +337,51 @@ mod tests {
     }
 
     #[test]
+    fn dpop_is_required_by_the_clients_registration_or_the_fapi2_profile() {
+        use crate::protection::ProtectionConfig;
+        use crate::store::{ClientKind, ClientProtection, SecurityProfile};
+        let client = ClientRecord {
+            client_id: latchkey_proto::ClientId::parse("spa").unwrap(),
+            name: "SPA".into(),
+            kind: ClientKind::Public,
+            redirect_uris: vec![],
+            grant_types: vec![],
+            allowed_scope: latchkey_proto::Scope::parse("openid").unwrap(),
+            first_party: false,
+            created_at: 0,
+            id_token_signed_response_alg: Default::default(),
+            post_logout_redirect_uris: vec![],
+            audiences: vec![],
+            origin: Default::default(),
+            backchannel_logout: None,
+            protection: Default::default(),
+            second_factor: Default::default(),
+        };
+        let standard = ProtectionConfig::default();
+        let fapi2 = ProtectionConfig { profile: SecurityProfile::Fapi2, ..Default::default() };
+        let bound = ClientRecord {
+            protection: ClientProtection { dpop_bound_access_tokens: true, ..Default::default() },
+            ..client.clone()
+        };
+        let own_fapi2 = ClientRecord {
+            protection: ClientProtection { profile: Some(SecurityProfile::Fapi2), ..Default::default() },
+            ..client.clone()
+        };
+        assert!(required(standard.requires_dpop(&client), None).is_ok());
+        for (cfg, c) in [(&standard, &bound), (&fapi2, &client), (&standard, &own_fapi2)] {
+            assert_eq!(required(cfg.requires_dpop(c), None).unwrap_err().code, ErrorCode::InvalidDpopProof);
+        }
+        assert_eq!(family_key(&client, None), None);
+        let key = DpopKey::generate().unwrap();
+        let nonces = NonceKeeper::new(&[1; 32], 60);
+        let raw = key.proof("POST", "https://id.example/token", 1000, None, None).unwrap();
+        let p = decide(&token_request(&[&raw]), ISSUER, &cfg(false), &nonces, 1000).unwrap();
+        assert_eq!(family_key(&client, p.as_ref()).as_deref(), Some(key.jkt()), "a public client's family");
+        let confidential = ClientRecord { kind: ClientKind::Confidential { secret_hash: "h".into() }, ..client };
+        assert_eq!(family_key(&confidential, p.as_ref()), None, "bound by its authentication instead");
+    }
+
+    #[test]
     fn dpop_jkt_is_a_sha256_thumbprint() {
         let key = DpopKey::generate().unwrap();
         assert_eq!(parse_dpop_jkt(key.jkt()).unwrap(), key.jkt());

@@ -233,6 +233,39 @@ mod tests {
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
+    fn challenges(res: &Response) -> Vec<String> {
+        res.headers().get_all(header::WWW_AUTHENTICATE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_protected_resource_answers_proof_errors_with_401_and_both_schemes() {
+        let resource = |dpop| Scheme::Resource { dpop, algs: "ES256 EdDSA".into() };
+        let e = OAuthError::new(ErrorCode::UseDpopNonce, "a DPoP nonce is required");
+        let res = ApiError::new(e.clone(), resource(true), "r").into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "RFC 9449 §7.1, not 400");
+        assert_eq!(
+            challenges(&res),
+            [
+                r#"DPoP error="use_dpop_nonce", error_description="a DPoP nonce is required", algs="ES256 EdDSA""#,
+                r#"Bearer realm="latchkey""#
+            ]
+        );
+        // At the token endpoint the same error is a 400 without a challenge (§5.10, §8).
+        let res = ApiError::new(e, Scheme::Basic, "r").into_response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert!(challenges(&res).is_empty());
+        // A Bearer request's error goes in the Bearer challenge; DPoP is still offered.
+        let res = ApiError::new(OAuthError::invalid_token("revoked"), resource(false), "r").into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenges(&res),
+            [
+                r#"Bearer realm="latchkey", error="invalid_token", error_description="revoked""#,
+                r#"DPoP algs="ES256 EdDSA""#
+            ]
+        );
+    }
+
     #[test]
     fn refusal_statuses() {
         assert_eq!(Refusal::BodyTooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);

@@ -86,6 +86,10 @@ pub struct ClientAdd {
     /// passkey. The deployment's `second_factor` applies where it is stricter.
     #[arg(long, value_name = "POLICY", default_value = "optional", value_parser = parse_policy)]
     second_factor: latchkey_core::authn::SecondFactorPolicy,
+    /// Sender-constrained tokens only (RFC 9449 `dpop_bound_access_tokens`): every token request
+    /// of this client must carry a DPoP proof, so its tokens are useless to whoever copies them.
+    #[arg(long)]
+    dpop: bool,
     #[arg(long)]
     json: bool,
 }
@@ -281,6 +285,7 @@ fn client_json(c: &ClientRecord) -> serde_json::Value {
         "created_at": c.created_at,
         "backchannel_logout_uri": c.backchannel_logout.as_ref().map(|b| &b.uri),
         "backchannel_logout_session_required": c.backchannel_logout.as_ref().map(|b| b.session_required),
+        "dpop_bound_access_tokens": c.protection.dpop_bound_access_tokens,
     })
 }
 
@@ -311,6 +316,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 backchannel_logout_uri: a.backchannel_logout_uri,
                 backchannel_logout_session_required: a.backchannel_logout_session_required,
                 second_factor: a.second_factor,
+                dpop_bound_access_tokens: a.dpop,
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -379,6 +385,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                     println!("backchannel_logout_session_required: {}", b.session_required);
                 }
                 println!("second_factor: {}", c.second_factor.as_str());
+                println!("dpop_bound_access_tokens: {}", c.protection.dpop_bound_access_tokens);
             }
         }
         ClientCommand::Remove { client_id } => {

@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub smtp: Option<SmtpFile>,
     /// `[webauthn]`: the passkeys' relying party.
     pub webauthn: Option<WebauthnFile>,
+    /// `[dpop]`: how DPoP proofs are checked (`crate::config_dpop`).
+    pub dpop: Option<crate::config_dpop::DpopFile>,
 }
 
 /// `[webauthn]` in `latchkey.toml`.
@@ -134,6 +136,8 @@ pub struct Settings {
     pub second_factor: latchkey_core::authn::SecondFactorPolicy,
     /// `[webauthn]` as configured (the defaults where it is absent).
     pub webauthn: WebauthnFile,
+    /// `[dpop]`, checked.
+    pub dpop: latchkey_core::protection::DpopConfig,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -420,6 +424,7 @@ impl Settings {
             insecure_cimd_ca,
             second_factor,
             webauthn: file.webauthn.unwrap_or_default(),
+            dpop: crate::config_dpop::resolve(file.dpop.as_ref())?,
             warnings,
         })
     }
@@ -464,6 +469,7 @@ impl Settings {
         c.email.enabled = self.smtp.is_some();
         c.email.signup = self.signup;
         c.second_factor = self.second_factor;
+        c.protection.dpop = self.dpop.clone();
         c
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_user;
 mod config;
+mod config_dpop;
 mod db;
 mod gate;
 mod inspect;

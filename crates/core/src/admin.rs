@@ -33,6 +33,8 @@ pub struct NewClient {
     pub backchannel_logout_session_required: bool,
     /// Second factors this client's users need; the deployment's policy applies where stricter.
     pub second_factor: crate::authn::SecondFactorPolicy,
+    /// RFC 9449 §5.2 `dpop_bound_access_tokens`: every token request must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl NewClient {
@@ -54,6 +56,7 @@ impl NewClient {
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
             second_factor: Default::default(),
+            dpop_bound_access_tokens: false,
         }
     }
 }
@@ -172,7 +175,10 @@ pub async fn add_client(
         origin: Default::default(),
         backchannel_logout,
         second_factor: new.second_factor,
-        protection: Default::default(),
+        protection: crate::store::ClientProtection {
+            dpop_bound_access_tokens: new.dpop_bound_access_tokens,
+            ..Default::default()
+        },
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {

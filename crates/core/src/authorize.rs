@@ -201,6 +201,8 @@ pub fn validate(
         None => None,
     };
     let acr = AcrRequest::merge(params.get("acr_values").and_then(AcrRequest::from_acr_values), claimed_acr);
+    // RFC 9449 §10: the key the code will be redeemed with.
+    let dpop_jkt = params.get("dpop_jkt").map(crate::dpop::parse_dpop_jkt).transpose().map_err(fail)?;
     // ui_locales, claims_locales, display and id_token_hint are accepted and ignored.
 
     // The authentication this request demands travels with it, so that every later step (the
@@ -224,7 +226,7 @@ pub fn validate(
             purpose: Default::default(),
             acr,
             claims,
-            dpop_jkt: None,
+            dpop_jkt,
         },
         prompt,
         max_age,
@@ -858,7 +860,7 @@ impl Provider {
                 resource: req.resource.clone(),
                 authn: session.authn.clone(),
                 claims: req.claims.clone(),
-                dpop_jkt: None,
+                dpop_jkt: req.dpop_jkt.clone(),
             })
             .await?;
         Ok(with_params(
@@ -965,6 +967,18 @@ mod tests {
             redirected(run(&format!("{GOOD}&prompt=none%20login"))).query_pairs().into_owned().collect();
         assert_eq!(q["error"], "invalid_request");
         assert!(run(&format!("{GOOD}&prompt=login")).unwrap().prompt.login);
+    }
+
+    #[test]
+    fn dpop_jkt_is_carried_when_well_formed_and_refused_to_the_client_otherwise() {
+        assert_eq!(run(GOOD).unwrap().pending.dpop_jkt, None);
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        assert_eq!(run(&format!("{GOOD}&dpop_jkt={jkt}")).unwrap().pending.dpop_jkt.as_deref(), Some(jkt));
+        let q: std::collections::HashMap<_, _> =
+            redirected(run(&format!("{GOOD}&dpop_jkt=not-a-thumbprint"))).query_pairs().into_owned().collect();
+        assert_eq!(q["error"], "invalid_request");
+        assert!(q["error_description"].contains("dpop_jkt"), "{}", q["error_description"]);
+        assert_eq!(q["state"], "xyz");
     }
 
     #[test]

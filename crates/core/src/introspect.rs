@@ -74,18 +74,27 @@ impl Provider {
             return Ok(Some(inactive()));
         }
         match self.store.access_token(&c.jti).await? {
-            Some((a, g)) if a.revoked_at.is_none() && g.revoked_at.is_none() => Ok(Some(json!({
-                "active": true,
-                "scope": c.scope,
-                "client_id": c.client_id,
-                "sub": c.sub,
-                "exp": c.exp,
-                "iat": c.iat,
-                "iss": c.iss,
-                "aud": c.aud,
-                "jti": c.jti,
-                "token_type": "Bearer",
-            }))),
+            Some((a, g)) if a.revoked_at.is_none() && g.revoked_at.is_none() => {
+                let mut v = json!({
+                    "active": true,
+                    "scope": c.scope,
+                    "client_id": c.client_id,
+                    "sub": c.sub,
+                    "exp": c.exp,
+                    "iat": c.iat,
+                    "iss": c.iss,
+                    "aud": c.aud,
+                    "jti": c.jti,
+                    "token_type": "Bearer",
+                });
+                // RFC 9449 §6.2: a resource server that introspects learns the key the token is
+                // bound to, and must then demand a proof by it.
+                if let Some(cnf) = &c.cnf {
+                    v["token_type"] = json!("DPoP");
+                    v["cnf"] = json!({ "jkt": cnf.jkt });
+                }
+                Ok(Some(v))
+            }
             _ => Ok(Some(inactive())),
         }
     }
@@ -110,7 +119,7 @@ impl Provider {
         if refresh_token::check(&r, &g, caller, None, session_alive, now).is_err() {
             return Ok(Some(inactive()));
         }
-        Ok(Some(json!({
+        let mut v = json!({
             "active": true,
             "scope": r.scope.to_string(),
             "client_id": g.client_id,
@@ -119,7 +128,12 @@ impl Provider {
             "iat": r.issued_at,
             "iss": self.config.issuer,
             "token_type": "refresh_token",
-        })))
+        });
+        // A public client's family bound to a DPoP key (RFC 9449 §5.2): the key it needs.
+        if let Some(jkt) = &g.dpop_jkt {
+            v["cnf"] = json!({ "jkt": jkt });
+        }
+        Ok(Some(v))
     }
 }
 

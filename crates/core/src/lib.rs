@@ -15,6 +15,7 @@ pub mod cimd;
 pub mod claims;
 pub mod cors;
 pub mod device;
+pub mod dpop;
 pub mod email_link;
 pub mod error;
 pub mod factors;

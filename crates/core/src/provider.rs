@@ -127,6 +127,8 @@ pub struct Provider {
     pub outbox_wake: tokio::sync::Notify,
     /// The WebAuthn relying party; `None` when the issuer has no domain name (`crate::passkey`).
     pub(crate) passkeys: Option<crate::passkey::RelyingParty>,
+    /// DPoP server nonces (RFC 9449 §8), under a key every instance derives alike (`crate::dpop`).
+    pub(crate) dpop_nonces: latchkey_proto::dpop::NonceKeeper,
 }
 
 impl std::fmt::Debug for Provider {
@@ -173,6 +175,7 @@ impl Provider {
         let candidate = latchkey_proto::secret::random_token();
         let secret = store.server_secret(crate::server_key::SECRET_NAME, &candidate, now).await?;
         let server_key = crate::server_key::ServerKey::new(secret.as_bytes());
+        let dpop_nonces = crate::dpop::nonce_keeper(&server_key, config.protection.dpop.nonce_lifetime);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let parallelism = cores.saturating_sub(1).max(1);
         Ok(Self {
@@ -185,6 +188,7 @@ impl Provider {
             cimd: Default::default(),
             outbox_wake: Default::default(),
             passkeys,
+            dpop_nonces,
         })
     }
 
@@ -279,6 +283,7 @@ impl Provider {
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
             client_id_metadata_document_supported: self.metadata_documents_supported(),
+            dpop_signing_alg_values_supported: crate::dpop::alg_names(&self.config.protection.dpop.algorithms),
         }
     }
 }

@@ -174,7 +174,10 @@ fn client_record(
             session_required: meta.backchannel_logout_session_required,
         }),
         second_factor: Default::default(),
-        protection: Default::default(),
+        protection: crate::store::ClientProtection {
+            dpop_bound_access_tokens: meta.dpop_bound_access_tokens,
+            ..Default::default()
+        },
     })
 }
 
@@ -214,6 +217,7 @@ pub fn response(
             .backchannel_logout_uri
             .as_ref()
             .map(|_| m.backchannel_logout_session_required),
+        dpop_bound_access_tokens: m.dpop_bound_access_tokens,
     }
 }
 

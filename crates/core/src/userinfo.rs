@@ -3,10 +3,24 @@
 use latchkey_proto::{ErrorCode, OAuthError, Scope};
 use serde_json::Value;
 
+use crate::dpop::{AccessScheme, Endpoint, ProofRequest};
 use crate::grant::AccessClaims;
 use crate::keys::VerifyError;
 use crate::store::GrantRecord;
 use crate::{Error, Provider, UnixTime};
+
+/// A request to a protected resource of this server, as the edge parsed it.
+#[derive(Clone, Copy, Debug)]
+pub struct ResourceRequest<'a> {
+    /// The scheme of the `Authorization` header.
+    pub scheme: AccessScheme,
+    /// The access token. Dangerous to log: it is a credential.
+    pub token: &'a str,
+    /// The raw values of the request's `DPoP` headers.
+    pub proofs: &'a [&'a str],
+    /// The request's method, which the proof's `htm` must be.
+    pub method: &'a str,
+}
 
 impl Provider {
     /// Validates an access token issued by this server: signature, `typ`, `iss`, `aud`, `exp`, and
@@ -41,9 +55,26 @@ impl Provider {
     }
 
     /// `GET|POST /userinfo`: the claims the granted scopes and the grant's `claims` request allow
-    /// ([`crate::claims`]).
-    pub async fn userinfo(&self, token: &str, now: UnixTime) -> Result<Value, Error> {
-        let (claims, grant) = self.access_token_and_grant(token, now).await?;
+    /// ([`crate::claims`]). A DPoP-bound token is accepted only with `Authorization: DPoP` and a
+    /// proof by its key for this request (RFC 9449 §7); an unbound one only as a bearer token.
+    pub async fn userinfo(&self, req: &ResourceRequest<'_>, now: UnixTime) -> Result<Value, Error> {
+        let (claims, grant) = self.access_token_and_grant(req.token, now).await?;
+        let cnf_jkt = claims.cnf.as_ref().map(|c| c.jkt.as_str());
+        // A proof is checked (and spent) only where it is what authorizes the request: a Bearer
+        // request's DPoP header is ignored, as a resource unaware of DPoP would (§7.2).
+        let proof = match (req.scheme, cnf_jkt) {
+            (AccessScheme::Dpop, Some(_)) => {
+                let proof_request = ProofRequest {
+                    values: req.proofs,
+                    method: req.method,
+                    endpoint: Endpoint::Userinfo,
+                    access_token: Some(req.token),
+                };
+                self.check_dpop_proof(&proof_request, now).await?
+            }
+            _ => None,
+        };
+        crate::dpop::resource_access(req.scheme, cnf_jkt, proof.as_ref())?;
         let scope = Scope::parse(&claims.scope)?;
         if !scope.contains("openid") {
             return Err(OAuthError::new(

@@ -65,4 +65,7 @@ pub struct ProviderMetadata {
     /// draft-ietf-oauth-client-id-metadata-document §5: an https URL `client_id` is fetched as
     /// the client's metadata document.
     pub client_id_metadata_document_supported: bool,
+    /// RFC 9449 §5.1: the algorithms DPoP proofs may be signed with.
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Vec<String>,
 }

@@ -82,6 +82,7 @@ struct Raw {
     post_logout_redirect_uris: Option<Vec<String>>,
     backchannel_logout_uri: Option<String>,
     backchannel_logout_session_required: Option<bool>,
+    dpop_bound_access_tokens: Option<bool>,
 }
 
 /// Validated client metadata. Lists are de-duplicated and sorted, so that two registrations that
@@ -115,6 +116,10 @@ pub struct ClientMetadata {
     /// (Latchkey always sends it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backchannel_logout_session_required: bool,
+    /// RFC 9449 §5.2: every token request of this client must carry a DPoP proof. Left out of
+    /// the serialized form when false, so that earlier registrations keep their fingerprints.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 fn bad(d: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
@@ -318,6 +323,7 @@ impl ClientMetadata {
             post_logout_redirect_uris,
             backchannel_logout_uri,
             backchannel_logout_session_required,
+            dpop_bound_access_tokens: raw.dpop_bound_access_tokens.unwrap_or(false),
         })
     }
 
@@ -371,6 +377,9 @@ pub struct RegistrationResponse {
     /// Echoed with a `backchannel_logout_uri` only.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub backchannel_logout_session_required: Option<bool>,
+    /// RFC 9449 §5.2, echoed when registered true.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl std::fmt::Display for AuthMethod {
@@ -518,6 +527,19 @@ mod tests {
     }
 
     #[test]
+    fn dpop_bound_access_tokens_is_read_and_left_out_when_false() {
+        let r = r#""redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none""#;
+        assert!(!parse(&format!("{{{r}}}")).unwrap().dpop_bound_access_tokens);
+        let m = parse(&format!(r#"{{{r},"dpop_bound_access_tokens":true}}"#)).unwrap();
+        assert!(m.dpop_bound_access_tokens);
+        assert!(serde_json::to_string(&m).unwrap().contains("dpop_bound_access_tokens"));
+        // Earlier registrations serialize (and so fingerprint) as before.
+        let off = serde_json::to_string(&parse(&format!(r#"{{{r},"dpop_bound_access_tokens":false}}"#)).unwrap());
+        assert!(!off.unwrap().contains("dpop"));
+        assert_eq!(code(&format!(r#"{{{r},"dpop_bound_access_tokens":"yes"}}"#)), ErrorCode::InvalidClientMetadata);
+    }
+
+    #[test]
     fn the_response_never_has_null() {
         let m = parse(r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}"#).unwrap();
         let r = RegistrationResponse {
@@ -543,6 +565,7 @@ mod tests {
             post_logout_redirect_uris: vec![],
             backchannel_logout_uri: None,
             backchannel_logout_session_required: None,
+            dpop_bound_access_tokens: false,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(!s.contains("null"), "{s}");

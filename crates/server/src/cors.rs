@@ -32,7 +32,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type, dpop"));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         r
     } else {
@@ -42,15 +42,19 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     h.append(header::VARY, HeaderValue::from_static("origin"));
     if allowed && let Ok(v) = HeaderValue::from_str(&origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("www-authenticate"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
     }
     res
 }
 
 /// Headers a browser host may send: `authorization` (client credentials, registration tokens),
 /// `content-type` (JSON and form bodies), `mcp-protocol-version` (the MCP SDKs add it to every
-/// request, discovery included).
-const OPEN_ALLOW_HEADERS: &str = "authorization, content-type, mcp-protocol-version";
+/// request, discovery included), `dpop` (a browser client's proofs, RFC 9449 §4.1).
+const OPEN_ALLOW_HEADERS: &str = "authorization, content-type, mcp-protocol-version, dpop";
+
+/// Response headers a page may read: the challenges, and the DPoP nonce it must put in its next
+/// proof (RFC 9449 §8).
+const EXPOSE_HEADERS: &str = "www-authenticate, dpop-nonce";
 
 /// CORS for any origin, on the endpoints a browser-based MCP host (the MCP Inspector) calls before
 /// it has any registered origin: the metadata documents, `/register`, `/token`, `/revoke`.
@@ -81,7 +85,7 @@ pub async fn open_layer(req: Request, next: Next) -> Response {
         // all (Fetch standard, CORS check), whatever a future handler might add; and the
         // client's Origin text is never copied into a response.
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("www-authenticate"));
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
     }
     // Whatever a handler may have set: this layer never lets credentials through.
     h.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);

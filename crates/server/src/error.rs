@@ -43,12 +43,23 @@ pub fn status(code: ErrorCode) -> StatusCode {
 }
 
 /// How the failing endpoint speaks: which `WWW-Authenticate` scheme applies.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Scheme {
     /// The token endpoint: client authentication is HTTP Basic (RFC 6749 §5.2).
     Basic,
-    /// Protected resources such as userinfo (RFC 6750 §3).
+    /// Endpoints that take a bearer credential only (RFC 6750 §3), such as registration access
+    /// tokens.
     Bearer,
+    /// A protected resource that takes bearer and DPoP-bound access tokens (userinfo): every
+    /// challenge offers both schemes, the DPoP one with the algorithms a proof may use (RFC 9449
+    /// §7.1), and the error goes in the challenge of the scheme the request used. DPoP errors are
+    /// 401 here, not 400 as at the token endpoint.
+    Resource {
+        /// The request used `Authorization: DPoP` (or failed on its proof).
+        dpop: bool,
+        /// `algs`, space-separated.
+        algs: String,
+    },
 }
 
 /// A JSON error response of an OAuth endpoint.
@@ -85,27 +96,43 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let status = status(oauth.code);
+        let dpop_error = matches!(oauth.code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce);
+        let status = match &self.scheme {
+            // RFC 9449 §7.1: a protected resource refuses a proof with 401 and a DPoP challenge.
+            Scheme::Resource { .. } if dpop_error => StatusCode::UNAUTHORIZED,
+            _ => status(oauth.code),
+        };
         let mut res = (status, Json(ErrorResponse::from(&oauth))).into_response();
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        let challenge = match (self.scheme, status) {
-            (Scheme::Basic, StatusCode::UNAUTHORIZED) => Some(r#"Basic realm="latchkey", charset="UTF-8""#.to_owned()),
-            (Scheme::Bearer, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) => {
-                let mut v = format!(
-                    r#"Bearer realm="latchkey", error="{}", error_description="{}""#,
-                    oauth.code,
-                    quote(&oauth.description)
-                );
-                if oauth.code == ErrorCode::InsufficientScope {
-                    v.push_str(r#", scope="openid""#);
-                }
-                Some(v)
+        let with_error = |scheme: &str| {
+            let mut v =
+                format!(r#"{scheme} error="{}", error_description="{}""#, oauth.code, quote(&oauth.description));
+            if oauth.code == ErrorCode::InsufficientScope {
+                v.push_str(r#", scope="openid""#);
             }
-            _ => None,
+            v
         };
-        if let Some(v) = challenge.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            h.insert(header::WWW_AUTHENTICATE, v);
+        let challenges = match (self.scheme, status) {
+            (Scheme::Basic, StatusCode::UNAUTHORIZED) => vec![r#"Basic realm="latchkey", charset="UTF-8""#.to_owned()],
+            (Scheme::Bearer, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) => {
+                vec![with_error(r#"Bearer realm="latchkey","#)]
+            }
+            (
+                Scheme::Resource { dpop, algs },
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST,
+            ) => {
+                let algs = format!(r#"algs="{}""#, quote(&algs));
+                if dpop || dpop_error {
+                    vec![format!("{}, {algs}", with_error("DPoP")), r#"Bearer realm="latchkey""#.to_owned()]
+                } else {
+                    vec![with_error(r#"Bearer realm="latchkey","#), format!("DPoP {algs}")]
+                }
+            }
+            _ => vec![],
+        };
+        for v in challenges.iter().filter_map(|v| HeaderValue::from_str(v).ok()) {
+            h.append(header::WWW_AUTHENTICATE, v);
         }
         res
     }
@@ -204,6 +231,39 @@ mod tests {
         let e = ApiError::new(anyhow::anyhow!("disk /var/db full, password=hunter2"), Scheme::Basic, "rid-1");
         let res = e.into_response();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    fn challenges(res: &Response) -> Vec<String> {
+        res.headers().get_all(header::WWW_AUTHENTICATE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_protected_resource_answers_proof_errors_with_401_and_both_schemes() {
+        let resource = |dpop| Scheme::Resource { dpop, algs: "ES256 EdDSA".into() };
+        let e = OAuthError::new(ErrorCode::UseDpopNonce, "a DPoP nonce is required");
+        let res = ApiError::new(e.clone(), resource(true), "r").into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "RFC 9449 §7.1, not 400");
+        assert_eq!(
+            challenges(&res),
+            [
+                r#"DPoP error="use_dpop_nonce", error_description="a DPoP nonce is required", algs="ES256 EdDSA""#,
+                r#"Bearer realm="latchkey""#
+            ]
+        );
+        // At the token endpoint the same error is a 400 without a challenge (§5.10, §8).
+        let res = ApiError::new(e, Scheme::Basic, "r").into_response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert!(challenges(&res).is_empty());
+        // A Bearer request's error goes in the Bearer challenge; DPoP is still offered.
+        let res = ApiError::new(OAuthError::invalid_token("revoked"), resource(false), "r").into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenges(&res),
+            [
+                r#"Bearer realm="latchkey", error="invalid_token", error_description="revoked""#,
+                r#"DPoP algs="ES256 EdDSA""#
+            ]
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use latchkey_core::dpop::AccessScheme;
+use latchkey_proto::dpop::DpopError;
 use latchkey_proto::{OAuthError, Params, SessionToken};
 
 use crate::error::{ApiRefusal, PageRefusal, Refusal};
@@ -113,6 +115,37 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
         return Err(OAuthError::invalid_request("the Bearer credentials are empty or too long"));
     }
     Ok(Some(token))
+}
+
+/// The access token of a request to a protected resource and the scheme it came with: `Bearer`
+/// (RFC 6750 §2.1) or `DPoP` (RFC 9449 §7.1). `Ok(None)` means no credentials at all.
+pub fn access_token(headers: &HeaderMap) -> Result<Option<(AccessScheme, &str)>, OAuthError> {
+    let Some(v) = authorization(headers)? else {
+        return Ok(None);
+    };
+    let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        AccessScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        AccessScheme::Dpop
+    } else {
+        return Err(OAuthError::invalid_request("the Authorization header must use the Bearer or the DPoP scheme"));
+    };
+    let token = token.trim();
+    if token.is_empty() || token.len() > 8192 {
+        return Err(OAuthError::invalid_request("the access token in the Authorization header is empty or too long"));
+    }
+    Ok(Some((scheme, token)))
+}
+
+/// The raw values of every `DPoP` header (RFC 9449 §4.1), for the core to check: one proof is
+/// the rule, and the core refuses more. A value that is not visible ASCII cannot be a JWS.
+pub fn dpop_proofs(headers: &HeaderMap) -> Result<Vec<&str>, OAuthError> {
+    headers
+        .get_all(latchkey_proto::dpop::DPOP_HEADER)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| OAuthError::dpop(&DpopError::Malformed("the DPoP header is not ASCII"))))
+        .collect()
 }
 
 /// Cookie names; with an https issuer the `__Host-` prefix pins them to this exact origin.

@@ -243,6 +243,12 @@ pub fn client_from_document(url: &DocumentUrl, body: &[u8], fetched_at: UnixTime
         Some(n) if !n.is_empty() => shorten(n, MAX_NAME_CHARS),
         _ => url.host().to_owned(),
     };
+    // RFC 9449 §5.2: a client may ask that its tokens be DPoP-bound only.
+    let dpop_bound_access_tokens = match doc.get("dpop_bound_access_tokens") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return invalid("dpop_bound_access_tokens must be true or false".into()),
+    };
     let client_id =
         ClientId::parse(url.as_str()).map_err(|_| CimdError::InvalidUrl("it is longer than 255 characters"))?;
     Ok(ClientRecord {
@@ -259,7 +265,7 @@ pub fn client_from_document(url: &DocumentUrl, body: &[u8], fetched_at: UnixTime
         audiences: vec![],
         origin: ClientOrigin::MetadataDocument,
         backchannel_logout: None,
-        protection: Default::default(),
+        protection: crate::store::ClientProtection { dpop_bound_access_tokens, ..Default::default() },
         second_factor: Default::default(),
     })
 }
@@ -465,6 +471,16 @@ mod tests {
         assert_eq!(c.grant_types, vec![GrantType::AuthorizationCode, GrantType::RefreshToken]);
         assert!(check(json!({"grant_types": ["client_credentials"]})).is_err());
         assert!(check(json!({"response_types": ["token"]})).is_err());
+    }
+
+    #[test]
+    fn dpop_bound_access_tokens_is_honoured() {
+        assert!(!check(json!({})).unwrap().protection.dpop_bound_access_tokens);
+        assert!(check(json!({ "dpop_bound_access_tokens": true })).unwrap().protection.dpop_bound_access_tokens);
+        assert!(matches!(
+            check(json!({ "dpop_bound_access_tokens": "yes" })),
+            Err(CimdError::InvalidMetadata(m)) if m.contains("dpop_bound_access_tokens")
+        ));
     }
 
     #[test]

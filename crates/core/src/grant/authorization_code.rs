@@ -1,5 +1,6 @@
 //! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5-4.6).
 
+use latchkey_proto::dpop::DpopProof;
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::secret::random_token;
 use latchkey_proto::{AuthorizationCode, CodeVerifier, OAuthError, ResourceUri};
@@ -53,15 +54,25 @@ pub fn check(
     Ok(())
 }
 
+/// What a code-exchange request presents besides the client's authentication.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    pub code: &'a AuthorizationCode,
+    pub redirect_uri: Option<&'a str>,
+    pub verifier: Option<&'a CodeVerifier>,
+    /// RFC 8707 `resource`, when the authorization request named none.
+    pub resource: Option<&'a ResourceUri>,
+    /// The request's DPoP proof, already checked (`crate::dpop`): the tokens are bound to its key.
+    pub proof: Option<&'a DpopProof>,
+}
+
 pub async fn exchange(
     p: &Provider,
     client: &ClientRecord,
-    code: &AuthorizationCode,
-    redirect_uri: Option<&str>,
-    verifier: Option<&CodeVerifier>,
-    requested: Option<&ResourceUri>,
+    req: Exchange<'_>,
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
+    let Exchange { code, redirect_uri, verifier, resource: requested, proof } = req;
     if !client.allows(GrantType::AuthorizationCode) {
         return Err(OAuthError::new(
             latchkey_proto::ErrorCode::UnauthorizedClient,
@@ -84,6 +95,9 @@ pub async fn exchange(
     // therefore revokes nothing, whoever presents it (review finding 13): it gets `invalid_grant`
     // and has no side effect.
     check(&record, client, redirect_uri, verifier, now)?;
+    // RFC 9449 §10: a code bound by `dpop_jkt` needs a proof by that key; a thief holding the code
+    // and the verifier but not the key revokes nothing either.
+    crate::dpop::code_binding(record.dpop_jkt.as_deref(), proof)?;
     let resource = match (&record.resource, requested) {
         (None, Some(r)) => {
             // RFC 8707 §2.2: the token request may name the resource the authorization request
@@ -115,7 +129,8 @@ pub async fn exchange(
         resource,
         authn: Some(record.authn.clone()),
         claims: record.claims.clone(),
-        dpop_jkt: None,
+        // RFC 9449 §5.2: a public client's refresh tokens are bound to the key it proved here.
+        dpop_jkt: crate::dpop::family_key(client, proof),
     };
     let user = super::user_of(p, &record.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
@@ -125,6 +140,7 @@ pub async fn exchange(
         id_token: true,
         refresh: true,
         user: Some(&user),
+        dpop_jkt: proof.map(|p| p.jkt.as_str()),
     };
     let minted = super::mint(p, client, &grant, &record.scope, opts, now)?;
     let issuance = Issuance { grant, refresh: minted.refresh, access: minted.access };

@@ -8,6 +8,7 @@
 //! an administrator choosing `--client-id` could make one collide: `admin::add_client` refuses that,
 //! and `issue` refuses to mint for a client registered before that check (or imported).
 
+use latchkey_proto::dpop::DpopProof;
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::resource::same_audience;
 use latchkey_proto::secret::random_token;
@@ -69,6 +70,7 @@ pub async fn issue(
     client: &ClientRecord,
     requested: Option<&Scope>,
     audience: Option<&str>,
+    proof: Option<&DpopProof>,
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
     let (scope, aud) = decide(client, requested, audience, &p.config.audience)?;
@@ -97,7 +99,9 @@ pub async fn issue(
         claims: None,
         dpop_jkt: None,
     };
-    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false, user: None };
+    // RFC 9449 §5: the access token is bound to the key the request proved, if any.
+    let dpop_jkt = proof.map(|p| p.jkt.as_str());
+    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: false, refresh: false, user: None, dpop_jkt };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
     p.store.insert_grant(&Issuance { grant, refresh: None, access: minted.access }).await?;
     Ok(minted.response)

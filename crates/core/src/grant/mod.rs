@@ -35,6 +35,16 @@ pub struct AccessClaims {
     pub acr: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub amr: Vec<String>,
+    /// RFC 9449 §6.1: the DPoP key the token is bound to; a resource server accepts the token
+    /// only with a proof by that key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 `cnf` with RFC 9449 §6.1's `jkt`: the SHA-256 JWK thumbprint of the bound key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// OpenID Connect Core §2 ID token claims.
@@ -89,6 +99,9 @@ pub(crate) struct MintOptions<'a> {
     pub refresh: bool,
     /// The user the id_token is about: its claims are released as [`crate::claims`] decides.
     pub user: Option<&'a crate::store::UserRecord>,
+    /// The thumbprint of the DPoP key the request proved: the access token is bound to it
+    /// (`cnf.jkt`) and its `token_type` is `DPoP` (RFC 9449 §5, §6.1).
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// The user a grant is for, who must still exist and not be locked: locking revokes the user's
@@ -135,6 +148,7 @@ pub(crate) fn mint(
         auth_time: grant.auth_time,
         acr: grant.authn.as_ref().map(|a| a.acr().as_str().to_owned()),
         amr: grant.authn.as_ref().map(|a| a.amr_strings()).unwrap_or_default(),
+        cnf: opts.dpop_jkt.map(|jkt| Confirmation { jkt: jkt.to_owned() }),
     };
     // RFC 9068 §2.1: typ "at+jwt" keeps an access token from being accepted as an id_token.
     let access_token = keys.signer(cfg.access_token_alg)?.sign("at+jwt", &access_claims)?;
@@ -179,7 +193,8 @@ pub(crate) fn mint(
     Ok(Minted {
         response: TokenResponse {
             access_token,
-            token_type: "Bearer".into(),
+            // RFC 9449 §5: a bound token says so, so that the client presents it with DPoP.
+            token_type: if opts.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
             expires_in: cfg.access_token_ttl,
             refresh_token: refresh_token.map(|t| t.expose_secret().to_owned()),
             id_token,
@@ -190,19 +205,37 @@ pub(crate) fn mint(
     })
 }
 
-/// The token endpoint: authenticates the client, then dispatches on the grant.
-pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(ClientId, TokenResponse), Error> {
+/// The token endpoint: authenticates the client, checks the DPoP proof if there is one (`dpop`
+/// holds the request's raw `DPoP` header values), then dispatches on the grant.
+pub async fn token(
+    p: &Provider,
+    req: TokenRequest,
+    dpop: &[&str],
+    now: UnixTime,
+) -> Result<(ClientId, TokenResponse), Error> {
     let client = client_auth::authenticate(p, &req.client, now).await?;
+    // After client authentication: an unknown client's proofs cost no replay mark.
+    let endpoint = crate::dpop::Endpoint::Token;
+    let proof_request = crate::dpop::ProofRequest { values: dpop, method: "POST", endpoint, access_token: None };
+    let proof = p.check_dpop_proof(&proof_request, now).await?;
+    crate::dpop::required(p.config.protection.requires_dpop(&client), proof.as_ref())?;
+    let proof = proof.as_ref();
     let response = match req.grant {
         latchkey_proto::GrantRequest::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
-            let (redirect, verifier) = (redirect_uri.as_deref(), code_verifier.as_ref());
-            authorization_code::exchange(p, &client, &code, redirect, verifier, resource.as_ref(), now).await?
+            let exchange = authorization_code::Exchange {
+                code: &code,
+                redirect_uri: redirect_uri.as_deref(),
+                verifier: code_verifier.as_ref(),
+                resource: resource.as_ref(),
+                proof,
+            };
+            authorization_code::exchange(p, &client, exchange, now).await?
         }
         latchkey_proto::GrantRequest::RefreshToken { refresh_token, scope, resource } => {
-            refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), resource.as_ref(), now).await?
+            refresh_token::refresh(p, &client, &refresh_token, scope.as_ref(), resource.as_ref(), proof, now).await?
         }
         latchkey_proto::GrantRequest::ClientCredentials { scope, audience } => {
-            client_credentials::issue(p, &client, scope.as_ref(), audience.as_deref(), now).await?
+            client_credentials::issue(p, &client, scope.as_ref(), audience.as_deref(), proof, now).await?
         }
     };
     Ok((client.client_id, response))

@@ -8,10 +8,16 @@
 //! The grace window is a trade-off: whoever holds a copy of a token taken at the moment it was used
 //! (a log, a proxy) and presents it within the window gets the live successor, undetected. So the
 //! window is short (5 s by default), and the cached reply goes only to the same request: same
-//! client, same resulting scope (and, once DPoP exists, the same key: [`grace::RequestFingerprint`]).
+//! client, same resulting scope, and the same DPoP key if the first use proved one
+//! ([`grace::RequestFingerprint`]).
+//!
+//! DPoP (RFC 9449 §5.2): a public client's family is bound to the key it proved when the code was
+//! redeemed, and every refresh must prove that key; a confidential client's family is bound by its
+//! authentication, and each new access token is bound to whatever key the refresh proves.
 //! A retry that differs is refused with `invalid_grant` and revokes nothing, since the honest
 //! client that made the first request may still hold the successor.
 
+use latchkey_proto::dpop::DpopProof;
 use latchkey_proto::metadata::TokenResponse;
 use latchkey_proto::{ErrorCode, OAuthError, RefreshToken, ResourceUri, Scope};
 
@@ -87,17 +93,18 @@ pub(crate) async fn session_alive(p: &Provider, grant: &GrantRecord, now: UnixTi
     Ok(grant.offline || p.store.session_by_sid(&grant.sid, now).await?.is_some())
 }
 
-/// What a retry must repeat to receive the first use's reply: the client and the scope the
-/// request resolves to (the requested one, or the token's whole scope). Pure.
+/// What a retry must repeat to receive the first use's reply: the client, the scope the request
+/// resolves to (the requested one, or the token's whole scope) and the DPoP key it proved. Pure.
 pub(crate) fn fingerprint(
     client: &ClientRecord,
     token: &RefreshRecord,
     requested: Option<&Scope>,
+    proof: Option<&DpopProof>,
 ) -> grace::RequestFingerprint {
     grace::RequestFingerprint {
         client_id: client.client_id.to_string(),
         scope: requested.unwrap_or(&token.scope).to_string(),
-        dpop_jkt: None,
+        dpop_jkt: proof.map(|p| p.jkt.clone()),
     }
 }
 
@@ -107,6 +114,7 @@ pub async fn refresh(
     presented: &RefreshToken,
     requested: Option<&Scope>,
     resource: Option<&ResourceUri>,
+    proof: Option<&DpopProof>,
     now: UnixTime,
 ) -> Result<TokenResponse, Error> {
     let hash = presented.hash();
@@ -123,7 +131,9 @@ pub async fn refresh(
     }
     // RFC 8707 §2.2: the grant's resource again, or none; never another.
     crate::resource::narrow(grant.resource.as_ref(), resource)?;
-    let request = fingerprint(client, &token, requested);
+    // Before the reuse branch: a spent token without its key is refused and revokes nothing.
+    crate::dpop::refresh_binding(&grant, proof)?;
+    let request = fingerprint(client, &token, requested, proof);
     if let Some(consumed_at) = token.consumed_at {
         let cached = token.cached_response.as_deref();
         return already_rotated(p, presented, &grant, &request, consumed_at, cached, now).await;
@@ -132,7 +142,9 @@ pub async fn refresh(
     let scope = check(&token, &grant, client, requested, session_alive, now)?;
     let user = super::user_of(p, &grant.user_id).await?;
     let aud = super::audience_of(p, client, &grant);
-    let opts = super::MintOptions { aud: &aud, nonce: None, id_token: true, refresh: true, user: Some(&user) };
+    let dpop_jkt = proof.map(|p| p.jkt.as_str());
+    let opts =
+        super::MintOptions { aud: &aud, nonce: None, id_token: true, refresh: true, user: Some(&user), dpop_jkt };
     let minted = super::mint(p, client, &grant, &scope, opts, now)?;
     // The successor keeps the family's scope, so that a narrowed refresh can be widened back up
     // to what was originally granted (RFC 6749 §6).
@@ -177,6 +189,12 @@ async fn already_rotated(
         }
         // Not a retry of the first request. Refuse without revoking: the first request may well be
         // the honest client's, now holding the successor (two tabs asking for different scopes).
+        if first.dpop_jkt != request.dpop_jkt {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was rotated moments ago by a request with another DPoP key (or none); a retry within the grace window must prove the same key, otherwise use the refresh token it returned",
+            )
+            .into());
+        }
         return Err(OAuthError::invalid_grant(
             "the refresh token was rotated moments ago by a request for another scope; a retry within the grace window must repeat that request exactly, otherwise use the refresh token it returned",
         )
@@ -274,15 +292,41 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_is_the_resulting_scope_and_the_client() {
+    fn the_fingerprint_is_the_resulting_scope_the_client_and_the_dpop_key() {
         let (t, _, c) = fixtures();
-        let all = fingerprint(&c, &t, None);
+        let all = fingerprint(&c, &t, None, None);
         assert_eq!(all.scope, "openid profile");
-        assert_eq!(all, fingerprint(&c, &t, Some(&Scope::parse("profile openid").unwrap())), "same result");
-        assert_ne!(all, fingerprint(&c, &t, Some(&Scope::parse("openid").unwrap())));
+        assert_eq!(all, fingerprint(&c, &t, Some(&Scope::parse("profile openid").unwrap()), None), "same result");
+        assert_ne!(all, fingerprint(&c, &t, Some(&Scope::parse("openid").unwrap()), None));
         let other = ClientRecord { client_id: ClientId::parse("other").unwrap(), ..c.clone() };
-        assert_ne!(all, fingerprint(&other, &t, None));
-        assert_eq!(all.dpop_jkt, None, "no DPoP yet");
+        assert_ne!(all, fingerprint(&other, &t, None, None));
+        assert_eq!(all.dpop_jkt, None, "no proof, no key");
+        let key = latchkey_proto::dpop::DpopKey::generate().unwrap();
+        let raw = key.proof("POST", "https://id.example/token", 1, None, None).unwrap();
+        let proof = DpopProof::parse(&raw, latchkey_proto::dpop::DEFAULT_ALGORITHMS).unwrap();
+        let bound = fingerprint(&c, &t, None, Some(&proof));
+        assert_eq!(bound.dpop_jkt.as_deref(), Some(key.jkt()));
+        assert_ne!(all, bound, "a retry must prove the same key");
+    }
+
+    #[test]
+    fn a_bound_family_needs_a_proof_by_its_key() {
+        let (_, g, _) = fixtures();
+        let key = latchkey_proto::dpop::DpopKey::generate().unwrap();
+        let other = latchkey_proto::dpop::DpopKey::generate().unwrap();
+        let parse = |k: &latchkey_proto::dpop::DpopKey| {
+            let raw = k.proof("POST", "https://id.example/token", 1, None, None).unwrap();
+            DpopProof::parse(&raw, latchkey_proto::dpop::DEFAULT_ALGORITHMS).unwrap()
+        };
+        assert!(crate::dpop::refresh_binding(&g, None).is_ok(), "an unbound family");
+        assert!(crate::dpop::refresh_binding(&g, Some(&parse(&other))).is_ok());
+        let bound = GrantRecord { dpop_jkt: Some(key.jkt().to_owned()), ..g };
+        assert!(crate::dpop::refresh_binding(&bound, Some(&parse(&key))).is_ok());
+        let e = crate::dpop::refresh_binding(&bound, Some(&parse(&other))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidDpopProof);
+        assert!(e.description.contains("another key"), "{}", e.description);
+        let e = crate::dpop::refresh_binding(&bound, None).unwrap_err();
+        assert!(e.description.contains("bound to a DPoP key"), "{}", e.description);
     }
 
     #[test]

@@ -210,6 +210,12 @@ mod tests {
     }
 
     #[test]
+    fn the_nonce_header_is_the_rfcs() {
+        assert!(NONCE_HEADER_NAME.eq_ignore_ascii_case(latchkey_proto::dpop::NONCE_HEADER));
+        assert_eq!(NONCE_HEADER_NAME, NONCE_HEADER_NAME.to_ascii_lowercase());
+    }
+
+    #[test]
     fn a_key_is_fresh_once_until_it_expires() {
         let c = ReplayCache::new(10);
         assert_eq!(c.first_use(k(1), 160, 100), FirstUse::Fresh);

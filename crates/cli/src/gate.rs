@@ -8,6 +8,11 @@
 //! protected resource metadata itself at both well-known paths, its challenges carry
 //! `resource_metadata` and `scope`, and it accepts only tokens whose `aud` is the resource.
 //!
+//! DPoP-bound tokens (RFC 9449 §7) are checked as `latchkey-resource` checks them: the proof's
+//! `htu` must be `--external-url` (default: the origin of `--resource`) plus the request's path,
+//! never a URL built from the `Host` header. The proof is consumed here (its `jti` cannot be used
+//! again) and is not forwarded, like the token, unless `--pass-token` is given.
+//!
 //! Responses are streamed, never buffered: each chunk of the upstream's body (each event of a
 //! Streamable HTTP `text/event-stream`) is written to the client as it arrives, and request
 //! bodies are streamed to the upstream. Nothing in between buffers or cuts a stream: no
@@ -28,8 +33,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use clap::Args;
-use latchkey_resource::{Claims, ProtectedResourceMetadata, Refusal, Scope, TokenError, Verifier};
+use clap::{Args, ValueEnum};
+use latchkey_resource::{Claims, DpopMode, ProtectedResourceMetadata, Refusal, Scope, TokenError, Verifier};
 
 /// Every incoming header with this prefix is removed before forwarding.
 pub const HEADER_PREFIX: &str = "x-latchkey-";
@@ -66,11 +71,54 @@ pub struct GateArgs {
     /// The human-readable `resource_name` of the metadata. Needs --resource.
     #[arg(long, value_name = "NAME", requires = "resource")]
     pub resource_name: Option<String>,
-    /// Also forward the Authorization header (by default the upstream never sees the token).
+    /// Also forward the Authorization header, and the DPoP proof with it (by default the
+    /// upstream never sees the token).
     #[arg(long)]
     pub pass_token: bool,
+    /// The URL clients call the gate at, e.g. https://api.example.com (behind a TLS proxy, the
+    /// public URL, not --listen): a DPoP proof's htu must be this URL plus the request's path.
+    /// Default: the origin of --resource.
+    #[arg(long, value_name = "URL")]
+    pub external_url: Option<String>,
+    /// DPoP-bound access tokens (RFC 9449): `allowed` (with Bearer tokens; the default when the
+    /// external URL is known), `required` (DPoP-bound tokens only), or `off` (the default
+    /// without an external URL). A DPoP-bound token sent as Bearer is refused in every mode.
+    #[arg(long, value_name = "MODE")]
+    pub dpop: Option<DpopArg>,
+    /// Require a nonce of the gate in every DPoP proof (RFC 9449 §9), made with the secret in
+    /// this file (at least 32 bytes; gates that share it accept each other's nonces).
+    #[arg(long, value_name = "FILE")]
+    pub dpop_nonce_secret_file: Option<std::path::PathBuf>,
+    /// Seconds a DPoP nonce is handed out for; it is accepted for up to twice that.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dpop_nonce_lifetime: u64,
+    /// Seconds a DPoP proof is accepted after its iat (and its jti remembered).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub dpop_max_age: u64,
+    /// DPoP proofs remembered at once against replay; when full of live ones, DPoP requests
+    /// get 503 rather than a proof being forgotten.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub dpop_replay_capacity: u64,
     #[command(flatten)]
     pub limits: crate::LimitArgs,
+}
+
+/// `--dpop`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DpopArg {
+    Off,
+    Allowed,
+    Required,
+}
+
+impl From<DpopArg> for DpopMode {
+    fn from(a: DpopArg) -> Self {
+        match a {
+            DpopArg::Off => Self::Off,
+            DpopArg::Allowed => Self::Allowed,
+            DpopArg::Required => Self::Required,
+        }
+    }
 }
 
 struct Gate {
@@ -93,7 +141,7 @@ pub async fn run(a: GateArgs) -> anyhow::Result<()> {
     for aud in &a.audience {
         builder = builder.audience(aud);
     }
-    let verifier = builder.build()?;
+    let verifier = dpop_settings(builder, &a)?.build()?;
     let scope =
         Scope::parse(&a.require_scope.join(" ")).map_err(|e| anyhow::anyhow!("--require-scope: {}", e.description))?;
     let metadata = protected_resource_metadata(&verifier, &a, &scope)?;
@@ -114,12 +162,41 @@ pub async fn run(a: GateArgs) -> anyhow::Result<()> {
     if let Some(url) = verifier.resource_metadata_url() {
         tracing::info!(resource = ?verifier.resource(), metadata = %url, "serving protected resource metadata");
     }
+    match verifier.dpop_mode() {
+        DpopMode::Off => tracing::info!(
+            "DPoP off: DPoP-bound tokens are refused (give --external-url, or --resource, to accept them)"
+        ),
+        mode => tracing::info!(?mode, nonces = a.dpop_nonce_secret_file.is_some(), "DPoP-bound tokens accepted"),
+    }
     let state = Arc::new(Gate { verifier, scope, upstream, http, pass_token: a.pass_token });
     let limits = a.limits.limits();
     // The request timeout covers streaming the body to the upstream and its answer's headers.
     let app = gate_router(state, metadata).layer(latchkey_server::conn::request_timeout(&limits));
     latchkey_server::conn::serve_router(listener, app, &limits, crate::serve::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The DPoP flags, on the verifier's builder.
+fn dpop_settings(
+    mut builder: latchkey_resource::VerifierBuilder,
+    a: &GateArgs,
+) -> anyhow::Result<latchkey_resource::VerifierBuilder> {
+    if let Some(url) = &a.external_url {
+        builder = builder.external_url(url);
+    }
+    if let Some(mode) = a.dpop {
+        builder = builder.dpop(mode.into());
+    }
+    if let Some(path) = &a.dpop_nonce_secret_file {
+        let secret =
+            std::fs::read(path).with_context(|| format!("cannot read --dpop-nonce-secret-file {}", path.display()))?;
+        // A trailing newline (from `echo` or an editor) is not part of the secret.
+        let secret = secret.trim_ascii_end().to_vec();
+        builder = builder.dpop_nonces(secret, Duration::from_secs(a.dpop_nonce_lifetime));
+    }
+    Ok(builder
+        .dpop_max_age(Duration::from_secs(a.dpop_max_age))
+        .dpop_replay_capacity(usize::try_from(a.dpop_replay_capacity).unwrap_or(usize::MAX)))
 }
 
 /// The metadata document (RFC 9728 §2) when a resource is set: `scopes_supported` from `--scope`,
@@ -200,16 +277,17 @@ async fn forward(State(gate): State<Arc<Gate>>, ConnectInfo(peer): ConnectInfo<S
         Ok(u) => u,
         Err(r) => return r.into_response(),
     };
-    let claims = match gate.verifier.verify_request(&parts.headers, &parts.uri).await {
+    let refuse = |r: &Refusal| gate.verifier.refuse_request(r, &gate.scope, &parts.headers);
+    let claims = match gate.verifier.verify_request(&parts.method, &parts.uri, &parts.headers).await {
         Ok(c) => c,
-        Err(r) => return gate.verifier.refuse(&r, &gate.scope),
+        Err(r) => return refuse(&r),
     };
     if let Err(r) = claims.require_scope(&gate.scope) {
-        return gate.verifier.refuse(&r, &gate.scope);
+        return refuse(&r);
     }
     let identity = match identity_headers(&claims) {
         Ok(h) => h,
-        Err(r) => return gate.verifier.refuse(&r, &gate.scope),
+        Err(r) => return refuse(&r),
     };
     let mut headers = forwarded_headers(&parts.headers, gate.pass_token);
     set_forwarded_for(&mut headers, peer);
@@ -229,6 +307,10 @@ async fn forward(State(gate): State<Arc<Gate>>, ConnectInfo(peer): ConnectInfo<S
             let mut out = Response::builder().status(res.status());
             if let Some(h) = out.headers_mut() {
                 *h = without_hop_by_hop(res.headers());
+                // With nonces on, the gate's nonce (RFC 9449 §8.2), replacing any of the upstream's.
+                if claims.dpop_jkt.is_some() {
+                    gate.verifier.add_dpop_nonce(h);
+                }
             }
             out.body(Body::from_stream(res.bytes_stream())).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
@@ -268,7 +350,9 @@ const CLIENT_ADDRESS_HEADERS: &[&str] = &[
 ];
 
 /// The request headers to forward: without hop-by-hop headers (RFC 9110 §7.6.1), without `Host`
-/// (the upstream's is set by the client library), without the token unless asked, and without:
+/// (the upstream's is set by the client library), without the token and its DPoP proof unless
+/// asked (the proof is for the gate's URL and already used here; it is of use only to an
+/// upstream that is handed the token and checks the binding itself), and without:
 /// - any header whose name has an underscore (as nginx does by default): CGI and WSGI upstreams
 ///   map `X_Latchkey_Subject` and `X-Latchkey-Subject` to the same `HTTP_X_LATCHKEY_SUBJECT`, so
 ///   a client could smuggle an identity header past a check for hyphens;
@@ -280,6 +364,7 @@ fn forwarded_headers(incoming: &HeaderMap, pass_token: bool) -> HeaderMap {
     h.remove(header::HOST);
     if !pass_token {
         h.remove(header::AUTHORIZATION);
+        h.remove(latchkey_proto::dpop::DPOP_HEADER);
     }
     let forged: Vec<HeaderName> = h
         .keys()
@@ -356,7 +441,8 @@ mod tests {
         for (k, v) in [
             ("x-latchkey-subject", "admin"),
             ("X-Latchkey-Anything", "x"),
-            ("authorization", "Bearer t"),
+            ("authorization", "DPoP t"),
+            ("dpop", "proof"),
             ("connection", "close, x-secret-hop"),
             ("x-secret-hop", "1"),
             ("transfer-encoding", "chunked"),
@@ -368,7 +454,8 @@ mod tests {
         let out = forwarded_headers(&h, false);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out["accept"], "application/json");
-        assert!(forwarded_headers(&h, true).contains_key("authorization"));
+        let passed = forwarded_headers(&h, true);
+        assert!(passed.contains_key("authorization") && passed.contains_key("dpop"));
     }
 
     #[test]

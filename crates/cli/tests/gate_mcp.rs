@@ -195,6 +195,8 @@ async fn metadata_is_served_by_the_gate_at_both_well_known_paths() {
         "scopes_supported": ["mcp:tools", "mcp:admin"],
         "bearer_methods_supported": ["header"],
         "resource_name": "Test MCP",
+        // DPoP-bound tokens are accepted by default once the gate knows its URL (the resource's).
+        "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"],
     });
     for path in ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"] {
         let res = s.http.get(format!("{}{path}", s.gate)).send().await.unwrap();

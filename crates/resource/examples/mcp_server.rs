@@ -7,7 +7,8 @@
 //!   stream offered) and DELETE (no sessions) get 405.
 //! - RFC 9728 protected resource metadata at `/.well-known/oauth-protected-resource/mcp` and
 //!   `/.well-known/oauth-protected-resource`.
-//! - Every POST needs a token with `aud` = `--resource` and scope `mcp:tools`; a 401 says where
+//! - Every POST needs a token with `aud` = `--resource` and scope `mcp:tools`, as a Bearer token
+//!   or DPoP-bound with its proof (the resource's origin is the URL proofs must name); a 401 says where
 //!   the metadata is and which scope to ask for. The tool `admin_reset` also needs `mcp:admin`:
 //!   without it the answer is 403 `insufficient_scope` naming both scopes, and the SDK clients
 //!   re-authorize with that scope (their "step-up").
@@ -27,7 +28,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -104,7 +105,7 @@ async fn not_allowed() -> Response {
 }
 
 /// One JSON-RPC message per POST (batches were removed in 2025-06-18).
-async fn mcp(State(verifier): State<Arc<Verifier>>, claims: Claims, body: Bytes) -> Response {
+async fn mcp(State(verifier): State<Arc<Verifier>>, headers: HeaderMap, claims: Claims, body: Bytes) -> Response {
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return rpc_error(Value::Null, -32700, "parse error: the body is not JSON");
     };
@@ -155,7 +156,8 @@ async fn mcp(State(verifier): State<Arc<Verifier>>, claims: Claims, body: Bytes)
                     Err(_) => return rpc_error(id, -32603, "internal error"),
                 };
                 if let Err(refusal) = claims.require_scope(&needed) {
-                    return verifier.refuse(&refusal, &needed);
+                    // With the request's headers, so a DPoP request's 403 comes on the DPoP challenge.
+                    return verifier.refuse_request(&refusal, &needed, &headers);
                 }
                 rpc_result(id, json!({"content": [{"type": "text", "text": "reset done"}], "isError": false}))
             }

@@ -21,6 +21,9 @@ pub struct Claims {
     pub exp: i64,
     pub iat: Option<i64>,
     pub jti: Option<String>,
+    /// The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449 §6): the
+    /// request came with a DPoP proof by that key. `None` for a bearer token.
+    pub dpop_jkt: Option<String>,
     /// Every other claim, for [`Claims::custom`] and [`Claims::get`].
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -78,6 +81,9 @@ pub(crate) struct RawClaims {
     pub client_id: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// RFC 7800 confirmation: `{"jkt": …}` for a DPoP-bound token (RFC 9449 §6.1, §6.2).
+    #[serde(default)]
+    pub cnf: Option<serde_json::Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -122,7 +128,27 @@ impl RawClaims {
             Some(s) => Scope::parse(&s).map_err(|_| TokenError::MissingClaim("scope"))?,
             None => Scope::default(),
         };
-        Ok(Claims { sub, scope, client_id, iss, aud, exp, iat: self.iat, jti: self.jti, extra: self.extra })
+        let dpop_jkt = confirmation(self.cnf)?;
+        Ok(Claims { sub, scope, client_id, iss, aud, exp, iat: self.iat, jti: self.jti, dpop_jkt, extra: self.extra })
+    }
+}
+
+/// The key a token is bound to. Only `jkt` is understood: a `cnf` with any other member (an
+/// mTLS certificate's `x5t#S256`, RFC 8705 §3.1) is refused, since this API cannot check it and
+/// accepting the token would turn it back into a bearer token.
+fn confirmation(cnf: Option<serde_json::Value>) -> Result<Option<String>, TokenError> {
+    let Some(cnf) = cnf else {
+        return Ok(None);
+    };
+    let serde_json::Value::Object(members) = cnf else {
+        return Err(TokenError::Confirmation("cnf is not a JSON object"));
+    };
+    if members.keys().any(|k| k != "jkt") {
+        return Err(TokenError::Confirmation("cnf has a member other than jkt"));
+    }
+    match members.get("jkt") {
+        Some(serde_json::Value::String(jkt)) if !jkt.is_empty() => Ok(Some(jkt.clone())),
+        _ => Err(TokenError::Confirmation("cnf.jkt is missing or not a string")),
     }
 }
 
@@ -176,6 +202,16 @@ mod tests {
         let mut v = good();
         v["aud"] = "other".into();
         assert!(matches!(check(v, 500).unwrap_err(), TokenError::Audience { .. }));
+        assert_eq!(check(good(), 500).unwrap().dpop_jkt, None);
+        let mut v = good();
+        v["cnf"] = json!({"jkt": "abc"});
+        assert_eq!(check(v, 500).unwrap().dpop_jkt.as_deref(), Some("abc"));
+        for cnf in [json!({"x5t#S256": "abc"}), json!({"jkt": "abc", "x5t#S256": "d"}), json!({"jkt": 1}), json!("abc")]
+        {
+            let mut v = good();
+            v["cnf"] = cnf.clone();
+            assert!(matches!(check(v, 500).unwrap_err(), TokenError::Confirmation(_)), "{cnf}");
+        }
         for claim in ["iss", "aud", "exp", "sub", "client_id"] {
             let mut v = good();
             v.as_object_mut().unwrap().remove(claim);

@@ -117,16 +117,22 @@ impl Introspector {
 
     /// The checks of an active answer. Pure.
     fn accept(&self, v: &Inner, body: Response, now: i64) -> Result<Claims, TokenError> {
-        // RFC 7662 §2.2 `token_type` is optional, but when present it must be a bearer access token:
+        // RFC 7662 §2.2 `token_type` is optional, but when present it must be an access token's:
         // an issuer also answers `active: true` for refresh tokens (to their own client, which may
         // be the credential this API introspects with), and a refresh token must never pass as an
-        // access token. RFC 6749 §5.1: token types are case-insensitive. A DPoP-bound token is
-        // refused too: this API does not check DPoP proofs (RFC 9449 §7), so accepting it as a
-        // bearer token would drop its sender constraint.
-        if let Some(t) = body.token_type.as_deref()
-            && !t.eq_ignore_ascii_case("bearer")
-        {
-            return Err(TokenError::NotAnAccessToken(t.chars().filter(|c| !c.is_control()).take(64).collect()));
+        // access token. RFC 6749 §5.1: token types are case-insensitive. A DPoP-bound token says
+        // `DPoP` and carries `cnf.jkt` (RFC 9449 §6.2), which the caller checks against the
+        // request's proof like a JWT's; without `cnf.jkt` its binding cannot be checked.
+        let dpop = match body.token_type.as_deref() {
+            None => false,
+            Some(t) if t.eq_ignore_ascii_case("bearer") => false,
+            Some(t) if t.eq_ignore_ascii_case("dpop") => true,
+            Some(t) => {
+                return Err(TokenError::NotAnAccessToken(t.chars().filter(|c| !c.is_control()).take(64).collect()));
+            }
+        };
+        if dpop && body.claims.cnf.is_none() {
+            return Err(TokenError::Confirmation("token_type DPoP without cnf.jkt"));
         }
         let mut raw = body.claims;
         // RFC 7662 makes every claim optional. The issuer we asked vouches for the token, so an
@@ -187,10 +193,23 @@ mod tests {
         assert!(accept(false, answer(json!({}))).is_ok());
         assert!(accept(false, answer(json!({"token_type": "bearer"}))).is_ok(), "case-insensitive (RFC 6749 §5.1)");
         assert!(accept(false, answer(json!({"token_type": null}))).is_ok(), "token_type is optional (RFC 7662)");
-        for other in ["refresh_token", "DPoP", "N_A"] {
+        for other in ["refresh_token", "N_A", "mac"] {
             let e = accept(true, answer(json!({"token_type": other}))).unwrap_err();
             assert_eq!(e, TokenError::NotAnAccessToken(other.into()));
         }
+    }
+
+    /// RFC 9449 §6.2: a bound token is answered with `token_type: DPoP` and `cnf.jkt`; the
+    /// thumbprint reaches the caller, which checks it against the proof.
+    #[test]
+    fn a_dpop_answer_carries_its_key_and_needs_one() {
+        let c = accept(false, answer(json!({"token_type": "DPoP", "cnf": {"jkt": "thumb"}}))).unwrap();
+        assert_eq!(c.dpop_jkt.as_deref(), Some("thumb"));
+        let e = accept(false, answer(json!({"token_type": "DPoP"}))).unwrap_err();
+        assert!(matches!(e, TokenError::Confirmation(_)), "{e}");
+        // A Bearer answer with cnf.jkt is bound all the same: cnf decides, not the label.
+        let c = accept(false, answer(json!({"cnf": {"jkt": "thumb"}}))).unwrap();
+        assert_eq!(c.dpop_jkt.as_deref(), Some("thumb"));
     }
 
     /// Review finding 18: an absent `aud` was replaced by the API's own audience.

@@ -21,18 +21,26 @@
 //! per request. Refusals follow RFC 6750 §3 ([`Refusal`]). An introspection mode (RFC 7662) asks
 //! the issuer instead, for APIs that must see revocation at once.
 //!
+//! DPoP-bound tokens (RFC 9449 §7) are accepted with `Authorization: DPoP <token>` and a proof
+//! in the `DPoP` header ([`DpopMode`]): the proof's method, URL (the configured
+//! [`VerifierBuilder::external_url`] plus the request's path), age, `ath` and key (the token's
+//! `cnf.jkt`) are checked, its `jti` is refused a second time, and nonces can be required. A
+//! bound token sent as Bearer is always refused.
+//!
 //! This crate knows nothing of the Latchkey server; it works with any compliant issuer.
 
 mod bearer;
 mod claims;
+mod dpop;
 mod introspection;
 mod middleware;
 pub mod prm;
 mod refusal;
 mod verifier;
 
-pub use bearer::bearer_token;
+pub use bearer::{Scheme, bearer_token};
 pub use claims::Claims;
+pub use dpop::DpopMode;
 pub use middleware::{RequireToken, RequireTokenLayer};
 pub use prm::ProtectedResourceMetadata;
 pub use refusal::{Challenge, Refusal, TokenError};

@@ -66,17 +66,22 @@ where
         let scope = self.scope.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let checked = match verifier.verify_request(&parts.headers, &parts.uri).await {
+            let checked = match verifier.verify_request(&parts.method, &parts.uri, &parts.headers).await {
                 Ok(claims) => claims.require_scope(&scope).map(|()| claims),
                 Err(r) => Err(r),
             };
             match checked {
                 Ok(claims) => {
+                    let dpop = claims.dpop_jkt.is_some();
                     parts.extensions.insert(claims);
-                    parts.extensions.insert(verifier);
-                    inner.call(Request::from_parts(parts, body)).await
+                    parts.extensions.insert(verifier.clone());
+                    let mut res = inner.call(Request::from_parts(parts, body)).await?;
+                    if dpop {
+                        verifier.add_dpop_nonce(res.headers_mut());
+                    }
+                    Ok(res)
                 }
-                Err(refusal) => Ok(verifier.refuse(&refusal, &scope)),
+                Err(refusal) => Ok(verifier.refuse_request(&refusal, &scope, &parts.headers)),
             }
         })
     }
@@ -98,6 +103,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Claims {
             )
             .into_response());
         };
-        verifier.verify_request(&parts.headers, &parts.uri).await.map_err(|r| verifier.refuse(&r, &Scope::default()))
+        let claims = verifier
+            .verify_request(&parts.method, &parts.uri, &parts.headers)
+            .await
+            .map_err(|r| verifier.refuse_request(&r, &Scope::default(), &parts.headers))?;
+        // Kept for a second extraction in the same request: verifying again would find the DPoP
+        // proof's jti used (by this very request) and refuse it.
+        parts.extensions.insert(claims.clone());
+        Ok(claims)
     }
 }

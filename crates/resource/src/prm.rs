@@ -33,6 +33,12 @@ pub struct ProtectedResourceMetadata {
     pub resource_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_documentation: Option<String>,
+    /// The JWS algorithms this API accepts in DPoP proofs (RFC 9728 §2), when it accepts DPoP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpop_signing_alg_values_supported: Vec<String>,
+    /// Every token must be DPoP-bound (RFC 9728 §2); left out when false, its default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens_required: bool,
 }
 
 impl ProtectedResourceMetadata {
@@ -46,6 +52,8 @@ impl ProtectedResourceMetadata {
             bearer_methods_supported: vec!["header".into()],
             resource_name: None,
             resource_documentation: None,
+            dpop_signing_alg_values_supported: Vec::new(),
+            dpop_bound_access_tokens_required: false,
         }
     }
 
@@ -114,6 +122,11 @@ pub fn metadata_url(resource: &str) -> String {
 fn resource_path(resource: &str) -> &str {
     let (_, path) = split_origin(resource);
     if path == "/" { "" } else { path }
+}
+
+/// `https://host:port` of `resource`: where clients send requests for it.
+pub(crate) fn origin(resource: &str) -> &str {
+    split_origin(resource).0
 }
 
 /// `https://host:port` and the rest (path, without query or fragment, which resources here

@@ -3,16 +3,22 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderName, Method, Uri};
 use axum::response::Response;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use latchkey_proto::discovery::{IssuerMetadata, well_known_urls};
+use latchkey_proto::dpop::NonceKeeper;
 use latchkey_proto::jose::{ASYMMETRIC_ALGORITHMS, JwsHeader, KeySet};
 use latchkey_proto::{ClientSecret, Scope};
 
+use crate::bearer::Scheme;
 use crate::claims::{Expect, RawClaims};
+use crate::dpop::{DpopCheck, DpopMode, NONCE_HEADER_NAME, ReplayCache};
 use crate::introspection::Introspector;
 use crate::{Challenge, Claims, Clock, ProtectedResourceMetadata, Refusal, RequireTokenLayer, TokenError};
+
+/// A nonce secret shorter than this could be guessed offline from the nonces handed out.
+const MIN_NONCE_SECRET: usize = 32;
 
 /// After a failed first fetch (no keys at all), how soon to try again. Short, so an API started
 /// before its issuer works as soon as the issuer is up, yet a down issuer is not hammered.
@@ -38,6 +44,8 @@ pub(crate) struct Inner {
     /// One fetch at a time: a burst of tokens with a new `kid` causes one JWKS request, not many.
     fetching: tokio::sync::Mutex<()>,
     pub introspection: Option<Introspector>,
+    /// DPoP (RFC 9449 §7), unless it is off.
+    pub dpop: Option<DpopCheck>,
 }
 
 #[derive(Default)]
@@ -54,6 +62,7 @@ impl std::fmt::Debug for Verifier {
             .field("issuer", &self.0.issuer)
             .field("audiences", &self.0.audiences)
             .field("introspection", &self.0.introspection.is_some())
+            .field("dpop", &self.dpop_mode())
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +80,16 @@ pub enum ConfigError {
     Resource(String),
     #[error("no algorithm left to accept: only asymmetric JWS algorithms (RS*, PS*, ES*, EdDSA) can be allowed")]
     NoAlgorithm,
+    #[error(
+        "invalid external URL {0:?}: an https URL (plain http only for 127.0.0.1, [::1] or localhost), without query, fragment or user"
+    )]
+    ExternalUrl(String),
+    #[error(
+        "DPoP needs the URL clients call this API at, to check each proof's htu (RFC 9449 §4.3): set external_url (or resource)"
+    )]
+    DpopWithoutUrl,
+    #[error("the DPoP nonce secret must be at least {MIN_NONCE_SECRET} bytes (random, shared by the API's instances)")]
+    NonceSecret,
 }
 
 /// Configures a [`Verifier`]. Only the issuer is required.
@@ -88,6 +107,13 @@ pub struct VerifierBuilder {
     introspection: Option<(String, ClientSecret)>,
     introspection_ttl: Duration,
     allow_missing_audience: bool,
+    external_url: Option<String>,
+    dpop_mode: Option<DpopMode>,
+    dpop_algorithms: Vec<Algorithm>,
+    dpop_max_age: Duration,
+    dpop_max_skew: Duration,
+    dpop_nonces: Option<(Vec<u8>, Duration)>,
+    dpop_replay_capacity: usize,
 }
 
 impl VerifierBuilder {
@@ -169,6 +195,57 @@ impl VerifierBuilder {
         self.allow_missing_audience = true;
         self
     }
+    /// The URL clients call this API at, e.g. `https://api.example.com` (or
+    /// `https://example.com/api` behind a proxy that strips `/api`). A DPoP proof's `htu` must be
+    /// this URL followed by the path the verifier sees (RFC 9449 §4.3 point 9): the `Host` header
+    /// is never used, since a client chooses it. Behind a proxy or load balancer, give the public
+    /// URL, not the one the proxy forwards to; inside a nested axum router, include the nest's
+    /// prefix. Default: the origin of [`VerifierBuilder::resource`], when set.
+    pub fn external_url(mut self, url: impl Into<String>) -> Self {
+        self.external_url = Some(url.into());
+        self
+    }
+    /// Which tokens are accepted: [`DpopMode::Allowed`] by default when the verifier knows its
+    /// URL ([`VerifierBuilder::external_url`] or [`VerifierBuilder::resource`]), else
+    /// [`DpopMode::Off`]. In every mode a DPoP-bound token sent as Bearer is refused (RFC 9449
+    /// §7.2). `Allowed` and `Required` need the URL.
+    pub fn dpop(mut self, mode: DpopMode) -> Self {
+        self.dpop_mode = Some(mode);
+        self
+    }
+    /// The JWS algorithms accepted in DPoP proofs. Default: ES256, ES384, EdDSA, RS256, PS256.
+    /// HMAC is dropped even if listed (RFC 9449 §11.6).
+    pub fn dpop_algorithms(mut self, algs: &[Algorithm]) -> Self {
+        self.dpop_algorithms = algs.iter().copied().filter(|a| a.family() != AlgorithmFamily::Hmac).collect();
+        self
+    }
+    /// How old a proof's `iat` may be, and so how long its `jti` is remembered. Default 60 s.
+    pub fn dpop_max_age(mut self, d: Duration) -> Self {
+        self.dpop_max_age = d;
+        self
+    }
+    /// How far in the future a proof's `iat` may be (clients' clocks). Default 10 s.
+    pub fn dpop_max_skew(mut self, d: Duration) -> Self {
+        self.dpop_max_skew = d;
+        self
+    }
+    /// Require a nonce of this API in every proof (RFC 9449 §9), so that a proof made in advance
+    /// by someone who briefly held the key is useless. A proof without a current nonce is
+    /// answered 401 `use_dpop_nonce` with a `DPoP-Nonce` header, and every response to a DPoP
+    /// request carries the current nonce. Nonces are an HMAC of the time under `secret` (at
+    /// least 32 random bytes): instances that share the secret accept each other's nonces, and
+    /// nothing is stored. A nonce is handed out for `lifetime` and accepted for up to twice that.
+    pub fn dpop_nonces(mut self, secret: impl Into<Vec<u8>>, lifetime: Duration) -> Self {
+        self.dpop_nonces = Some((secret.into(), lifetime));
+        self
+    }
+    /// How many proofs the `jti` replay cache holds (RFC 9449 §11.1). When it is full of proofs
+    /// still within their `iat` window, further DPoP requests get 503 rather than a forgotten
+    /// proof becoming replayable. Default 100,000 (about 10 MB).
+    pub fn dpop_replay_capacity(mut self, n: usize) -> Self {
+        self.dpop_replay_capacity = n;
+        self
+    }
 
     pub fn build(self) -> Result<Verifier, ConfigError> {
         check_issuer(&self.issuer)?;
@@ -177,6 +254,15 @@ impl VerifierBuilder {
         }
         if let Some(r) = &self.resource {
             check_resource(r)?;
+        }
+        let dpop = self.dpop_check()?;
+        if let Some(d) = &dpop {
+            tracing::debug!(
+                required = d.required,
+                url = %d.base,
+                nonces = d.nonces.is_some(),
+                "DPoP-bound access tokens accepted"
+            );
         }
         // The resource comes first: introspection's allow_missing_audience takes the first one.
         let audiences = match (&self.resource, self.audiences.is_empty()) {
@@ -212,8 +298,56 @@ impl VerifierBuilder {
             introspection: self.introspection.map(|(id, secret)| {
                 Introspector::new(id, secret, secs(self.introspection_ttl), self.allow_missing_audience)
             }),
+            dpop,
         })))
     }
+
+    /// The DPoP checks the settings come to, or `None` when DPoP is off.
+    fn dpop_check(&self) -> Result<Option<DpopCheck>, ConfigError> {
+        let base = match (&self.external_url, &self.resource) {
+            (Some(url), _) => {
+                check_external_url(url)?;
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            // A resource's origin: clients call the resource URI itself (RFC 9728 §3.3).
+            (None, Some(r)) => Some(crate::prm::origin(r).to_owned()),
+            (None, None) => None,
+        };
+        let mode = self.dpop_mode.unwrap_or(if base.is_some() { DpopMode::Allowed } else { DpopMode::Off });
+        if mode == DpopMode::Off {
+            return Ok(None);
+        }
+        let base = base.ok_or(ConfigError::DpopWithoutUrl)?;
+        if self.dpop_algorithms.is_empty() {
+            return Err(ConfigError::NoAlgorithm);
+        }
+        let nonces = match &self.dpop_nonces {
+            Some((secret, _)) if secret.len() < MIN_NONCE_SECRET => return Err(ConfigError::NonceSecret),
+            Some((secret, lifetime)) => {
+                Some(NonceKeeper::new(secret, i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)))
+            }
+            None => None,
+        };
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        Ok(Some(DpopCheck {
+            required: mode == DpopMode::Required,
+            base,
+            alg_names: self.dpop_algorithms.iter().map(|a| format!("{a:?}")).collect(),
+            algorithms: self.dpop_algorithms.clone(),
+            max_age: secs(self.dpop_max_age),
+            max_skew: secs(self.dpop_max_skew),
+            nonces,
+            replay: ReplayCache::new(self.dpop_replay_capacity),
+        }))
+    }
+}
+
+/// The external URL: like an issuer, and without user information.
+fn check_external_url(url: &str) -> Result<(), ConfigError> {
+    let ok = https_or_loopback(url)
+        && url::Url::parse(url).is_ok_and(|u| u.username().is_empty() && u.password().is_none())
+        && !url.contains(['?', '#']);
+    if ok { Ok(()) } else { Err(ConfigError::ExternalUrl(url.to_owned())) }
 }
 
 fn default_http() -> reqwest::Client {
@@ -270,6 +404,13 @@ impl Verifier {
             introspection: None,
             introspection_ttl: Duration::from_secs(10),
             allow_missing_audience: false,
+            external_url: None,
+            dpop_mode: None,
+            dpop_algorithms: latchkey_proto::dpop::DEFAULT_ALGORITHMS.to_vec(),
+            dpop_max_age: Duration::from_secs(crate::dpop::DEFAULT_MAX_AGE.unsigned_abs()),
+            dpop_max_skew: Duration::from_secs(crate::dpop::DEFAULT_MAX_SKEW.unsigned_abs()),
+            dpop_nonces: None,
+            dpop_replay_capacity: crate::dpop::DEFAULT_REPLAY_CAPACITY,
         }
     }
 
@@ -297,19 +438,70 @@ impl Verifier {
         S: Into<String>,
     {
         let r = self.resource()?;
-        Some(ProtectedResourceMetadata::new(r, &self.0.issuer).scopes_supported(scopes_supported))
+        let mut doc = ProtectedResourceMetadata::new(r, &self.0.issuer).scopes_supported(scopes_supported);
+        if let Some(d) = &self.0.dpop {
+            doc.dpop_signing_alg_values_supported = d.alg_names.clone();
+            doc.dpop_bound_access_tokens_required = d.required;
+        }
+        Some(doc)
     }
 
-    /// The response for a refused request to a route that needs `scope`: the challenge has this
+    /// Which access tokens this verifier accepts.
+    pub fn dpop_mode(&self) -> DpopMode {
+        match &self.0.dpop {
+            None => DpopMode::Off,
+            Some(d) if d.required => DpopMode::Required,
+            Some(_) => DpopMode::Allowed,
+        }
+    }
+
+    /// The nonce to send in a `DPoP-Nonce` header now, when nonces are on
+    /// ([`VerifierBuilder::dpop_nonces`]).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        let keeper = self.0.dpop.as_ref()?.nonces.as_ref()?;
+        Some(keeper.current(self.0.clock.now()))
+    }
+
+    /// The response for a refused request to a route that needs `scope`: the challenges have this
     /// API's realm, and with a resource configured, its `resource_metadata` and (on 401) the scope.
-    /// Without a resource the challenge is as before (RFC 6750 alone).
+    /// Without a resource the challenge is as before (RFC 6750 alone). With DPoP on, a `DPoP`
+    /// challenge follows the Bearer one (or replaces it, when DPoP is required), and with nonces
+    /// on, a `DPoP-Nonce` header comes along. Use [`Verifier::refuse_request`] where the request's
+    /// headers are at hand, so the error goes on the challenge of the scheme it used.
     pub fn refuse(&self, refusal: &Refusal, scope: &Scope) -> Response {
+        self.refuse_as(refusal, scope, None)
+    }
+
+    /// [`Verifier::refuse`] for a request with these headers: the challenge of the scheme the
+    /// request used carries the error (RFC 9449 §7.2).
+    pub fn refuse_request(&self, refusal: &Refusal, scope: &Scope, headers: &HeaderMap) -> Response {
+        self.refuse_as(refusal, scope, Scheme::of(headers))
+    }
+
+    fn refuse_as(&self, refusal: &Refusal, scope: &Scope, used: Option<Scheme>) -> Response {
         let resource_metadata = self.resource_metadata_url();
-        refusal.to_response_with(&Challenge {
+        let algs = self.0.dpop.as_ref().map(DpopCheck::algs);
+        let mut res = refusal.to_response_with(&Challenge {
             realm: self.realm(),
             resource_metadata,
             scope: resource_metadata.map(|_| scope),
-        })
+            dpop_algs: algs.as_deref(),
+            dpop_required: self.dpop_mode() == DpopMode::Required,
+            used,
+        });
+        self.add_dpop_nonce(res.headers_mut());
+        res
+    }
+
+    /// Sets `DPoP-Nonce` to the current nonce, when nonces are on (RFC 9449 §8.2, §9): on every
+    /// refusal, and on the responses to DPoP requests, so clients move to a new nonce without an
+    /// extra round trip.
+    pub fn add_dpop_nonce(&self, headers: &mut HeaderMap) {
+        if let Some(d) = &self.0.dpop
+            && let Some(v) = d.nonce_header(self.0.clock.now())
+        {
+            headers.insert(HeaderName::from_static(NONCE_HEADER_NAME), v);
+        }
     }
 
     /// A tower layer that lets through only requests with a valid token carrying every scope in
@@ -328,19 +520,51 @@ impl Verifier {
         RequireTokenLayer::new(self.clone(), Scope::default())
     }
 
-    /// Finds the bearer token in a request and verifies it.
-    pub async fn verify_request(&self, headers: &HeaderMap, uri: &Uri) -> Result<Claims, Refusal> {
-        let token = crate::bearer::bearer_token(headers, uri)?;
-        self.verify(token).await
+    /// Finds the access token in a request and verifies it, with its DPoP proof when it comes
+    /// with the DPoP scheme. `uri` is the request's as this API sees it: its path follows the
+    /// external URL in the `htu` a proof must name.
+    ///
+    /// - `Authorization: Bearer`: the token, which must not be DPoP-bound (RFC 9449 §7.2). A
+    ///   `DPoP` header next to it is ignored: RFC 9449 gives it no meaning there, and it proves
+    ///   nothing about a bearer token (a bound one is refused whatever comes with it).
+    /// - `Authorization: DPoP` (unless DPoP is off): the proof (one `DPoP` header, §4.3), then
+    ///   the token, whose `cnf.jkt` must be the proof's key; last, the proof's `jti` must be new.
+    pub async fn verify_request(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Claims, Refusal> {
+        let now = self.0.clock.now();
+        let dpop = self.0.dpop.as_ref();
+        match (crate::bearer::access_token(headers, uri, dpop.is_some())?, dpop) {
+            ((Scheme::Dpop, token), Some(d)) => {
+                // The proof first: it costs no I/O, and a bad one spares the issuer a request.
+                let proof = d.proof(method, uri, headers, token, now)?;
+                let claims = self.token_claims(token, now).await?;
+                d.bind(&proof, claims.dpop_jkt.as_deref(), now)?;
+                Ok(claims)
+            }
+            ((_, token), _) => self.verify_at(token, now).await,
+        }
     }
 
-    /// Verifies a token now (by the verifier's clock).
+    /// Verifies a token sent as a bearer token, now (by the verifier's clock).
     pub async fn verify(&self, token: &str) -> Result<Claims, Refusal> {
         self.verify_at(token, self.0.clock.now()).await
     }
 
-    /// Verifies a token at `now` (Unix seconds).
+    /// Verifies a token sent as a bearer token, at `now` (Unix seconds). A DPoP-bound token is
+    /// refused (RFC 9449 §7.2), and so is every token when DPoP is required: without its proof a
+    /// bound token is just a copied string.
     pub async fn verify_at(&self, token: &str, now: i64) -> Result<Claims, Refusal> {
+        if self.dpop_mode() == DpopMode::Required {
+            return Err(Refusal::InvalidToken(TokenError::DpopRequired));
+        }
+        let claims = self.token_claims(token, now).await?;
+        if claims.dpop_jkt.is_some() {
+            return Err(Refusal::InvalidToken(TokenError::DpopBound));
+        }
+        Ok(claims)
+    }
+
+    /// The token's own checks (signature or introspection, then claims), whatever its scheme.
+    async fn token_claims(&self, token: &str, now: i64) -> Result<Claims, Refusal> {
         if let Some(intro) = &self.0.introspection {
             let metadata = self.metadata().await?;
             return intro.check(&self.0, &metadata, token, now).await;

@@ -82,6 +82,8 @@ async fn metadata_is_served_at_the_path_inserted_and_the_root_well_known_urls() 
         "scopes_supported": ["mcp:tools", "mcp:admin"],
         "bearer_methods_supported": ["header"],
         "resource_name": "Example MCP",
+        // DPoP is on by default once the API knows its URL (here, the resource's origin).
+        "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"],
     });
     for path in ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"] {
         let (status, h, body) = call(&app, "GET", path, None, Value::Null).await;

@@ -143,7 +143,8 @@ async fn jwks(State(s): State<IssuerState>) -> Response {
     axum::Json(json!({"keys": *s.jwks.lock().unwrap()})).into_response()
 }
 
-/// RFC 7662 with client_secret_basic: active unless revoked; the claims are the JWT's own.
+/// RFC 7662 with client_secret_basic: active unless revoked; the claims are the JWT's own
+/// (`cnf` included).
 async fn introspect(State(s): State<IssuerState>, headers: HeaderMap, body: String) -> Response {
     s.introspection_hits.fetch_add(1, Ordering::SeqCst);
     if s.down.load(Ordering::SeqCst) {
@@ -165,7 +166,8 @@ async fn introspect(State(s): State<IssuerState>, headers: HeaderMap, body: Stri
     match claims {
         Some(mut c) if !s.revoked.lock().unwrap().contains(&token) => {
             c["active"] = true.into();
-            c["token_type"] = "Bearer".into();
+            // RFC 9449 §6.2: a bound token is introspected as DPoP, with its cnf.
+            c["token_type"] = if c.get("cnf").is_some() { "DPoP" } else { "Bearer" }.into();
             axum::Json(c).into_response()
         }
         _ => axum::Json(json!({"active": false})).into_response(),

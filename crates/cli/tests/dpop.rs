@@ -586,3 +586,56 @@ fn client_add_dpop_registers_a_client_that_must_prove_a_key() {
     let json: Value = serde_json::from_str(&run(&["client", "show", "cli", "--json"])).unwrap();
     assert_eq!(json["dpop_bound_access_tokens"], true);
 }
+
+/// The two parties end to end: a token this server bound to a key is accepted by
+/// `latchkey-resource` (JWKS from the server's discovery) only with a fresh proof by that key for
+/// the API's own URL, and refused as Bearer, with another key's proof, or with a replayed proof.
+#[tokio::test]
+async fn latchkey_resource_accepts_this_servers_bound_tokens_only_with_the_key() {
+    use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+    use latchkey_resource::{DpopMode, Verifier};
+
+    let s = TestServer::start().await;
+    let key = DpopKey::generate().unwrap();
+    let v = CodeVerifier::generate();
+    let code = code_with(&s, "spa", &v, "").await;
+    let t = token(&s, &exchange_form("spa", &code, &v), &[&proof(&s, &key, "POST", "/token")], None).await;
+    assert_eq!(t.body["token_type"], "DPoP", "{}", t.body);
+    let at = t.body["access_token"].as_str().unwrap().to_owned();
+    let aud = jwt_parts(&at).1["aud"].as_str().unwrap().to_owned();
+
+    let (skew, t0) = (s.skew.clone(), s.now() - s.skew.load(std::sync::atomic::Ordering::SeqCst));
+    let verifier = Verifier::builder(s.provider.issuer())
+        .audience(aud)
+        .external_url("https://api.example")
+        .dpop(DpopMode::Allowed)
+        .clock(latchkey_resource::Clock::from_fn(move || t0 + skew.load(std::sync::atomic::Ordering::SeqCst)))
+        .build()
+        .unwrap();
+    let uri: Uri = "/notes?page=2".parse().unwrap();
+    let headers = |scheme: &str, proof: Option<&str>| {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_str(&format!("{scheme} {at}")).unwrap());
+        if let Some(p) = proof {
+            h.insert("dpop", HeaderValue::from_str(p).unwrap());
+        }
+        h
+    };
+    let fresh = |k: &DpopKey| k.proof("GET", "https://api.example/notes", s.now(), None, Some(&at)).unwrap();
+
+    let good = fresh(&key);
+    let claims = verifier.verify_request(&Method::GET, &uri, &headers("DPoP", Some(&good))).await;
+    let claims = claims.unwrap_or_else(|r| panic!("refused: {r:?}"));
+    assert_eq!(claims.sub, jwt_parts(&at).1["sub"].as_str().unwrap());
+    assert_eq!(claims.dpop_jkt.as_deref(), Some(key.jkt()));
+    // The same proof again: a replay.
+    assert!(verifier.verify_request(&Method::GET, &uri, &headers("DPoP", Some(&good))).await.is_err());
+    // The token copied and used as Bearer, or with a thief's key: refused.
+    assert!(verifier.verify_request(&Method::GET, &uri, &headers("Bearer", None)).await.is_err());
+    let thief = DpopKey::generate().unwrap();
+    assert!(verifier.verify_request(&Method::GET, &uri, &headers("DPoP", Some(&fresh(&thief)))).await.is_err());
+    // A proof made for another method: refused; a new proof by the key: accepted.
+    let post = key.proof("POST", "https://api.example/notes", s.now(), None, Some(&at)).unwrap();
+    assert!(verifier.verify_request(&Method::GET, &uri, &headers("DPoP", Some(&post))).await.is_err());
+    assert!(verifier.verify_request(&Method::GET, &uri, &headers("DPoP", Some(&fresh(&key)))).await.is_ok());
+}

@@ -192,7 +192,7 @@ pub(crate) fn mint(
 
 /// The token endpoint: authenticates the client, then dispatches on the grant.
 pub async fn token(p: &Provider, req: TokenRequest, now: UnixTime) -> Result<(ClientId, TokenResponse), Error> {
-    let client = client_auth::authenticate(p, &req.client, now).await?;
+    let client = client_auth::authenticate(p, &req.client, client_auth::Endpoint::Token, now).await?;
     let response = match req.grant {
         latchkey_proto::GrantRequest::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
             let (redirect, verifier) = (redirect_uri.as_deref(), code_verifier.as_ref());

@@ -536,14 +536,16 @@ fn protection_settings(
         Some(other) => bail!("profile must be standard or fapi2, not {other:?}"),
     };
     if profile == SecurityProfile::Fapi2 && code_lifetime > FAPI2_MAX_CODE_TTL {
-        bail!("profile = \"fapi2\" allows code_lifetime of at most {FAPI2_MAX_CODE_TTL} seconds (FAPI 2.0 §5.3.2.1)");
+        bail!(
+            "profile = \"fapi2\" allows code_lifetime of at most {FAPI2_MAX_CODE_TTL} seconds (FAPI 2.0 Security Profile §5.3)"
+        );
     }
     let defaults = ProtectionConfig::default();
     let mut p = defaults.par;
     p.require = par.require.unwrap_or(p.require);
     p.ttl = par.ttl.unwrap_or(p.ttl);
     p.max_per_client = par.max_per_client.unwrap_or(p.max_per_client);
-    // RFC 9126 §2.2: short-lived; FAPI 2.0 §5.3.2.1 wants under 600 seconds.
+    // RFC 9126 §2.2: short-lived; FAPI 2.0 (§5.3) wants under 600 seconds.
     if !(1..=600).contains(&p.ttl) {
         bail!("[par] ttl must be between 1 and 600 seconds, not {}", p.ttl);
     }

@@ -204,7 +204,7 @@ async fn of_a_burst_of_requests_with_one_assertion_one_is_accepted() {
 }
 
 #[tokio::test]
-async fn a_fapi2_client_must_address_its_assertions_to_the_issuer_alone() {
+async fn a_fapi2_clients_assertions_name_the_issuer_alone_and_use_fapi_algorithms() {
     let s = TestServer::start().await;
     let key = ClientKey::generate("k1");
     s.add(NewClient {
@@ -219,6 +219,17 @@ async fn a_fapi2_client_must_address_its_assertions_to_the_issuer_alone() {
     refused(cc(&s, &key.sign(&c)).await, "as one string");
     // (A standard client may name the endpoint's URL; see the end-to-end test.)
     assert_eq!(cc(&s, &key.assertion("bank", &s.base, now)).await.0, 200);
+    // FAPI 2.0's algorithms are PS256, ES256 and EdDSA: an RS256 assertion is refused for the
+    // fapi2 client, and taken from a standard one.
+    let rsa = ClientKey::generate_rsa("r1");
+    s.add(NewClient {
+        protection: ClientProtection { profile: Some(SecurityProfile::Fapi2), ..Default::default() },
+        ..keyed_client("bank-rsa", inline(&[&rsa]))
+    })
+    .await;
+    s.add(keyed_client("shop-rsa", inline(&[&rsa]))).await;
+    refused(cc(&s, &rsa.assertion("bank-rsa", &s.base, now)).await, "RS256 is not allowed");
+    assert_eq!(cc(&s, &rsa.assertion("shop-rsa", &s.base, now)).await.0, 200);
 }
 
 /// A server that fetches `jwks_uri` from the test's https server (its CA trusted, loopback

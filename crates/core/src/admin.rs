@@ -108,7 +108,7 @@ pub async fn add_client(
     }
     let keys = new.keys.as_ref().map(checked_keys).transpose()?;
     let confidential = new.confidential || new.resource_server || new.client_credentials || keys.is_some();
-    // FAPI 2.0 §5.3.2.1: a confidential client of this profile authenticates with a key.
+    // FAPI 2.0 Security Profile §5.3: a confidential client of this profile authenticates with a key.
     if new.protection.profile == Some(SecurityProfile::Fapi2) && confidential && keys.is_none() {
         return Err(AdminError::Invalid(
             "the fapi2 profile does not allow client secrets: give the client's public keys (--jwks FILE or --jwks-uri URL) for private_key_jwt, or make it --public".into(),

@@ -355,7 +355,7 @@ impl Provider {
             Some(Ok(id)) => self.client(&id, now).await.map_err(crate::cimd::for_page)?,
             _ => None,
         };
-        // RFC 9126 §5-6, FAPI 2.0 §5.3.1.2: a client that must push its requests is never taken
+        // RFC 9126 §5-6, FAPI 2.0 Security Profile §5.3: a client that must push its requests is never taken
         // at its word on the front channel, where anyone can alter or forge a request.
         if let Some(c) = client.as_ref().filter(|c| pushed.is_none() && self.config.protection.requires_par(c)) {
             tracing::info!(client_id = %c.client_id, "plain authorization request from a client that must use PAR");
@@ -863,7 +863,7 @@ impl Provider {
     }
 
     /// How long `client_id`'s codes live: `code_lifetime`, at most a minute under the fapi2
-    /// profile (FAPI 2.0 §5.3.2.1). The client is read only when the setting exceeds that.
+    /// profile (FAPI 2.0 Security Profile §5.3). The client is read only when the setting exceeds that.
     async fn code_ttl_for(&self, client_id: &ClientId) -> Result<u64, Error> {
         let ttl = self.config.code_ttl;
         if ttl <= crate::protection::FAPI2_MAX_CODE_TTL {

@@ -2,6 +2,7 @@
 //! that authenticate clients (revocation, introspection, pushed authorization requests): client
 //! secrets, and `private_key_jwt` assertions (RFC 7523 §2.2, §3; OpenID Connect Core §9).
 
+use jsonwebtoken::Algorithm;
 use latchkey_proto::client_assertion::{AssertionError, AssertionRules, ClientAssertion};
 use latchkey_proto::jose::JoseError;
 use latchkey_proto::{ClientAuth, ClientId, ClientSecret, OAuthError, TokenHash};
@@ -42,7 +43,7 @@ pub async fn authenticate(p: &Provider, auth: &ClientAuth, at: Endpoint, now: Un
     let Some(client) = p.client(auth.client_id(), now).await? else {
         return Err(OAuthError::invalid_client("unknown client_id: no client is registered with this id").into());
     };
-    // FAPI 2.0 §5.3.2.1: under the fapi2 profile a confidential client authenticates with a key,
+    // FAPI 2.0 Security Profile §5.3 (authorization servers): under the fapi2 profile a confidential client authenticates with a key,
     // never with a shared secret. Said before the secret is looked at: no secret is good here.
     if !p.config.protection.allows_client_kind(&client) {
         return Err(OAuthError::invalid_client(
@@ -79,7 +80,7 @@ async fn verify_assertion(
 ) -> Result<(), Error> {
     let cfg = &p.config.protection.client_assertion;
     let issuer = p.issuer();
-    // FAPI 2.0 §5.3.2.1 (and draft-ietf-oauth-rfc7523bis): the issuer alone, as one string,
+    // FAPI 2.0 Security Profile §5.3 (and draft-ietf-oauth-rfc7523bis): the issuer alone, as one string,
     // against audience-injection attacks. Otherwise also the URL of the endpoint called (RFC 7523
     // §3 point 3), and at PAR the token endpoint's too (RFC 9126 §2).
     let fapi = p.config.protection.profile_of(client) == SecurityProfile::Fapi2;
@@ -99,13 +100,15 @@ async fn verify_assertion(
         skew: cfg.skew,
         sole_audience: fapi,
     };
+    // FAPI 2.0 §5.4 (cryptography): PS256, ES256 or EdDSA; not RS256 (PKCS#1 v1.5).
+    let algorithms: Vec<_> = cfg.algorithms.iter().copied().filter(|a| !fapi || *a != Algorithm::RS256).collect();
     let fetch = |refetch| p.client_keys.keys(&client.client_id, keys, refetch, now);
     let set = fetch(false).await.map_err(|e| OAuthError::invalid_client(e.description()))?;
-    let verified = match assertion.verify(&set, &cfg.algorithms, &rules, now) {
+    let verified = match assertion.verify(&set, &algorithms, &rules, now) {
         // The client may have rotated its keys since they were fetched (rate limited).
         Err(AssertionError::Jose(JoseError::UnknownKey(_))) if matches!(keys, ClientKeys::Uri { .. }) => {
             let set = fetch(true).await.map_err(|e| OAuthError::invalid_client(e.description()))?;
-            assertion.verify(&set, &cfg.algorithms, &rules, now)
+            assertion.verify(&set, &algorithms, &rules, now)
         }
         other => other,
     };

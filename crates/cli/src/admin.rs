@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 use latchkey_core::Clock;
 use latchkey_core::admin::{AdminError, ExistingGrants, NewClient, NewUser};
 use latchkey_core::password::Hasher;
-use latchkey_core::store::{ClientKind, ClientRecord, SigningAlg, StoreError, UserRevocation};
+use latchkey_core::store::{
+    ClientKeys, ClientKind, ClientProtection, ClientRecord, SecurityProfile, SigningAlg, StoreError, UserRevocation,
+};
 use latchkey_proto::{ClientId, Password};
 use serde_json::json;
 
@@ -17,7 +19,7 @@ use crate::serve::open_store;
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Register a client. Prints `client_id: …` (and `client_secret: …` once, for --confidential).
-    Add(ClientAdd),
+    Add(Box<ClientAdd>),
     /// List registered clients.
     List {
         #[arg(long)]
@@ -36,7 +38,7 @@ pub enum ClientCommand {
 #[derive(Args, Debug)]
 pub struct ClientAdd {
     /// A client that cannot keep a secret (SPA, native or CLI app): PKCE only.
-    #[arg(long, conflicts_with = "confidential", required_unless_present_any = ["confidential", "resource_server", "client_credentials"])]
+    #[arg(long, conflicts_with_all = ["confidential", "jwks", "jwks_uri"], required_unless_present_any = ["confidential", "resource_server", "client_credentials", "jwks", "jwks_uri"])]
     public: bool,
     /// A server-side client with a secret (shown once, stored only as a hash).
     #[arg(long)]
@@ -90,8 +92,43 @@ pub struct ClientAdd {
     /// of this client must carry a DPoP proof, so its tokens are useless to whoever copies them.
     #[arg(long)]
     dpop: bool,
+    /// A confidential client without a secret that authenticates with private_key_jwt (RFC 7523):
+    /// FILE holds its public keys, a JWK Set ({"keys": [...]}).
+    #[arg(long, value_name = "FILE", conflicts_with = "jwks_uri")]
+    jwks: Option<std::path::PathBuf>,
+    /// Like --jwks, with the keys fetched from this https URL (cached; refetched when an
+    /// assertion names an unknown kid, at most once per 30 s).
+    #[arg(long, value_name = "URL")]
+    jwks_uri: Option<String>,
+    /// The client's authorization requests must come through the PAR endpoint (RFC 9126).
+    #[arg(long)]
+    require_par: bool,
+    /// The client's security profile: standard, or fapi2 (PAR, DPoP, private_key_jwt for a
+    /// confidential client, 60 s codes). Default: the deployment's `profile`.
+    #[arg(long, value_name = "PROFILE", value_parser = parse_profile)]
+    profile: Option<SecurityProfile>,
     #[arg(long)]
     json: bool,
+}
+
+fn parse_profile(s: &str) -> Result<SecurityProfile, String> {
+    match s {
+        "standard" => Ok(SecurityProfile::Standard),
+        "fapi2" => Ok(SecurityProfile::Fapi2),
+        _ => Err(format!("{s:?}: use standard or fapi2")),
+    }
+}
+
+/// The keys of `client add --jwks FILE | --jwks-uri URL`.
+fn client_keys(jwks: Option<&std::path::Path>, jwks_uri: Option<String>) -> anyhow::Result<Option<ClientKeys>> {
+    Ok(match (jwks, jwks_uri) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading --jwks {}", path.display()))?;
+            Some(ClientKeys::Inline { jwks: text })
+        }
+        (None, Some(uri)) => Some(ClientKeys::Uri { jwks_uri: uri }),
+        (None, None) => None,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,10 +307,24 @@ pub async fn keys(settings: &Settings, cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn client_json(c: &ClientRecord) -> serde_json::Value {
+    let (auth_method, jwks_uri, jwks) = match &c.kind {
+        ClientKind::Public => ("none", None, None),
+        ClientKind::Confidential { .. } => ("client_secret_basic", None, None),
+        ClientKind::PrivateKeyJwt { keys: ClientKeys::Uri { jwks_uri } } => ("private_key_jwt", Some(jwks_uri), None),
+        ClientKind::PrivateKeyJwt { keys: ClientKeys::Inline { jwks } } => {
+            ("private_key_jwt", None, serde_json::from_str::<serde_json::Value>(jwks).ok())
+        }
+    };
     json!({
         "client_id": c.client_id,
         "name": c.name,
         "type": if c.is_public() { "public" } else { "confidential" },
+        "token_endpoint_auth_method": auth_method,
+        "jwks_uri": jwks_uri,
+        "jwks": jwks,
+        "require_pushed_authorization_requests": c.protection.require_pushed_authorization_requests,
+        "dpop_bound_access_tokens": c.protection.dpop_bound_access_tokens,
+        "profile": c.protection.profile,
         "redirect_uris": c.redirect_uris,
         "grant_types": c.grant_types,
         "scope": c.allowed_scope,
@@ -316,7 +367,13 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 backchannel_logout_uri: a.backchannel_logout_uri,
                 backchannel_logout_session_required: a.backchannel_logout_session_required,
                 second_factor: a.second_factor,
-                dpop_bound_access_tokens: a.dpop,
+                keys: client_keys(a.jwks.as_deref(), a.jwks_uri)?,
+                protection: ClientProtection {
+                    dpop_bound_access_tokens: a.dpop,
+                    require_pushed_authorization_requests: a.require_par,
+                    profile: a.profile,
+                    ..Default::default()
+                },
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())
                 .await
@@ -367,6 +424,35 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 println!("client_id: {}", c.client_id);
                 println!("name: {}", c.name);
                 println!("type: {}", v["type"].as_str().unwrap_or_default());
+                println!(
+                    "token_endpoint_auth_method: {}",
+                    v["token_endpoint_auth_method"].as_str().unwrap_or_default()
+                );
+                match &c.kind {
+                    ClientKind::PrivateKeyJwt { keys: ClientKeys::Uri { jwks_uri } } => {
+                        println!("jwks_uri: {jwks_uri}")
+                    }
+                    ClientKind::PrivateKeyJwt { keys: ClientKeys::Inline { jwks } } => {
+                        let kids: Vec<String> = serde_json::from_str::<serde_json::Value>(jwks)
+                            .ok()
+                            .and_then(|v| v["keys"].as_array().cloned())
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|k| k["kid"].as_str().unwrap_or("(no kid)").to_owned())
+                            .collect();
+                        println!("jwks: {} key(s): {}", kids.len(), kids.join(" "));
+                    }
+                    _ => {}
+                }
+                let p = &c.protection;
+                println!("require_pushed_authorization_requests: {}", p.require_pushed_authorization_requests);
+                println!("dpop_bound_access_tokens: {}", p.dpop_bound_access_tokens);
+                let profile = match p.profile {
+                    Some(SecurityProfile::Fapi2) => "fapi2",
+                    Some(SecurityProfile::Standard) => "standard",
+                    None => "(the deployment's)",
+                };
+                println!("profile: {profile}");
                 for r in &c.redirect_uris {
                     println!("redirect_uri: {r}");
                 }

@@ -57,6 +57,35 @@ pub struct FileConfig {
     pub webauthn: Option<WebauthnFile>,
     /// `[dpop]`: how DPoP proofs are checked (`crate::config_dpop`).
     pub dpop: Option<crate::config_dpop::DpopFile>,
+    /// `standard` (default) or `fapi2`: the security profile of every client that has none of
+    /// its own (`client add --profile`).
+    pub profile: Option<String>,
+    /// `[par]`: pushed authorization requests (RFC 9126).
+    pub par: Option<ParFile>,
+    /// `[client_assertion]`: `private_key_jwt` client assertions (RFC 7523).
+    pub client_assertion: Option<AssertionFile>,
+}
+
+/// `[par]` in `latchkey.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParFile {
+    /// Every client must push its authorization requests (default false).
+    pub require: Option<bool>,
+    /// Seconds a `request_uri` stays usable (default 60, at most 600).
+    pub ttl: Option<u64>,
+    /// Unused pushed requests kept per client (default 1000); past it, pushing answers 503.
+    pub max_per_client: Option<u64>,
+}
+
+/// `[client_assertion]` in `latchkey.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionFile {
+    /// The longest lifetime (`exp` − now) accepted, in seconds (default 300).
+    pub max_lifetime: Option<u64>,
+    /// Clock skew tolerated on `exp`, `iat` and `nbf`, in seconds (default 10).
+    pub skew: Option<u64>,
 }
 
 /// `[webauthn]` in `latchkey.toml`.
@@ -138,6 +167,12 @@ pub struct Settings {
     pub webauthn: WebauthnFile,
     /// `[dpop]`, checked.
     pub dpop: latchkey_core::protection::DpopConfig,
+    /// `profile`: the deployment's security profile.
+    pub profile: latchkey_core::store::SecurityProfile,
+    /// `[par]`, checked.
+    pub par: latchkey_core::protection::ParConfig,
+    /// `[client_assertion]`, checked.
+    pub client_assertion: latchkey_core::protection::AssertionConfig,
     /// Found while resolving, shown once logging is set up (it is not, yet, during `resolve`).
     pub warnings: Vec<Warning>,
 }
@@ -187,11 +222,11 @@ impl std::fmt::Display for Warning {
                 "allow_unregistered_resources: tokens are issued for any https resource a client names, registered or not; register resources with `latchkey resource add` instead",
             ),
             Self::InsecureCimdLoopback => f.write_str(
-                "insecure_cimd_loopback is on: anyone can make this server fetch URLs on its own loopback interface (client ID metadata documents); for tests only, never in production",
+                "insecure_cimd_loopback is on: anyone can make this server fetch URLs on its own loopback interface (client ID metadata documents, clients' jwks_uri); for tests only, never in production",
             ),
             Self::InsecureCimdCa(path) => write!(
                 f,
-                "insecure_cimd_ca is set: client ID metadata documents are also trusted when signed by the CA in {path}; for tests only, never in production"
+                "insecure_cimd_ca is set: client ID metadata documents and clients' jwks_uri are also trusted when signed by the CA in {path}; for tests only, never in production"
             ),
             Self::InsecureSmtpCa(path) => write!(
                 f,
@@ -244,6 +279,7 @@ const ENV_KEYS: &[&str] = &[
     "INSECURE_CIMD_CA",
     "SIGNUP",
     "SECOND_FACTOR",
+    "PROFILE",
 ];
 
 /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
@@ -342,10 +378,11 @@ impl Settings {
             .clone()
             .or_else(|| ours.get("INSECURE_CIMD_CA").map(Into::into))
             .or(file.insecure_cimd_ca);
-        if cimd && insecure_cimd_loopback {
+        // Also with cimd off: private_key_jwt clients' jwks_uri are fetched by the same client.
+        if insecure_cimd_loopback {
             warnings.push(Warning::InsecureCimdLoopback);
         }
-        if let Some(ca) = insecure_cimd_ca.as_ref().filter(|_| cimd) {
+        if let Some(ca) = insecure_cimd_ca.as_ref() {
             warnings.push(Warning::InsecureCimdCa(ca.display().to_string()));
         }
         let code_lifetime = num("CODE_LIFETIME", file.code_lifetime, 60)?;
@@ -379,7 +416,16 @@ impl Settings {
             Some(v) => latchkey_core::authn::SecondFactorPolicy::parse(&v)
                 .ok_or_else(|| anyhow!("second_factor must be optional, required or passkey, not {v:?}"))?,
         };
+        let (profile, par, client_assertion) = protection_settings(
+            ours.get("PROFILE").cloned().or(file.profile),
+            &file.par.unwrap_or_default(),
+            &file.client_assertion.unwrap_or_default(),
+            code_lifetime,
+        )?;
         Ok(Self {
+            profile,
+            par,
+            client_assertion,
             smtp,
             signup,
             registration,
@@ -470,8 +516,58 @@ impl Settings {
         c.email.signup = self.signup;
         c.second_factor = self.second_factor;
         c.protection.dpop = self.dpop.clone();
+        c.protection.profile = self.profile;
+        c.protection.par = self.par.clone();
+        c.protection.client_assertion = self.client_assertion.clone();
         c
     }
+}
+
+/// `profile`, `[par]` and `[client_assertion]`, checked against the specifications' bounds.
+fn protection_settings(
+    profile: Option<String>,
+    par: &ParFile,
+    assertion: &AssertionFile,
+    code_lifetime: u64,
+) -> anyhow::Result<(
+    latchkey_core::store::SecurityProfile,
+    latchkey_core::protection::ParConfig,
+    latchkey_core::protection::AssertionConfig,
+)> {
+    use latchkey_core::protection::{FAPI2_MAX_CODE_TTL, ProtectionConfig};
+    use latchkey_core::store::SecurityProfile;
+    let profile = match profile.as_deref() {
+        None | Some("standard") => SecurityProfile::Standard,
+        Some("fapi2") => SecurityProfile::Fapi2,
+        Some(other) => bail!("profile must be standard or fapi2, not {other:?}"),
+    };
+    if profile == SecurityProfile::Fapi2 && code_lifetime > FAPI2_MAX_CODE_TTL {
+        bail!(
+            "profile = \"fapi2\" allows code_lifetime of at most {FAPI2_MAX_CODE_TTL} seconds (FAPI 2.0 Security Profile §5.3)"
+        );
+    }
+    let defaults = ProtectionConfig::default();
+    let mut p = defaults.par;
+    p.require = par.require.unwrap_or(p.require);
+    p.ttl = par.ttl.unwrap_or(p.ttl);
+    p.max_per_client = par.max_per_client.unwrap_or(p.max_per_client);
+    // RFC 9126 §2.2: short-lived; FAPI 2.0 (§5.3) wants under 600 seconds.
+    if !(1..=600).contains(&p.ttl) {
+        bail!("[par] ttl must be between 1 and 600 seconds, not {}", p.ttl);
+    }
+    if p.max_per_client == 0 {
+        bail!("[par] max_per_client must be at least 1");
+    }
+    let mut a = defaults.client_assertion;
+    a.max_lifetime = assertion.max_lifetime.map_or(a.max_lifetime, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    a.skew = assertion.skew.map_or(a.skew, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    if !(1..=3600).contains(&a.max_lifetime) {
+        bail!("[client_assertion] max_lifetime must be between 1 and 3600 seconds, not {}", a.max_lifetime);
+    }
+    if a.skew > 300 {
+        bail!("[client_assertion] skew must be at most 300 seconds, not {}", a.skew);
+    }
+    Ok((profile, p, a))
 }
 
 /// `registration = open | token | off`; with `token`, the initial access token is read from
@@ -701,7 +797,41 @@ mod tests {
         std::fs::write(&p, "cimd = false\ninsecure_cimd_loopback = true\n").unwrap();
         let s = Settings::resolve(Some(&p), &env(&[]), &Overrides::default()).unwrap();
         assert!(!s.cimd && s.insecure_cimd_loopback);
-        assert!(s.warnings.is_empty(), "nothing is fetched with cimd off");
+        assert_eq!(s.warnings, vec![Warning::InsecureCimdLoopback], "jwks_uri are fetched with cimd off too");
+    }
+
+    #[test]
+    fn the_profile_par_and_client_assertion_settings_are_read_and_checked() {
+        use latchkey_core::store::SecurityProfile;
+        let s = Settings::resolve(None, &env(&[]), &Overrides::default()).unwrap();
+        let c = s.provider_config().protection;
+        assert_eq!(
+            (c.profile, c.par.require, c.par.ttl, c.par.max_per_client),
+            (SecurityProfile::Standard, false, 60, 1000)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("latchkey.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Settings::resolve(Some(&p), &env(&[]), &Overrides::default())
+        };
+        let s = resolve("profile = \"fapi2\"\n[par]\nrequire = true\nttl = 30\nmax_per_client = 5\n[client_assertion]\nmax_lifetime = 120\nskew = 5\n").unwrap();
+        let c = s.provider_config().protection;
+        assert_eq!((c.profile, c.par.require, c.par.ttl, c.par.max_per_client), (SecurityProfile::Fapi2, true, 30, 5));
+        assert_eq!((c.client_assertion.max_lifetime, c.client_assertion.skew), (120, 5));
+        for (text, why) in [
+            ("profile = \"fapi\"\n", "standard or fapi2"),
+            ("profile = \"fapi2\"\ncode_lifetime = 120\n", "code_lifetime"),
+            ("[par]\nttl = 3600\n", "[par] ttl"),
+            ("[par]\nmax_per_client = 0\n", "max_per_client"),
+            ("[par]\nrequired = true\n", "required"),
+            ("[client_assertion]\nmax_lifetime = 86400\n", "max_lifetime"),
+        ] {
+            let e = resolve(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        let e = Settings::resolve(None, &env(&[("LATCHKEY_PROFILE", "fapi2")]), &Overrides::default()).unwrap();
+        assert_eq!(e.profile, SecurityProfile::Fapi2);
     }
 
     #[test]

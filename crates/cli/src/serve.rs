@@ -62,9 +62,13 @@ pub async fn run(
             "passkeys are off: WebAuthn needs a domain name and the issuer is on an IP address (use http://localhost for development)"
         ),
     }
+    // One guarded https client fetches what clients point the server at: metadata documents
+    // (with `cimd` on) and private_key_jwt clients' jwks_uri (always).
+    let fetcher = Arc::new(metadata_fetcher(&settings)?);
     if settings.cimd {
-        provider = provider.with_metadata_fetcher(Arc::new(metadata_fetcher(&settings)?));
+        provider = provider.with_metadata_fetcher(fetcher.clone());
     }
+    provider = provider.with_jwks_fetcher(fetcher);
     let provider = Arc::new(provider);
     match &settings.registration {
         latchkey_core::registration::RegistrationPolicy::Open => tracing::info!(
@@ -164,7 +168,8 @@ pub async fn run(
     Ok(())
 }
 
-/// The https client that fetches client ID metadata documents, with the test-only settings.
+/// The https client that fetches client ID metadata documents and `jwks_uri`, with the test-only
+/// settings.
 fn metadata_fetcher(settings: &Settings) -> anyhow::Result<latchkey_server::cimd_fetch::HttpFetcher> {
     let pem = match &settings.insecure_cimd_ca {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading insecure_cimd_ca {}", p.display()))?),

@@ -7,133 +7,26 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::doc_server::{DocServer, Reply};
 use common::{Browser, PASSWORD, REDIRECT};
 use latchkey_proto::CodeVerifier;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
-/// One canned answer of the document server.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Leave out Content-Length and end the body by closing the connection.
-    no_length: bool,
-    delay: Duration,
-}
-
-impl Reply {
-    fn json(v: serde_json::Value) -> Self {
-        Self::raw(200, serde_json::to_vec(&v).unwrap())
-    }
-    fn raw(status: u16, body: Vec<u8>) -> Self {
-        Self { status, headers: vec![], body, no_length: false, delay: Duration::ZERO }
-    }
-}
-
-/// An https server on 127.0.0.1 with a certificate for `localhost` and 127.0.0.1, signed by a
-/// CA made for this test.
-struct DocServer {
-    port: u16,
-    ca_pem: String,
-    routes: Arc<Mutex<HashMap<String, Reply>>>,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl DocServer {
-    async fn start() -> Self {
-        use tokio_rustls::rustls;
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "latchkey cimd test CA");
-        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone(), ca_cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
-        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let (r, h) = (routes.clone(), hits.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, routes, hits) = (acceptor.clone(), r.clone(), h.clone());
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
-                    let reply = routes.lock().unwrap().get(&path).cloned().unwrap_or_else(|| Reply::raw(404, vec![]));
-                    tokio::time::sleep(reply.delay).await;
-                    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
-                    if !reply.no_length {
-                        out.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
-                    }
-                    for (k, v) in &reply.headers {
-                        out.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    out.push_str("\r\n");
-                    let _ = tls.write_all(out.as_bytes()).await;
-                    let _ = tls.write_all(&reply.body).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        Self { port, ca_pem: ca_cert.pem(), routes, hits }
-    }
-
-    /// The document URL of `path`, on `host` (`127.0.0.1` or `localhost`).
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("https://{host}:{}{path}", self.port)
-    }
-
-    fn set(&self, path: &str, reply: Reply) {
-        self.routes.lock().unwrap().insert(path.to_owned(), reply);
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-
-    /// A valid document for `url` (a public client with the test redirect URI).
-    fn document(url: &str) -> serde_json::Value {
-        json!({
-            "client_id": url,
-            "client_name": "Test MCP Host",
-            "redirect_uris": [REDIRECT],
-            "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
-            "token_endpoint_auth_method": "none",
-        })
-    }
+/// A valid document for `url` (a public client with the test redirect URI).
+fn document(url: &str) -> serde_json::Value {
+    json!({
+        "client_id": url,
+        "client_name": "Test MCP Host",
+        "redirect_uris": [REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
+        "token_endpoint_auth_method": "none",
+    })
 }
 
 /// `latchkey serve` as a child process, killed on drop.
@@ -243,7 +136,7 @@ async fn a_metadata_document_client_signs_in_gets_tokens_and_its_document_is_cac
     assert_eq!(meta["client_id_metadata_document_supported"], true);
 
     let id = docs.url("localhost", "/mcp/client.json");
-    docs.set("/mcp/client.json", Reply::json(DocServer::document(&id)));
+    docs.set("/mcp/client.json", Reply::json(document(&id)));
     let verifier = CodeVerifier::generate();
     let b = Browser::new();
     let page = b.get(&lk.authorize_url(&id, &verifier)).await;
@@ -287,7 +180,7 @@ async fn each_fetch_failure_is_an_error_page_naming_its_cause() {
     let docs = DocServer::start().await;
     let lk = Latchkey::start(&docs, true);
     let host = "127.0.0.1";
-    let doc = |path: &str| DocServer::document(&docs.url(host, path));
+    let doc = |path: &str| document(&docs.url(host, path));
     let with = |path: &str, f: &dyn Fn(&mut serde_json::Value)| {
         let mut d = doc(path);
         f(&mut d);
@@ -373,7 +266,7 @@ async fn errors_are_not_cached_a_fixed_document_works_on_the_next_request() {
         Reply::json(json!({"client_id": "https://elsewhere.example/c", "redirect_uris": [REDIRECT]})),
     );
     assert_error_page(&lk.authorize(&id).await, "is not exactly the URL");
-    docs.set("/later.json", Reply::json(DocServer::document(&id)));
+    docs.set("/later.json", Reply::json(document(&id)));
     assert_eq!(lk.authorize(&id).await.status, 200, "fetched again, not served from a cache of the failure");
     assert_eq!(docs.hits("/later.json"), 2);
 }
@@ -389,7 +282,7 @@ async fn without_the_loopback_setting_special_addresses_are_refused_before_conne
         ("[::ffff:7f00:1]", "a loopback address"),
     ] {
         let id = docs.url(host, "/private.json");
-        docs.set("/private.json", Reply::json(DocServer::document(&id)));
+        docs.set("/private.json", Reply::json(document(&id)));
         let page = lk.authorize(&id).await;
         assert_error_page(&page, "server-side request forgery");
         assert!(html_escape::decode_html_entities(&page.body).contains(shown), "{host}: {}", page.body);
@@ -407,7 +300,7 @@ async fn a_burst_of_authorizations_for_an_uncached_document_fetches_it_once() {
     let lk = Arc::new(Latchkey::start(&docs, true));
     let id = docs.url("127.0.0.1", "/burst.json");
     // Slow enough that every request arrives while the first fetch is in flight.
-    docs.set("/burst.json", Reply { delay: Duration::from_millis(700), ..Reply::json(DocServer::document(&id)) });
+    docs.set("/burst.json", Reply { delay: Duration::from_millis(700), ..Reply::json(document(&id)) });
     let requests: Vec<_> = (0..30)
         .map(|_| {
             let (lk, id) = (lk.clone(), id.clone());
@@ -425,7 +318,7 @@ async fn a_document_server_that_does_not_answer_in_time_is_a_timeout() {
     let docs = DocServer::start().await;
     let lk = Latchkey::start(&docs, true);
     let id = docs.url("127.0.0.1", "/slow.json");
-    docs.set("/slow.json", Reply { delay: Duration::from_secs(8), ..Reply::json(DocServer::document(&id)) });
+    docs.set("/slow.json", Reply { delay: Duration::from_secs(8), ..Reply::json(document(&id)) });
     let started = Instant::now();
     assert_error_page(&lk.authorize(&id).await, "did not answer in time");
     assert!(started.elapsed() < Duration::from_secs(7), "the fetch timeout (5 s) applies");
@@ -439,7 +332,7 @@ async fn with_cimd_off_url_client_ids_are_refused_and_not_advertised() {
         reqwest::get(format!("{}/.well-known/openid-configuration", lk.base)).await.unwrap().json().await.unwrap();
     assert_eq!(meta["client_id_metadata_document_supported"], false);
     let id = docs.url("127.0.0.1", "/off.json");
-    docs.set("/off.json", Reply::json(DocServer::document(&id)));
+    docs.set("/off.json", Reply::json(document(&id)));
     assert_error_page(&lk.authorize(&id).await, "cimd = false");
     assert_eq!(docs.hits("/off.json"), 0);
 }

@@ -489,8 +489,11 @@ async fn userinfo_takes_a_bound_token_only_with_a_proof_by_its_key_for_this_requ
 #[tokio::test]
 async fn a_client_registered_for_dpop_cannot_get_tokens_without_a_proof() {
     let s = TestServer::start().await;
-    s.add(NewClient { dpop_bound_access_tokens: true, ..NewClient::public("bound", "Bound", vec![REDIRECT.into()]) })
-        .await;
+    s.add(NewClient {
+        protection: latchkey_core::store::ClientProtection { dpop_bound_access_tokens: true, ..Default::default() },
+        ..NewClient::public("bound", "Bound", vec![REDIRECT.into()])
+    })
+    .await;
     let key = DpopKey::generate().unwrap();
     let v = CodeVerifier::generate();
     let code = code_with(&s, "bound", &v, "").await;

@@ -332,6 +332,69 @@ async fn two_instances_on_one_postgres_database_serve_one_deployment() {
     assert!(!logs.contains(PASSWORD) && !logs.contains(&rt), "no secret in the logs");
 }
 
+/// Issue 14's single-use values across instances: a request_uri pushed to A is used once, on B;
+/// one client assertion sent to both at once is accepted once (RFC 7523 §3 point 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushed_requests_and_client_assertions_are_single_use_across_instances() {
+    use common::client_key::{ASSERTION_TYPE, ClientKey};
+    let Some(db) = TestDatabase::create("protection").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = latchkey(&db.url, &["migrate"], None);
+    assert!(ok, "{out}{err}");
+    provision(&db.url);
+    let key = ClientKey::generate("svc-1");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, ClientKey::jwks(&[&key])).unwrap();
+    let args = ["client", "add", "--client-id", "svc", "--client-credentials", "--audience", "https://api.example"];
+    let (ok, _, err) = latchkey(&db.url, &[&args[..], &["--jwks", jwks.to_str().unwrap()]].concat(), None);
+    assert!(ok, "{err}");
+    let (a, b) = (Server::spawn(dir.path(), "a", &db.url), Server::spawn(dir.path(), "b", &db.url));
+    let (a, b) = (a.ready(), b.ready());
+
+    let v = CodeVerifier::generate();
+    let challenge = v.challenge();
+    let form = [
+        ("response_type", "code"),
+        ("client_id", "spa"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let (status, body) = post(&a.url("/par"), None, &form).await;
+    assert_eq!(status, 201, "{body}");
+    let at = |on: &Server| {
+        let mut u = url::Url::parse(&on.url("/authorize")).unwrap();
+        u.query_pairs_mut()
+            .append_pair("client_id", "spa")
+            .append_pair("request_uri", body["request_uri"].as_str().unwrap());
+        String::from(u)
+    };
+    assert_eq!(Browser::new().get(&at(&b)).await.status, 200, "pushed on A, used on B");
+    assert_eq!(Browser::new().get(&at(&a)).await.status, 400, "and never again, on either");
+
+    let assertion = key.assertion("svc", ISSUER, latchkey_core::Clock::system().now());
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let url = if i % 2 == 0 { a.url("/token") } else { b.url("/token") };
+        let assertion = assertion.clone();
+        tasks.push(tokio::spawn(async move {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+            ];
+            post(&url, None, &form).await.0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 401).count(), 15, "{statuses:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_copy_moves_a_sqlite_deployment_to_postgres() {
     let Some(db) = TestDatabase::create("copy").await else { return };

@@ -7,7 +7,8 @@ use crate::UnixTime;
 use crate::keys::{KeyEncryptionKey, SigningKey};
 use crate::password::Hasher;
 use crate::store::{
-    ClientKind, ClientRecord, GrantType, KeyRecord, SigningAlg, Store, StoreError, UserRecord, UserRevocation,
+    ClientKeys, ClientKind, ClientProtection, ClientRecord, GrantType, KeyRecord, SecurityProfile, SigningAlg, Store,
+    StoreError, UserRecord, UserRevocation,
 };
 
 #[derive(Debug, Clone)]
@@ -33,8 +34,11 @@ pub struct NewClient {
     pub backchannel_logout_session_required: bool,
     /// Second factors this client's users need; the deployment's policy applies where stricter.
     pub second_factor: crate::authn::SecondFactorPolicy,
-    /// RFC 9449 §5.2 `dpop_bound_access_tokens`: every token request must carry a DPoP proof.
-    pub dpop_bound_access_tokens: bool,
+    /// `private_key_jwt` (RFC 7523 §2.2): the client's public keys. A confidential client that
+    /// gets no secret: it signs its assertions with its own key.
+    pub keys: Option<ClientKeys>,
+    /// PAR, DPoP and the security profile required of this client.
+    pub protection: ClientProtection,
 }
 
 impl NewClient {
@@ -56,9 +60,24 @@ impl NewClient {
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
             second_factor: Default::default(),
-            dpop_bound_access_tokens: false,
+            keys: None,
+            protection: Default::default(),
         }
     }
+}
+
+/// A client's keys as an administrator gives them: an inline JWK Set of public keys, or an https
+/// `jwks_uri` (the same rules as dynamic registration's).
+fn checked_keys(keys: &ClientKeys) -> Result<ClientKeys, AdminError> {
+    use latchkey_proto::registration::{client_jwks, jwks_uri};
+    Ok(match keys {
+        ClientKeys::Inline { jwks } => {
+            let value: serde_json::Value =
+                serde_json::from_str(jwks).map_err(|e| AdminError::Invalid(format!("jwks is not JSON: {e}")))?;
+            ClientKeys::Inline { jwks: client_jwks(&value).map_err(AdminError::Invalid)? }
+        }
+        ClientKeys::Uri { jwks_uri: uri } => ClientKeys::Uri { jwks_uri: jwks_uri(uri).map_err(AdminError::Invalid)? },
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,8 +106,19 @@ pub async fn add_client(
             "client id {client_id} is a user's subject identifier: a client's tokens must not pass for that user's (RFC 9068 §5); choose another id"
         )));
     }
-    let confidential = new.confidential || new.resource_server || new.client_credentials;
-    if !new.confidential && (new.resource_server || new.client_credentials) && !new.redirect_uris.is_empty() {
+    let keys = new.keys.as_ref().map(checked_keys).transpose()?;
+    let confidential = new.confidential || new.resource_server || new.client_credentials || keys.is_some();
+    // FAPI 2.0 Security Profile §5.3: a confidential client of this profile authenticates with a key.
+    if new.protection.profile == Some(SecurityProfile::Fapi2) && confidential && keys.is_none() {
+        return Err(AdminError::Invalid(
+            "the fapi2 profile does not allow client secrets: give the client's public keys (--jwks FILE or --jwks-uri URL) for private_key_jwt, or make it --public".into(),
+        ));
+    }
+    if !new.confidential
+        && keys.is_none()
+        && (new.resource_server || new.client_credentials)
+        && !new.redirect_uris.is_empty()
+    {
         return Err(AdminError::Invalid(
             "client credentials and resource-server credentials are confidential: add --confidential".into(),
         ));
@@ -144,10 +174,13 @@ pub async fn add_client(
     let scopes = crate::provider::STANDARD_SCOPES.iter().map(|s| s.to_string()).chain(new.extra_scopes.iter().cloned());
     let allowed_scope = Scope::parse(&scopes.collect::<Vec<_>>().join(" "))
         .map_err(|e| AdminError::Invalid(format!("scope: {}", e.description)))?;
-    let secret = confidential.then(ClientSecret::generate);
-    let kind = match &secret {
-        Some(s) => ClientKind::Confidential { secret_hash: TokenHash::of(s.expose_secret()).as_str().to_owned() },
-        None => ClientKind::Public,
+    let secret = (confidential && keys.is_none()).then(ClientSecret::generate);
+    let kind = match (&secret, keys) {
+        (_, Some(keys)) => ClientKind::PrivateKeyJwt { keys },
+        (Some(s), None) => {
+            ClientKind::Confidential { secret_hash: TokenHash::of(s.expose_secret()).as_str().to_owned() }
+        }
+        (None, None) => ClientKind::Public,
     };
     let mut grant_types = Vec::new();
     if !redirect_uris.is_empty() {
@@ -175,10 +208,7 @@ pub async fn add_client(
         origin: Default::default(),
         backchannel_logout,
         second_factor: new.second_factor,
-        protection: crate::store::ClientProtection {
-            dpop_bound_access_tokens: new.dpop_bound_access_tokens,
-            ..Default::default()
-        },
+        protection: new.protection,
     };
     store.insert_client(&record).await?;
     let e = crate::audit::Event {

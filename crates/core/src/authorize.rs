@@ -66,6 +66,25 @@ pub struct ValidRequest {
     pub max_age: Option<u64>,
 }
 
+/// Why [`validate`] refused a request, and whether the refusal may go back to the client: only
+/// once the client and the redirect URI are known good. `/authorize` shows it as a [`Step`]; the
+/// PAR endpoint answers the error itself as JSON.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: OAuthError,
+    /// The error redirect to the client's redirect URI, when it may be sent there.
+    pub redirect: Option<String>,
+}
+
+impl From<Refusal> for Step {
+    fn from(r: Refusal) -> Step {
+        match r.redirect {
+            Some(url) => Step::Redirect(url),
+            None => Step::ErrorPage(r.error),
+        }
+    }
+}
+
 /// An error sent back to the client's redirect URI, with `state` and `iss` (RFC 9207).
 pub fn error_redirect(issuer: &str, redirect_uri: &RedirectUri, state: Option<&State>, e: &OAuthError) -> String {
     with_params(
@@ -100,7 +119,8 @@ fn with_params(redirect_uri: &RedirectUri, params: &[(&str, Option<&str>)]) -> S
 /// Order matters (RFC 6749 §4.1.2.1): until the client and the redirect URI are known good, errors
 /// go to an error page, never to the redirect URI, or the server becomes an open redirector.
 /// `registered` is the registry's record of the `resource` parameter's URI, if any;
-/// `allow_unregistered` is the deployment's `allow_unregistered_resources`.
+/// `allow_unregistered` is the deployment's `allow_unregistered_resources`. The PAR endpoint
+/// (`crate::par`) validates pushed requests with this same function.
 pub fn validate(
     params: &Params,
     client: Option<&ClientRecord>,
@@ -109,8 +129,8 @@ pub fn validate(
     pending_ttl: u64,
     registered: Option<&ResourceRecord>,
     allow_unregistered: bool,
-) -> Result<ValidRequest, Step> {
-    let page = |e: OAuthError| Step::ErrorPage(e);
+) -> Result<ValidRequest, Refusal> {
+    let page = |error: OAuthError| Refusal { error, redirect: None };
     let client_id = params
         .get("client_id")
         .ok_or_else(|| page(OAuthError::invalid_request("the client_id parameter is missing")))?;
@@ -132,7 +152,10 @@ pub fn validate(
     // From here on errors are returned to the client. A malformed state cannot be echoed.
     let state = params.get("state").map(State::parse).transpose();
     let state_for_errors = state.as_ref().ok().cloned().flatten();
-    let fail = |e: OAuthError| Step::Redirect(error_redirect(issuer, &redirect_uri, state_for_errors.as_ref(), &e));
+    let fail = |error: OAuthError| Refusal {
+        redirect: Some(error_redirect(issuer, &redirect_uri, state_for_errors.as_ref(), &error)),
+        error,
+    };
     let state = state.map_err(fail)?;
 
     if params.contains("request") {
@@ -320,10 +343,28 @@ impl Provider {
         ip: Option<IpAddr>,
         now: UnixTime,
     ) -> Result<Step, Error> {
+        // RFC 9126 §4: a `request_uri` from the PAR endpoint stands for the request pushed there,
+        // whose parameters alone count from here on.
+        let pushed = match params.get("request_uri") {
+            Some(uri) => match self.take_pushed(params, uri, now).await? {
+                Ok(p) => Some(p),
+                Err(e) => return Ok(Step::ErrorPage(e)),
+            },
+            None => None,
+        };
+        let params = pushed.as_ref().unwrap_or(params);
         let client = match params.get("client_id").map(ClientId::parse) {
             Some(Ok(id)) => self.client(&id, now).await.map_err(crate::cimd::for_page)?,
             _ => None,
         };
+        // RFC 9126 §5-6, FAPI 2.0 Security Profile §5.3: a client that must push its requests is never taken
+        // at its word on the front channel, where anyone can alter or forge a request.
+        if let Some(c) = client.as_ref().filter(|c| pushed.is_none() && self.config.protection.requires_par(c)) {
+            tracing::info!(client_id = %c.client_id, "plain authorization request from a client that must use PAR");
+            return Ok(Step::ErrorPage(OAuthError::invalid_request(
+                "this client must push its authorization requests to the pushed authorization request endpoint (/par, RFC 9126) and send only client_id and the request_uri it got there",
+            )));
+        }
         let registered = match (&client, params.get("resource").map(ResourceUri::parse)) {
             (Some(_), Some(Ok(uri))) => self.store.resource(&uri).await?,
             _ => None,
@@ -339,7 +380,7 @@ impl Provider {
             cfg.allow_unregistered_resources,
         ) {
             Ok(r) => r,
-            Err(step) => return Ok(step),
+            Err(refusal) => return Ok(refusal.into()),
         };
         let Some(client) = client else {
             return Ok(Step::ErrorPage(OAuthError::invalid_request("unknown client_id")));
@@ -823,6 +864,21 @@ impl Provider {
         Ok(Ok((p, client)))
     }
 
+    /// How long `client_id`'s codes live: `code_lifetime`, at most a minute under the fapi2
+    /// profile (FAPI 2.0 Security Profile §5.3). The client is read only when the setting exceeds that.
+    async fn code_ttl_for(&self, client_id: &ClientId) -> Result<u64, Error> {
+        let ttl = self.config.code_ttl;
+        if ttl <= crate::protection::FAPI2_MAX_CODE_TTL {
+            return Ok(ttl);
+        }
+        // Metadata-document clients are not in the store; they have no profile of their own.
+        let fapi = match self.store.client(client_id).await? {
+            Some(c) => self.config.protection.profile_of(&c) == crate::store::SecurityProfile::Fapi2,
+            None => self.config.protection.profile == crate::store::SecurityProfile::Fapi2,
+        };
+        Ok(if fapi { ttl.min(crate::protection::FAPI2_MAX_CODE_TTL) } else { ttl })
+    }
+
     /// Issues a code for a request the user has authorised and returns the redirect (RFC 6749
     /// §4.1.2, with `iss` per RFC 9207 so the client can detect mix-up attacks).
     pub(crate) async fn issue_code(
@@ -843,6 +899,7 @@ impl Provider {
             return Ok(error_redirect(self.issuer(), &req.redirect_uri, req.state.as_ref(), &e));
         }
         let code = AuthorizationCode::generate();
+        let code_ttl = self.code_ttl_for(&req.client_id).await?;
         self.store
             .insert_code(&CodeRecord {
                 hash: code.hash(),
@@ -854,7 +911,7 @@ impl Provider {
                 nonce: req.nonce.clone(),
                 sid: session.sid.clone(),
                 auth_time: session.auth_time,
-                expires_at: now + self.config.code_ttl as UnixTime,
+                expires_at: now + code_ttl as UnixTime,
                 used_at: None,
                 grant_id: None,
                 resource: req.resource.clone(),
@@ -902,7 +959,7 @@ mod tests {
     }
 
     fn run(q: &str) -> Result<ValidRequest, Step> {
-        validate(&Params::parse(q.as_bytes()).unwrap(), Some(&client()), ISS, 0, 600, None, false)
+        validate(&Params::parse(q.as_bytes()).unwrap(), Some(&client()), ISS, 0, 600, None, false).map_err(Step::from)
     }
 
     const GOOD: &str = "response_type=code&client_id=spa&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&scope=openid%20profile%20email&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=xyz";
@@ -942,7 +999,8 @@ mod tests {
         ] {
             assert!(matches!(run(&q), Err(Step::ErrorPage(_))), "{q}");
         }
-        let unknown = validate(&Params::parse(GOOD.as_bytes()).unwrap(), None, ISS, 0, 600, None, false);
+        let unknown =
+            validate(&Params::parse(GOOD.as_bytes()).unwrap(), None, ISS, 0, 600, None, false).map_err(Step::from);
         assert!(matches!(unknown, Err(Step::ErrorPage(e)) if e.description.contains("unknown client_id")));
     }
 

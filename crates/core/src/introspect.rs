@@ -31,7 +31,7 @@ impl Provider {
             )
             .into());
         }
-        let caller = client_auth::authenticate(self, auth, now).await?;
+        let caller = client_auth::authenticate(self, auth, client_auth::Endpoint::Introspection, now).await?;
         let jwt_like = token.matches('.').count() == 2;
         let access_first = hint == Hint::AccessToken || (hint == Hint::None && jwt_like);
         for access in if access_first { [true, false] } else { [false, true] } {

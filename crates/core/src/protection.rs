@@ -6,6 +6,10 @@ use jsonwebtoken::Algorithm;
 
 use crate::store::{ClientKind, ClientRecord, SecurityProfile};
 
+/// The longest an authorization code lives under the fapi2 profile, in seconds (FAPI 2.0
+/// Security Profile §5.3: authorization codes live at most 60 seconds).
+pub const FAPI2_MAX_CODE_TTL: u64 = 60;
+
 /// `[dpop]`, `[par]`, `[client_assertion]` and `profile` of the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProtectionConfig {

@@ -123,6 +123,8 @@ pub struct Provider {
     /// The MAC key of CSRF tokens and known-device cookies (`server_key`).
     pub server_key: crate::server_key::ServerKey,
     pub(crate) cimd: crate::cimd::CimdState,
+    /// `private_key_jwt` clients' keys fetched from their `jwks_uri` (`crate::client_keys`).
+    pub(crate) client_keys: crate::client_keys::JwksCache,
     /// Wakes this process's outbox worker when a job is queued here (`crate::outbox`).
     pub outbox_wake: tokio::sync::Notify,
     /// The WebAuthn relying party; `None` when the issuer has no domain name (`crate::passkey`).
@@ -186,6 +188,7 @@ impl Provider {
             origins: Default::default(),
             server_key,
             cimd: Default::default(),
+            client_keys: Default::default(),
             outbox_wake: Default::default(),
             passkeys,
             dpop_nonces,
@@ -246,11 +249,20 @@ impl Provider {
         &self.config.issuer
     }
 
+    /// Installs the fetcher of `private_key_jwt` clients' `jwks_uri` (the server crate's guarded
+    /// HTTPS client). Without one, such clients cannot authenticate; inline `jwks` work anyway.
+    pub fn with_jwks_fetcher(mut self, fetcher: Arc<dyn crate::client_keys::JwksFetcher>) -> Self {
+        self.client_keys = crate::client_keys::JwksCache::with_fetcher(fetcher);
+        self
+    }
+
     /// One metadata document for both OpenID Connect Discovery and RFC 8414: it lists exactly
     /// what this server implements.
     pub fn metadata(&self) -> ProviderMetadata {
         let i = &self.config.issuer;
         let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let assertion_algs: Vec<String> =
+            self.config.protection.client_assertion.algorithms.iter().map(|a| format!("{a:?}")).collect();
         ProviderMetadata {
             issuer: i.clone(),
             authorization_endpoint: format!("{i}/authorize"),
@@ -267,9 +279,23 @@ impl Provider {
             grant_types_supported: v(&["authorization_code", "refresh_token", "client_credentials"]),
             subject_types_supported: v(&["public"]),
             id_token_signing_alg_values_supported: v(&["RS256", "ES256", "EdDSA"]),
-            token_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post", "none"]),
-            revocation_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post", "none"]),
-            introspection_endpoint_auth_methods_supported: v(&["client_secret_basic", "client_secret_post"]),
+            token_endpoint_auth_methods_supported: v(&[
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "none",
+            ]),
+            revocation_endpoint_auth_methods_supported: v(&[
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "none",
+            ]),
+            introspection_endpoint_auth_methods_supported: v(&[
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+            ]),
             code_challenge_methods_supported: v(&["S256"]),
             // Computed from what the server releases ([`crate::claims`]), so it cannot drift.
             claims_supported: crate::claims::supported(),
@@ -284,6 +310,12 @@ impl Provider {
             request_uri_parameter_supported: false,
             client_id_metadata_document_supported: self.metadata_documents_supported(),
             dpop_signing_alg_values_supported: crate::dpop::alg_names(&self.config.protection.dpop.algorithms),
+            pushed_authorization_request_endpoint: format!("{i}/par"),
+            require_pushed_authorization_requests: self.config.protection.par.require
+                || self.config.protection.profile == crate::store::SecurityProfile::Fapi2,
+            token_endpoint_auth_signing_alg_values_supported: assertion_algs.clone(),
+            revocation_endpoint_auth_signing_alg_values_supported: assertion_algs.clone(),
+            introspection_endpoint_auth_signing_alg_values_supported: assertion_algs,
         }
     }
 }

@@ -128,9 +128,36 @@ fn kind_for(meta: &ClientMetadata) -> Result<(ClientKind, Option<ClientSecret>),
         }
         return Ok((ClientKind::Public, None));
     }
+    // RFC 7523 §2.2: the client proves itself with its own key; no secret is made.
+    if let Some(keys) = registered_keys(meta) {
+        return Ok((ClientKind::PrivateKeyJwt { keys }, None));
+    }
     let secret = ClientSecret::generate();
     let secret_hash = secret.hash().as_str().to_owned();
     Ok((ClientKind::Confidential { secret_hash }, Some(secret)))
+}
+
+/// A `private_key_jwt` registration's keys (the metadata parser made sure there is exactly one
+/// of `jwks` and `jwks_uri` with that method, and none with the others).
+fn registered_keys(meta: &ClientMetadata) -> Option<crate::store::ClientKeys> {
+    use crate::store::ClientKeys;
+    if meta.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
+        return None;
+    }
+    match (&meta.jwks, &meta.jwks_uri) {
+        (Some(jwks), _) => Some(ClientKeys::Inline { jwks: jwks.clone() }),
+        (None, Some(uri)) => Some(ClientKeys::Uri { jwks_uri: uri.clone() }),
+        (None, None) => None,
+    }
+}
+
+/// How a client proves itself, in the classes an update may not move it between.
+fn credential_class(m: AuthMethod) -> u8 {
+    match m {
+        AuthMethod::None => 0,
+        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => 1,
+        AuthMethod::PrivateKeyJwt => 2,
+    }
 }
 
 fn client_record(
@@ -194,7 +221,7 @@ pub fn response(
         client_id: reg.client_id.as_str().to_owned(),
         client_secret: secret.map(|s| s.expose_secret().to_owned()),
         // RFC 7591 §3.2.1: REQUIRED with a secret; 0 means it does not expire.
-        client_secret_expires_at: (m.token_endpoint_auth_method != AuthMethod::None).then_some(0),
+        client_secret_expires_at: m.token_endpoint_auth_method.uses_secret().then_some(0),
         client_id_issued_at: reg.created_at,
         registration_access_token: token.map(|t| t.expose_secret().to_owned()),
         registration_client_uri: token.map(|_| format!("{issuer}/register/{}", reg.client_id)),
@@ -218,6 +245,8 @@ pub fn response(
             .as_ref()
             .map(|_| m.backchannel_logout_session_required),
         dpop_bound_access_tokens: m.dpop_bound_access_tokens,
+        jwks: m.jwks.as_deref().and_then(|j| serde_json::from_str(j).ok()),
+        jwks_uri: m.jwks_uri.clone(),
     }
 }
 
@@ -334,15 +363,17 @@ impl Provider {
         if reg.shared {
             return Err(shared_refusal().into());
         }
-        if meta.is_public() != reg.metadata.is_public() {
+        if credential_class(meta.token_endpoint_auth_method)
+            != credential_class(reg.metadata.token_endpoint_auth_method)
+        {
             return Err(OAuthError::invalid_client_metadata(
-                "token_endpoint_auth_method cannot change between none and a client secret method; register a new client",
+                "token_endpoint_auth_method cannot change between none, a client secret method and private_key_jwt; register a new client",
             )
             .into());
         }
         let Some(current) = self.store.client(&reg.client_id).await? else { return Err(bad_token().into()) };
         let (kind, _) = kind_for(&meta)?;
-        // A confidential client keeps its secret.
+        // A confidential client keeps its secret; a private_key_jwt client takes its new keys.
         let kind = if matches!(kind, ClientKind::Confidential { .. }) { current.kind.clone() } else { kind };
         let client = client_record(reg.client_id.clone(), &meta, kind, current.created_at)?;
         if !self.store.update_registered_client(&client, &meta).await? {

@@ -36,7 +36,7 @@ fn not_yours() -> Error {
 
 impl Provider {
     pub async fn revoke(&self, auth: &ClientAuth, token: &str, hint: Hint, now: UnixTime) -> Result<(), Error> {
-        let client = client_auth::authenticate(self, auth, now).await?;
+        let client = client_auth::authenticate(self, auth, client_auth::Endpoint::Revocation, now).await?;
         let order = match hint {
             Hint::AccessToken | Hint::None if token.matches('.').count() == 2 => {
                 [Hint::AccessToken, Hint::RefreshToken]

@@ -56,6 +56,10 @@ pub struct AssertionRules<'a> {
     /// Values `aud` may hold (one is enough): the issuer identifier and the URL of the endpoint
     /// called (RFC 7523 §3 point 3; FAPI 2.0 §5.3.2.1 asks clients for the issuer).
     pub audiences: &'a [&'a str],
+    /// `aud` must be one JSON string, not an array (draft-ietf-oauth-rfc7523bis §3; FAPI 2.0
+    /// asks for the issuer "as a string"): an array could also name a server the client meant
+    /// to talk to, which is how audience-injection attacks reuse assertions.
+    pub sole_audience: bool,
     /// Longest accepted lifetime (`exp` − now), in seconds: a long-lived assertion is a
     /// long-lived secret.
     pub max_lifetime: i64,
@@ -163,7 +167,9 @@ impl ClientAssertion {
         if c.iss.as_deref() != Some(id) || c.sub.as_deref() != Some(id) {
             return Err(AssertionError::Subject);
         }
-        if !c.aud.as_ref().is_some_and(|a| a.contains_any(rules.audiences)) {
+        if !c.aud.as_ref().is_some_and(|a| a.contains_any(rules.audiences))
+            || (rules.sole_audience && !matches!(c.aud, Some(Audience::One(_))))
+        {
             return Err(AssertionError::Audience);
         }
         let exp = c.exp.ok_or(AssertionError::Expired)?;
@@ -229,6 +235,7 @@ mod tests {
             audiences: &["https://id.example", "https://id.example/token"],
             max_lifetime: 300,
             skew: 5,
+            sole_audience: c.get("sole").is_some(),
         };
         a.verify(keys, DEFAULT_ALGORITHMS, &rules, 1000)
     }
@@ -243,6 +250,11 @@ mod tests {
             c
         };
         assert!(check(&pair, &keys, &with("aud", json!(["x", "https://id.example/token"]))).is_ok());
+        let mut sole = with("aud", json!(["https://id.example"]));
+        sole["sole"] = json!(true);
+        assert_eq!(check(&pair, &keys, &sole), Err(AssertionError::Audience), "an array, where one string is required");
+        sole["aud"] = json!("https://id.example");
+        assert!(check(&pair, &keys, &sole).is_ok());
         assert_eq!(check(&pair, &keys, &with("aud", json!("https://evil.example"))), Err(AssertionError::Audience));
         assert_eq!(check(&pair, &keys, &with("exp", json!(990))), Err(AssertionError::Expired));
         assert_eq!(check(&pair, &keys, &with("exp", json!(5000))), Err(AssertionError::TooLong));

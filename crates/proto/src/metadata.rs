@@ -68,4 +68,19 @@ pub struct ProviderMetadata {
     /// RFC 9449 §5.1: the algorithms DPoP proofs may be signed with.
     #[serde(default)]
     pub dpop_signing_alg_values_supported: Vec<String>,
+    /// RFC 9126 §5: where clients push authorization requests.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: String,
+    /// RFC 9126 §5: `true` when every client must push its requests (`[par] require`, or the
+    /// deployment's `fapi2` profile); a client's own requirement is in its registration.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    /// RFC 8414 §2: the algorithms `private_key_jwt` assertions may be signed with, at each
+    /// endpoint that authenticates clients.
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
 }

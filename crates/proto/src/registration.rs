@@ -27,6 +27,9 @@ pub enum AuthMethod {
     None,
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 §2.2: assertions signed with the client's own key, whose public half it
+    /// registers as `jwks` or `jwks_uri`. No shared secret exists.
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -35,6 +38,7 @@ impl AuthMethod {
             Self::None => "none",
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
     fn parse(s: &str) -> Result<Self, OAuthError> {
@@ -42,11 +46,57 @@ impl AuthMethod {
             "none" => Ok(Self::None),
             "client_secret_basic" => Ok(Self::ClientSecretBasic),
             "client_secret_post" => Ok(Self::ClientSecretPost),
+            "private_key_jwt" => Ok(Self::PrivateKeyJwt),
             _ => Err(OAuthError::invalid_client_metadata(
-                "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post",
+                "token_endpoint_auth_method must be none, client_secret_basic, client_secret_post or private_key_jwt",
             )),
         }
     }
+    /// Whether the client authenticates with a secret the server generated and hands out.
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+/// The largest `jwks` accepted: a handful of public keys (an RSA-4096 JWK is under 1 KiB).
+pub const MAX_JWKS_LEN: usize = 16 * 1024;
+
+/// A client's `jwks` (OpenID Connect Dynamic Registration §2): a JWK Set of public signing keys,
+/// at least one of them usable, and no private key material (a registered private key would be a
+/// shared secret, the very thing `private_key_jwt` removes). Returns the document as compact JSON.
+pub fn client_jwks(value: &serde_json::Value) -> Result<String, String> {
+    let text = value.to_string();
+    if text.len() > MAX_JWKS_LEN {
+        return Err(format!("jwks is larger than {MAX_JWKS_LEN} bytes"));
+    }
+    let keys = value.get("keys").and_then(serde_json::Value::as_array).ok_or("jwks must be {\"keys\": [...]}")?;
+    // RFC 7517/7518 private members: `d` (EC, OKP, RSA), the RSA CRT values, `k` (oct).
+    const PRIVATE: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
+    if keys.iter().any(|k| PRIVATE.iter().any(|m| k.get(m).is_some())) {
+        return Err("jwks holds private or symmetric key material; register the public keys only".into());
+    }
+    let set = crate::jose::KeySet::from_jwks(text.as_bytes()).map_err(|e| format!("jwks: {e}"))?;
+    if set.is_empty() {
+        return Err("jwks has no usable public signing key (RSA, EC P-256/P-384 or Ed25519)".into());
+    }
+    Ok(text)
+}
+
+/// A client's `jwks_uri`: an absolute https URL without a fragment or user information. Whether
+/// its host may be connected to is decided when it is fetched (never a private address).
+pub fn jwks_uri(s: &str) -> Result<String, String> {
+    let reject = |why: &str| format!("jwks_uri {s:?}: {why}");
+    if s.len() > MAX_URI_LEN {
+        return Err(format!("jwks_uri is longer than {MAX_URI_LEN} bytes"));
+    }
+    let url = Url::parse(s).map_err(|_| reject("not an absolute URI"))?;
+    if url.scheme() != "https" || url.host_str().is_none() {
+        return Err(reject("must be an https URL"));
+    }
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(reject("must not contain a fragment or user information"));
+    }
+    Ok(s.to_owned())
 }
 
 /// `application_type` (OpenID Connect Dynamic Client Registration §2).
@@ -83,6 +133,8 @@ struct Raw {
     backchannel_logout_uri: Option<String>,
     backchannel_logout_session_required: Option<bool>,
     dpop_bound_access_tokens: Option<bool>,
+    jwks: Option<serde_json::Value>,
+    jwks_uri: Option<String>,
 }
 
 /// Validated client metadata. Lists are de-duplicated and sorted, so that two registrations that
@@ -120,6 +172,13 @@ pub struct ClientMetadata {
     /// the serialized form when false, so that earlier registrations keep their fingerprints.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dpop_bound_access_tokens: bool,
+    /// A `private_key_jwt` client's public keys, as a JWK Set document ([`client_jwks`]); kept
+    /// only for that method, and left out of the serialized form when absent (fingerprints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// Or where to fetch them ([`jwks_uri`]). Exactly one of the two with `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
 }
 
 fn bad(d: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
@@ -300,6 +359,21 @@ impl ClientMetadata {
             Some(u) => Some(backchannel_logout_uri(&u, false).map_err(bad)?),
         };
         let backchannel_logout_session_required = raw.backchannel_logout_session_required.unwrap_or(false);
+        // OpenID Connect Dynamic Registration §2: `jwks` and `jwks_uri` never both. Other methods
+        // have no use for keys: what they send is ignored, as unknown metadata is.
+        let (jwks, jwks_uri) = match (token_endpoint_auth_method, raw.jwks, raw.jwks_uri) {
+            (AuthMethod::PrivateKeyJwt, Some(_), Some(_)) => {
+                return Err(bad("send jwks or jwks_uri, not both (OpenID Connect Dynamic Registration §2)"));
+            }
+            (AuthMethod::PrivateKeyJwt, Some(j), None) => (Some(client_jwks(&j).map_err(bad)?), None),
+            (AuthMethod::PrivateKeyJwt, None, Some(u)) => (None, Some(jwks_uri(&u).map_err(bad)?)),
+            (AuthMethod::PrivateKeyJwt, None, None) => {
+                return Err(bad(
+                    "token_endpoint_auth_method private_key_jwt needs the client's public keys: jwks or jwks_uri",
+                ));
+            }
+            _ => (None, None),
+        };
         if backchannel_logout_session_required && backchannel_logout_uri.is_none() {
             // Back-Channel Logout §2.2: it "MAY only be present if backchannel_logout_uri is".
             return Err(bad(
@@ -324,6 +398,8 @@ impl ClientMetadata {
             backchannel_logout_uri,
             backchannel_logout_session_required,
             dpop_bound_access_tokens: raw.dpop_bound_access_tokens.unwrap_or(false),
+            jwks,
+            jwks_uri,
         })
     }
 
@@ -380,6 +456,11 @@ pub struct RegistrationResponse {
     /// RFC 9449 §5.2, echoed when registered true.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub dpop_bound_access_tokens: bool,
+    /// A `private_key_jwt` client's keys, as registered.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jwks_uri: Option<String>,
 }
 
 impl std::fmt::Display for AuthMethod {
@@ -463,7 +544,7 @@ mod tests {
             (format!(r#"{{{r},"grant_types":["urn:ietf:params:oauth:grant-type:jwt-bearer"]}}"#), "jwt-bearer"),
             (format!(r#"{{{r},"grant_types":[]}}"#), "empty grant types"),
             (format!(r#"{{{r},"response_types":["token"]}}"#), "token response type"),
-            (format!(r#"{{{r},"token_endpoint_auth_method":"private_key_jwt"}}"#), "private_key_jwt"),
+            (format!(r#"{{{r},"token_endpoint_auth_method":"private_key_jwt"}}"#), "private_key_jwt without keys"),
             (format!(r#"{{{r},"application_type":"desktop"}}"#), "application_type"),
             (format!(r#"{{{r},"scope":"a\"b"}}"#), "scope"),
             (format!(r#"{{{r},"client_name":"{}"}}"#, "x".repeat(MAX_TEXT_LEN + 1)), "long name"),
@@ -526,6 +607,35 @@ mod tests {
         assert!(!plain.contains("backchannel"), "{plain}");
     }
 
+    /// A P-256 public key (RFC 7515 Appendix A.3's).
+    const EC_PUBLIC: &str = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+
+    #[test]
+    fn private_key_jwt_registers_public_keys_by_value_or_by_https_url() {
+        let r = r#""redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt""#;
+        let m = parse(&format!(r#"{{{r},"jwks":{{"keys":[{EC_PUBLIC}]}}}}"#)).unwrap();
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::PrivateKeyJwt);
+        assert!(m.jwks.as_deref().unwrap().contains("f83OJ3D2"));
+        let m = parse(&format!(r#"{{{r},"jwks_uri":"https://a.example/jwks.json"}}"#)).unwrap();
+        assert_eq!(m.jwks_uri.as_deref(), Some("https://a.example/jwks.json"));
+        let private = EC_PUBLIC.replace("\"kty\"", "\"d\":\"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI\",\"kty\"");
+        for (body, why) in [
+            (format!(r#"{{{r},"jwks":{{"keys":[{EC_PUBLIC}]}},"jwks_uri":"https://a.example/j"}}"#), "both"),
+            (format!(r#"{{{r},"jwks":{{"keys":[{private}]}}}}"#), "a private key"),
+            (format!(r#"{{{r},"jwks":{{"keys":[{{"kty":"oct","k":"c2VjcmV0"}}]}}}}"#), "a symmetric key"),
+            (format!(r#"{{{r},"jwks":{{"keys":[]}}}}"#), "no key"),
+            (format!(r#"{{{r},"jwks":[1]}}"#), "not a JWK Set"),
+            (format!(r#"{{{r},"jwks_uri":"http://a.example/jwks.json"}}"#), "plain http"),
+            (format!(r#"{{{r},"jwks_uri":"https://u:p@a.example/jwks.json"}}"#), "user information"),
+        ] {
+            assert_eq!(code(&body), ErrorCode::InvalidClientMetadata, "{why}");
+        }
+        // Another method's keys are ignored, as unknown metadata is (MCP hosts send `jwks: {keys: []}`).
+        let none = parse(r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none","jwks_uri":"https://a.example/j"}"#).unwrap();
+        assert_eq!((none.jwks, none.jwks_uri), (None, None));
+        assert!(AuthMethod::ClientSecretPost.uses_secret() && !AuthMethod::PrivateKeyJwt.uses_secret());
+    }
+
     #[test]
     fn dpop_bound_access_tokens_is_read_and_left_out_when_false() {
         let r = r#""redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none""#;
@@ -566,6 +676,8 @@ mod tests {
             backchannel_logout_uri: None,
             backchannel_logout_session_required: None,
             dpop_bound_access_tokens: false,
+            jwks: None,
+            jwks_uri: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(!s.contains("null"), "{s}");

@@ -1,14 +1,17 @@
-//! Fetching client ID metadata documents over https: `latchkey_core::cimd::MetadataFetcher` on
-//! reqwest with rustls.
+//! Fetching client ID metadata documents and `private_key_jwt` clients' `jwks_uri` over https:
+//! `latchkey_core::cimd::MetadataFetcher` and `latchkey_core::client_keys::JwksFetcher` on reqwest
+//! with rustls.
 //!
 //! Server-side request forgery is the danger: the URL comes from whoever sends an authorization
-//! request. So (draft-ietf-oauth-client-id-metadata-document, "SSRF attacks"):
+//! request or registers a client. So (draft-ietf-oauth-client-id-metadata-document, "SSRF
+//! attacks"; the same rules for a `jwks_uri`):
 //! - the host name is resolved by our own resolver, which hands reqwest only addresses that
 //!   `cimd::address` allows: reqwest connects to exactly the addresses checked, with no second
 //!   resolution an attacker's DNS could answer differently (DNS rebinding); an IP-literal host
 //!   (which reqwest does not resolve) is checked before the request;
 //! - no proxy from the environment (it would resolve the name itself), no redirects, no cookies;
-//! - https only, 200 only, a 5 KiB cap on what is read, one timeout for the whole exchange.
+//! - https only, 200 only, a cap on what is read (5 KiB for a document, 64 KiB for a JWK Set),
+//!   one timeout for the whole exchange.
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
 use latchkey_core::cimd::{CacheHints, DocumentUrl, FetchError, Fetched, MAX_DOCUMENT_BYTES, MetadataFetcher, address};
+use latchkey_core::client_keys::{JwksFetcher, MAX_FETCHED_JWKS_BYTES};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header;
 
@@ -108,7 +112,7 @@ impl HttpFetcher {
             .no_proxy()
             .timeout(settings.timeout.unwrap_or(FETCH_TIMEOUT))
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION"), " (client ID metadata document fetch)"))
+            .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION"), " (client metadata and keys fetch)"))
             .dns_resolver(Arc::new(GuardedResolver { allow_loopback: settings.insecure_allow_loopback }));
         if let Some(pem) = &settings.insecure_extra_root_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -157,15 +161,32 @@ fn classify(e: &reqwest::Error) -> FetchError {
 #[async_trait]
 impl MetadataFetcher for HttpFetcher {
     async fn fetch(&self, url: &DocumentUrl) -> Result<Fetched, FetchError> {
+        self.get(url.url(), MAX_DOCUMENT_BYTES).await
+    }
+}
+
+#[async_trait]
+impl JwksFetcher for HttpFetcher {
+    async fn fetch_jwks(&self, url: &url::Url) -> Result<Vec<u8>, FetchError> {
+        if url.scheme() != "https" {
+            return Err(FetchError::Unreachable("the jwks_uri is not an https URL".into()));
+        }
+        Ok(self.get(url, MAX_FETCHED_JWKS_BYTES).await?.body)
+    }
+}
+
+impl HttpFetcher {
+    /// GET `url` under the rules of this module, reading at most `cap` bytes.
+    async fn get(&self, url: &url::Url, cap: usize) -> Result<Fetched, FetchError> {
         // reqwest connects to an IP literal without asking the resolver: check it here.
-        let literal = match url.url().host() {
+        let literal = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
             _ => None,
         };
         if let Some(ip) = literal {
             address::allowed(ip, self.allow_loopback).map_err(|kind| FetchError::ForbiddenAddress {
-                host: url.host().to_owned(),
+                host: url.host_str().unwrap_or_default().to_owned(),
                 ip,
                 kind,
             })?;
@@ -184,7 +205,7 @@ impl MetadataFetcher for HttpFetcher {
         if status != reqwest::StatusCode::OK {
             return Err(FetchError::Status(status.as_u16()));
         }
-        if res.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+        if res.content_length().is_some_and(|n| n > cap as u64) {
             return Err(FetchError::TooLarge);
         }
         let text = |h: header::HeaderName| res.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -198,7 +219,7 @@ impl MetadataFetcher for HttpFetcher {
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(|e| classify(&e))? {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_DOCUMENT_BYTES {
+            if body.len() > cap {
                 return Err(FetchError::TooLarge);
             }
         }

@@ -1,6 +1,7 @@
 //! CORS. `/userinfo` ([`layer`]): allowed only for the origins of registered redirect URIs. The
-//! metadata documents, `/register`, `/token` and `/revoke` ([`open_layer`]): any origin. No cookies are involved
-//! (`Access-Control-Allow-Credentials` is never sent), so a CORS response never exposes a session.
+//! metadata documents, `/register`, `/token`, `/par` and `/revoke` ([`open_layer`]): any origin.
+//! No cookies are involved (`Access-Control-Allow-Credentials` is never sent), so a CORS response
+//! never exposes a session.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};

@@ -117,6 +117,8 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
     let open_api = Router::new()
         .route("/token", api(post(handlers::token::token).options(preflight)))
         .route("/revoke", api(post(handlers::revoke::revoke).options(preflight)))
+        // RFC 9126: authenticated like /token, so open to any origin like it (`cors::open_layer`).
+        .route("/par", api(post(handlers::par::push).options(preflight)))
         .route("/.well-known/openid-configuration", api(get(handlers::discovery::metadata).options(preflight)))
         .route("/.well-known/oauth-authorization-server", api(get(handlers::discovery::metadata).options(preflight)))
         .route("/jwks.json", api(get(handlers::discovery::jwks).options(preflight)))

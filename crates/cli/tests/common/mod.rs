@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
+pub mod client_key;
+pub mod doc_server;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -50,20 +53,38 @@ impl TestServer {
         Self::start_inner(|_| {}, true).await
     }
 
+    /// A server whose configuration `tweak` adjusts first, and whose provider `hook` finishes
+    /// (to install a fetcher, say).
+    pub async fn start_hooked(
+        tweak: impl FnOnce(&mut ProviderConfig),
+        hook: impl FnOnce(Provider) -> Provider,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("test.db")).unwrap());
+        let mut server = Self::start_on_inner(store, tweak, hook, false).await;
+        server._dir = Some(dir);
+        server
+    }
+
     async fn start_inner(tweak: impl FnOnce(&mut ProviderConfig), tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("test.db")).unwrap());
-        let mut server = Self::start_on_inner(store, tweak, tls).await;
+        let mut server = Self::start_on_inner(store, tweak, |p| p, tls).await;
         server._dir = Some(dir);
         server
     }
 
     /// A server on `store` (any backend) whose configuration `tweak` adjusts first.
     pub async fn start_on(store: Arc<dyn Store>, tweak: impl FnOnce(&mut ProviderConfig)) -> Self {
-        Self::start_on_inner(store, tweak, false).await
+        Self::start_on_inner(store, tweak, |p| p, false).await
     }
 
-    async fn start_on_inner(store: Arc<dyn Store>, tweak: impl FnOnce(&mut ProviderConfig), tls: bool) -> Self {
+    async fn start_on_inner(
+        store: Arc<dyn Store>,
+        tweak: impl FnOnce(&mut ProviderConfig),
+        hook: impl FnOnce(Provider) -> Provider,
+        tls: bool,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (base, root) = if tls {
             let (addr, root) = tls_proxy(listener.local_addr().unwrap()).await;
@@ -83,7 +104,7 @@ impl TestServer {
         let clock = Clock::from_fn(move || start + s2.load(Ordering::SeqCst));
         let mut config = ProviderConfig::new(&base);
         tweak(&mut config);
-        let provider = Arc::new(Provider::open(store.clone(), config, clock.now()).await.unwrap());
+        let provider = Arc::new(hook(Provider::open(store.clone(), config, clock.now()).await.unwrap()));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = AppState::new(provider.clone(), clock);
         tokio::spawn(async move {
@@ -245,7 +266,16 @@ impl TestServer {
     /// browser (with its session cookie) and the code.
     pub async fn code_for(&self, client_id: &str, verifier: &CodeVerifier) -> (Browser, String) {
         let b = self.browser();
-        let page = b.get(&self.authorize_url(client_id, verifier, "")).await;
+        let res = self.sign_in_at(&b, &self.authorize_url(client_id, verifier, "")).await;
+        let q = res.redirect_query();
+        let code = q.get("code").unwrap_or_else(|| panic!("no code in {:?}", res.location())).clone();
+        (b, code)
+    }
+
+    /// The browser part from the authorization request `url`: the login page, alice's login,
+    /// the consent if asked. Returns the redirect to the client.
+    pub async fn sign_in_at(&self, b: &Browser, url: &str) -> Page {
+        let page = b.get(url).await;
         assert_eq!(page.status, 200, "login page expected: {}", page.body);
         let mut res = b.submit_login(&self.base, &page.body, "alice", PASSWORD).await;
         if res.status == 303 && res.location().starts_with("/consent") {
@@ -253,9 +283,7 @@ impl TestServer {
             assert_eq!(consent.status, 200, "{}", consent.body);
             res = b.submit_consent(&self.base, &consent.body, "allow").await;
         }
-        let q = res.redirect_query();
-        let code = q.get("code").unwrap_or_else(|| panic!("no code in {:?}", res.location())).clone();
-        (b, code)
+        res
     }
 }
 

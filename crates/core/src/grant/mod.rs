@@ -213,7 +213,7 @@ pub async fn token(
     dpop: &[&str],
     now: UnixTime,
 ) -> Result<(ClientId, TokenResponse), Error> {
-    let client = client_auth::authenticate(p, &req.client, now).await?;
+    let client = client_auth::authenticate(p, &req.client, client_auth::Endpoint::Token, now).await?;
     // After client authentication: an unknown client's proofs cost no replay mark.
     let endpoint = crate::dpop::Endpoint::Token;
     let proof_request = crate::dpop::ProofRequest { values: dpop, method: "POST", endpoint, access_token: None };

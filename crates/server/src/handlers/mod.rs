@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod discovery;
 pub(crate) mod email_flow;
 pub mod logout;
+pub mod par;
 pub mod passkeys;
 pub mod register;
 pub mod reset;

@@ -372,7 +372,6 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                     dpop_bound_access_tokens: a.dpop,
                     require_pushed_authorization_requests: a.require_par,
                     profile: a.profile,
-                    ..Default::default()
                 },
             };
             let (rec, secret) = latchkey_core::admin::add_client(store.as_ref(), new, Clock::system().now())

@@ -1,12 +1,18 @@
-//! `latchkey login`: the authorization code flow with PKCE for a command-line user (RFC 8252).
+//! `latchkey login`: the authorization code flow with PKCE for a command-line user (RFC 8252),
+//! optionally with DPoP-bound tokens (RFC 9449), a pushed request (RFC 9126) and, for a
+//! confidential client, `private_key_jwt` (RFC 7523 §2.2).
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use clap::Args;
 use latchkey_client::cache::{CachedLogin, TokenCache};
-use latchkey_client::{Client, LoopbackListener, unix_now};
+use latchkey_client::keys::dpop_key_from_file;
+use latchkey_client::{Client, ClientKey, Dpop, LoopbackListener, TokenType, unix_now};
+use latchkey_proto::dpop::DpopKey;
 use latchkey_proto::{ClientId, Scope};
 
 #[derive(Args, Debug)]
@@ -14,7 +20,7 @@ pub struct LoginArgs {
     /// The provider's issuer URL (discovery happens there).
     #[arg(long, value_name = "URL")]
     pub issuer: String,
-    /// This client's id at the provider (a public client).
+    /// This client's id at the provider (a public client, or with --client-key a confidential one).
     #[arg(long, value_name = "ID")]
     pub client_id: String,
     /// Scopes to request, space-separated or repeated (default: openid).
@@ -31,15 +37,58 @@ pub struct LoginArgs {
     /// Seconds to wait for the sign-in to finish.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
+    /// Bind the tokens to a key (DPoP, RFC 9449): a stolen token is useless without it. A new
+    /// EC P-256 key is made for this login and kept in its token cache file (mode 0600).
+    #[arg(long)]
+    pub dpop: bool,
+    /// Use this DPoP key (EC P-256, PEM or JWK, mode 0600) instead of a new one; implies --dpop.
+    /// The cache keeps its path, not the key.
+    #[arg(long, value_name = "FILE")]
+    pub dpop_key: Option<PathBuf>,
+    /// Push the authorization request to the provider first (PAR, RFC 9126), even when it does
+    /// not require it; it is pushed anyway when its metadata says
+    /// require_pushed_authorization_requests.
+    #[arg(long)]
+    pub par: bool,
+    /// Authenticate as a confidential client with private_key_jwt (RFC 7523 §2.2), signing with
+    /// this private key (PEM or JWK; EC P-256/P-384, Ed25519 or RSA; mode 0600). The cache keeps
+    /// its path, for refreshes and logout.
+    #[arg(long, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// The kid to name in the client assertions (default: the JWK's kid; none for PEM keys).
+    #[arg(long, value_name = "KID", requires = "client_key")]
+    pub client_key_id: Option<String>,
 }
 
 pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
     let client_id = ClientId::parse(&a.client_id).map_err(|e| anyhow::anyhow!("--client-id: {}", e.description))?;
     let scope = Scope::parse(&a.scope.join(" ")).map_err(|e| anyhow::anyhow!("--scope: {}", e.description))?;
-    let client = Client::discover(&a.issuer, client_id).await?;
+    let mut client = Client::discover(&a.issuer, client_id).await?;
+    if let Some(file) = &a.client_key {
+        client = client.with_private_key_jwt(ClientKey::from_file(file)?.with_kid(a.client_key_id.clone()))?;
+    }
+    let dpop_key = match (&a.dpop_key, a.dpop) {
+        (Some(file), _) => Some(dpop_key_from_file(file)?),
+        (None, true) => Some(DpopKey::generate().map_err(|e| anyhow!("making a DPoP key: {e}"))?),
+        (None, false) => None,
+    };
+    if let Some(key) = dpop_key {
+        client = client.with_dpop(Arc::new(Dpop::new(key)))?;
+    }
     let cache = TokenCache::new(TokenCache::default_dir()?);
     let listener = LoopbackListener::bind(a.redirect_uri.as_deref()).await?;
-    let request = client.authorization_request(listener.redirect_uri().clone(), scope)?;
+    let request = client.start_authorization(listener.redirect_uri().clone(), scope, a.par, unix_now()).await.context(
+        if a.par || client.metadata().require_pushed_authorization_requests {
+            "pushing the authorization request (RFC 9126)"
+        } else {
+            "preparing the authorization request"
+        },
+    )?;
+    if request.request_uri().is_some() {
+        eprintln!(
+            "The authorization request was pushed to the provider; the browser gets only its request_uri, which expires soon."
+        );
+    }
 
     let mut pasted = None;
     if a.no_browser {
@@ -69,10 +118,19 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
         .await?;
     let now = unix_now();
     let tokens = client.exchange_code(&request, code, now).await?;
-    let login = CachedLogin::new(client.issuer(), client.client_id().as_str(), &tokens, now);
+    let mut login = CachedLogin::new(client.issuer(), client.client_id().as_str(), &tokens, now);
+    if let Some(d) = client.dpop() {
+        login = login.with_dpop_key(d.key(), a.dpop_key.as_deref());
+    }
+    if let Some(file) = &a.client_key {
+        login = login.with_client_key(file, a.client_key_id.clone());
+    }
     let path = cache.store(&login).context("storing the tokens")?;
     let who = login.subject.as_deref().map(|s| format!(" as {s}")).unwrap_or_default();
     eprintln!("Logged in to {}{who} (scope: {}).", client.issuer(), login.scope);
+    if let (TokenType::Dpop, Some(d)) = (login.token_type, client.dpop()) {
+        eprintln!("The tokens are DPoP-bound to key {} (RFC 9449): call APIs with `latchkey call URL`.", d.jkt());
+    }
     eprintln!("Tokens cached in {} (readable by you only). Get an access token with `latchkey token`.", path.display());
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_user;
+mod call;
 mod config;
 mod config_dpop;
 mod db;

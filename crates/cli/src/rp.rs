@@ -1,11 +1,11 @@
-//! The client-side commands: `login`, `token`, `logout`, `pkce`, `inspect` and `gate`. They need no
+//! The client-side commands: `login`, `token`, `call`, `logout`, `pkce`, `inspect` and `gate`. They need no
 //! server configuration (no database, no `latchkey.toml`), so they run before it is resolved.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::{gate, inspect, login, logout, pkce, token};
+use crate::{call, gate, inspect, login, logout, pkce, token};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -13,6 +13,9 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Print a valid access token from the cache, refreshing it first if needed.
     Token(token::TokenArgs),
+    /// Call an API with the cached login's token: a fresh DPoP proof per request, the nonce
+    /// retry, and a refresh when the token is about to expire.
+    Call(call::CallArgs),
     /// Revoke the cached refresh token at the provider and forget the login.
     Logout(token::Selector),
     /// Print a fresh PKCE code_verifier and its S256 code_challenge.
@@ -38,6 +41,7 @@ pub fn main(command: Command) -> ExitCode {
         match command {
             Command::Login(a) => login::run(a).await,
             Command::Token(a) => token::run(a).await,
+            Command::Call(a) => call::run(a).await,
             Command::Logout(a) => logout::run(a).await,
             Command::Pkce => pkce::run(),
             Command::Inspect(a) => inspect::run(a).await,

@@ -1,9 +1,13 @@
-//! `latchkey token`: prints a valid access token, refreshing it first when it expires soon.
+//! `latchkey token`: prints a valid access token, refreshing it first when it expires soon. For a
+//! DPoP-bound login, `--dpop --url URL` prints the two headers of one request instead: the token
+//! alone is useless without a proof made by the login's key (RFC 9449 §7.1).
+
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use latchkey_client::cache::{CachedLogin, TokenCache};
-use latchkey_client::{Client, Error, unix_now};
+use latchkey_client::{Client, Dpop, Error, TokenType, unix_now};
 use latchkey_proto::{ClientId, Scope};
 
 /// Which cached login to use. Without flags: the most recent one.
@@ -24,6 +28,20 @@ pub struct TokenArgs {
     /// Refresh when the token expires within this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub min_valid: i64,
+    /// For a DPoP-bound login (`login --dpop`): with --url, print the `Authorization` and `DPoP`
+    /// headers of that one request (for `curl -H @FILE`); without, the token, its type and key
+    /// thumbprint as JSON.
+    #[arg(long)]
+    pub dpop: bool,
+    /// The URL of the request the DPoP proof is for (with --dpop).
+    #[arg(long, value_name = "URL", requires = "dpop")]
+    pub url: Option<String>,
+    /// The method of that request.
+    #[arg(short = 'X', long, value_name = "METHOD", default_value = "GET", requires = "url")]
+    pub method: String,
+    /// A nonce the resource asked for (its `DPoP-Nonce` header, RFC 9449 §9).
+    #[arg(long, value_name = "NONCE", requires = "url")]
+    pub nonce: Option<String>,
 }
 
 /// Finds the cached login the flags select, or says how to make one.
@@ -45,33 +63,91 @@ pub fn select(cache: &TokenCache, s: &Selector) -> anyhow::Result<CachedLogin> {
     })
 }
 
-pub async fn run(a: TokenArgs) -> anyhow::Result<()> {
-    let cache = TokenCache::new(TokenCache::default_dir()?);
-    let login = select(&cache, &a.select)?;
-    if !login.expires_within(unix_now(), a.min_valid) {
-        println!("{}", login.access_token().expose_secret());
-        return Ok(());
+/// A client for a cached login, authenticating and binding as the login did: its
+/// `private_key_jwt` key file, its DPoP key.
+pub async fn client_for(login: &CachedLogin) -> anyhow::Result<Client> {
+    let client_id = ClientId::parse(&login.client_id).map_err(|e| anyhow!("{}", e.description))?;
+    let mut client = Client::discover(&login.issuer, client_id).await?;
+    if let Some(key) = login.client_key()? {
+        client = client.with_private_key_jwt(key)?;
+    }
+    if let Some(key) = login.dpop_key()? {
+        client = client.with_dpop(Arc::new(Dpop::new(key)))?;
+    }
+    Ok(client)
+}
+
+/// The selected login with an access token valid for `min_valid` more seconds, refreshed first
+/// if needed.
+pub async fn current(cache: &TokenCache, s: &Selector, min_valid: i64) -> anyhow::Result<CachedLogin> {
+    let login = select(cache, s)?;
+    if !login.expires_within(unix_now(), min_valid) {
+        return Ok(login);
     }
     let (issuer, client_id) = (login.issuer.clone(), login.client_id.clone());
     // One refresh at a time per login: a refresh token is single-use (rotation), so a second
     // process must wait and then use what the first one stored.
-    let token = cache.locked(&issuer, &client_id, refresh(&cache, &issuer, &client_id, a.min_valid)).await??;
-    println!("{token}");
+    cache.locked(&issuer, &client_id, refresh(cache, &issuer, &client_id, min_valid)).await?
+}
+
+pub async fn run(a: TokenArgs) -> anyhow::Result<()> {
+    let cache = TokenCache::new(TokenCache::default_dir()?);
+    let login = current(&cache, &a.select, a.min_valid).await?;
+    let token = login.access_token();
+    match (a.dpop, login.token_type) {
+        (false, TokenType::Bearer) => println!("{}", token.expose_secret()),
+        (false, TokenType::Dpop) => {
+            println!("{}", token.expose_secret());
+            eprintln!(
+                "note: this token is DPoP-bound: send it as `Authorization: DPoP …` with a fresh proof per request. Use `latchkey call URL`, or `latchkey token --dpop --url URL [-X METHOD]` for the headers of one request."
+            );
+        }
+        (true, TokenType::Bearer) => bail!(
+            "the access token of this login is a Bearer token, not DPoP-bound: log in with `latchkey login --dpop` for one"
+        ),
+        (true, TokenType::Dpop) => {
+            let key = login.dpop_key()?.ok_or_else(|| anyhow!("the cached DPoP login has no key; log in again"))?;
+            match &a.url {
+                Some(url) => {
+                    let url = url::Url::parse(url).map_err(|e| anyhow!("--url: {e}"))?;
+                    let dpop = Dpop::new(key);
+                    if let Some(n) = &a.nonce {
+                        dpop.set_nonce(&url, n);
+                    }
+                    let h = dpop.api_headers(&a.method.to_ascii_uppercase(), &url, &token, unix_now())?;
+                    // One header per line: `curl -H @FILE` reads them so.
+                    println!("Authorization: {}", h.authorization);
+                    println!("DPoP: {}", h.dpop);
+                }
+                None => {
+                    let out = serde_json::json!({
+                        "token_type": "DPoP",
+                        "access_token": token.expose_secret(),
+                        "dpop_jkt": key.jkt(),
+                        "expires_at": login.expires_at,
+                    });
+                    println!("{out:#}");
+                    eprintln!(
+                        "A DPoP proof is valid for one request (its method and URL) and is signed by the key in the token cache: get the headers of each request with `latchkey token --dpop --url URL [-X METHOD]`, or let `latchkey call URL` send it."
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }
 
-async fn refresh(cache: &TokenCache, issuer: &str, client_id: &str, min_valid: i64) -> anyhow::Result<String> {
+async fn refresh(cache: &TokenCache, issuer: &str, client_id: &str, min_valid: i64) -> anyhow::Result<CachedLogin> {
     let mut login = cache.load(issuer, client_id)?.ok_or_else(|| anyhow!("the login was removed meanwhile"))?;
     if !login.expires_within(unix_now(), min_valid) {
-        return Ok(login.access_token().expose_secret().to_owned());
+        return Ok(login);
     }
     let Some(refresh_token) = login.refresh_token() else {
         bail!(
             "the access token has expired and there is no refresh token: run `latchkey login --issuer {issuer} --client-id {client_id}` again"
         );
     };
-    let client =
-        Client::discover(issuer, ClientId::parse(client_id).map_err(|e| anyhow!("{}", e.description))?).await?;
+    let client = client_for(&login).await?;
     let granted = Scope::parse(&login.scope).unwrap_or_default();
     let now = unix_now();
     let tokens = match client.refresh(&refresh_token, None, &granted, login.subject.as_deref(), now).await {
@@ -84,5 +160,5 @@ async fn refresh(cache: &TokenCache, issuer: &str, client_id: &str, min_valid: i
     };
     login.update(&tokens, now);
     cache.store(&login)?;
-    Ok(tokens.access_token.expose_secret().to_owned())
+    Ok(login)
 }

@@ -92,7 +92,7 @@ async fn library_logs_in_refreshes_and_revokes_against_latchkey() {
     // …and revocation (RFC 7009) ends the refresh token and, as introspection shows at once, its
     // access tokens.
     let rt3 = narrowed.refresh_token.clone().unwrap();
-    client.revoke(rt3.expose_secret(), TokenTypeHint::RefreshToken).await.unwrap();
+    client.revoke(rt3.expose_secret(), TokenTypeHint::RefreshToken, unix_now()).await.unwrap();
     let e = live.verify(narrowed.access_token.expose_secret()).await.unwrap_err();
     assert_eq!(e, latchkey_resource::Refusal::InvalidToken(latchkey_resource::TokenError::Inactive));
     let e = client.refresh(&rt3, None, &tokens.scope, None, unix_now()).await.unwrap_err();

@@ -11,13 +11,19 @@ use crate::Error;
 /// One authorization attempt: what was sent, and the secrets needed to finish it. Keep it until
 /// the response arrives; never reuse it for a second attempt.
 pub struct AuthorizationRequest {
-    /// The URL to open in the user's browser.
+    /// The URL to open in the user's browser. After a push (RFC 9126) it carries only
+    /// `client_id` and `request_uri`: the parameters went to the provider directly.
     pub url: Url,
     pub redirect_uri: RedirectUri,
     pub scope: Scope,
     state: String,
     nonce: String,
     verifier: CodeVerifier,
+    /// The request's parameters but `client_id`, in order: the query of `url`, or the body of a
+    /// pushed request.
+    params: Vec<(&'static str, String)>,
+    /// The `request_uri` the provider gave for the pushed parameters.
+    request_uri: Option<String>,
 }
 
 impl std::fmt::Debug for AuthorizationRequest {
@@ -25,6 +31,7 @@ impl std::fmt::Debug for AuthorizationRequest {
         f.debug_struct("AuthorizationRequest")
             .field("redirect_uri", &self.redirect_uri)
             .field("scope", &self.scope)
+            .field("pushed", &self.request_uri.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -32,25 +39,58 @@ impl std::fmt::Debug for AuthorizationRequest {
 impl AuthorizationRequest {
     /// A fresh request: a new PKCE verifier (32 random bytes, S256), a new `state` against CSRF and a
     /// new `nonce` that the id_token must echo (OpenID Connect Core §3.1.2.1), each 256 bits.
-    pub(crate) fn new(authorization_endpoint: Url, client_id: &str, redirect_uri: RedirectUri, scope: Scope) -> Self {
+    /// `dpop_jkt` binds the code to the client's DPoP key (RFC 9449 §10), so a stolen code is
+    /// useless without it.
+    pub(crate) fn new(
+        authorization_endpoint: Url,
+        client_id: &str,
+        redirect_uri: RedirectUri,
+        scope: Scope,
+        dpop_jkt: Option<&str>,
+    ) -> Self {
         let verifier = CodeVerifier::generate();
         let state = random_token();
         let nonce = random_token();
+        let mut params = vec![("response_type", "code".to_owned()), ("redirect_uri", redirect_uri.as_str().to_owned())];
+        if !scope.is_empty() {
+            params.push(("scope", scope.to_string()));
+        }
+        params.extend([
+            ("state", state.clone()),
+            ("nonce", nonce.clone()),
+            ("code_challenge", verifier.challenge().as_str().to_owned()),
+            ("code_challenge_method", "S256".to_owned()),
+        ]);
+        if let Some(jkt) = dpop_jkt {
+            params.push(("dpop_jkt", jkt.to_owned()));
+        }
         let mut url = authorization_endpoint;
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", client_id)
-                .append_pair("redirect_uri", redirect_uri.as_str());
-            if !scope.is_empty() {
-                q.append_pair("scope", &scope.to_string());
+            q.append_pair("client_id", client_id);
+            for (k, v) in &params {
+                q.append_pair(k, v);
             }
-            q.append_pair("state", &state)
-                .append_pair("nonce", &nonce)
-                .append_pair("code_challenge", verifier.challenge().as_str())
-                .append_pair("code_challenge_method", "S256");
         }
-        Self { url, redirect_uri, scope, state, nonce, verifier }
+        Self { url, redirect_uri, scope, state, nonce, verifier, params, request_uri: None }
+    }
+
+    /// The parameters to push (RFC 9126 §2.1), `client_id` aside (the client authentication adds it).
+    pub(crate) fn params(&self) -> &[(&'static str, String)] {
+        &self.params
+    }
+
+    /// After a push: the browser gets only `client_id` and `request_uri` (RFC 9126 §4).
+    pub(crate) fn pushed(&mut self, authorization_endpoint: Url, client_id: &str, request_uri: String) {
+        let mut url = authorization_endpoint;
+        url.query_pairs_mut().append_pair("client_id", client_id).append_pair("request_uri", &request_uri);
+        self.url = url;
+        self.request_uri = Some(request_uri);
+    }
+
+    /// The `request_uri` of a pushed request.
+    pub fn request_uri(&self) -> Option<&str> {
+        self.request_uri.as_deref()
     }
 
     pub fn nonce(&self) -> &str {
@@ -144,6 +184,7 @@ mod tests {
             "app",
             RedirectUri::parse("http://127.0.0.1:5000/callback").unwrap(),
             Scope::parse("openid profile").unwrap(),
+            None,
         )
     }
 
@@ -168,6 +209,35 @@ mod tests {
         assert_eq!(q["nonce"], r.nonce());
         assert_ne!(q["state"], q["nonce"]);
         assert!(!format!("{r:?}").contains(&q["state"]), "Debug shows no secret");
+        assert!(!q.contains_key("dpop_jkt") && !q.contains_key("request_uri"));
+        // The pushed parameters are the same as the query, client_id aside.
+        let pushed: std::collections::HashMap<_, _> =
+            r.params().iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let mut query = q.clone();
+        query.remove("client_id");
+        query.remove("prompt");
+        assert_eq!(pushed, query);
+    }
+
+    #[test]
+    fn dpop_jkt_binds_the_code_and_a_push_leaves_only_the_request_uri() {
+        let mut r = AuthorizationRequest::new(
+            Url::parse("https://id.example/authorize").unwrap(),
+            "app",
+            RedirectUri::parse("http://127.0.0.1:5000/callback").unwrap(),
+            Scope::parse("openid").unwrap(),
+            Some("thumb-1"),
+        );
+        let q: std::collections::HashMap<_, _> = r.url.query_pairs().into_owned().collect();
+        assert_eq!(q["dpop_jkt"], "thumb-1");
+        assert!(r.params().contains(&("dpop_jkt", "thumb-1".to_owned())));
+        let urn = "urn:ietf:params:oauth:request_uri:abc";
+        r.pushed(Url::parse("https://id.example/authorize").unwrap(), "app", urn.into());
+        let q: Vec<(String, String)> = r.url.query_pairs().into_owned().collect();
+        assert_eq!(q, [("client_id".to_owned(), "app".to_owned()), ("request_uri".to_owned(), urn.to_owned())]);
+        assert_eq!(r.request_uri(), Some(urn));
+        // The state and verifier stay with the request: the response is checked as before.
+        assert_eq!(r.verifier().expose_secret().len(), 43);
     }
 
     #[test]

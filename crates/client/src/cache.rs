@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_proto::RefreshToken;
+use latchkey_proto::dpop::DpopKey;
 use latchkey_proto::secret::AccessToken;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, TokenSet};
+use crate::{ClientKey, Error, TokenSet, TokenType};
 
 /// One login: the tokens a `login` obtained (or the last refresh replaced).
 #[derive(Clone, Serialize, Deserialize)]
@@ -36,6 +37,34 @@ pub struct CachedLogin {
     pub subject: Option<String>,
     /// When this login or its last refresh happened.
     pub saved_at: i64,
+    /// `Bearer`, or `DPoP` when the tokens are bound to the login's DPoP key.
+    #[serde(default)]
+    pub token_type: TokenType,
+    /// The DPoP key the tokens are bound to (RFC 9449): where it is kept.
+    #[serde(default, flatten)]
+    dpop_key: Option<DpopKeySource>,
+    /// The private key a confidential client signs its `private_key_jwt` assertions with: its
+    /// file (never copied here) and the `kid` to name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<ClientKeyRef>,
+}
+
+/// Where a login's DPoP key is: in this (0600) file, or in the user's own key file.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopKeySource {
+    /// PKCS#8, base64url: generated for this login, removed with it.
+    DpopKey(String),
+    /// A key file given with `--dpop-key` (absolute path), read again at each use.
+    DpopKeyFile(PathBuf),
+}
+
+/// A `private_key_jwt` key file and the `kid` its assertions name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientKeyRef {
+    pub file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
 }
 
 impl std::fmt::Debug for CachedLogin {
@@ -46,6 +75,8 @@ impl std::fmt::Debug for CachedLogin {
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
             .field("subject", &self.subject)
+            .field("token_type", &self.token_type)
+            .field("client_key", &self.client_key)
             .finish_non_exhaustive()
     }
 }
@@ -62,7 +93,45 @@ impl CachedLogin {
             scope: tokens.scope.to_string(),
             subject: tokens.id_claims.as_ref().map(|c| c.sub.clone()),
             saved_at: now,
+            token_type: tokens.token_type,
+            dpop_key: None,
+            client_key: None,
         }
+    }
+
+    /// Records the DPoP key the tokens are bound to: kept in this file (a key generated for the
+    /// login), or the path of the user's key file.
+    pub fn with_dpop_key(mut self, key: &DpopKey, file: Option<&Path>) -> Self {
+        self.dpop_key = Some(match file {
+            Some(f) => DpopKeySource::DpopKeyFile(crate::keys::absolute(f)),
+            None => DpopKeySource::DpopKey(URL_SAFE_NO_PAD.encode(key.pkcs8())),
+        });
+        self
+    }
+
+    /// Records the `private_key_jwt` key file, for refreshes and revocation.
+    pub fn with_client_key(mut self, file: &Path, kid: Option<String>) -> Self {
+        self.client_key = Some(ClientKeyRef { file: crate::keys::absolute(file), kid });
+        self
+    }
+
+    /// The DPoP key of this login, if its tokens are bound to one.
+    pub fn dpop_key(&self) -> Result<Option<DpopKey>, Error> {
+        match &self.dpop_key {
+            None => Ok(None),
+            Some(DpopKeySource::DpopKey(b64)) => URL_SAFE_NO_PAD
+                .decode(b64)
+                .ok()
+                .and_then(|der| DpopKey::from_pkcs8(&der).ok())
+                .map(Some)
+                .ok_or_else(|| Error::Cache("the DPoP key in the cached login is damaged; log in again".into())),
+            Some(DpopKeySource::DpopKeyFile(path)) => crate::keys::dpop_key_from_file(path).map(Some),
+        }
+    }
+
+    /// The `private_key_jwt` key of this login's client, if it is a confidential one.
+    pub fn client_key(&self) -> Result<Option<ClientKey>, Error> {
+        self.client_key.as_ref().map(|r| ClientKey::from_file(&r.file).map(|k| k.with_kid(r.kid.clone()))).transpose()
     }
 
     /// Replaces the tokens after a refresh; keeps what the response did not renew.
@@ -76,6 +145,7 @@ impl CachedLogin {
         }
         self.expires_at = tokens.expires_at;
         self.scope = tokens.scope.to_string();
+        self.token_type = tokens.token_type;
         self.saved_at = now;
     }
 
@@ -255,6 +325,7 @@ mod tests {
             id_claims: None,
             expires_at: Some(exp),
             scope: Scope::parse("openid api").unwrap(),
+            token_type: TokenType::Bearer,
         }
     }
 
@@ -292,6 +363,52 @@ mod tests {
         assert!(cache.remove("https://a.example", "c1").unwrap());
         assert!(!cache.remove("https://a.example", "c1").unwrap());
         assert_eq!(cache.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_dpop_login_keeps_its_key_in_the_private_file_or_names_the_users_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::new(dir.path().join("latchkey"));
+        let key = DpopKey::generate().unwrap();
+        let mut t = tokens("at-1", Some("rt-1"), 500);
+        t.token_type = TokenType::Dpop;
+        let login = CachedLogin::new("https://a.example", "c1", &t, 100).with_dpop_key(&key, None);
+        let path = cache.store(&login).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["token_type"], "DPoP");
+        assert!(json["dpop_key"].is_string());
+        assert!(!format!("{login:?}").contains(json["dpop_key"].as_str().unwrap()), "Debug shows no key");
+        let back = cache.load("https://a.example", "c1").unwrap().unwrap();
+        assert_eq!(back.token_type, TokenType::Dpop);
+        assert_eq!(back.dpop_key().unwrap().unwrap().jkt(), key.jkt(), "the same key comes back");
+
+        // A key file of the user's: only its path is kept.
+        let file = dir.path().join("dpop.pem");
+        std::fs::write(&file, crate::keys::to_pem("PRIVATE KEY", key.pkcs8())).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let login = CachedLogin::new("https://a.example", "c2", &t, 100).with_dpop_key(&key, Some(&file));
+        let path = cache.store(&login).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(json.get("dpop_key").is_none());
+        assert_eq!(json["dpop_key_file"], file.to_str().unwrap());
+        assert_eq!(
+            cache.load("https://a.example", "c2").unwrap().unwrap().dpop_key().unwrap().unwrap().jkt(),
+            key.jkt()
+        );
+
+        // A login from before DPoP (no token_type) reads as Bearer without a key.
+        std::fs::write(
+            cache.path_for("i", "c"),
+            br#"{"issuer":"i","client_id":"c","access_token":"a","expires_at":null,"scope":"","saved_at":1}"#,
+        )
+        .unwrap();
+        let old = cache.load("i", "c").unwrap().unwrap();
+        assert_eq!(old.token_type, TokenType::Bearer);
+        assert!(old.dpop_key().unwrap().is_none() && old.client_key().unwrap().is_none());
     }
 
     #[test]

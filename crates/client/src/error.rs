@@ -81,6 +81,18 @@ pub enum Error {
 
     #[error("token cache: {0}")]
     Cache(String),
+
+    /// DPoP (RFC 9449) cannot be used: a key problem, or a provider that cannot verify our proofs.
+    #[error("DPoP: {0}")]
+    Dpop(String),
+    /// The private key for `private_key_jwt` (or a DPoP key file) cannot be read or used.
+    #[error("cannot use the private key {0}")]
+    ClientKey(String),
+    /// RFC 9126 §5: the provider accepts only pushed authorization requests.
+    #[error(
+        "the provider requires pushed authorization requests (require_pushed_authorization_requests, RFC 9126 §5): push the request instead of sending it through the browser"
+    )]
+    PushRequired,
 }
 
 fn describe(d: &Option<String>) -> String {

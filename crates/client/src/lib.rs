@@ -22,9 +22,12 @@
 mod authorize;
 pub mod cache;
 pub mod discovery;
+pub mod dpop;
 mod error;
 pub mod id_token;
+pub mod keys;
 mod loopback;
+mod pushed;
 #[cfg(test)]
 mod testkey;
 mod tokens;
@@ -37,12 +40,14 @@ use latchkey_proto::secret::AccessToken;
 use latchkey_proto::{AuthorizationCode, ClientId, ClientSecret, RedirectUri, RefreshToken, Scope};
 
 pub use authorize::{AuthorizationRequest, Callback};
+pub use dpop::Dpop;
 pub use error::{Error, IdTokenError};
 pub use id_token::IdTokenClaims;
+pub use keys::ClientKey;
 pub use loopback::LoopbackListener;
-pub use tokens::{TokenSet, TokenTypeHint};
+pub use tokens::{TokenSet, TokenType, TokenTypeHint};
 
-use tokens::{Credentials, RawTokenResponse, post_form};
+use tokens::{Caller, Credentials, RawTokenResponse, post_form};
 
 /// The system clock, in Unix seconds: read once, by the caller, and passed as `now`.
 pub fn unix_now() -> i64 {
@@ -55,6 +60,8 @@ pub struct Client {
     metadata: IssuerMetadata,
     client_id: ClientId,
     credentials: Credentials,
+    /// The DPoP key, when this client binds its tokens (RFC 9449).
+    dpop: Option<Arc<Dpop>>,
     /// The provider's JWK Set, fetched when first needed and refetched when a token names a key
     /// it does not contain (key rotation).
     keys: tokio::sync::Mutex<Option<Arc<KeySet>>>,
@@ -76,13 +83,62 @@ impl Client {
 
     /// A client for metadata obtained elsewhere (e.g. configured by hand).
     pub fn from_metadata(http: reqwest::Client, metadata: IssuerMetadata, client_id: ClientId) -> Self {
-        Self { http, metadata, client_id, credentials: Credentials::Public, keys: tokio::sync::Mutex::new(None) }
+        Self {
+            http,
+            metadata,
+            client_id,
+            credentials: Credentials::Public,
+            dpop: None,
+            keys: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Makes this a confidential client that authenticates with `client_secret_basic`.
     pub fn with_secret(mut self, secret: ClientSecret) -> Self {
         self.credentials = Credentials::Basic(secret);
         self
+    }
+
+    /// Makes this a confidential client that authenticates with `private_key_jwt` (RFC 7523
+    /// §2.2): every request to the token, PAR and revocation endpoints carries a fresh assertion
+    /// signed with `key`. The key's algorithm is fitted to the provider's
+    /// `token_endpoint_auth_signing_alg_values_supported`; a key it cannot verify is refused here.
+    pub fn with_private_key_jwt(mut self, key: ClientKey) -> Result<Self, Error> {
+        let key = key.fit_to(self.metadata.token_endpoint_auth_signing_alg_values_supported.as_deref())?;
+        self.credentials = Credentials::PrivateKeyJwt(Arc::new(key));
+        Ok(self)
+    }
+
+    /// Binds this client's tokens to a DPoP key (RFC 9449): the authorization request carries
+    /// `dpop_jkt`, token requests carry a proof, and the tokens come back as `DPoP`. Refused when
+    /// the provider lists its DPoP algorithms without ES256 (the key's).
+    pub fn with_dpop(mut self, dpop: Arc<Dpop>) -> Result<Self, Error> {
+        if let Some(algs) = &self.metadata.dpop_signing_alg_values_supported
+            && !algs.iter().any(|a| a == "ES256")
+        {
+            return Err(Error::Dpop(format!(
+                "the provider accepts DPoP proofs signed with {} only, not ES256",
+                algs.join(", ")
+            )));
+        }
+        self.dpop = Some(dpop);
+        Ok(self)
+    }
+
+    /// The DPoP key and nonces, when this client uses DPoP: the same ones sign proofs for the
+    /// resources its tokens are for.
+    pub fn dpop(&self) -> Option<&Arc<Dpop>> {
+        self.dpop.as_ref()
+    }
+
+    fn caller(&self, with_dpop: bool) -> Caller<'_> {
+        Caller {
+            http: &self.http,
+            issuer: &self.metadata.issuer,
+            client_id: self.client_id.as_str(),
+            credentials: &self.credentials,
+            dpop: if with_dpop { self.dpop.as_deref() } else { None },
+        }
     }
 
     pub fn metadata(&self) -> &IssuerMetadata {
@@ -95,19 +151,55 @@ impl Client {
         &self.client_id
     }
 
-    /// A new authorization request with PKCE (S256), `state` and `nonce`.
+    /// A new authorization request with PKCE (S256), `state`, `nonce` and, with DPoP, `dpop_jkt`,
+    /// all in the URL the browser opens. A provider that requires pushed requests refuses it:
+    /// then use [`Client::start_authorization`].
     pub fn authorization_request(
         &self,
         redirect_uri: RedirectUri,
         scope: Scope,
     ) -> Result<AuthorizationRequest, Error> {
+        if self.metadata.require_pushed_authorization_requests {
+            return Err(Error::PushRequired);
+        }
+        self.new_request(redirect_uri, scope)
+    }
+
+    /// Starts an authorization: pushes the request (RFC 9126) when `push` is set or the provider
+    /// requires it (`require_pushed_authorization_requests`), and otherwise puts it in the URL.
+    /// A pushed request is authenticated like a token request, its parameters never pass through
+    /// the browser, and the URL the browser opens carries only `client_id` and `request_uri`.
+    pub async fn start_authorization(
+        &self,
+        redirect_uri: RedirectUri,
+        scope: Scope,
+        push: bool,
+        now: i64,
+    ) -> Result<AuthorizationRequest, Error> {
+        let mut request = self.new_request(redirect_uri, scope)?;
+        if !push && !self.metadata.require_pushed_authorization_requests {
+            return Ok(request);
+        }
+        let endpoint = self.metadata.endpoint("pushed_authorization_request_endpoint")?;
+        let form: Vec<(&str, &str)> = request.params().iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // The code is bound by `dpop_jkt` among the parameters (RFC 9449 §10.1), so no proof is
+        // sent here.
+        let body =
+            post_form(&self.caller(false), "pushed authorization request endpoint", &endpoint, &form, now).await?;
+        let request_uri = pushed::parse_response(&body)?;
+        request.pushed(self.metadata.endpoint("authorization_endpoint")?, self.client_id.as_str(), request_uri);
+        Ok(request)
+    }
+
+    fn new_request(&self, redirect_uri: RedirectUri, scope: Scope) -> Result<AuthorizationRequest, Error> {
         if let Some(methods) = &self.metadata.code_challenge_methods_supported
             && !methods.iter().any(|m| m == "S256")
         {
             return Err(Error::PkceUnsupported);
         }
         let endpoint = self.metadata.endpoint("authorization_endpoint")?;
-        Ok(AuthorizationRequest::new(endpoint, self.client_id.as_str(), redirect_uri, scope))
+        let jkt = self.dpop.as_ref().map(|d| d.jkt());
+        Ok(AuthorizationRequest::new(endpoint, self.client_id.as_str(), redirect_uri, scope, jkt))
     }
 
     /// Checks an authorization response (`state`, `iss`, error) and returns its code.
@@ -134,20 +226,19 @@ impl Client {
     ) -> Result<TokenSet, Error> {
         let endpoint = self.metadata.endpoint("token_endpoint")?;
         let body = post_form(
-            &self.http,
+            &self.caller(true),
             "token endpoint",
             &endpoint,
-            self.client_id.as_str(),
-            &self.credentials,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", code.expose_secret()),
                 ("redirect_uri", request.redirect_uri.as_str()),
                 ("code_verifier", request.verifier().expose_secret()),
             ],
+            now,
         )
         .await?;
-        let raw = RawTokenResponse::parse(&body)?;
+        let (raw, token_type) = RawTokenResponse::parse(&body, self.dpop.is_some())?;
         let scope = raw.scope_or(&request.scope)?;
         let id_claims = match &raw.id_token {
             Some(t) => {
@@ -156,7 +247,7 @@ impl Client {
             None if request.wants_id_token() => return Err(IdTokenError::Missing.into()),
             None => None,
         };
-        Ok(self.token_set(raw, scope, id_claims, now))
+        Ok(self.token_set(raw, token_type, scope, id_claims, now))
     }
 
     /// Uses a refresh token (RFC 6749 §6). `scope` narrows the request; `subject` is the user of
@@ -175,16 +266,16 @@ impl Client {
         if let Some(s) = &scope_s {
             form.push(("scope", s));
         }
-        let body =
-            post_form(&self.http, "token endpoint", &endpoint, self.client_id.as_str(), &self.credentials, &form)
-                .await?;
-        let raw = RawTokenResponse::parse(&body)?;
+        // A refresh token bound to the DPoP key (public clients, RFC 9449 §5) is refused without
+        // a proof by that key.
+        let body = post_form(&self.caller(true), "token endpoint", &endpoint, &form, now).await?;
+        let (raw, token_type) = RawTokenResponse::parse(&body, self.dpop.is_some())?;
         let scope = raw.scope_or(scope.unwrap_or(granted))?;
         let id_claims = match &raw.id_token {
             Some(t) => Some(self.validate_id_token(t, None, Some(&raw.access_token), subject, now).await?),
             None => None,
         };
-        let mut set = self.token_set(raw, scope, id_claims, now);
+        let mut set = self.token_set(raw, token_type, scope, id_claims, now);
         // RFC 6749 §6: without a new refresh token, the old one stays valid.
         if set.refresh_token.is_none() {
             set.refresh_token = Some(refresh_token.clone());
@@ -194,17 +285,11 @@ impl Client {
 
     /// Revokes a token (RFC 7009 §2.1). Revoking a refresh token also ends the access tokens
     /// issued with it at providers that support it (§2.1).
-    pub async fn revoke(&self, token: &str, hint: TokenTypeHint) -> Result<(), Error> {
+    /// `now` dates the client assertion of a `private_key_jwt` client.
+    pub async fn revoke(&self, token: &str, hint: TokenTypeHint, now: i64) -> Result<(), Error> {
         let endpoint = self.metadata.endpoint("revocation_endpoint")?;
-        post_form(
-            &self.http,
-            "revocation endpoint",
-            &endpoint,
-            self.client_id.as_str(),
-            &self.credentials,
-            &[("token", token), ("token_type_hint", hint.as_str())],
-        )
-        .await?;
+        let form = [("token", token), ("token_type_hint", hint.as_str())];
+        post_form(&self.caller(false), "revocation endpoint", &endpoint, &form, now).await?;
         Ok(())
     }
 
@@ -248,8 +333,16 @@ impl Client {
         Ok(fresh)
     }
 
-    fn token_set(&self, raw: RawTokenResponse, scope: Scope, id_claims: Option<IdTokenClaims>, now: i64) -> TokenSet {
+    fn token_set(
+        &self,
+        raw: RawTokenResponse,
+        token_type: TokenType,
+        scope: Scope,
+        id_claims: Option<IdTokenClaims>,
+        now: i64,
+    ) -> TokenSet {
         TokenSet {
+            token_type,
             access_token: AccessToken::new(raw.access_token),
             refresh_token: raw.refresh_token.map(RefreshToken::new),
             id_token: raw.id_token,

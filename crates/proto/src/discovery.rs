@@ -29,6 +29,18 @@ pub struct IssuerMetadata {
     pub authorization_response_iss_parameter_supported: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9126 §5: where a client pushes its authorization request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 9126 §5: when true, the provider accepts only pushed authorization requests.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    /// RFC 9449 §5.1: the algorithms the provider accepts in DPoP proofs (absent: no DPoP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 8414 §2: the algorithms accepted for `private_key_jwt` client assertions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 /// Why a metadata document cannot be used for the issuer that was asked for.
@@ -88,6 +100,7 @@ impl IssuerMetadata {
             "userinfo_endpoint" => &self.userinfo_endpoint,
             "revocation_endpoint" => &self.revocation_endpoint,
             "introspection_endpoint" => &self.introspection_endpoint,
+            "pushed_authorization_request_endpoint" => &self.pushed_authorization_request_endpoint,
             _ => return Err(MetadataProblem::Missing(field)),
         };
         let value = value.as_deref().ok_or(MetadataProblem::Missing(field))?;

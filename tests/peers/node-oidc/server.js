@@ -3,8 +3,19 @@
 //
 // Prints one line `ISSUER http://127.0.0.1:PORT` on stdout when ready; stops when stdin closes, so
 // a test that dies never leaves it behind.
+//
+// Environment:
+// - PEER_PROFILE=strict: what a FAPI 2.0 deployment asks of clients. Every authorization request
+//   must be pushed (PAR, RFC 9126), every DPoP proof must carry a server nonce (RFC 9449 §8, §9),
+//   and latchkey-cli's tokens must be DPoP-bound.
+// - PEER_CLIENT_JWKS: a JWK Set (public keys); registers `latchkey-pkjwt`, a confidential native
+//   client that authenticates with private_key_jwt (RFC 7523 §2.2).
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
+
+const strict = process.env.PEER_PROFILE === 'strict';
+const clientJwks = process.env.PEER_CLIENT_JWKS ? JSON.parse(process.env.PEER_CLIENT_JWKS) : undefined;
 
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
@@ -20,7 +31,17 @@ server.listen(0, '127.0.0.1', () => {
         redirect_uris: ['http://127.0.0.1/callback'],
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
+        dpop_bound_access_tokens: strict,
       },
+      ...(clientJwks ? [{
+        client_id: 'latchkey-pkjwt',
+        application_type: 'native',
+        token_endpoint_auth_method: 'private_key_jwt',
+        jwks: clientJwks,
+        redirect_uris: ['http://127.0.0.1/callback'],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+      }] : []),
       {
         // A confidential client: what a resource server uses for introspection (RFC 7662).
         client_id: 'api',
@@ -34,6 +55,10 @@ server.listen(0, '127.0.0.1', () => {
       devInteractions: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: true },
+      dPoP: strict
+        ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
+        : { enabled: true },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: strict },
     },
     // Refresh tokens without offline_access, as Latchkey issues them to clients registered for it.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),

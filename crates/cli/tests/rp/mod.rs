@@ -157,12 +157,16 @@ impl Cli {
         args.extend_from_slice(extra);
         let (child, url) = self.spawn(&args).await;
         assert!(url.starts_with(issuer), "the authorization URL comes first on stdout: {url:?}");
+        // A pushed request (RFC 9126) has no redirect_uri in the URL: then the caller named it,
+        // port included, with --redirect-uri.
+        let given = extra.iter().position(|a| *a == "--redirect-uri").map(|i| extra[i + 1].to_owned());
         let redirect_uri = url::Url::parse(&url)
             .unwrap()
             .query_pairs()
             .find(|(k, _)| k == "redirect_uri")
             .map(|(_, v)| v.into_owned())
-            .unwrap();
+            .or(given)
+            .expect("the URL names the redirect URI, or --redirect-uri does");
         let redirect = sign_in(&url, user, password, "allow", &redirect_uri).await;
         // The browser follows the redirect to the CLI's loopback listener.
         let page = reqwest::get(&redirect).await.unwrap();
@@ -193,8 +197,20 @@ pub fn peer_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/node-oidc")
 }
 
+/// A loopback redirect URI with a port that was free a moment ago: for pushed requests, whose
+/// URL does not show the redirect URI the test must wait for.
+pub fn free_redirect_uri() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}/callback")
+}
+
 impl NodePeer {
     pub async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// The peer with environment settings (server.js: `PEER_PROFILE`, `PEER_CLIENT_JWKS`).
+    pub async fn start_with(env: &[(&str, &str)]) -> Option<Self> {
         let dir = peer_dir();
         let node_ok = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
         let why = if !node_ok {
@@ -215,6 +231,7 @@ impl NodePeer {
         }
         let mut child = Command::new("node")
             .arg("server.js")
+            .envs(env.iter().copied())
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

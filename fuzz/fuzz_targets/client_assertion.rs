@@ -42,7 +42,8 @@ fn client() -> &'static Client {
 }
 
 fn verify(a: &ClientAssertion, id: &ClientId) -> bool {
-    let rules = AssertionRules { client_id: id, audiences: &[ISSUER], max_lifetime: 300, skew: 10 };
+    let rules =
+        AssertionRules { client_id: id, audiences: &[ISSUER], max_lifetime: 300, skew: 10, sole_audience: false };
     a.verify(&client().keys, DEFAULT_ALGORITHMS, &rules, NOW).is_ok()
 }
 

@@ -375,7 +375,8 @@ mod tests {
     fn verify(assertion: &str, public_jwk: serde_json::Value, now: i64) -> Result<(), String> {
         let keys = KeySet::from_jwks(serde_json::json!({ "keys": [public_jwk] }).to_string().as_bytes()).unwrap();
         let (id, a) = ClientAssertion::parse(assertion).map_err(|e| e.description.into_owned())?;
-        let rules = AssertionRules { client_id: &id, audiences: &[ISS], max_lifetime: 300, skew: 5 };
+        let rules =
+            AssertionRules { client_id: &id, audiences: &[ISS], max_lifetime: 300, skew: 5, sole_audience: false };
         a.verify(&keys, DEFAULT_ALGORITHMS, &rules, now).map(|_| ()).map_err(|e| e.description())
     }
 

@@ -303,7 +303,7 @@ async fn an_api_in_introspection_mode_refuses_a_refresh_token_as_its_bearer_toke
     assert_eq!(v["active"], true);
     let e = api.verify(rt).await.unwrap_err();
     assert_eq!(e, Refusal::InvalidToken(TokenError::NotAnAccessToken("refresh_token".into())));
-    assert!(e.to_string().contains("not a Bearer access token"), "{e}");
+    assert!(e.to_string().contains("not a Bearer or DPoP access token"), "{e}");
 }
 
 // Finding 19m: a client-credentials token's `sub` (the client id) could name a user.

@@ -18,7 +18,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(e) => {
-            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            // RFC 8707 §2: a repeated `resource` is invalid_target; any other fault invalid_request.
+            if e.code == ErrorCode::InvalidTarget {
+                assert!(e.description.contains("resource"), "{}", e.description);
+            } else {
+                assert_eq!(e.code, ErrorCode::InvalidRequest);
+            }
             // The description names the parameter, never a value; it must stay printable and short.
             assert!(e.description.len() < 200, "description too long: {}", e.description.len());
         }

@@ -316,3 +316,114 @@ async fn the_fapi2_profile_refuses_plain_requests_and_client_secrets_and_keeps_c
     let (status, body) = exchange_dpop(&s, "strict", &strict_code, &v).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "60 s for the fapi2 client: {body}");
 }
+
+/// Pushes `form` as the public client would, with `proofs` as its `DPoP` headers; the status, the
+/// body and the `DPoP-Nonce` header.
+async fn push_dpop(
+    s: &TestServer,
+    form: &[(String, String)],
+    proofs: &[&str],
+) -> (u16, serde_json::Value, Option<String>) {
+    let mut req = s.http.post(s.url("/par")).form(form);
+    for p in proofs {
+        req = req.header("DPoP", *p);
+    }
+    let res = req.send().await.unwrap();
+    let nonce = res.headers().get("DPoP-Nonce").map(|v| v.to_str().unwrap().to_owned());
+    (res.status().as_u16(), res.json().await.unwrap_or_default(), nonce)
+}
+
+/// A code exchange of `spa` with a proof by `key`.
+async fn exchange_with(s: &TestServer, key: &DpopKey, code: &str, v: &CodeVerifier) -> (u16, serde_json::Value) {
+    let res = s
+        .http
+        .post(s.url("/token"))
+        .header("DPoP", dpop(s, key))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "spa"),
+            ("code_verifier", v.expose_secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_dpop_proof_at_the_par_endpoint_binds_the_code_to_its_key() {
+    let s = TestServer::start().await;
+    let key = DpopKey::generate().unwrap();
+    let v = CodeVerifier::generate();
+    // RFC 9449 §10.1: the proof is for the PAR endpoint's URL; one made for /token is refused.
+    let misdirected = dpop(&s, &key);
+    let (status, body, _) = push_dpop(&s, &request("spa", &v), &[&misdirected]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    assert!(body["error_description"].as_str().unwrap().contains("htu"), "{body}");
+
+    let at_par = key.proof("POST", &s.url("/par"), s.now(), None, None).unwrap();
+    let (status, body, _) = push_dpop(&s, &request("spa", &v), &[&at_par]).await;
+    assert_eq!(status, 201, "{body}");
+    // The proof is single-use here as at /token (§11.1).
+    let (status, again, _) = push_dpop(&s, &request("spa", &v), &[&at_par]).await;
+    assert_eq!(status, 400, "{again}");
+    assert_eq!(again["error"], "invalid_dpop_proof");
+
+    let b = s.browser();
+    let res = s.sign_in_at(&b, &authorize_url(&s, "spa", body["request_uri"].as_str().unwrap())).await;
+    let code = res.redirect_query()["code"].clone();
+    // A thief holding the code but another key is refused, and the code is not spent by it.
+    let (status, refused) = exchange_with(&s, &DpopKey::generate().unwrap(), &code, &v).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"], "invalid_dpop_proof");
+    assert!(refused["error_description"].as_str().unwrap().contains("dpop_jkt"), "{refused}");
+    // Without any proof, likewise.
+    let (status, plain) = s.exchange("spa", &code, &v).await;
+    assert_eq!(status, 400, "{plain}");
+    assert_eq!(plain["error"], "invalid_dpop_proof");
+    let (status, tokens) = exchange_with(&s, &key, &code, &v).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "DPoP");
+}
+
+#[tokio::test]
+async fn a_pushed_request_whose_proof_and_dpop_jkt_disagree_is_refused() {
+    let s = TestServer::start().await;
+    let key = DpopKey::generate().unwrap();
+    let other = DpopKey::generate().unwrap();
+    let v = CodeVerifier::generate();
+    let form = with(request("spa", &v), "dpop_jkt", Some(other.jkt()));
+    let proof = key.proof("POST", &s.url("/par"), s.now(), None, None).unwrap();
+    let (status, body, _) = push_dpop(&s, &form, &[&proof]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    assert!(body["error_description"].as_str().unwrap().contains("dpop_jkt"), "{body}");
+
+    // Agreeing, they are one binding; a malformed dpop_jkt alone is refused at PAR, not later.
+    let form = with(request("spa", &v), "dpop_jkt", Some(key.jkt()));
+    let proof = key.proof("POST", &s.url("/par"), s.now(), None, None).unwrap();
+    let (status, body, _) = push_dpop(&s, &form, &[&proof]).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = push_dpop(&s, &with(request("spa", &v), "dpop_jkt", Some("abc")), &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn the_par_endpoint_asks_for_a_dpop_nonce_where_they_are_required() {
+    let s = TestServer::start_with(|c| c.protection.dpop.require_nonce = true).await;
+    let key = DpopKey::generate().unwrap();
+    let v = CodeVerifier::generate();
+    let bare = key.proof("POST", &s.url("/par"), s.now(), None, None).unwrap();
+    let (status, body, nonce) = push_dpop(&s, &request("spa", &v), &[&bare]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "use_dpop_nonce");
+    let nonce = nonce.expect("§8: the nonce to use comes with use_dpop_nonce");
+    let with_nonce = key.proof("POST", &s.url("/par"), s.now(), Some(&nonce), None).unwrap();
+    let (status, body, fresh) = push_dpop(&s, &request("spa", &v), &[&with_nonce]).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(fresh.is_some(), "§8.2: a fresh nonce on success too");
+}

@@ -24,6 +24,8 @@ use crate::{Error, Provider, UnixTime};
 pub enum Endpoint {
     Token,
     Userinfo,
+    /// The pushed authorization request endpoint, where a proof binds the code (§10.1).
+    PushedAuthorization,
 }
 
 impl Endpoint {
@@ -31,6 +33,7 @@ impl Endpoint {
         match self {
             Self::Token => "/token",
             Self::Userinfo => "/userinfo",
+            Self::PushedAuthorization => "/par",
         }
     }
 }
@@ -126,6 +129,23 @@ pub fn code_binding(dpop_jkt: Option<&str>, proof: Option<&DpopProof>) -> Result
             OAuthError::new(
                 ErrorCode::InvalidDpopProof,
                 "the DPoP proof is signed by another key than the dpop_jkt of the authorization request (RFC 9449 §10)",
+            )
+        }),
+    }
+}
+
+/// §10.1: a proof sent to the PAR endpoint binds the code to its key, as `dpop_jkt` would; a
+/// request that carries both must name the proof's key. Returns the `dpop_jkt` the pushed request
+/// is to carry (`None`: neither was sent). Pure.
+pub fn pushed_binding(dpop_jkt: Option<&str>, proof: Option<&DpopProof>) -> Result<Option<String>, OAuthError> {
+    match (dpop_jkt, proof) {
+        (None, None) => Ok(None),
+        (Some(jkt), None) => parse_dpop_jkt(jkt).map(Some),
+        (None, Some(p)) => Ok(Some(p.jkt.clone())),
+        (Some(jkt), Some(p)) => p.check_key(jkt).map(|()| Some(p.jkt.clone())).map_err(|_| {
+            OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "the DPoP proof sent to the PAR endpoint is signed by another key than the request's dpop_jkt names (RFC 9449 §10.1): send one key",
             )
         }),
     }
@@ -400,5 +420,35 @@ mod tests {
         assert_eq!(parse_algorithm("ES256"), Ok(Algorithm::ES256));
         assert!(parse_algorithm("HS256").unwrap_err().contains("symmetric"));
         assert!(parse_algorithm("none").unwrap_err().contains("not a JOSE algorithm"));
+    }
+
+    #[test]
+    fn a_pushed_requests_proof_binds_the_code_unless_dpop_jkt_names_another_key() {
+        let key = DpopKey::generate().unwrap();
+        let other = DpopKey::generate().unwrap();
+        let nonces = NonceKeeper::new(&[1; 32], 60);
+        let raw = key.proof("POST", "https://id.example/par", 1000, None, None).unwrap();
+        let values = [raw.as_str()];
+        let req = ProofRequest {
+            values: &values,
+            method: "POST",
+            endpoint: Endpoint::PushedAuthorization,
+            access_token: None,
+        };
+        let proof = decide(&req, ISSUER, &cfg(false), &nonces, 1000).unwrap().unwrap();
+        // A proof made for the token endpoint is not one for the PAR endpoint (§4.3 point 9).
+        let at_token = key.proof("POST", "https://id.example/token", 1000, None, None).unwrap();
+        let wrong = [at_token.as_str()];
+        let req = ProofRequest { values: &wrong, ..req };
+        assert!(matches!(decide(&req, ISSUER, &cfg(false), &nonces, 1000), Err(DpopError::Url { .. })));
+
+        assert_eq!(pushed_binding(None, None), Ok(None));
+        assert_eq!(pushed_binding(None, Some(&proof)), Ok(Some(key.jkt().to_owned())));
+        assert_eq!(pushed_binding(Some(key.jkt()), Some(&proof)), Ok(Some(key.jkt().to_owned())));
+        assert_eq!(pushed_binding(Some(other.jkt()), None), Ok(Some(other.jkt().to_owned())));
+        let e = pushed_binding(Some(other.jkt()), Some(&proof)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidDpopProof);
+        assert!(e.description.contains("dpop_jkt"), "{}", e.description);
+        assert_eq!(pushed_binding(Some("short"), None).unwrap_err().code, ErrorCode::InvalidRequest);
     }
 }

@@ -36,9 +36,16 @@ impl Provider {
         &self,
         auth: &ClientAuth,
         params: &Params,
+        dpop: &[&str],
         now: UnixTime,
     ) -> Result<Pushed, Error> {
         let client = client_auth::authenticate(self, auth, Endpoint::PushedAuthorization, now).await?;
+        // RFC 9449 §10.1: a DPoP proof here binds the code to its key, as dpop_jkt does. Checked
+        // after client authentication, so an unknown client's proofs cost no replay mark.
+        let endpoint = crate::dpop::Endpoint::PushedAuthorization;
+        let proof_request = crate::dpop::ProofRequest { values: dpop, method: "POST", endpoint, access_token: None };
+        let proof = self.check_dpop_proof(&proof_request, now).await?;
+        let dpop_jkt = crate::dpop::pushed_binding(params.get("dpop_jkt"), proof.as_ref())?;
         if params.contains("request_uri") {
             return Err(OAuthError::invalid_request(
                 "request_uri must not be sent to the pushed authorization request endpoint (RFC 9126 §2.1): push the authorization request's parameters themselves",
@@ -55,11 +62,17 @@ impl Provider {
         // The request kept is what `/authorize` will read: its parameters without the client's
         // credentials, and the authenticated client's id (§2.1: with HTTP Basic the body may
         // lack it; the edge already refused a body client_id naming another client).
-        let kept = params.iter().filter(|(k, _)| !CLIENT_AUTH_PARAMS.contains(k) && *k != "client_id");
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(kept)
-            .append_pair("client_id", client.client_id.as_str())
-            .finish();
+        let kept =
+            params.iter().filter(|(k, _)| !CLIENT_AUTH_PARAMS.contains(k) && !matches!(*k, "client_id" | "dpop_jkt"));
+        // In a block: the serializer is not Send and must be gone before the next await.
+        let encoded = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.extend_pairs(kept).append_pair("client_id", client.client_id.as_str());
+            if let Some(jkt) = &dpop_jkt {
+                form.append_pair("dpop_jkt", jkt);
+            }
+            form.finish()
+        };
         let request = Params::parse(encoded.as_bytes())?;
         let registered = match request.get("resource").map(ResourceUri::parse) {
             Some(Ok(uri)) => self.store.resource(&uri).await?,

@@ -10,23 +10,27 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::error::{ApiError, Scheme};
-use crate::extract::{ApiBody, RequestId, authorization, form_params};
+use crate::extract::{ApiBody, RequestId, authorization, dpop_proofs, form_params};
+use crate::handlers::token::with_dpop_nonce;
 
 pub async fn push(State(s): State<AppState>, rid: RequestId, headers: HeaderMap, ApiBody(body): ApiBody) -> Response {
-    // Client authentication as at the token endpoint (§2: "the same rules").
+    let now = s.clock.now();
+    // Client authentication as at the token endpoint (§2: "the same rules"); a DPoP proof binds
+    // the code (RFC 9449 §10.1).
     let parsed = form_params(&headers, &body).and_then(|p| {
         let auth = parse_client_auth(&p, authorization(&headers)?)?;
-        Ok((p, auth))
+        Ok((p, auth, dpop_proofs(&headers)?))
     });
-    let (params, auth) = match parsed {
+    let (params, auth, proofs) = match parsed {
         Ok(x) => x,
         Err(e) => {
             // Debug-quoted: descriptions can quote the request's text, which must not forge log fields.
             tracing::info!(error = %e.code, description = ?e.description, "pushed request refused");
-            return ApiError::new(e, Scheme::Basic, &rid.0).into_response();
+            return with_dpop_nonce(&s, now, ApiError::new(e, Scheme::Basic, &rid.0).into_response());
         }
     };
-    match s.provider.push_authorization_request(&auth, &params, s.clock.now()).await {
+    // §8.2: the nonce travels on every answer, so a client that must send one always holds it.
+    let res = match s.provider.push_authorization_request(&auth, &params, &proofs, now).await {
         Ok(pushed) => {
             // §2.2: 201 Created; the request_uri is a credential for the request until used.
             let body = json!({ "request_uri": pushed.request_uri, "expires_in": pushed.expires_in });
@@ -41,5 +45,6 @@ pub async fn push(State(s): State<AppState>, rid: RequestId, headers: HeaderMap,
             }
             ApiError::new(e, Scheme::Basic, &rid.0).into_response()
         }
-    }
+    };
+    with_dpop_nonce(&s, now, res)
 }

@@ -59,6 +59,17 @@ impl ClientKey {
         }
     }
 
+    /// The private JWK (EC only: the public members and the scalar `d`, RFC 7518 §6.2.2), for a
+    /// client made in another language that signs its own assertions with this key.
+    pub fn private_jwk(&self) -> serde_json::Value {
+        use aws_lc_rs::encoding::AsBigEndian;
+        let Pair::Ec(pair) = &self.pair else { panic!("private_jwk is for EC keys") };
+        let d = pair.private_key().as_be_bytes().unwrap();
+        let mut jwk = self.jwk();
+        jwk["d"] = b64(d.as_ref()).into();
+        jwk
+    }
+
     /// A JWK Set of these keys' public halves, as JSON text.
     pub fn jwks(keys: &[&ClientKey]) -> String {
         json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() }).to_string()

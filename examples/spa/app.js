@@ -7,9 +7,13 @@
 //   Steps 8-9: call the protected API with the access token. Then refresh, and sign out.
 // Tokens (and the userinfo answer) live in sessionStorage only, gone when the tab closes; the
 // verifier never leaves the tab.
+// With `dpop: true` in config.js the tokens are bound to a key of this tab (RFC 9449, dpop.js):
+// `dpop_jkt` at /authorize, a proof with every token request, and `Authorization: DPoP` with a
+// proof for userinfo and the API.
 "use strict";
 
 const cfg = window.LATCHKEY_CONFIG;
+const Dpop = window.LatchkeyDpop;
 const $ = (id) => document.getElementById(id);
 const show = (obj) => { $("output").textContent = typeof obj === "string" ? obj : JSON.stringify(obj, null, 2); };
 const status = (text, isError) => { $("status").textContent = text; $("status").className = isError ? "error" : ""; };
@@ -44,7 +48,7 @@ async function login() {
   const nonce = randomString();
   sessionStorage.setItem("pkce", JSON.stringify({ verifier, state, nonce }));
   const url = new URL(meta.authorization_endpoint);
-  url.search = new URLSearchParams({
+  const params = new URLSearchParams({
     response_type: "code",
     client_id: cfg.clientId,
     redirect_uri: cfg.redirectUri,
@@ -53,19 +57,34 @@ async function login() {
     code_challenge_method: "S256",
     state,
     nonce,
-  }).toString();
+  });
+  if (cfg.dpop) {
+    // RFC 9449 §10: the code is bound to this key's thumbprint, so only a token request with a
+    // proof by this key can redeem it (PKCE protects it too; this also binds it to the key).
+    params.set("dpop_jkt", await Dpop.thumbprint(await Dpop.newKeyPair()));
+  }
+  url.search = params.toString();
   window.location.assign(url.toString());
+}
+
+// A call with the access token: `Authorization: Bearer`, or in DPoP mode `Authorization: DPoP`
+// with a proof of this request that carries the token's hash (RFC 9449 §7.1).
+function authorizedFetch(url, accessToken) {
+  if (cfg.dpop) return Dpop.fetch(url, { accessToken });
+  return fetch(url, { headers: { Authorization: "Bearer " + accessToken } });
 }
 
 async function tokenRequest(body) {
   const meta = await discover();
-  const res = await fetch(meta.token_endpoint, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(body),
-  });
+  const request = { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: new URLSearchParams(body) };
+  // RFC 9449 §5: a proof with each token request binds the new tokens (the refresh token of a
+  // public client too) to the key.
+  const res = await (cfg.dpop ? Dpop.fetch(meta.token_endpoint, request) : fetch(meta.token_endpoint, request));
   const json = await res.json();
   if (!res.ok) throw new Error(json.error + ": " + json.error_description);
+  // A provider that ignored the proof would hand out bearer tokens (§5): say so rather than send
+  // them with a scheme they do not have.
+  if (cfg.dpop && json.token_type !== "DPoP") throw new Error("the provider did not bind the tokens to the key (token_type " + json.token_type + ")");
   return json;
 }
 
@@ -99,7 +118,7 @@ async function handleCallback(params) {
 
 async function userinfo(accessToken) {
   const meta = await discover();
-  const res = await fetch(meta.userinfo_endpoint, { headers: { Authorization: "Bearer " + accessToken } });
+  const res = await authorizedFetch(meta.userinfo_endpoint, accessToken);
   if (!res.ok) throw new Error("userinfo: HTTP " + res.status);
   return res.json();
 }
@@ -113,13 +132,16 @@ function render() {
     const sub = claims(tokens.id_token).sub;
     $("who").textContent = user.name || user.preferred_username || sub;
     $("sub").textContent = sub;
+    $("binding").textContent =
+      tokens.token_type === "DPoP" ? "Tokens bound to this tab's key (DPoP)" : "Bearer tokens (not bound to a key)";
   }
 }
 
 async function callApi() {
   const tokens = JSON.parse(sessionStorage.getItem("tokens"));
-  // The Authorization header makes this a preflighted CORS request: the API must list this origin.
-  const res = await fetch(cfg.api, { headers: { Authorization: "Bearer " + tokens.access_token } });
+  // The Authorization header (and DPoP's) makes this a preflighted CORS request: the API must list
+  // this origin.
+  const res = await authorizedFetch(cfg.api, tokens.access_token);
   const text = await res.text();
   if (res.ok) {
     status("The API answered");
@@ -156,6 +178,8 @@ async function logout() {
     headers: { "Content-Type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams({ token: tokens.refresh_token, token_type_hint: "refresh_token", client_id: cfg.clientId }),
   }).catch(() => {});
+  // The key goes too: whatever copy of a token is left is of no use without it.
+  if (cfg.dpop) await Dpop.forget().catch(() => {});
   // The id_token_hint lets Latchkey end its session without asking when the hint names that
   // session; otherwise (an older session, say) it asks the user first.
   const state = randomString();

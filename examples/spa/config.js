@@ -7,4 +7,6 @@ window.LATCHKEY_CONFIG = {
   scope: "openid profile email",
   // The demo protected API (examples/protected-api), called with the access token.
   api: "http://127.0.0.1:3000/me",
+  // true: bind the tokens to a key of this tab (DPoP, RFC 9449); see README.md.
+  dpop: false,
 };

@@ -8,9 +8,14 @@
 // of its own, and the same files on a second, unregistered origin: http://localhost:PORT (for
 // 127.0.0.1 with another port, Latchkey would accept the redirect URI: RFC 8252 §7.3 lets a
 // loopback redirect URI take any port, although CORS still wants the exact origin).
+//
+// DPoP mode (RFC 9449): the same files at http://127.0.0.1:SPA_PORT/dpop/, with a config.js that
+// says `dpop: true`, for the client SPA_DPOP_CLIENT (registered with `--dpop`, so it gets bound
+// tokens only, redirect URI .../dpop/). Latchkey requires DPoP nonces ([dpop] require_nonce) and
+// so does the API (--dpop-nonces), so the SPA's retry with the server's nonce runs at both.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import path from 'node:path';
@@ -20,29 +25,35 @@ import { BASE, assertStyled, hasFocus, launch, newPage as freshPage, shot, signI
 const SPA_DIR = process.env.SPA_DIR ?? fileURLToPath(new URL('../../examples/spa/', import.meta.url));
 const SPA_PORT = Number(process.env.SPA_PORT);
 const CLIENT = process.env.SPA_CLIENT ?? 'latchkey-spa';
+const DPOP_CLIENT = process.env.SPA_DPOP_CLIENT;
 const API = process.env.API_BASE;
-assert.ok(SPA_PORT && API, 'SPA_PORT and API_BASE come from crates/cli/tests/browser.rs');
+assert.ok(SPA_PORT && API && DPOP_CLIENT, 'SPA_PORT, SPA_DPOP_CLIENT and API_BASE come from crates/cli/tests/browser.rs');
 const SPA = `http://127.0.0.1:${SPA_PORT}`;
 
 let browser;
 let servers = [];
 let OTHER;
 
-// The SPA's static files, with the test's config.js in place of the example's. The CSP is what a
-// deployment should send: scripts and styles from the page's own origin only (no inline code),
-// and fetch() only to the provider and the API.
+// The SPA's static files, with the test's config.js in place of the example's: at / as the
+// example ships (Bearer tokens), and at /dpop/ in DPoP mode. The CSP is what a deployment should
+// send: scripts and styles from the page's own origin only (no inline code), and fetch() only to
+// the provider and the API.
 function serveSpa(port, host = '127.0.0.1') {
   const server = createServer((req, res) => {
     const origin = `http://${host}:${server.address().port}`;
-    const file = { '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/app.css': 'app.css' }[
-      new URL(req.url, origin).pathname
-    ];
+    const pathname = new URL(req.url, origin).pathname;
+    const dpop = pathname.startsWith('/dpop/');
+    const name = dpop ? pathname.slice('/dpop'.length) : pathname;
+    const files = { '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/dpop.js': 'dpop.js', '/app.css': 'app.css' };
+    const file = files[name];
     const headers = {
       'content-security-policy': `default-src 'none'; script-src 'self'; style-src 'self'; connect-src ${BASE} ${API}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
       'cache-control': 'no-store',
     };
-    if (new URL(req.url, origin).pathname === '/config.js') {
-      const config = { issuer: BASE, clientId: CLIENT, redirectUri: `${origin}/`, scope: 'openid profile email', api: `${API}/me` };
+    if (name === '/config.js') {
+      const config = dpop
+        ? { issuer: BASE, clientId: DPOP_CLIENT, redirectUri: `${origin}/dpop/`, scope: 'openid profile email', api: `${API}/me`, dpop: true }
+        : { issuer: BASE, clientId: CLIENT, redirectUri: `${origin}/`, scope: 'openid profile email', api: `${API}/me` };
       res.writeHead(200, { ...headers, 'content-type': 'text/javascript; charset=utf-8' });
       res.end(`window.LATCHKEY_CONFIG = ${JSON.stringify(config)};\n`);
     } else if (file) {
@@ -329,5 +340,202 @@ test('a callback with a state or an issuer this tab did not send is refused befo
   assert.equal(await page.locator('#signed-out').isVisible(), true);
   assert.deepEqual(await page.evaluate(() => Object.keys(sessionStorage)), []);
   assert.deepEqual(problems, []);
+  await context.close();
+});
+
+// DPoP: what a request's proof says, and whether its signature is good under the key it names.
+const proofOf = async (request) => {
+  const raw = (await request.allHeaders()).dpop;
+  assert.ok(raw, `${request.url()} has no DPoP proof`);
+  const [h, p, sig] = raw.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url').toString());
+  const claims = JSON.parse(Buffer.from(p, 'base64url').toString());
+  const key = createPublicKey({ key: header.jwk, format: 'jwk' });
+  const signed = verify('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url'));
+  return { raw, header, claims, signed };
+};
+// RFC 7638 §3.2: the required members of an EC key, in lexicographic order.
+const thumbprint = ({ crv, kty, x, y }) => createHash('sha256').update(JSON.stringify({ crv, kty, x, y })).digest('base64url');
+const ath = (token) => createHash('sha256').update(token).digest('base64url');
+
+// A proof made by node, with a key of its own: what someone holding a copy of the token could make.
+function foreignProof({ method = 'GET', url, accessToken, nonce }) {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { kty, crv, x, y } = publicKey.export({ format: 'jwk' });
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const claims = { jti: randomUUID(), htm: method, htu: url, iat: Math.floor(Date.now() / 1000), nonce };
+  if (accessToken) claims.ath = ath(accessToken);
+  const input = `${part({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty, crv, x, y } })}.${part(claims)}`;
+  return `${input}.${sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+}
+
+test('in DPoP mode the tokens are bound to a key of the tab, and a copy of the access token is refused', async () => {
+  const { context, page, problems } = await newPage();
+  const DPOP_SPA = `${SPA}/dpop/`;
+  const meta = await (await fetch(`${BASE}/.well-known/openid-configuration`)).json();
+  const calls = [];
+  page.on('response', (r) => {
+    const watched = [meta.token_endpoint, meta.userinfo_endpoint, `${API}/me`].includes(r.url());
+    if (watched && r.request().method() !== 'OPTIONS') calls.push(r);
+  });
+  const take = () => calls.splice(0);
+
+  await page.goto(DPOP_SPA);
+  await Promise.all([page.waitForURL(isAuthorize), page.getByRole('button', { name: 'Sign in with Latchkey' }).click()]);
+  const request = new URL(page.url()).searchParams;
+  assert.equal(request.get('client_id'), DPOP_CLIENT);
+  assert.equal(request.get('redirect_uri'), DPOP_SPA);
+  // RFC 9449 §10: the code is bound to the key's thumbprint.
+  const jkt = request.get('dpop_jkt');
+  assert.match(jkt, /^[A-Za-z0-9_-]{43}$/);
+  await signIn(page, 'demo', 'demo-password');
+  await page.getByRole('button', { name: 'Allow' }).click();
+  await statusIs(page, 'Signed in');
+  assert.equal(page.url(), DPOP_SPA);
+  assert.equal(await page.locator('#who').textContent(), 'Demo User', 'userinfo answered the DPoP call');
+  assert.equal(await page.locator('#binding').textContent(), "Tokens bound to this tab's key (DPoP)");
+  const tokens = await tokensOf(page);
+  assert.equal(tokens.token_type, 'DPoP');
+  // The access token is bound to the key whose thumbprint went to /authorize (RFC 9449 §6.1).
+  assert.deepEqual(jwtClaims(tokens.access_token).cnf, { jkt });
+  await shot(page, 'spa-dpop-signed-in');
+
+  // The code exchange: the first proof has no nonce, Latchkey asks for one (§8), and the page
+  // sends the request once more with a fresh proof carrying it. Then userinfo, with that nonce.
+  const [challenged, exchanged, info] = take();
+  assert.equal(challenged.url(), meta.token_endpoint);
+  assert.equal(challenged.status(), 400);
+  assert.equal((await challenged.json()).error, 'use_dpop_nonce');
+  const nonce = (await challenged.allHeaders())['dpop-nonce'];
+  assert.ok(nonce, 'the nonce is readable from the page (Access-Control-Expose-Headers)');
+  const first = await proofOf(challenged.request());
+  const second = await proofOf(exchanged.request());
+  for (const proof of [first, second]) {
+    assert.ok(proof.signed, 'the proof is signed by the key in its header');
+    assert.equal(proof.header.typ, 'dpop+jwt');
+    assert.equal(proof.header.alg, 'ES256');
+    // The public key only: a private member (d) in the header would give the key away.
+    assert.deepEqual(Object.keys(proof.header.jwk).sort(), ['crv', 'kty', 'x', 'y']);
+    assert.equal(thumbprint(proof.header.jwk), jkt);
+    assert.equal(proof.claims.htm, 'POST');
+    assert.equal(proof.claims.htu, meta.token_endpoint);
+    assert.ok(Math.abs(proof.claims.iat - Date.now() / 1000) < 60, 'iat is now');
+    assert.equal(proof.claims.ath, undefined, 'no access token goes to /token');
+  }
+  assert.equal(first.claims.nonce, undefined);
+  assert.equal(second.claims.nonce, nonce);
+  assert.notEqual(first.claims.jti, second.claims.jti, 'each proof is new');
+  assert.equal(exchanged.status(), 200);
+  assert.equal(new URLSearchParams(exchanged.request().postData()).get('grant_type'), 'authorization_code');
+  assert.equal(info.url(), meta.userinfo_endpoint);
+  assert.equal(info.status(), 200);
+  assert.equal((await info.request().allHeaders()).authorization, `DPoP ${tokens.access_token}`);
+  const infoProof = await proofOf(info.request());
+  assert.deepEqual(
+    [infoProof.signed, infoProof.claims.htm, infoProof.claims.htu, infoProof.claims.ath, infoProof.claims.nonce],
+    [true, 'GET', meta.userinfo_endpoint, ath(tokens.access_token), nonce],
+  );
+
+  // The private key cannot leave the browser: it is non-extractable, and IndexedDB holds the
+  // CryptoKey itself (named by an id in this tab's sessionStorage), not its bytes.
+  const key = await page.evaluate(async () => {
+    const id = sessionStorage.getItem('dpop-key');
+    const db = await new Promise((resolve, reject) => {
+      const open = indexedDB.open('latchkey-spa');
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    });
+    const keys = await new Promise((resolve) => {
+      const get = db.transaction('dpop-keys').objectStore('dpop-keys').get(id);
+      get.onsuccess = () => resolve(get.result);
+    });
+    db.close();
+    const exported = await crypto.subtle.exportKey('jwk', keys.privateKey).then(() => 'exported', (e) => e.name);
+    return { type: keys.privateKey.type, extractable: keys.privateKey.extractable, usages: keys.privateKey.usages, exported };
+  });
+  assert.deepEqual(key, { type: 'private', extractable: false, usages: ['sign'], exported: 'InvalidAccessError' });
+
+  // The API: the first proof carries no nonce of the API's, the API asks for one (§9), and the
+  // second call goes through. The API says which key the token is bound to.
+  await page.getByRole('button', { name: 'Call the protected API' }).click();
+  await statusIs(page, 'The API answered');
+  assert.deepEqual(JSON.parse(await page.locator('#output').textContent()).dpop_jkt, jkt);
+  const [apiChallenged, apiAnswered] = take();
+  assert.equal(apiChallenged.status(), 401);
+  assert.match((await apiChallenged.allHeaders())['www-authenticate'], /DPoP realm="notes", error="use_dpop_nonce"/);
+  const apiNonce = (await apiChallenged.allHeaders())['dpop-nonce'];
+  assert.equal(apiAnswered.status(), 200);
+  assert.equal((await apiAnswered.request().allHeaders()).authorization, `DPoP ${tokens.access_token}`);
+  const apiProof = await proofOf(apiAnswered.request());
+  assert.deepEqual(
+    [apiProof.signed, thumbprint(apiProof.header.jwk), apiProof.claims.htm, apiProof.claims.htu, apiProof.claims.ath, apiProof.claims.nonce],
+    [true, jkt, 'GET', `${API}/me`, ath(tokens.access_token), apiNonce],
+  );
+  await shot(page, 'spa-dpop-api');
+
+  // A copy of the access token, outside the browser: as a Bearer token it is refused (RFC 9449
+  // §7.2), by the API and by Latchkey's userinfo; with a proof by another key too (§7.1); and the
+  // browser's own proof, replayed, is refused as well (§11.1).
+  const asBearer = await fetch(`${API}/me`, { headers: { Authorization: `Bearer ${tokens.access_token}` } });
+  assert.equal(asBearer.status, 401);
+  assert.match(asBearer.headers.get('www-authenticate'), /^Bearer realm="notes", error="invalid_token", error_description="[^"]*DPoP-bound/);
+  const userinfoAsBearer = await fetch(meta.userinfo_endpoint, { headers: { Authorization: `Bearer ${tokens.access_token}` } });
+  assert.equal(userinfoAsBearer.status, 401);
+  const withForeignKey = await fetch(`${API}/me`, {
+    headers: {
+      Authorization: `DPoP ${tokens.access_token}`,
+      DPoP: foreignProof({ url: `${API}/me`, accessToken: tokens.access_token, nonce: asBearer.headers.get('dpop-nonce') }),
+    },
+  });
+  assert.equal(withForeignKey.status, 401);
+  assert.match(await withForeignKey.text(), /signed by another key/);
+  const replayed = await fetch(`${API}/me`, { headers: { Authorization: `DPoP ${tokens.access_token}`, DPoP: apiProof.raw } });
+  assert.equal(replayed.status, 401);
+  assert.match(replayed.headers.get('www-authenticate'), /DPoP realm="notes", error="invalid_dpop_proof"/);
+
+  // Refresh: a proof by the same key (with the nonce the page kept), new tokens bound to it.
+  await page.getByRole('button', { name: 'Refresh the tokens' }).click();
+  await statusIs(page, 'Refreshed');
+  const refreshed = await tokensOf(page);
+  assert.notEqual(refreshed.access_token, tokens.access_token);
+  assert.equal(refreshed.token_type, 'DPoP');
+  assert.deepEqual(jwtClaims(refreshed.access_token).cnf, { jkt });
+  const [refresh] = take();
+  assert.equal(refresh.status(), 200);
+  const refreshProof = await proofOf(refresh.request());
+  assert.deepEqual([refreshProof.signed, thumbprint(refreshProof.header.jwk), refreshProof.claims.nonce], [true, jkt, nonce]);
+  // The refresh token is bound too (§5): without a proof by the key, Latchkey refuses it.
+  const stolenRefresh = await fetch(meta.token_endpoint, {
+    method: 'POST',
+    headers: { DPoP: foreignProof({ method: 'POST', url: meta.token_endpoint, nonce: (await refresh.allHeaders())['dpop-nonce'] }) },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshed.refresh_token, client_id: DPOP_CLIENT }),
+  });
+  assert.equal(stolenRefresh.status, 400);
+  assert.equal((await stolenRefresh.json()).error, 'invalid_dpop_proof');
+
+  // The API takes the new token with a proof, with no nonce round trip this time.
+  await page.getByRole('button', { name: 'Call the protected API' }).click();
+  await statusIs(page, 'The API answered');
+  const [again] = take();
+  assert.equal(again.status(), 200);
+  assert.equal((await again.request().allHeaders()).authorization, `DPoP ${refreshed.access_token}`);
+
+  // Sign-out forgets the key as well as the tokens.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await statusIs(page, 'Signed out, here and at Latchkey');
+  assert.deepEqual(await page.evaluate(() => Object.keys(sessionStorage)), []);
+  const left = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const open = indexedDB.open('latchkey-spa');
+        open.onsuccess = () => {
+          const all = open.result.transaction('dpop-keys').objectStore('dpop-keys').count();
+          all.onsuccess = () => resolve(all.result);
+        };
+      }),
+  );
+  assert.equal(left, 0);
+  // Each nonce challenge was answered once, and nothing else went wrong.
+  assert.deepEqual(problems, ['400 /token', '401 /me']);
   await context.close();
 });

@@ -3,7 +3,9 @@
 //!
 //! - `pages.test.mjs`: the login, consent, sign-out and error pages.
 //! - `spa.test.mjs`: the SPA example (`examples/spa`) end to end, with the protected-api example as
-//!   its API.
+//!   its API; and in its DPoP mode, with nonces required by Latchkey and by the API.
+//! - `oidc_client_ts.test.mjs`: oidc-client-ts with DPoP on a page of its own: sign-in, a call to
+//!   an API that takes DPoP-bound tokens only, a refresh.
 //! - `two_step.test.mjs`: TOTP set up from the account page and a sign-in with a code, keyboard
 //!   only, 360 px wide.
 //! - `passkeys.test.mjs`: passkeys with a CDP virtual authenticator: enrolment from the account
@@ -165,12 +167,15 @@ fn protected_api_binary() -> PathBuf {
         .expect("cargo named no executable for the protected-api example")
 }
 
-/// Starts the protected-api example on an ephemeral port of 127.0.0.1; returns its base URL, read
-/// from the line it prints. Its log (on stdout) goes to `log`.
-fn protected_api(issuer: &str, allow_origin: &str, log: &Path) -> (Running, String) {
+/// Starts the protected-api example on an ephemeral port of 127.0.0.1, with `flags` besides the
+/// address, issuer and origin; returns its base URL, read from the line it prints. Its log (on
+/// stdout) goes to `log`. It takes DPoP-bound tokens too: it listens on a loopback address, and
+/// so knows the URL proofs name.
+fn protected_api(issuer: &str, allow_origin: &str, flags: &[&str], log: &Path) -> (Running, String) {
     let mut child = Running(
         Command::new(protected_api_binary())
             .args(["--listen", "127.0.0.1:0", "--issuer", issuer, "--allow-origin", allow_origin])
+            .args(flags)
             .env_remove("PROTECTED_API_ALLOW_ORIGINS")
             .stdout(Stdio::piped())
             .spawn()
@@ -291,13 +296,30 @@ fn spa_example_signs_in_calls_the_api_refreshes_and_signs_out_in_headless_chromi
     let redirect = format!("{spa}/");
     let client = ["client", "add", "--public", "--client-id", "latchkey-spa", "--name", "SPA example"];
     latchkey(&db, &[&client[..], &["--redirect-uri", &redirect, "--post-logout-redirect-uri", &redirect]].concat());
+    // The SPA in DPoP mode, at /dpop/ of the same origin: a client that gets DPoP-bound tokens only.
+    let dpop_redirect = format!("{spa}/dpop/");
+    let client = ["client", "add", "--public", "--dpop", "--client-id", "latchkey-spa-dpop", "--name", "SPA example"];
+    latchkey(
+        &db,
+        &[&client[..], &["--redirect-uri", &dpop_redirect, "--post-logout-redirect-uri", &dpop_redirect]].concat(),
+    );
     // A second user besides `demo`, so that each test sees the consent page on its own.
     add_user(&db, "alice", "alice-password");
-    let (_server, base) = serve(&db, &dir.path().join("server.log"));
-    let (_api, api) = protected_api(&base, &spa, &dir.path().join("api.log"));
+    // DPoP nonces at Latchkey (RFC 9449 §8) and at the API (§9), so that the SPA's retry with the
+    // server's nonce runs at both; bearer tokens take no notice of them.
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(&config, "[dpop]\nrequire_nonce = true\n").unwrap();
+    let (_server, base) = serve_with(&db, &dir.path().join("server.log"), "127.0.0.1", Some(&config));
+    let (_api, api) = protected_api(&base, &spa, &["--dpop-nonces"], &dir.path().join("api.log"));
     run_node(
         "spa.test.mjs",
-        &[("LATCHKEY_BASE", &base), ("SPA_PORT", &spa_port), ("SPA_CLIENT", "latchkey-spa"), ("API_BASE", &api)],
+        &[
+            ("LATCHKEY_BASE", &base),
+            ("SPA_PORT", &spa_port),
+            ("SPA_CLIENT", "latchkey-spa"),
+            ("SPA_DPOP_CLIENT", "latchkey-spa-dpop"),
+            ("API_BASE", &api),
+        ],
         &[
             "spa-start",
             "spa-login",
@@ -310,7 +332,40 @@ fn spa_example_signs_in_calls_the_api_refreshes_and_signs_out_in_headless_chromi
             "spa-logout-confirm",
             "spa-signed-out-after-confirm",
             "spa-state-refused",
+            "spa-dpop-signed-in",
+            "spa-dpop-api",
         ],
+        dir.path(),
+    );
+}
+
+#[test]
+fn oidc_client_ts_signs_in_with_dpop_calls_a_dpop_only_api_and_refreshes_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    if !package().join("node_modules/oidc-client-ts").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the oidc-client-ts test: (cd tests/browser && npm ci)");
+        eprintln!("SKIPPED: oidc-client-ts is not installed: (cd {} && npm ci)", package().display());
+        return;
+    }
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("oidc-client-ts.db");
+    // The test page is served at http://127.0.0.1:PORT/, and signinCallback runs at /callback.
+    let port = free_port().to_string();
+    let origin = format!("http://127.0.0.1:{port}");
+    let client = ["client", "add", "--public", "--dpop", "--client-id", "oidc-client-ts", "--name", "oidc-client-ts"];
+    latchkey(&db, &[&client[..], &["--redirect-uri", &format!("{origin}/callback")]].concat());
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(&config, "[dpop]\nrequire_nonce = true\n").unwrap();
+    let (_server, base) = serve_with(&db, &dir.path().join("server.log"), "127.0.0.1", Some(&config));
+    let flags = ["--require-dpop", "--dpop-nonces"];
+    let (_api, api) = protected_api(&base, &origin, &flags, &dir.path().join("api.log"));
+    run_node(
+        "oidc_client_ts.test.mjs",
+        &[("LATCHKEY_BASE", &base), ("OIDC_PORT", &port), ("OIDC_CLIENT", "oidc-client-ts"), ("API_BASE", &api)],
+        &["oidc-client-ts-signed-in"],
         dir.path(),
     );
 }

@@ -8,17 +8,20 @@
 //!
 //! Run: `cargo run -p latchkey-example-protected-api -- --issuer http://127.0.0.1:8080`
 //! (add `--allow-origin http://127.0.0.1:5173` to let the SPA example call it from its page).
+//!
+//! Bearer tokens and DPoP-bound tokens (RFC 9449) are both accepted; `--require-dpop` takes only
+//! the latter, `--dpop-nonces` makes every proof carry a nonce of this API.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use latchkey_resource::{Claims, Verifier};
+use latchkey_resource::{Claims, ConfigError, DpopMode, Verifier};
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -39,6 +42,47 @@ struct Args {
     /// commas. Without it, no other origin's script can read an answer.
     #[arg(long = "allow-origin", env = "PROTECTED_API_ALLOW_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     allow_origins: Vec<HeaderValue>,
+    /// The URL clients call this API at (scheme://host[:port][/prefix]): a DPoP proof must name
+    /// it (RFC 9449 §4.3). Default: `http://` and the address it listens on, when that is a
+    /// loopback address; otherwise, without this flag, DPoP-bound tokens are refused.
+    #[arg(long)]
+    external_url: Option<String>,
+    /// Accept DPoP-bound tokens only (with their proofs), never a bearer token.
+    #[arg(long)]
+    require_dpop: bool,
+    /// Require a nonce of this API in every DPoP proof (RFC 9449 §9): a proof made in advance, by
+    /// someone who held the key for a moment, is then useless. The nonces are keyed by a random
+    /// secret made at start-up.
+    #[arg(long)]
+    dpop_nonces: bool,
+}
+
+/// How the API takes DPoP-bound tokens (RFC 9449 §7).
+#[derive(Debug, Clone, Default)]
+struct DpopSettings {
+    /// What proofs must name as `htu`; `None`: DPoP is off (bearer tokens only).
+    external_url: Option<String>,
+    required: bool,
+    nonces: bool,
+}
+
+impl DpopSettings {
+    /// The settings from the flags, for an API listening on `local`. The default URL is only a
+    /// loopback address: `http://0.0.0.0:3000` is nobody's URL, and a proof naming the
+    /// listening address of a server behind a proxy would name the wrong one.
+    fn from_args(args: &Args, local: std::net::SocketAddr) -> Result<Self, String> {
+        let external_url = match &args.external_url {
+            Some(url) => Some(url.clone()),
+            None if local.ip().is_loopback() => Some(format!("http://{local}")),
+            None if args.require_dpop || args.dpop_nonces => {
+                return Err(format!(
+                    "--require-dpop and --dpop-nonces need --external-url: {local} is not a loopback address"
+                ));
+            }
+            None => None,
+        };
+        Ok(Self { external_url, required: args.require_dpop, nonces: args.dpop_nonces })
+    }
 }
 
 /// An origin exactly as a browser sends it in `Origin` (RFC 6454 §6.1), so that the comparison
@@ -71,11 +115,25 @@ const MAX_SUBJECTS: usize = 1_000;
 /// The largest note, in bytes (a larger body is refused with 413 before the handler runs).
 const MAX_NOTE_BYTES: usize = 4 * 1024;
 
-/// Accepts the issuer's access tokens for `audience` (default: the issuer itself).
-fn verifier(issuer: &str, audience: Option<&str>) -> Result<Verifier, latchkey_resource::ConfigError> {
+/// Accepts the issuer's access tokens for `audience` (default: the issuer itself): bearer tokens,
+/// and DPoP-bound ones when `dpop` has a URL. A bound token sent as Bearer is refused in every
+/// mode (RFC 9449 §7.2): a copy of it without the key is worth nothing.
+fn verifier(issuer: &str, audience: Option<&str>, dpop: &DpopSettings) -> Result<Verifier, ConfigError> {
     let mut builder = Verifier::builder(issuer).realm("notes");
     if let Some(aud) = audience {
         builder = builder.audience(aud);
+    }
+    builder = match &dpop.external_url {
+        Some(url) => {
+            let mode = if dpop.required { DpopMode::Required } else { DpopMode::Allowed };
+            builder.external_url(url).dpop(mode)
+        }
+        None => builder.dpop(DpopMode::Off),
+    };
+    if dpop.nonces {
+        // Fresh for each start: this API runs as one instance, so nothing else must accept its
+        // nonces. Handed out for 60 s, accepted for up to 120 s.
+        builder = builder.dpop_nonces(rand::random::<[u8; 32]>().to_vec(), Duration::from_secs(60));
     }
     builder.build()
 }
@@ -97,22 +155,35 @@ fn app(verifier: &Verifier, allow_origins: Vec<HeaderValue>) -> Router {
         .layer(cors(allow_origins))
 }
 
-/// CORS for the listed origins only. A page's `fetch` with `Authorization: Bearer` is preflighted;
-/// an origin not on the list gets no `Access-Control-Allow-Origin`, so its browser keeps both the
+/// `DPoP` (RFC 9449 §4.1) and `DPoP-Nonce` (§8.1), as `HeaderName::from_static` wants them.
+const DPOP: HeaderName = HeaderName::from_static("dpop");
+const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
+/// CORS for the listed origins only. A page's `fetch` with `Authorization` is preflighted; an
+/// origin not on the list gets no `Access-Control-Allow-Origin`, so its browser keeps both the
 /// call and the answer from it. No `Access-Control-Allow-Credentials`: the token travels in a
 /// header the page sets itself, never in a cookie the browser would attach on its own.
 fn cors(allow_origins: Vec<HeaderValue>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allow_origins))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        // The page may read why a token was refused (RFC 6750 §3).
-        .expose_headers([header::WWW_AUTHENTICATE])
+        // A DPoP client sends its proof in the `DPoP` header.
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, DPOP])
+        // The page may read why a token was refused (RFC 6750 §3, RFC 9449 §7.1) and the nonce
+        // its next proof must carry (RFC 9449 §9).
+        .expose_headers([header::WWW_AUTHENTICATE, DPOP_NONCE])
         .max_age(Duration::from_secs(600))
 }
 
+/// Who the caller is, and the key its token is bound to (`cnf.jkt`, RFC 9449 §6.1; `null` for a
+/// bearer token): the request came with a proof by that key.
 async fn me(claims: Claims) -> Json<Value> {
-    Json(json!({"sub": claims.sub, "scope": claims.scope.to_string(), "client_id": claims.client_id}))
+    Json(json!({
+        "sub": claims.sub,
+        "scope": claims.scope.to_string(),
+        "client_id": claims.client_id,
+        "dpop_jkt": claims.dpop_jkt,
+    }))
 }
 
 async fn list(State(notes): State<Notes>, claims: Claims) -> Json<Value> {
@@ -181,7 +252,16 @@ fn store_note(notes: &mut HashMap<String, Vec<String>>, sub: String, note: Strin
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let args = Args::parse();
-    let verifier = verifier(&args.issuer, args.audience.as_deref())?;
+    // Bound first: with `--listen 127.0.0.1:0` the port, and so the URL DPoP proofs name, is
+    // known only now.
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let local = listener.local_addr()?;
+    let dpop = DpopSettings::from_args(&args, local)?;
+    let verifier = verifier(&args.issuer, args.audience.as_deref(), &dpop)?;
+    match (&dpop.external_url, verifier.dpop_mode()) {
+        (Some(url), mode) => tracing::info!(?mode, url = %url, nonces = dpop.nonces, "DPoP-bound tokens accepted"),
+        (None, _) => tracing::info!("no --external-url: DPoP-bound tokens are refused, bearer tokens accepted"),
+    }
     if let Err(e) = verifier.refresh_keys().await {
         tracing::warn!(error = %e, "the issuer's keys are not reachable yet; retrying on the first request");
     }
@@ -191,8 +271,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let origins: Vec<&str> = args.allow_origins.iter().filter_map(|o| o.to_str().ok()).collect();
         tracing::info!(origins = %origins.join(", "), "CORS: pages of these origins may call this API");
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    println!("notes API on http://{} (tokens from {})", listener.local_addr()?, args.issuer);
+    println!("notes API on http://{local} (tokens from {})", args.issuer);
     axum::serve(listener, app(&verifier, args.allow_origins)).await?;
     Ok(())
 }
@@ -205,9 +284,18 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt;
 
+    const ISSUER: &str = "http://127.0.0.1:9";
+
+    /// A verifier as `main` makes it from these command-line arguments, listening on `local`.
+    fn verifier_for(args: &[&str], local: &str) -> Result<Verifier, String> {
+        let args = Args::try_parse_from([&["api"][..], args].concat()).map_err(|e| e.to_string())?;
+        let dpop = DpopSettings::from_args(&args, local.parse().unwrap())?;
+        verifier(&args.issuer, None, &dpop).map_err(|e| e.to_string())
+    }
+
     #[tokio::test]
     async fn public_route_is_open_and_the_others_want_a_token() {
-        let app = app(&verifier("http://127.0.0.1:9", None).unwrap(), Vec::new());
+        let app = app(&verifier(ISSUER, None, &DpopSettings::default()).unwrap(), Vec::new());
         let get = |p: &str| Request::get(p).body(Body::empty()).unwrap();
         assert_eq!(app.clone().oneshot(get("/public")).await.unwrap().status(), 200);
         for path in ["/me", "/notes"] {
@@ -221,7 +309,7 @@ mod tests {
         Request::options("/me")
             .header("origin", origin)
             .header("access-control-request-method", "GET")
-            .header("access-control-request-headers", "authorization")
+            .header("access-control-request-headers", "authorization,dpop")
             .body(Body::empty())
             .unwrap()
     }
@@ -230,7 +318,7 @@ mod tests {
     async fn cors_answers_only_the_allowed_origins() {
         let allowed =
             vec![parse_origin("http://127.0.0.1:5173").unwrap(), parse_origin("https://app.example").unwrap()];
-        let app = app(&verifier("http://127.0.0.1:9", None).unwrap(), allowed);
+        let app = app(&verifier_for(&["--issuer", ISSUER], "127.0.0.1:3000").unwrap(), allowed);
 
         for origin in ["http://127.0.0.1:5173", "https://app.example"] {
             let res = app.clone().oneshot(preflight(origin)).await.unwrap();
@@ -238,7 +326,8 @@ mod tests {
             let h = res.headers();
             assert_eq!(h["access-control-allow-origin"], origin);
             assert!(h["access-control-allow-methods"].to_str().unwrap().contains("GET"));
-            assert!(h["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+            let allowed = h["access-control-allow-headers"].to_str().unwrap();
+            assert!(allowed.contains("authorization") && allowed.contains("dpop"), "{allowed}");
             assert!(h.get("access-control-allow-credentials").is_none(), "bearer tokens, no cookies");
         }
         // Another origin, even one differing only by port or scheme, gets nothing a browser accepts.
@@ -252,11 +341,50 @@ mod tests {
         let res = app.clone().oneshot(req).await.unwrap();
         assert_eq!(res.status(), 401);
         assert_eq!(res.headers()["access-control-allow-origin"], "http://127.0.0.1:5173");
-        assert_eq!(res.headers()["access-control-expose-headers"], "www-authenticate");
+        // The reason, and the nonce a DPoP client's next proof must carry (RFC 9449 §9).
+        assert_eq!(res.headers()["access-control-expose-headers"], "www-authenticate,dpop-nonce");
         let req = Request::get("/public").header("origin", "https://evil.example").body(Body::empty()).unwrap();
         let res = app.oneshot(req).await.unwrap();
         assert_eq!(res.status(), 200);
         assert!(res.headers().get("access-control-allow-origin").is_none());
+    }
+
+    /// The challenges of a request without a token, one per accepted scheme (RFC 9449 §7.1),
+    /// and the `DPoP-Nonce` header when nonces are on.
+    async fn refusal(v: Verifier) -> (Vec<String>, Option<String>) {
+        let res = app(&v, Vec::new()).oneshot(Request::get("/me").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), 401);
+        let challenges = res.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned());
+        (challenges.collect(), res.headers().get("dpop-nonce").map(|v| v.to_str().unwrap().to_owned()))
+    }
+
+    #[tokio::test]
+    async fn dpop_bound_tokens_are_accepted_at_a_loopback_address_and_required_on_request() {
+        // By default, on a loopback address: Bearer and DPoP, proofs naming http://127.0.0.1:3000.
+        let v = verifier_for(&["--issuer", ISSUER], "127.0.0.1:3000").unwrap();
+        assert_eq!(v.dpop_mode(), DpopMode::Allowed);
+        let (challenges, nonce) = refusal(v).await;
+        assert_eq!(challenges[0], "Bearer realm=\"notes\"");
+        assert!(challenges[1].starts_with("DPoP realm=\"notes\", algs=\"ES256"), "{challenges:?}");
+        assert_eq!((challenges.len(), nonce), (2, None));
+
+        // --require-dpop: no Bearer challenge; --dpop-nonces: a nonce comes with the refusal.
+        let v = verifier_for(&["--require-dpop", "--dpop-nonces"], "127.0.0.1:3000").unwrap();
+        assert_eq!(v.dpop_mode(), DpopMode::Required);
+        let (challenges, nonce) = refusal(v).await;
+        assert_eq!(challenges.len(), 1, "{challenges:?}");
+        assert!(challenges[0].starts_with("DPoP realm=\"notes\""), "{challenges:?}");
+        assert!(nonce.is_some_and(|n| n.len() >= 16));
+
+        // Listening on every address, the API cannot tell its URL: DPoP is off unless given one.
+        let v = verifier_for(&[], "0.0.0.0:3000").unwrap();
+        assert_eq!(v.dpop_mode(), DpopMode::Off);
+        let e = verifier_for(&["--require-dpop"], "0.0.0.0:3000").unwrap_err();
+        assert!(e.contains("need --external-url"), "{e}");
+        let v = verifier_for(&["--external-url", "https://notes.example", "--require-dpop"], "0.0.0.0:3000");
+        assert_eq!(v.unwrap().dpop_mode(), DpopMode::Required);
+        // The URL must be one a proof can name: https (or loopback), without a query.
+        assert!(verifier_for(&["--external-url", "http://notes.example"], "0.0.0.0:3000").is_err());
     }
 
     /// Review finding 19m: memory is bounded per subject and in subjects, with a clear error.

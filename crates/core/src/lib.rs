@@ -16,6 +16,7 @@ pub mod claims;
 pub mod client_keys;
 pub mod cors;
 pub mod device;
+pub mod device_grant;
 pub mod dpop;
 pub mod email_link;
 pub mod error;

@@ -77,6 +77,8 @@ pub struct ProviderConfig {
     pub passkeys: crate::passkey::PasskeyConfig,
     /// DPoP, PAR, `private_key_jwt` and the security profile (issue 14).
     pub protection: crate::protection::ProtectionConfig,
+    /// `[device]`: the device authorization grant (RFC 8628).
+    pub device: crate::device_grant::DeviceConfig,
 }
 
 /// The default of [`ProviderConfig::refresh_grace`], in seconds (see there for the trade-off).
@@ -110,6 +112,7 @@ impl ProviderConfig {
             second_factor: Default::default(),
             passkeys: Default::default(),
             protection: Default::default(),
+            device: Default::default(),
         }
     }
 }

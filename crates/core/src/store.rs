@@ -31,6 +31,8 @@ pub enum GrantType {
     RefreshToken,
     /// RFC 6749 §4.4: a confidential client acting on its own behalf (service to service).
     ClientCredentials,
+    /// RFC 8628: a device without a browser polls while its user approves elsewhere.
+    DeviceCode,
 }
 
 impl GrantType {
@@ -39,6 +41,7 @@ impl GrantType {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::DeviceCode => crate::device_grant::GRANT_TYPE,
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -46,6 +49,7 @@ impl GrantType {
             "authorization_code" => Some(Self::AuthorizationCode),
             "refresh_token" => Some(Self::RefreshToken),
             "client_credentials" => Some(Self::ClientCredentials),
+            crate::device_grant::GRANT_TYPE => Some(Self::DeviceCode),
             _ => None,
         }
     }
@@ -603,6 +607,7 @@ pub trait Store:
     + crate::passkey::store::PasskeyStore
     + crate::replay::ReplayStore
     + crate::pushed::PushedRequestStore
+    + crate::device_grant::DeviceGrantStore
     + Send
     + Sync
     + 'static
@@ -828,6 +833,9 @@ pub struct TableCounts {
     /// Pushed authorization requests (`crate::pushed`), once expired (a used one is deleted when
     /// it is taken); at most `max_per_client` live ones per client.
     pub pushed_requests: u64,
+    /// Device authorization requests (`crate::device_grant`), once expired (a redeemed or denied
+    /// one is deleted when its answer is polled); at most `max_per_client` live ones per client.
+    pub device_codes: u64,
 }
 
 /// What [`Store::purge_expired`] keeps, in seconds.
@@ -861,6 +869,7 @@ impl TableCounts {
             + self.webauthn_ceremonies
             + self.replay_marks
             + self.pushed_requests
+            + self.device_codes
     }
 }
 

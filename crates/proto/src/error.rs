@@ -41,6 +41,12 @@ pub enum ErrorCode {
     /// RFC 9101 §6.2 / RFC 9126 §2.2: the `request_uri` is unknown, expired, used, or another
     /// client's.
     InvalidRequestUri,
+    /// RFC 8628 §3.5: the user has not answered yet; poll again at the interval.
+    AuthorizationPending,
+    /// RFC 8628 §3.5: polled too soon; the interval grew by 5 seconds.
+    SlowDown,
+    /// RFC 8628 §3.5: the device code expired.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -72,6 +78,9 @@ impl ErrorCode {
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
             Self::InvalidRequestUri => "invalid_request_uri",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
         }
     }
 }

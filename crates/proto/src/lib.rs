@@ -25,7 +25,7 @@ pub use params::Params;
 pub use pkce::{CodeChallenge, CodeVerifier};
 pub use resource::ResourceUri;
 pub use secret::{
-    AuthorizationCode, ClientSecret, PartialSignInToken, Password, RefreshToken, SessionToken, TokenHash,
+    AuthorizationCode, ClientSecret, DeviceCode, PartialSignInToken, Password, RefreshToken, SessionToken, TokenHash,
 };
 pub use token::{ClientAuth, GrantRequest, TokenRequest};
 pub use types::{ClientId, Nonce, RedirectUri, Scope, State};

@@ -81,6 +81,11 @@ secret_type!(
     RefreshToken
 );
 secret_type!(
+    /// The device code of the device authorization grant (RFC 8628 §3.2): what the device polls
+    /// with, the credential the tokens are handed to.
+    DeviceCode
+);
+secret_type!(
     /// A confidential client's secret (RFC 6749 §2.3.1).
     ClientSecret
 );

@@ -8,7 +8,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::params::Params;
 use crate::pkce::CodeVerifier;
 use crate::resource::ResourceUri;
-use crate::secret::{AuthorizationCode, ClientSecret, RefreshToken};
+use crate::secret::{AuthorizationCode, ClientSecret, DeviceCode, RefreshToken};
 use crate::types::{ClientId, Scope};
 
 /// How the client identified itself (RFC 6749 §2.3). Exactly one method per request.
@@ -50,6 +50,9 @@ impl ClientAuth {
     }
 }
 
+/// `grant_type` of the device authorization grant (RFC 8628 §3.4).
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 /// The grants this server implements, as a closed enum: nothing downstream compares `grant_type` strings.
 #[derive(Debug, Clone)]
 pub enum GrantRequest {
@@ -66,6 +69,8 @@ pub enum GrantRequest {
     RefreshToken { refresh_token: RefreshToken, scope: Option<Scope>, resource: Option<ResourceUri> },
     /// RFC 6749 §4.4, with the audience named by `audience` or RFC 8707 `resource`.
     ClientCredentials { scope: Option<Scope>, audience: Option<String> },
+    /// RFC 8628 §3.4: a device polling with its device code.
+    DeviceCode { device_code: DeviceCode },
 }
 
 impl GrantRequest {
@@ -74,6 +79,7 @@ impl GrantRequest {
             Self::AuthorizationCode { .. } => "authorization_code",
             Self::RefreshToken { .. } => "refresh_token",
             Self::ClientCredentials { .. } => "client_credentials",
+            Self::DeviceCode { .. } => DEVICE_CODE_GRANT,
         }
     }
 }
@@ -131,12 +137,19 @@ impl TokenRequest {
                 }
                 GrantRequest::ClientCredentials { scope: params.get("scope").map(Scope::parse).transpose()?, audience }
             }
+            DEVICE_CODE_GRANT => {
+                let device_code = params.require("device_code")?;
+                if device_code.len() > 512 {
+                    return Err(OAuthError::invalid_grant("the device code is invalid"));
+                }
+                GrantRequest::DeviceCode { device_code: DeviceCode::new(device_code) }
+            }
             other => {
                 let shown: String = other.chars().filter(char::is_ascii_graphic).take(40).collect();
                 return Err(OAuthError::new(
                     ErrorCode::UnsupportedGrantType,
                     format!(
-                        "grant_type `{shown}` is not supported; supported: authorization_code, refresh_token, client_credentials"
+                        "grant_type `{shown}` is not supported; supported: authorization_code, refresh_token, client_credentials, {DEVICE_CODE_GRANT}"
                     ),
                 ));
             }

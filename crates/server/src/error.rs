@@ -38,7 +38,11 @@ pub fn status(code: ErrorCode) -> StatusCode {
         // DPoP challenge instead (§7.1, decided where the challenge is built).
         | ErrorCode::InvalidDpopProof
         | ErrorCode::UseDpopNonce
-        | ErrorCode::InvalidRequestUri => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidRequestUri
+        // RFC 8628 §3.5: token endpoint error responses (RFC 6749 §5.2).
+        | ErrorCode::AuthorizationPending
+        | ErrorCode::SlowDown
+        | ErrorCode::ExpiredToken => StatusCode::BAD_REQUEST,
     }
 }
 

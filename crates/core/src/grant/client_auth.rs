@@ -19,6 +19,8 @@ pub enum Endpoint {
     Revocation,
     Introspection,
     PushedAuthorization,
+    /// RFC 8628 §3.1.
+    DeviceAuthorization,
 }
 
 impl Endpoint {
@@ -28,6 +30,7 @@ impl Endpoint {
             Self::Revocation => "/revoke",
             Self::Introspection => "/introspect",
             Self::PushedAuthorization => "/par",
+            Self::DeviceAuthorization => "/device_authorization",
         }
     }
 }

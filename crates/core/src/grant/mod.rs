@@ -3,6 +3,7 @@
 pub mod authorization_code;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod device_code;
 mod grace;
 pub mod refresh_token;
 
@@ -236,6 +237,9 @@ pub async fn token(
         }
         latchkey_proto::GrantRequest::ClientCredentials { scope, audience } => {
             client_credentials::issue(p, &client, scope.as_ref(), audience.as_deref(), proof, now).await?
+        }
+        latchkey_proto::GrantRequest::DeviceCode { device_code } => {
+            device_code::poll(p, &client, &device_code, proof, now).await?
         }
     };
     Ok((client.client_id, response))

@@ -279,7 +279,12 @@ impl Provider {
             scopes_supported: v(STANDARD_SCOPES),
             response_types_supported: v(&["code"]),
             response_modes_supported: v(&["query"]),
-            grant_types_supported: v(&["authorization_code", "refresh_token", "client_credentials"]),
+            grant_types_supported: v(&[
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                crate::device_grant::GRANT_TYPE,
+            ]),
             subject_types_supported: v(&["public"]),
             id_token_signing_alg_values_supported: v(&["RS256", "ES256", "EdDSA"]),
             token_endpoint_auth_methods_supported: v(&[
@@ -314,6 +319,7 @@ impl Provider {
             client_id_metadata_document_supported: self.metadata_documents_supported(),
             dpop_signing_alg_values_supported: crate::dpop::alg_names(&self.config.protection.dpop.algorithms),
             pushed_authorization_request_endpoint: format!("{i}/par"),
+            device_authorization_endpoint: format!("{i}{}", crate::grant::client_auth::Endpoint::DeviceAuthorization.path()),
             require_pushed_authorization_requests: self.config.protection.par.require
                 || self.config.protection.profile == crate::store::SecurityProfile::Fapi2,
             token_endpoint_auth_signing_alg_values_supported: assertion_algs.clone(),

@@ -32,6 +32,9 @@ pub struct IssuerMetadata {
     /// RFC 9126 §5: where a client pushes its authorization request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 8628 §4: where a device without a browser asks for a user code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
     /// RFC 9126 §5: when true, the provider accepts only pushed authorization requests.
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
@@ -101,6 +104,7 @@ impl IssuerMetadata {
             "revocation_endpoint" => &self.revocation_endpoint,
             "introspection_endpoint" => &self.introspection_endpoint,
             "pushed_authorization_request_endpoint" => &self.pushed_authorization_request_endpoint,
+            "device_authorization_endpoint" => &self.device_authorization_endpoint,
             _ => return Err(MetadataProblem::Missing(field)),
         };
         let value = value.as_deref().ok_or(MetadataProblem::Missing(field))?;

@@ -71,6 +71,9 @@ pub struct ProviderMetadata {
     /// RFC 9126 §5: where clients push authorization requests.
     #[serde(default)]
     pub pushed_authorization_request_endpoint: String,
+    /// RFC 8628 §4: where devices without a browser ask for a user code.
+    #[serde(default)]
+    pub device_authorization_endpoint: String,
     /// RFC 9126 §5: `true` when every client must push its requests (`[par] require`, or the
     /// deployment's `fapi2` profile); a client's own requirement is in its registration.
     #[serde(default)]

@@ -119,6 +119,8 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/revoke", api(post(handlers::revoke::revoke).options(preflight)))
         // RFC 9126: authenticated like /token, so open to any origin like it (`cors::open_layer`).
         .route("/par", api(post(handlers::par::push).options(preflight)))
+        // RFC 8628 §3.1: called by devices, not pages; no CORS beyond what any API gets.
+        .route("/device_authorization", api(post(handlers::device_authorization::request)))
         .route("/.well-known/openid-configuration", api(get(handlers::discovery::metadata).options(preflight)))
         .route("/.well-known/oauth-authorization-server", api(get(handlers::discovery::metadata).options(preflight)))
         .route("/jwks.json", api(get(handlers::discovery::jwks).options(preflight)))

@@ -31,7 +31,11 @@ async fn device(s: &TestServer, scope: &str) -> (String, String, String) {
 }
 
 async fn poll(s: &TestServer, device_code: &str) -> (u16, Value) {
-    s.post_form("/token", None, &[("grant_type", GRANT), ("device_code", device_code), ("client_id", "tv")]).await
+    poll_as(s, "tv", device_code).await
+}
+
+async fn poll_as(s: &TestServer, client_id: &str, device_code: &str) -> (u16, Value) {
+    s.post_form("/token", None, &[("grant_type", GRANT), ("device_code", device_code), ("client_id", client_id)]).await
 }
 
 fn error(body: &Value) -> &str {
@@ -346,4 +350,85 @@ async fn a_burst_of_approvals_of_one_code_is_answered_once() {
     assert_eq!(s.store.table_counts().await.unwrap().grants, grants + 1, "one grant");
     let events = s.store.audit_events(None, None, 100).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.event == "device_approved").count(), 1, "{events:?}");
+}
+
+/// An independent RFC 6238 code (HMAC-SHA-1 from aws-lc-rs), as `two_factor.rs` computes them.
+fn totp(key: &[u8], unix: i64) -> String {
+    use aws_lc_rs::hmac;
+    let counter = (unix / 30) as u64;
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key), &counter.to_be_bytes());
+    let h = tag.as_ref();
+    let o = (h[19] & 0x0f) as usize;
+    let bin =
+        (u32::from(h[o]) & 0x7f) << 24 | u32::from(h[o + 1]) << 16 | u32::from(h[o + 2]) << 8 | u32::from(h[o + 3]);
+    format!("{:06}", bin % 1_000_000)
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut n, mut out) = (0u64, 0u32, Vec::new());
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c.to_ascii_uppercase()).expect("base32") as u64;
+        bits = (bits << 5) | v;
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+/// A client whose policy requires a second factor is approved only from a session that has one:
+/// a password-only session sees no Approve button, a forged approval records nothing, and the
+/// step-up (here: setting up TOTP, as alice has no factor) leads back to the consent page, whose
+/// approval then gives the device tokens with `acr` mfa.
+#[tokio::test]
+async fn a_client_that_requires_two_step_sign_in_is_approved_only_after_a_step_up() {
+    let s = server().await;
+    s.add(NewClient {
+        device: true,
+        second_factor: latchkey_core::authn::SecondFactorPolicy::Required,
+        ..NewClient::public("strict-tv", "Strict TV", vec![])
+    })
+    .await;
+    let (st, d) = s.post_form("/device_authorization", None, &[("client_id", "strict-tv"), ("scope", "openid")]).await;
+    assert_eq!(st, 200, "{d}");
+    let (device_code, user_code) = (d["device_code"].as_str().unwrap(), d["user_code"].as_str().unwrap());
+
+    let b = signed_in(&s).await;
+    let page = b.get(&s.url(&format!("/device?user_code={user_code}"))).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("requires a stronger sign-in: two-step sign-in"), "{}", page.body);
+    assert!(!page.body.contains(r#"value="approve""#), "no Approve for a password-only session");
+    assert!(page.body.contains(r#"value="deny""#));
+    let csrf = hidden(&page.body, "csrf");
+    let forged =
+        b.post(&s.url("/device"), &[("csrf", &csrf), ("user_code", user_code), ("decision", "approve")]).await;
+    assert_eq!((forged.status, forged.location()), (303, format!("/device?user_code={user_code}")));
+    assert_eq!(error(&poll_as(&s, "strict-tv", device_code).await.1), "authorization_pending", "the forged approval recorded nothing");
+
+    // The step-up: alice has no factor, so she sets up TOTP on this session.
+    let acr = hidden(&page.body, "acr");
+    let res = b.post(&s.url("/device/step-up"), &[("csrf", &csrf), ("user_code", user_code), ("acr", &acr)]).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(res.location().starts_with("/login/two-step?req="), "{}", res.location());
+    let setup = b.get(&s.url(&res.location())).await;
+    assert!(setup.body.contains("Set up two-step sign-in"), "{}", setup.body);
+    let start = setup.body.find(r#"<code class="secret">"#).unwrap() + 21;
+    let key = base32_decode(&setup.body[start..setup.body[start..].find("</code>").unwrap() + start]);
+    let (req, csrf2) = (hidden(&setup.body, "req"), hidden(&setup.body, "csrf"));
+    let done = b.post(&s.url("/login/enrol"), &[("req", &req), ("csrf", &csrf2), ("code", &totp(&key, s.now()))]).await;
+    assert_eq!(done.status, 200, "the recovery codes: {}", done.body);
+    let back = b.post(&s.url("/login/continue"), &[("req", &req), ("csrf", &hidden(&done.body, "csrf"))]).await;
+    assert_eq!((back.status, back.location()), (303, format!("/device?user_code={user_code}")), "{}", back.body);
+
+    let page = consent(&s, &b, user_code).await;
+    assert!(!page.body.contains("requires a stronger sign-in"), "{}", page.body);
+    assert!(answer(&s, &b, &page, "approve").await.body.contains(DONE));
+    s.advance(5);
+    let (st, t) = poll_as(&s, "strict-tv", device_code).await;
+    assert_eq!(st, 200, "{t}");
+    let (_, id) = jwt_parts(t["id_token"].as_str().unwrap());
+    assert_eq!(id["acr"], "https://refeds.org/profile/mfa", "{id}");
 }

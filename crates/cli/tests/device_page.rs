@@ -17,8 +17,12 @@ const DENIED: &str = "Denied. Your device will be told.";
 
 async fn server() -> TestServer {
     let s = TestServer::start().await;
-    s.add(NewClient { device: true, extra_scopes: vec!["api:read".into()], ..NewClient::public("tv", "Living-room TV", vec![]) })
-        .await;
+    s.add(NewClient {
+        device: true,
+        extra_scopes: vec!["api:read".into()],
+        ..NewClient::public("tv", "Living-room TV", vec![])
+    })
+    .await;
     s
 }
 
@@ -155,7 +159,9 @@ async fn a_typed_code_is_found_whatever_its_case_spaces_and_dashes() {
     let bare = user_code.replace('-', "");
     let spaced = format!(" {} {} ", &bare[..4], &bare[4..]);
     // More than the five free misses of a session: each find is refunded.
-    for typed in [user_code.to_lowercase(), bare.clone(), bare.to_lowercase(), spaced, user_code.clone(), user_code.clone()] {
+    for typed in
+        [user_code.to_lowercase(), bare.clone(), bare.to_lowercase(), spaced, user_code.clone(), user_code.clone()]
+    {
         let page = type_code(&s, &b, &typed).await;
         assert_eq!(page.status, 200, "{typed:?}: {}", page.body);
         assert!(page.body.contains(&format!("<strong>{user_code}</strong>")), "{typed:?}: {}", page.body);
@@ -405,10 +411,13 @@ async fn a_client_that_requires_two_step_sign_in_is_approved_only_after_a_step_u
     assert!(!page.body.contains(r#"value="approve""#), "no Approve for a password-only session");
     assert!(page.body.contains(r#"value="deny""#));
     let csrf = hidden(&page.body, "csrf");
-    let forged =
-        b.post(&s.url("/device"), &[("csrf", &csrf), ("user_code", user_code), ("decision", "approve")]).await;
+    let forged = b.post(&s.url("/device"), &[("csrf", &csrf), ("user_code", user_code), ("decision", "approve")]).await;
     assert_eq!((forged.status, forged.location()), (303, format!("/device?user_code={user_code}")));
-    assert_eq!(error(&poll_as(&s, "strict-tv", device_code).await.1), "authorization_pending", "the forged approval recorded nothing");
+    assert_eq!(
+        error(&poll_as(&s, "strict-tv", device_code).await.1),
+        "authorization_pending",
+        "the forged approval recorded nothing"
+    );
 
     // The step-up: alice has no factor, so she sets up TOTP on this session.
     let acr = hidden(&page.body, "acr");

@@ -168,7 +168,8 @@ mod tests {
         ] {
             assert!(page.contains(part), "{part}: {page}");
         }
-        let elsewhere = crate::pages::render(&ConsentPage::new(&v, "alice", "tok", Some("198.51.100.7"), v.requested_at));
+        let elsewhere =
+            crate::pages::render(&ConsentPage::new(&v, "alice", "tok", Some("198.51.100.7"), v.requested_at));
         assert!(!elsewhere.contains("the network you are on now"));
         // A client that needs more than the session has: no Approve, the step-up instead.
         let strict = DeviceView { needs: Some(Acr::PhishingResistant), ..v };

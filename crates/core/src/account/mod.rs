@@ -148,7 +148,12 @@ impl Provider {
         self.begin_step_up(id, &a.session, need, now).await
     }
 
-    fn account_pending(&self, next: &str, acr: Option<AcrRequest>, now: UnixTime) -> Result<PendingAuthorization, Error> {
+    fn account_pending(
+        &self,
+        next: &str,
+        acr: Option<AcrRequest>,
+        now: UnixTime,
+    ) -> Result<PendingAuthorization, Error> {
         let next = safe_next(next);
         Ok(PendingAuthorization {
             client_id: ClientId::parse(ACCOUNT_PENDING_ID)?,

@@ -156,7 +156,13 @@ async fn lookup(
     }
 }
 
-fn consent_page(s: &AppState, jar: CookieJar, a: &AccountSession, v: &DeviceView, ip: Option<std::net::IpAddr>) -> Response {
+fn consent_page(
+    s: &AppState,
+    jar: CookieJar,
+    a: &AccountSession,
+    v: &DeviceView,
+    ip: Option<std::net::IpAddr>,
+) -> Response {
     let (jar, csrf) = csrf_token(s, jar);
     let here = ip.map(latchkey_core::throttle::source);
     page(jar, pages::render(&ConsentPage::new(v, &a.user.username, &csrf, here.as_deref(), s.clock.now())))

@@ -169,9 +169,9 @@ pub async fn polls_are_decided_one_at_a_time(instances: &[Arc<dyn Store>]) {
     assert_eq!(poll(101).await, (5, Some(100), PollStep::SlowDown));
     assert_eq!(poll(110).await, (10, Some(101), PollStep::SlowDown), "10 s now, from the refused poll");
     assert_eq!(poll(124).await, (15, Some(110), PollStep::SlowDown), "15 s now");
-    assert_eq!(poll(139).await, (20, Some(124), PollStep::SlowDown));
-    assert_eq!(poll(159).await, (25, Some(139), PollStep::Pending), "at the interval");
-    assert_eq!(poll(184).await, (25, Some(159), PollStep::Pending), "a poll at the interval keeps it");
+    assert_eq!(poll(143).await, (20, Some(124), PollStep::SlowDown), "one second short");
+    assert_eq!(poll(168).await, (25, Some(143), PollStep::Pending), "at the interval");
+    assert_eq!(poll(193).await, (25, Some(168), PollStep::Pending), "a poll at the interval keeps it");
 
     // A burst at one instant on a fresh request: the first is a poll, each later one too soon.
     let burst_dev = TokenHash::of("burst");

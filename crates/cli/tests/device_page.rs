@@ -152,7 +152,7 @@ async fn a_typed_code_is_found_whatever_its_case_spaces_and_dashes() {
         r#"autocapitalize="characters""#,
         r#"inputmode="text""#,
         r#"<label for="user_code">Code</label>"#,
-        "The code your device shows, like WDJB-MJHT",
+        r#"The code your device shows, like <span class="nowrap">WDJB-MJHT</span>"#,
     ] {
         assert!(form.body.contains(part), "{part}: {}", form.body);
     }
@@ -164,7 +164,11 @@ async fn a_typed_code_is_found_whatever_its_case_spaces_and_dashes() {
     {
         let page = type_code(&s, &b, &typed).await;
         assert_eq!(page.status, 200, "{typed:?}: {}", page.body);
-        assert!(page.body.contains(&format!("<strong>{user_code}</strong>")), "{typed:?}: {}", page.body);
+        assert!(
+            page.body.contains(&format!(r#"<strong class="nowrap">{user_code}</strong>"#)),
+            "{typed:?}: {}",
+            page.body
+        );
         assert!(page.body.contains(r#"value="approve""#), "{typed:?}");
     }
 }

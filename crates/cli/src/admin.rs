@@ -58,6 +58,10 @@ pub struct ClientAdd {
     /// Allow the client_credentials grant (service to service; implies a confidential client).
     #[arg(long)]
     client_credentials: bool,
+    /// Allow the device authorization grant (RFC 8628): a device without a browser shows a code
+    /// that its user enters at /device on another device. Needs no redirect URI.
+    #[arg(long)]
+    device: bool,
     /// An audience (an absolute URI) this client may get client-credentials tokens for, or, for a
     /// resource server, whose tokens it may introspect (repeatable; the first is the default).
     #[arg(long = "audience", value_name = "URI")]
@@ -363,6 +367,7 @@ pub async fn client(settings: &Settings, cmd: ClientCommand) -> anyhow::Result<(
                 post_logout_redirect_uris: a.post_logout_redirect_uris,
                 audiences: a.audiences,
                 client_credentials: a.client_credentials,
+                device: a.device,
                 resource_server: a.resource_server,
                 backchannel_logout_uri: a.backchannel_logout_uri,
                 backchannel_logout_session_required: a.backchannel_logout_session_required,

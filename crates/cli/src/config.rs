@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub webauthn: Option<WebauthnFile>,
     /// `[dpop]`: how DPoP proofs are checked (`crate::config_dpop`).
     pub dpop: Option<crate::config_dpop::DpopFile>,
+    /// `[device]`: the device authorization grant (`crate::config_device`).
+    pub device: Option<crate::config_device::DeviceFile>,
     /// `standard` (default) or `fapi2`: the security profile of every client that has none of
     /// its own (`client add --profile`).
     pub profile: Option<String>,
@@ -167,6 +169,8 @@ pub struct Settings {
     pub webauthn: WebauthnFile,
     /// `[dpop]`, checked.
     pub dpop: latchkey_core::protection::DpopConfig,
+    /// `[device]`, checked.
+    pub device: latchkey_core::device_grant::DeviceConfig,
     /// `profile`: the deployment's security profile.
     pub profile: latchkey_core::store::SecurityProfile,
     /// `[par]`, checked.
@@ -471,6 +475,7 @@ impl Settings {
             second_factor,
             webauthn: file.webauthn.unwrap_or_default(),
             dpop: crate::config_dpop::resolve(file.dpop.as_ref())?,
+            device: crate::config_device::resolve(file.device.as_ref())?,
             warnings,
         })
     }
@@ -516,6 +521,7 @@ impl Settings {
         c.email.signup = self.signup;
         c.second_factor = self.second_factor;
         c.protection.dpop = self.dpop.clone();
+        c.device = self.device.clone();
         c.protection.profile = self.profile;
         c.protection.par = self.par.clone();
         c.protection.client_assertion = self.client_assertion.clone();

@@ -5,6 +5,7 @@ mod admin;
 mod admin_user;
 mod call;
 mod config;
+mod config_device;
 mod config_dpop;
 mod db;
 mod gate;

@@ -26,6 +26,9 @@ pub struct NewClient {
     /// Audiences for client-credentials tokens, or (resource servers) whose tokens it may introspect.
     pub audiences: Vec<String>,
     pub client_credentials: bool,
+    /// The device authorization grant (RFC 8628): a device without a browser (a CLI over SSH, a
+    /// TV) signs its user in on another device. Needs no redirect URI.
+    pub device: bool,
     /// A credential for a resource server: it can only introspect, it obtains no tokens.
     pub resource_server: bool,
     /// Back-Channel Logout 1.0 `backchannel_logout_uri`.
@@ -56,6 +59,7 @@ impl NewClient {
             post_logout_redirect_uris: vec![],
             audiences: vec![],
             client_credentials: false,
+            device: false,
             resource_server: false,
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
@@ -123,14 +127,14 @@ pub async fn add_client(
             "client credentials and resource-server credentials are confidential: add --confidential".into(),
         ));
     }
-    if new.resource_server && (!new.redirect_uris.is_empty() || new.client_credentials) {
+    if new.resource_server && (!new.redirect_uris.is_empty() || new.client_credentials || new.device) {
         return Err(AdminError::Invalid(
             "a resource-server credential only introspects: no redirect URIs, no grants".into(),
         ));
     }
-    if new.redirect_uris.is_empty() && !new.client_credentials && !new.resource_server {
+    if new.redirect_uris.is_empty() && !new.client_credentials && !new.resource_server && !new.device {
         return Err(AdminError::Invalid(
-            "at least one --redirect-uri is required (or --client-credentials / --resource-server)".into(),
+            "at least one --redirect-uri is required (or --device / --client-credentials / --resource-server)".into(),
         ));
     }
     let mut post_logout_redirect_uris = Vec::new();
@@ -185,9 +189,13 @@ pub async fn add_client(
     let mut grant_types = Vec::new();
     if !redirect_uris.is_empty() {
         grant_types.push(GrantType::AuthorizationCode);
-        if new.refresh_tokens {
-            grant_types.push(GrantType::RefreshToken);
-        }
+    }
+    if new.device {
+        grant_types.push(GrantType::DeviceCode);
+    }
+    // Refresh tokens come with a grant that has a user: the code flow's or the device flow's.
+    if new.refresh_tokens && (!redirect_uris.is_empty() || new.device) {
+        grant_types.push(GrantType::RefreshToken);
     }
     if new.client_credentials {
         grant_types.push(GrantType::ClientCredentials);

@@ -8,6 +8,7 @@ pub mod backchannel_send;
 pub mod cimd_fetch;
 pub mod conn;
 mod cors;
+mod device_pages;
 mod documents;
 pub mod email_pages;
 pub mod error;
@@ -161,6 +162,8 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/account/sessions", page(get(handlers::account_sessions::get).post(handlers::account_sessions::post)))
         .route("/account/apps", page(get(handlers::account_apps::get).post(handlers::account_apps::post)))
         .route("/account/activity", page(get(handlers::account_activity::get)))
+        // RFC 8628 §3.3: the verification page, where a person answers a device's request.
+        .route("/device", page(get(handlers::device::get).post(handlers::device::post)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -111,24 +111,29 @@ struct ConsentTemplate<'a> {
     resource: Option<(&'a str, &'a str)>,
 }
 
-pub fn consent(p: &ConsentPage<'_>) -> String {
-    // Who you are first, then what the app may see, then how long it may keep access.
+/// What an application asks for, in words, in the order a consent page lists it: who you are
+/// first, then what the app may see, then how long it may keep access.
+pub fn access_items(scope: &Scope, claims: &[&'static str]) -> Vec<String> {
     let rank = |s: &str| {
         ["openid", "profile", "email", "address", "phone", "offline_access"].iter().position(|k| *k == s).unwrap_or(6)
     };
-    let mut scopes: Vec<&str> = p.scope.iter().collect();
+    let mut scopes: Vec<&str> = scope.iter().collect();
     scopes.sort_by_key(|s| rank(s));
     let mut items: Vec<String> = scopes.iter().map(|s| describe_scope(s)).collect();
-    items.extend(p.claims.iter().map(|c| latchkey_core::claims::describe(c)));
+    items.extend(claims.iter().map(|c| latchkey_core::claims::describe(c)));
     if items.is_empty() {
         items.push("Sign you in (no other access)".to_owned());
     }
+    items
+}
+
+pub fn consent(p: &ConsentPage<'_>) -> String {
     render(&ConsentTemplate {
         client_name: p.client_name,
         pending: p.pending,
         csrf: p.csrf,
         username: p.username,
-        items,
+        items: access_items(p.scope, p.claims),
         unverified: p.unverified,
         resource: p.resource,
     })

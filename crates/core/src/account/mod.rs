@@ -31,7 +31,7 @@ pub enum SignInPurpose {
     /// An application's authorization request (the default: records stored before this existed).
     #[default]
     Authorize,
-    /// The account pages: after the login, go to `next` (a path under `/account`).
+    /// The account pages: after the login, go to `next` (a path [`safe_next`] allows).
     Account { next: String },
 }
 
@@ -42,9 +42,13 @@ pub const ACCOUNT_CLIENT_NAME: &str = "your account";
 /// [`Provider::client`] never returns it, so `/authorize` cannot use it.
 pub(crate) const ACCOUNT_PENDING_ID: &str = "latchkey-account";
 
-/// Where an account sign-in may send the browser after the login: our own account pages only, as
-/// a path, so that the sign-in cannot become an open redirector (RFC 9700 §4.11).
+/// Where an account sign-in may send the browser after the login: our own account pages and the
+/// device verification page only, as a path, so that the sign-in cannot become an open
+/// redirector (RFC 9700 §4.11).
 pub fn safe_next(next: &str) -> String {
+    if device_next(next) {
+        return next.to_owned();
+    }
     let ok = (next == "/account" || next.starts_with("/account/"))
         && next.len() <= 256
         && !next.contains("//")
@@ -52,6 +56,17 @@ pub fn safe_next(next: &str) -> String {
         && !next.contains('\\')
         && next.bytes().all(|b| b.is_ascii_graphic());
     if ok { next.to_owned() } else { "/account".to_owned() }
+}
+
+/// `/device`, or `/device?user_code=CODE` (RFC 8628 §3.3.1, `verification_uri_complete`) where
+/// CODE has only the characters of a user code (its letters in either case, and dashes): nothing
+/// else can ride along in the query.
+fn device_next(next: &str) -> bool {
+    use crate::device_grant::{USER_CODE_ALPHABET, USER_CODE_LEN, request::VERIFICATION_PATH};
+    let Some(rest) = next.strip_prefix(VERIFICATION_PATH) else { return false };
+    let Some(code) = rest.strip_prefix("?user_code=") else { return rest.is_empty() };
+    (1..=2 * USER_CODE_LEN).contains(&code.len())
+        && code.bytes().all(|b| b == b'-' || USER_CODE_ALPHABET.contains(&b.to_ascii_uppercase()))
 }
 
 /// The stand-in client record for an account sign-in: first-party, public, and never stored.
@@ -146,6 +161,34 @@ mod tests {
             "/account/../authorize",
             "/authorize?x",
             "",
+        ] {
+            assert_eq!(safe_next(evil), "/account", "{evil}");
+        }
+    }
+
+    #[test]
+    fn next_may_be_the_device_page_with_a_user_code_and_nothing_else() {
+        for ok in ["/device", "/device?user_code=WDJB-MJHT", "/device?user_code=wdjbmjht", "/device?user_code=B"] {
+            assert_eq!(safe_next(ok), ok);
+        }
+        for evil in [
+            "/devicex",
+            "/device/",
+            "/device/../authorize",
+            "//device",
+            "https://evil.example/device",
+            "/device?",
+            "/device?user_code=",
+            "/device?x=1",
+            "/device?user_code=WDJB-MJHT&next=https://evil.example/",
+            "/device?user_code=WDJB-MJHT#x",
+            "/device?user_code=WDJB%2FMJHT",
+            "/device?user_code=WDJB MJHT",
+            "/device?user_code=AEIO-UAEI",
+            "/device?user_code=WDJB-MJHT/../../authorize",
+            "/device?user_code=WDJB\\evil",
+            "/device?USER_CODE=WDJB-MJHT",
+            "/device?user_code=WDJB-MJHT-WDJB-MJHT",
         ] {
             assert_eq!(safe_next(evil), "/account", "{evil}");
         }

@@ -91,10 +91,10 @@ impl Provider {
             return Ok(Lookup::NotFound);
         };
         self.refund_user_code_attempt(&keys).await?;
-        Ok(Lookup::Found(self.view(&record, &code).await?))
+        Ok(Lookup::Found(self.device_view(&record, &code).await?))
     }
 
-    async fn view(&self, r: &DeviceRecord, code: &str) -> Result<DeviceView, Error> {
+    async fn device_view(&self, r: &DeviceRecord, code: &str) -> Result<DeviceView, Error> {
         let client = self.store.client(&r.client_id).await?;
         Ok(DeviceView {
             user_code: display_user_code(code),
@@ -152,6 +152,6 @@ impl Provider {
             detail: Some(detail),
         };
         crate::audit::record(self.store.as_ref(), now, name, e).await;
-        Ok(Lookup::Found(self.view(&record, &code).await?))
+        Ok(Lookup::Found(self.device_view(&record, &code).await?))
     }
 }

@@ -77,9 +77,11 @@ pub async fn poll(
         user_id: approval.user_id.clone(),
         scope: record.scope.clone(),
         sid: approval.sid.clone(),
-        // As for a code: without offline_access the refresh tokens end with the session the
-        // user approved from.
-        offline: record.scope.contains("offline_access"),
+        // The device's sign-in is its own: signing out of the browser the user approved from (a
+        // phone, someone else's laptop) does not sign the device out, as with `gh auth login`.
+        // The grant ends when it expires, is revoked from the account's apps page, or the
+        // password changes. `sid` still names the approving session, for the record.
+        offline: true,
         auth_time: approval.auth_time,
         created_at: now,
         expires_at: now + p.config.refresh_token_ttl as UnixTime,

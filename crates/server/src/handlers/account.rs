@@ -17,7 +17,7 @@ use crate::handlers::authorize::{csrf_token, internal, protected_form, redirect_
 use crate::pages;
 
 /// The signed-in person, or the response to send instead: the login page, which leads back to
-/// `next` (a path under `/account`) once the person has signed in.
+/// `next` (an account page or the device page, as `safe_next` allows) once the person has signed in.
 #[allow(clippy::result_large_err)]
 pub(crate) async fn signed_in(
     s: &AppState,

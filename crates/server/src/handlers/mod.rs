@@ -5,6 +5,7 @@ pub mod account_password;
 pub mod account_sessions;
 pub mod account_two_step;
 pub mod authorize;
+pub mod device;
 pub mod device_authorization;
 pub mod discovery;
 pub(crate) mod email_flow;

@@ -7,6 +7,7 @@
 
 mod account_sql;
 mod cimd_sql;
+mod device_sql;
 mod email_link_sql;
 mod factors_sql;
 mod outbox_sql;
@@ -14,6 +15,7 @@ mod passkey_sql;
 mod postgres;
 mod postgres_account;
 mod postgres_cimd;
+mod postgres_device;
 mod postgres_email_link;
 mod postgres_factors;
 mod postgres_maint;
@@ -35,6 +37,7 @@ mod sqlite;
 mod sqlite_account;
 mod sqlite_cimd;
 mod sqlite_conn;
+mod sqlite_device;
 mod sqlite_email_link;
 mod sqlite_factors;
 mod sqlite_maint;

@@ -584,7 +584,7 @@ pub(crate) async fn insert_code_row(tx: &deadpool_postgres::Transaction<'_>, k: 
 }
 
 /// A grant with its first tokens, inside the caller's transaction.
-async fn insert_issuance(tx: &deadpool_postgres::Transaction<'_>, issue: &Issuance) -> anyhow::Result<()> {
+pub(crate) async fn insert_issuance(tx: &deadpool_postgres::Transaction<'_>, issue: &Issuance) -> anyhow::Result<()> {
     insert_grant_row(tx, &issue.grant).await?;
     if let Some(r) = &issue.refresh {
         insert_refresh(tx, r).await?;
@@ -655,6 +655,7 @@ impl Store for PostgresStore {
             ("DELETE FROM grants WHERE client_id = $1", &[&id]),
             ("DELETE FROM codes WHERE client_id = $1", &[&id]),
             ("DELETE FROM consents WHERE client_id = $1", &[&id]),
+            (crate::device_sql::DELETE_FOR_CLIENT, &[&id]),
         ]))?;
         Ok(counts.first().is_some_and(|n| *n > 0))
     }

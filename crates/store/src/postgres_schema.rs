@@ -305,4 +305,29 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE codes ADD COLUMN dpop_jkt TEXT;
     ALTER TABLE grants ADD COLUMN dpop_jkt TEXT;
     "#,
+    // 11 (SQLite 14, issue 15): device authorization requests (RFC 8628): single-use, bounded per
+    // client, purged once expired. `status` is the JSON of `DeviceStatus` (who approved, how they
+    // had signed in); `state` repeats its tag ('pending', 'approved', 'denied') so that the
+    // conditions of the atomic steps (answer only a pending one, redeem only an approved one) are
+    // plain comparisons. The user code is unique among stored rows: an expired row holding a
+    // reused code is deleted by the insert that reuses it.
+    r#"
+    CREATE TABLE device_codes (
+        device_hash TEXT PRIMARY KEY,
+        user_code_hash TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        resource TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        interval_s BIGINT NOT NULL,
+        last_poll_at BIGINT,
+        requested_from TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied')),
+        status TEXT NOT NULL,
+        CONSTRAINT device_codes_user_code UNIQUE (user_code_hash)
+    );
+    CREATE INDEX device_codes_by_client ON device_codes (client_id, expires_at);
+    CREATE INDEX device_codes_by_expiry ON device_codes (expires_at);
+    "#,
 ];

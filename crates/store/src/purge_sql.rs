@@ -97,6 +97,7 @@ pub fn statements() -> Vec<(Field, Param, String)> {
         (|c| &mut c.webauthn_ceremonies, Param::Now, crate::passkey_sql::DELETE_EXPIRED_CEREMONIES.into()),
         (|c| &mut c.replay_marks, Param::Now, crate::replay_sql::DELETE_EXPIRED.into()),
         (|c| &mut c.pushed_requests, Param::Now, crate::pushed_sql::DELETE_EXPIRED.into()),
+        (|c| &mut c.device_codes, Param::Now, crate::device_sql::DELETE_EXPIRED.into()),
     ]
 }
 
@@ -109,7 +110,7 @@ pub fn audit_cutoff(now: i64, policy: &latchkey_core::store::PurgePolicy) -> i64
 }
 
 /// The tables [`COUNTS`] counts.
-pub const COUNTED: usize = 20;
+pub const COUNTED: usize = 21;
 
 /// `now - throttle::FORGET_AFTER`.
 pub fn throttle_cutoff(now: i64) -> i64 {
@@ -125,7 +126,7 @@ pub const COUNTS: &str = "SELECT
     (SELECT count(*) FROM client_metadata_documents), (SELECT count(*) FROM outbox),
     (SELECT count(*) FROM email_links), (SELECT count(*) FROM signup_holds), (SELECT count(*) FROM passkeys),
     (SELECT count(*) FROM webauthn_ceremonies), (SELECT count(*) FROM replay_marks),
-    (SELECT count(*) FROM pushed_requests)";
+    (SELECT count(*) FROM pushed_requests), (SELECT count(*) FROM device_codes)";
 
 /// `TableCounts` from the values of [`COUNTS`].
 pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
@@ -151,5 +152,6 @@ pub fn from_values(v: [i64; COUNTED]) -> TableCounts {
         webauthn_ceremonies: u(17),
         replay_marks: u(18),
         pushed_requests: u(19),
+        device_codes: u(20),
     }
 }

@@ -235,7 +235,7 @@ pub(crate) fn insert_session_row(c: &Connection, x: &SessionRecord) -> rusqlite:
 }
 
 /// A grant with its first tokens, inside the caller's transaction.
-fn insert_issuance(tx: &Connection, issue: &Issuance) -> rusqlite::Result<()> {
+pub(crate) fn insert_issuance(tx: &Connection, issue: &Issuance) -> rusqlite::Result<()> {
     insert_grant_row(tx, &issue.grant)?;
     if let Some(r) = &issue.refresh {
         insert_refresh(tx, r)?;
@@ -302,6 +302,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM grants WHERE client_id = ?1", [&id])?;
             tx.execute("DELETE FROM codes WHERE client_id = ?1", [&id])?;
             tx.execute("DELETE FROM consents WHERE client_id = ?1", [&id])?;
+            tx.execute(crate::device_sql::DELETE_FOR_CLIENT, [&id])?;
             tx.commit()?;
             Ok(n > 0)
         })

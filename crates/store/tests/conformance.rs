@@ -20,6 +20,8 @@ use latchkey_store::{PostgresStore, SqliteStore};
 /// The account store's checks (profile, lock, sessions, applications), in a file of their own.
 #[path = "conformance/account.rs"]
 mod account;
+#[path = "conformance/devices.rs"]
+mod devices;
 #[path = "conformance/ended_sessions.rs"]
 mod ended_sessions;
 #[path = "conformance/factors.rs"]
@@ -547,6 +549,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             webauthn_ceremonies: 0,
             replay_marks: 0,
             pushed_requests: 0,
+            device_codes: 0,
         }
     );
     let purged = s.purge_expired(now, &POLICY).await.unwrap();
@@ -573,6 +576,7 @@ async fn purge_removes_what_is_dead_and_keeps_what_lives(s: Arc<dyn Store>) {
             webauthn_ceremonies: 0,
             replay_marks: 0,
             pushed_requests: 0,
+            device_codes: 0,
         }
     );
     let after = s.table_counts().await.unwrap();
@@ -1056,6 +1060,7 @@ where
     passkeys::suite(&make).await;
     protection::a_mark_is_first_used_once(&[make().await]).await;
     protection::a_pushed_request_is_taken_once_and_bounded(&[make().await]).await;
+    devices::suite(&make).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1103,7 +1108,7 @@ async fn postgres_migrations_run_once_even_when_instances_start_at_once() {
         o.await.unwrap().expect("every instance starts");
     }
     let s = PostgresStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.migrate().await.unwrap(), 10);
+    assert_eq!(s.migrate().await.unwrap(), 11);
     s.insert_client(&client("app")).await.unwrap();
     let again = PostgresStore::connect(&db.url).await.unwrap();
     assert!(
@@ -1680,4 +1685,34 @@ async fn postgres_passkey_rules_hold_across_instances() {
     let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
     passkeys::across_instances(a, b).await;
+}
+
+/// Issue 15, across instances: two pools on one database bound, answer, poll and redeem device
+/// authorization requests as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_device_codes_hold_across_instances() {
+    let Some(db) = TestDatabase::create("devices").await else { return };
+    devices::across_instances(&|| async {
+        let url = db.fresh_schema().await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        vec![a, b]
+    })
+    .await;
+}
+
+/// Two processes on one SQLite file: the device rules hold there too (the file's write lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_device_codes_hold_across_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    devices::across_instances(&|| {
+        let path = dir.path().join(format!("shared{}.sqlite", counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        async move {
+            let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+            let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+            vec![a, b]
+        }
+    })
+    .await;
 }

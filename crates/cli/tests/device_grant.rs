@@ -15,8 +15,12 @@ const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 async fn server_with(tweak: impl FnOnce(&mut latchkey_core::ProviderConfig)) -> TestServer {
     let s = TestServer::start_with(tweak).await;
-    s.add(NewClient { device: true, extra_scopes: vec!["api:read".into()], ..NewClient::public("tv", "Living-room TV", vec![]) })
-        .await;
+    s.add(NewClient {
+        device: true,
+        extra_scopes: vec!["api:read".into()],
+        ..NewClient::public("tv", "Living-room TV", vec![])
+    })
+    .await;
     s.add(NewClient { device: true, ..NewClient::public("other-tv", "Other TV", vec![]) }).await;
     s
 }
@@ -37,7 +41,12 @@ async fn answer(s: &TestServer, user_code: &str, status: DeviceStatus) -> bool {
 
 async fn approval(s: &TestServer) -> DeviceStatus {
     let alice = s.store.user_by_username("alice").await.unwrap().unwrap();
-    DeviceStatus::Approved(Approval { user_id: alice.id, sid: "sid-1".into(), auth_time: s.now(), authn: Default::default() })
+    DeviceStatus::Approved(Approval {
+        user_id: alice.id,
+        sid: "sid-1".into(),
+        auth_time: s.now(),
+        authn: Default::default(),
+    })
 }
 
 fn error(body: &Value) -> &str {
@@ -47,7 +56,8 @@ fn error(body: &Value) -> &str {
 #[tokio::test]
 async fn the_endpoint_is_advertised_and_hands_out_codes_of_the_rfc_shape() {
     let s = server_with(|_| {}).await;
-    let meta: Value = s.http.get(s.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let meta: Value =
+        s.http.get(s.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["device_authorization_endpoint"], s.url("/device_authorization"));
     assert!(meta["grant_types_supported"].as_array().unwrap().iter().any(|g| g == GRANT));
 

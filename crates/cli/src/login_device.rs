@@ -34,6 +34,7 @@ pub async fn run(client: &Client, scope: Scope, qr: bool) -> anyhow::Result<Toke
         ),
         e => anyhow::Error::new(e).context("asking for a device code (RFC 8628 §3.1)"),
     })?;
+    let interrupted = interrupts().context("listening for Ctrl-C")?;
     let mut out = std::io::stdout();
     let terminal = out.is_terminal();
     out.write_all(instructions(&device, qr || terminal).as_bytes()).context("writing to stdout")?;
@@ -44,7 +45,7 @@ pub async fn run(client: &Client, scope: Scope, qr: bool) -> anyhow::Result<Toke
     );
     let polled = tokio::select! {
         r = client.poll_device_authorization(&device, &SystemClock) => r,
-        _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
+        () = interrupted => return Err(Interrupted.into()),
     };
     polled.map_err(|e| match e {
         Error::DeviceDenied => anyhow!("The request was denied on the verification page: nothing was cached"),
@@ -53,6 +54,24 @@ pub async fn run(client: &Client, scope: Scope, qr: bool) -> anyhow::Result<Toke
             duration_words(expires_in)
         ),
         e => anyhow::Error::new(e).context("waiting for the approval"),
+    })
+}
+
+/// Resolves at Ctrl-C. The handler is installed at once, before the instructions are printed:
+/// a Ctrl-C right after them stops the wait as one while polling does, instead of killing the
+/// process with the default action.
+#[cfg(unix)]
+fn interrupts() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+#[cfg(not(unix))]
+fn interrupts() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
     })
 }
 

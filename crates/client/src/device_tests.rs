@@ -356,3 +356,23 @@ async fn the_id_token_is_validated() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_private_key_jwt_client_authenticates_at_both_endpoints() {
+    let script = vec![oauth_error("authorization_pending"), tokens("Bearer")];
+    let (client, fake) = serve(provider(device_answer(Some(5), 600), script)).await;
+    let key = DpopKey::generate().unwrap();
+    let pem = crate::keys::to_pem("PRIVATE KEY", key.pkcs8());
+    let client = client.with_private_key_jwt(crate::ClientKey::parse(pem.as_bytes()).unwrap()).unwrap();
+    let clock = FakeClock::at(START);
+    let d = client.start_device_authorization(scope(), None, clock.now()).await.unwrap();
+    client.poll_device_authorization(&d, &clock).await.unwrap();
+    let requests: Vec<Seen> =
+        fake.device_requests.lock().unwrap().iter().chain(fake.polls.lock().unwrap().iter()).cloned().collect();
+    assert_eq!(requests.len(), 3);
+    let mut assertions = std::collections::HashSet::new();
+    for r in &requests {
+        assert_eq!(r.form["client_assertion_type"], latchkey_proto::client_assertion::ASSERTION_TYPE);
+        assert!(assertions.insert(r.form["client_assertion"].clone()), "a fresh assertion (jti) per request");
+    }
+}

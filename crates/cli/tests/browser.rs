@@ -11,6 +11,8 @@
 //! - `passkeys.test.mjs`: passkeys with a CDP virtual authenticator: enrolment from the account
 //!   page, the username-less sign-in, the passkey as second factor, user verification refused, a
 //!   removed passkey, keyboard-only and 360 px runs; `amr`/`acr` checked in the id_tokens.
+//! - `device.test.mjs`: the device verification page (RFC 8628 §3.3): sign-in, a typed code
+//!   approved and a linked code denied, keyboard only, 360 px wide, with the accessibility harness.
 //! - `mcp_host.test.mjs`: a browser MCP host (like the MCP Inspector) on another origin: discovery,
 //!   registration, authorization, code exchange and revocation across origins (CORS).
 //! - `account.test.mjs` and `flows.test.mjs`: the accessibility harness (`a11y.mjs`) over every
@@ -434,6 +436,49 @@ fn passkeys_enrol_sign_in_and_are_refused_where_they_must_be_in_headless_chromiu
         ],
         dir.path(),
     );
+}
+
+#[test]
+fn a_device_code_is_typed_and_approved_with_the_keyboard_at_phone_size_in_headless_chromium() {
+    if !can_run() {
+        return;
+    }
+    if !package().join("node_modules/axe-core").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the accessibility checks: (cd tests/browser && npm ci)");
+        eprintln!("SKIPPED: axe-core is not installed: (cd {} && npm ci)", package().display());
+        return;
+    }
+    let a11y = a11y_artifacts();
+    let _one = ONE_BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("device.db");
+    latchkey(&db, &["client", "add", "--public", "--device", "--client-id", "tv", "--name", "TV"]);
+    add_user(&db, "alice", "alice-password");
+    // The shortest polling interval, so that the device's polls do not make the test slow.
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(&config, "[device]\ninterval = 1\n").unwrap();
+    let pages = ["device-code", "device-code-error", "device-consent", "device-done", "device-denied"];
+    for p in pages {
+        // Only this run's reports count.
+        let _ = std::fs::remove_file(a11y.join(format!("{p}.png")));
+        let _ = std::fs::remove_file(a11y.join(format!("{p}.axe.json")));
+    }
+    let (_server, base) = serve_with(&db, &dir.path().join("server.log"), "127.0.0.1", Some(&config));
+    run_node(
+        "device.test.mjs",
+        &[
+            ("LATCHKEY_BASE", &base),
+            ("DEVICE_CLIENT", "tv"),
+            ("LATCHKEY_PASSWORD", "alice-password"),
+            ("A11Y_ARTIFACTS_DIR", a11y.to_str().unwrap()),
+        ],
+        &["device-code", "device-consent", "device-done"],
+        dir.path(),
+    );
+    for p in pages {
+        assert!(a11y.join(format!("{p}.png")).exists(), "no 360 px screenshot of {p}");
+        assert!(a11y.join(format!("{p}.axe.json")).exists(), "no axe report of {p}");
+    }
 }
 
 /// Where the accessibility harness (tests/browser/a11y.mjs) keeps its phone-sized screenshots and

@@ -132,7 +132,7 @@ async fn polling_follows_section_3_5_and_the_approval_is_redeemed_once() {
     let (st, t) = poll(&s, "tv", code).await;
     assert_eq!(st, 200, "{t}");
     assert_eq!(t["token_type"], "Bearer");
-    assert_eq!(t["scope"], "openid profile api:read");
+    assert_eq!(t["scope"], "api:read openid profile");
     let (_, claims) = jwt_parts(t["access_token"].as_str().unwrap());
     let alice = s.store.user_by_username("alice").await.unwrap().unwrap();
     assert_eq!((claims["sub"].as_str(), claims["client_id"].as_str()), (Some(alice.id.as_str()), Some("tv")));

@@ -319,7 +319,10 @@ impl Provider {
             client_id_metadata_document_supported: self.metadata_documents_supported(),
             dpop_signing_alg_values_supported: crate::dpop::alg_names(&self.config.protection.dpop.algorithms),
             pushed_authorization_request_endpoint: format!("{i}/par"),
-            device_authorization_endpoint: format!("{i}{}", crate::grant::client_auth::Endpoint::DeviceAuthorization.path()),
+            device_authorization_endpoint: format!(
+                "{i}{}",
+                crate::grant::client_auth::Endpoint::DeviceAuthorization.path()
+            ),
             require_pushed_authorization_requests: self.config.protection.par.require
                 || self.config.protection.profile == crate::store::SecurityProfile::Fapi2,
             token_endpoint_auth_signing_alg_values_supported: assertion_algs.clone(),

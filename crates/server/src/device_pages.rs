@@ -4,6 +4,7 @@
 
 use askama::Template;
 use latchkey_core::UnixTime;
+use latchkey_core::authn::Acr;
 use latchkey_core::device_grant::verify::DeviceView;
 
 use crate::pages::{access_items, date};
@@ -45,6 +46,18 @@ pub struct ConsentPage<'a> {
     pub same_network: bool,
     /// "in 8 minutes".
     pub expires_in: String,
+    /// The client requires a stronger sign-in than the person's session has: what it is, in
+    /// words, and the level for the step-up form. Approving waits for it; denying does not.
+    pub step_up: Option<(&'static str, &'static str)>,
+}
+
+/// What a sign-in level asks of the person, as the consent page says it.
+fn level_words(level: Acr) -> &'static str {
+    match level {
+        Acr::Password => "your password",
+        Acr::TwoFactor => "two-step sign-in (a code from your authenticator app, or a passkey)",
+        Acr::PhishingResistant => "a passkey",
+    }
 }
 
 impl<'a> ConsentPage<'a> {
@@ -64,6 +77,7 @@ impl<'a> ConsentPage<'a> {
             network: v.requested_from.clone().unwrap_or_else(|| "unknown".into()),
             same_network: v.requested_from.is_some() && v.requested_from.as_deref() == here,
             expires_in: format!("in {}", span(v.expires_at.saturating_sub(now))),
+            step_up: v.needs.map(|l| (level_words(l), l.as_str())),
         }
     }
 }
@@ -133,6 +147,7 @@ mod tests {
             requested_at: 1_796_401_440,
             requested_from: Some("192.0.2.1".into()),
             expires_at: 1_796_401_440 + 600,
+            needs: None,
         };
         let page = crate::pages::render(&ConsentPage::new(&v, "alice", "tok", Some("192.0.2.1"), 1_796_401_440 + 130));
         assert!(!page.contains("<b>TV"), "escaped");
@@ -153,7 +168,14 @@ mod tests {
         ] {
             assert!(page.contains(part), "{part}: {page}");
         }
-        let elsewhere = crate::pages::render(&ConsentPage::new(&v, "alice", "tok", Some("198.51.100.7"), v.requested_at));
+        let elsewhere =
+            crate::pages::render(&ConsentPage::new(&v, "alice", "tok", Some("198.51.100.7"), v.requested_at));
         assert!(!elsewhere.contains("the network you are on now"));
+        // A client that needs more than the session has: no Approve, the step-up instead.
+        let strict = DeviceView { needs: Some(Acr::PhishingResistant), ..v };
+        let page = crate::pages::render(&ConsentPage::new(&strict, "alice", "tok", None, strict.requested_at));
+        assert!(!page.contains(r#"value="approve""#), "{page}");
+        assert!(page.contains(r#"action="/device/step-up""#) && page.contains(r#"value="phr""#), "{page}");
+        assert!(page.contains(r#"value="deny""#), "denying needs nothing more");
     }
 }

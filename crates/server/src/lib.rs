@@ -164,6 +164,7 @@ pub fn app_with(state: AppState, limits: &conn::Limits) -> Router {
         .route("/account/activity", page(get(handlers::account_activity::get)))
         // RFC 8628 §3.3: the verification page, where a person answers a device's request.
         .route("/device", page(get(handlers::device::get).post(handlers::device::post)))
+        .route("/device/step-up", page(post(handlers::device::step_up)))
         .route("/assets/latchkey.css", page(get(handlers::discovery::stylesheet)))
         .route("/healthz", page(get(|| async { "ok" })))
         .fallback(handlers::not_found)

@@ -15,7 +15,8 @@ use latchkey_proto::{ClientId, ResourceUri, Scope, TokenHash};
 pub const COLS: &str = "device_hash, user_code_hash, client_id, scope, resource, created_at, expires_at, interval_s, \
                         last_poll_at, requested_from, status";
 
-pub const INSERT: &str = "INSERT INTO device_codes (device_hash, user_code_hash, client_id, scope, resource, created_at, \
+pub const INSERT: &str =
+    "INSERT INTO device_codes (device_hash, user_code_hash, client_id, scope, resource, created_at, \
                           expires_at, interval_s, last_poll_at, requested_from, state, status)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 

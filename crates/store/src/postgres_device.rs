@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
-use latchkey_core::device_grant::{self, DeviceGrantStore, DeviceInsert, DeviceRecord, DeviceStatus, PollStep, PollUpdate};
+use latchkey_core::device_grant::{
+    self, DeviceGrantStore, DeviceInsert, DeviceRecord, DeviceStatus, PollStep, PollUpdate,
+};
 use latchkey_core::store::{Issuance, StoreError, StoreResult};
 use latchkey_proto::TokenHash;
 use tokio_postgres::Row;

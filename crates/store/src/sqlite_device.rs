@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use latchkey_core::UnixTime;
-use latchkey_core::device_grant::{self, DeviceGrantStore, DeviceInsert, DeviceRecord, DeviceStatus, PollStep, PollUpdate};
+use latchkey_core::device_grant::{
+    self, DeviceGrantStore, DeviceInsert, DeviceRecord, DeviceStatus, PollStep, PollUpdate,
+};
 use latchkey_core::store::{Issuance, StoreError, StoreResult};
 use latchkey_proto::TokenHash;
 use rusqlite::types::Type;
@@ -56,7 +58,8 @@ impl DeviceGrantStore for SqliteStore {
         self.write(move |c| {
             let tx = c.savepoint()?;
             tx.prepare_cached(sql::DELETE_EXPIRED_USER_CODE)?.execute(params![x.user_code_hash, now])?;
-            let n: i64 = tx.prepare_cached(sql::COUNT_LIVE_FOR_CLIENT)?.query_row(params![x.client_id, now], |r| r.get(0))?;
+            let n: i64 =
+                tx.prepare_cached(sql::COUNT_LIVE_FOR_CLIENT)?.query_row(params![x.client_id, now], |r| r.get(0))?;
             if n >= max {
                 return Ok(DeviceInsert::ClientFull);
             }

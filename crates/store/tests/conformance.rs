@@ -1707,7 +1707,8 @@ async fn sqlite_device_codes_hold_across_connections() {
     let dir = tempfile::tempdir().unwrap();
     let counter = std::sync::atomic::AtomicUsize::new(0);
     devices::across_instances(&|| {
-        let path = dir.path().join(format!("shared{}.sqlite", counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        let path =
+            dir.path().join(format!("shared{}.sqlite", counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
         async move {
             let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
             let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use latchkey_proto::{ClientId, CodeChallenge, RedirectUri, Scope};
 use serde::{Deserialize, Serialize};
 
+use crate::authn::{Acr, AcrRequest, Next, SecondFactorPolicy, decide};
 use crate::authorize::Step;
 use crate::store::{ClientKind, ClientRecord, PendingAuthorization, SessionRecord, UserRecord};
 use crate::{Error, Provider, UnixTime};
@@ -117,8 +118,44 @@ impl Provider {
 
     /// Starts a sign-in for the account pages: the login page, then `next`.
     pub async fn account_sign_in(&self, next: &str, ip: Option<IpAddr>, now: UnixTime) -> Result<Step, Error> {
+        let pending = self.account_pending(next, None, now)?;
+        let id = self.save_pending(&pending, ip, now).await?;
+        Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })
+    }
+
+    /// Raises the signed-in session to `level` (a second factor, a passkey), then goes to `next`:
+    /// the second-factor step on this session, or setting a factor up where the person has none
+    /// that reaches it, as a step-up at `/authorize` does. A page that needs more than the session
+    /// has (the device page, for a client whose policy asks for it) starts here; the session is
+    /// upgraded in place, so the page finds it strong enough afterwards. A session that already
+    /// reaches `level` goes to `next` at once.
+    pub async fn account_step_up(
+        &self,
+        a: &AccountSession,
+        level: Acr,
+        next: &str,
+        ip: Option<IpAddr>,
+        now: UnixTime,
+    ) -> Result<Step, Error> {
+        let request = AcrRequest { values: vec![level], essential: true };
+        let pending = self.account_pending(next, Some(request), now)?;
+        let enrolled = self.enrolled(&a.user.id).await?;
+        let need = decide(SecondFactorPolicy::Optional, pending.acr.as_ref(), &enrolled, Some(&a.session.authn));
+        if need == Next::Done {
+            return Ok(Step::Redirect(safe_next(next)));
+        }
+        let id = self.save_pending(&pending, ip, now).await?;
+        self.begin_step_up(id, &a.session, need, now).await
+    }
+
+    fn account_pending(
+        &self,
+        next: &str,
+        acr: Option<AcrRequest>,
+        now: UnixTime,
+    ) -> Result<PendingAuthorization, Error> {
         let next = safe_next(next);
-        let pending = PendingAuthorization {
+        Ok(PendingAuthorization {
             client_id: ClientId::parse(ACCOUNT_PENDING_ID)?,
             redirect_uri: RedirectUri::parse(&format!("{}{next}", self.issuer()))?,
             scope: Scope::default(),
@@ -133,12 +170,10 @@ impl Provider {
             auth_after: None,
             resource: None,
             purpose: SignInPurpose::Account { next },
-            acr: None,
+            acr,
             claims: None,
             dpop_jkt: None,
-        };
-        let id = self.save_pending(&pending, ip, now).await?;
-        Ok(Step::Login { pending: id, client_name: ACCOUNT_CLIENT_NAME.to_owned(), login_hint: None })
+        })
     }
 }
 

@@ -180,11 +180,8 @@ pub fn normalize_user_code(typed: &str) -> Option<String> {
     if typed.len() > 64 {
         return None;
     }
-    let code: String = typed
-        .chars()
-        .filter(|c| !matches!(c, '-' | ' ' | '\t' | '.' | '_'))
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let code: String =
+        typed.chars().filter(|c| !matches!(c, '-' | ' ' | '\t' | '.' | '_')).map(|c| c.to_ascii_uppercase()).collect();
     let valid = code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b));
     valid.then_some(code)
 }
@@ -221,12 +218,19 @@ pub trait DeviceGrantStore: Send + Sync {
     async fn pending_device(&self, user_code_hash: &TokenHash, now: UnixTime) -> StoreResult<Option<DeviceRecord>>;
     /// Records the user's answer if and only if the record is live and still pending: of
     /// concurrent answers, one wins. `false`: nothing changed (expired, answered, unknown).
-    async fn decide_device(&self, user_code_hash: &TokenHash, status: &DeviceStatus, now: UnixTime)
-    -> StoreResult<bool>;
+    async fn decide_device(
+        &self,
+        user_code_hash: &TokenHash,
+        status: &DeviceStatus,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     /// One poll: reads the record, decides with [`poll`] and applies the update, in one atomic
     /// step (concurrent polls see each other's `last_poll_at`). `None`: no such record.
-    async fn poll_device(&self, device_hash: &TokenHash, now: UnixTime)
-    -> StoreResult<Option<(DeviceRecord, PollStep)>>;
+    async fn poll_device(
+        &self,
+        device_hash: &TokenHash,
+        now: UnixTime,
+    ) -> StoreResult<Option<(DeviceRecord, PollStep)>>;
     /// Removes the approved record and stores the grant and its first tokens in one transaction.
     /// `false`: the record was not there any more (a concurrent poll redeemed it): nothing stored.
     async fn redeem_device(&self, device_hash: &TokenHash, issue: &Issuance) -> StoreResult<bool>;

@@ -14,6 +14,7 @@ use latchkey_proto::Scope;
 
 use super::{Approval, DeviceRecord, DeviceStatus, display_user_code, normalize_user_code, user_code_hash};
 use crate::account::AccountSession;
+use crate::authn::Acr;
 use crate::store::Reservation;
 use crate::throttle::{IP, Rule, source};
 use crate::{Error, Provider, UnixTime};
@@ -33,6 +34,10 @@ pub struct DeviceView {
     pub requested_at: UnixTime,
     pub requested_from: Option<String>,
     pub expires_at: UnixTime,
+    /// The sign-in the client requires (the stricter of the deployment's and the client's second
+    /// factor policy) when the person's session falls short of it: approving is refused until
+    /// they sign in with it, so the device flow is no way around a client's policy.
+    pub needs: Option<Acr>,
 }
 
 /// What a code comes to.
@@ -42,7 +47,14 @@ pub enum Lookup<T> {
     /// Unknown, expired, already answered or malformed: one answer for all.
     NotFound,
     /// Too many misses: try again after this time.
-    Throttled { until: UnixTime },
+    Throttled {
+        until: UnixTime,
+    },
+    /// The client requires a stronger sign-in than this session's (a second factor, a passkey):
+    /// nothing was recorded.
+    StepUpNeeded {
+        level: Acr,
+    },
 }
 
 /// The person's answer.
@@ -62,7 +74,11 @@ fn keys(session: &AccountSession, ip: Option<IpAddr>) -> Vec<(String, Rule)> {
 
 impl Provider {
     /// Reserves one attempt; `Some(until)`: blocked.
-    async fn reserve_user_code_attempt(&self, keys: &[(String, Rule)], now: UnixTime) -> Result<Option<UnixTime>, Error> {
+    async fn reserve_user_code_attempt(
+        &self,
+        keys: &[(String, Rule)],
+        now: UnixTime,
+    ) -> Result<Option<UnixTime>, Error> {
         match self.store.throttle_reserve(keys, now).await? {
             Reservation::Reserved { .. } => Ok(None),
             Reservation::Blocked { until, .. } => Ok(Some(until)),
@@ -91,12 +107,14 @@ impl Provider {
             return Ok(Lookup::NotFound);
         };
         self.refund_user_code_attempt(&keys).await?;
-        Ok(Lookup::Found(self.device_view(&record, &code).await?))
+        Ok(Lookup::Found(self.device_view(&record, &code, session).await?))
     }
 
-    async fn device_view(&self, r: &DeviceRecord, code: &str) -> Result<DeviceView, Error> {
+    async fn device_view(&self, r: &DeviceRecord, code: &str, session: &AccountSession) -> Result<DeviceView, Error> {
         let client = self.store.client(&r.client_id).await?;
+        let needs = self.step_up_needed(client.as_ref(), session);
         Ok(DeviceView {
+            needs,
             user_code: display_user_code(code),
             client_id: r.client_id.to_string(),
             client_name: client.map_or_else(|| r.client_id.to_string(), |c| c.name),
@@ -126,6 +144,13 @@ impl Provider {
         let hash = user_code_hash(&code);
         let Some(record) = self.store.pending_device(&hash, now).await? else { return Ok(Lookup::NotFound) };
         let s = &session.session;
+        if answer == Answer::Approve {
+            let client = self.store.client(&record.client_id).await?;
+            if let Some(level) = self.step_up_needed(client.as_ref(), session) {
+                // Not refunded: a guesser gains nothing by holding a weak session.
+                return Ok(Lookup::StepUpNeeded { level });
+            }
+        }
         let status = match answer {
             Answer::Approve => DeviceStatus::Approved(Approval {
                 user_id: session.user.id.clone(),
@@ -152,6 +177,14 @@ impl Provider {
             detail: Some(detail),
         };
         crate::audit::record(self.store.as_ref(), now, name, e).await;
-        Ok(Lookup::Found(self.device_view(&record, &code).await?))
+        Ok(Lookup::Found(self.device_view(&record, &code, session).await?))
+    }
+
+    /// The level the client's sign-ins must reach (the stricter of the deployment's and the
+    /// client's policy, as at `/authorize`), when this session has not reached it.
+    fn step_up_needed(&self, client: Option<&crate::store::ClientRecord>, session: &AccountSession) -> Option<Acr> {
+        let policy = client.map_or(self.config.second_factor, |c| self.config.second_factor.max(c.second_factor));
+        let level = policy.level();
+        (session.session.authn.acr() < level).then_some(level)
     }
 }

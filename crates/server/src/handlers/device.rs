@@ -6,6 +6,9 @@
 //! A GET only looks up: approving takes the POST with the page's CSRF token, so a link (a phisher's
 //! `verification_uri_complete`) can at most show the consent page with its warning. Every lookup
 //! and every answer is throttled in `latchkey_core::device_grant::verify`.
+//!
+//! A client whose second-factor policy needs more than the person's session has is approved only
+//! after a step-up (`POST /device/step-up`): the second-factor step on this session, then back.
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,6 +16,7 @@ use axum::response::Response;
 use axum_extra::extract::CookieJar;
 use latchkey_core::UnixTime;
 use latchkey_core::account::AccountSession;
+use latchkey_core::authn::Acr;
 use latchkey_core::device_grant::request::VERIFICATION_PATH;
 use latchkey_core::device_grant::verify::{Answer, DeviceView, Lookup};
 use latchkey_core::device_grant::{display_user_code, normalize_user_code};
@@ -22,7 +26,7 @@ use super::account::{page, signed_in, signed_in_form};
 use crate::AppState;
 use crate::device_pages::{CodePage, ConsentPage, DonePage, NOT_FOUND, retry_message};
 use crate::extract::{ClientIp, PageBody, RequestId};
-use crate::handlers::authorize::{csrf_token, internal, invalid_page};
+use crate::handlers::authorize::{csrf_token, internal, invalid_page, redirect_to, render};
 use crate::pages;
 
 /// `GET /device` (the form) and `GET /device?user_code=…` (`verification_uri_complete`: the
@@ -39,12 +43,9 @@ pub async fn get(
         Err(e) => return invalid_page("This request is invalid", &e.description),
     };
     let typed = params.get("user_code");
-    // Back here after the sign-in, with the code in the one form `safe_next` lets through; a code
-    // that cannot be one is dropped and the person types it again.
-    let next = match typed.and_then(normalize_user_code) {
-        Some(code) => format!("{VERIFICATION_PATH}?user_code={}", display_user_code(&code)),
-        None => VERIFICATION_PATH.to_owned(),
-    };
+    // Back here after the sign-in, with the code; a code that cannot be one is dropped and the
+    // person types it again.
+    let next = next_for(typed);
     let a = match signed_in(&s, &rid, ip, &jar, &next).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -88,8 +89,50 @@ pub async fn post(
         }
         Ok(Lookup::NotFound) => refused(&s, jar, &a, typed, None),
         Ok(Lookup::Throttled { until }) => refused(&s, jar, &a, typed, Some(until)),
+        // The client's policy needs a stronger sign-in: back to the consent page, which says so
+        // and offers the step-up (the form that led here was older than a policy change).
+        Ok(Lookup::StepUpNeeded { .. }) => back_to_code(typed),
         Err(e) => internal(&rid, e),
     }
+}
+
+/// `POST /device/step-up`: `acr` (the level the consent page said the client requires) for the
+/// signed-in session, then back to the consent page of `user_code`: the second-factor step on
+/// this session, or setting a factor up where the person has none that reaches it.
+pub async fn step_up(
+    State(s): State<AppState>,
+    rid: RequestId,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    headers: HeaderMap,
+    PageBody(body): PageBody,
+) -> Response {
+    let (a, params) = match signed_in_form(&s, &rid, ip, &jar, &headers, &body, VERIFICATION_PATH).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(level) = params.get("acr").and_then(Acr::parse) else {
+        return invalid_page("This request is invalid", "the form names no sign-in level this server knows");
+    };
+    let next = next_for(params.get("user_code"));
+    match s.provider.account_step_up(&a, level, &next, ip, s.clock.now()).await {
+        Ok(step) => render(&s, jar, step, StatusCode::SEE_OTHER),
+        Err(e) => internal(&rid, e),
+    }
+}
+
+/// Where the page comes back to: the consent page of `typed`, in the one form `safe_next` lets
+/// through, or the form when `typed` cannot be a code.
+fn next_for(typed: Option<&str>) -> String {
+    match typed.and_then(normalize_user_code) {
+        Some(code) => format!("{VERIFICATION_PATH}?user_code={}", display_user_code(&code)),
+        None => VERIFICATION_PATH.to_owned(),
+    }
+}
+
+/// Back to the consent page of `typed` (a GET, which only looks up).
+fn back_to_code(typed: &str) -> Response {
+    redirect_to(StatusCode::SEE_OTHER, &next_for(Some(typed)))
 }
 
 /// Looks a typed code up: the consent page, or the form again with why not.
@@ -106,11 +149,20 @@ async fn lookup(
         Ok(Lookup::Found(v)) => consent_page(s, jar, a, &v, ip),
         Ok(Lookup::NotFound) => refused(s, jar, a, typed, None),
         Ok(Lookup::Throttled { until }) => refused(s, jar, a, typed, Some(until)),
+        // Only an approval asks for a step-up (the consent page says when it will); were a lookup
+        // ever to, the form, rather than a redirect back here.
+        Ok(Lookup::StepUpNeeded { .. }) => refused(s, jar, a, typed, None),
         Err(e) => internal(rid, e),
     }
 }
 
-fn consent_page(s: &AppState, jar: CookieJar, a: &AccountSession, v: &DeviceView, ip: Option<std::net::IpAddr>) -> Response {
+fn consent_page(
+    s: &AppState,
+    jar: CookieJar,
+    a: &AccountSession,
+    v: &DeviceView,
+    ip: Option<std::net::IpAddr>,
+) -> Response {
     let (jar, csrf) = csrf_token(s, jar);
     let here = ip.map(latchkey_core::throttle::source);
     page(jar, pages::render(&ConsentPage::new(v, &a.user.username, &csrf, here.as_deref(), s.clock.now())))

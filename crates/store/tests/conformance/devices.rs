@@ -94,7 +94,10 @@ pub async fn inserts_are_bounded_per_client_and_user_codes_unique(instances: &[A
     assert_eq!(count(&got, &DeviceInsert::UserCodeTaken), 11);
 
     // Expired: the code is free again (the dead row is replaced) and the client has room again.
-    assert_eq!(s.insert_device(&device("old", "quiet", "REUSED", 100, 10), 1, 100).await.unwrap(), DeviceInsert::Inserted);
+    assert_eq!(
+        s.insert_device(&device("old", "quiet", "REUSED", 100, 10), 1, 100).await.unwrap(),
+        DeviceInsert::Inserted
+    );
     assert_eq!(
         s.insert_device(&device("new", "kiosk", "REUSED", 105, 600), 3, 105).await.unwrap(),
         DeviceInsert::UserCodeTaken,
@@ -139,11 +142,14 @@ pub async fn only_live_pending_requests_are_shown_and_answered(s: Arc<dyn Store>
 pub async fn one_answer_of_concurrent_answers_wins(instances: &[Arc<dyn Store>]) {
     let s = &instances[0];
     s.insert_device(&device("d", "tv", "RACE", 100, 600), 10, 100).await.unwrap();
-    let answer = |i: usize| if i % 3 == 0 { DeviceStatus::Denied } else { approved(&format!("user-{i}")) };
-    let won = burst(instances, 20, |s, i| async move {
-        s.decide_device(&user_code_hash("RACE"), &answer(i), 110).await.unwrap()
-    })
-    .await;
+    let answer = |i: usize| if i.is_multiple_of(3) { DeviceStatus::Denied } else { approved(&format!("user-{i}")) };
+    let won =
+        burst(
+            instances,
+            20,
+            |s, i| async move { s.decide_device(&user_code_hash("RACE"), &answer(i), 110).await.unwrap() },
+        )
+        .await;
     assert_eq!(count(&won, &true), 1, "one answer: {won:?}");
     let winner = won.iter().position(|w| *w).unwrap();
     let (read, _) = s.poll_device(&TokenHash::of("d"), 120).await.unwrap().unwrap();
@@ -169,9 +175,9 @@ pub async fn polls_are_decided_one_at_a_time(instances: &[Arc<dyn Store>]) {
     assert_eq!(poll(101).await, (5, Some(100), PollStep::SlowDown));
     assert_eq!(poll(110).await, (10, Some(101), PollStep::SlowDown), "10 s now, from the refused poll");
     assert_eq!(poll(124).await, (15, Some(110), PollStep::SlowDown), "15 s now");
-    assert_eq!(poll(139).await, (20, Some(124), PollStep::SlowDown));
-    assert_eq!(poll(159).await, (25, Some(139), PollStep::Pending), "at the interval");
-    assert_eq!(poll(184).await, (25, Some(159), PollStep::Pending), "a poll at the interval keeps it");
+    assert_eq!(poll(143).await, (20, Some(124), PollStep::SlowDown), "one second short");
+    assert_eq!(poll(168).await, (25, Some(143), PollStep::Pending), "at the interval");
+    assert_eq!(poll(193).await, (25, Some(168), PollStep::Pending), "a poll at the interval keeps it");
 
     // A burst at one instant on a fresh request: the first is a poll, each later one too soon.
     let burst_dev = TokenHash::of("burst");

@@ -11,6 +11,11 @@
 # requests), which the peer has no counterpart of: TOTP_USERS, PASSKEY_USERS, ACCOUNT_LOGINS and
 # RESETS size them (ACCOUNT_LOGINS=0 RESETS=0 leaves them out).
 #
+# Latchkey also runs the DPoP and PAR phases of issue 14 (DPoP twins of the code exchange, the
+# refresh and userinfo; a pushed authorization request and the authorization that uses it), each
+# beside its bearer counterpart; the peer's set-up enables neither, so its cells say "not
+# measured". DPOP=0 PAR=0 leaves them out.
+#
 # Extra arguments go to `latchkey-bench run` (e.g. --no-warmup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +39,8 @@ PASSKEY_USERS=${PASSKEY_USERS:-$ACCOUNT_LOGINS}
 RESETS=${RESETS:-$((2 * LOGINS))}
 # Passkeys need a domain name: the issuer is localhost, served on 127.0.0.1.
 ISSUER_LATCHKEY="http://localhost:$PORT_LATCHKEY"
+DPOP=${DPOP:-1}
+PAR=${PAR:-1}
 UPDATE_BENCHMARKS=${UPDATE_BENCHMARKS:-1}
 OUT=${OUT:-artifacts/bench}
 # Where Latchkey's SQLite file lives: on a real disk, so that synchronous=FULL pays its fsyncs.
@@ -112,6 +119,9 @@ echo "== benchmark"
 mkdir -p "$OUT"
 update=()
 if [ "$UPDATE_BENCHMARKS" = 1 ]; then update=(--update BENCHMARKS.md); fi
+issue14=()
+if [ "$DPOP" = 1 ]; then issue14+=(--dpop); fi
+if [ "$PAR" = 1 ]; then issue14+=(--par); fi
 status=0
 "$BIN/latchkey-bench" run \
   --target "latchkey=$ISSUER_LATCHKEY,pid=$LATCHKEY_PID" \
@@ -120,6 +130,6 @@ status=0
   --users "$USERS" --codes "$CODES" --connections "$CONNECTIONS" --logins "$LOGINS" --runs "$RUNS" \
   --resource https://api.bench.example/mcp --registrations "${REGISTRATIONS:-2000}" \
   --account-fixtures "$WORK/accounts.json" --account-logins "$ACCOUNT_LOGINS" --resets "$RESETS" \
-  --json-out "$OUT/results.jsonl" --markdown-out "$OUT/results.md" "${update[@]}" "$@" || status=$?
+  --json-out "$OUT/results.jsonl" --markdown-out "$OUT/results.md" "${issue14[@]}" "${update[@]}" "$@" || status=$?
 echo "JSON lines: $OUT/results.jsonl; Markdown: $OUT/results.md"
 exit $status

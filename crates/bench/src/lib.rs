@@ -12,10 +12,15 @@
 //! On Latchkey, the account phases of issue 13 run beside the full login and are quoted as ratios
 //! to it: a full login with a TOTP second factor, a username-less passkey sign-in, and requests to
 //! reset a password for known and unknown addresses ([`account_ops`]).
+//!
+//! Also on Latchkey, with `--dpop` and `--par` (issue 14), DPoP twins of the code exchange, the
+//! refresh and userinfo, and a pushed authorization request with the authorization that follows
+//! it, each quoted against its bearer (or plain) counterpart of the same run ([`dpop_ops`]).
 
 pub mod account_ops;
 pub mod accounts;
 pub mod adapter;
+pub mod dpop_ops;
 pub mod forms;
 pub mod hello;
 pub mod http;
@@ -109,6 +114,11 @@ pub struct Workload {
     pub account_logins: usize,
     /// Password-reset requests per run on Latchkey targets (0: none; needs `[smtp]`).
     pub resets: usize,
+    /// Run the DPoP phases (RFC 9449) on Latchkey targets: authorization with `dpop_jkt`, code
+    /// exchange, refresh and userinfo with proofs, N of each, and time proof signing apart.
+    pub dpop: bool,
+    /// Run the pushed authorization request phase (RFC 9126) on Latchkey targets, N per run.
+    pub par: bool,
 }
 
 impl Workload {
@@ -135,6 +145,8 @@ impl Workload {
             accounts: None,
             account_logins: 500,
             resets: 0,
+            dpop: false,
+            par: false,
         }
     }
 }

@@ -95,6 +95,15 @@ struct RunArgs {
     /// will do: the request only queues).
     #[arg(long, default_value_t = 0)]
     resets: usize,
+    /// On Latchkey targets, also run the DPoP phases (RFC 9449): authorization with dpop_jkt, code
+    /// exchange, refresh and userinfo with a fresh proof per request, N of each, each quoted
+    /// against its bearer counterpart; and time proof signing and verification on one core.
+    #[arg(long)]
+    dpop: bool,
+    /// On Latchkey targets, also run N pushed authorization requests (RFC 9126), each followed by
+    /// the authorization request that uses it, quoted against the plain authorization.
+    #[arg(long)]
+    par: bool,
     /// Write JSON lines (one per phase and run, medians, checks) to this file.
     #[arg(long, value_name = "FILE")]
     json_out: Option<PathBuf>,
@@ -201,6 +210,8 @@ async fn run(a: RunArgs) -> anyhow::Result<bool> {
         },
         account_logins: a.account_logins.unwrap_or(a.logins),
         resets: a.resets,
+        dpop: a.dpop,
+        par: a.par,
         ..Workload::standard()
     };
     if w.allow_non_loopback {

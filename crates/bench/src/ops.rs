@@ -54,6 +54,11 @@ impl Pkce {
 impl Client {
     /// A fresh authorization request: its path and query, the PKCE verifier, the state.
     pub fn authorization_request(&self) -> (String, String, String) {
+        self.authorization_request_with(&[])
+    }
+
+    /// The same, with `extra` parameters (`dpop_jkt`, RFC 9449 §10).
+    pub fn authorization_request_with(&self, extra: &[(&str, &str)]) -> (String, String, String) {
         let pkce = Pkce::generate();
         let state = random_b64(12);
         let mut query = form_urlencoded::Serializer::new(String::new());
@@ -68,6 +73,7 @@ impl Client {
         if let Some(r) = &self.resource {
             query.append_pair("resource", r);
         }
+        query.extend_pairs(extra);
         let query = query.finish();
         (format!("{}?{query}", self.authorize_path), pkce.verifier, state)
     }
@@ -137,21 +143,33 @@ impl Op for Authorize {
     async fn call(&self, conn: &mut Conn, i: usize) -> Result<(IssuedCode, usize), OpError> {
         let (path, verifier, state) = self.client.authorization_request();
         let session = &self.sessions[i % self.sessions.len()];
-        let res = conn.send(Req::get(path).header(header::COOKIE, session)?).await?;
-        if !res.is_redirect() {
-            return Err(OpError::Status {
-                want: 302,
-                got: res.status.as_u16(),
-                body: "a user with a session and consent should get a code at once".into(),
-            });
-        }
-        let loc = res.location().ok_or(OpError::Protocol("a redirect without Location"))?;
-        if !loc.starts_with(&self.client.redirect_uri) {
-            return Err(OpError::Protocol("a user with a session was not redirected to the client"));
-        }
-        let cb = callback(loc, &self.client.expect(&state))?;
-        Ok((IssuedCode { code: cb.code, verifier }, 1))
+        let code = authorize_with_session(conn, &self.client, path, &state, session).await?;
+        Ok((IssuedCode { code, verifier }, 1))
     }
+}
+
+/// `GET` of an authorization URL (`path`) with a session cookie: the answer must be the redirect
+/// to the client with a code and our `state`. Returns the code.
+pub(crate) async fn authorize_with_session(
+    conn: &mut Conn,
+    client: &Client,
+    path: String,
+    state: &str,
+    session: &str,
+) -> Result<String, OpError> {
+    let res = conn.send(Req::get(path).header(header::COOKIE, session)?).await?;
+    if !res.is_redirect() {
+        return Err(OpError::Status {
+            want: 302,
+            got: res.status.as_u16(),
+            body: "a user with a session and consent should get a code at once".into(),
+        });
+    }
+    let loc = res.location().ok_or(OpError::Protocol("a redirect without Location"))?;
+    if !loc.starts_with(&client.redirect_uri) {
+        return Err(OpError::Protocol("a user with a session was not redirected to the client"));
+    }
+    Ok(callback(loc, &client.expect(state))?.code)
 }
 
 pub(crate) fn string_field(v: &serde_json::Value, name: &'static str) -> Result<String, OpError> {
@@ -160,16 +178,22 @@ pub(crate) fn string_field(v: &serde_json::Value, name: &'static str) -> Result<
 
 /// The claims of a JWT, not verified (the benchmark checks what was issued, not the signature:
 /// a relying party verifies once per key set, and that cost is the client's, not the server's).
-fn jwt_claims(jwt: &str) -> Result<serde_json::Value, OpError> {
+pub(crate) fn jwt_claims(jwt: &str) -> Result<serde_json::Value, OpError> {
     let payload = jwt.split('.').nth(1).ok_or(OpError::Protocol("the id_token is not a JWT"))?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| OpError::Protocol("the id_token is not a JWT"))?;
     serde_json::from_slice(&bytes).map_err(|_| OpError::Protocol("the id_token's claims are not JSON"))
 }
 
-fn token_response(res: Resp) -> Result<(serde_json::Value, Tokens), OpError> {
+/// A successful token response of `token_type` (`Bearer`, or `DPoP` for a DPoP-bound token,
+/// RFC 9449 §5).
+pub(crate) fn token_response(res: Resp, token_type: &str) -> Result<(serde_json::Value, Tokens), OpError> {
     let body = res.expect(StatusCode::OK)?.json()?;
-    if !body.get("token_type").and_then(|t| t.as_str()).is_some_and(|t| t.eq_ignore_ascii_case("bearer")) {
-        return Err(OpError::Protocol("token_type is not Bearer"));
+    if !body.get("token_type").and_then(|t| t.as_str()).is_some_and(|t| t.eq_ignore_ascii_case(token_type)) {
+        return Err(OpError::Protocol(if token_type == "DPoP" {
+            "token_type is not DPoP"
+        } else {
+            "token_type is not Bearer"
+        }));
     }
     let tokens =
         Tokens { access: string_field(&body, "access_token")?, refresh: string_field(&body, "refresh_token")? };
@@ -188,44 +212,56 @@ pub struct Exchange {
 impl Op for Exchange {
     type Out = Tokens;
     async fn call(&self, conn: &mut Conn, i: usize) -> Result<(Tokens, usize), OpError> {
-        let c = &self.codes[i];
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", c.code.as_str()),
-            ("redirect_uri", self.client.redirect_uri.as_str()),
-            ("client_id", self.client.client_id.as_str()),
-            ("code_verifier", c.verifier.as_str()),
-        ];
-        if let Some(r) = &self.client.resource {
-            form.push(("resource", r.as_str()));
-        }
-        let (body, tokens) = token_response(conn.send(Req::form(self.client.token_path.clone(), &form)).await?)?;
-        if let Some(r) = &self.client.resource {
-            // The point of the resource: the token is for it, and for nothing else.
-            let aud = jwt_claims(&tokens.access)?.get("aud").cloned();
-            let bound = match aud {
-                Some(serde_json::Value::String(a)) => a == *r,
-                Some(serde_json::Value::Array(a)) => a.len() == 1 && a[0].as_str() == Some(r.as_str()),
-                _ => false,
-            };
-            if !bound {
-                return Err(OpError::Protocol("the access token's aud is not the requested resource"));
-            }
-        }
-        let claims = jwt_claims(&string_field(&body, "id_token")?)?;
-        if claims.get("iss").and_then(|v| v.as_str()) != Some(self.client.issuer.as_str()) {
-            return Err(OpError::Protocol("the id_token's iss is not the issuer"));
-        }
-        let aud_ok = match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => *a == self.client.client_id,
-            Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(&self.client.client_id)),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(OpError::Protocol("the id_token's aud is not the client"));
-        }
+        let req = exchange_request(&self.client, &self.codes[i]);
+        let (body, tokens) = token_response(conn.send(req).await?, "Bearer")?;
+        check_exchange(&self.client, &body, &tokens)?;
         Ok((tokens, 1))
     }
+}
+
+/// The token request that redeems `c` (RFC 6749 §4.1.3 with RFC 7636's verifier).
+pub(crate) fn exchange_request(client: &Client, c: &IssuedCode) -> Req {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", c.code.as_str()),
+        ("redirect_uri", client.redirect_uri.as_str()),
+        ("client_id", client.client_id.as_str()),
+        ("code_verifier", c.verifier.as_str()),
+    ];
+    if let Some(r) = &client.resource {
+        form.push(("resource", r.as_str()));
+    }
+    Req::form(client.token_path.clone(), &form)
+}
+
+/// What an exchange's answer must carry beyond the tokens: the resource as the access token's
+/// `aud` when one was asked for, and an id_token from this issuer for this client.
+pub(crate) fn check_exchange(client: &Client, body: &serde_json::Value, tokens: &Tokens) -> Result<(), OpError> {
+    if let Some(r) = &client.resource {
+        // The point of the resource: the token is for it, and for nothing else.
+        let aud = jwt_claims(&tokens.access)?.get("aud").cloned();
+        let bound = match aud {
+            Some(serde_json::Value::String(a)) => a == *r,
+            Some(serde_json::Value::Array(a)) => a.len() == 1 && a[0].as_str() == Some(r.as_str()),
+            _ => false,
+        };
+        if !bound {
+            return Err(OpError::Protocol("the access token's aud is not the requested resource"));
+        }
+    }
+    let claims = jwt_claims(&string_field(body, "id_token")?)?;
+    if claims.get("iss").and_then(|v| v.as_str()) != Some(client.issuer.as_str()) {
+        return Err(OpError::Protocol("the id_token's iss is not the issuer"));
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => *a == client.client_id,
+        Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(&client.client_id)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(OpError::Protocol("the id_token's aud is not the client"));
+    }
+    Ok(())
 }
 
 /// `grant_type=refresh_token` (RFC 6749 §6). Each token is used once; the answer must carry a new
@@ -247,15 +283,21 @@ impl Op for Refresh {
     type Out = Tokens;
     async fn call(&self, conn: &mut Conn, i: usize) -> Result<(Tokens, usize), OpError> {
         let old = &self.tokens[i];
-        let (_, new) = token_response(conn.send(refresh_request(&self.client, &old.refresh)).await?)?;
-        if new.refresh == old.refresh {
-            return Err(OpError::Protocol("the refresh token was not rotated"));
-        }
-        if new.access == old.access {
-            return Err(OpError::Protocol("the refresh returned the same access token"));
-        }
+        let (_, new) = token_response(conn.send(refresh_request(&self.client, &old.refresh)).await?, "Bearer")?;
+        check_rotated(old, &new)?;
         Ok((new, 1))
     }
+}
+
+/// RFC 9700 §4.14.2: a refresh answers with a new refresh token and a new access token.
+pub(crate) fn check_rotated(old: &Tokens, new: &Tokens) -> Result<(), OpError> {
+    if new.refresh == old.refresh {
+        return Err(OpError::Protocol("the refresh token was not rotated"));
+    }
+    if new.access == old.access {
+        return Err(OpError::Protocol("the refresh returned the same access token"));
+    }
+    Ok(())
 }
 
 /// `GET /userinfo` with a bearer access token (OpenID Connect Core §5.3).

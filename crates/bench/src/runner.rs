@@ -4,16 +4,20 @@
 use hyper::StatusCode;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use latchkey_core::passkey::soft::SoftAuthenticator;
 
 use crate::account_ops::{LoginPasskey, LoginTotp, ResetRequest, SourcePool, TotpLogin, TotpPool};
 use crate::adapter::Adapter;
+use crate::dpop_ops::{
+    self, Bound, DpopAuthorize, DpopExchange, DpopRefresh, DpopUserinfo, Keys, ParAuthorize, proof_costs,
+};
 use crate::http::{Conn, Origin, Req};
 use crate::ops::{Authorize, Client, Exchange, Fetch, IssuedCode, Login, Refresh, Register, Tokens, User, Userinfo};
 use crate::phase::{self, Measured, Op, Spec};
 use crate::procfs;
-use crate::report::{Background, Check, Phase, PhaseResult, Report, Subset};
+use crate::report::{Background, Check, Phase, PhaseResult, ProofCost, Report, Subset};
 use crate::{Baseline, Target, Workload};
 
 /// A target after discovery and the users' first logins.
@@ -32,6 +36,13 @@ struct Prepared {
     rotated: Vec<(String, String)>,
     /// What the account phases need, on a Latchkey target given account fixtures or resets.
     accounts: Option<AccountState>,
+    /// The token and userinfo endpoints' absolute URLs: the `htu` of DPoP proofs.
+    token_url: String,
+    userinfo_url: String,
+    /// The DPoP phases' keys, on a Latchkey target with `--dpop`.
+    dpop_keys: Option<Keys>,
+    /// The PAR endpoint's path, on a Latchkey target with `--par`.
+    par_path: Option<String>,
 }
 
 /// The users, authenticators and reset form of the account phases, shared by every run.
@@ -77,8 +88,9 @@ pub async fn run(
         for i in order {
             let p = &mut prepared[i];
             progress(&format!("run {run}{}: {}", if warmup { " (warm-up)" } else { "" }, p.target.name));
-            let results = run_target(p, w, run, warmup, progress).await;
+            let (results, cost) = run_target(p, w, run, warmup, progress).await;
             report.results.extend(results);
+            report.proof_costs.extend(cost);
         }
         if let Some((origin, b)) = &hello {
             let ctx = Ctx { target: "hello".into(), run, warmup, pid: b.pid };
@@ -147,6 +159,20 @@ async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> 
         resource: None,
     };
     let registration_path = endpoint("registration_endpoint").ok();
+    let absolute = |name: &str| meta.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let (token_url, userinfo_url) = (absolute("token_endpoint"), absolute("userinfo_endpoint"));
+    // Issue 14's phases are run on Latchkey only: the peer set-up in bench/peer enables neither
+    // DPoP nor PAR, and its opaque access tokens carry no `cnf` to check.
+    let latchkey = t.adapter == Adapter::Latchkey;
+    if (w.dpop || w.par) && !latchkey {
+        progress(&format!("{}: the DPoP and PAR phases run on Latchkey only: not measured", t.name));
+    }
+    let dpop_keys = if w.dpop && latchkey { Some(dpop_ops::keys(w.connections)?) } else { None };
+    let par_path = if w.par && latchkey {
+        Some(endpoint("pushed_authorization_request_endpoint").map_err(|e| anyhow::anyhow!("--par: {e}"))?)
+    } else {
+        None
+    };
     let (userinfo_path, jwks_path) = (endpoint("userinfo_endpoint")?, endpoint("jwks_uri")?);
     let users: Arc<Vec<User>> = Arc::new(
         (0..w.users)
@@ -194,6 +220,10 @@ async fn prepare(t: &Target, w: &Workload, progress: &(dyn Fn(&str) + Sync)) -> 
         sessions: Arc::new(out.outputs.into_iter().map(|(_, s)| s).collect()),
         rotated: Vec::new(),
         accounts,
+        token_url,
+        userinfo_url,
+        dpop_keys,
+        par_path,
     })
 }
 
@@ -359,7 +389,7 @@ async fn run_target(
     run: usize,
     warmup: bool,
     progress: &(dyn Fn(&str) + Sync),
-) -> Vec<PhaseResult> {
+) -> (Vec<PhaseResult>, Option<ProofCost>) {
     let ctx = Ctx { target: p.target.name.clone(), run, warmup, pid: p.target.pid };
     let (n, logins) = counts(w, warmup);
     let c = w.connections;
@@ -370,10 +400,68 @@ async fn run_target(
         out.push(r);
     };
 
+    // The client's side of a DPoP proof, timed while the server is idle, in every run (it shares
+    // the machine's state of the run with the phases it is compared with).
+    let cost = match &p.dpop_keys {
+        Some(keys) => {
+            let (keys, url) = (keys.clone(), p.token_url.clone());
+            let budget = if warmup { Duration::from_millis(100) } else { PROOF_BUDGET };
+            match tokio::task::spawn_blocking(move || proof_costs(&keys[0], &url, budget)).await {
+                Ok(Ok(c)) => {
+                    progress(&format!(
+                        "  {:<12} DPoP proof on one core: sign {:.1} µs, verify {:.1} µs ({} proofs)",
+                        ctx.target, c.sign_us, c.verify_us, c.proofs
+                    ));
+                    Some(ProofCost {
+                        target: ctx.target.clone(),
+                        run,
+                        warmup,
+                        proofs: c.proofs,
+                        sign_us: c.sign_us,
+                        verify_us: c.verify_us,
+                        cpu_time: c.cpu_time,
+                    })
+                }
+                Ok(Err(e)) => {
+                    push(skipped(&ctx, Phase::DpopExchange, &format!("signing proofs: {e}")), &mut out);
+                    None
+                }
+                Err(_) => {
+                    push(skipped(&ctx, Phase::DpopExchange, "the proof timing thread panicked"), &mut out);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
     let op = Arc::new(Authorize { client: p.client.clone(), sessions: p.sessions.clone() });
     let (r, codes) = measure(&ctx, Phase::Authorize, op, &p.origin, &spec(w, n, c), none.clone()).await;
     push(r, &mut out);
     let codes: Arc<Vec<IssuedCode>> = Arc::new(codes.into_iter().map(|(_, c)| c).collect());
+
+    // Each DPoP phase runs right after its bearer counterpart, on the same connections and
+    // counts, so that their ratio shares the machine's state of the moment.
+    let dpop_codes: Arc<Vec<Bound<IssuedCode>>> = match &p.dpop_keys {
+        Some(keys) => {
+            let op =
+                Arc::new(DpopAuthorize { client: p.client.clone(), sessions: p.sessions.clone(), keys: keys.clone() });
+            let (r, codes) = measure(&ctx, Phase::DpopAuthorize, op, &p.origin, &spec(w, n, c), none.clone()).await;
+            push(r, &mut out);
+            Arc::new(codes.into_iter().map(|(_, c)| c).collect())
+        }
+        None => Arc::new(Vec::new()),
+    };
+    // Its codes are not exchanged: a code from a pushed request is the same record as any other.
+    if let Some(par_path) = &p.par_path {
+        let op = Arc::new(ParAuthorize {
+            client: p.client.clone(),
+            par_path: par_path.clone(),
+            sessions: p.sessions.clone(),
+        });
+        let (r, _) = measure(&ctx, Phase::ParAuthorize, op, &p.origin, &spec(w, n, c), none.clone()).await;
+        push(r, &mut out);
+    }
 
     let tokens: Arc<Vec<Tokens>> = if codes.is_empty() {
         push(skipped(&ctx, Phase::Exchange, "no code was issued"), &mut out);
@@ -383,6 +471,26 @@ async fn run_target(
         let (r, t) = measure(&ctx, Phase::Exchange, op, &p.origin, &spec(w, codes.len(), c), none.clone()).await;
         push(r, &mut out);
         Arc::new(t.into_iter().map(|(_, t)| t).collect())
+    };
+
+    let dpop_tokens: Arc<Vec<Bound<Tokens>>> = match &p.dpop_keys {
+        Some(_) if dpop_codes.is_empty() => {
+            push(skipped(&ctx, Phase::DpopExchange, "no code was issued with dpop_jkt"), &mut out);
+            Arc::new(Vec::new())
+        }
+        Some(keys) => {
+            let op = Arc::new(DpopExchange {
+                client: p.client.clone(),
+                token_url: p.token_url.clone(),
+                codes: dpop_codes.clone(),
+                keys: keys.clone(),
+            });
+            let count = dpop_codes.len();
+            let (r, t) = measure(&ctx, Phase::DpopExchange, op, &p.origin, &spec(w, count, c), none.clone()).await;
+            push(r, &mut out);
+            Arc::new(t.into_iter().map(|(_, t)| t).collect())
+        }
+        None => Arc::new(Vec::new()),
     };
 
     let resource = w.resource.as_ref().filter(|_| p.target.adapter == Adapter::Latchkey);
@@ -419,6 +527,26 @@ async fn run_target(
         t.into_iter().map(|(_, t)| t).collect()
     };
 
+    let dpop_access: Arc<Vec<Bound<String>>> = match &p.dpop_keys {
+        Some(_) if dpop_tokens.is_empty() => {
+            push(skipped(&ctx, Phase::DpopRefresh, "no DPoP-bound token was issued"), &mut out);
+            Arc::new(Vec::new())
+        }
+        Some(keys) => {
+            let op = Arc::new(DpopRefresh {
+                client: p.client.clone(),
+                token_url: p.token_url.clone(),
+                tokens: dpop_tokens.clone(),
+                keys: keys.clone(),
+            });
+            let count = dpop_tokens.len();
+            let (r, t) = measure(&ctx, Phase::DpopRefresh, op, &p.origin, &spec(w, count, c), none.clone()).await;
+            push(r, &mut out);
+            Arc::new(t.into_iter().map(|(_, t)| Bound { value: t.value.access, key: t.key }).collect())
+        }
+        None => Arc::new(Vec::new()),
+    };
+
     let access: Arc<Vec<String>> = Arc::new(fresh.into_iter().map(|t| t.access).collect());
     let userinfo = Arc::new(Userinfo { path: p.userinfo_path.clone(), access_tokens: access.clone() });
     if access.is_empty() {
@@ -426,6 +554,21 @@ async fn run_target(
     } else {
         let (r, _) = measure(&ctx, Phase::Userinfo, userinfo.clone(), &p.origin, &spec(w, n, c), none.clone()).await;
         push(r, &mut out);
+    }
+
+    if let Some(keys) = &p.dpop_keys {
+        if dpop_access.is_empty() {
+            push(skipped(&ctx, Phase::DpopUserinfo, "no DPoP-bound access token"), &mut out);
+        } else {
+            let op = Arc::new(DpopUserinfo {
+                path: p.userinfo_path.clone(),
+                url: p.userinfo_url.clone(),
+                access_tokens: dpop_access.clone(),
+                keys: keys.clone(),
+            });
+            let (r, _) = measure(&ctx, Phase::DpopUserinfo, op, &p.origin, &spec(w, n, c), none.clone()).await;
+            push(r, &mut out);
+        }
     }
 
     for (phase, path) in [(Phase::Discovery, &p.discovery_path), (Phase::Jwks, &p.jwks_path)] {
@@ -508,8 +651,11 @@ async fn run_target(
         let (r, _) = measure(&ctx, Phase::UserinfoDuringLogins, userinfo, &p.origin, &spec(w, n, half), bg).await;
         push(r, &mut out);
     }
-    out
+    (out, cost)
 }
+
+/// How long a measured run signs proofs for the proof-cost figure (a warm-up run: 100 ms).
+const PROOF_BUDGET: Duration = Duration::from_millis(500);
 
 /// Presents a few refresh tokens that were rotated away. Each must be refused (`invalid_grant`),
 /// or, where a provider has a grace window for retries, answered with the very same successor.

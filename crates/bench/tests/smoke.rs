@@ -1,6 +1,6 @@
 //! The benchmark tool, once, in a tiny configuration against a real Latchkey on 127.0.0.1 (its
 //! issuer `http://localhost:PORT`: passkeys need a domain name): every phase must run and see no
-//! error, the account phases of issue 13 included. This keeps the tool from rotting; it asserts
+//! error, the account phases of issue 13 and the DPoP and PAR phases of issue 14 included. This keeps the tool from rotting; it asserts
 //! nothing about speed (performance is reported by the benchmark, never asserted by a timed test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +39,8 @@ async fn every_phase_runs_without_errors() {
         registrations: 12,
         account_logins: 5,
         resets: 10,
+        dpop: true,
+        par: true,
         ..Workload::standard()
     };
     let seed = Seed {
@@ -118,12 +120,26 @@ async fn every_phase_runs_without_errors() {
         let m = medians.iter().find(|m| m.phase == phase && m.target == "latchkey").unwrap();
         assert!(m.ops_ratio_to_login.is_some_and(|r| r > 0.0), "{phase:?} has a ratio to the login");
     }
+    // Every DPoP phase ran all its operations (a code, token or access token lost on the way
+    // would shrink the next phase), and each is quoted against its counterpart.
+    for phase in Phase::DPOP_PAR {
+        assert_eq!(report.results.iter().find(|r| r.phase == phase).unwrap().ops, 24, "{phase:?}");
+        let m = medians.iter().find(|m| m.phase == phase).unwrap();
+        assert!(m.ops_ratio_to_counterpart.is_some_and(|r| r > 0.0), "{phase:?} has a ratio to its counterpart");
+    }
+    // PAR is two requests per operation, the plain authorization one.
+    let par = report.results.iter().find(|r| r.phase == Phase::ParAuthorize).unwrap();
+    assert_eq!(par.requests, 48);
+    let (sign, verify, _) = report.proof_cost_median("latchkey").expect("the proofs were timed");
+    assert!(sign > 0.0 && verify > 0.0, "sign {sign} µs, verify {verify} µs");
     assert!(report.checks.iter().all(|c| c.passed), "{:?}", report.checks);
     assert!(report.passed(), "{}", report.table());
     // Every output renders; the Markdown names the phases.
     let md = report.markdown();
     assert!(md.contains("| code exchange (PKCE) |"));
     assert!(md.contains("| passkey sign-in (username-less) |") && md.contains("ops/s ÷ login"), "{md}");
+    assert!(md.contains("| userinfo, DPoP |") && md.contains("| PAR + authorization |"), "{md}");
+    assert!(md.contains("One DPoP proof (ES256)"), "{md}");
     assert_eq!(report.json_lines().lines().filter(|l| l.contains(r#""type":"phase""#)).count(), report.results.len());
     let _ = (stop_tx.send(()), hello_tx.send(()));
 }

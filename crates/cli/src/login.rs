@@ -1,6 +1,7 @@
 //! `latchkey login`: the authorization code flow with PKCE for a command-line user (RFC 8252),
 //! optionally with DPoP-bound tokens (RFC 9449), a pushed request (RFC 9126) and, for a
-//! confidential client, `private_key_jwt` (RFC 7523 §2.2).
+//! confidential client, `private_key_jwt` (RFC 7523 §2.2). With `--device`, the device
+//! authorization grant instead (RFC 8628, `login_device.rs`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 use latchkey_client::cache::{CachedLogin, TokenCache};
 use latchkey_client::keys::dpop_key_from_file;
-use latchkey_client::{Client, ClientKey, Dpop, LoopbackListener, TokenType, unix_now};
+use latchkey_client::{Client, ClientKey, Dpop, LoopbackListener, TokenSet, TokenType, unix_now};
 use latchkey_proto::dpop::DpopKey;
 use latchkey_proto::{ClientId, Scope};
 
@@ -58,6 +59,16 @@ pub struct LoginArgs {
     /// The kid to name in the client assertions (default: the JWK's kid; none for PEM keys).
     #[arg(long, value_name = "KID", requires = "client_key")]
     pub client_key_id: Option<String>,
+    /// Sign in on another device (the device authorization grant, RFC 8628): for a machine
+    /// without a browser (SSH, a container). Prints a URL and a code to enter there, then waits
+    /// until the code is approved, denied or expires. The client must allow the grant
+    /// (`latchkey client add --device`).
+    #[arg(long, conflicts_with_all = ["no_browser", "redirect_uri", "par"])]
+    pub device: bool,
+    /// With --device: also print the link as a QR code when stdout is not a terminal (it is
+    /// printed on a terminal anyway).
+    #[arg(long, requires = "device")]
+    pub qr: bool,
 }
 
 pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
@@ -76,6 +87,10 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
         client = client.with_dpop(Arc::new(Dpop::new(key)))?;
     }
     let cache = TokenCache::new(TokenCache::default_dir()?);
+    if a.device {
+        let tokens = crate::login_device::run(&client, scope, a.qr).await?;
+        return save(&client, &cache, &a, &tokens, unix_now());
+    }
     let listener = LoopbackListener::bind(a.redirect_uri.as_deref()).await?;
     let request = client.start_authorization(listener.redirect_uri().clone(), scope, a.par, unix_now()).await.context(
         if a.par || client.metadata().require_pushed_authorization_requests {
@@ -118,7 +133,13 @@ pub async fn run(a: LoginArgs) -> anyhow::Result<()> {
         .await?;
     let now = unix_now();
     let tokens = client.exchange_code(&request, code, now).await?;
-    let mut login = CachedLogin::new(client.issuer(), client.client_id().as_str(), &tokens, now);
+    save(&client, &cache, &a, &tokens, now)
+}
+
+/// Caches a login's tokens (the browser's or a device's, in the same file and format, so that
+/// `latchkey token`, `call` and `logout` work after either) and says what was done.
+fn save(client: &Client, cache: &TokenCache, a: &LoginArgs, tokens: &TokenSet, now: i64) -> anyhow::Result<()> {
+    let mut login = CachedLogin::new(client.issuer(), client.client_id().as_str(), tokens, now);
     if let Some(d) = client.dpop() {
         login = login.with_dpop_key(d.key(), a.dpop_key.as_deref());
     }

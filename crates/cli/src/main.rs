@@ -12,6 +12,7 @@ mod gate;
 mod inspect;
 mod kek;
 mod login;
+mod login_device;
 mod logout;
 mod mail;
 mod pkce;

@@ -52,7 +52,8 @@ pub fn main(command: Command) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 128 + SIGINT, as shells report an interrupted command.
+            if e.is::<crate::login_device::Interrupted>() { ExitCode::from(130) } else { ExitCode::FAILURE }
         }
     }
 }

@@ -16,11 +16,15 @@
 //! check the tokens themselves (`cnf.jkt` against the thumbprint the script computed) and ask the
 //! server (introspection) independently of the libraries.
 //!
+//! `openid_client_device.mjs` runs openid-client's device authorization grant (RFC 8628): the
+//! test approves (and then denies) on Latchkey's verification page while the library polls.
+//!
 //! Outside CI the tests are skipped, with a message, when node or the npm packages are missing;
 //! with `CI` set they must be there (`.ci/run` installs them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod rp;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -317,4 +321,101 @@ async fn oauth4webapi_with_dpop_nonces_par_and_private_key_jwt() {
 #[tokio::test]
 async fn oauth4webapi_without_dpop_nonces() {
     interop("oauth4webapi.mjs", "oauth4webapi", false).await;
+}
+
+/// The device grant's client, a public one.
+const DEVICE: &str = "js-tv";
+
+/// Runs `openid_client_device.mjs`: for each device request it prints, the test answers on the
+/// verification page as alice while the library polls.
+async fn run_device(server: &TestServer) -> Value {
+    let mut child = tokio::process::Command::new("node")
+        .arg("openid_client_device.mjs")
+        .current_dir(package())
+        .env("LATCHKEY_ISSUER", &server.base)
+        .env("LATCHKEY_DEVICE_CLIENT", DEVICE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let dialogue = async {
+        let mut answers = Vec::new();
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            let Ok(message) = serde_json::from_str::<Value>(&line) else { continue };
+            if let Some(decision) = message["device"].as_str() {
+                let (uri, code) =
+                    (message["verification_uri"].as_str().unwrap(), message["user_code"].as_str().unwrap());
+                // The approval through the link that carries the code, the denial typed at /device.
+                let start =
+                    if decision == "approve" { message["verification_uri_complete"].as_str().unwrap() } else { uri };
+                let page = rp::answer_device(start, code, "alice", common::PASSWORD, decision).await;
+                answers.push((decision.to_owned(), page));
+            } else if message.get("ok").is_some() {
+                return (message, answers);
+            }
+        }
+        (Value::Null, answers)
+    };
+    let Ok((result, answers)) = tokio::time::timeout(TIME_LIMIT, dialogue).await else {
+        let _ = child.kill().await;
+        panic!("openid_client_device.mjs took longer than {TIME_LIMIT:?}: {}", errors.await.unwrap());
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("node exits").unwrap();
+    let errors = errors.await.unwrap();
+    assert!(result["ok"] == true && status.success(), "the device flow failed: {}\nstderr: {errors}", pretty(&result));
+    let decisions: Vec<&str> = answers.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(decisions, ["approve", "deny"]);
+    assert!(answers[0].1.contains("You can return to your device"), "{}", answers[0].1);
+    assert!(answers[1].1.contains("Denied"), "{}", answers[1].1);
+    result
+}
+
+#[tokio::test]
+async fn openid_client_device_flow_with_dpop() {
+    if !can_run() {
+        return;
+    }
+    // One second between polls keeps the run short; the server's clock follows the real one,
+    // which the library's waits and proofs are timed by.
+    let server = TestServer::start_with(|c| c.device.interval = 1).await;
+    server.add(NewClient { device: true, ..NewClient::public(DEVICE, "JS device", vec![]) }).await;
+    follow_the_real_clock(&server);
+    let r = run_device(&server).await;
+    let ctx = pretty(&r);
+    assert_eq!(r["version"], pinned("openid-client").as_str(), "the run used the pinned openid-client");
+    assert_eq!(r["interval"], 1, "{ctx}");
+    // The tokens are the approving user's, bound to the library's DPoP key (RFC 9449 §5), for
+    // the polls and for the refresh.
+    let jkt = r["jkt"].as_str().unwrap();
+    for t in [&r, &r["refresh"]] {
+        assert!(t["token_type"].as_str().unwrap().eq_ignore_ascii_case("dpop"), "{ctx}");
+        assert_eq!(jkt_of(&t["access_token"]), jkt, "{ctx}");
+    }
+    assert_eq!(r["has_refresh_token"], true, "{ctx}");
+    assert_eq!(r["userinfo"]["preferred_username"], "alice", "{ctx}");
+    assert_eq!(r["userinfo"]["sub"], r["id_token_sub"], "{ctx}");
+    // The denial reached the library as the RFC's error.
+    assert_eq!((&r["denial"]["error"], &r["denial"]["status"]), (&"access_denied".into(), &400.into()), "{ctx}");
+    // What went over the wire: the requests at /device_authorization, the polls at /token with
+    // the grant type; the first poll of each request waited for the interval, so none was early
+    // enough to be refused as too fast before the user answered.
+    let asked = requests(&r, "/device_authorization");
+    assert_eq!(asked.len(), 2, "{ctx}");
+    assert!(asked.iter().all(|q| q["status"] == 200 && q["dpop"].is_null()), "{ctx}");
+    let polls = requests(&r, "/token");
+    let errors: Vec<&str> = polls.iter().filter_map(|q| q["error"].as_str()).collect();
+    assert!(
+        errors.iter().all(|e| ["authorization_pending", "slow_down", "access_denied"].contains(e)),
+        "only the RFC's polling answers: {ctx}"
+    );
+    assert!(polls.iter().any(|q| q["status"] == 200 && q["dpop"]["jkt"] == jkt), "{ctx}");
 }

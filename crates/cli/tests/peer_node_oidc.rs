@@ -6,6 +6,9 @@
 //! With `PEER_PROFILE=strict` the peer requires PAR and DPoP nonces, binds latchkey-cli's tokens
 //! and knows a `private_key_jwt` client: the tests of DPoP, PAR and client assertions run there.
 //!
+//! The device authorization grant (RFC 8628) runs against the peer's `features.deviceFlow`, its
+//! pages answered by HTTP, from the library and from `latchkey login --device`.
+//!
 //! Outside CI, skipped with a message when node or the peer's npm packages are missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,14 +21,15 @@ use std::time::Duration;
 use latchkey_client::dpop::{ApiRequest, resource_asks_for_nonce};
 use latchkey_client::keys::to_pem;
 use latchkey_client::{
-    AuthorizationRequest, Client, ClientKey, Dpop, Error, LoopbackListener, TokenSet, TokenType, TokenTypeHint,
-    unix_now,
+    AuthorizationRequest, Client, ClientKey, Dpop, Error, LoopbackListener, PollClock, TokenSet, TokenType,
+    TokenTypeHint, unix_now,
 };
 use latchkey_proto::dpop::DpopKey;
 use latchkey_proto::secret::AccessToken;
 use latchkey_proto::{ClientId, ClientSecret, RedirectUri, Scope};
 use latchkey_resource::{Refusal, TokenError, Verifier};
 use rp::{Cli, NodePeer, free_redirect_uri, sign_in};
+use tokio::io::AsyncBufReadExt;
 
 const CLIENT: &str = "latchkey-cli";
 
@@ -435,4 +439,104 @@ async fn cli_with_dpop_par_and_private_key_jwt_against_a_strict_node_oidc_provid
         ])
         .await;
     assert!(!out.ok && out.stderr.contains("chmod 600"), "{}", out.stderr);
+}
+
+// ---- The device authorization grant (RFC 8628) against the peer's `features.deviceFlow`, whose
+// own pages (code entry, confirmation, sign-in, consent) the test answers through.
+
+const TV: &str = "latchkey-tv";
+
+/// Real time, a tenth of the waits: the peer gives no `interval` (so 5 s, §3.2) and enforces
+/// none, and the library's waiting is proven by its unit tests; here the wire format is.
+struct Quick;
+
+impl PollClock for Quick {
+    fn now(&self) -> i64 {
+        unix_now()
+    }
+    fn sleep(&self, wait: Duration) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(wait / 10)
+    }
+}
+
+/// One device authorization answered with `decision` on the peer's pages while `client` polls.
+async fn device_login(client: &Client, scope: &str, user: &str, decision: &str) -> Result<TokenSet, Error> {
+    let device = client.start_device_authorization(Scope::parse(scope).unwrap(), None, unix_now()).await.unwrap();
+    assert_eq!(device.interval, 5, "no interval in the answer: 5 s (RFC 8628 §3.2)");
+    assert_eq!(device.verification_uri.as_str(), format!("{}/device", client.issuer()));
+    let complete = device.verification_uri_complete.clone().expect("the peer sends verification_uri_complete");
+    let (user, decision) = (user.to_owned(), decision.to_owned());
+    let page = tokio::spawn(async move { rp::answer_node_device(complete.as_str(), &user, &decision).await });
+    let polled = client.poll_device_authorization(&device, &Quick).await;
+    let page = page.await.unwrap();
+    assert!(page.contains("Sign-in Success") || page.contains("interrupted"), "{page}");
+    polled
+}
+
+#[tokio::test]
+async fn library_device_flow_against_node_oidc_provider() {
+    let Some(peer) = NodePeer::start().await else { return };
+    let client = Client::discover(&peer.issuer, ClientId::parse(TV).unwrap()).await.unwrap();
+    let tokens = device_login(&client, "openid profile", "carol", "approve").await.unwrap();
+    let id = tokens.id_claims.clone().expect("a validated id_token (signature, iss, aud, exp, at_hash)");
+    assert_eq!(id.sub, "carol");
+    assert_eq!(tokens.token_type, TokenType::Bearer);
+    assert!(tokens.scope.contains("openid"));
+    let claims = introspect(&peer, tokens.access_token.expose_secret()).await;
+    assert_eq!((&claims["active"], &claims["client_id"], &claims["sub"]), (&true.into(), &TV.into(), &"carol".into()));
+    // The device's refresh token works like any other.
+    let rt = tokens.refresh_token.clone().expect("a refresh token for a client with the grant");
+    let refreshed = client.refresh(&rt, None, &tokens.scope, Some("carol"), unix_now()).await.unwrap();
+    assert_ne!(refreshed.access_token, tokens.access_token);
+
+    // Abort on the confirmation page: the peer answers access_denied, the library stops.
+    let e = device_login(&client, "openid", "carol", "deny").await.unwrap_err();
+    assert!(matches!(e, Error::DeviceDenied), "{e}");
+    // A client without the grant is refused by the peer, and the library says so.
+    let web = Client::discover(&peer.issuer, ClientId::parse(CLIENT).unwrap()).await.unwrap();
+    let e = web.start_device_authorization(Scope::parse("openid").unwrap(), None, unix_now()).await.unwrap_err();
+    assert!(e.to_string().contains("device authorization endpoint answered 400"), "{e}");
+}
+
+#[tokio::test]
+async fn library_device_flow_with_dpop_nonces_against_a_strict_node_oidc_provider() {
+    let keys = key_files();
+    let Some(peer) = strict_peer(&keys).await else { return };
+    let dpop = Arc::new(Dpop::new(DpopKey::generate().unwrap()));
+    let client =
+        Client::discover(&peer.issuer, ClientId::parse(TV).unwrap()).await.unwrap().with_dpop(dpop.clone()).unwrap();
+    // Every poll carries a proof; the peer asks for its nonce (use_dpop_nonce) and the library
+    // answers with it; the tokens are bound to the key.
+    let tokens = device_login(&client, "openid", "dave", "approve").await.unwrap();
+    assert_eq!(tokens.token_type, TokenType::Dpop);
+    assert_eq!(tokens.id_claims.as_ref().unwrap().sub, "dave");
+    let claims = introspect(&peer, tokens.access_token.expose_secret()).await;
+    assert_eq!(claims["cnf"]["jkt"], dpop.jkt(), "{claims}");
+}
+
+#[tokio::test]
+async fn cli_login_device_against_node_oidc_provider() {
+    let Some(peer) = NodePeer::start().await else { return };
+    let cli = Cli::new();
+    let args = ["login", "--device", "--issuer", &peer.issuer, "--client-id", TV, "--scope", "openid"];
+    let mut child = cli.command(&args).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut link = None;
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap() {
+        if line.starts_with(&format!("{}/device?user_code=", peer.issuer)) {
+            link = Some(line);
+            break;
+        }
+    }
+    let link = link.expect("the link that carries the code");
+    let page = rp::answer_node_device(&link, "erin", "approve").await;
+    assert!(page.contains("Sign-in Success"), "{page}");
+    // The CLI polls at the real interval (5 s: the peer gives none).
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("as erin"), "{stderr}");
+    let t = cli.run(&["token", "--issuer", &peer.issuer, "--client-id", TV]).await;
+    assert!(t.ok, "{}", t.stderr);
+    assert_eq!(introspect(&peer, t.stdout.trim()).await["sub"], "erin");
 }

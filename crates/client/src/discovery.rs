@@ -39,7 +39,12 @@ pub fn check_issuer_url(issuer: &str) -> Result<Url, Error> {
     }
 }
 
-fn is_loopback_host(url: &Url) -> bool {
+/// A plain-http issuer on a loopback host: a development provider, whose pages may be http too.
+pub(crate) fn is_loopback_http(issuer: &str) -> bool {
+    Url::parse(issuer).is_ok_and(|u| u.scheme() == "http" && is_loopback_host(&u))
+}
+
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -93,6 +93,18 @@ pub enum Error {
         "the provider requires pushed authorization requests (require_pushed_authorization_requests, RFC 9126 §5): push the request instead of sending it through the browser"
     )]
     PushRequired,
+
+    /// RFC 8628 §3.5 `access_denied`: the user refused the device on the verification page.
+    #[error("the user denied the request on the verification page (access_denied, RFC 8628 §3.5)")]
+    DeviceDenied,
+    /// RFC 8628 §3.5 `expired_token`, or the codes' lifetime passed while polling.
+    #[error(
+        "the device code expired after {expires_in} seconds without the user's approval (expired_token, RFC 8628 §3.5): start again"
+    )]
+    DeviceExpired { expires_in: u64 },
+    /// The device authorization endpoint's answer is not one this client can use (RFC 8628 §3.2).
+    #[error("the device authorization endpoint's response is unusable: {0}")]
+    BadDeviceResponse(String),
 }
 
 fn describe(d: &Option<String>) -> String {

@@ -21,6 +21,7 @@
 
 mod authorize;
 pub mod cache;
+pub mod device;
 pub mod discovery;
 pub mod dpop;
 mod error;
@@ -40,6 +41,7 @@ use latchkey_proto::secret::AccessToken;
 use latchkey_proto::{AuthorizationCode, ClientId, ClientSecret, RedirectUri, RefreshToken, Scope};
 
 pub use authorize::{AuthorizationRequest, Callback};
+pub use device::{DeviceAuthorization, PollClock, SystemClock};
 pub use dpop::Dpop;
 pub use error::{Error, IdTokenError};
 pub use id_token::IdTokenClaims;

@@ -8,6 +8,8 @@
 // - PEER_PROFILE=strict: what a FAPI 2.0 deployment asks of clients. Every authorization request
 //   must be pushed (PAR, RFC 9126), every DPoP proof must carry a server nonce (RFC 9449 §8, §9),
 //   and latchkey-cli's tokens must be DPoP-bound.
+// - latchkey-tv is a device client (RFC 8628, features.deviceFlow), DPoP-bound in the strict
+//   profile.
 // - PEER_CLIENT_JWKS: a JWK Set (public keys); registers `latchkey-pkjwt`, a confidential native
 //   client that authenticates with private_key_jwt (RFC 7523 §2.2).
 import crypto from 'node:crypto';
@@ -43,6 +45,16 @@ server.listen(0, '127.0.0.1', () => {
         response_types: ['code'],
       }] : []),
       {
+        // A device without a browser (RFC 8628): no redirect URI, the device code grant.
+        client_id: 'latchkey-tv',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        redirect_uris: [],
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+        response_types: [],
+        dpop_bound_access_tokens: strict,
+      },
+      {
         // A confidential client: what a resource server uses for introspection (RFC 7662).
         client_id: 'api',
         client_secret: 'api-secret-api-secret-api-secret',
@@ -59,6 +71,8 @@ server.listen(0, '127.0.0.1', () => {
         ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
         : { enabled: true },
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: strict },
+      // RFC 8628, with the library's own pages at /device (code entry, confirmation, success).
+      deviceFlow: { enabled: true },
     },
     // Refresh tokens without offline_access, as Latchkey issues them to clients registered for it.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),

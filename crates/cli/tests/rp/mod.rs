@@ -82,6 +82,73 @@ pub async fn sign_in(start: &str, user: &str, password: &str, decision: &str, re
     panic!("no redirect to {redirect_prefix} after 20 steps");
 }
 
+/// Answers a device's request (RFC 8628 §3.3) on Latchkey's verification page as a person
+/// would: opens `start` (`/device`, or `verification_uri_complete`), signs in, types `user_code`
+/// when the page asks for it, and presses `decision` (`approve` or `deny`) on the consent page.
+/// Returns the page the answer led to.
+pub async fn answer_device(start: &str, user_code: &str, user: &str, password: &str, decision: &str) -> String {
+    let http = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap();
+    let mut url = url::Url::parse(start).unwrap();
+    let mut res = http.get(url.clone()).send().await.unwrap();
+    let mut answered = false;
+    for _ in 0..10 {
+        if res.status().is_redirection() {
+            url = url.join(res.headers()["location"].to_str().unwrap()).unwrap();
+            res = http.get(url.clone()).send().await.unwrap();
+            continue;
+        }
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert!(status.is_success(), "{status} at {url}: {body}");
+        if answered {
+            return body;
+        }
+        let mut form = fill_form(&body, user, password, decision).unwrap_or_else(|| panic!("no form at {url}: {body}"));
+        for (name, value) in &mut form.fields {
+            if name == "user_code" && value.is_empty() {
+                *value = user_code.to_owned();
+            }
+        }
+        answered = form.fields.iter().any(|(name, _)| name == "decision");
+        url = url.join(&form.action).unwrap();
+        res = http.post(url.clone()).form(&form.fields).send().await.unwrap();
+    }
+    panic!("the device page did not take the answer within 10 steps");
+}
+
+/// Answers a device's request (RFC 8628 §3.3) on node-oidc-provider's own pages
+/// (`features.deviceFlow`): the code page (a form its script submits, submitted here), the
+/// confirmation page, then, to approve, its development sign-in and consent; to deny, the
+/// confirmation's Abort button, which sits outside the form and is added to it here as a
+/// browser would. Returns the last page.
+pub async fn answer_node_device(complete: &str, user: &str, decision: &str) -> String {
+    let http = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap();
+    let mut url = url::Url::parse(complete).unwrap();
+    let mut res = http.get(url.clone()).send().await.unwrap();
+    for _ in 0..20 {
+        if res.status().is_redirection() {
+            url = url.join(res.headers()["location"].to_str().unwrap()).unwrap();
+            res = http.get(url.clone()).send().await.unwrap();
+            continue;
+        }
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert!(status.is_success(), "{status} at {url}: {body}");
+        if body.contains("Sign-in Success") || body.contains("The Sign-in request was interrupted") {
+            return body;
+        }
+        let mut form =
+            fill_form(&body, user, "any password", "allow").unwrap_or_else(|| panic!("no form at {url}: {body}"));
+        if decision == "deny" && form.fields.iter().any(|(name, _)| name == "confirm") {
+            form.fields.retain(|(name, _)| name != "confirm");
+            form.fields.push(("abort".into(), "yes".into()));
+        }
+        url = url.join(&form.action).unwrap();
+        res = http.post(url.clone()).form(&form.fields).send().await.unwrap();
+    }
+    panic!("node-oidc-provider's device pages did not finish within 20 steps");
+}
+
 /// The `latchkey` binary with a private XDG cache directory.
 pub struct Cli {
     pub cache_home: tempfile::TempDir,
@@ -102,7 +169,7 @@ impl Cli {
         self.cache_home.path().join("latchkey")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env("XDG_CACHE_HOME", self.cache_home.path())

@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::{Target, Workload};
 
+mod accounts;
+mod dpop;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -33,17 +36,38 @@ pub enum Phase {
     LoginPasskey,
     /// `POST /reset` for known and unknown addresses, alternately.
     ResetRequest,
+    /// Authorization with a session naming `dpop_jkt` (RFC 9449 §10): the codes of
+    /// [`Phase::DpopExchange`] (issue 14).
+    DpopAuthorize,
+    /// The code exchange with a DPoP proof by the code's key.
+    DpopExchange,
+    /// The refresh with a proof by the family's key.
+    DpopRefresh,
+    /// Userinfo with `Authorization: DPoP` and a proof carrying `ath`.
+    DpopUserinfo,
+    /// `POST /par`, then the authorization request with its `request_uri` (RFC 9126).
+    ParAuthorize,
 }
 
 impl Phase {
     /// The account phases: Latchkey's only, quoted as ratios to [`Phase::Login`] of the same run.
     pub const ACCOUNT: [Phase; 3] = [Phase::LoginTotp, Phase::LoginPasskey, Phase::ResetRequest];
 
-    pub const ALL: [Phase; 15] = [
+    /// The phases of issue 14, each measured beside its [`Phase::counterpart`].
+    pub const DPOP_PAR: [Phase; 5] =
+        [Phase::DpopAuthorize, Phase::ParAuthorize, Phase::DpopExchange, Phase::DpopRefresh, Phase::DpopUserinfo];
+
+    /// Table order: each phase of issue 14 right after its counterpart.
+    pub const ALL: [Phase; 20] = [
         Phase::Authorize,
+        Phase::DpopAuthorize,
+        Phase::ParAuthorize,
         Phase::Exchange,
+        Phase::DpopExchange,
         Phase::Refresh,
+        Phase::DpopRefresh,
         Phase::Userinfo,
+        Phase::DpopUserinfo,
         Phase::Discovery,
         Phase::Jwks,
         Phase::Hello,
@@ -60,6 +84,31 @@ impl Phase {
     /// A phase other providers have no counterpart of in this benchmark: their cells say "n/a".
     pub fn latchkey_only(self) -> bool {
         Self::ACCOUNT.contains(&self)
+    }
+
+    /// What a peer's cell says when it has no figure for this phase: "n/a" where the peer set-up
+    /// has no counterpart, "not measured" where the tool runs the phase on Latchkey only although
+    /// a peer might support it (DPoP, PAR).
+    pub fn missing(self) -> &'static str {
+        if self.latchkey_only() {
+            "n/a"
+        } else if Self::DPOP_PAR.contains(&self) {
+            "not measured"
+        } else {
+            "-"
+        }
+    }
+
+    /// The phase this one is quoted against, run by run: the bearer (or plain) operation it is
+    /// the DPoP (or PAR) twin of.
+    pub fn counterpart(self) -> Option<Phase> {
+        match self {
+            Phase::DpopAuthorize | Phase::ParAuthorize => Some(Phase::Authorize),
+            Phase::DpopExchange => Some(Phase::Exchange),
+            Phase::DpopRefresh => Some(Phase::Refresh),
+            Phase::DpopUserinfo => Some(Phase::Userinfo),
+            _ => None,
+        }
     }
 
     pub fn label(self) -> &'static str {
@@ -79,6 +128,11 @@ impl Phase {
             Phase::LoginTotp => "full login + TOTP (Argon2id)",
             Phase::LoginPasskey => "passkey sign-in (username-less)",
             Phase::ResetRequest => "password reset request",
+            Phase::DpopAuthorize => "authorization with dpop_jkt",
+            Phase::DpopExchange => "code exchange, DPoP",
+            Phase::DpopRefresh => "refresh, DPoP",
+            Phase::DpopUserinfo => "userinfo, DPoP",
+            Phase::ParAuthorize => "PAR + authorization",
         }
     }
 }
@@ -254,6 +308,31 @@ pub struct Median {
     /// the full login's of the same run; medians over the runs.
     pub ops_ratio_to_login: Option<f64>,
     pub cpu_ratio_to_login: Option<f64>,
+    /// For the phases of issue 14: the phase they are quoted against ([`Phase::counterpart`]),
+    /// ops/s and server CPU per operation divided by its, and the server CPU per operation
+    /// beyond its, each taken within a run; medians over the runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterpart: Option<Phase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_ratio_to_counterpart: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ratio_to_counterpart: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_extra_us_over_counterpart: Option<f64>,
+}
+
+/// The client's and the verifier's work for one DPoP proof, timed on one thread of the bench
+/// process before a run's DPoP phases ([`crate::dpop_ops::proof_costs`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProofCost {
+    pub target: String,
+    pub run: usize,
+    pub warmup: bool,
+    pub proofs: usize,
+    pub sign_us: f64,
+    pub verify_us: f64,
+    /// Thread CPU time (true) or wall time.
+    pub cpu_time: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -287,6 +366,7 @@ pub struct Report {
     pub targets: Vec<TargetInfo>,
     pub results: Vec<PhaseResult>,
     pub checks: Vec<Check>,
+    pub proof_costs: Vec<ProofCost>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -375,6 +455,7 @@ impl Report {
                 .collect(),
             results: Vec::new(),
             checks: Vec::new(),
+            proof_costs: Vec::new(),
         }
     }
 
@@ -430,6 +511,16 @@ impl Report {
                     subsets: subset_medians(&rs),
                     ops_ratio_to_login: self.ratio_to_login(&target, phase, |r| Some(r.ops_per_sec)),
                     cpu_ratio_to_login: self.ratio_to_login(&target, phase, |r| r.server_cpu_us_per_op),
+                    counterpart: phase.counterpart(),
+                    ops_ratio_to_counterpart: phase.counterpart().and_then(|c| {
+                        self.within_runs(&target, phase, c, |r| Some(r.ops_per_sec), |a, b| (b > 0.0).then(|| a / b))
+                    }),
+                    cpu_ratio_to_counterpart: phase.counterpart().and_then(|c| {
+                        self.within_runs(&target, phase, c, |r| r.server_cpu_us_per_op, |a, b| (b > 0.0).then(|| a / b))
+                    }),
+                    cpu_extra_us_over_counterpart: phase.counterpart().and_then(|c| {
+                        self.within_runs(&target, phase, c, |r| r.server_cpu_us_per_op, |a, b| Some(a - b))
+                    }),
                 });
             }
         }
@@ -443,19 +534,43 @@ impl Report {
         if !phase.latchkey_only() {
             return None;
         }
+        self.within_runs(target, phase, Phase::Login, figure, |a, b| (b > 0.0).then(|| a / b))
+    }
+
+    /// `combine(figure of phase, figure of reference)` in each measured run where both ran
+    /// without errors; the median over those runs.
+    fn within_runs(
+        &self,
+        target: &str,
+        phase: Phase,
+        reference: Phase,
+        figure: fn(&PhaseResult) -> Option<f64>,
+        combine: fn(f64, f64) -> Option<f64>,
+    ) -> Option<f64> {
         let of = |p: Phase, run: usize| {
             self.results.iter().find(|r| r.target == target && r.phase == p && r.run == run && !r.warmup)
         };
-        let ratios: Vec<f64> = self
+        let values: Vec<f64> = self
             .results
             .iter()
-            .filter(|r| r.target == target && r.phase == phase && !r.warmup)
+            .filter(|r| r.target == target && r.phase == phase && !r.warmup && r.errors == 0)
             .filter_map(|r| {
-                let (a, b) = (figure(r)?, figure(of(Phase::Login, r.run)?)?);
-                (b > 0.0 && r.errors == 0).then_some(a / b)
+                let reference = of(reference, r.run).filter(|b| b.errors == 0)?;
+                combine(figure(r)?, figure(reference)?)
             })
             .collect();
-        (!ratios.is_empty()).then(|| median(ratios))
+        (!values.is_empty()).then(|| median(values))
+    }
+
+    /// Medians over the measured runs of a target's proof costs: (sign µs, verify µs, CPU time?).
+    pub fn proof_cost_median(&self, target: &str) -> Option<(f64, f64, bool)> {
+        let rs: Vec<&ProofCost> = self.proof_costs.iter().filter(|p| p.target == target && !p.warmup).collect();
+        if rs.is_empty() {
+            return None;
+        }
+        let sign = median(rs.iter().map(|p| p.sign_us).collect());
+        let verify = median(rs.iter().map(|p| p.verify_us).collect());
+        Some((sign, verify, rs.iter().all(|p| p.cpu_time)))
     }
 
     /// The highest VmHWM seen for a target: its peak RSS over the whole run.
@@ -521,6 +636,26 @@ impl Report {
                     let cpu = m.cpu_ratio_to_login.map_or("-".into(), |c| format!("{c:.2}"));
                     let _ = writeln!(s, "  {:<30} ÷ full login of the same run: ops/s {r:.2}, CPU/op {cpu}", "");
                 }
+                if let (Some(c), Some(r)) = (m.counterpart, m.ops_ratio_to_counterpart) {
+                    let cpu = m.cpu_ratio_to_counterpart.map_or("-".into(), |c| format!("{c:.2}"));
+                    let extra = m.cpu_extra_us_over_counterpart.map_or("-".into(), |c| format!("{c:+.0}"));
+                    let _ = writeln!(
+                        s,
+                        "  {:<30} ÷ {} of the same run: ops/s {r:.2}, CPU/op {cpu} ({extra} µs)",
+                        "",
+                        c.label()
+                    );
+                }
+            }
+            if let Some((sign, verify, cpu)) = self.proof_cost_median(&target) {
+                let clock = if cpu { "thread CPU" } else { "wall time" };
+                let _ = writeln!(
+                    s,
+                    "  DPoP proof on one core of the bench process ({clock}): signed in {sign:.1} µs ({:.0}/s), \
+                     verified in {verify:.1} µs ({:.0}/s)",
+                    1e6 / sign.max(0.001),
+                    1e6 / verify.max(0.001)
+                );
             }
             if let Some(rss) = self.peak_rss_mib(&target) {
                 let _ = writeln!(s, "  peak RSS of the server over the whole run: {rss:.1} MiB");
@@ -570,6 +705,9 @@ impl Report {
         }
         for m in self.medians() {
             let _ = writeln!(s, "{}", tagged("median", serde_json::to_value(&m).unwrap_or_default()));
+        }
+        for p in &self.proof_costs {
+            let _ = writeln!(s, "{}", tagged("proof_cost", serde_json::to_value(p).unwrap_or_default()));
         }
         for c in &self.checks {
             let _ = writeln!(s, "{}", tagged("check", serde_json::to_value(c).unwrap_or_default()));
@@ -629,12 +767,14 @@ impl Report {
                         }
                         let _ = write!(row, " {ops} | {:.2} / {:.2} | {cpu} |", m.p50_ms, m.p99_ms);
                     }
-                    None if phase.latchkey_only() => row.push_str(" n/a | n/a | n/a |"),
-                    None => row.push_str(" - | - | - |"),
+                    None => {
+                        let none = phase.missing();
+                        let _ = write!(row, " {none} | {none} | {none} |");
+                    }
                 }
             }
             for n in names.iter().skip(1) {
-                let none = if phase.latchkey_only() { "n/a" } else { "-" };
+                let none = phase.missing();
                 let ratio = Self::find(&medians, subject, phase)
                     .zip(Self::find(&medians, n, phase))
                     .filter(|(_, o)| o.ops_per_sec > 0.0)
@@ -668,6 +808,7 @@ impl Report {
             s.push_str(".\n");
         }
         s.push_str(&self.account_markdown(&medians, &names));
+        s.push_str(&self.dpop_markdown(&medians, &names));
         for c in &self.checks {
             let _ = writeln!(
                 s,
@@ -677,72 +818,6 @@ impl Report {
                 if c.passed { "passed" } else { "FAILED" },
                 c.detail
             );
-        }
-        s
-    }
-}
-
-impl Report {
-    /// The account phases against the full login of the same runs, for each target that ran them.
-    fn account_markdown(&self, medians: &[Median], names: &[&str]) -> String {
-        let mut s = String::new();
-        let others: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| Phase::ACCOUNT.iter().all(|p| Self::find(medians, n, *p).is_none()))
-            .collect();
-        for target in names {
-            if Phase::ACCOUNT.iter().all(|p| Self::find(medians, target, *p).is_none()) {
-                continue;
-            }
-            let _ = write!(
-                s,
-                "\nAccount paths on {target}, each against the password-only full login: the ratios are taken within each \
-                 run and their median quoted."
-            );
-            if !others.is_empty() {
-                let _ = write!(s, " {} has no counterpart in this benchmark: n/a.", others.join(", "));
-            }
-            let _ = writeln!(
-                s,
-                "\n\n| phase | ops/s | p50 / p99 ms | server CPU µs/op | ops/s ÷ login | CPU/op ÷ login |{}",
-                others.iter().map(|o| format!(" {o} |")).collect::<String>()
-            );
-            let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: |{}", " ---: |".repeat(others.len()));
-            for phase in std::iter::once(Phase::Login).chain(Phase::ACCOUNT) {
-                let Some(m) = Self::find(medians, target, phase) else { continue };
-                let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-                let (ops_ratio, cpu_ratio) = if phase == Phase::Login {
-                    ("1".to_owned(), "1".to_owned())
-                } else {
-                    (ratio(m.ops_ratio_to_login), ratio(m.cpu_ratio_to_login))
-                };
-                let cpu = m.server_cpu_us_per_op.map_or("-".into(), |c| format!("{c:.0}"));
-                let _ = writeln!(
-                    s,
-                    "| {} | {:.1} | {:.2} / {:.2} | {cpu} | {ops_ratio} | {cpu_ratio} |{}",
-                    phase.label(),
-                    m.ops_per_sec,
-                    m.p50_ms,
-                    m.p99_ms,
-                    others
-                        .iter()
-                        .map(|_| if phase == Phase::Login { " (above) |" } else { " n/a |" })
-                        .collect::<String>()
-                );
-            }
-            if let Some(m) = Self::find(medians, target, Phase::ResetRequest)
-                && !m.subsets.is_empty()
-            {
-                let parts: Vec<String> = m
-                    .subsets
-                    .iter()
-                    .map(|sub| {
-                        format!("{} p50 / p99 {:.2} / {:.2} ms ({} per run)", sub.name, sub.p50_ms, sub.p99_ms, sub.ops)
-                    })
-                    .collect();
-                let _ = writeln!(s, "\nReset requests, each timed alone: {}.", parts.join("; "));
-            }
         }
         s
     }
@@ -779,7 +854,7 @@ mod tests {
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
     }
 
-    fn result(target: &str, run: usize, phase: Phase, ops_per_sec: f64, cpu: f64) -> PhaseResult {
+    pub(super) fn result(target: &str, run: usize, phase: Phase, ops_per_sec: f64, cpu: f64) -> PhaseResult {
         PhaseResult {
             ops: 10,
             planned: 10,
@@ -793,35 +868,7 @@ mod tests {
 
     #[test]
     fn account_phases_are_ratios_to_the_login_of_the_same_run_and_n_a_for_the_peer() {
-        let targets: Vec<TargetInfo> = ["latchkey", "peer"]
-            .iter()
-            .map(|n| TargetInfo {
-                name: (*n).into(),
-                issuer: String::new(),
-                adapter: crate::Adapter::Latchkey,
-                pid: None,
-            })
-            .collect();
-        let mut r = Report {
-            machine: String::new(),
-            started_unix: 0,
-            load_before: None,
-            load_after: None,
-            workload: WorkloadInfo {
-                users: 1,
-                codes: 1,
-                connections: 1,
-                logins: 1,
-                runs: 3,
-                warmup: false,
-                max_phase_seconds: 1,
-                account_logins: 1,
-                resets: 0,
-            },
-            targets,
-            results: Vec::new(),
-            checks: Vec::new(),
-        };
+        let mut r = report(&["latchkey", "peer"]);
         // The machine slows down run by run; the ratio within each run stays 0.5 (ops) and 2 (CPU),
         // where the ratio of the medians would not.
         for (run, login) in [(0, 100.0), (1, 60.0), (2, 10.0)] {
@@ -842,6 +889,40 @@ mod tests {
             "{md}"
         );
         assert!(!md.lines().any(|l| l.starts_with("| passkey sign-in")), "a phase that did not run has no row");
+    }
+
+    /// An empty report of three measured runs for `names`.
+    pub(super) fn report(names: &[&str]) -> Report {
+        let targets: Vec<TargetInfo> = names
+            .iter()
+            .map(|n| TargetInfo {
+                name: (*n).into(),
+                issuer: String::new(),
+                adapter: crate::Adapter::Latchkey,
+                pid: None,
+            })
+            .collect();
+        Report {
+            machine: String::new(),
+            started_unix: 0,
+            load_before: None,
+            load_after: None,
+            workload: WorkloadInfo {
+                users: 1,
+                codes: 1,
+                connections: 1,
+                logins: 1,
+                runs: 3,
+                warmup: false,
+                max_phase_seconds: 1,
+                account_logins: 1,
+                resets: 0,
+            },
+            targets,
+            results: Vec::new(),
+            checks: Vec::new(),
+            proof_costs: Vec::new(),
+        }
     }
 
     #[test]

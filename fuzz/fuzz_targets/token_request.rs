@@ -34,19 +34,23 @@ fuzz_target!(|data: &[u8]| {
                 GrantRequest::ClientCredentials { .. } => {
                     assert_eq!(params.get("grant_type"), Some("client_credentials"))
                 }
+                GrantRequest::DeviceCode { device_code } => {
+                    assert_eq!(params.get("grant_type"), Some(latchkey_proto::token::DEVICE_CODE_GRANT));
+                    assert_eq!(params.get("device_code"), Some(device_code.expose_secret()));
+                }
             }
             // Secrets never show in Debug output (they would end up in logs). Checked for secrets
             // that cannot also be found in a field that is shown, such as the client_id (a first
             // version of this check tripped over exactly that).
-            let shown_elsewhere = |s: &str| {
-                header.is_some_and(|h| h.contains(s))
-                    || params.iter().any(|(k, v)| k != "client_secret" && v.contains(s))
+            let shown_elsewhere = |key: &str, s: &str| {
+                header.is_some_and(|h| h.contains(s)) || params.iter().any(|(k, v)| k != key && v.contains(s))
             };
-            if let Some(s) = params
-                .get("client_secret")
-                .filter(|s| s.len() > 12 && s.bytes().all(|b| b.is_ascii_alphanumeric()) && !shown_elsewhere(s))
-            {
-                assert!(!format!("{req:?}").contains(s), "client_secret in Debug output");
+            for key in ["client_secret", "device_code"] {
+                if let Some(s) = params.get(key).filter(|s| {
+                    s.len() > 12 && s.bytes().all(|b| b.is_ascii_alphanumeric()) && !shown_elsewhere(key, s)
+                }) {
+                    assert!(!format!("{req:?}").contains(s), "{key} in Debug output");
+                }
             }
         }
         Err(e) => assert!(matches!(

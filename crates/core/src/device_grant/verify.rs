@@ -90,6 +90,25 @@ impl Provider {
         Ok(self.store.throttle_settle(&[], &refund).await?)
     }
 
+    /// The live, pending record a typed code names, with the code normalised, after one attempt
+    /// was reserved under `keys`. `Err`: the answer to give instead (throttled, or not found; the
+    /// attempt stays counted either way).
+    async fn reserve_and_find(
+        &self,
+        keys: &[(String, Rule)],
+        typed: &str,
+        now: UnixTime,
+    ) -> Result<Result<(String, DeviceRecord), Lookup<DeviceView>>, Error> {
+        if let Some(until) = self.reserve_user_code_attempt(keys, now).await? {
+            return Ok(Err(Lookup::Throttled { until }));
+        }
+        let Some(code) = normalize_user_code(typed) else { return Ok(Err(Lookup::NotFound)) };
+        match self.store.pending_device(&user_code_hash(&code), now).await? {
+            Some(record) => Ok(Ok((code, record))),
+            None => Ok(Err(Lookup::NotFound)),
+        }
+    }
+
     /// The pending device authorization a typed user code names, for the consent page.
     pub async fn device_by_user_code(
         &self,
@@ -99,21 +118,24 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Lookup<DeviceView>, Error> {
         let keys = keys(session, ip);
-        if let Some(until) = self.reserve_user_code_attempt(&keys, now).await? {
-            return Ok(Lookup::Throttled { until });
-        }
-        let Some(code) = normalize_user_code(typed) else { return Ok(Lookup::NotFound) };
-        let Some(record) = self.store.pending_device(&user_code_hash(&code), now).await? else {
-            return Ok(Lookup::NotFound);
+        let (code, record) = match self.reserve_and_find(&keys, typed, now).await? {
+            Ok(found) => found,
+            Err(answer) => return Ok(answer),
         };
         self.refund_user_code_attempt(&keys).await?;
-        Ok(Lookup::Found(self.device_view(&record, &code, session).await?))
+        let client = self.store.client(&record.client_id).await?;
+        Ok(Lookup::Found(self.device_view(&record, client, &code, session)))
     }
 
-    async fn device_view(&self, r: &DeviceRecord, code: &str, session: &AccountSession) -> Result<DeviceView, Error> {
-        let client = self.store.client(&r.client_id).await?;
+    fn device_view(
+        &self,
+        r: &DeviceRecord,
+        client: Option<crate::store::ClientRecord>,
+        code: &str,
+        session: &AccountSession,
+    ) -> DeviceView {
         let needs = self.step_up_needed(client.as_ref(), session);
-        Ok(DeviceView {
+        DeviceView {
             needs,
             user_code: display_user_code(code),
             client_id: r.client_id.to_string(),
@@ -123,7 +145,7 @@ impl Provider {
             requested_at: r.created_at,
             requested_from: r.requested_from.clone(),
             expires_at: r.expires_at,
-        })
+        }
     }
 
     /// Records the person's answer to the device authorization a user code names. The grant
@@ -137,20 +159,18 @@ impl Provider {
         now: UnixTime,
     ) -> Result<Lookup<DeviceView>, Error> {
         let keys = keys(session, ip);
-        if let Some(until) = self.reserve_user_code_attempt(&keys, now).await? {
-            return Ok(Lookup::Throttled { until });
+        let (code, record) = match self.reserve_and_find(&keys, typed, now).await? {
+            Ok(found) => found,
+            Err(answer) => return Ok(answer),
+        };
+        let client = self.store.client(&record.client_id).await?;
+        if answer == Answer::Approve
+            && let Some(level) = self.step_up_needed(client.as_ref(), session)
+        {
+            // Not refunded: a guesser gains nothing by holding a weak session.
+            return Ok(Lookup::StepUpNeeded { level });
         }
-        let Some(code) = normalize_user_code(typed) else { return Ok(Lookup::NotFound) };
-        let hash = user_code_hash(&code);
-        let Some(record) = self.store.pending_device(&hash, now).await? else { return Ok(Lookup::NotFound) };
         let s = &session.session;
-        if answer == Answer::Approve {
-            let client = self.store.client(&record.client_id).await?;
-            if let Some(level) = self.step_up_needed(client.as_ref(), session) {
-                // Not refunded: a guesser gains nothing by holding a weak session.
-                return Ok(Lookup::StepUpNeeded { level });
-            }
-        }
         let status = match answer {
             Answer::Approve => DeviceStatus::Approved(Approval {
                 user_id: session.user.id.clone(),
@@ -161,7 +181,7 @@ impl Provider {
             Answer::Deny => DeviceStatus::Denied,
         };
         // Atomic: of two answers (two tabs, two people with the same code), one is recorded.
-        if !self.store.decide_device(&hash, &status, now).await? {
+        if !self.store.decide_device(&record.user_code_hash, &status, now).await? {
             return Ok(Lookup::NotFound);
         }
         self.refund_user_code_attempt(&keys).await?;
@@ -177,7 +197,7 @@ impl Provider {
             detail: Some(detail),
         };
         crate::audit::record(self.store.as_ref(), now, name, e).await;
-        Ok(Lookup::Found(self.device_view(&record, &code, session).await?))
+        Ok(Lookup::Found(self.device_view(&record, client, &code, session)))
     }
 
     /// The level the client's sign-ins must reach (the stricter of the deployment's and the
